@@ -1,0 +1,87 @@
+"""Time partitioners' Dirichlet split against one np.argsort of the same labels, and
+against NIID-Bench's original Python-list implementation.
+
+    python benchmarks/partition_speed.py [--repeats 5]
+
+Goal: partition(...) <= 8x np.argsort(labels) on both setups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import partitioners
+
+
+def niid_bench_dirichlet(y_train: np.ndarray, n_parties: int, beta: float, min_require_size: int, seed: int):
+    """NIID-Bench's ``partition_data(..., "noniid-labeldir", ...)`` (utils.py), verbatim
+    up to names: legacy global-state RNG, Python lists, np.split and list concatenation."""
+    np.random.seed(seed)
+    min_size = 0
+    K = int(y_train.max()) + 1
+    N = y_train.shape[0]
+    net_dataidx_map = {}
+    while min_size < min_require_size:
+        idx_batch = [[] for _ in range(n_parties)]
+        for k in range(K):
+            idx_k = np.where(y_train == k)[0]
+            np.random.shuffle(idx_k)
+            proportions = np.random.dirichlet(np.repeat(beta, n_parties))
+            proportions = np.array([p * (len(idx_j) < N / n_parties) for p, idx_j in zip(proportions, idx_batch)])
+            proportions = proportions / proportions.sum()
+            proportions = (np.cumsum(proportions) * len(idx_k)).astype(int)[:-1]
+            idx_batch = [idx_j + idx.tolist() for idx_j, idx in zip(idx_batch, np.split(idx_k, proportions))]
+            min_size = min([len(idx_j) for idx_j in idx_batch])
+    for j in range(n_parties):
+        np.random.shuffle(idx_batch[j])
+        net_dataidx_map[j] = idx_batch[j]
+    return net_dataidx_map
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_case(name: str, n: int, k: int, parties: int, beta: float, min_size: int, repeats: int, ref_repeats: int) -> None:
+    labels = np.random.default_rng(12345).integers(0, k, n).astype(np.int64)
+    t_argsort = median_time(lambda: np.argsort(labels), max(repeats, 21))
+    seeds = iter(range(10**6))
+    t_part = median_time(
+        lambda: partitioners.partition(labels, "dirichlet", parties, seed=next(seeds), beta=beta, min_size=min_size),
+        repeats,
+    )
+    ref_seeds = iter(range(10**6))
+    t_ref = median_time(lambda: niid_bench_dirichlet(labels, parties, beta, min_size, next(ref_seeds)), ref_repeats)
+    print(f"({name}) dirichlet beta={beta}, {n:,} int64 labels, {k} classes, {parties:,} parties, "
+          f"min_size={min_size}; median of {repeats} partitions (seeds 0..{repeats - 1}), {ref_repeats} references")
+    print(f"    np.argsort(labels)          {t_argsort * 1e3:10.2f} ms")
+    print(f"    partitioners.partition      {t_part * 1e3:10.2f} ms   ratio {t_part / t_argsort:6.2f}x  (goal <= 8x)")
+    print(f"    NIID-Bench reference loop   {t_ref * 1e3:10.2f} ms   ratio {t_ref / t_argsort:6.2f}x  "
+          f"({t_ref / t_part:.0f}x slower than partition)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7, help="repeats of partition() (median reported)")
+    ap.add_argument("--ref-repeats", type=int, default=3, help="repeats of the NIID-Bench reference")
+    args = ap.parse_args()
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs; times are medians, a new seed per partition")
+    run_case("a", 1_000_000, 100, 1_000, 0.1, 10, args.repeats, args.ref_repeats)
+    # a 2 ms call varies with the number of Dirichlet redraws a seed needs: more repeats
+    run_case("b", 50_000, 10, 100, 0.1, 10, max(args.repeats, 101), args.ref_repeats)
+
+
+if __name__ == "__main__":
+    main()

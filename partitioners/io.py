@@ -1,0 +1,176 @@
+"""Persistence of a partition (``dataidxs.npz``), tied to the labels it was made for.
+
+Format (``np.savez``, no pickled objects; version 1):
+``indices`` int64, every party's indices concatenated in party order; ``offsets`` int64,
+n_parties + 1 bounds (party j is ``indices[offsets[j]:offsets[j+1]]``) — two arrays
+whatever the number of parties; ``scheme``, ``params_json`` (the scheme parameters as
+JSON; an array-valued one such as ``groups`` is replaced by its shape, dtype and
+sha256), ``seed``, ``n_samples``, ``labels_sha256`` (sha256 of the labels as
+little-endian int64 bytes), ``version``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._validate import check_labels
+
+FORMAT_VERSION = 1
+_KEYS = ("indices", "offsets", "scheme", "params_json", "seed", "n_samples", "labels_sha256", "version")
+
+
+class PartitionFileError(ValueError):
+    """A partition file is missing, unreadable, or made for other labels."""
+
+
+def labels_sha256(labels: Any) -> str:
+    """sha256 hex digest of ``labels`` as little-endian int64 bytes."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON; arrays and long sequences (e.g. ``groups``) become a summary."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, list, tuple)):
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError):
+            arr = None
+        if arr is not None and arr.dtype.kind in "biufU" and arr.ndim <= 1 and arr.size <= 64:
+            return arr.tolist()
+        if arr is not None and arr.dtype.kind in "biufUS":
+            return {
+                "note": "array not stored",
+                "shape": list(arr.shape),
+                "dtype": str(arr.dtype),
+                "sha256": hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(),
+            }
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {"note": "value not stored", "repr": repr(value)[:200]}
+    return value
+
+
+def save_dataidxs(
+    path: str | os.PathLike,
+    dataidxs: Mapping[int, Any],
+    labels: Any,
+    scheme: str,
+    params: Mapping[str, Any],
+    seed: int,
+) -> None:
+    """Write ``dataidxs`` (keys 0..n-1) to ``path`` atomically (temp file + os.replace)."""
+    labels = check_labels(labels)
+    n = len(dataidxs)
+    if sorted(dataidxs) != list(range(n)):
+        raise ValueError(f"dataidxs keys must be the party ids 0..{n - 1}")
+    arrays = [np.asarray(dataidxs[j], dtype=np.int64).reshape(-1) for j in range(n)]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    indices = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= labels.size):
+        raise ValueError(f"dataidxs hold an index outside 0..{labels.size - 1}")
+    payload = {
+        "indices": indices,
+        "offsets": offsets,
+        "scheme": np.array(str(scheme)),
+        "params_json": np.array(json.dumps({str(k): _jsonable(v) for k, v in params.items()}, sort_keys=True)),
+        "seed": np.array(int(seed), dtype=np.int64),
+        "n_samples": np.array(labels.size, dtype=np.int64),
+        "labels_sha256": np.array(labels_sha256(labels)),
+        "version": np.array(FORMAT_VERSION, dtype=np.int64),
+    }
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    name = os.fspath(path)
+    try:
+        with np.load(name, allow_pickle=False) as z:
+            missing = [k for k in _KEYS if k not in z.files]
+            if missing:
+                raise PartitionFileError(f"{name} is not a partition file (missing {', '.join(missing)})")
+            data = {k: z[k] for k in _KEYS}
+    except PartitionFileError:
+        raise
+    except FileNotFoundError:
+        raise PartitionFileError(f"{name} does not exist") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise PartitionFileError(f"{name} is not a readable partition file ({type(e).__name__}: {e})") from None
+    if int(data["version"]) != FORMAT_VERSION:
+        raise PartitionFileError(f"{name} has format version {int(data['version'])}; this fedsim reads {FORMAT_VERSION}")
+    return data
+
+
+def read_dataidxs_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a partition file: ``scheme, params, seed, n_samples,
+    labels_sha256, version, n_parties``."""
+    d = _read(path)
+    try:
+        params = json.loads(str(d["params_json"]))
+    except ValueError as e:
+        raise PartitionFileError(f"{os.fspath(path)} has unreadable params_json ({e})") from None
+    return {
+        "scheme": str(d["scheme"]),
+        "params": params,
+        "seed": int(d["seed"]),
+        "n_samples": int(d["n_samples"]),
+        "labels_sha256": str(d["labels_sha256"]),
+        "version": int(d["version"]),
+        "n_parties": int(d["offsets"].size - 1),
+    }
+
+
+def load_dataidxs(path: str | os.PathLike, labels: Any) -> dict[int, np.ndarray]:
+    """Read a partition file made by :func:`save_dataidxs` for these ``labels``.
+
+    PartitionFileError if the file is missing or corrupt, or was made for a dataset of
+    another size or with other labels (checked by sha256).
+    """
+    name = os.fspath(path)
+    base = os.path.basename(name)
+    labels = check_labels(labels)
+    d = _read(path)
+    n_file, sha_file = int(d["n_samples"]), str(d["labels_sha256"])
+    sha_now = labels_sha256(labels)
+    if n_file != labels.size or sha_file != sha_now:
+        what = (
+            f"has {labels.size} samples" if n_file != labels.size else "has different labels"
+        )
+        raise PartitionFileError(
+            f"{base} was made for a dataset of {n_file} samples with labels checksum {sha_file[:12]}..., "
+            f"but the current dataset {what} (checksum {sha_now[:12]}...): delete {name} or use the matching dataset"
+        )
+    indices, offsets = d["indices"], d["offsets"]
+    if (
+        indices.dtype.kind not in "iu" or offsets.dtype.kind not in "iu" or indices.ndim != 1
+        or offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != indices.size
+        or (np.diff(offsets) < 0).any()
+        or (indices.size and (indices.min() < 0 or indices.max() >= labels.size))
+    ):
+        raise PartitionFileError(f"{name} is corrupt (inconsistent indices/offsets)")
+    indices = indices.astype(np.int64, copy=False)
+    return {j: indices[offsets[j] : offsets[j + 1]] for j in range(offsets.size - 1)}

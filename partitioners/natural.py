@@ -1,0 +1,49 @@
+"""Natural partition: whole groups (a writer in FEMNIST, a user in Shakespeare/Sent140 —
+LEAF, Caldas et al. 2018) are dealt to parties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._assign import dataidxs_from_assignment, small_uint
+from .registry import register
+
+
+@register("natural", sorted_output=True)
+def natural(
+    labels: np.ndarray,
+    n_parties: int,
+    rng: np.random.Generator,
+    *,
+    groups: Any,
+) -> dict[int, np.ndarray]:
+    """``groups`` holds one group id (int or str) per sample; every sample is assigned.
+
+    The distinct groups are shuffled with ``rng`` and dealt round-robin: party j gets
+    shuffled groups j, j + n, j + 2n, ... . Parties thus hold whole groups and equal
+    numbers of groups (within one), while their sizes keep the groups' natural
+    imbalance (no balancing by size). With as many groups as parties each party is
+    exactly one group. ValueError if there are fewer groups than parties.
+    """
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != labels.size:
+        raise ValueError(
+            f"partition.groups must hold one group id per sample ({labels.size} values); got shape {g.shape}"
+        )
+    try:
+        _, inverse = np.unique(g, return_inverse=True)
+    except TypeError as e:
+        raise ValueError(f"partition.groups must be sortable group ids (ints or strings): {e}") from None
+    inverse = inverse.reshape(-1)
+    n_groups = int(inverse.max()) + 1
+    if n_groups < n_parties:
+        raise ValueError(
+            f"natural: {n_groups} groups for {n_parties} parties: partition.n_parties must be <= "
+            f"the number of groups ({n_groups})"
+        )
+    dtype = small_uint(n_parties + 1)
+    owner = np.empty(n_groups, dtype=dtype)
+    owner[rng.permutation(n_groups)] = np.arange(n_groups) % n_parties
+    return dataidxs_from_assignment(owner[inverse], n_parties)

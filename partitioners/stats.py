@@ -1,0 +1,130 @@
+"""Data heterogeneity of a partition: how far each party's data is from the whole.
+
+Party k has the class-count vector ``c_k`` (n_k = sum c_k samples) and label
+distribution ``p_k = c_k / n_k``; ``q`` is the label distribution of the whole
+``labels`` array. Per party (parties with n_k = 0 are left out of the distance and
+entropy statistics, but count in the size statistics and have 0 classes):
+
+- total variation ``TV = 0.5 * sum_c |p_c - q_c|`` in [0, 1] — the earth mover's
+  distance over classes with a 0/1 ground distance;
+- Jensen-Shannon *distance* ``JS = sqrt(0.5 KL(p||m) + 0.5 KL(q||m))``, ``m = (p + q)/2``,
+  base-2 logs, in [0, 1] (Lin 1991; Endres & Schindelin 2003);
+- Hellinger ``H = sqrt(1 - sum_c sqrt(p_c q_c))`` in [0, 1];
+- effective number of classes ``exp(-sum_c p_c ln p_c)`` (Hill number of order 1):
+  1 for a one-class party, K for a uniform one;
+- classes per party: the number of classes with a count > 0.
+
+Sizes: mean, population std (ddof=0), CV = std / mean, min, max. NIID-Bench (Li et al.,
+ICDE 2022) reports the class-count table; these summarise it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._validate import as_int, check_labels
+
+
+def class_count_matrix(
+    labels: np.ndarray, dataidxs: Mapping[int, Any], num_classes: int
+) -> tuple[list[int], np.ndarray]:
+    """``(party ids ascending, parties x classes int64 counts)``, one bincount, no loop over samples."""
+    parties = sorted(dataidxs)
+    arrays = []
+    for p in parties:
+        a = np.asarray(dataidxs[p])
+        if a.size == 0:
+            a = a.astype(np.int64)
+        if a.dtype.kind not in "iu" or a.ndim != 1:
+            raise ValueError(f"dataidxs[{p}] must be a 1-D integer index array; got {a.dtype} of shape {a.shape}")
+        arrays.append(a.astype(np.int64, copy=False))
+    sizes = np.array([a.size for a in arrays], dtype=np.int64)
+    idx = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= labels.size):
+        raise ValueError(f"dataidxs hold an index outside 0..{labels.size - 1}")
+    rows = np.repeat(np.arange(len(parties), dtype=np.int64), sizes)
+    flat = np.bincount(rows * num_classes + labels[idx], minlength=len(parties) * num_classes)
+    return parties, flat.reshape(len(parties), num_classes)
+
+
+def heterogeneity(
+    labels: Any, dataidxs: Mapping[int, Any], num_classes: int | None = None
+) -> dict[str, Any]:
+    """Heterogeneity statistics of ``dataidxs`` (party -> indices into ``labels``).
+
+    Returns a flat JSON-serialisable dict: ``n_parties, n_samples`` (assigned samples),
+    ``n_classes`` (``num_classes``, default max label + 1), ``class_counts`` (parties x
+    classes, parties in ascending id order), ``size_mean, size_std, size_cv, size_min,
+    size_max, classes_per_party_mean/min/max, tv_mean, tv_max, js_mean, js_max,
+    hellinger_mean, hellinger_max, effective_classes_mean, effective_classes_min,
+    global_effective_classes``. The distance/entropy entries are None when every party
+    is empty. See the module docstring for the definitions.
+    """
+    labels = check_labels(labels)
+    top = int(labels.max()) + 1
+    k = top if num_classes is None else as_int("num_classes", num_classes, top)
+    if len(dataidxs) == 0:
+        raise ValueError("dataidxs must hold at least one party")
+    _, counts = class_count_matrix(labels, dataidxs, k)
+
+    sizes = counts.sum(axis=1)
+    mean = float(sizes.mean())
+    std = float(sizes.std())
+    present = (counts > 0).sum(axis=1)
+    q = np.bincount(labels, minlength=k) / labels.size
+    p = counts[sizes > 0] / sizes[sizes > 0, None]
+
+    out: dict[str, Any] = {
+        "n_parties": int(len(sizes)),
+        "n_samples": int(sizes.sum()),
+        "n_classes": int(k),
+        "class_counts": counts.tolist(),
+        "size_mean": mean,
+        "size_std": std,
+        "size_cv": std / mean if mean > 0 else 0.0,
+        "size_min": int(sizes.min()),
+        "size_max": int(sizes.max()),
+        "classes_per_party_mean": float(present.mean()),
+        "classes_per_party_min": int(present.min()),
+        "classes_per_party_max": int(present.max()),
+    }
+    if p.shape[0]:
+        tv, js, hel, eff = _distances(p, q)
+        out.update(
+            tv_mean=float(tv.mean()), tv_max=float(tv.max()),
+            js_mean=float(js.mean()), js_max=float(js.max()),
+            hellinger_mean=float(hel.mean()), hellinger_max=float(hel.max()),
+            effective_classes_mean=float(eff.mean()), effective_classes_min=float(eff.min()),
+        )
+    else:
+        out.update(dict.fromkeys(
+            ["tv_mean", "tv_max", "js_mean", "js_max", "hellinger_mean", "hellinger_max",
+             "effective_classes_mean", "effective_classes_min"]))
+    out["global_effective_classes"] = float(np.exp(_entropy(q[None, :])[0]))
+    return out
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Row-wise natural-log entropy, 0 ln 0 = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+
+
+def _kl2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise KL(a || b) in bits, 0 log 0 = 0 (b > 0 wherever a > 0 here)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a > 0, a * np.log2(a / b), 0.0).sum(axis=1)
+
+
+def _distances(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """TV, JS distance, Hellinger and effective classes of each row of ``p`` against ``q``."""
+    qq = np.broadcast_to(q, p.shape)
+    tv = 0.5 * np.abs(p - qq).sum(axis=1)
+    m = 0.5 * (p + qq)
+    js = np.sqrt(np.clip(0.5 * _kl2(p, m) + 0.5 * _kl2(qq, m), 0.0, 1.0))
+    hel = np.sqrt(np.clip(1.0 - np.sqrt(p * qq).sum(axis=1), 0.0, 1.0))
+    eff = np.exp(_entropy(p))
+    return tv, js, hel, eff
