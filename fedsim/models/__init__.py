@@ -1,0 +1,35 @@
+"""Models: a registry of encoders wrapped in one layout, ``FedModel``.
+
+Every model is ``encoder -> [projection head] -> classifier`` with state-dict keys
+``encoder.*``, ``projection.*`` and ``classifier.*``; see :mod:`fedsim.models.heads`.
+Adding an architecture is one file with one ``@register("name")`` builder and one
+import line below.
+"""
+
+from __future__ import annotations
+
+from .heads import FedModel, moon_projection_head
+from .registry import ModelError, available, build_model, register
+
+# architectures register themselves on import; the order is the order of available()
+from . import simple_cnn as _simple_cnn  # noqa: E402,F401
+from . import mlp as _mlp  # noqa: E402,F401
+from . import resnet as _resnet  # noqa: E402,F401
+
+from .inspect import LayerRow, ModelReport, bn_state_keys, format_report, has_batchnorm, inspect_model  # noqa: E402
+
+
+__all__ = [
+    "FedModel",
+    "ModelError",
+    "LayerRow",
+    "ModelReport",
+    "available",
+    "bn_state_keys",
+    "build_model",
+    "format_report",
+    "has_batchnorm",
+    "inspect_model",
+    "moon_projection_head",
+    "register",
+]

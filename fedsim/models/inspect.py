@@ -1,0 +1,214 @@
+"""Per-layer parameters, FLOPs, output shapes and size of a model (``fedsim inspect``).
+
+FLOPs convention: counted by ``torch.utils.flop_counter.FlopCounterMode`` on a forward
+pass of ONE sample (a zero batch of size 1, eval mode, no grad): 2 FLOPs per
+multiply-accumulate of convolutions and matrix multiplies (a conv costs
+``2 * Cout * Hout * Wout * Cin/groups * kh * kw``, a Linear ``2 * in * out``);
+elementwise ops, bias adds, normalisation, activations and pooling count 0. The
+counts are attributed to modules with forward hooks that read the counter before and
+after each call, each module keeping only what its children did not; so the rows add
+up exactly to FlopCounterMode's total.
+
+Rows are the leaf modules (conv, linear, bn, relu, pool, ...) plus any container that
+owns parameters/buffers itself or does counted work in its own ``forward`` (e.g. a
+``torch.matmul`` written inline). ``params`` is a row's own parameters
+(``recurse=False``); buffers (BatchNorm's running statistics) are not parameters.
+``size_mb`` = (parameters + buffers) * 4 bytes / 2**20, i.e. the fp32 size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.flop_counter import FlopCounterMode
+
+FLOPS_CONVENTION = (
+    "FLOPs: torch.utils.flop_counter.FlopCounterMode, forward pass of 1 sample; "
+    "2 FLOPs per multiply-accumulate of convolutions and matrix multiplies; "
+    "elementwise ops, normalisation, activations and pooling not counted"
+)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    params: int
+    flops: int
+    output_shape: tuple  # shape of the output for a batch of 1 (batch dim included); () if not called
+
+
+@dataclass
+class ModelReport:
+    rows: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    total_flops: int
+    size_mb: float
+    input_shape: tuple
+    flops_convention: str = field(default=FLOPS_CONVENTION)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has any BatchNorm layer (1d, 2d, 3d, sync)."""
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def bn_state_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of BatchNorm layers (weight, bias, running_mean, running_var,
+    num_batches_tracked): what FedBN (Li et al., ICLR 2021) keeps local. In state_dict order."""
+    owned: set[str] = set()
+    for name, mod in model.named_modules(remove_duplicate=False):
+        if isinstance(mod, _BatchNorm):
+            prefix = f"{name}." if name else ""
+            owned.update(prefix + k for k in mod.state_dict().keys())
+    return [k for k in model.state_dict().keys() if k in owned]
+
+
+def _shape_of(out: Any) -> tuple:
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, (tuple, list)):
+        return tuple(_shape_of(o) for o in out if isinstance(o, (torch.Tensor, tuple, list)))
+    return ()
+
+
+def _dummy_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    ref = next(model.parameters(), None)
+    if ref is None:
+        ref = next(model.buffers(), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    # zeros, not random: inspecting must not advance the global RNG
+    return torch.zeros((1, *input_shape), device=device, dtype=dtype)
+
+
+def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelReport:
+    """Parameters, FLOPs (one sample; see the module docstring) and output shape per layer."""
+    input_shape = tuple(int(s) for s in input_shape)
+    named = list(model.named_modules())  # deduplicated: a shared module is one row
+    counter = FlopCounterMode(display=False)
+
+    inclusive_start: dict[int, list[int]] = {}  # id(module) -> stack of counter totals at entry
+    child_flops: dict[int, list[int]] = {}  # id(module) -> stack of its children's FLOPs in this call
+    own_flops: dict[int, int] = {id(m): 0 for _, m in named}
+    out_shapes: dict[int, tuple] = {}
+    stack: list[int] = []
+
+    def pre_hook(mod: nn.Module, args: Any) -> None:
+        key = id(mod)
+        inclusive_start.setdefault(key, []).append(counter.get_total_flops())
+        child_flops.setdefault(key, []).append(0)
+        stack.append(key)
+
+    def post_hook(mod: nn.Module, args: Any, out: Any) -> None:
+        key = id(mod)
+        stack.pop()
+        inclusive = counter.get_total_flops() - inclusive_start[key].pop()
+        own_flops[key] += inclusive - child_flops[key].pop()
+        if stack:
+            child_flops[stack[-1]][-1] += inclusive
+        out_shapes[key] = _shape_of(out)
+
+    handles = []
+    modes = {id(m): m.training for _, m in named}
+    try:
+        for _, m in named:
+            handles.append(m.register_forward_pre_hook(pre_hook))
+            handles.append(m.register_forward_hook(post_hook))
+        model.eval()
+        x = _dummy_input(model, input_shape)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for _, m in named:
+            m.train(modes[id(m)])
+    total_flops = counter.get_total_flops()
+
+    rows: list[LayerRow] = []
+    for name, m in named:
+        is_leaf = next(m.children(), None) is None
+        own_params = sum(p.numel() for p in m.parameters(recurse=False))
+        owns_state = own_params > 0 or next(m.buffers(recurse=False), None) is not None
+        if not (is_leaf or owns_state or own_flops[id(m)] > 0):
+            continue
+        rows.append(LayerRow(
+            name=name or "(root)",
+            kind=type(m).__name__,
+            params=own_params,
+            flops=own_flops[id(m)],
+            output_shape=out_shapes.get(id(m), ()),
+        ))
+    # work done outside any module's forward cannot happen here (the root is a module),
+    # but keep the rows honest if a hook-less path ever appears
+    rest = total_flops - sum(r.flops for r in rows)
+    if rest:
+        rows.append(LayerRow("(outside modules)", "-", 0, rest, ()))
+
+    params = list(model.parameters())
+    n_params = sum(p.numel() for p in params)
+    n_buffers = sum(b.numel() for b in model.buffers())
+    return ModelReport(
+        rows=rows,
+        total_params=n_params,
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_flops=total_flops,
+        size_mb=(n_params + n_buffers) * 4 / 2**20,
+        input_shape=input_shape,
+        flops_convention=FLOPS_CONVENTION,
+    )
+
+
+def human(n: float, suffix: str = "") -> str:
+    """12345678 -> '12.35M'; below 1000 the number itself."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}{suffix}"
+    return f"{int(n)}{suffix}" if float(n).is_integer() else f"{n:.2f}{suffix}"
+
+
+def _human_flops(n: int) -> str:
+    """1110845440 -> '1.11 GFLOPs'; 1303440 -> '1.30 MFLOPs'."""
+    text = human(n)
+    return f"{text[:-1]} {text[-1]}FLOPs" if text[-1].isalpha() else f"{text} FLOPs"
+
+
+def _fmt_shape(shape: tuple) -> str:
+    if not shape:
+        return "-"
+    if all(isinstance(s, int) for s in shape):
+        return "[" + ", ".join(str(s) for s in shape) + "]"
+    return ", ".join(_fmt_shape(s) for s in shape)
+
+
+def format_report(report: ModelReport) -> str:
+    """A plain-text table (layer, type, output shape, params, FLOPs), then the totals."""
+    header = ("layer", "type", "output shape", "params", "FLOPs")
+    body = [
+        (r.name, r.kind, _fmt_shape(r.output_shape), human(r.params) if r.params else "0", human(r.flops) if r.flops else "0")
+        for r in report.rows
+    ]
+    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
+    align_right = (False, False, False, True, True)
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, align_right)).rstrip()
+
+    rule = "-" * len(line(tuple("-" * w for w in widths)))
+    out = [f"input shape: {_fmt_shape((1, *report.input_shape))} (batch of 1)", line(header), rule]
+    out += [line(row) for row in body]
+    out.append(rule)
+    out += [
+        f"total params:     {report.total_params:,} ({human(report.total_params)})",
+        f"trainable params: {report.trainable_params:,} ({human(report.trainable_params)})",
+        f"total FLOPs:      {report.total_flops:,} ({_human_flops(report.total_flops)})",
+        f"size (fp32):      {report.size_mb:.2f} MB (parameters + buffers)",
+        report.flops_convention,
+    ]
+    return "\n".join(out)

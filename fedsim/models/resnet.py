@@ -1,0 +1,52 @@
+"""ResNet-18/34/50 in the CIFAR form (He et al., CVPR 2016; as used by MOON for CIFAR).
+
+torchvision's ``resnet{18,34,50}(weights=None)`` with the ImageNet stem replaced for
+small images: conv1 becomes a 3x3, stride 1, padding 1 conv (no bias) from C input
+channels and the max-pool is removed, so a 32x32 input reaches layer4 at 4x4. ``fc`` is
+an Identity, so the encoder returns the pooled 512 (r18/34) or 2048 (r50) features.
+BatchNorm is kept (FedBN keeps those layers local). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ModelConfig
+from .registry import ModelError, register
+
+# arch -> feature_dim (width of the pooled output of layer4)
+_ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def cifar_resnet(arch: str, in_channels: int) -> tuple[nn.Module, int]:
+    """torchvision ResNet with the CIFAR stem and no fc; returns (encoder, feature_dim)."""
+    # imported here: torchvision costs ~1.4 s, and config validation imports this
+    # package just to list the model names
+    import torchvision
+
+    feature_dim = _ARCHS[arch]
+    net = getattr(torchvision.models, arch)(weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    # the same init torchvision gives every other conv of the network (global RNG only)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net, feature_dim
+
+
+def _builder(arch: str):
+    def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
+        if len(input_shape) != 3:
+            raise ModelError(
+                f"model '{arch}' is a CNN and needs image input (C, H, W); got input_shape {tuple(input_shape)}"
+                " — use model.name=mlp for tabular data"
+            )
+        return cifar_resnet(arch, int(input_shape[0]))
+
+    build.__name__ = f"build_{arch}"
+    build.__doc__ = f"{arch}, CIFAR form."
+    return build
+
+
+for _arch in _ARCHS:
+    register(_arch)(_builder(_arch))
