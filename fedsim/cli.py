@@ -1,0 +1,276 @@
+"""The ``fedsim`` command line: run, partition, sweep, report, inspect.
+
+A bad config, argument or file is one line on stderr and exit code 2 (``--debug``
+shows the traceback). Only this module prints; the library logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import FedsimError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (its default prints the usage block first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fedsim", description="Flower-native federated learning simulator for non-IID research.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run one federated experiment", description="Run one federated experiment.")
+    p.add_argument("config", help="experiment YAML")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. partition.beta=0.1")
+    p.add_argument("--out", help="run directory (default: runs/<dataset>-<scheme>-<strategy>-s<seed>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+
+    p = sub.add_parser("partition", help="partition only: class counts, heterogeneity, dataidxs, plot",
+                       description="Partition a dataset and report its heterogeneity, without training.")
+    p.add_argument("config", nargs="?", help="experiment YAML (its data.* and partition.* keys)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. partition.scheme=dirichlet")
+    p.add_argument("--out", help="directory for dataidxs.npz, partition.json and label_distribution.png")
+    p.add_argument("--labels", help="a .npy file of integer labels to partition instead of the config's dataset")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    _add_common(p)
+
+    p = sub.add_parser("sweep", help="run a grid of experiments", description="Run strategies x partitions x seeds.")
+    p.add_argument("sweep", help="sweep YAML (base, overrides, grid, seeds)")
+    p.add_argument("--out", help="sweep directory (default: runs/sweep-<name>)")
+    p.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("--resume", action="store_true", help="skip finished runs, resume interrupted ones")
+    p.add_argument("--select-by", dest="select_by", help="pick the best setting per group by this validation metric (e.g. val_accuracy)")
+    p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation for --select-by")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="tables and plots of a run or sweep directory", description="Tables and plots of a run or a sweep.")
+    p.add_argument("dir", help="a run directory or a sweep directory")
+    _add_common(p)
+
+    p = sub.add_parser("inspect", help="parameters, FLOPs and size of a model", description="Parameters, FLOPs and size per layer and in total.")
+    p.add_argument("model", help="model name (simple-cnn, mlp, resnet18, ...)")
+    p.add_argument("overrides", nargs="*", help="e.g. data.dataset=mnist model.projection_head=true")
+    _add_common(p)
+    return parser
+
+
+# ------------------------------------------------------------------- commands
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .api import run
+    from .server import RunHooks
+
+    console = _console()
+    hooks = None
+    progress = None
+    if not args.quiet:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("round {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        task = {}
+
+        def on_start(start_round: int, rounds: int) -> None:
+            task["id"] = progress.add_task("run", total=rounds, completed=start_round - 1, status="")
+            progress.start()
+
+        def on_round(row: dict) -> None:
+            acc = row.get("test_accuracy")
+            loss = row.get("train_loss")
+            status = []
+            if acc is not None:
+                status.append(f"acc {acc:.4f}")
+            if loss is not None:
+                status.append(f"loss {loss:.4f}")
+            if row.get("failures"):
+                status.append(f"{len(row['failures'])} failed")
+            progress.update(task["id"], completed=row["round"], status="  ".join(status))
+
+        hooks = RunHooks(on_start=on_start, on_round=on_round)
+    try:
+        result = run(args.config, args.overrides, args.out, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
+    finally:
+        if progress is not None:
+            progress.stop()
+    _print_summary(console, result.summary, result.run_dir)
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "-" if v is None else str(v)
+
+
+def _print_summary(console, summary: dict, run_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"fedsim run: {run_dir}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("strategy", "dataset", "model", "rounds", "test_accuracy", "best_test_accuracy", "test_f1_macro",
+                "test_precision_macro", "test_recall_macro", "test_loss", "train_accuracy", "failures_total", "wall_time_s"):
+        table.add_row(key, _fmt(summary.get(key)))
+    het = summary.get("heterogeneity", {})
+    for key in ("tv_mean", "hellinger_mean", "size_cv"):
+        if key in het:
+            table.add_row(f"partition {key}", _fmt(het[key]))
+    console.print(table)
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import partitioners
+
+    from .config import load_config, partition_params
+    from .errors import ConfigError, DataError
+    from .experiment import compute_dataidxs
+    from .store import atomic_write_json
+
+    if args.config is None and args.labels is None:
+        raise ConfigError("give a CONFIG file, or --labels FILE.npy with partition.* overrides")
+    cfg = load_config(args.config, args.overrides)
+    if args.labels:
+        path = Path(args.labels)
+        if not path.exists():
+            raise DataError(f"--labels '{path}' does not exist")
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"--labels '{path}' is not a .npy array file ({type(exc).__name__})") from exc
+        try:
+            dataidxs = partitioners.partition(labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **partition_params(cfg))
+        except ValueError as exc:
+            raise ConfigError(f"partition: {exc}") from exc
+        num_classes = None
+        name = path.stem
+    else:
+        from .data import load_dataset
+
+        bundle = load_dataset(cfg.data, cfg.seed, cfg.partition.n_parties)
+        labels = bundle.y_train.numpy()
+        dataidxs = compute_dataidxs(cfg, bundle)
+        num_classes = bundle.num_classes
+        name = cfg.data.dataset
+    het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
+    out = Path(args.out) if args.out else Path("partitions") / f"{name}-{cfg.partition.scheme}-n{cfg.partition.n_parties}-s{cfg.seed}"
+    targets = [out / "dataidxs.npz", out / "partition.json", out / "label_distribution.png"]
+    if out.exists() and not out.is_dir():
+        from .errors import RunDirError
+
+        raise RunDirError(f"--out '{out}' is a file; give a directory path")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        from .errors import RunDirError
+
+        raise RunDirError(f"'{existing[0]}' exists; use --overwrite to replace it or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    partitioners.save_dataidxs(targets[0], dataidxs, labels, cfg.partition.scheme, partition_params(cfg), cfg.seed)
+    atomic_write_json(targets[1], {"scheme": cfg.partition.scheme, "params": partition_params(cfg), "seed": cfg.seed, "dataset": name, **het})
+    partitioners.plot_label_distribution(het["class_counts"], targets[2], title=f"{name}: {cfg.partition.scheme}")
+    print(partitioners.format_class_counts(het["class_counts"]))
+    print()
+    print(f"{'measure':<28}{'value':>12}")
+    for key, value in het.items():
+        if key == "class_counts":
+            continue
+        print(f"{key:<28}{_fmt(value):>12}")
+    print(f"\nwrote {targets[0]}, {targets[1]}, {targets[2]}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import input_spec
+    from .models import build_model
+    from .models.inspect import format_report, inspect_model
+
+    cfg = load_config(None, [f"model.name={args.model}", *args.overrides])
+    shape, num_classes = input_spec(cfg.data)
+    model = build_model(cfg.model, shape, num_classes)
+    print(format_report(inspect_model(model, shape)))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    result = sweep(args.sweep, out=args.out, workers=args.workers, resume=args.resume, select_by=args.select_by,
+                   folds=args.folds, progress=not args.quiet)
+    print(result.table_markdown)
+    print(f"\n{result.n_finished} finished, {result.n_failed} failed: {result.sweep_dir}")
+    return 0 if result.n_failed == 0 else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    path = report(args.dir)
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "partition": cmd_partition, "inspect": cmd_inspect, "sweep": cmd_sweep, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        # Flower logs every round at INFO on its own handler; the progress bar says enough
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except FedsimError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"fedsim: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("fedsim: interrupted; resume with --resume\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

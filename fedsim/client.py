@@ -1,0 +1,272 @@
+"""The Flower ClientApp: one party's local training and evaluation.
+
+The app is a plain ``flwr.clientapp.ClientApp`` with ``@train``, ``@evaluate`` and
+``@query`` functions. Per process it keeps one :class:`ClientRuntime` per run: the
+dataset on the training device, the partition, and ONE model instance into which
+each party's global weights are loaded (pfl-research's trick: no model per party).
+What must outlive a round for a party (SCAFFOLD's c_i, MOON's previous model,
+FedBN's BatchNorm layers) goes to the client-state store on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+import strategies
+from strategies.arrays import record_to_state, state_to_record
+from strategies.base import TrainContext
+
+from .config import epoch_range
+from .experiment import Experiment, RunSettings, experiment_for, resolve_device
+from .models import build_model, has_batchnorm
+from .seeding import derive, rng, torch_generator
+from .store import ClientStateStore
+from .training import PartyData, evaluate, make_criterion, steps_per_epoch, train_local
+
+log = logging.getLogger(__name__)
+
+PARTITION_KEY = "partition-id"
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected on purpose by ``engine.fault_rate``."""
+
+
+class ClientRuntime:
+    """Everything a party needs, built once per process and run."""
+
+    def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
+        cfg = self.cfg = exp.cfg
+        self.device = resolve_device(cfg.engine.device)
+        bundle = exp.bundle
+        self.x = _on_device(bundle.x_train, self.device)
+        self.y = _on_device(bundle.y_train, self.device)
+        torch.manual_seed(derive(cfg.seed, "client-model"))
+        self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
+        self.has_bn = has_batchnorm(self.model)
+        self.spec = strategies.get(cfg.strategy.name)
+        self.store = ClientStateStore(exp.store.client_state)
+        self.criterion = make_criterion(cfg.train)
+        self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def build_model(self) -> torch.nn.Module:
+        b = self.exp.bundle
+        return build_model(self.cfg.model, b.input_shape, b.num_classes).to(self.device)
+
+    # ------------------------------------------------------------------ data
+    def party_indices(self, party: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hit = self._split_cache.get(party)
+        if hit is None:
+            tr, va = self.exp.split(party)
+            hit = (torch.from_numpy(tr).to(self.device), torch.from_numpy(va).to(self.device))
+            if len(self._split_cache) < 4096:  # index tensors are small; bound them anyway
+                self._split_cache[party] = hit
+        return hit
+
+    def party_data(self, party: int, val: bool = False) -> PartyData:
+        tr, va = self.party_indices(party)
+        b = self.exp.bundle
+        return PartyData(
+            x=self.x,
+            y=self.y,
+            indices=va if val else tr,
+            mean=b.mean,
+            std=b.std,
+            augment=b.augment and not val,
+            noise=float(self.exp.noise_levels[party]) if self.cfg.data.feature_noise > 0 else 0.0,
+        )
+
+    # ------------------------------------------------------------ local work
+    def local_plan(self, party: int, server_round: int, n_train: int) -> tuple[int, int | None]:
+        """(epochs, max_steps) of this party in this round: system heterogeneity.
+
+        ``train.epochs = [lo, hi]`` draws the epochs per party and round; a
+        ``federation.straggler_fraction`` share of the cohort stops after a random
+        part (uniform in (0, 1)) of its local steps.
+        """
+        cfg = self.cfg
+        lo, hi = epoch_range(cfg.train.epochs)
+        r = rng(cfg.seed, "local-plan", server_round, party)
+        epochs = int(r.integers(lo, hi + 1)) if hi > lo else lo
+        u_straggle, u_part = r.random(), r.random()
+        max_steps = None
+        if cfg.federation.straggler_fraction > 0 and u_straggle < cfg.federation.straggler_fraction:
+            total = epochs * steps_per_epoch(n_train, cfg.train.batch_size, self.has_bn)
+            max_steps = max(1, int(np.floor(u_part * total)))
+        return epochs, max_steps
+
+    def _fault(self, party: int, server_round: int) -> str | None:
+        rate = self.cfg.engine.fault_rate
+        if rate <= 0:
+            return None
+        r = rng(self.cfg.seed, "fault", server_round, party)
+        if r.random() >= rate:
+            return None
+        return "raise" if r.random() < 0.5 else "nan"
+
+    def _context(self, msg: Message, party: int, server_round: int, global_state: dict) -> TrainContext:
+        records = {
+            k: OrderedDict((kk, vv.to(self.device)) for kk, vv in record_to_state(v).items())
+            for k, v in msg.content.array_records.items()
+            if k != "arrays"
+        }
+        rule_cls = self.spec.client_rule
+        state = self.store.load(party) if rule_cls.uses_state else None
+        return TrainContext(
+            model=self.model,
+            global_state=global_state,
+            config=dict(msg.content.config_records.get("config", ConfigRecord())),
+            records=records,
+            state=state,
+            party=party,
+            server_round=server_round,
+            device=self.device,
+            criterion=self.criterion,
+            lr=self.cfg.train.lr,
+            momentum=self.cfg.train.momentum,
+            build_model=self.build_model,
+        )
+
+    def _load_global(self, msg: Message) -> "OrderedDict[str, torch.Tensor]":
+        state = record_to_state(msg.content["arrays"])
+        self.model.load_state_dict(state)
+        # a detached copy on the device: rules compare against the weights received
+        return OrderedDict((k, v.detach().clone()) for k, v in self.model.state_dict().items())
+
+    def train(self, msg: Message, context: Context) -> Message:
+        party = int(context.node_config[PARTITION_KEY])
+        config = msg.content.config_records.get("config", ConfigRecord())
+        server_round = int(config.get("server-round", 0))
+        fault = self._fault(party, server_round)
+        if fault == "raise":
+            raise InjectedFault(f"injected fault (engine.fault_rate) in party {party}, round {server_round}")
+        t0 = time.perf_counter()
+        global_state = self._load_global(msg)
+        ctx = self._context(msg, party, server_round, global_state)
+        data = self.party_data(party)
+        epochs, max_steps = self.local_plan(party, server_round, len(data))
+        gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
+        # dropout and any other draw from torch's global generator
+        torch.manual_seed(derive(self.cfg.seed, "torch", server_round, party))
+        rule = self.spec.client_rule(ctx)
+        try:
+            stats = train_local(self.model, rule, data, self.cfg.train, epochs, gen, self.device, max_steps, self.has_bn)
+        except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
+            torch.cuda.empty_cache()
+            raise RuntimeError(
+                f"CUDA out of memory in party {party}: lower train.batch_size, use engine.num_gpus "
+                "so fewer clients share the GPU, or train.amp: true"
+            ) from exc
+        out = rule.on_train_end(stats.steps)
+        if out.state is not None:
+            self.store.save(party, out.state)
+        weights = self.model.state_dict()
+        if fault == "nan":
+            weights = OrderedDict(weights)
+            first = next(k for k, v in weights.items() if torch.is_floating_point(v))
+            weights[first] = torch.full_like(weights[first], float("nan"))
+        metrics = MetricRecord(
+            {
+                "num-examples": int(stats.num_examples),
+                "train_loss": float(stats.loss) if fault != "nan" else float("nan"),
+                "train_accuracy": float(stats.accuracy),
+                "steps": int(stats.steps),
+                "epochs": int(epochs),
+                "party-id": int(party),
+                "train_time_s": float(time.perf_counter() - t0),
+                **{k: float(v) for k, v in out.metrics.items()},
+            }
+        )
+        content = RecordDict({"arrays": state_to_record(weights), "metrics": metrics})
+        for key, rec in out.records.items():
+            content[key] = state_to_record(rec)
+        return Message(content, reply_to=msg)
+
+    def evaluate(self, msg: Message, context: Context) -> Message:
+        party = int(context.node_config[PARTITION_KEY])
+        config = msg.content.config_records.get("config", ConfigRecord())
+        server_round = int(config.get("server-round", 0))
+        global_state = self._load_global(msg)
+        ctx = self._context(msg, party, server_round, global_state)
+        self.spec.client_rule(ctx).on_evaluate_begin()
+        data = self.party_data(party, val=True)
+        b = self.exp.bundle
+        idx = data.indices
+        loss, cm = evaluate(self.model, self.x[idx], self.y[idx], b.mean, b.std, b.num_classes, self.cfg.eval.batch_size, self.device, self.criterion)
+        n = int(idx.numel())
+        acc = float(cm.diag().sum()) / n if n else float("nan")
+        metrics = MetricRecord({"num-examples": n, "val_loss": float(loss), "val_accuracy": acc, "party-id": int(party)})
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+_DEVICE_DATA: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One copy of a dataset tensor per device and process, shared by every party."""
+    if device.type == "cpu":
+        return t
+    key = (id(t), str(device))
+    hit = _DEVICE_DATA.get(key)
+    if hit is None:
+        if len(_DEVICE_DATA) > 8:
+            _DEVICE_DATA.clear()
+        hit = _DEVICE_DATA[key] = t.to(device)
+    return hit
+
+
+_RUNTIMES: dict[str, ClientRuntime] = {}
+
+
+def runtime_for(settings: RunSettings) -> ClientRuntime:
+    rt = _RUNTIMES.get(settings.key)
+    if rt is None:
+        if len(_RUNTIMES) >= 2:  # a sweep in one process keeps only the current runs
+            _RUNTIMES.pop(next(iter(_RUNTIMES)))
+        rt = _RUNTIMES[settings.key] = ClientRuntime(experiment_for(settings))
+    return rt
+
+
+def clear_runtimes() -> None:
+    _RUNTIMES.clear()
+    _DEVICE_DATA.clear()
+
+
+def make_client_app(settings: RunSettings | None = None) -> ClientApp:
+    """A ClientApp bound to ``settings``, or reading them from ``context.run_config``.
+
+    Binding travels with the app: the Ray backend pickles the app into its actors.
+    """
+    app = ClientApp()
+
+    def _rt(context: Context) -> ClientRuntime:
+        return runtime_for(settings or RunSettings.from_user_config(context.run_config))
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return _rt(context).train(msg, context)
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        return _rt(context).evaluate(msg, context)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        """Tell the server which partition this node holds (engines with opaque node ids)."""
+        pid = int(context.node_config[PARTITION_KEY])
+        return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid})}), reply_to=msg)
+
+    return app
+
+
+#: the app `flwr run .` loads (see [tool.flwr.app.components] in pyproject.toml)
+client_app = make_client_app()

@@ -1,0 +1,514 @@
+"""Typed experiment configuration: YAML + dotted overrides -> validated ExperimentConfig.
+
+The schema is a tree of dataclasses used as an OmegaConf structured config, so YAML
+files get interpolation (``${train.lr}``) and type conversion for free. Validation
+happens in two steps before anything runs:
+
+1. every key the user wrote is checked against the schema, and an unknown key names
+   the nearest valid one (``data.datset`` -> "did you mean data.dataset?");
+2. every value is checked against its allowed set or range (:func:`validate`).
+
+Errors are :class:`~fedsim.errors.ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """``data.*``: which dataset, where it lives, and how parties see it."""
+
+    dataset: str = "synthetic-images"
+    root: str = "data"
+    download: bool = False
+    val_fraction: float = 0.0
+    feature_noise: float = 0.0
+    # synthetic-images: sizes and shape of the generated set
+    n_train: int = 5000
+    n_test: int = 1000
+    image_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    num_classes: int = 10
+    noise: float = 0.6
+    # synthetic (FedProx): Synthetic(alpha, beta), one group per party by default
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    num_groups: int = 0
+    # CIFAR-style augmentation (crop with padding 4 + horizontal flip); None = the
+    # dataset's default (on for cifar10/cifar100, off otherwise)
+    augment: Optional[bool] = None
+
+
+@dataclass
+class PartitionConfig:
+    """``partition.*``: how the training set is split into parties (dataidxs)."""
+
+    scheme: str = "iid"
+    n_parties: int = 10
+    beta: float = 0.5
+    classes_per_party: int = 2
+    min_size: int = 10
+    shards_per_party: int = 2
+    max_redraws: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    """``model.*``: the network trained by every party."""
+
+    name: str = "simple-cnn"
+    projection_head: bool = False
+    proj_dim: int = 256
+    dropout: float = 0.0
+    hidden: list[int] = field(default_factory=lambda: [200, 200])
+
+
+@dataclass
+class TrainConfig:
+    """``train.*``: the local training of one party in one round."""
+
+    # an int, or [lo, hi]: drawn per party per round from the seed (FedNova's setting)
+    epochs: Any = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    loss: str = "ce"
+    focal_gamma: float = 2.0
+    focal_alpha: Optional[float] = None
+    amp: bool = False
+
+
+@dataclass
+class StrategyConfig:
+    """``strategy.*``: the federated algorithm and its parameters."""
+
+    name: str = "fedavg"
+    mu: float = 0.01
+    temperature: float = 0.5
+    buffer_size: int = 1
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    eta: float = 0.1
+    eta_l: float = 0.1
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    beta: float = 0.2
+    num_malicious: int = 0
+
+
+@dataclass
+class FederationConfig:
+    """``federation.*``: rounds, sampling and tolerance of the federation."""
+
+    rounds: int = 10
+    fraction_fit: float = 1.0
+    fraction_evaluate: float = 0.0
+    eval_every: int = 1
+    min_fit_clients: int = 1
+    straggler_fraction: float = 0.0
+    max_failure_fraction: float = 0.5
+
+
+@dataclass
+class EngineConfig:
+    """``engine.*``: where and how clients run."""
+
+    name: str = "local"
+    device: str = "auto"
+    workers: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    ray_address: Optional[str] = None
+    client_timeout: Optional[float] = None
+    fault_rate: float = 0.0
+    batch_clients: str = "off"
+    deterministic: bool = False
+    threads: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*``: central evaluation of the global model."""
+
+    batch_size: int = 1024
+    fbeta: float = 2.0
+    train_sample: int = 10000
+
+
+@dataclass
+class OutputConfig:
+    """``output.*``: what the run directory keeps."""
+
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    plots: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One federated experiment. See README "Config reference" for every key."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _schema_keys(cls: type = ExperimentConfig, prefix: str = "") -> dict[str, Any]:
+    """Every dotted key of the schema -> its dataclass field type (leaf or section)."""
+    keys: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        ftype = f.type if not isinstance(f.type, str) else _SECTIONS.get(f.type, f.type)
+        if isinstance(ftype, type) and dataclasses.is_dataclass(ftype):
+            keys[dotted] = ftype
+            keys.update(_schema_keys(ftype, dotted + "."))
+        else:
+            keys[dotted] = ftype
+    return keys
+
+
+_SECTIONS = {
+    c.__name__: c
+    for c in (
+        DataConfig,
+        PartitionConfig,
+        ModelConfig,
+        TrainConfig,
+        StrategyConfig,
+        FederationConfig,
+        EngineConfig,
+        EvalConfig,
+        OutputConfig,
+    )
+}
+
+
+def all_keys() -> list[str]:
+    """All valid dotted leaf keys, e.g. ``train.lr``."""
+    schema = _schema_keys()
+    return [k for k, t in schema.items() if not (isinstance(t, type) and dataclasses.is_dataclass(t))]
+
+
+def _check_known_keys(tree: Any, prefix: str = "") -> None:
+    """Raise ConfigError for the first key of ``tree`` that the schema lacks."""
+    schema = _schema_keys()
+    if not isinstance(tree, Mapping):
+        return
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if dotted not in schema:
+            candidates = [k for k in schema if k.count(".") == dotted.count(".")]
+            close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            section = prefix.rstrip(".") or "the top level"
+            raise ConfigError(f"unknown config key '{dotted}'{hint}; valid keys of {section}: "
+                              + ", ".join(sorted(k[len(prefix):] for k in candidates if k.startswith(prefix))))
+        kind = schema[dotted]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{dotted}' is a section; expected a mapping of keys, got {value!r}")
+            _check_known_keys(value, dotted + ".")
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def _parse_overrides(overrides: Iterable[str]) -> list[str]:
+    items = []
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.lr=0.05)")
+        items.append(item)
+    return items
+
+
+def _user_tree(source: Any) -> dict:
+    """Plain dict of what the user wrote, from a path, a mapping or a config."""
+    if source is None:
+        return {}
+    if isinstance(source, ExperimentConfig):
+        return OmegaConf.to_container(OmegaConf.structured(source), resolve=False)  # type: ignore[return-value]
+    if isinstance(source, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(source, resolve=False)  # type: ignore[return-value]
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; expected a YAML file")
+    try:
+        # OmegaConf's loader is yaml.SafeLoader: no arbitrary object construction
+        loaded = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from exc
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, got a list")
+    return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
+
+
+def load_config(source: Any = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load, merge and validate a config.
+
+    ``source`` is a YAML path, a mapping, an ExperimentConfig or None (defaults);
+    ``overrides`` are dotted ``key=value`` strings applied on top.
+    """
+    tree = _user_tree(source)
+    _check_known_keys(tree)
+    over_items = _parse_overrides(overrides)
+    try:
+        over = OmegaConf.from_dotlist(over_items)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {over_items}: {exc}") from exc
+    over_tree = OmegaConf.to_container(over, resolve=False)
+    _check_known_keys(over_tree)
+    base = OmegaConf.structured(ExperimentConfig)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.create(tree), over)
+        OmegaConf.resolve(merged)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe_omegaconf_error(exc)) from exc
+    assert isinstance(cfg, ExperimentConfig)
+    validate(cfg)
+    return cfg
+
+
+def _describe_omegaconf_error(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or "?"
+    value = getattr(exc, "value", None)
+    msg = str(exc).strip().splitlines()[0]
+    if "could not be converted" in msg or "Value" in msg:
+        schema = _schema_keys()
+        expected = schema.get(key)
+        name = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+        return f"config key '{key}': {value!r} is not a valid {name}"
+    if "Interpolation" in type(exc).__name__ or "interpolation" in msg.lower():
+        return f"config key '{key}': {msg}"
+    return f"config key '{key}': {msg}"
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (what ``config.yaml`` in a run directory holds)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_yaml_text(text: str) -> ExperimentConfig:
+    """Inverse of :func:`to_yaml`."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config text is not valid YAML: {exc}") from exc
+    return load_config(tree or {})
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def get_key(cfg: ExperimentConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A stable hash of everything that changes the results of a run.
+
+    ``output.*`` and the engine's placement keys do not change the numbers (the
+    engines give the same results), so they are left out: a sweep resumed on
+    another machine or with more workers still recognises its finished runs.
+    """
+    tree = to_dict(cfg)
+    tree.pop("output", None)
+    engine = tree.get("engine", {})
+    for k in ("name", "device", "workers", "num_cpus", "num_gpus", "ray_address", "threads", "batch_clients"):
+        engine.pop(k, None)
+    text = yaml.safe_dump(tree, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------- validation
+
+
+def _in_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> None:
+    ok = True
+    if lo is not None:
+        ok &= value > lo if lo_open else value >= lo
+    if hi is not None:
+        ok &= value < hi if hi_open else value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"config key '{key}' = {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")
+
+
+def _one_of(key: str, value: str, allowed: Iterable[str]) -> None:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"config key '{key}' = {value!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LOSSES = ("ce", "focal")
+ENGINES = ("local", "ray")
+BATCH_CLIENTS = ("auto", "on", "off")
+
+
+def epoch_range(epochs: Any) -> tuple[int, int]:
+    """``train.epochs`` as (lo, hi): an int n is (n, n)."""
+    if isinstance(epochs, bool):
+        raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi]")
+    if isinstance(epochs, int):
+        return epochs, epochs
+    if isinstance(epochs, (list, tuple, ListConfig)) and len(epochs) == 2 and all(
+        isinstance(e, int) and not isinstance(e, bool) for e in epochs
+    ):
+        return int(epochs[0]), int(epochs[1])
+    raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi] of ints")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value against its allowed set or range; raise ConfigError."""
+    # registries are imported here: config is imported by them at module level
+    from . import data as data_registry
+    from . import models as model_registry
+    import partitioners
+    import strategies
+
+    _in_range("seed", cfg.seed, 0, None)
+    d = cfg.data
+    _one_of("data.dataset", d.dataset, data_registry.available())
+    _in_range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
+    _in_range("data.feature_noise", d.feature_noise, 0.0, None)
+    _in_range("data.n_train", d.n_train, 1, None)
+    _in_range("data.n_test", d.n_test, 1, None)
+    _in_range("data.num_classes", d.num_classes, 2, None)
+    _in_range("data.noise", d.noise, 0.0, None)
+    _in_range("data.synthetic_alpha", d.synthetic_alpha, 0.0, None)
+    _in_range("data.synthetic_beta", d.synthetic_beta, 0.0, None)
+    _in_range("data.num_groups", d.num_groups, 0, None)
+    if len(d.image_shape) != 3 or any(s < 1 for s in d.image_shape):
+        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)} must be [channels, height, width], each >= 1")
+    if d.image_shape[1] < 8 or d.image_shape[2] < 8:
+        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)}: height and width must be >= 8")
+
+    p = cfg.partition
+    _one_of("partition.scheme", p.scheme, partitioners.available())
+    _in_range("partition.n_parties", p.n_parties, 1, None)
+    _in_range("partition.beta", p.beta, 0.0, None, lo_open=True)
+    _in_range("partition.classes_per_party", p.classes_per_party, 1, None)
+    _in_range("partition.min_size", p.min_size, 0, None)
+    _in_range("partition.shards_per_party", p.shards_per_party, 1, None)
+    _in_range("partition.max_redraws", p.max_redraws, 1, None)
+
+    m = cfg.model
+    _one_of("model.name", m.name, model_registry.available())
+    _in_range("model.proj_dim", m.proj_dim, 1, None)
+    _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    if any(h < 1 for h in m.hidden):
+        raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
+
+    t = cfg.train
+    lo, hi = epoch_range(t.epochs)
+    if lo < 1 or hi < lo:
+        raise ConfigError(f"config key 'train.epochs' = {t.epochs!r}: need 1 <= lo <= hi")
+    _in_range("train.batch_size", t.batch_size, 1, None)
+    _in_range("train.lr", t.lr, 0.0, None, lo_open=True)
+    _in_range("train.momentum", t.momentum, 0.0, 1.0, hi_open=True)
+    _in_range("train.weight_decay", t.weight_decay, 0.0, None)
+    _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+    _one_of("train.loss", t.loss, LOSSES)
+    _in_range("train.focal_gamma", t.focal_gamma, 0.0, None)
+    if t.focal_alpha is not None:
+        _in_range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
+
+    s = cfg.strategy
+    _one_of("strategy.name", s.name, strategies.available())
+    _in_range("strategy.mu", s.mu, 0.0, None)
+    _in_range("strategy.temperature", s.temperature, 0.0, None, lo_open=True)
+    _in_range("strategy.buffer_size", s.buffer_size, 1, None)
+    _in_range("strategy.server_lr", s.server_lr, 0.0, None, lo_open=True)
+    _in_range("strategy.server_momentum", s.server_momentum, 0.0, 1.0, hi_open=True)
+    _in_range("strategy.eta", s.eta, 0.0, None, lo_open=True)
+    _in_range("strategy.eta_l", s.eta_l, 0.0, None, lo_open=True)
+    _in_range("strategy.beta_1", s.beta_1, 0.0, 1.0, hi_open=True)
+    _in_range("strategy.beta_2", s.beta_2, 0.0, 1.0, hi_open=True)
+    _in_range("strategy.tau", s.tau, 0.0, None, lo_open=True)
+    _in_range("strategy.beta", s.beta, 0.0, 0.5, hi_open=True)
+    _in_range("strategy.num_malicious", s.num_malicious, 0, None)
+    strategies.check_config(cfg)
+
+    f = cfg.federation
+    _in_range("federation.rounds", f.rounds, 1, None)
+    _in_range("federation.fraction_fit", f.fraction_fit, 0.0, 1.0, lo_open=True)
+    _in_range("federation.fraction_evaluate", f.fraction_evaluate, 0.0, 1.0)
+    _in_range("federation.eval_every", f.eval_every, 1, None)
+    _in_range("federation.min_fit_clients", f.min_fit_clients, 1, None)
+    _in_range("federation.straggler_fraction", f.straggler_fraction, 0.0, 1.0)
+    _in_range("federation.max_failure_fraction", f.max_failure_fraction, 0.0, 1.0)
+    if f.fraction_evaluate > 0 and d.val_fraction == 0:
+        raise ConfigError(
+            "config key 'federation.fraction_evaluate' > 0 needs local validation data: set data.val_fraction in (0, 1)"
+        )
+
+    e = cfg.engine
+    _one_of("engine.name", e.name, ENGINES)
+    dev = e.device
+    if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"config key 'engine.device' = {dev!r} is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
+    _in_range("engine.workers", e.workers, 1, None)
+    _in_range("engine.num_cpus", e.num_cpus, 0.0, None, lo_open=True)
+    _in_range("engine.num_gpus", e.num_gpus, 0.0, None)
+    if e.client_timeout is not None:
+        _in_range("engine.client_timeout", e.client_timeout, 0.0, None, lo_open=True)
+    _in_range("engine.fault_rate", e.fault_rate, 0.0, 1.0, hi_open=True)
+    _one_of("engine.batch_clients", e.batch_clients, BATCH_CLIENTS)
+    _in_range("engine.threads", e.threads, 0, None)
+
+    _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)
+    _in_range("eval.fbeta", cfg.eval.fbeta, 0.0, None, lo_open=True)
+    _in_range("eval.train_sample", cfg.eval.train_sample, 0, None)
+    _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
+    _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
+
+
+def partition_params(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The ``partition.*`` values that the chosen scheme takes, by name."""
+    import partitioners
+
+    wanted = partitioners.scheme_params(cfg.partition.scheme)
+    values = dataclasses.asdict(cfg.partition)
+    return {k: values[k] for k in wanted if k in values}

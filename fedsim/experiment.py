@@ -1,0 +1,185 @@
+"""The parts of a run that every process rebuilds the same way: settings, data, dataidxs.
+
+A ServerApp and its ClientApps may live in one process (local engine), in worker
+processes or in Ray actors. Each rebuilds the experiment from the resolved config
+text and the run directory (:class:`RunSettings`), and caches it per process: the
+dataset is loaded once, and so is the partition (read from ``dataidxs.npz``, whose
+label checksum guards against a mis-split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+import partitioners
+
+from .config import ExperimentConfig, from_yaml_text, partition_params, to_dict, to_yaml
+from .data import DatasetBundle, load_dataset
+from .errors import ConfigError, DataError
+from .seeding import derive
+from .store import RunStore, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a ServerApp or ClientApp needs to find its run; travels as Flower run_config."""
+
+    config_yaml: str
+    run_dir: str
+    resume: bool = False
+
+    def to_user_config(self) -> dict[str, Any]:
+        return {"fedsim-config": self.config_yaml, "fedsim-run-dir": self.run_dir, "fedsim-resume": self.resume}
+
+    @classmethod
+    def from_user_config(cls, run_config: Mapping[str, Any]) -> "RunSettings":
+        if "fedsim-config" in run_config:
+            return cls(str(run_config["fedsim-config"]), str(run_config["fedsim-run-dir"]), bool(run_config.get("fedsim-resume", False)))
+        # `flwr run .`: the pyproject's [tool.flwr.app.config] names a YAML file and overrides
+        from .flwr_app import settings_from_flwr_run_config
+
+        return settings_from_flwr_run_config(run_config)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256((self.config_yaml + "\0" + self.run_dir).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``engine.device``: auto = cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'engine.device' = '{name}' but no CUDA device is available; use auto or cpu")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("config key 'engine.device' = 'mps' but MPS is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, np.ndarray]:
+    """Partition the training labels as configured (partitioners' API, seed = cfg.seed)."""
+    labels = bundle.y_train.numpy()
+    params = partition_params(cfg)
+    if cfg.partition.scheme == "natural":
+        if bundle.groups is None:
+            raise ConfigError(
+                f"partition.scheme 'natural' needs a dataset with natural groups (synthetic); '{bundle.name}' has none"
+            )
+        params["groups"] = bundle.groups
+    try:
+        return partitioners.partition(labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **params)
+    except ValueError as exc:
+        raise ConfigError(f"partition: {exc}") from exc
+
+
+class Experiment:
+    """Config + dataset + dataidxs of one run, shared by the apps of one process."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.cfg: ExperimentConfig = from_yaml_text(settings.config_yaml)
+        self.store = RunStore(settings.run_dir)
+
+    @cached_property
+    def bundle(self) -> DatasetBundle:
+        return load_dataset(self.cfg.data, self.cfg.seed, self.cfg.partition.n_parties)
+
+    @cached_property
+    def dataidxs(self) -> dict[int, np.ndarray]:
+        labels = self.bundle.y_train.numpy()
+        if self.store.dataidxs.exists():
+            try:
+                return partitioners.load_dataidxs(self.store.dataidxs, labels)
+            except ValueError as exc:
+                raise DataError(str(exc)) from exc
+        return compute_dataidxs(self.cfg, self.bundle)
+
+    @cached_property
+    def noise_levels(self) -> np.ndarray:
+        return partitioners.noise_levels(self.cfg.data.feature_noise, self.cfg.partition.n_parties)
+
+    def split(self, party: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation) indices of a party; ``data.val_fraction`` held out, seeded."""
+        idx = np.asarray(self.dataidxs.get(party, np.zeros(0, dtype=np.int64)), dtype=np.int64)
+        frac = self.cfg.data.val_fraction
+        if frac <= 0 or idx.size == 0:
+            return idx, idx[:0]
+        order = np.random.default_rng(derive(self.cfg.seed, "val-split", party)).permutation(idx.size)
+        n_val = int(round(frac * idx.size))
+        n_val = min(max(n_val, 1), idx.size - 1) if idx.size > 1 else 0
+        shuffled = idx[order]
+        return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+
+
+_EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def experiment_for(settings: RunSettings) -> Experiment:
+    """The process-wide Experiment of these settings (a small explicit cache)."""
+    exp = _EXPERIMENTS.get(settings.key)
+    if exp is None:
+        if len(_EXPERIMENTS) >= 4:  # a sweep in one process must not pin every dataset
+            _EXPERIMENTS.pop(next(iter(_EXPERIMENTS)))
+        exp = _EXPERIMENTS[settings.key] = Experiment(settings)
+    return exp
+
+
+def clear_experiments() -> None:
+    _EXPERIMENTS.clear()
+
+
+def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True) -> dict[int, np.ndarray]:
+    """Write config.yaml, dataidxs.npz, partition.json (and the label plot) once.
+
+    An existing dataidxs.npz is verified against the dataset's labels and kept, so a
+    resumed run trains on exactly the split it started with.
+    """
+    bundle = load_dataset(cfg.data, cfg.seed, cfg.partition.n_parties)
+    labels = bundle.y_train.numpy()
+    if not store.config.exists():
+        atomic_write_text(store.config, to_yaml(cfg))
+    if store.dataidxs.exists():
+        try:
+            dataidxs = partitioners.load_dataidxs(store.dataidxs, labels)
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
+    else:
+        dataidxs = compute_dataidxs(cfg, bundle)
+        params = {k: v for k, v in partition_params(cfg).items()}
+        partitioners.save_dataidxs(store.dataidxs, dataidxs, labels, cfg.partition.scheme, params, cfg.seed)
+    if not store.partition.exists():
+        het = partitioners.heterogeneity(labels, dataidxs, num_classes=bundle.num_classes)
+        atomic_write_json(
+            store.partition,
+            {
+                "scheme": cfg.partition.scheme,
+                "params": partition_params(cfg),
+                "seed": cfg.seed,
+                "dataset": cfg.data.dataset,
+                "feature_noise": cfg.data.feature_noise,
+                "noise_levels": partitioners.noise_levels(cfg.data.feature_noise, cfg.partition.n_parties).tolist()
+                if cfg.data.feature_noise > 0
+                else None,
+                **het,
+            },
+        )
+        if plots:
+            store.plots.mkdir(parents=True, exist_ok=True)
+            partitioners.plot_label_distribution(
+                het["class_counts"], store.plots / "label_distribution.png", title=f"{cfg.data.dataset}: {cfg.partition.scheme}"
+            )
+    return dataidxs
+
+
+def config_tree(cfg: ExperimentConfig) -> dict:
+    return to_dict(cfg)

@@ -1,0 +1,63 @@
+"""Plots of one run: accuracy and loss curves, model heterogeneity over rounds (Agg, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .store import RunStore, read_jsonl
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if v is not None:
+            xs.append(r["round"])
+            ys.append(v)
+    return xs, ys
+
+
+def plot_run(store: RunStore) -> list[Path]:
+    rows = read_jsonl(store.metrics)
+    if not rows:
+        return []
+    plt = _plt()
+    store.plots.mkdir(parents=True, exist_ok=True)
+    out = []
+    panels = [
+        ("accuracy.png", "accuracy", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"), ("val_accuracy", "local validation")]),
+        ("loss.png", "loss", [("test_loss", "test"), ("train_loss", "local training")]),
+        (
+            "heterogeneity.png",
+            "model heterogeneity",
+            [("weight_divergence_mean", "weight divergence (mean)"), ("update_cosine_mean", "update cosine (mean)"), ("gradient_diversity", "gradient diversity")],
+        ),
+    ]
+    for fname, ylabel, series in panels:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        drawn = False
+        for key, label in series:
+            xs, ys = _series(rows, key)
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
+                drawn = True
+        if drawn:
+            ax.set_xlabel("round")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            path = store.plots / fname
+            fig.savefig(path, dpi=110)
+            out.append(path)
+        plt.close(fig)
+    return out

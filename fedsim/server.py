@@ -1,0 +1,363 @@
+"""The Flower ServerApp: ``strategy.start(...)`` with central evaluation and run records.
+
+``main(grid, context)`` builds the initial model and the strategy, finds which node
+holds which partition, resumes from the last checkpoint when asked, and runs the
+strategy. After every round :class:`Recorder` (the strategy's ``evaluate_fn``)
+evaluates the global model on the test set, measures the cohort's model
+heterogeneity, appends ``metrics.jsonl`` and ``clients.jsonl``, and checkpoints.
+At the end it writes ``model.pt``, ``summary.json`` and the plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+import strategies
+from strategies.arrays import is_float, record_to_state, state_to_record
+from strategies.base import CohortFailure, FederationSetup, NonFiniteModel
+
+from .checkpoint import latest_checkpoint, save_checkpoint
+from .config import config_hash
+from .errors import RunAborted, RunDirError
+from .experiment import Experiment, RunSettings, experiment_for, prepare_run_dir, resolve_device
+from .heterogeneity import model_heterogeneity
+from .metrics import classification_metrics, spread
+from .models import build_model
+from .seeding import derive
+from .store import ClientStateStore, atomic_torch_save, atomic_write_json, read_jsonl
+from .training import evaluate, make_criterion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunHooks:
+    """Callbacks of the process that started the run (the CLI's progress bar)."""
+
+    on_start: Optional[Callable[[int, int], None]] = None  # (start_round, rounds)
+    on_round: Optional[Callable[[dict], None]] = None  # the metrics row
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> dict[int, int]:
+    """party id -> node id.
+
+    The local engine knows its mapping; on Flower's runtimes node ids are opaque,
+    so every node is asked once (a ``query`` message) which partition it holds.
+    """
+    mapping = getattr(grid, "node_of_party", None)
+    if mapping is not None:
+        return dict(mapping)
+    deadline = time.time() + timeout
+    while len(list(grid.get_node_ids())) < n_parties and time.time() < deadline:
+        time.sleep(0.2)
+    node_ids = list(grid.get_node_ids())
+    msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    replies = grid.send_and_receive(msgs, timeout=timeout)
+    out: dict[int, int] = {}
+    for r in replies:
+        if r.has_content():
+            pid = int(r.content["metrics"]["partition-id"])
+            out[pid] = r.metadata.src_node_id
+    if len(out) != n_parties:
+        raise RuntimeError(f"found {len(out)} of {n_parties} partitions among {len(node_ids)} nodes")
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+class CentralEvaluator:
+    """Test metrics of the global model, and its accuracy on a fixed training sample."""
+
+    def __init__(self, exp: Experiment, device: torch.device) -> None:
+        cfg = exp.cfg
+        b = exp.bundle
+        self.cfg, self.bundle, self.device = cfg, b, device
+        torch.manual_seed(derive(cfg.seed, "server-model"))
+        self.model = build_model(cfg.model, b.input_shape, b.num_classes).to(device)
+        self.criterion = make_criterion(cfg.train)
+        n = int(b.y_train.numel())
+        k = min(cfg.eval.train_sample, n)
+        sample = np.sort(np.random.default_rng(derive(cfg.seed, "train-sample")).choice(n, size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
+        self.train_idx = torch.from_numpy(sample.astype(np.int64))
+
+    def __call__(self, state: "OrderedDict[str, torch.Tensor]") -> dict[str, Any]:
+        self.model.load_state_dict(state)
+        b, cfg = self.bundle, self.cfg
+        loss, cm = evaluate(self.model, b.x_test, b.y_test, b.mean, b.std, b.num_classes, cfg.eval.batch_size, self.device, self.criterion, cfg.train.amp)
+        m = classification_metrics(cm.numpy(), beta=cfg.eval.fbeta)
+        out: dict[str, Any] = {"test_loss": loss}
+        out.update({f"test_{k}": v for k, v in m.items()})
+        out["test_confusion_matrix"] = cm.tolist()
+        if self.train_idx.numel():
+            tl, tcm = evaluate(
+                self.model, b.x_train[self.train_idx], b.y_train[self.train_idx], b.mean, b.std, b.num_classes, cfg.eval.batch_size, self.device, self.criterion, cfg.train.amp
+            )
+            out["train_accuracy"] = float(tcm.diag().sum()) / max(1, int(tcm.sum()))
+            out["train_eval_loss"] = tl
+            out["train_test_gap"] = out["train_accuracy"] - out["test_accuracy"]
+        return out
+
+
+def round_heterogeneity(global_state, outcomes, agg_state) -> dict[str, Any]:
+    """Model heterogeneity of the cohort (fedsim.heterogeneity), float entries only."""
+    if not outcomes or global_state is None:
+        return {}
+    keys = [k for k, v in global_state.items() if is_float(v) and all(o.state is not None and k in o.state for o in outcomes) and k in agg_state]
+    if not keys:
+        return {}
+    g = torch.cat([global_state[k].reshape(-1).float() for k in keys])
+    c = torch.stack([torch.cat([o.state[k].reshape(-1).float() for k in keys]) for o in outcomes])
+    a = torch.cat([agg_state[k].reshape(-1).float() for k in keys])
+    return model_heterogeneity(g, c, a)
+
+
+# -------------------------------------------------------------------- recorder
+
+
+class Recorder:
+    """The strategy's ``evaluate_fn``: records, evaluates and checkpoints each round."""
+
+    def __init__(self, exp: Experiment, strategy, evaluator: CentralEvaluator, history: list[dict], wall_offset: float, hooks: RunHooks | None) -> None:
+        self.exp, self.cfg, self.store = exp, exp.cfg, exp.store
+        self.strategy = strategy
+        self.evaluator = evaluator
+        self.history = history
+        self.hooks = hooks or RunHooks()
+        self.t_start = time.perf_counter()
+        self.t_prev = self.t_start
+        self.wall_offset = wall_offset
+        self.hash = config_hash(self.cfg)
+        self.last_state: OrderedDict[str, torch.Tensor] | None = None
+
+    def wall_time(self) -> float:
+        return self.wall_offset + time.perf_counter() - self.t_start
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None  # no row for the initial model: curves start after round 1
+        cfg = self.cfg
+        state = record_to_state(arrays)
+        self.last_state = state
+        rl = self.strategy.round_log
+        row: dict[str, Any] = {"round": server_round}
+        outcomes = rl.outcomes
+        weights = [o.num_examples for o in outcomes]
+        tot = sum(weights)
+
+        def wmean(key: str) -> float | None:
+            vals = [(o.metrics.get(key), w) for o, w in zip(outcomes, weights) if o.metrics.get(key) is not None]
+            s = sum(w for _, w in vals)
+            return sum(v * w for v, w in vals) / s if s else None
+
+        row["train_loss"] = wmean("train_loss")
+        row["client_train_accuracy"] = wmean("train_accuracy")
+        row["clients"] = len(outcomes)
+        row["sampled"] = len(rl.sampled)
+        row["num_examples"] = tot
+        row["failures"] = [{"party": f.party, "reason": f.reason, "stage": f.stage} for f in rl.failures]
+        row["bytes_down"] = int(rl.bytes_down)
+        row["bytes_up"] = int(rl.bytes_up)
+        row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
+        row.update(round_heterogeneity(rl.global_state, outcomes, state))
+        evaluated = server_round % cfg.federation.eval_every == 0 or server_round == cfg.federation.rounds
+        res = None
+        if evaluated:
+            res = self.evaluator(state)
+            row.update(res)
+        if rl.eval_outcomes:
+            accs = [o.metrics.get("val_accuracy") for o in rl.eval_outcomes]
+            sp = spread(accs)
+            row["val_accuracy"] = rl.eval_metrics.get("val_accuracy")
+            row["val_loss"] = rl.eval_metrics.get("val_loss")
+            row.update({f"val_accuracy_{k}": v for k, v in sp.items()})
+        tr_sp = spread([o.metrics.get("train_accuracy") for o in outcomes])
+        row.update({f"client_train_accuracy_{k}": v for k, v in tr_sp.items() if k != "mean"})
+        now = time.perf_counter()
+        row["round_time_s"] = now - self.t_prev
+        self.t_prev = now
+        self.history.append(row)
+        self.store.append_jsonl(self.store.metrics, [row])
+        self.store.append_jsonl(self.store.clients, self._client_rows(server_round, rl))
+        every = cfg.output.checkpoint_every
+        if every and (server_round % every == 0 or server_round == cfg.federation.rounds):
+            save_checkpoint(self.store, server_round, state, self.strategy.state_dict(), self.history, self.wall_time(), self.hash, cfg.output.keep_checkpoints)
+        if self.hooks.on_round:
+            self.hooks.on_round(row)
+        if res is None:
+            return None
+        return MetricRecord({k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and v is not None and math.isfinite(v)})
+
+    def _client_rows(self, server_round: int, rl) -> list[dict]:
+        rows = []
+        for o in rl.outcomes:
+            m = o.metrics
+            rows.append(
+                {
+                    "round": server_round,
+                    "party": o.party,
+                    "stage": "train",
+                    "status": "ok",
+                    "num_examples": o.num_examples,
+                    "train_loss": m.get("train_loss"),
+                    "train_accuracy": m.get("train_accuracy"),
+                    "steps": m.get("steps"),
+                    "epochs": m.get("epochs"),
+                    "time_s": m.get("train_time_s"),
+                    "bytes_up": o.bytes_up,
+                    **{k: v for k, v in m.items() if k not in ("num-examples", "train_loss", "train_accuracy", "steps", "epochs", "train_time_s", "party-id")},
+                }
+            )
+        for o in rl.eval_outcomes:
+            rows.append({"round": server_round, "party": o.party, "stage": "evaluate", "status": "ok", "num_examples": o.num_examples,
+                         "val_loss": o.metrics.get("val_loss"), "val_accuracy": o.metrics.get("val_accuracy")})
+        for f in rl.failures:
+            rows.append({"round": server_round, "party": f.party, "stage": f.stage, "status": "failed", "reason": f.reason})
+        return rows
+
+
+# ------------------------------------------------------------------------ main
+
+
+def initial_state(exp: Experiment) -> "OrderedDict[str, torch.Tensor]":
+    """The global model before round 1, from (seed, "init")."""
+    b = exp.bundle
+    torch.manual_seed(derive(exp.cfg.seed, "init"))
+    model = build_model(exp.cfg.model, b.input_shape, b.num_classes)
+    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+
+
+def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None) -> dict[str, Any]:
+    """Run the whole federation on ``grid``; returns the summary."""
+    t0 = time.perf_counter()
+    exp = experiment_for(settings)
+    cfg, store = exp.cfg, exp.store
+    store.root.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(cfg, store, plots=cfg.output.plots)
+    device = resolve_device(cfg.engine.device)
+    node_of_party = discover_partitions(grid, cfg.partition.n_parties)
+    strategy = strategies.build(cfg)
+    strategy.bind(
+        FederationSetup(
+            seed=cfg.seed,
+            node_of_party=node_of_party,
+            fraction_fit=cfg.federation.fraction_fit,
+            fraction_evaluate=cfg.federation.fraction_evaluate,
+            min_fit_clients=cfg.federation.min_fit_clients,
+            max_failure_fraction=cfg.federation.max_failure_fraction,
+        )
+    )
+    history: list[dict] = []
+    start_round, wall_offset = 1, 0.0
+    state = initial_state(exp)
+    ckpt = latest_checkpoint(store) if settings.resume else None
+    if ckpt is not None:
+        if ckpt.config_hash and ckpt.config_hash != config_hash(cfg):
+            raise RunDirError(f"checkpoint '{ckpt.path}' was made with another config; resume with the run's own config.yaml")
+        state = OrderedDict(ckpt.arrays)
+        strategy.load_state_dict(ckpt.strategy)
+        history = ckpt.history
+        start_round, wall_offset = ckpt.round + 1, ckpt.wall_time_s
+        store.truncate_records(ckpt.round)
+        ClientStateStore(store.client_state).restore(ckpt.path / "client_state")
+        log.info("resuming from %s (round %d)", ckpt.path, ckpt.round)
+    elif settings.resume:
+        # nothing to resume from: start over cleanly (records of a crashed round 1 go)
+        store.truncate_records(0)
+        ClientStateStore(store.client_state).restore(store.root / "no-such-snapshot")
+    evaluator = CentralEvaluator(exp, device)
+    recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks)
+    recorder.last_state = state
+    if hooks and hooks.on_start:
+        hooks.on_start(start_round, cfg.federation.rounds)
+    if start_round <= cfg.federation.rounds:
+        try:
+            strategy.start(
+                grid=grid,
+                initial_arrays=state_to_record(state),
+                num_rounds=cfg.federation.rounds,
+                timeout=cfg.engine.client_timeout or 3600.0,
+                evaluate_fn=recorder,
+                start_round=start_round,
+            )
+        except (CohortFailure, NonFiniteModel) as exc:
+            last = history[-1]["round"] if history else 0
+            raise RunAborted(f"run stopped: {exc}; resume from round {last} with --resume") from exc
+    final = recorder.last_state if recorder.last_state is not None else state
+    atomic_torch_save(store.model, {k: v.detach().cpu() for k, v in final.items()})
+    summary = build_summary(exp, history, recorder.wall_time(), evaluator, final)
+    atomic_write_json(store.summary, summary)
+    if cfg.output.plots:
+        from .plots import plot_run
+
+        plot_run(store)
+    return summary
+
+
+def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, evaluator: CentralEvaluator, final_state) -> dict[str, Any]:
+    import json
+
+    cfg = exp.cfg
+    evaluated = [r for r in history if r.get("test_accuracy") is not None]
+    last = evaluated[-1] if evaluated else {}
+    best = max(evaluated, key=lambda r: r["test_accuracy"]) if evaluated else {}
+    part = json.loads(exp.store.partition.read_text()) if exp.store.partition.exists() else {}
+    het = {k: v for k, v in part.items() if k not in ("class_counts", "scheme", "params", "seed", "dataset", "noise_levels", "feature_noise")}
+    n_params = int(sum(v.numel() for v in final_state.values() if is_float(v)))
+    return {
+        "status": "finished",
+        "rounds": len(history) and history[-1]["round"],
+        "test_accuracy": last.get("test_accuracy"),
+        "test_loss": last.get("test_loss"),
+        "test_f1_macro": last.get("test_f1_macro"),
+        "test_precision_macro": last.get("test_precision_macro"),
+        "test_recall_macro": last.get("test_recall_macro"),
+        "test_f1_weighted": last.get("test_f1_weighted"),
+        "test_fbeta_macro": last.get("test_fbeta_macro"),
+        "train_accuracy": last.get("train_accuracy"),
+        "train_test_gap": last.get("train_test_gap"),
+        "best_test_accuracy": best.get("test_accuracy"),
+        "best_round": best.get("round"),
+        "val_accuracy": next((r.get("val_accuracy") for r in reversed(history) if r.get("val_accuracy") is not None), None),
+        "wall_time_s": wall_time_s,
+        "strategy": cfg.strategy.name,
+        "partition": {"scheme": cfg.partition.scheme, "n_parties": cfg.partition.n_parties, **part.get("params", {})},
+        "heterogeneity": het,
+        "dataset": cfg.data.dataset,
+        "model": cfg.model.name,
+        "model_parameters": n_params,
+        "seed": cfg.seed,
+        "engine": cfg.engine.name,
+        "bytes_up_total": int(sum(r.get("bytes_up", 0) for r in history)),
+        "bytes_down_total": int(sum(r.get("bytes_down", 0) for r in history)),
+        "failures_total": int(sum(len(r.get("failures", [])) for r in history)),
+        "config_hash": config_hash(cfg),
+    }
+
+
+def make_server_app(settings: RunSettings | None = None, hooks: RunHooks | None = None) -> ServerApp:
+    """A ServerApp bound to ``settings`` or reading them from ``context.run_config``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, settings or RunSettings.from_user_config(context.run_config), hooks)
+
+    return app
+
+
+#: the app `flwr run .` loads (see [tool.flwr.app.components] in pyproject.toml)
+server_app = make_server_app()

@@ -1,0 +1,255 @@
+"""The run directory: atomic writes, append-only records, checkpoints, client state.
+
+Layout (README "Run directory")::
+
+    config.yaml  dataidxs.npz  partition.json  metrics.jsonl  clients.jsonl
+    summary.json  model.pt  checkpoints/round_000010/  client_state/  plots/
+
+Every file that is replaced is written to a temporary file in the same directory
+and renamed over the old one (``os.replace`` is atomic on POSIX), so a crash never
+leaves a half-written file. Records are appended line by line; a resumed run cuts
+them back to the checkpoint's round. Tensors are saved with ``torch.save`` and read
+with ``torch.load(..., weights_only=True)``: no pickle of files a user may have been
+sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .errors import RunDirError
+
+CONTRACT_FILES = ("config.yaml", "dataidxs.npz", "partition.json", "metrics.jsonl", "clients.jsonl", "summary.json", "model.pt")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None, so every record is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(_clean(obj), default=_json_default, indent=indent, allow_nan=False)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def safe_torch_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``; a corrupt file is a RunDirError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"file '{path}' does not exist") from None
+    except Exception as exc:  # torch raises many kinds for a corrupt file
+        raise RunDirError(f"file '{path}' is corrupt or not a fedsim tensor file ({type(exc).__name__})") from exc
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if not Path(path).exists():
+        return rows
+    with open(path) as fh:
+        for i, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                # a line cut by a crash mid-write: everything before it is intact
+                break
+    return rows
+
+
+class RunStore:
+    """Paths and writers of one run directory."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    # paths
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def dataidxs(self) -> Path:
+        return self.root / "dataidxs.npz"
+
+    @property
+    def partition(self) -> Path:
+        return self.root / "partition.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def clients(self) -> Path:
+        return self.root / "clients.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def client_state(self) -> Path:
+        return self.root / "client_state"
+
+    # checks
+    def prepare(self, resume: bool, overwrite: bool) -> None:
+        """Create the directory, refusing to clobber an existing one."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"--out '{self.root}' is a file; give a directory path")
+        if self.root.is_dir() and any(self.root.iterdir()):
+            if overwrite:
+                if not (self.root / "config.yaml").exists():
+                    raise RunDirError(
+                        f"--out '{self.root}' is not empty and is not a fedsim run directory; refusing to overwrite it"
+                    )
+                for child in self.root.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            elif not resume:
+                raise RunDirError(f"--out '{self.root}' exists and is not empty; use --resume to continue it or --overwrite to replace it")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # records
+    def append_jsonl(self, path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+        text = "".join(dumps(r) + "\n" for r in rows)
+        if not text:
+            return
+        with open(path, "a") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate_records(self, last_round: int) -> None:
+        """Keep only the records of rounds <= last_round (resume from a checkpoint)."""
+        for path in (self.metrics, self.clients):
+            rows = [r for r in read_jsonl(path) if int(r.get("round", 0)) <= last_round]
+            atomic_write_text(path, "".join(dumps(r) + "\n" for r in rows))
+
+
+class ClientStateStore:
+    """Per-party state on disk: one file per party, loaded only for the cohort.
+
+    Files are replaced atomically and never modified in place, so a checkpoint can
+    snapshot the whole store with hard links (no copy) and a later write does not
+    disturb the snapshot (DESIGN.md, decision 6).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def path(self, party: int) -> Path:
+        return self.root / f"party_{party:06d}.pt"
+
+    def load(self, party: int) -> dict[str, torch.Tensor] | None:
+        p = self.path(party)
+        if not p.exists():
+            return None
+        return safe_torch_load(p)
+
+    def save(self, party: int, state: Mapping[str, torch.Tensor]) -> None:
+        atomic_torch_save(self.path(party), {k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+    def snapshot(self, dest: Path) -> int:
+        """Hard-link (or copy, across file systems) every party file into ``dest``."""
+        dest.mkdir(parents=True, exist_ok=True)
+        n = 0
+        if not self.root.exists():
+            return 0
+        for f in self.root.glob("party_*.pt"):
+            target = dest / f.name
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)
+            n += 1
+        return n
+
+    def restore(self, src: Path) -> None:
+        """Make the store hold exactly the snapshot in ``src``."""
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if src.exists():
+            for f in src.glob("party_*.pt"):
+                try:
+                    os.link(f, self.root / f.name)
+                except OSError:
+                    shutil.copy2(f, self.root / f.name)
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.glob("party_*.pt")) if self.root.exists() else 0

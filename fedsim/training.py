@@ -1,0 +1,222 @@
+"""The local trainer: epochs of mini-batch steps on one party's data, with rule hooks.
+
+Data stay as tensors (DESIGN.md, decision 4): a party is an index tensor into the
+dataset held once per process (and once per device); a mini-batch is made by
+indexing, then normalised, augmented and noised as a whole batch on the training
+device. All randomness of one party's round comes from one ``torch.Generator``
+seeded from (seed, round, party).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data.transforms import add_feature_noise, augment_batch, to_float
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ------------------------------------------------------------------------ losses
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: Optional[float] = None) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection"), mean over the batch.
+
+    ``FL = -alpha_t (1 - p_t)^gamma log p_t`` with ``p_t`` the predicted probability
+    of the true class (softmax over the logits; one logit column means a binary
+    sigmoid output). ``alpha``: for two classes (or one logit) the weight of class 1,
+    ``1 - alpha`` that of class 0 (RetinaNet's convention); for more classes a uniform
+    factor. ``gamma = 0`` and no alpha give cross-entropy.
+    """
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        z = logits[:, 0]
+        tf = target.to(z.dtype)
+        log_pt = -F.binary_cross_entropy_with_logits(z, tf, reduction="none")
+        binary = True
+    else:
+        log_p = F.log_softmax(logits.float(), dim=1)
+        log_pt = log_p.gather(1, target.view(-1, 1)).squeeze(1)
+        binary = logits.shape[1] == 2
+    pt = log_pt.exp()
+    loss = -((1 - pt).clamp_min(0) ** gamma) * log_pt
+    if alpha is not None:
+        if binary:
+            alpha_t = torch.where(target == 1, torch.full_like(pt, alpha), torch.full_like(pt, 1 - alpha))
+        else:
+            alpha_t = torch.full_like(pt, alpha)
+        loss = alpha_t * loss
+    return loss.mean()
+
+
+def make_criterion(cfg: TrainConfig) -> Criterion:
+    if cfg.loss == "ce":
+        return nn.functional.cross_entropy
+    if cfg.loss == "focal":
+        gamma, alpha = cfg.focal_gamma, cfg.focal_alpha
+        return lambda logits, y: focal_loss(logits, y, gamma, alpha)
+    raise ValueError(f"unknown loss '{cfg.loss}'")
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}'")
+
+
+# -------------------------------------------------------------------------- data
+
+
+@dataclass
+class PartyData:
+    """One party's view of a dataset that lives once on the device."""
+
+    x: torch.Tensor  # the whole dataset (uint8 images or float features), on the device
+    y: torch.Tensor  # int64 labels, on the device
+    indices: torch.Tensor  # int64 indices of the party's samples, on the device
+    mean: Optional[tuple[float, ...]]
+    std: Optional[tuple[float, ...]]
+    augment: bool = False
+    noise: float = 0.0  # feature-noise skew sigma_i of this party
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+    def batch(self, idx: torch.Tensor, generator: Optional[torch.Generator], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (augmented, noised) inputs and labels of dataset rows ``idx``."""
+        xb = self.x[idx]
+        if train and self.augment and generator is not None:
+            # on the raw batch, so the crop's padding is black as in torchvision's pipeline
+            xb = augment_batch(xb, generator)
+        xb = to_float(xb, self.mean, self.std)
+        if self.noise > 0 and generator is not None:
+            xb = add_feature_noise(xb, self.noise, generator)
+        return xb, self.y[idx]
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device, drop_singleton: bool) -> list[torch.Tensor]:
+    """Positions 0..n-1 shuffled and cut into batches.
+
+    The trailing partial batch is kept, except when it holds a single sample and the
+    model has BatchNorm (which cannot normalise one sample in training mode).
+    """
+    perm = torch.randperm(n, generator=generator, device=generator.device).to(device)
+    chunks = list(torch.split(perm, batch_size))
+    if drop_singleton and len(chunks) > 1 and chunks[-1].numel() == 1:
+        chunks.pop()
+    return chunks
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_singleton: bool) -> int:
+    k = math.ceil(n / batch_size) if n else 0
+    if drop_singleton and k > 1 and n % batch_size == 1:
+        k -= 1
+    return k
+
+
+# ---------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainStats:
+    num_examples: int
+    steps: int
+    epochs: int
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+def train_local(
+    model: nn.Module,
+    rule,  # strategies.ClientRule
+    data: PartyData,
+    cfg: TrainConfig,
+    epochs: int,
+    generator: torch.Generator,
+    device: torch.device,
+    max_steps: Optional[int] = None,
+    has_bn: bool = False,
+) -> TrainStats:
+    """Run ``epochs`` epochs (at most ``max_steps`` steps) of mini-batch training.
+
+    The loss of each step is ``rule.loss`` (the task loss plus the algorithm's
+    terms); ``rule.on_after_backward`` may correct the gradients before the step.
+    Returns the mean training loss and accuracy over the samples seen.
+    """
+    t0 = time.perf_counter()
+    model.train()
+    optimizer = make_optimizer(model.parameters(), cfg)
+    rule.on_train_begin()
+    amp = cfg.amp and device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    steps = 0
+    done = False
+    for _ in range(epochs):
+        for pos in epoch_batches(len(data), cfg.batch_size, generator, device, drop_singleton=has_bn):
+            if max_steps is not None and steps >= max_steps:
+                done = True
+                break
+            xb, yb = data.batch(data.indices[pos], generator, train=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, logits = rule.loss(xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            rule.on_after_backward()
+            optimizer.step()
+            steps += 1
+            bs = yb.numel()
+            seen += bs
+            loss_sum += loss.detach().float() * bs
+            correct += (logits.detach().argmax(dim=1) == yb).sum()
+        if done:
+            break
+    # one synchronisation at the end, not one per step
+    mean_loss = float(loss_sum) / seen if seen else float("nan")
+    acc = float(correct) / seen if seen else float("nan")
+    return TrainStats(len(data), steps, epochs, mean_loss, acc, time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mean: Optional[tuple[float, ...]],
+    std: Optional[tuple[float, ...]],
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    criterion: Criterion = nn.functional.cross_entropy,
+    amp: bool = False,
+) -> tuple[float, torch.Tensor]:
+    """Mean loss and the (K, K) confusion matrix of ``model`` on (x, y).
+
+    ``x``/``y`` may live on the CPU: batches move to ``device`` one at a time.
+    """
+    model.eval()
+    n = int(y.numel())
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    cm = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    use_amp = amp and device.type == "cuda"
+    for start in range(0, n, batch_size):
+        xb = to_float(x[start : start + batch_size].to(device, non_blocking=True), mean, std)
+        yb = y[start : start + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(xb)
+        loss_sum += criterion(logits.float(), yb).double() * yb.numel()
+        cm += torch.bincount(yb * num_classes + logits.argmax(dim=1), minlength=num_classes * num_classes)
+    return (float(loss_sum) / n if n else float("nan")), cm.view(num_classes, num_classes).cpu()

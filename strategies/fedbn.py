@@ -1,0 +1,49 @@
+"""FedBN (Li et al. 2021, "FedBN: Federated Learning on Non-IID Features via Local
+Batch Normalization").
+
+Each party keeps its own BatchNorm layers: weights, biases and running statistics
+are saved in the client-state store after local training and loaded over the
+received global weights before training and before local evaluation, so they are
+never replaced by an average. Everything else is FedAvg. The server still averages
+the BatchNorm entries of the replies, only to give its global model (used for
+central evaluation, and by a party's first round) some statistics; no party ever
+trains with them once it has its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+from fedsim.models import bn_state_keys
+
+from .arrays import weighted_average
+from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
+from .fedavg import flower_kwargs
+from .registry import StrategySpec, register
+
+
+class FedBNRule(ClientRule):
+    uses_state = True
+
+    def _load_own(self) -> None:
+        if self.ctx.state:
+            missing = self.ctx.model.load_state_dict(self.ctx.state, strict=False).unexpected_keys
+            if missing:
+                raise RuntimeError(f"FedBN state holds keys the model lacks: {missing[:3]}")
+
+    on_train_begin = _load_own
+    on_evaluate_begin = _load_own
+
+    def on_train_end(self, steps: int) -> RuleOutput:
+        sd = self.ctx.model.state_dict()
+        keys = bn_state_keys(self.ctx.model)
+        return RuleOutput(state={k: sd[k].detach().clone() for k in keys} if keys else None)
+
+
+class FedBN(FedsimStrategy, FlowerFedAvg):
+    def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
+        return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+
+
+register(StrategySpec("fedbn", lambda cfg: FedBN(**flower_kwargs(cfg)), FedBNRule, summary="BatchNorm layers stay local"))

@@ -1,0 +1,48 @@
+"""Model heterogeneity measures against hand computations on fixed updates."""
+
+import math
+
+import pytest
+import torch
+
+from fedsim.heterogeneity import model_heterogeneity
+
+
+def test_two_identical_updates():
+    g = torch.zeros(3)
+    d = torch.tensor([1.0, 2.0, 2.0])
+    clients = torch.stack([g + d, g + d])
+    agg = g + d
+    m = model_heterogeneity(g, clients, agg)
+    assert m["update_cosine_mean"] == pytest.approx(1.0)
+    assert m["gradient_diversity"] == pytest.approx(0.5)  # 2||d||^2 / ||2d||^2
+    assert m["update_norm_mean"] == pytest.approx(3.0)
+    assert m["weight_divergence_mean"] == pytest.approx(0.0)
+
+
+def test_orthogonal_and_opposite_updates():
+    g = torch.tensor([1.0, 1.0])
+    clients = torch.stack([g + torch.tensor([1.0, 0.0]), g + torch.tensor([0.0, 1.0])])
+    agg = clients.mean(0)
+    m = model_heterogeneity(g, clients, agg)
+    assert m["update_cosine_mean"] == pytest.approx(0.0)
+    assert m["gradient_diversity"] == pytest.approx(1.0)  # (1 + 1) / ||(1, 1)||^2
+    # ||w_k - w+|| / ||w+||: w+ = (1.5, 1.5), w_1 - w+ = (0.5, -0.5)
+    assert m["weight_divergence_mean"] == pytest.approx(math.sqrt(0.5) / math.sqrt(4.5))
+    opp = torch.stack([g + torch.tensor([1.0, 0.0]), g - torch.tensor([1.0, 0.0])])
+    m2 = model_heterogeneity(g, opp, g)
+    assert m2["update_cosine_mean"] == pytest.approx(-1.0)
+    assert m2["gradient_diversity"] is None  # sum of updates is 0: undefined
+
+
+def test_three_clients_pairwise_mean():
+    g = torch.zeros(2)
+    ds = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0])]
+    clients = torch.stack(ds)
+    m = model_heterogeneity(g, clients, clients.mean(0))
+    cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
+    expected = (cos(ds[0], ds[1]) + cos(ds[0], ds[2]) + cos(ds[1], ds[2])) / 3
+    assert m["update_cosine_mean"] == pytest.approx(expected)
+    s = sum(float(d @ d) for d in ds)
+    assert m["gradient_diversity"] == pytest.approx(s / float(sum(ds) @ sum(ds)))
+    assert m["update_norm_max"] == pytest.approx(2.0)
