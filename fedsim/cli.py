@@ -181,9 +181,9 @@ def cmd_partition(args: argparse.Namespace) -> int:
         num_classes = None
         name = path.stem
     else:
-        from .data import load_dataset
+        from .experiment import load_bundle
 
-        bundle = load_dataset(cfg.data, cfg.seed, cfg.partition.n_parties)
+        bundle = load_bundle(cfg)
         labels = bundle.y_train.numpy()
         dataidxs = compute_dataidxs(cfg, bundle)
         num_classes = bundle.num_classes

@@ -49,6 +49,10 @@ class DataConfig:
     # CIFAR-style augmentation (crop with padding 4 + horizontal flip); None = the
     # dataset's default (on for cifar10/cifar100, off otherwise)
     augment: Optional[bool] = None
+    # K-fold cross-validation over the pooled training data: with cv_folds = K > 1, fold
+    # cv_fold is held out as the evaluation set and the other folds are partitioned
+    cv_folds: int = 0
+    cv_fold: int = 0
 
 
 @dataclass
@@ -118,6 +122,7 @@ class FederationConfig:
     rounds: int = 10
     fraction_fit: float = 1.0
     fraction_evaluate: float = 0.0
+    # central evaluation every k rounds and after the last; 0 = never (benchmarks)
     eval_every: int = 1
     min_fit_clients: int = 1
     straggler_fraction: float = 0.0
@@ -422,6 +427,11 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("data.num_groups", d.num_groups, 0, None)
     if len(d.image_shape) != 3 or any(s < 1 for s in d.image_shape):
         raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)} must be [channels, height, width], each >= 1")
+    _in_range("data.cv_folds", d.cv_folds, 0, None)
+    if d.cv_folds == 1:
+        raise ConfigError("config key 'data.cv_folds' = 1 is not allowed; use 0 (no cross-validation) or K >= 2")
+    if d.cv_folds >= 2:
+        _in_range("data.cv_fold", d.cv_fold, 0, d.cv_folds - 1)
     if d.image_shape[1] < 8 or d.image_shape[2] < 8:
         raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)}: height and width must be >= 8")
 
@@ -475,7 +485,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("federation.rounds", f.rounds, 1, None)
     _in_range("federation.fraction_fit", f.fraction_fit, 0.0, 1.0, lo_open=True)
     _in_range("federation.fraction_evaluate", f.fraction_evaluate, 0.0, 1.0)
-    _in_range("federation.eval_every", f.eval_every, 1, None)
+    _in_range("federation.eval_every", f.eval_every, 0, None)
     _in_range("federation.min_fit_clients", f.min_fit_clients, 1, None)
     _in_range("federation.straggler_fraction", f.straggler_fraction, 0.0, 1.0)
     _in_range("federation.max_failure_fraction", f.max_failure_fraction, 0.0, 1.0)

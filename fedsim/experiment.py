@@ -9,6 +9,7 @@ label checksum guards against a mis-split).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -66,6 +67,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cv_fold_bundle(bundle: DatasetBundle, folds: int, fold: int, seed: int) -> DatasetBundle:
+    """Fold ``fold`` of ``folds`` of the pooled training data becomes the evaluation set.
+
+    The training samples are dealt into K folds by one seeded permutation (the same
+    for every fold index, so the folds are disjoint and cover the training set); the
+    test set of the dataset is never touched, which keeps model selection honest.
+    """
+    n = int(bundle.y_train.numel())
+    perm = np.random.default_rng(derive(seed, "cv-folds", folds)).permutation(n)
+    held = np.sort(np.array_split(perm, folds)[fold])
+    mask = np.ones(n, dtype=bool)
+    mask[held] = False
+    keep = np.flatnonzero(mask)
+    held_t, keep_t = torch.from_numpy(held), torch.from_numpy(keep)
+    return dataclasses.replace(
+        bundle,
+        x_train=bundle.x_train[keep_t],
+        y_train=bundle.y_train[keep_t],
+        x_test=bundle.x_train[held_t],
+        y_test=bundle.y_train[held_t],
+        groups=None if bundle.groups is None else bundle.groups[keep],
+    )
+
+
+_FOLD_CACHE: dict[tuple, DatasetBundle] = {}
+
+
+def load_bundle(cfg: ExperimentConfig) -> DatasetBundle:
+    """The run's dataset: ``data.*`` loaded once per process, with its CV fold applied."""
+    bundle = load_dataset(cfg.data, cfg.seed, cfg.partition.n_parties)
+    if cfg.data.cv_folds < 2:
+        return bundle
+    key = (id(bundle), cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
+    hit = _FOLD_CACHE.get(key)
+    if hit is None:
+        if len(_FOLD_CACHE) > 4:
+            _FOLD_CACHE.clear()
+        hit = _FOLD_CACHE[key] = cv_fold_bundle(bundle, cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
+    return hit
+
+
 def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, np.ndarray]:
     """Partition the training labels as configured (partitioners' API, seed = cfg.seed)."""
     labels = bundle.y_train.numpy()
@@ -92,7 +134,7 @@ class Experiment:
 
     @cached_property
     def bundle(self) -> DatasetBundle:
-        return load_dataset(self.cfg.data, self.cfg.seed, self.cfg.partition.n_parties)
+        return load_bundle(self.cfg)
 
     @cached_property
     def dataidxs(self) -> dict[int, np.ndarray]:
@@ -144,7 +186,7 @@ def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True) 
     An existing dataidxs.npz is verified against the dataset's labels and kept, so a
     resumed run trains on exactly the split it started with.
     """
-    bundle = load_dataset(cfg.data, cfg.seed, cfg.partition.n_parties)
+    bundle = load_bundle(cfg)
     labels = bundle.y_train.numpy()
     if not store.config.exists():
         atomic_write_text(store.config, to_yaml(cfg))

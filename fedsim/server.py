@@ -173,7 +173,8 @@ class Recorder:
         row["bytes_up"] = int(rl.bytes_up)
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
         row.update(round_heterogeneity(rl.global_state, outcomes, state))
-        evaluated = server_round % cfg.federation.eval_every == 0 or server_round == cfg.federation.rounds
+        every = cfg.federation.eval_every
+        evaluated = every > 0 and (server_round % every == 0 or server_round == cfg.federation.rounds)
         res = None
         if evaluated:
             res = self.evaluator(state)
@@ -192,8 +193,8 @@ class Recorder:
         self.history.append(row)
         self.store.append_jsonl(self.store.metrics, [row])
         self.store.append_jsonl(self.store.clients, self._client_rows(server_round, rl))
-        every = cfg.output.checkpoint_every
-        if every and (server_round % every == 0 or server_round == cfg.federation.rounds):
+        ck_every = cfg.output.checkpoint_every
+        if ck_every and (server_round % ck_every == 0 or server_round == cfg.federation.rounds):
             save_checkpoint(self.store, server_round, state, self.strategy.state_dict(), self.history, self.wall_time(), self.hash, cfg.output.keep_checkpoints)
         if self.hooks.on_round:
             self.hooks.on_round(row)

@@ -82,7 +82,7 @@ _LOCK = threading.RLock()
 
 # data.* keys that never change the tensors a loader returns: they act per party
 # (validation split, feature noise) or only on how files are obtained (download)
-_NOT_DATA_KEYS = ("download", "val_fraction", "feature_noise")
+_NOT_DATA_KEYS = ("download", "val_fraction", "feature_noise", "cv_folds", "cv_fold")
 
 
 def _freeze(value: Any) -> Hashable:
