@@ -32,6 +32,15 @@ class RunResult:
         return self.summary.get("test_accuracy")
 
 
+def quiet_flower() -> None:
+    """Flower logs every round at INFO on its own handler; fedsim records rounds itself.
+
+    Its logger is set to WARNING unless fedsim's own logger is at DEBUG.
+    """
+    if not logging.getLogger("fedsim").isEnabledFor(logging.DEBUG):
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
 def default_run_dir(cfg: ExperimentConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.data.dataset}-{cfg.partition.scheme}-{cfg.strategy.name}-s{cfg.seed}-{stamp}"
@@ -45,6 +54,22 @@ def load_result(run_dir: str | Path) -> RunResult:
         raise RunDirError(f"'{run_dir}' holds no summary.json: the run has not finished")
     summary = json.loads(store.summary.read_text())
     return RunResult(summary, read_jsonl(store.metrics), store.root, _load(store.config))
+
+
+def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool) -> None:
+    """Everything that can fail on the user's input, before anything is written.
+
+    Loads the dataset (missing files), partitions it (impossible parameters) unless a
+    resumed run brings its own dataidxs, and builds the model (a CNN on tabular data).
+    """
+    from .experiment import compute_dataidxs, load_bundle, resolve_device
+    from .models import build_model
+
+    resolve_device(cfg.engine.device)
+    bundle = load_bundle(cfg)
+    if not (resume and store.dataidxs.exists()):
+        compute_dataidxs(cfg, bundle)
+    build_model(cfg.model, bundle.input_shape, bundle.num_classes)
 
 
 def run(
@@ -66,6 +91,7 @@ def run(
     from .experiment import RunSettings, prepare_run_dir
 
     cfg = load_config(config, overrides)
+    quiet_flower()
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     store = RunStore(run_dir)
     if resume and store.config.exists():
@@ -80,9 +106,10 @@ def run(
         if store.summary.exists() and json.loads(store.summary.read_text()).get("status") == "finished":
             log.info("run in '%s' has already finished; nothing to do", run_dir)
             return load_result(run_dir)
-    store.prepare(resume=resume, overwrite=overwrite)
     if cfg.engine.threads > 0:
         torch.set_num_threads(cfg.engine.threads)
+    check_runnable(cfg, store, resume)
+    store.prepare(resume=resume, overwrite=overwrite)
     prepare_run_dir(cfg, store, plots=cfg.output.plots)
     settings = RunSettings(to_yaml(cfg), str(run_dir.resolve()), resume=resume)
     get_engine(cfg.engine.name)(settings, hooks)

@@ -29,11 +29,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fedsim", description="Flower-native federated learning simulator for non-IID research.")
+    parser = _Parser(prog="fedsim", description="Flower-native federated learning simulator for non-IID research.", allow_abbrev=False)
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # no abbreviations: `--resum` must be an error, not a silent --resume
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
 
     p = sub.add_parser("run", help="run one federated experiment", description="Run one federated experiment.")
     p.add_argument("config", help="experiment YAML")
@@ -257,9 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not debug:
-        # Flower logs every round at INFO on its own handler; the progress bar says enough
-        logging.getLogger("flwr").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except FedsimError as exc:

@@ -25,7 +25,7 @@ from strategies.arrays import record_to_state, state_to_record
 from strategies.base import TrainContext
 
 from .config import epoch_range
-from .experiment import Experiment, RunSettings, experiment_for, resolve_device
+from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
 from .models import build_model, has_batchnorm
 from .seeding import derive, rng, torch_generator
 from .store import ClientStateStore
@@ -46,6 +46,7 @@ class ClientRuntime:
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         cfg = self.cfg = exp.cfg
+        apply_determinism(cfg)
         self.device = resolve_device(cfg.engine.device)
         bundle = exp.bundle
         self.x = _on_device(bundle.x_train, self.device)

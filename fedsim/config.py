@@ -350,13 +350,18 @@ def config_hash(cfg: ExperimentConfig) -> str:
 
     ``output.*`` and the engine's placement keys do not change the numbers (the
     engines give the same results), so they are left out: a sweep resumed on
-    another machine or with more workers still recognises its finished runs.
+    another machine or with more workers still recognises its finished runs. So are
+    the failure tolerances (``engine.client_timeout``,
+    ``federation.max_failure_fraction``): a run stopped by too many failures can be
+    resumed with a higher tolerance.
     """
     tree = to_dict(cfg)
     tree.pop("output", None)
     engine = tree.get("engine", {})
-    for k in ("name", "device", "workers", "num_cpus", "num_gpus", "ray_address", "threads", "batch_clients"):
+    for k in ("name", "device", "workers", "num_cpus", "num_gpus", "ray_address", "threads", "batch_clients", "client_timeout"):
         engine.pop(k, None)
+    # a tolerance, not a setting: raising it to resume an aborted run keeps the run's identity
+    tree.get("federation", {}).pop("max_failure_fraction", None)
     text = yaml.safe_dump(tree, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

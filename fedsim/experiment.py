@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +55,21 @@ class RunSettings:
     @property
     def key(self) -> str:
         return hashlib.sha256((self.config_yaml + "\0" + self.run_dir).encode()).hexdigest()[:16]
+
+
+def apply_determinism(cfg: ExperimentConfig) -> None:
+    """``engine.deterministic``: deterministic kernels on GPU (CPU runs are exact anyway).
+
+    Makes PyTorch use deterministic algorithms (raising for ops that have none),
+    turns off cuDNN's autotuner and sets cuBLAS's workspace so its reductions are
+    reproducible. Costs some GPU speed; see README "Determinism".
+    """
+    if not cfg.engine.deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def resolve_device(name: str) -> torch.device:

@@ -29,7 +29,7 @@ from strategies.base import CohortFailure, FederationSetup, NonFiniteModel
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .config import config_hash
 from .errors import RunAborted, RunDirError
-from .experiment import Experiment, RunSettings, experiment_for, prepare_run_dir, resolve_device
+from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, prepare_run_dir, resolve_device
 from .heterogeneity import model_heterogeneity
 from .metrics import classification_metrics, spread
 from .models import build_model
@@ -248,6 +248,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     cfg, store = exp.cfg, exp.store
     store.root.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(cfg, store, plots=cfg.output.plots)
+    apply_determinism(cfg)
     device = resolve_device(cfg.engine.device)
     node_of_party = discover_partitions(grid, cfg.partition.n_parties)
     strategy = strategies.build(cfg)
@@ -275,10 +276,13 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         store.truncate_records(ckpt.round)
         ClientStateStore(store.client_state).restore(ckpt.path / "client_state")
         log.info("resuming from %s (round %d)", ckpt.path, ckpt.round)
-    elif settings.resume:
-        # nothing to resume from: start over cleanly (records of a crashed round 1 go)
+    else:
+        # a fresh start (or nothing to resume from): clean records, empty client state,
+        # and a round-0 checkpoint so that even a run stopped in round 1 can resume
         store.truncate_records(0)
         ClientStateStore(store.client_state).restore(store.root / "no-such-snapshot")
+        if cfg.output.checkpoint_every:
+            save_checkpoint(store, 0, state, strategy.state_dict(), [], time.perf_counter() - t0, config_hash(cfg), cfg.output.keep_checkpoints)
     evaluator = CentralEvaluator(exp, device)
     recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks)
     recorder.last_state = state

@@ -60,7 +60,7 @@ class SequentialExecutor:
             try:
                 reply = self.app(msg, ctx)
             except Exception as exc:  # a client failure is a reply, not a crash of the run
-                log.warning("client on node %s failed: %s", msg.metadata.dst_node_id, exc)
+                log.info("client on node %s failed: %s", msg.metadata.dst_node_id, exc)
                 reply = error_reply(msg, exc)
             if self.timeout is not None and time.perf_counter() - t0 > self.timeout:
                 log.warning("client on node %s took %.1fs > engine.client_timeout", msg.metadata.dst_node_id, time.perf_counter() - t0)

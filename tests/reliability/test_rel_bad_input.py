@@ -1,0 +1,231 @@
+"""Table-driven bad input: exit code 2, one line on stderr, no traceback, no file changed."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import fedsim
+from fedsim.cli import main
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, request):
+    from conftest import tiny_config
+
+    root = tmp_path_factory.mktemp("finished")
+    cfg = tiny_config(federation={"rounds": 1})
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    fedsim.run(cfg, out=root / "run")
+    return root
+
+
+def _write_cfg(tmp, **sections):
+    from conftest import tiny_config
+
+    p = tmp / "cfg.yaml"
+    p.write_text(yaml.safe_dump(tiny_config(**sections)))
+    return str(p)
+
+
+def _copy_run(tmp, finished):
+    shutil.copytree(finished / "run", tmp / "run")
+    shutil.copy(finished / "cfg.yaml", tmp / "cfg.yaml")
+    (tmp / "run" / "summary.json").unlink()  # an interrupted run, so --resume has work to do
+    return str(tmp / "cfg.yaml"), str(tmp / "run")
+
+
+def c_unknown_top_key(tmp, fin):
+    return ["run", _write_cfg(tmp), "sed=1"]
+
+
+def c_unknown_nested_key(tmp, fin):
+    return ["run", _write_cfg(tmp), "data.datset=mnist"]
+
+
+def c_unknown_key_in_yaml(tmp, fin):
+    p = tmp / "c.yaml"
+    p.write_text("train:\n  learning_rate: 0.1\n")
+    return ["run", str(p)]
+
+
+def c_unknown_strategy(tmp, fin):
+    return ["run", _write_cfg(tmp), "strategy.name=fedsgd"]
+
+
+def c_unknown_model(tmp, fin):
+    return ["run", _write_cfg(tmp), "model.name=vgg11"]
+
+
+def c_unknown_dataset(tmp, fin):
+    return ["run", _write_cfg(tmp), "data.dataset=imagenet"]
+
+
+def c_unknown_scheme(tmp, fin):
+    return ["run", _write_cfg(tmp), "partition.scheme=pathological"]
+
+
+def c_lr_out_of_range(tmp, fin):
+    return ["run", _write_cfg(tmp), "train.lr=-0.1"]
+
+
+def c_wrong_type(tmp, fin):
+    return ["run", _write_cfg(tmp), "train.batch_size=big"]
+
+
+def c_fraction_zero(tmp, fin):
+    return ["run", _write_cfg(tmp), "federation.fraction_fit=0"]
+
+
+def c_epochs_reversed(tmp, fin):
+    return ["run", _write_cfg(tmp), "train.epochs=[3,1]"]
+
+
+def c_override_without_equals(tmp, fin):
+    return ["run", _write_cfg(tmp), "train.lr"]
+
+
+def c_missing_config(tmp, fin):
+    return ["run", str(tmp / "nope.yaml")]
+
+
+def c_config_is_directory(tmp, fin):
+    (tmp / "adir").mkdir()
+    return ["run", str(tmp / "adir")]
+
+
+def c_corrupt_yaml(tmp, fin):
+    p = tmp / "c.yaml"
+    p.write_text("train: {lr: [0.1\n")
+    return ["run", str(p)]
+
+
+def c_yaml_list(tmp, fin):
+    p = tmp / "c.yaml"
+    p.write_text("- a\n- b\n")
+    return ["run", str(p)]
+
+
+def c_moon_without_head(tmp, fin):
+    return ["run", _write_cfg(tmp), "strategy.name=moon"]
+
+
+def c_fednova_with_adam(tmp, fin):
+    return ["run", _write_cfg(tmp), "strategy.name=fednova", "train.optimizer=adam"]
+
+
+def c_classes_per_party_too_many(tmp, fin):
+    return ["run", _write_cfg(tmp), "partition.scheme=label-quantity", "partition.classes_per_party=9"]
+
+
+def c_too_many_parties(tmp, fin):
+    return ["run", _write_cfg(tmp), "partition.n_parties=5000", "partition.scheme=iid"]
+
+
+def c_min_size_impossible(tmp, fin):
+    return ["run", _write_cfg(tmp), "partition.min_size=200"]
+
+
+def c_missing_dataset_files(tmp, fin):
+    (tmp / "empty").mkdir()
+    return ["run", _write_cfg(tmp), "data.dataset=mnist", f"data.root={tmp / 'empty'}"]
+
+
+def c_out_is_a_file(tmp, fin):
+    (tmp / "out.txt").write_text("precious")
+    return ["run", _write_cfg(tmp), "--out", str(tmp / "out.txt")]
+
+
+def c_out_not_empty(tmp, fin):
+    (tmp / "out").mkdir()
+    (tmp / "out" / "notes.md").write_text("precious")
+    return ["run", _write_cfg(tmp), "--out", str(tmp / "out")]
+
+
+def c_resume_with_other_config(tmp, fin):
+    cfg, run = _copy_run(tmp, fin)
+    return ["run", cfg, "train.lr=0.2", "--out", run, "--resume"]
+
+
+def c_corrupt_dataidxs(tmp, fin):
+    cfg, run = _copy_run(tmp, fin)
+    (Path(run) / "dataidxs.npz").write_bytes(b"not an npz file")
+    return ["run", cfg, "--out", run, "--resume"]
+
+
+def c_dataidxs_of_another_dataset(tmp, fin):
+    import partitioners
+
+    cfg, run = _copy_run(tmp, fin)
+    other = np.arange(400) % 3  # same size, other labels
+    partitioners.save_dataidxs(Path(run) / "dataidxs.npz", partitioners.partition(other, "iid", 4), other, "iid", {}, 0)
+    return ["run", cfg, "--out", run, "--resume"]
+
+
+def c_corrupt_checkpoint(tmp, fin):
+    cfg, run = _copy_run(tmp, fin)
+    for state in (Path(run) / "checkpoints").glob("round_*/state.pt"):
+        state.write_bytes(b"\x00garbage")
+    return ["run", cfg, "--out", run, "--resume"]
+
+
+def c_partition_labels_missing(tmp, fin):
+    return ["partition", "--labels", str(tmp / "nope.npy"), "partition.scheme=iid"]
+
+
+def c_partition_labels_not_int(tmp, fin):
+    np.save(tmp / "labels.npy", np.linspace(0, 1, 50))
+    return ["partition", "--labels", str(tmp / "labels.npy"), "partition.scheme=iid", "--out", str(tmp / "p")]
+
+
+def c_inspect_unknown_model(tmp, fin):
+    return ["inspect", "lenet7"]
+
+
+def c_bad_device(tmp, fin):
+    return ["run", _write_cfg(tmp), "engine.device=tpu"]
+
+
+def c_unknown_cli_flag(tmp, fin):
+    return ["run", _write_cfg(tmp), "--resum"]
+
+
+CASES = [v for k, v in sorted(globals().items()) if k.startswith("c_")]
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__[2:] for c in CASES])
+def test_bad_input(tmp_path, finished_run, capsys, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)  # a default --out lands here, never in the repository
+    argv = case(tmp_path, finished_run)
+    before = _snapshot(tmp_path)
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("fedsim")
+    assert _snapshot(tmp_path) == before
+
+
+def test_table_is_large_enough():
+    assert len(CASES) >= 20
+
+
+def test_a_real_process_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", _write_cfg(tmp_path), "train.momentum=2"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "train.momentum" in proc.stderr and "Traceback" not in proc.stderr
+    debug = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", _write_cfg(tmp_path), "train.momentum=2", "--debug"], capture_output=True, text=True)
+    assert "Traceback" in debug.stderr

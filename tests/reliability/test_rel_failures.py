@@ -1,0 +1,71 @@
+"""Client failures: raised, non-finite and timed-out clients are left out and recorded."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import fedsim
+from fedsim.errors import RunAborted
+from fedsim.seeding import rng
+
+
+def _expected_faults(seed, rounds, sampled_by_round, rate):
+    """The documented fault draw: rng(seed, "fault", round, party); u < rate fails."""
+    out = {}
+    for r in range(1, rounds + 1):
+        for p in sampled_by_round[r]:
+            g = rng(seed, "fault", r, p)
+            if g.random() < rate:
+                out[(r, p)] = "raise" if g.random() < 0.5 else "nan"
+    return out
+
+
+def test_fault_rate_run_completes_counts_failures_and_never_aggregates_nan(tmp_path, tiny):
+    cfg = tiny(federation={"rounds": 6, "max_failure_fraction": 1.0}, engine={"fault_rate": 0.3}, partition={"n_parties": 6})
+    r = fedsim.run(cfg, out=tmp_path / "r")
+    rows = r.history
+    clients = [json.loads(l) for l in (r.run_dir / "clients.jsonl").read_text().splitlines()]
+    sampled = {row["round"]: list(range(6)) for row in rows}
+    expected = _expected_faults(0, 6, sampled, 0.3)
+    assert expected, "the seed must inject some faults for this test to mean anything"
+    failed = {(c["round"], c["party"]) for c in clients if c["status"] == "failed"}
+    assert failed == set(expected)
+    for row in rows:
+        got = {f["party"] for f in row["failures"]}
+        assert got == {p for (rr, p) in expected if rr == row["round"]}
+        assert row["clients"] == 6 - len(got)
+        assert math.isfinite(row["test_loss"]) and math.isfinite(row["train_loss"])
+    reasons = {f["reason"].split(":")[0] for row in rows for f in row["failures"]}
+    assert reasons <= {"InjectedFault", "non-finite train_loss, weights"}
+    assert r.summary["failures_total"] == len(expected)
+    w = torch.load(r.run_dir / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
+
+
+def test_too_many_failures_stop_with_a_resumable_checkpoint(tmp_path, tiny):
+    cfg = tiny(federation={"rounds": 3, "max_failure_fraction": 0.1}, engine={"fault_rate": 0.5})
+    with pytest.raises(RunAborted, match="max_failure_fraction"):
+        fedsim.run(cfg, out=tmp_path / "r")
+    assert (tmp_path / "r" / "checkpoints").is_dir()
+    # a higher tolerance does not change the run's identity: resume finishes it
+    cfg["federation"]["max_failure_fraction"] = 1.0
+    done = fedsim.run(cfg, out=tmp_path / "r", resume=True)
+    assert done.summary["rounds"] == 3
+
+
+def test_client_timeout_is_recorded(tmp_path, tiny):
+    cfg = tiny(federation={"rounds": 1, "max_failure_fraction": 1.0}, engine={"client_timeout": 1e-6})
+    r = fedsim.run(cfg, out=tmp_path / "r")
+    row = r.history[0]
+    assert row["clients"] == 0 and len(row["failures"]) == 4
+    assert all(f["reason"].startswith("timeout") for f in row["failures"])
+
+
+def test_non_finite_global_model_stops_the_run(tmp_path, tiny):
+    # an absurd learning rate makes every client diverge: each is screened out as
+    # non-finite, so the cohort fails and the run stops cleanly
+    cfg = tiny(train={"lr": 1e30, "momentum": 0.0}, federation={"rounds": 2, "max_failure_fraction": 0.5})
+    with pytest.raises(RunAborted):
+        fedsim.run(cfg, out=tmp_path / "r")

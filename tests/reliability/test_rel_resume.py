@@ -1,0 +1,92 @@
+"""A run killed with SIGKILL mid-run and resumed ends exactly like an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+import fedsim
+from fedsim.checkpoint import checkpoint_dirs
+from fedsim.store import RunStore
+
+TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(l).items() if not any(t in k for t in TIMING)} for l in path.read_text().splitlines()]
+
+
+def _config(tiny, name):
+    return tiny(
+        strategy={"name": name, "mu": 1.0 if name == "moon" else 0.01},
+        model={"name": "simple-cnn", "projection_head": name == "moon"},
+        federation={"rounds": 5, "fraction_fit": 0.75},
+        # enough work per round that the kill lands inside a round, not between runs
+        data={"n_train": 1200},
+    )
+
+
+def _kill_after(cmd, metrics, k, env):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= k:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run finished before it could be killed")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.returncode
+
+
+@pytest.mark.parametrize("name", ["fedavg", "scaffold", "moon"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, name):
+    cfg = _config(tiny, name)
+    ref = fedsim.run(cfg, out=tmp_path / "ref")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
+    assert _kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
+    assert not (out / "summary.json").exists()
+    assert checkpoint_dirs(RunStore(out))  # something to resume from
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    a = torch.load(ref.run_dir / "model.pt", weights_only=True)
+    b = torch.load(out / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(ref.run_dir / "metrics.jsonl") == _rows(out / "metrics.jsonl")
+    assert _rows(ref.run_dir / "clients.jsonl") == _rows(out / "clients.jsonl")
+
+
+def test_resume_of_a_finished_run_is_a_noop(tmp_path, tiny):
+    cfg = tiny()
+    r = fedsim.run(cfg, out=tmp_path / "r")
+    stamp = {p: p.stat().st_mtime_ns for p in r.run_dir.rglob("*") if p.is_file()}
+    r2 = fedsim.run(cfg, out=tmp_path / "r", resume=True)
+    assert r2.summary == r.summary
+    assert {p: p.stat().st_mtime_ns for p in r.run_dir.rglob("*") if p.is_file()} == stamp
+
+
+def test_checkpoints_keep_the_last_two_and_hold_the_server_state(tmp_path, tiny):
+    r = fedsim.run(tiny(strategy={"name": "scaffold"}, federation={"rounds": 4}), out=tmp_path / "r")
+    dirs = checkpoint_dirs(RunStore(r.run_dir))
+    assert [d.name for d in dirs] == ["round_000003", "round_000004"]
+    state = torch.load(dirs[-1] / "state.pt", weights_only=True)
+    assert state["round"] == 4 and state["strategy"]["c"]  # SCAFFOLD's server control variate
+    assert {"torch", "python", "numpy_key"} <= set(state["rng"])
+    assert len(json.loads(state["history"])) == 4
+    assert sorted(p.name for p in (dirs[-1] / "client_state").iterdir()) == [f"party_{i:06d}.pt" for i in range(4)]
+
+
+def test_checkpoint_every_k(tmp_path, tiny):
+    r = fedsim.run(tiny(federation={"rounds": 5}, output={"checkpoint_every": 2, "keep_checkpoints": 5}), out=tmp_path / "r")
+    assert [d.name for d in checkpoint_dirs(RunStore(r.run_dir))] == [f"round_00000{i}" for i in (0, 2, 4, 5)]
