@@ -250,7 +250,7 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
     app = ClientApp()
 
     def _rt(context: Context) -> ClientRuntime:
-        return runtime_for(settings or RunSettings.from_user_config(context.run_config))
+        return runtime_for(settings or RunSettings.from_context(context))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -44,13 +44,14 @@ class RunSettings:
         return {"fedsim-config": self.config_yaml, "fedsim-run-dir": self.run_dir, "fedsim-resume": self.resume}
 
     @classmethod
-    def from_user_config(cls, run_config: Mapping[str, Any]) -> "RunSettings":
+    def from_context(cls, context: Any) -> "RunSettings":
+        """From a Flower Context: fedsim's engines, or ``flwr run .`` (pyproject's run config)."""
+        run_config = context.run_config
         if "fedsim-config" in run_config:
             return cls(str(run_config["fedsim-config"]), str(run_config["fedsim-run-dir"]), bool(run_config.get("fedsim-resume", False)))
-        # `flwr run .`: the pyproject's [tool.flwr.app.config] names a YAML file and overrides
         from .flwr_app import settings_from_flwr_run_config
 
-        return settings_from_flwr_run_config(run_config)
+        return settings_from_flwr_run_config(run_config, context.run_id)
 
     @property
     def key(self) -> str:

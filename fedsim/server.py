@@ -172,6 +172,7 @@ class Recorder:
         row["bytes_down"] = int(rl.bytes_down)
         row["bytes_up"] = int(rl.bytes_up)
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
+        row.update(rl.server_metrics)
         row.update(round_heterogeneity(rl.global_state, outcomes, state))
         every = cfg.federation.eval_every
         evaluated = every > 0 and (server_round % every == 0 or server_round == cfg.federation.rounds)
@@ -241,6 +242,12 @@ def initial_state(exp: Experiment) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
 
 
+def trainable_keys(exp: Experiment) -> frozenset[str]:
+    b = exp.bundle
+    model = build_model(exp.cfg.model, b.input_shape, b.num_classes)
+    return frozenset(name for name, p in model.named_parameters() if p.requires_grad)
+
+
 def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Run the whole federation on ``grid``; returns the summary."""
     t0 = time.perf_counter()
@@ -260,6 +267,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             fraction_evaluate=cfg.federation.fraction_evaluate,
             min_fit_clients=cfg.federation.min_fit_clients,
             max_failure_fraction=cfg.federation.max_failure_fraction,
+            param_keys=trainable_keys(exp),
         )
     )
     history: list[dict] = []
@@ -359,7 +367,19 @@ def make_server_app(settings: RunSettings | None = None, hooks: RunHooks | None 
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_server(grid, settings or RunSettings.from_user_config(context.run_config), hooks)
+        if settings is not None:
+            run_server(grid, settings, hooks)
+            return
+        # `flwr run .`: no fedsim front end has checked the input or made the directory
+        from .api import check_runnable, quiet_flower
+        from .store import RunStore
+
+        quiet_flower()
+        s = RunSettings.from_context(context)
+        exp = experiment_for(s)
+        check_runnable(exp.cfg, exp.store, s.resume)
+        exp.store.prepare(resume=s.resume, overwrite=False)
+        run_server(grid, s, hooks)
 
     return app
 

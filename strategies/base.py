@@ -141,6 +141,8 @@ class RoundLog:
     bytes_up: int = 0
     train_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
+    #: values the server half computes (FedNova's tau_eff), recorded in metrics.jsonl
+    server_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,6 +155,11 @@ class FederationSetup:
     fraction_evaluate: float = 0.0
     min_fit_clients: int = 1
     max_failure_fraction: float = 1.0
+    #: state_dict keys of trainable parameters (not buffers); None = every float entry
+    param_keys: frozenset[str] | None = None
+
+    def is_param(self, key: str) -> bool:
+        return self.param_keys is None or key in self.param_keys
 
 
 def content_bytes(content: RecordDict) -> int:

@@ -53,10 +53,11 @@ class FedNova(FedsimStrategy, FlowerFedAvg):
         p = [o.num_examples / n for o in outcomes]
         a = [float(o.metrics.get(A_KEY, 0.0)) for o in outcomes]
         tau_eff = sum(pi * ai for pi, ai in zip(p, a))
-        param_keys = {k for o in outcomes for k in o.state} if outcomes else set()
         new: OrderedDict[str, torch.Tensor] = OrderedDict()
         for key, gv in g.items():
-            if not is_float(gv) or key not in param_keys or gv.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            # buffers (BatchNorm statistics) are averaged: a normalised step with unequal
+            # a_i could push a running variance below zero
+            if not is_float(gv) or not self.setup.is_param(key):
                 new[key] = avg[key]
                 continue
             direction = torch.zeros(gv.shape, dtype=torch.float64)
@@ -64,7 +65,7 @@ class FedNova(FedsimStrategy, FlowerFedAvg):
                 if ai > 0:
                     direction += pi * (gv.double() - o.state[key].double()) / ai
             new[key] = (gv.double() - tau_eff * direction).to(gv.dtype)
-        self.round_log.train_metrics["tau_eff"] = tau_eff
+        self.round_log.server_metrics["tau_eff"] = tau_eff
         return new
 
 

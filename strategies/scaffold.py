@@ -87,7 +87,8 @@ class Scaffold(FedsimStrategy, FlowerFedAvg):
         avg = weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
         new: OrderedDict[str, torch.Tensor] = OrderedDict()
         for key, gv in g.items():
-            if is_float(gv) and self.server_lr != 1.0:
+            # the server step applies to parameters; buffers are averaged as in FedAvg
+            if is_float(gv) and self.server_lr != 1.0 and self.setup.is_param(key):
                 new[key] = (gv.double() + self.server_lr * (avg[key].double() - gv.double())).to(gv.dtype)
             else:
                 new[key] = avg[key]
