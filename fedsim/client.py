@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from .experiment import Experiment, RunSettings, apply_determinism, experiment_f
 from .models import build_model, has_batchnorm
 from .seeding import derive, rng, torch_generator
 from .store import ClientStateStore
-from .training import PartyData, evaluate, make_criterion, steps_per_epoch, train_local
+from .training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,23 @@ PARTITION_KEY = "partition-id"
 
 class InjectedFault(RuntimeError):
     """A failure injected on purpose by ``engine.fault_rate``."""
+
+
+@dataclass
+class PartyRound:
+    """One party's round, prepared: the message, its plan and its random generator."""
+
+    msg: Message
+    party: int
+    server_round: int
+    fault: str | None
+    t0: float
+    ctx: TrainContext
+    data: PartyData
+    epochs: int
+    max_steps: int | None
+    gen: torch.Generator
+    rule: Any
 
 
 class ClientRuntime:
@@ -58,6 +76,7 @@ class ClientRuntime:
         self.store = ClientStateStore(exp.store.client_state)
         self.criterion = make_criterion(cfg.train)
         self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._global_cache: tuple[Any, OrderedDict] | None = None
 
     def build_model(self) -> torch.nn.Module:
         b = self.exp.bundle
@@ -138,12 +157,20 @@ class ClientRuntime:
         )
 
     def _load_global(self, msg: Message) -> "OrderedDict[str, torch.Tensor]":
-        state = record_to_state(msg.content["arrays"])
+        record = msg.content["arrays"]
+        cached = self._global_cache
+        # a cohort shares one ArrayRecord: decode it once per round, not once per party
+        if cached is not None and cached[0] is record:
+            state = cached[1]
+        else:
+            state = record_to_state(record)
+            self._global_cache = (record, state)
         self.model.load_state_dict(state)
         # a detached copy on the device: rules compare against the weights received
         return OrderedDict((k, v.detach().clone()) for k, v in self.model.state_dict().items())
 
-    def train(self, msg: Message, context: Context) -> Message:
+    def prepare(self, msg: Message, context: Context) -> PartyRound:
+        """Everything a party's round needs before its first step (shared by all executors)."""
         party = int(context.node_config[PARTITION_KEY])
         config = msg.content.config_records.get("config", ConfigRecord())
         server_round = int(config.get("server-round", 0))
@@ -156,41 +183,48 @@ class ClientRuntime:
         data = self.party_data(party)
         epochs, max_steps = self.local_plan(party, server_round, len(data))
         gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
-        # dropout and any other draw from torch's global generator
-        torch.manual_seed(derive(self.cfg.seed, "torch", server_round, party))
-        rule = self.spec.client_rule(ctx)
-        try:
-            stats = train_local(self.model, rule, data, self.cfg.train, epochs, gen, self.device, max_steps, self.has_bn)
-        except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
-            torch.cuda.empty_cache()
-            raise RuntimeError(
-                f"CUDA out of memory in party {party}: lower train.batch_size, use engine.num_gpus "
-                "so fewer clients share the GPU, or train.amp: true"
-            ) from exc
-        out = rule.on_train_end(stats.steps)
+        return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, self.spec.client_rule(ctx))
+
+    def finish(self, job: PartyRound, stats: TrainStats) -> Message:
+        """The reply of a party whose trained weights are in ``self.model``."""
+        out = job.rule.on_train_end(stats.steps)
         if out.state is not None:
-            self.store.save(party, out.state)
+            self.store.save(job.party, out.state)
         weights = self.model.state_dict()
-        if fault == "nan":
+        if job.fault == "nan":
             weights = OrderedDict(weights)
             first = next(k for k, v in weights.items() if torch.is_floating_point(v))
             weights[first] = torch.full_like(weights[first], float("nan"))
         metrics = MetricRecord(
             {
                 "num-examples": int(stats.num_examples),
-                "train_loss": float(stats.loss) if fault != "nan" else float("nan"),
+                "train_loss": float(stats.loss) if job.fault != "nan" else float("nan"),
                 "train_accuracy": float(stats.accuracy),
                 "steps": int(stats.steps),
-                "epochs": int(epochs),
-                "party-id": int(party),
-                "train_time_s": float(time.perf_counter() - t0),
+                "epochs": int(job.epochs),
+                "party-id": int(job.party),
+                "train_time_s": float(time.perf_counter() - job.t0),
                 **{k: float(v) for k, v in out.metrics.items()},
             }
         )
         content = RecordDict({"arrays": state_to_record(weights), "metrics": metrics})
         for key, rec in out.records.items():
             content[key] = state_to_record(rec)
-        return Message(content, reply_to=msg)
+        return Message(content, reply_to=job.msg)
+
+    def train(self, msg: Message, context: Context) -> Message:
+        job = self.prepare(msg, context)
+        # dropout and any other draw from torch's global generator
+        torch.manual_seed(derive(self.cfg.seed, "torch", job.server_round, job.party))
+        try:
+            stats = train_local(self.model, job.rule, job.data, self.cfg.train, job.epochs, job.gen, self.device, job.max_steps, self.has_bn)
+        except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
+            torch.cuda.empty_cache()
+            raise RuntimeError(
+                f"CUDA out of memory in party {job.party}: lower train.batch_size, use engine.num_gpus "
+                "so fewer clients share the GPU, or train.amp: true"
+            ) from exc
+        return self.finish(job, stats)
 
     def evaluate(self, msg: Message, context: Context) -> Message:
         party = int(context.node_config[PARTITION_KEY])

@@ -141,7 +141,8 @@ class EngineConfig:
     ray_address: Optional[str] = None
     client_timeout: Optional[float] = None
     fault_rate: float = 0.0
-    batch_clients: str = "off"
+    # train a cohort in lockstep with torch.func.vmap: auto = on CUDA when the setup allows
+    batch_clients: str = "auto"
     deterministic: bool = False
     threads: int = 0
 
@@ -511,6 +512,8 @@ def validate(cfg: ExperimentConfig) -> None:
         _in_range("engine.client_timeout", e.client_timeout, 0.0, None, lo_open=True)
     _in_range("engine.fault_rate", e.fault_rate, 0.0, 1.0, hi_open=True)
     _one_of("engine.batch_clients", e.batch_clients, BATCH_CLIENTS)
+    if e.batch_clients == "on" and e.workers > 1:
+        raise ConfigError("config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process")
     _in_range("engine.threads", e.threads, 0, None)
 
     _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)

@@ -138,6 +138,27 @@ class TrainStats:
     seconds: float
 
 
+def batch_positions(n: int, cfg: TrainConfig, epochs: int, generator: torch.Generator, device: torch.device, max_steps: Optional[int] = None, has_bn: bool = False):
+    """The schedule of one party's round: per step, the positions (0..n-1) of its batch.
+
+    The one place that decides data order: the sequential trainer and the batched
+    (vmap) engine both read it, so both see the same batches.
+    """
+    steps = 0
+    for _ in range(epochs):
+        for pos in epoch_batches(n, cfg.batch_size, generator, device, drop_singleton=has_bn):
+            if max_steps is not None and steps >= max_steps:
+                return
+            yield pos
+            steps += 1
+
+
+def batch_stream(data: PartyData, cfg: TrainConfig, epochs: int, generator: torch.Generator, device: torch.device, max_steps: Optional[int] = None, has_bn: bool = False):
+    """The mini-batches ``(x, y)`` of one party's round, in order (augmented, noised)."""
+    for pos in batch_positions(len(data), cfg, epochs, generator, device, max_steps, has_bn):
+        yield data.batch(data.indices[pos], generator, train=True)
+
+
 def train_local(
     model: nn.Module,
     rule,  # strategies.ClientRule
@@ -164,26 +185,18 @@ def train_local(
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     steps = 0
-    done = False
-    for _ in range(epochs):
-        for pos in epoch_batches(len(data), cfg.batch_size, generator, device, drop_singleton=has_bn):
-            if max_steps is not None and steps >= max_steps:
-                done = True
-                break
-            xb, yb = data.batch(data.indices[pos], generator, train=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, logits = rule.loss(xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            rule.on_after_backward()
-            optimizer.step()
-            steps += 1
-            bs = yb.numel()
-            seen += bs
-            loss_sum += loss.detach().float() * bs
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
-        if done:
-            break
+    for xb, yb in batch_stream(data, cfg, epochs, generator, device, max_steps, has_bn):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, logits = rule.loss(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        rule.on_after_backward()
+        optimizer.step()
+        steps += 1
+        bs = yb.numel()
+        seen += bs
+        loss_sum += loss.detach().float() * bs
+        correct += (logits.detach().argmax(dim=1) == yb).sum()
     # one synchronisation at the end, not one per step
     mean_loss = float(loss_sum) / seen if seen else float("nan")
     acc = float(correct) / seen if seen else float("nan")

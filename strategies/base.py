@@ -94,6 +94,18 @@ class ClientRule:
         """Called after the last step; ``steps`` is the number of optimiser steps."""
         return RuleOutput()
 
+    @staticmethod
+    def functional_penalty(
+        config: Mapping[str, Any], params: Mapping[str, torch.Tensor], global_params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The rule's extra loss term as a pure function of one client's parameters.
+
+        The batched (``torch.func.vmap``) engine calls it inside the vmapped loss; a
+        rule is ``batchable`` when its ``loss`` is the task loss plus this term and it
+        has no gradient hook. None: no extra term.
+        """
+        return None
+
 
 # ------------------------------------------------------------------ server half
 

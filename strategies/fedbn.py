@@ -25,6 +25,7 @@ from .registry import StrategySpec, register
 
 class FedBNRule(ClientRule):
     uses_state = True
+    batchable = False
 
     def _load_own(self) -> None:
         if self.ctx.state:

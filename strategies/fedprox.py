@@ -35,6 +35,13 @@ class FedProxRule(ClientRule):
             loss = loss + 0.5 * self.mu * self.proximal_term()
         return loss, logits
 
+    @staticmethod
+    def functional_penalty(config, params, global_params):
+        mu = float(config.get("proximal-mu", 0.0))
+        if mu <= 0:
+            return None
+        return 0.5 * mu * sum(((p - global_params[name]) ** 2).sum() for name, p in params.items())
+
 
 class FedProx(FedsimStrategy, FlowerFedProx):
     """Flower's FedProx (sends ``proximal-mu``) with FedAvg's float64 average."""

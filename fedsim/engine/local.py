@@ -155,6 +155,7 @@ def run_local(settings, hooks=None, make_executor: Callable[..., Executor] | Non
     from ..client import make_client_app
     from ..experiment import experiment_for
     from ..server import make_server_app
+    from .batched import BatchedExecutor
     from .workers import WorkerPoolExecutor
 
     exp = experiment_for(settings)
@@ -164,6 +165,8 @@ def run_local(settings, hooks=None, make_executor: Callable[..., Executor] | Non
         executor = make_executor(client_app)
     elif cfg.engine.workers > 1:
         executor = WorkerPoolExecutor(settings, cfg.engine.workers, timeout=cfg.engine.client_timeout)
+    elif cfg.engine.batch_clients != "off":
+        executor = BatchedExecutor(client_app, settings, cfg.engine.batch_clients, timeout=cfg.engine.client_timeout)
     else:
         executor = SequentialExecutor(client_app, timeout=cfg.engine.client_timeout)
     run_id = 1

@@ -1,0 +1,228 @@
+"""Batched client execution: a cohort trained in lockstep with ``torch.func``.
+
+At FL batch sizes a GPU is mostly idle while one client trains. Here the clients of a
+round share every kernel launch: their parameters are stacked along a new leading
+dimension and one ``vmap(grad_and_value(loss))`` over ``functional_call`` computes
+every client's gradients at once; a functional SGD (momentum, weight decay: exactly
+``torch.optim.SGD``'s update) steps each client's own parameters and momentum.
+
+Each client reads the same mini-batches as on the sequential engine: its batches come
+from :func:`fedsim.training.batch_stream` with its own generator, seeded from (seed,
+round, party). Clients with fewer samples or fewer local steps (``train.epochs`` ranges,
+stragglers) finish earlier: a per-client mask freezes them, and a short last batch is
+padded with zero-weight samples, so each client's loss is the mean over its real
+samples. The updates equal the sequential engine's up to floating-point rounding.
+
+Where the lockstep form does not hold, the cohort runs one client at a time and the
+reason is logged once: BatchNorm (running statistics are buffers updated in place),
+dropout (masks would come from another generator), optimisers other than SGD, a loss
+other than cross-entropy, or a client rule with gradient hooks or state (SCAFFOLD,
+MOON, FedBN). ``engine.batch_clients: auto`` batches on CUDA only: on a CPU, vmap was
+slower than running the clients one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from flwr.app import Context, Message, MessageType
+from torch.func import functional_call, grad_and_value, vmap
+
+from ..data.transforms import to_float
+from ..training import TrainStats, batch_positions, batch_stream
+from .local import SequentialExecutor, error_reply
+
+log = logging.getLogger(__name__)
+
+#: clients per vmapped chunk: bounds memory (stacked parameters, activations)
+MAX_CLIENTS_PER_CHUNK = 256
+
+
+def why_not_batched(rt, mode: str) -> str | None:
+    """None when the cohort can train in lockstep, else the reason it cannot."""
+    cfg = rt.cfg
+    if mode == "off":
+        return "engine.batch_clients is off"
+    if mode == "auto" and rt.device.type != "cuda":
+        return "engine.batch_clients=auto batches on CUDA only (on a CPU vmap is slower than one client at a time)"
+    rule = rt.spec.client_rule
+    if not rule.batchable:
+        return f"strategy '{cfg.strategy.name}' has a client rule with gradient hooks or per-party state"
+    if cfg.train.optimizer != "sgd":
+        return f"the batched path implements SGD only (train.optimizer={cfg.train.optimizer})"
+    if cfg.train.loss != "ce":
+        return f"the batched path implements cross-entropy only (train.loss={cfg.train.loss})"
+    if rt.has_bn:
+        return "the model has BatchNorm, whose running statistics vmap cannot update per client"
+    if cfg.model.dropout > 0:
+        return "model.dropout > 0: dropout masks would differ from the sequential engine's"
+    return None
+
+
+class BatchedExecutor:
+    """An executor for the local engine that trains a cohort in lockstep (see module doc)."""
+
+    def __init__(self, client_app, settings, mode: str, timeout: float | None = None) -> None:
+        self.fallback = SequentialExecutor(client_app, timeout)
+        self.settings = settings
+        self.mode = mode
+        self._told = False
+
+    def run(self, jobs: list[tuple[Message, Context]]) -> list[Message]:
+        from ..client import runtime_for
+
+        if not jobs or any(m.metadata.message_type != MessageType.TRAIN for m, _ in jobs):
+            return self.fallback.run(jobs)
+        rt = runtime_for(self.settings)
+        reason = why_not_batched(rt, self.mode)
+        if reason is not None:
+            if not self._told:
+                (log.warning if self.mode == "on" else log.info)("clients run one at a time: %s", reason)
+                self._told = True
+            return self.fallback.run(jobs)
+        replies: list[Message] = []
+        for start in range(0, len(jobs), MAX_CLIENTS_PER_CHUNK):
+            chunk = jobs[start : start + MAX_CLIENTS_PER_CHUNK]
+            try:
+                replies.extend(train_cohort(rt, chunk))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                log.warning("CUDA out of memory training %d clients at once; this chunk runs one at a time", len(chunk))
+                replies.extend(self.fallback.run(chunk))
+        return replies
+
+    def close(self) -> None:
+        self.fallback.close()
+
+
+def _sgd_step(params, grads, bufs, active, lr: float, momentum: float, wd: float) -> None:
+    """torch.optim.SGD's update (no dampening, no Nesterov) on stacked client tensors.
+
+    ``d = g + wd * p``; momentum ``buf = d`` at the first step, then
+    ``buf = momentum * buf + d``; ``p = p - lr * buf``. Inactive clients keep both.
+    """
+    for name, p in params.items():
+        mask = active.view(-1, *([1] * (p.dim() - 1)))
+        d = grads[name].add(p, alpha=wd) if wd != 0 else grads[name]
+        if momentum != 0:
+            old = bufs.get(name)
+            new = d.clone() if old is None else old.mul(momentum).add_(d)
+            bufs[name] = new if old is None else torch.where(mask, new, old)
+            d = bufs[name]
+        params[name] = torch.where(mask, p.add(d, alpha=-lr), p)
+
+
+def _lockstep_batches(rt, rounds):
+    """Per step: inputs (C, B, ...), labels and sample weights (C, B), active clients (C,).
+
+    Without augmentation or feature noise a client's batches depend only on its
+    shuffles, so its whole index plan is drawn up front (the same generator calls as
+    the sequential trainer) and each step is one gather for the whole cohort.
+    Otherwise each client's own :func:`batch_stream` produces its batch.
+    """
+    tc, device = rt.cfg.train, rt.device
+    C, B = len(rounds), tc.batch_size
+    if all(not r.data.augment and r.data.noise == 0 for r in rounds):
+        plans = []
+        for r in rounds:
+            plan = []
+            for pos in batch_positions(len(r.data), tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn):
+                plan.append(r.data.indices[pos])
+            plans.append(plan)
+        T = max((len(p) for p in plans), default=0)
+        idx = torch.zeros((C, T, B), dtype=torch.int64, device=device)
+        w = torch.zeros((C, T, B), dtype=torch.float32, device=device)
+        for i, plan in enumerate(plans):
+            for t, ix in enumerate(plan):
+                idx[i, t, : ix.numel()] = ix
+                w[i, t, : ix.numel()] = 1.0
+        n_steps = torch.tensor([len(p) for p in plans], device=device)
+        b0 = rounds[0].data
+        for t in range(T):
+            flat = idx[:, t].reshape(-1)
+            xs = to_float(rt.x[flat], b0.mean, b0.std)
+            yield xs.view(C, B, *xs.shape[1:]), rt.y[flat].view(C, B), w[:, t], n_steps > t
+        return
+    streams = [batch_stream(r.data, tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn) for r in rounds]
+    active = [len(r.data) > 0 for r in rounds]
+    in_shape = rt.x.shape[1:]
+    while True:
+        batch = [next(s, None) if a else None for s, a in zip(streams, active)]
+        active = [b is not None for b in batch]
+        if not any(active):
+            return
+        xs = torch.zeros((C, B, *in_shape), dtype=torch.float32, device=device)
+        ys = torch.zeros((C, B), dtype=torch.int64, device=device)
+        ws = torch.zeros((C, B), dtype=torch.float32, device=device)
+        for i, b in enumerate(batch):
+            if b is not None:
+                n = b[1].numel()
+                xs[i, :n], ys[i, :n], ws[i, :n] = b[0], b[1], 1.0
+        yield xs, ys, ws, torch.tensor(active, device=device)
+
+
+def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
+    """Train ``jobs`` (train messages of one round) in lockstep; one reply per job."""
+    replies: list[Message] = []
+    rounds = []
+    for msg, ctx in jobs:
+        try:
+            rounds.append(rt.prepare(msg, ctx))
+        except Exception as exc:  # an injected fault, a bad message: that client fails alone
+            replies.append(error_reply(msg, exc))
+    if not rounds:
+        return replies
+    t0 = time.perf_counter()
+    cfg, device, model = rt.cfg, rt.device, rt.model
+    tc = cfg.train
+    model.train()
+    global_params = {n: rounds[0].ctx.global_state[n] for n, _ in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    C = len(rounds)
+    params = {n: g.unsqueeze(0).repeat(C, *([1] * g.dim())) for n, g in global_params.items()}
+    bufs: dict[str, torch.Tensor] = {}
+    rule = rt.spec.client_rule
+    config = rounds[0].ctx.config
+    amp = tc.amp and device.type == "cuda"
+
+    def loss_fn(p, x, y, w):
+        logits = functional_call(model, {**p, **buffers}, (x,))
+        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+        loss = (per_sample * w).sum() / w.sum().clamp_min(1.0)
+        penalty = rule.functional_penalty(config, p, global_params)
+        if penalty is not None:
+            loss = loss + penalty
+        return loss, logits.detach()
+
+    step_fn = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
+    steps = torch.zeros(C, dtype=torch.int64, device=device)
+    seen = torch.zeros(C, dtype=torch.float64, device=device)
+    loss_sum = torch.zeros(C, dtype=torch.float64, device=device)
+    correct = torch.zeros(C, dtype=torch.float64, device=device)
+    for xs, ys, ws, act in _lockstep_batches(rt, rounds):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            grads, (loss, logits) = step_fn(params, xs, ys, ws)
+        _sgd_step(params, grads, bufs, act, tc.lr, tc.momentum, tc.weight_decay)
+        n_real = ws.sum(dim=1).double()
+        steps += act.long()
+        seen += n_real
+        loss_sum += loss.detach().double() * n_real
+        correct += ((logits.argmax(dim=-1) == ys).float() * ws).sum(dim=1).double()
+    elapsed = time.perf_counter() - t0
+    for i, r in enumerate(rounds):
+        state = OrderedDict((n, params[n][i]) for n in global_params)
+        state.update(buffers)
+        model.load_state_dict(state, strict=True)
+        n_seen = float(seen[i])
+        stats = TrainStats(
+            len(r.data), int(steps[i]), r.epochs,
+            float(loss_sum[i]) / n_seen if n_seen else float("nan"),
+            float(correct[i]) / n_seen if n_seen else float("nan"),
+            elapsed,
+        )
+        replies.append(rt.finish(r, stats))
+    return replies
