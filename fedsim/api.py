@@ -66,6 +66,13 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool) -> None
     from .models import build_model
 
     resolve_device(cfg.engine.device)
+    if cfg.output.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            from .errors import ConfigError
+
+            raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
     bundle = load_bundle(cfg)
     if not (resume and store.dataidxs.exists()):
         compute_dataidxs(cfg, bundle)

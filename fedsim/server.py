@@ -28,7 +28,7 @@ from strategies.base import CohortFailure, FederationSetup, NonFiniteModel
 
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .config import config_hash
-from .errors import RunAborted, RunDirError
+from .errors import ConfigError, RunAborted, RunDirError
 from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, prepare_run_dir, resolve_device
 from .heterogeneity import model_heterogeneity
 from .metrics import classification_metrics, spread
@@ -128,6 +128,15 @@ def round_heterogeneity(global_state, outcomes, agg_state) -> dict[str, Any]:
 # -------------------------------------------------------------------- recorder
 
 
+def open_tensorboard(store):
+    """One TensorBoard event stream per run, in ``run_dir/tensorboard`` (the extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'") from exc
+    return SummaryWriter(log_dir=str(store.root / "tensorboard"))
+
+
 class Recorder:
     """The strategy's ``evaluate_fn``: records, evaluates and checkpoints each round."""
 
@@ -142,6 +151,11 @@ class Recorder:
         self.wall_offset = wall_offset
         self.hash = config_hash(self.cfg)
         self.last_state: OrderedDict[str, torch.Tensor] | None = None
+        self.tensorboard = open_tensorboard(self.store) if self.cfg.output.tensorboard else None
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def wall_time(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t_start
@@ -197,6 +211,11 @@ class Recorder:
         ck_every = cfg.output.checkpoint_every
         if ck_every and (server_round % ck_every == 0 or server_round == cfg.federation.rounds):
             save_checkpoint(self.store, server_round, state, self.strategy.state_dict(), self.history, self.wall_time(), self.hash, cfg.output.keep_checkpoints)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round" and math.isfinite(value):
+                    self.tensorboard.add_scalar(key, value, server_round)
+            self.tensorboard.flush()
         if self.hooks.on_round:
             self.hooks.on_round(row)
         if res is None:
@@ -309,6 +328,8 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         except (CohortFailure, NonFiniteModel) as exc:
             last = history[-1]["round"] if history else 0
             raise RunAborted(f"run stopped: {exc}; resume from round {last} with --resume") from exc
+        finally:
+            recorder.close()
     final = recorder.last_state if recorder.last_state is not None else state
     atomic_torch_save(store.model, {k: v.detach().cpu() for k, v in final.items()})
     summary = build_summary(exp, history, recorder.wall_time(), evaluator, final)

@@ -85,3 +85,16 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "data.dataset" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_tensorboard_stream_per_run(tmp_path, tiny):
+    pytest.importorskip("tensorboard")
+    import fedsim
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = fedsim.run(tiny(output={"tensorboard": True}), out=tmp_path / "tb")
+    acc = EventAccumulator(str(r.run_dir / "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("test_accuracy")]
+    assert steps == [1, 2]
+    assert acc.Scalars("test_accuracy")[-1].value == pytest.approx(r.summary["test_accuracy"], abs=1e-6)
