@@ -15,7 +15,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "sweep":
-        from .sweep import sweep
+        from .sweeps import sweep
 
         return sweep
     if name == "load_config":

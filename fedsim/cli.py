@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables and plots of a run or sweep directory", description="Tables and plots of a run or a sweep.")
     p.add_argument("dir", help="a run directory or a sweep directory")
+    p.add_argument("--measure", default="tv_mean",
+                   help="x axis of accuracy against heterogeneity: tv_mean (default), js_mean, hellinger_mean, size_cv, ... or beta")
     _add_common(p)
 
     p = sub.add_parser("inspect", help="parameters, FLOPs and size of a model", description="Parameters, FLOPs and size per layer and in total.")
@@ -232,20 +234,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from .sweeps import sweep
 
     result = sweep(args.sweep, out=args.out, workers=args.workers, resume=args.resume, select_by=args.select_by,
                    folds=args.folds, progress=not args.quiet)
     print(result.table_markdown)
-    print(f"\n{result.n_finished} finished, {result.n_failed} failed: {result.sweep_dir}")
+    if result.selection_markdown:
+        print(result.selection_markdown)
+    print(f"{result.n_finished} finished, {result.n_failed} failed in {result.wall_time_s:.1f} s: {result.sweep_dir}")
+    for row in result.rows:
+        if row.get("status") == "failed":
+            print(f"  failed: {row['run']}: {row.get('error')}")
     return 0 if result.n_failed == 0 else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
-    path = report(args.dir)
-    print(f"wrote {path}")
+    path = report(args.dir, measure=args.measure)
+    print(path)
     return 0
 
 

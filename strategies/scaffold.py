@@ -5,13 +5,20 @@ Client k with control variate ``c_k`` (kept in the client-state store, zero at
 first) and the server's ``c`` (sent as the ArrayRecord ``scaffold_c``) corrects
 every local step: ``y <- y - lr (g(y) + c - c_k)``. After K local steps:
 
-    c_k+ = c_k - c + (w - y) / (K lr),     dc_k = c_k+ - c_k
+    c_k+ = c_k - c + (w - y) / (K lr),     dc_k = c_k+ - c_k          (plain SGD)
 
 and it replies with ``y`` and ``dc_k`` (ArrayRecord ``scaffold_dc``).
 Server over the cohort S of N parties:
 
     w <- w + lr_g * sum_k p_k (y_k - w)        (p_k = n_k / n, FedAvg's weights)
     c <- c + (|S| / N) * mean_k dc_k
+
+With momentum rho in the local SGD, K is replaced by FedNova's effective number of
+steps ``a(K, rho) = [K - rho (1 - rho^K) / (1 - rho)] / (1 - rho)`` (equal to K without
+momentum): the corrected gradients pass through the momentum buffer like any
+gradient, so ``y`` moves by about ``lr a(K, rho)`` mean corrected gradients and
+``(w - y) / (a lr)`` stays the mean gradient that option II estimates. Dividing by K
+instead inflates c_k by about 1/(1 - rho) every round, and the run diverges.
 
 The paper's model step averages the deltas uniformly; weighting them by n_k as
 NIID-Bench does makes round 1 (all c = 0) equal FedAvg, and both agree when the
@@ -30,6 +37,7 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from .arrays import is_float, state_to_record, weighted_average
 from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
 from .fedavg import flower_kwargs
+from .fednova import normalizing_factor
 from .registry import StrategySpec, register
 
 C_KEY = "scaffold_c"
@@ -62,7 +70,8 @@ class ScaffoldRule(ClientRule):
         if steps == 0:
             return RuleOutput(records={DC_KEY: {n: torch.zeros_like(p) for n, p in self.params}})
         g = self.ctx.global_state
-        scale = 1.0 / (steps * self.ctx.lr)
+        # K for plain SGD; with momentum rho the effective number of steps a(K, rho)
+        scale = 1.0 / (normalizing_factor(steps, self.ctx.momentum) * self.ctx.lr)
         c_new = {n: self.c_i[n] - self.c[n] + (g[n] - p.detach()) * scale for n, p in self.params}
         dc = {n: c_new[n] - self.c_i[n] for n, _ in self.params}
         return RuleOutput(records={DC_KEY: dc}, state=c_new)

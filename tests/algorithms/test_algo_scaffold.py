@@ -9,6 +9,8 @@ from collections import OrderedDict
 
 import pytest
 import torch
+
+from strategies.fednova import normalizing_factor
 from torch import nn
 
 import fedsim
@@ -247,8 +249,8 @@ def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
         torch.testing.assert_close(c[k].double(), expected, rtol=1e-5, atol=1e-6)
     assert any(float(v.abs().max()) > 0 for v in c.values())
 
-    # round 1 (c = c_i = 0): c_i+ = (w0 - y_i) / (K_i lr), and w1 = sum_i p_i y_i, so
-    # sum_i p_i K_i lr c_i+ = w0 - w1 over the round's cohort
+    # round 1 (c = c_i = 0): c_i+ = (w0 - y_i) / (a_i lr), a_i = a(K_i, momentum) (K_i
+    # without momentum), and w1 = sum_i p_i y_i, so sum_i p_i a_i lr c_i+ = w0 - w1
     w0 = initial_state(Experiment(RunSettings(to_yaml(res.config), str(res.run_dir))))
     snap = res.run_dir / "checkpoints" / "round_000001"
     w1 = torch.load(snap / "state.pt", weights_only=True)["arrays"]
@@ -258,5 +260,23 @@ def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
     cis1 = {r["party"]: torch.load(snap / "client_state" / f"party_{r['party']:06d}.pt", weights_only=True) for r in first}
     assert sorted(p.name for p in (snap / "client_state").iterdir()) == [f"party_{p:06d}.pt" for p in sorted(cis1)]
     for k in c:
-        lhs = sum((r["num_examples"] / total) * r["steps"] * lr * cis1[r["party"]][k].double() for r in first)
+        a = {r["party"]: normalizing_factor(r["steps"], res.config.train.momentum) for r in first}
+        lhs = sum((r["num_examples"] / total) * a[r["party"]] * lr * cis1[r["party"]][k].double() for r in first)
         torch.testing.assert_close(lhs, (w0[k] - w1[k]).double(), rtol=1e-4, atol=1e-6)
+
+
+def test_momentum_uses_the_effective_number_of_steps(tmp_path, tiny):
+    """With momentum, c_i is the mean corrected gradient: (w - y) / (a(K, rho) lr).
+
+    Dividing by K instead inflated the control variates by ~1/(1 - rho) a round: with
+    these settings every client diverged (non-finite) from round 3 or 4 on.
+    """
+    res = fedsim.run(
+        tiny(strategy={"name": "scaffold"}, train={"momentum": 0.9, "lr": 0.02, "epochs": 2},
+             partition={"scheme": "iid"}, federation={"rounds": 10, "max_failure_fraction": 1.0}),
+        out=tmp_path / "m",
+    )
+    assert all(r["failures"] == [] and r["clients"] == 4 for r in res.history)
+    norms = [r["update_norm_mean"] for r in res.history]
+    assert max(norms) < 10 * norms[0]
+    assert res.summary["test_accuracy"] > 0.5  # 4 classes

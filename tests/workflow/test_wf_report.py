@@ -1,0 +1,122 @@
+"""Reports on hand-made run and sweep directories (fabricated files: no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedsim.errors import RunDirError
+from fedsim.report import accuracy_drops, load_sweep, report
+
+PARTS = {
+    "iid": {"scheme": "iid", "n_parties": 4},
+    "Dir(0.5)": {"scheme": "dirichlet", "n_parties": 4, "beta": 0.5},
+    "#C=1": {"scheme": "label-quantity", "n_parties": 4, "classes_per_party": 1},
+}
+TV = {"iid": 0.05, "Dir(0.5)": 0.4, "#C=1": 0.75}
+ACC = {
+    ("fedavg", "iid"): [0.90, 0.92],
+    ("fedavg", "Dir(0.5)"): [0.80, 0.84],
+    ("fedavg", "#C=1"): [0.40, 0.50],
+    ("scaffold", "iid"): [0.91, 0.91],
+    ("scaffold", "Dir(0.5)"): [0.85, 0.87],
+    ("scaffold", "#C=1"): [0.30, 0.36],
+}
+
+
+def fabricate_run(run_dir: Path, strategy: str, part: str, seed: int, acc: float, rounds: int = 3) -> None:
+    run_dir.mkdir(parents=True)
+    p = PARTS[part]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "strategy": {"name": strategy}, "partition": p}))
+    rows = []
+    for r in range(1, rounds + 1):
+        frac = r / rounds
+        rows.append({"round": r, "test_accuracy": acc * frac, "test_loss": 2.0 - frac, "train_loss": 1.5 - frac / 2,
+                     "weight_divergence_mean": 0.1 * TV[part] + 0.01 * r, "update_cosine_mean": 1 - TV[part],
+                     "gradient_diversity": 0.3 + TV[part]})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = [[25, 25, 25, 25]] * 4 if part == "iid" else [[100, 0, 0, 0], [0, 100, 0, 0], [0, 0, 100, 0], [0, 0, 0, 100]]
+    (run_dir / "partition.json").write_text(json.dumps({"class_counts": counts, "tv_mean": TV[part]}))
+    summary = {"status": "finished", "rounds": rounds, "test_accuracy": acc, "best_test_accuracy": acc, "test_f1_macro": acc - 0.01,
+               "test_loss": 1.0, "strategy": strategy, "partition": p, "seed": seed, "heterogeneity": {"tv_mean": TV[part]},
+               "wall_time_s": 1.0}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def fake_sweep(tmp_path) -> Path:
+    d = tmp_path / "fake-sweep"
+    for (strategy, part), accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            fabricate_run(d / f"{strategy}-{part.replace('#', 'n')}-s{seed}", strategy, part, seed, acc)
+    return d
+
+
+def test_accuracy_drop_against_iid_has_the_right_numbers(fake_sweep):
+    view = load_sweep(fake_sweep)
+    assert [f.key for f in view.factors] == ["strategy.name", "partition"]
+    assert view.factors[1].labels[0] == "iid"
+    drops = {(d.series, d.setting[0]): d for d in accuracy_drops(view)}
+    expected = {("fedavg", "Dir(0.5)"): 0.09, ("fedavg", "#C=1"): 0.46, ("scaffold", "Dir(0.5)"): 0.05, ("scaffold", "#C=1"): 0.58}
+    assert set(drops) == set(expected)
+    for key, drop in expected.items():
+        assert drops[key].drop == pytest.approx(drop)
+        assert drops[key].iid_mean == pytest.approx(0.91)
+
+    text = report(fake_sweep).read_text()
+    assert "| setting | fedavg | scaffold |" in text
+    assert "| IID accuracy (%) | 91.00 | 91.00 |" in text
+    assert "| Dir(0.5) | 9.00 | 5.00 |" in text
+    assert "| #C=1 | 46.00 | 58.00 |" in text
+    # the results table: mean ± sample std, best per row in bold
+    assert "| #C=1 | **45.00 ± 7.07** | 33.00 ± 4.24 |" in text
+
+
+def test_sweep_report_writes_every_figure(fake_sweep):
+    path = report(fake_sweep)
+    assert path == fake_sweep / "report.md"
+    text = path.read_text()
+    figs = ["accuracy_curves", "loss_curves", "accuracy_vs_tv_mean", "accuracy_drop", "model_heterogeneity",
+            "label_iid", "label_Dir_0.5_", "label_nC_1"]
+    for name in figs:
+        png = fake_sweep / "figures" / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 1000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(figures/{name}.png)" in text
+    beta = report(fake_sweep, measure="beta").read_text()
+    assert "(figures/accuracy_vs_beta.png)" in beta
+
+
+def test_run_report_of_a_hand_made_run(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, "fedprox", "Dir(0.5)", 0, 0.77)
+    from fedsim.cli import main
+
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "| test_accuracy | 0.7700 |" in text and "| tv_mean | 0.4000 |" in text
+    for name in ("accuracy", "loss", "heterogeneity", "label_distribution"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 1000
+        assert f"(plots/{name}.png)" in text
+
+
+def test_report_of_an_unfinished_run_and_of_a_stranger(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, "fedavg", "iid", 0, 0.5)
+    (run / "summary.json").unlink()
+    assert "has not finished" in report(run).read_text()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="is neither a run directory"):
+        report(tmp_path / "empty")
+    with pytest.raises(RunDirError, match="not a directory"):
+        report(tmp_path / "missing")
+
+
+def test_cli_report_prints_the_path(fake_sweep, capsys):
+    from fedsim.cli import main
+
+    assert main(["report", str(fake_sweep)]) == 0
+    assert capsys.readouterr().out.strip() == str(fake_sweep / "report.md")
