@@ -56,7 +56,7 @@ def load_result(run_dir: str | Path) -> RunResult:
     return RunResult(summary, read_jsonl(store.metrics), store.root, _load(store.config))
 
 
-def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool) -> None:
+def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     """Everything that can fail on the user's input, before anything is written.
 
     Loads the dataset (missing files), partitions it (impossible parameters) unless a
@@ -74,9 +74,9 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool) -> None
 
             raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
     bundle = load_bundle(cfg)
-    if not (resume and store.dataidxs.exists()):
-        compute_dataidxs(cfg, bundle)
+    dataidxs = None if (resume and store.dataidxs.exists()) else compute_dataidxs(cfg, bundle)
     build_model(cfg.model, bundle.input_shape, bundle.num_classes)
+    return dataidxs
 
 
 def run(
@@ -115,9 +115,9 @@ def run(
             return load_result(run_dir)
     if cfg.engine.threads > 0:
         torch.set_num_threads(cfg.engine.threads)
-    check_runnable(cfg, store, resume)
+    dataidxs = check_runnable(cfg, store, resume)
     store.prepare(resume=resume, overwrite=overwrite)
-    prepare_run_dir(cfg, store, plots=cfg.output.plots)
+    prepare_run_dir(cfg, store, plots=cfg.output.plots, dataidxs=dataidxs)
     settings = RunSettings(to_yaml(cfg), str(run_dir.resolve()), resume=resume)
     get_engine(cfg.engine.name)(settings, hooks)
     return load_result(run_dir)

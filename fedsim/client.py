@@ -28,7 +28,7 @@ from strategies.base import TrainContext
 from .config import epoch_range
 from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
 from .models import build_model, has_batchnorm
-from .seeding import derive, rng, torch_generator
+from .seeding import derive, rng, seed_torch, torch_generator
 from .store import ClientStateStore
 from .training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
 
@@ -215,7 +215,7 @@ class ClientRuntime:
     def train(self, msg: Message, context: Context) -> Message:
         job = self.prepare(msg, context)
         # dropout and any other draw from torch's global generator
-        torch.manual_seed(derive(self.cfg.seed, "torch", job.server_round, job.party))
+        seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
             stats = train_local(self.model, job.rule, job.data, self.cfg.train, job.epochs, job.gen, self.device, job.max_steps, self.has_bn)
         except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run

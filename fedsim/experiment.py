@@ -197,7 +197,7 @@ def clear_experiments() -> None:
     _EXPERIMENTS.clear()
 
 
-def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True) -> dict[int, np.ndarray]:
+def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True, dataidxs: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Write config.yaml, dataidxs.npz, partition.json (and the label plot) once.
 
     An existing dataidxs.npz is verified against the dataset's labels and kept, so a
@@ -213,7 +213,8 @@ def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True) 
         except ValueError as exc:
             raise DataError(str(exc)) from exc
     else:
-        dataidxs = compute_dataidxs(cfg, bundle)
+        if dataidxs is None:  # already computed (and validated) by the caller, or not
+            dataidxs = compute_dataidxs(cfg, bundle)
         params = {k: v for k, v in partition_params(cfg).items()}
         partitioners.save_dataidxs(store.dataidxs, dataidxs, labels, cfg.partition.scheme, params, cfg.seed)
     if not store.partition.exists():

@@ -1,62 +1,87 @@
-"""Model heterogeneity of one round's cohort, from flattened weights.
+"""Model heterogeneity of one round's cohort.
 
-Notation: ``w`` is the global model sent at the start of the round, ``w_k`` the
-model client k returns, ``d_k = w_k - w`` its update and ``w+`` the aggregate.
-All measures use the floating-point entries of the state_dict flattened into one
+Notation: ``w`` is the global model sent at the start of the round, ``w_k`` the model
+client k returns (K clients), ``d_k = w_k - w`` its update and ``w+`` the aggregate,
+``u = w+ - w``. All measures use the floating-point entries of the state_dict as one
 vector (integer buffers such as ``num_batches_tracked`` are left out).
 
 * weight divergence of client k: ``||w_k - w+|| / ||w+||`` (Zhao et al. 2018,
   "Federated Learning with Non-IID Data"); reported as mean and max over clients;
 * mean pairwise cosine similarity of the updates: the mean over pairs k < l of
-  ``<d_k, d_l> / (||d_k|| ||d_l||)``; two identical updates give 1;
+  ``<d_k, d_l> / (||d_k|| ||d_l||)`` (a pair with a zero update counts 0); two
+  identical updates give 1; undefined (None) for one client;
 * gradient diversity: ``sum_k ||d_k||^2 / ||sum_k d_k||^2`` (Yin et al. 2018,
   "Gradient Diversity"); K identical updates give 1/K, orthogonal ones 1;
 * update norms ``||d_k||``: mean and max.
 
-Everything comes from the Gram matrix ``G = D D^T`` of the stacked updates ``D``
-(K x P) and ``D u`` with ``u = w+ - w``: one pass over the weights, cost
-O(K^2 P) multiply-adds (a K x P by P x K product), so it stays cheap enough to be
-on by default.
+Cost: O(K P) for P weights, not the O(K^2 P) of a Gram matrix. The pairwise mean
+comes from one sum: with unit vectors ``e_k = d_k / ||d_k||``,
+``sum_{k != l} cos_kl = ||sum_k e_k||^2 - K'`` (K' clients with a non-zero update),
+and ``||w_k - w+||^2 = ||d_k||^2 - 2 <d_k, u> + ||u||^2``. The weights are read key by
+key in float32 (sums in float64), so memory stays one key's K x P_key block: two
+passes over the cohort's weights, cheap enough to be on by default.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
 
-def model_heterogeneity(global_flat: torch.Tensor, client_flats: torch.Tensor, agg_flat: torch.Tensor) -> dict[str, float | None]:
-    """Measures above for ``client_flats`` (K x P) around ``global_flat`` and ``agg_flat`` (P)."""
-    K = client_flats.shape[0]
-    if K == 0:
+def heterogeneity_of_states(
+    global_state: Mapping[str, torch.Tensor],
+    client_states: Sequence[Mapping[str, torch.Tensor]],
+    agg_state: Mapping[str, torch.Tensor],
+    keys: Sequence[str],
+) -> dict[str, float | None]:
+    """The measures above over the entries ``keys`` of the state_dicts."""
+    K = len(client_states)
+    if K == 0 or not keys:
         return {}
-    acc = torch.float64
-    D = (client_flats - global_flat.unsqueeze(0)).to(acc)
-    u = (agg_flat - global_flat).to(acc)
-    G = D @ D.T
-    norms_sq = torch.diagonal(G).clamp_min(0)
-    norms = norms_sq.sqrt()
-    Du = D @ u
-    u_sq = u @ u
-    agg_norm = float(agg_flat.to(acc).norm())
-    # ||w_k - w+||^2 = ||d_k - u||^2
-    div = (norms_sq - 2 * Du + u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
-    total_sq = float(G.sum())
-    grad_div = float(norms_sq.sum()) / total_sq if total_sq > 0 else None
+    f64 = torch.float64
+    norm_sq = torch.zeros(K, dtype=f64)
+    d_dot_u = torch.zeros(K, dtype=f64)
+    u_sq = agg_sq = sum_sq = 0.0
+
+    def block(key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        g = global_state[key].reshape(-1).float()
+        D = torch.stack([s[key].reshape(-1).float() for s in client_states]) - g
+        return D, g
+
+    for key in keys:
+        D, g = block(key)
+        a = agg_state[key].reshape(-1).float()
+        u = a - g
+        norm_sq += (D * D).sum(dim=1, dtype=f64)
+        d_dot_u += (D @ u).to(f64)
+        u_sq += float(u.dot(u))
+        agg_sq += float(a.dot(a))
+        s = D.sum(dim=0)
+        sum_sq += float(s.dot(s))
+    norms = norm_sq.clamp_min(0).sqrt()
+    nonzero = norms > 0
+    inv = torch.where(nonzero, 1.0 / norms.clamp_min(1e-300), torch.zeros_like(norms)).float()
+    unit_sum_sq = 0.0
     if K >= 2:
-        denom = torch.outer(norms, norms)
-        cos = torch.where(denom > 0, G / denom.clamp_min(1e-300), torch.zeros_like(G))
-        iu = torch.triu_indices(K, K, offset=1)
-        mean_cos: float | None = float(cos[iu[0], iu[1]].mean())
-    else:
-        mean_cos = None
+        for key in keys:
+            D, _ = block(key)
+            e = (D * inv[:, None]).sum(dim=0)
+            unit_sum_sq += float(e.double().dot(e.double()))
+    agg_norm = math.sqrt(agg_sq)
+    div = (norm_sq - 2 * d_dot_u + u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
     out: dict[str, float | None] = {
         "weight_divergence_mean": float(div.mean()),
         "weight_divergence_max": float(div.max()),
-        "update_cosine_mean": mean_cos,
-        "gradient_diversity": grad_div,
+        "update_cosine_mean": (unit_sum_sq - int(nonzero.sum())) / (K * (K - 1)) if K >= 2 else None,
+        "gradient_diversity": float(norm_sq.sum()) / sum_sq if sum_sq > 0 else None,
         "update_norm_mean": float(norms.mean()),
         "update_norm_max": float(norms.max()),
     }
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+def model_heterogeneity(global_flat: torch.Tensor, client_flats: torch.Tensor, agg_flat: torch.Tensor) -> dict[str, float | None]:
+    """The measures for flattened weights: ``client_flats`` is K x P."""
+    return heterogeneity_of_states({"w": global_flat}, [{"w": c} for c in client_flats], {"w": agg_flat}, ["w"])

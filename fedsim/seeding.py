@@ -8,22 +8,32 @@ and equal results on the local and Ray engines (DESIGN.md, decision 5).
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 
 import numpy as np
 import torch
 
 
-def _key(part: int | str) -> int:
-    if isinstance(part, str):
-        return zlib.crc32(part.encode())
-    return int(part)
-
-
 def derive(seed: int, *parts: int | str) -> int:
-    """A 63-bit seed from ``seed`` and a purpose path such as ("train", round, party)."""
-    ss = np.random.SeedSequence([int(seed), *(_key(p) for p in parts)])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    """A 63-bit seed from ``seed`` and a purpose path such as ("train", round, party).
+
+    A cryptographic hash of the path: distinct paths give independent-looking seeds,
+    and it costs ~2 us (a SeedSequence costs ~15 us, paid per client per round).
+    """
+    text = repr((int(seed), *((p if isinstance(p, str) else int(p)) for p in parts)))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def seed_torch(seed: int, device: torch.device | None = None) -> None:
+    """Seed torch's global generators (dropout and other draws of user modules).
+
+    ``torch.manual_seed`` costs ~0.2 ms on a CUDA build (it queues lazy seeding of
+    every accelerator and records a stack trace); the CPU generator, and the CUDA one
+    of ``device`` when it is in use, are all that a client's training draws from.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
 
 
 def rng(seed: int, *parts: int | str) -> np.random.Generator:

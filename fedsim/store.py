@@ -15,7 +15,6 @@ sent.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -90,11 +89,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    # Serialised in memory first: torch.save names the archive after the file it
-    # writes, and a temporary file's random name would make equal runs differ in bytes.
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # a file object, not the path: torch.save then names the archive "archive",
+            # not after the random temporary name, so equal runs are equal in bytes
+            torch.save(obj, fh)
+            fh.flush()
+            os.fchmod(fh.fileno(), _FILE_MODE)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def safe_torch_load(path: Path) -> Any:
@@ -190,13 +200,23 @@ class RunStore:
 
     # records
     def append_jsonl(self, path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append rows. Not fsynced here: :meth:`sync_records` makes them durable before
+        each checkpoint, which is what a resume reads back to; a crash of the process
+        loses nothing written, and an OS crash at most rows after the last checkpoint."""
         text = "".join(dumps(r) + "\n" for r in rows)
         if not text:
             return
         with open(path, "a") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+
+    def sync_records(self) -> None:
+        for path in (self.metrics, self.clients):
+            if path.exists():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     def truncate_records(self, last_round: int) -> None:
         """Keep only the records of rounds <= last_round (resume from a checkpoint)."""

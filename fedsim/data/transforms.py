@@ -36,9 +36,23 @@ def to_float(x_uint8: Tensor, mean: Sequence[float] | None, std: Sequence[float]
     if x.dim() != 4 or len(mean) != x.shape[1] or len(std) != x.shape[1]:
         raise ValueError(f"to_float: need (B, C, H, W) with C = len(mean) = len(std); got {tuple(x.shape)}, "
                          f"{len(mean)} means, {len(std)} stds")
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    m, s = _norm_tensors(tuple(mean), tuple(std), x.device)
     return x.sub_(m).div_(s)
+
+
+_NORM: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _norm_tensors(mean: tuple, std: tuple, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(1, C, 1, 1) mean and std on ``device``, made once (to_float runs every batch)."""
+    key = (mean, std, str(device))
+    hit = _NORM.get(key)
+    if hit is None:
+        hit = _NORM[key] = (
+            torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1),
+        )
+    return hit
 
 
 def _draw_device(generator: torch.Generator) -> torch.device:

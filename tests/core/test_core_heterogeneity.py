@@ -46,3 +46,22 @@ def test_three_clients_pairwise_mean():
     s = sum(float(d @ d) for d in ds)
     assert m["gradient_diversity"] == pytest.approx(s / float(sum(ds) @ sum(ds)))
     assert m["update_norm_max"] == pytest.approx(2.0)
+
+
+def test_linear_time_formulas_match_the_pairwise_definitions():
+    """The O(KP) identities against the definitions computed pair by pair."""
+    torch.manual_seed(0)
+    K, P = 7, 500
+    g = torch.randn(P)
+    clients = g + 0.1 * torch.randn(K, P)
+    clients[3] = g  # a client that did not move: its pairs count 0
+    agg = clients.mean(0)
+    m = model_heterogeneity(g, clients, agg)
+    D = (clients - g).double()
+    n = D.norm(dim=1)
+    pairs = [0.0 if n[i] == 0 or n[j] == 0 else float(D[i] @ D[j] / (n[i] * n[j])) for i in range(K) for j in range(i + 1, K)]
+    assert m["update_cosine_mean"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
+    assert m["gradient_diversity"] == pytest.approx(float((n**2).sum() / (D.sum(0) @ D.sum(0))), rel=1e-5)
+    div = (clients.double() - agg.double()).norm(dim=1) / agg.double().norm()
+    assert m["weight_divergence_mean"] == pytest.approx(float(div.mean()), rel=1e-5)
+    assert m["weight_divergence_max"] == pytest.approx(float(div.max()), rel=1e-5)
