@@ -26,7 +26,7 @@ from strategies.arrays import record_to_state, state_to_record
 from strategies.base import TrainContext
 
 from .config import epoch_range
-from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
+from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
 from .models import build_model, has_batchnorm
 from .seeding import derive, rng, seed_torch, torch_generator
 from .store import ClientStateStore
@@ -250,25 +250,15 @@ def _on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """One copy of a dataset tensor per device and process, shared by every party."""
     if device.type == "cpu":
         return t
-    key = (id(t), str(device))
-    hit = _DEVICE_DATA.get(key)
-    if hit is None:
-        if len(_DEVICE_DATA) > 8:
-            _DEVICE_DATA.clear()
-        hit = _DEVICE_DATA[key] = t.to(device)
-    return hit
+    return bounded_get(_DEVICE_DATA, (id(t), str(device)), 8, lambda: t.to(device))
 
 
 _RUNTIMES: dict[str, ClientRuntime] = {}
 
 
 def runtime_for(settings: RunSettings) -> ClientRuntime:
-    rt = _RUNTIMES.get(settings.key)
-    if rt is None:
-        if len(_RUNTIMES) >= 2:  # a sweep in one process keeps only the current runs
-            _RUNTIMES.pop(next(iter(_RUNTIMES)))
-        rt = _RUNTIMES[settings.key] = ClientRuntime(experiment_for(settings))
-    return rt
+    # a sweep in one process keeps only the current runs' models and device data
+    return bounded_get(_RUNTIMES, settings.key, 2, lambda: ClientRuntime(experiment_for(settings)))
 
 
 def clear_runtimes() -> None:

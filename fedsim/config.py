@@ -264,19 +264,23 @@ def _user_tree(source: Any) -> dict:
         return OmegaConf.to_container(source, resolve=False)  # type: ignore[return-value]
     if isinstance(source, Mapping):
         return dict(source)
-    path = Path(source)
+    return load_yaml_mapping(Path(source), "config file")
+
+
+def load_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file that must hold a mapping, unresolved; ConfigError naming ``what``."""
     if not path.exists():
-        raise ConfigError(f"config file '{path}' does not exist")
+        raise ConfigError(f"{what} '{path}' does not exist")
     if path.is_dir():
-        raise ConfigError(f"config file '{path}' is a directory; expected a YAML file")
+        raise ConfigError(f"{what} '{path}' is a directory; expected a YAML file")
     try:
         # OmegaConf's loader is yaml.SafeLoader: no arbitrary object construction
         loaded = OmegaConf.load(path)
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config file '{path}' is not valid YAML: {first}") from exc
+        raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from exc
     if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"config file '{path}' must hold a mapping of keys, got a list")
+        raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got a list")
     return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
 
 

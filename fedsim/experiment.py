@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -117,12 +117,7 @@ def load_bundle(cfg: ExperimentConfig) -> DatasetBundle:
     if cfg.data.cv_folds < 2:
         return bundle
     key = (id(bundle), cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
-    hit = _FOLD_CACHE.get(key)
-    if hit is None:
-        if len(_FOLD_CACHE) > 4:
-            _FOLD_CACHE.clear()
-        hit = _FOLD_CACHE[key] = cv_fold_bundle(bundle, cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
-    return hit
+    return bounded_get(_FOLD_CACHE, key, 4, lambda: cv_fold_bundle(bundle, cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed))
 
 
 def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, np.ndarray]:
@@ -180,17 +175,27 @@ class Experiment:
         return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
 
 
+def bounded_get(cache: dict, key: Any, limit: int, make: Callable[[], Any]) -> Any:
+    """``cache[key]``, made on a miss; the oldest entry goes once ``limit`` are held.
+
+    The per-process caches (experiments, client runtimes, device copies of datasets,
+    CV folds) are explicit dicts bounded this way: a sweep in one process must not pin
+    every dataset it has seen.
+    """
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) >= limit:
+            cache.pop(next(iter(cache)))
+        hit = cache[key] = make()
+    return hit
+
+
 _EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment_for(settings: RunSettings) -> Experiment:
-    """The process-wide Experiment of these settings (a small explicit cache)."""
-    exp = _EXPERIMENTS.get(settings.key)
-    if exp is None:
-        if len(_EXPERIMENTS) >= 4:  # a sweep in one process must not pin every dataset
-            _EXPERIMENTS.pop(next(iter(_EXPERIMENTS)))
-        exp = _EXPERIMENTS[settings.key] = Experiment(settings)
-    return exp
+    """The process-wide Experiment of these settings."""
+    return bounded_get(_EXPERIMENTS, settings.key, 4, lambda: Experiment(settings))
 
 
 def clear_experiments() -> None:

@@ -421,15 +421,20 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
     return out
 
 
-def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
-    """Markdown: rows = settings (with context), columns = series, cells = drop in percentage points."""
+def _drop_grid(drops: Sequence[DropRow], view: SweepView):
+    """(layout, series with drops, (context, setting) keys in order, drop by cell)."""
     layout = _layout(view)
     series = [s for s in layout.series_labels(view) if any(d.series == s for d in drops)]
     keys: list[tuple] = []
     for d in drops:
         if (d.context, d.setting) not in keys:
             keys.append((d.context, d.setting))
-    by = {(d.context, d.setting, d.series): d for d in drops}
+    return layout, series, keys, {(d.context, d.setting, d.series): d for d in drops}
+
+
+def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
+    """Markdown: rows = settings (with context), columns = series, cells = drop in percentage points."""
+    layout, series, keys, by = _drop_grid(drops, view)
     iid_ref = {}
     for d in drops:
         iid_ref.setdefault((d.context, d.series), d.iid_mean)
@@ -456,13 +461,7 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
 def plot_drops(drops: Sequence[DropRow], view: SweepView, path: Path) -> bool:
     if not drops:
         return False
-    layout = _layout(view)
-    series = [s for s in layout.series_labels(view) if any(d.series == s for d in drops)]
-    keys: list[tuple] = []
-    for d in drops:
-        if (d.context, d.setting) not in keys:
-            keys.append((d.context, d.setting))
-    by = {(d.context, d.setting, d.series): d for d in drops}
+    layout, series, keys, by = _drop_grid(drops, view)
     colors = _colors(layout.series_labels(view))
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2), 4))

@@ -60,7 +60,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import all_keys, config_hash, load_config, to_dict
+from .config import all_keys, config_hash, load_config, load_yaml_mapping, to_dict
 from .errors import ConfigError, RunDirError
 
 log = logging.getLogger(__name__)
@@ -240,21 +240,6 @@ def _short_names(keys: Sequence[str]) -> dict[str, str]:
     return {k: (s if counts[s] == 1 and s != "seed" else k) for k, s in shorts.items()}
 
 
-def _load_yaml(path: Path, what: str) -> dict:
-    if not path.exists():
-        raise ConfigError(f"{what} '{path}' does not exist")
-    if path.is_dir():
-        raise ConfigError(f"{what} '{path}' is a directory; expected a YAML file")
-    try:
-        loaded = OmegaConf.load(path)  # yaml.SafeLoader underneath
-    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from exc
-    if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"{what} '{path}' must hold a mapping of keys")
-    return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
-
-
 def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
     """Read and check a sweep file or mapping (not yet the configs it plans)."""
     if isinstance(source, Mapping):
@@ -264,7 +249,7 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
         src_text = None
     else:
         path = Path(source)
-        raw = _load_yaml(path, "sweep file")
+        raw = load_yaml_mapping(path, "sweep file")
         origin = path.parent
         default_name = path.stem
         src_text = str(path)
@@ -284,7 +269,7 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
         bpath = Path(base_raw)
         if not bpath.is_absolute():
             bpath = origin / bpath
-        base = _load_yaml(bpath, "sweep 'base' config file")
+        base = load_yaml_mapping(bpath, "sweep 'base' config file")
     else:
         raise ConfigError(f"sweep key 'base' must be a path to an experiment YAML, got {base_raw!r}")
 
