@@ -284,6 +284,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             min_fit_clients=cfg.federation.min_fit_clients,
             max_failure_fraction=cfg.federation.max_failure_fraction,
             param_keys=trainable_keys(exp),
+            device=str(device),
         )
     )
     history: list[dict] = []

@@ -94,10 +94,15 @@ def is_float(t: torch.Tensor) -> bool:
     return torch.is_floating_point(t) or torch.is_complex(t)
 
 
-def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> "OrderedDict[str, torch.Tensor]":
+def weighted_average(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float], device: torch.device | str | None = None
+) -> "OrderedDict[str, torch.Tensor]":
     """sum_k p_k * state_k with p_k = weights_k / sum(weights); integer buffers: max.
 
-    FedAvg (McMahan et al. 2017): w+ = sum_k (n_k / n) w_k.
+    FedAvg (McMahan et al. 2017): w+ = sum_k (n_k / n) w_k. The float entries of each
+    client are flattened into one vector and accumulated in float64 on ``device``
+    (one add per client instead of one per tensor), in the given client order, so
+    the result is the same on every engine; the result is on the CPU.
     """
     if not states:
         raise ValueError("weighted_average needs at least one state")
@@ -105,16 +110,23 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
     if total <= 0:
         raise ValueError(f"weighted_average: weights sum to {total}; need a positive total")
     probs = [float(w) / total for w in weights]
+    first = states[0]
+    float_keys = [k for k, v in first.items() if is_float(v)]
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, first in states[0].items():
-        if is_float(first):
-            acc = torch.zeros(first.shape, dtype=torch.float64)
-            for p, st in zip(probs, states):
-                acc.add_(st[key].to(torch.float64), alpha=p)
-            out[key] = acc.to(first.dtype)
-        else:
+    if float_keys:
+        sizes = [first[k].numel() for k in float_keys]
+        acc = torch.zeros(sum(sizes), dtype=torch.float64, device=dev)
+        for p, st in zip(probs, states):
+            flat = torch.cat([st[k].reshape(-1) for k in float_keys]).to(dev, torch.float64, non_blocking=True)
+            acc.add_(flat, alpha=p)
+        acc = acc.cpu()
+        for k, piece in zip(float_keys, torch.split(acc, sizes)):
+            out[k] = piece.view(first[k].shape).to(first[k].dtype)
+    for key, v in first.items():
+        if not is_float(v):
             out[key] = torch.stack([st[key] for st in states]).amax(dim=0)
-    return out
+    return OrderedDict((k, out[k]) for k in first)
 
 
 def restore_dtypes(state: Mapping[str, torch.Tensor], template: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":

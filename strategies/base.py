@@ -33,7 +33,7 @@ from flwr.supercore import log
 
 from fedsim.seeding import derive
 
-from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record
+from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record, weighted_average
 
 # ------------------------------------------------------------------ client half
 
@@ -169,6 +169,8 @@ class FederationSetup:
     max_failure_fraction: float = 1.0
     #: state_dict keys of trainable parameters (not buffers); None = every float entry
     param_keys: frozenset[str] | None = None
+    #: where the server aggregates (the run's device: flattened tensors on the GPU)
+    device: str = "cpu"
 
     def is_param(self, key: str) -> bool:
         return self.param_keys is None or key in self.param_keys
@@ -274,6 +276,10 @@ class FedsimStrategy:
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]) -> "OrderedDict[str, torch.Tensor] | None":
         """A custom aggregation of the decoded replies; None defers to Flower's class."""
         return None
+
+    def average(self, outcomes: list[ClientOutcome]) -> "OrderedDict[str, torch.Tensor]":
+        """FedAvg's average of the cohort, weighted by examples, on the server's device."""
+        return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes], self.setup.device)
 
     # --------------------------------------------------------------- configure
     def _party(self, msg: Message) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from .arrays import weighted_average
+
 from .base import ClientOutcome, ClientRule, FedsimStrategy
 from .registry import StrategySpec, register
 
@@ -21,7 +21,7 @@ class FedAvg(FedsimStrategy, FlowerFedAvg):
     """Flower's FedAvg with fedsim's sampling and a key-by-key float64 average."""
 
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+        return self.average(outcomes)
 
 
 def flower_kwargs(cfg: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedsim.models import bn_state_keys
 
-from .arrays import weighted_average
+
 from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
 from .fedavg import flower_kwargs
 from .registry import StrategySpec, register
@@ -44,7 +44,7 @@ class FedBNRule(ClientRule):
 
 class FedBN(FedsimStrategy, FlowerFedAvg):
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+        return self.average(outcomes)
 
 
 register(StrategySpec("fedbn", lambda cfg: FedBN(**flower_kwargs(cfg)), FedBNRule, summary="BatchNorm layers stay local"))

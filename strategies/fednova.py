@@ -21,7 +21,7 @@ from collections import OrderedDict
 import torch
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from .arrays import is_float, weighted_average
+from .arrays import is_float
 from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
 from .fedavg import flower_kwargs
 from .registry import StrategySpec, register
@@ -48,7 +48,7 @@ class FedNova(FedsimStrategy, FlowerFedAvg):
 
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
         g = self.round_log.global_state
-        avg = weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+        avg = self.average(outcomes)
         n = float(sum(o.num_examples for o in outcomes))
         p = [o.num_examples / n for o in outcomes]
         a = [float(o.metrics.get(A_KEY, 0.0)) for o in outcomes]

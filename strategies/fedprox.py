@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from flwr.serverapp.strategy import FedProx as FlowerFedProx
 
-from .arrays import weighted_average
+
 from .base import ClientOutcome, ClientRule, FedsimStrategy
 from .fedavg import flower_kwargs
 from .registry import StrategySpec, register
@@ -47,7 +47,7 @@ class FedProx(FedsimStrategy, FlowerFedProx):
     """Flower's FedProx (sends ``proximal-mu``) with FedAvg's float64 average."""
 
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+        return self.average(outcomes)
 
 
 register(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from .arrays import weighted_average
+
 from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
 from .fedavg import flower_kwargs
 from .registry import StrategySpec, register
@@ -102,7 +102,7 @@ class Moon(FedsimStrategy, FlowerFedAvg):
         return {"moon-mu": float(self.mu), "moon-temperature": float(self.temperature), "moon-buffer-size": int(self.buffer_size)}
 
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+        return self.average(outcomes)
 
 
 register(

@@ -93,7 +93,7 @@ class Scaffold(FedsimStrategy, FlowerFedAvg):
 
     def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
         g = self.round_log.global_state
-        avg = weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes])
+        avg = self.average(outcomes)
         new: OrderedDict[str, torch.Tensor] = OrderedDict()
         for key, gv in g.items():
             # the server step applies to parameters; buffers are averaged as in FedAvg
