@@ -28,7 +28,7 @@ from strategies.base import TrainContext
 from .config import epoch_range
 from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
 from .models import build_model, has_batchnorm
-from .seeding import derive, rng, seed_torch, torch_generator
+from .seeding import derive, seed_torch, torch_generator, uniform
 from .store import ClientStateStore
 from .training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
 
@@ -39,6 +39,16 @@ PARTITION_KEY = "partition-id"
 
 class InjectedFault(RuntimeError):
     """A failure injected on purpose by ``engine.fault_rate``."""
+
+
+@dataclass
+class SharedContent:
+    """What every party of a round receives: config, global weights, extra arrays."""
+
+    config: dict[str, Any]
+    server_round: int
+    global_state: "OrderedDict[str, torch.Tensor]"  # decoded, on the CPU
+    records: dict[str, "OrderedDict[str, torch.Tensor]"]  # e.g. SCAFFOLD's c, on the device
 
 
 @dataclass
@@ -76,7 +86,7 @@ class ClientRuntime:
         self.store = ClientStateStore(exp.store.client_state)
         self.criterion = make_criterion(cfg.train)
         self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._global_cache: tuple[Any, OrderedDict] | None = None
+        self._shared_cache: tuple[RecordDict, SharedContent] | None = None
 
     def build_model(self) -> torch.nn.Module:
         b = self.exp.bundle
@@ -115,9 +125,9 @@ class ClientRuntime:
         """
         cfg = self.cfg
         lo, hi = epoch_range(cfg.train.epochs)
-        r = rng(cfg.seed, "local-plan", server_round, party)
-        epochs = int(r.integers(lo, hi + 1)) if hi > lo else lo
-        u_straggle, u_part = r.random(), r.random()
+        epochs = lo + int(uniform(cfg.seed, "epochs", server_round, party) * (hi - lo + 1)) if hi > lo else lo
+        u_straggle = uniform(cfg.seed, "straggler", server_round, party)
+        u_part = uniform(cfg.seed, "straggler-part", server_round, party)
         max_steps = None
         if cfg.federation.straggler_fraction > 0 and u_straggle < cfg.federation.straggler_fraction:
             total = epochs * steps_per_epoch(n_train, cfg.train.batch_size, self.has_bn)
@@ -126,29 +136,44 @@ class ClientRuntime:
 
     def _fault(self, party: int, server_round: int) -> str | None:
         rate = self.cfg.engine.fault_rate
-        if rate <= 0:
+        if rate <= 0 or uniform(self.cfg.seed, "fault", server_round, party) >= rate:
             return None
-        r = rng(self.cfg.seed, "fault", server_round, party)
-        if r.random() >= rate:
-            return None
-        return "raise" if r.random() < 0.5 else "nan"
+        return "raise" if uniform(self.cfg.seed, "fault-kind", server_round, party) < 0.5 else "nan"
 
-    def _context(self, msg: Message, party: int, server_round: int, global_state: dict) -> TrainContext:
-        records = {
-            k: OrderedDict((kk, vv.to(self.device)) for kk, vv in record_to_state(v).items())
-            for k, v in msg.content.array_records.items()
-            if k != "arrays"
-        }
+    def _shared(self, msg: Message) -> SharedContent:
+        """The parts of a message its whole cohort shares, decoded once per round.
+
+        Flower's strategies send one RecordDict to every node of a round; on the local
+        engine the cohort's messages hold the same object, so the config and arrays are
+        read once, not once per party (in a Ray actor each message is its own copy).
+        """
+        content = msg.content
+        cached = self._shared_cache
+        if cached is not None and cached[0] is content:
+            return cached[1]
+        config = dict(content.config_records.get("config", ConfigRecord()))
+        arrays = content.array_records
+        shared = SharedContent(
+            config=config,
+            server_round=int(config.get("server-round", 0)),
+            global_state=record_to_state(arrays["arrays"]) if "arrays" in arrays else OrderedDict(),
+            records={
+                k: OrderedDict((kk, vv.to(self.device)) for kk, vv in record_to_state(v).items()) for k, v in arrays.items() if k != "arrays"
+            },
+        )
+        self._shared_cache = (content, shared)
+        return shared
+
+    def _context(self, shared: SharedContent, party: int, global_state: dict) -> TrainContext:
         rule_cls = self.spec.client_rule
-        state = self.store.load(party) if rule_cls.uses_state else None
         return TrainContext(
             model=self.model,
             global_state=global_state,
-            config=dict(msg.content.config_records.get("config", ConfigRecord())),
-            records=records,
-            state=state,
+            config=shared.config,
+            records=shared.records,
+            state=self.store.load(party) if rule_cls.uses_state else None,
             party=party,
-            server_round=server_round,
+            server_round=shared.server_round,
             device=self.device,
             criterion=self.criterion,
             lr=self.cfg.train.lr,
@@ -156,30 +181,23 @@ class ClientRuntime:
             build_model=self.build_model,
         )
 
-    def _load_global(self, msg: Message) -> "OrderedDict[str, torch.Tensor]":
-        record = msg.content["arrays"]
-        cached = self._global_cache
-        # a cohort shares one ArrayRecord: decode it once per round, not once per party
-        if cached is not None and cached[0] is record:
-            state = cached[1]
-        else:
-            state = record_to_state(record)
-            self._global_cache = (record, state)
-        self.model.load_state_dict(state)
+    def _load_global(self, shared: SharedContent) -> "OrderedDict[str, torch.Tensor]":
+        self.model.load_state_dict(shared.global_state)
+        if not self.spec.client_rule.needs_global:
+            return OrderedDict()
         # a detached copy on the device: rules compare against the weights received
         return OrderedDict((k, v.detach().clone()) for k, v in self.model.state_dict().items())
 
     def prepare(self, msg: Message, context: Context) -> PartyRound:
         """Everything a party's round needs before its first step (shared by all executors)."""
         party = int(context.node_config[PARTITION_KEY])
-        config = msg.content.config_records.get("config", ConfigRecord())
-        server_round = int(config.get("server-round", 0))
+        shared = self._shared(msg)
+        server_round = shared.server_round
         fault = self._fault(party, server_round)
         if fault == "raise":
             raise InjectedFault(f"injected fault (engine.fault_rate) in party {party}, round {server_round}")
         t0 = time.perf_counter()
-        global_state = self._load_global(msg)
-        ctx = self._context(msg, party, server_round, global_state)
+        ctx = self._context(shared, party, self._load_global(shared))
         data = self.party_data(party)
         epochs, max_steps = self.local_plan(party, server_round, len(data))
         gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
@@ -228,10 +246,8 @@ class ClientRuntime:
 
     def evaluate(self, msg: Message, context: Context) -> Message:
         party = int(context.node_config[PARTITION_KEY])
-        config = msg.content.config_records.get("config", ConfigRecord())
-        server_round = int(config.get("server-round", 0))
-        global_state = self._load_global(msg)
-        ctx = self._context(msg, party, server_round, global_state)
+        shared = self._shared(msg)
+        ctx = self._context(shared, party, self._load_global(shared))
         self.spec.client_rule(ctx).on_evaluate_begin()
         data = self.party_data(party, val=True)
         b = self.exp.bundle

@@ -29,6 +29,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+#: K x P floats up to which the cohort is measured as one block (64 MB of float32)
+FLAT_LIMIT = 1 << 24
+
 
 def heterogeneity_of_states(
     global_state: Mapping[str, torch.Tensor],
@@ -44,15 +47,19 @@ def heterogeneity_of_states(
     norm_sq = torch.zeros(K, dtype=f64)
     d_dot_u = torch.zeros(K, dtype=f64)
     u_sq = agg_sq = sum_sq = 0.0
+    size = sum(global_state[k].numel() for k in keys)
+    # small cohorts x models: one K x P block (a few large ops, one copy of the weights);
+    # otherwise key by key, so memory stays one key's K x P_key block
+    groups = [list(keys)] if K * size <= FLAT_LIMIT else [[k] for k in keys]
 
-    def block(key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        g = global_state[key].reshape(-1).float()
-        D = torch.stack([s[key].reshape(-1).float() for s in client_states]) - g
+    def block(group: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.cat([global_state[k].reshape(-1).float() for k in group])
+        D = torch.stack([torch.cat([s[k].reshape(-1).float() for k in group]) for s in client_states]) - g
         return D, g
 
-    for key in keys:
-        D, g = block(key)
-        a = agg_state[key].reshape(-1).float()
+    for group in groups:
+        D, g = block(group)
+        a = torch.cat([agg_state[k].reshape(-1).float() for k in group])
         u = a - g
         norm_sq += (D * D).sum(dim=1, dtype=f64)
         d_dot_u += (D @ u).to(f64)
@@ -65,8 +72,8 @@ def heterogeneity_of_states(
     inv = torch.where(nonzero, 1.0 / norms.clamp_min(1e-300), torch.zeros_like(norms)).float()
     unit_sum_sq = 0.0
     if K >= 2:
-        for key in keys:
-            D, _ = block(key)
+        for group in groups:
+            D, _ = block(group)
             e = (D * inv[:, None]).sum(dim=0)
             unit_sum_sq += float(e.double().dot(e.double()))
     agg_norm = math.sqrt(agg_sq)

@@ -36,6 +36,15 @@ def seed_torch(seed: int, device: torch.device | None = None) -> None:
         torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
 
 
+def uniform(seed: int, *parts: int | str) -> float:
+    """A uniform draw in [0, 1) from (seed, purpose path): no generator object.
+
+    For the few scalar draws a client makes each round (its epochs, whether it
+    straggles, an injected fault), a hash is ~30x cheaper than building a Generator.
+    """
+    return derive(seed, *parts) / float(1 << 63)
+
+
 def rng(seed: int, *parts: int | str) -> np.random.Generator:
     return np.random.default_rng(derive(seed, *parts))
 

@@ -160,9 +160,9 @@ class Recorder:
         if server_round == 0:
             return None  # no row for the initial model: curves start after round 1
         cfg = self.cfg
-        state = record_to_state(arrays)
-        self.last_state = state
         rl = self.strategy.round_log
+        state = rl.agg_state if rl.agg_state is not None and rl.round == server_round else record_to_state(arrays)
+        self.last_state = state
         row: dict[str, Any] = {"round": server_round}
         outcomes = rl.outcomes
         weights = [o.num_examples for o in outcomes]

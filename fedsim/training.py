@@ -181,10 +181,11 @@ def train_local(
     optimizer = make_optimizer(model.parameters(), cfg)
     rule.on_train_begin()
     amp = cfg.amp and device.type == "cuda"
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    steps = 0
+    # per-step values are kept as tensors and reduced once at the end: no
+    # synchronisation per step, and two tensor ops per step instead of six
+    losses: list[torch.Tensor] = []
+    hits: list[torch.Tensor] = []
+    sizes: list[int] = []
     for xb, yb in batch_stream(data, cfg, epochs, generator, device, max_steps, has_bn):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             loss, logits = rule.loss(xb, yb)
@@ -192,15 +193,17 @@ def train_local(
         loss.backward()
         rule.on_after_backward()
         optimizer.step()
-        steps += 1
-        bs = yb.numel()
-        seen += bs
-        loss_sum += loss.detach().float() * bs
-        correct += (logits.detach().argmax(dim=1) == yb).sum()
-    # one synchronisation at the end, not one per step
-    mean_loss = float(loss_sum) / seen if seen else float("nan")
-    acc = float(correct) / seen if seen else float("nan")
-    return TrainStats(len(data), steps, epochs, mean_loss, acc, time.perf_counter() - t0)
+        losses.append(loss.detach())
+        hits.append(logits.detach().argmax(dim=1) == yb)
+        sizes.append(yb.numel())
+    seen = sum(sizes)
+    if seen:
+        w = torch.tensor(sizes, device=device, dtype=torch.float64)
+        mean_loss = float((torch.stack(losses).double() * w).sum()) / seen
+        acc = float(torch.cat(hits).sum()) / seen
+    else:
+        mean_loss = acc = float("nan")
+    return TrainStats(len(data), len(sizes), epochs, mean_loss, acc, time.perf_counter() - t0)
 
 
 @torch.inference_mode()

@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
 from fedsim.seeding import derive
@@ -43,7 +44,7 @@ class TrainContext:
     """What a client rule sees of one party's local training."""
 
     model: torch.nn.Module
-    global_state: Mapping[str, torch.Tensor]  # the weights received, on the device
+    global_state: Mapping[str, torch.Tensor]  # the weights received, on the device (rules with needs_global)
     config: Mapping[str, Any]  # the ConfigRecord sent by the server
     records: Mapping[str, Mapping[str, torch.Tensor]]  # extra ArrayRecords of the message
     state: dict[str, torch.Tensor] | None  # the party's persisted state, None at first
@@ -72,6 +73,9 @@ class ClientRule:
     uses_state: bool = False
     #: whether the batched (vmap) engine path can run this rule
     batchable: bool = True
+    #: whether the rule reads ``ctx.global_state`` (a copy of the received weights on the
+    #: device); rules that do not, get an empty mapping and save the copy
+    needs_global: bool = False
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
@@ -155,6 +159,8 @@ class RoundLog:
     eval_metrics: dict[str, float] = field(default_factory=dict)
     #: values the server half computes (FedNova's tau_eff), recorded in metrics.jsonl
     server_metrics: dict[str, float] = field(default_factory=dict)
+    #: the aggregate as tensors, when the strategy computed it itself (saves a decode)
+    agg_state: "OrderedDict[str, torch.Tensor] | None" = None
 
 
 @dataclass
@@ -176,9 +182,38 @@ class FederationSetup:
         return self.param_keys is None or key in self.param_keys
 
 
+def weighted_metrics(outcomes: list[ClientOutcome]) -> MetricRecord:
+    """Flower's ``aggregate_metricrecords`` on already-decoded replies.
+
+    The example-weighted mean of every scalar metric (the weight key itself left out),
+    computed on plain floats and put in one MetricRecord: Flower's version updates a
+    MetricRecord once per client and key, with a type check on every write.
+    """
+    total = float(sum(o.num_examples for o in outcomes))
+    sums: dict[str, float] = {}
+    for o in outcomes:
+        w = o.num_examples / total if total else 0.0
+        for key, value in o.metrics.items():
+            if key != "num-examples" and isinstance(value, (int, float)):
+                sums[key] = sums.get(key, 0.0) + float(value) * w
+    return MetricRecord(sums)
+
+
 def content_bytes(content: RecordDict) -> int:
     """Bytes of the records of a message (what crosses the wire, without metadata)."""
     return int(sum(rec.count_bytes() for rec in content.values()))
+
+
+def _bytes_of(messages: list[Message]) -> int:
+    """Bytes sent to the cohort; a RecordDict shared by several messages is counted once per message."""
+    seen: dict[int, int] = {}
+    total = 0
+    for m in messages:
+        key = id(m.content)
+        if key not in seen:
+            seen[key] = content_bytes(m.content)
+        total += seen[key]
+    return total
 
 
 def cohort_size(n: int, fraction: float, minimum: int) -> int:
@@ -302,7 +337,7 @@ class FedsimStrategy:
                 for key, rec in extra.items():
                     msg.content[key] = rec
         messages.sort(key=self._party)
-        self.round_log.bytes_down = sum(content_bytes(m.content) for m in messages)
+        self.round_log.bytes_down = _bytes_of(messages)
         return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -313,7 +348,7 @@ class FedsimStrategy:
         cohort = _CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         messages = list(super().configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), cohort))  # type: ignore[misc]
         messages.sort(key=self._party)
-        self.round_log.bytes_down += sum(content_bytes(m.content) for m in messages)
+        self.round_log.bytes_down += _bytes_of(messages)
         return messages
 
     # ----------------------------------------------------------------- screen
@@ -338,7 +373,7 @@ class FedsimStrategy:
             content = msg.content
             metrics = {}
             for rec in content.metric_records.values():
-                metrics.update({k: v for k, v in rec.items()})
+                metrics.update(rec)
             nbytes = content_bytes(content)
             self.round_log.bytes_up += nbytes
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
@@ -388,8 +423,12 @@ class FedsimStrategy:
             return None, None
         custom = self.aggregate_outcomes(server_round, outcomes)
         if custom is not None:
-            metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)  # type: ignore[attr-defined]
+            if self.train_metrics_aggr_fn is aggregate_metricrecords:  # type: ignore[attr-defined]
+                metrics = weighted_metrics(outcomes)
+            else:
+                metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)  # type: ignore[attr-defined]
             arrays = state_to_record(custom)
+            self.round_log.agg_state = custom
         else:
             arrays, metrics = super().aggregate_train(server_round, valid)  # type: ignore[misc]
             if arrays is not None:

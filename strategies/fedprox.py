@@ -20,6 +20,7 @@ from .registry import StrategySpec, register
 
 class FedProxRule(ClientRule):
     """Adds ``mu/2 ||w - w^t||^2`` to every mini-batch loss."""
+    needs_global = True
 
     def on_train_begin(self) -> None:
         self.mu = float(self.ctx.config.get("proximal-mu", 0.0))

@@ -48,6 +48,7 @@ def _frozen(model: torch.nn.Module, state) -> torch.nn.Module:
 class MoonRule(ClientRule):
     uses_state = True
     batchable = False
+    needs_global = True
 
     def on_train_begin(self) -> None:
         cfg = self.ctx.config

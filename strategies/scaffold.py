@@ -47,6 +47,7 @@ DC_KEY = "scaffold_dc"
 class ScaffoldRule(ClientRule):
     uses_state = True
     batchable = False
+    needs_global = True
 
     def on_train_begin(self) -> None:
         model = self.ctx.model

@@ -180,7 +180,8 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
     cfg, device, model = rt.cfg, rt.device, rt.model
     tc = cfg.train
     model.train()
-    global_params = {n: rounds[0].ctx.global_state[n] for n, _ in model.named_parameters()}
+    # every prepare() loaded the same received weights into the model
+    global_params = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b for n, b in model.named_buffers()}
     C = len(rounds)
     params = {n: g.unsqueeze(0).repeat(C, *([1] * g.dim())) for n, g in global_params.items()}

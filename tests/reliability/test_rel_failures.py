@@ -8,17 +8,16 @@ import torch
 
 import fedsim
 from fedsim.errors import RunAborted
-from fedsim.seeding import rng
+from fedsim.seeding import uniform
 
 
 def _expected_faults(seed, rounds, sampled_by_round, rate):
-    """The documented fault draw: rng(seed, "fault", round, party); u < rate fails."""
+    """The documented fault draw: uniform(seed, "fault", round, party) < rate fails."""
     out = {}
     for r in range(1, rounds + 1):
         for p in sampled_by_round[r]:
-            g = rng(seed, "fault", r, p)
-            if g.random() < rate:
-                out[(r, p)] = "raise" if g.random() < 0.5 else "nan"
+            if uniform(seed, "fault", r, p) < rate:
+                out[(r, p)] = "raise" if uniform(seed, "fault-kind", r, p) < 0.5 else "nan"
     return out
 
 
