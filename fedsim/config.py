@@ -154,6 +154,8 @@ class EvalConfig:
     batch_size: int = 1024
     fbeta: float = 2.0
     train_sample: int = 10000
+    # weight divergence, update cosine, gradient diversity each round (O(K P) per round)
+    model_heterogeneity: bool = True
 
 
 @dataclass

@@ -29,8 +29,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-#: K x P floats up to which the cohort is measured as one block (64 MB of float32)
-FLAT_LIMIT = 1 << 24
+#: cohorts up to this size get the Gram matrix in one pass (K^2 P by GEMM); larger
+#: ones two O(K P) passes (a K = 100 Gram over 11M weights would cost 110 GFLOP)
+GRAM_MAX_CLIENTS = 32
 
 
 def heterogeneity_of_states(
@@ -44,38 +45,48 @@ def heterogeneity_of_states(
     if K == 0 or not keys:
         return {}
     f64 = torch.float64
-    norm_sq = torch.zeros(K, dtype=f64)
     d_dot_u = torch.zeros(K, dtype=f64)
+    gram = torch.zeros((K, K), dtype=f64) if K <= GRAM_MAX_CLIENTS else None
+    norm_sq = torch.zeros(K, dtype=f64)
     u_sq = agg_sq = sum_sq = 0.0
-    size = sum(global_state[k].numel() for k in keys)
-    # small cohorts x models: one K x P block (a few large ops, one copy of the weights);
-    # otherwise key by key, so memory stays one key's K x P_key block
-    groups = [list(keys)] if K * size <= FLAT_LIMIT else [[k] for k in keys]
 
-    def block(group: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.cat([global_state[k].reshape(-1).float() for k in group])
-        D = torch.stack([torch.cat([s[k].reshape(-1).float() for k in group]) for s in client_states]) - g
-        return D, g
+    def block(key: str) -> torch.Tensor:
+        """D: the K x P_key updates of one entry, float32 (one copy per client)."""
+        g = global_state[key].reshape(-1).float()
+        D = torch.empty((K, g.numel()), dtype=torch.float32)
+        for i, st in enumerate(client_states):
+            D[i] = st[key].reshape(-1)
+        D -= g
+        return D
 
-    for group in groups:
-        D, g = block(group)
-        a = torch.cat([agg_state[k].reshape(-1).float() for k in group])
-        u = a - g
-        norm_sq += (D * D).sum(dim=1, dtype=f64)
-        d_dot_u += (D @ u).to(f64)
+    # key by key: memory stays one key's K x P_key block, which also stays in cache
+    for key in keys:
+        D = block(key)
+        a = agg_state[key].reshape(-1).float()
+        u = a - global_state[key].reshape(-1).float()
+        d_dot_u += (D @ u).double()
         u_sq += float(u.dot(u))
         agg_sq += float(a.dot(a))
-        s = D.sum(dim=0)
-        sum_sq += float(s.dot(s))
+        if gram is not None:  # small cohorts: one pass, the Gram matrix by GEMM
+            gram += (D @ D.T).double()
+        else:
+            norm_sq += torch.linalg.vector_norm(D, dim=1).double() ** 2
+            s = D.sum(dim=0)
+            sum_sq += float(s.dot(s))
+    if gram is not None:
+        norm_sq = torch.diagonal(gram).clone()
+        sum_sq = float(gram.sum())
     norms = norm_sq.clamp_min(0).sqrt()
     nonzero = norms > 0
-    inv = torch.where(nonzero, 1.0 / norms.clamp_min(1e-300), torch.zeros_like(norms)).float()
+    inv = torch.where(nonzero, 1.0 / norms.clamp_min(1e-300), torch.zeros_like(norms))
     unit_sum_sq = 0.0
-    if K >= 2:
-        for group in groups:
-            D, _ = block(group)
-            e = (D * inv[:, None]).sum(dim=0)
-            unit_sum_sq += float(e.double().dot(e.double()))
+    if K >= 2 and gram is not None:
+        unit_sum_sq = float(inv @ gram @ inv)  # ||sum_k d_k / ||d_k||| |^2
+    elif K >= 2:  # large cohorts: a second pass, O(K P) instead of O(K^2 P)
+        inv32 = inv.float()
+        for key in keys:
+            e = (inv32 @ block(key)).double()
+            unit_sum_sq += float(e.dot(e))
     agg_norm = math.sqrt(agg_sq)
     div = (norm_sq - 2 * d_dot_u + u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
     out: dict[str, float | None] = {

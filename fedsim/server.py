@@ -183,7 +183,8 @@ class Recorder:
         row["bytes_up"] = int(rl.bytes_up)
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
         row.update(rl.server_metrics)
-        row.update(round_heterogeneity(rl.global_state, outcomes, state))
+        if cfg.eval.model_heterogeneity:
+            row.update(round_heterogeneity(rl.global_state, outcomes, state))
         every = cfg.federation.eval_every
         evaluated = every > 0 and (server_round % every == 0 or server_round == cfg.federation.rounds)
         res = None

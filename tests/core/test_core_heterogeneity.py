@@ -65,3 +65,18 @@ def test_linear_time_formulas_match_the_pairwise_definitions():
     div = (clients.double() - agg.double()).norm(dim=1) / agg.double().norm()
     assert m["weight_divergence_mean"] == pytest.approx(float(div.mean()), rel=1e-5)
     assert m["weight_divergence_max"] == pytest.approx(float(div.max()), rel=1e-5)
+
+
+def test_gram_and_two_pass_paths_agree(monkeypatch):
+    import fedsim.heterogeneity as H
+
+    torch.manual_seed(1)
+    g = {"a": torch.randn(30), "b": torch.randn(4, 5)}
+    clients = [{k: v + 0.2 * torch.randn_like(v) for k, v in g.items()} for _ in range(6)]
+    agg = {k: torch.stack([c[k] for c in clients]).mean(0) for k in g}
+    one_pass = H.heterogeneity_of_states(g, clients, agg, ["a", "b"])
+    monkeypatch.setattr(H, "GRAM_MAX_CLIENTS", 0)
+    two_pass = H.heterogeneity_of_states(g, clients, agg, ["a", "b"])
+    assert one_pass.keys() == two_pass.keys()
+    for k in one_pass:
+        assert one_pass[k] == pytest.approx(two_pass[k], rel=1e-5)
