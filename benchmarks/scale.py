@@ -1,11 +1,12 @@
 """Memory and per-round overhead of fedsim's local engine at 100, 1,000 and 10,000 parties.
 
-    python benchmarks/scale.py [--quick] [--rounds R] [--sizes 100,1000,10000] [--no-extra]
+    python benchmarks/scale.py [--quick] [--rounds R] [--sizes 100,1000,10000] [--no-extra] [--hidden 200,200]
 
 Each size runs in a FRESH Python subprocess (so its peak RSS is its own), with
 ``OMP_NUM_THREADS=1`` and ``engine.threads=1``: synthetic-images of 1x16x16, 20
 samples per party (10,000 parties = 200,000 images), iid partition, the default
-``mlp`` (hidden [200, 200]: 256 -> 200 -> 200 -> 10), 1 epoch of batch 64 (one step per
+``mlp`` (``--hidden``, default [200, 200]: 256 -> 200 -> 200 -> 10, 94k weights;
+``--hidden ''`` is logistic regression, 2.6k weights), 1 epoch of batch 64 (one step per
 client), ``federation.fraction_fit = 0.01`` (at least one client: 1, 10 and 100
 clients per round), no central evaluation, no checkpoints, no plots. With
 ``--no-extra`` left out, 100 parties at fraction 0.1 and 1.0 are run as well: the
@@ -53,7 +54,7 @@ RSS_GOAL_MB = 4096
 OVERHEAD_GOAL_MS = 50.0
 
 
-def child(n_parties: int, fraction: float, rounds: int, out_json: str) -> None:
+def child(n_parties: int, fraction: float, rounds: int, out_json: str, hidden: list[int]) -> None:
     """One size, in this (fresh) process: run fedsim and write the measurements as JSON."""
     t_import = time.perf_counter()
     import torch
@@ -69,7 +70,7 @@ def child(n_parties: int, fraction: float, rounds: int, out_json: str) -> None:
     cfg = _bench.base_config(
         data={"n_train": SAMPLES_PER_PARTY * n_parties, "image_shape": IMAGE_SHAPE, "num_classes": 10},
         partition={"n_parties": n_parties},
-        model={"name": "mlp"},
+        model={"name": "mlp", "hidden": hidden},
         train={"lr": 0.01, "momentum": 0.9},
         federation={"rounds": rounds, "fraction_fit": fraction},
     )
@@ -121,11 +122,11 @@ def plain_cohort_seconds(cfg: dict, k: int, repeats: int = 5) -> float:
     return statistics.median(times[1:])
 
 
-def run_size(n_parties: int, fraction: float, rounds: int) -> dict:
+def run_size(n_parties: int, fraction: float, rounds: int, hidden: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="fedsim-scale-json-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n_parties), "--fraction", str(fraction),
-               "--rounds", str(rounds), "--json", str(out)]
+               "--rounds", str(rounds), "--json", str(out), "--hidden", hidden]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -168,12 +169,15 @@ def main() -> None:
     ap.add_argument("--sizes", default=None, help="comma-separated party counts (default 100,1000,10000)")
     ap.add_argument("--fraction", type=float, default=0.01, help="federation.fraction_fit (default 0.01)")
     ap.add_argument("--no-extra", action="store_true", help="skip the extra 100-party runs at fraction 0.1 and 1.0")
+    ap.add_argument("--hidden", default="200,200",
+                    help="mlp hidden widths (default 200,200 = 94k weights; '' = logistic regression, 2.6k weights)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
+    hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
     if args.child is not None:
-        child(args.child, args.fraction, rounds, args.json)
+        child(args.child, args.fraction, rounds, args.json, hidden)
         return
     import _bench
 
@@ -184,12 +188,12 @@ def main() -> None:
         cases[sizes.index(100) + 1:sizes.index(100) + 1] = [(100, 0.1), (100, 1.0)]
     print(_bench.setup_line().replace(f"torch threads {__import__('torch').get_num_threads()}", "torch threads 1 (per subprocess)"))
     print(f"synthetic-images {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[2]}, {SAMPLES_PER_PARTY} samples per party, iid, "
-          f"mlp [200, 200], 1 epoch, batch 64, {rounds} rounds, no evaluation/checkpoints/plots; local engine, "
+          f"mlp {hidden or '[] (logistic regression)'}, 1 epoch, batch 64, {rounds} rounds, no evaluation/checkpoints/plots; local engine, "
           "one fresh subprocess per row; per-round numbers are medians of rounds 2..R")
     rows = []
     for n, frac in cases:
         try:
-            res = run_size(n, frac, rounds)
+            res = run_size(n, frac, rounds, args.hidden)
         except Exception as exc:  # keep the other sizes
             print(f"  {n:,} parties, fraction {frac:g}: failed: {exc}")
             continue
