@@ -36,6 +36,9 @@ class DataConfig:
     download: bool = False
     val_fraction: float = 0.0
     feature_noise: float = 0.0
+    # seed of generated datasets (synthetic, synthetic-images): fixed across runs, so
+    # that the run's ``seed`` varies the split and the training, not the task itself
+    seed: int = 0
     # synthetic-images: sizes and shape of the generated set
     n_train: int = 5000
     n_test: int = 1000
@@ -428,6 +431,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("seed", cfg.seed, 0, None)
     d = cfg.data
     _one_of("data.dataset", d.dataset, data_registry.available())
+    _in_range("data.seed", d.seed, 0, None)
     _in_range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
     _in_range("data.feature_noise", d.feature_noise, 0.0, None)
     _in_range("data.n_train", d.n_train, 1, None)

@@ -113,7 +113,7 @@ _FOLD_CACHE: dict[tuple, DatasetBundle] = {}
 
 def load_bundle(cfg: ExperimentConfig) -> DatasetBundle:
     """The run's dataset: ``data.*`` loaded once per process, with its CV fold applied."""
-    bundle = load_dataset(cfg.data, cfg.seed, cfg.partition.n_parties)
+    bundle = load_dataset(cfg.data, cfg.data.seed, cfg.partition.n_parties)
     if cfg.data.cv_folds < 2:
         return bundle
     key = (id(bundle), cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)

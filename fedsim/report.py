@@ -393,7 +393,7 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
     the runs whose partition scheme is ``iid``; ``drop = mean(IID) - mean(setting)``.
     Empty when the sweep has no IID setting.
     """
-    layout = _layout(view)
+    layout = _drop_layout(view)
     pfactors = _partition_factors(view)
     if not pfactors:
         return []
@@ -421,9 +421,19 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
     return out
 
 
+def _drop_layout(view: SweepView) -> Layout:
+    """The figures' layout, except that a partition factor is never the series here:
+    in a sweep over partitions alone, the lines are the strategy (one) and the IID
+    setting is every other setting's reference."""
+    layout = _layout(view)
+    if layout.series is not None and layout.series in _partition_factors(view):
+        return Layout(None, [])
+    return layout
+
+
 def _drop_grid(drops: Sequence[DropRow], view: SweepView):
     """(layout, series with drops, (context, setting) keys in order, drop by cell)."""
-    layout = _layout(view)
+    layout = _drop_layout(view)
     series = [s for s in layout.series_labels(view) if any(d.series == s for d in drops)]
     keys: list[tuple] = []
     for d in drops:

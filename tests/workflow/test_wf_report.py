@@ -120,3 +120,17 @@ def test_cli_report_prints_the_path(fake_sweep, capsys):
 
     assert main(["report", str(fake_sweep)]) == 0
     assert capsys.readouterr().out.strip() == str(fake_sweep / "report.md")
+
+
+def test_drop_against_iid_in_a_sweep_over_partitions_alone(tmp_path):
+    """One strategy, partitions as the only factor: IID is the reference of the others."""
+    d = tmp_path / "partitions-only"
+    for part in ("iid", "Dir(0.5)", "#C=1"):
+        for seed, acc in enumerate(ACC[("fedavg", part)]):
+            fabricate_run(d / f"fedavg-{part.replace('#', 'n')}-s{seed}", "fedavg", part, seed, acc)
+    drops = {d_.setting[0]: d_ for d_ in accuracy_drops(load_sweep(d))}
+    assert set(drops) == {"Dir(0.5)", "#C=1"}
+    assert drops["Dir(0.5)"].series == "fedavg"
+    assert drops["Dir(0.5)"].drop == pytest.approx(0.09)
+    assert drops["#C=1"].drop == pytest.approx(0.46)
+    assert "| #C=1 | 46.00 |" in report(d).read_text()
