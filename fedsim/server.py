@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -35,7 +35,7 @@ from .heterogeneity import heterogeneity_of_states
 from .metrics import classification_metrics, spread
 from .models import build_model
 from .seeding import derive
-from .store import ClientStateStore, atomic_torch_save, atomic_write_json, read_jsonl
+from .store import ClientStateStore, atomic_torch_save, atomic_write_json
 from .training import evaluate, make_criterion
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,6 @@ def make_server_app(settings: RunSettings | None = None, hooks: RunHooks | None 
             return
         # `flwr run .`: no fedsim front end has checked the input or made the directory
         from .api import check_runnable, quiet_flower
-        from .store import RunStore
 
         quiet_flower()
         s = RunSettings.from_context(context)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections import OrderedDict

@@ -12,7 +12,6 @@ trains with them once it has its own.
 
 from __future__ import annotations
 
-import torch
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedsim.models import bn_state_keys

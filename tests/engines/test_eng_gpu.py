@@ -1,6 +1,5 @@
 """GPU paths. Marked `gpu` and skipped without CUDA; the CPU halves run everywhere."""
 
-import json
 
 import pytest
 import torch
