@@ -41,7 +41,8 @@ def test_batched_updates_equal_sequential(tmp_path, tiny, name, data):
         ({"strategy": {"name": "scaffold"}}, "gradient hooks"),
         ({"train": {"optimizer": "adam"}}, "SGD only"),
         ({"model": {"dropout": 0.2}}, "dropout"),
-        ({"model": {"name": "resnet18"}, "data": {"image_shape": [3, 8, 8]}, "federation": {"rounds": 1}}, "BatchNorm"),
+        ({"model": {"name": "resnet18"}, "data": {"image_shape": [3, 8, 8], "n_train": 80, "n_test": 20},
+          "partition": {"min_size": 5}, "eval": {"train_sample": 0}}, "BatchNorm"),
     ],
 )
 def test_falls_back_with_a_logged_reason(tmp_path, tiny, caplog, over, fragment):

@@ -46,7 +46,12 @@ def _kill_after(cmd, metrics, k, env):
     return proc.returncode
 
 
-@pytest.mark.parametrize("name", ["fedavg", "scaffold", "moon"])
+@pytest.mark.parametrize(
+    "name",
+    # FedAvg in the default run; the stateful strategies (server c, client-state store)
+    # are the slow variants: python -m pytest -m slow
+    ["fedavg", pytest.param("scaffold", marks=pytest.mark.slow), pytest.param("moon", marks=pytest.mark.slow)],
+)
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, name):
     cfg = _config(tiny, name)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
