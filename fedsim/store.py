@@ -27,8 +27,6 @@ import torch
 
 from .errors import RunDirError
 
-CONTRACT_FILES = ("config.yaml", "dataidxs.npz", "partition.json", "metrics.jsonl", "clients.jsonl", "summary.json", "model.pt")
-
 
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
@@ -134,52 +132,32 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+class _Path:
+    """A file or folder of the run directory: ``RunStore(...).metrics`` is ``root / "metrics.jsonl"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, store: "RunStore | None", owner: type) -> Any:
+        return self if store is None else store.root / self.name
+
+
 class RunStore:
     """Paths and writers of one run directory."""
 
+    config = _Path("config.yaml")
+    dataidxs = _Path("dataidxs.npz")
+    partition = _Path("partition.json")
+    metrics = _Path("metrics.jsonl")
+    clients = _Path("clients.jsonl")
+    summary = _Path("summary.json")
+    model = _Path("model.pt")
+    checkpoints = _Path("checkpoints")
+    plots = _Path("plots")
+    client_state = _Path("client_state")
+
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-
-    # paths
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def dataidxs(self) -> Path:
-        return self.root / "dataidxs.npz"
-
-    @property
-    def partition(self) -> Path:
-        return self.root / "partition.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def clients(self) -> Path:
-        return self.root / "clients.jsonl"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.pt"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def client_state(self) -> Path:
-        return self.root / "client_state"
 
     # checks
     def prepare(self, resume: bool, overwrite: bool) -> None:
