@@ -277,11 +277,6 @@ def runtime_for(settings: RunSettings) -> ClientRuntime:
     return bounded_get(_RUNTIMES, settings.key, 2, lambda: ClientRuntime(experiment_for(settings)))
 
 
-def clear_runtimes() -> None:
-    _RUNTIMES.clear()
-    _DEVICE_DATA.clear()
-
-
 def make_client_app(settings: RunSettings | None = None) -> ClientApp:
     """A ClientApp bound to ``settings``, or reading them from ``context.run_config``.
 

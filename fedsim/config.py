@@ -348,13 +348,6 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
-def get_key(cfg: ExperimentConfig, dotted: str) -> Any:
-    obj: Any = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def config_hash(cfg: ExperimentConfig) -> str:
     """A stable hash of everything that changes the results of a run.
 

@@ -22,7 +22,7 @@ import torch
 
 import partitioners
 
-from .config import ExperimentConfig, from_yaml_text, partition_params, to_dict, to_yaml
+from .config import ExperimentConfig, from_yaml_text, partition_params, to_yaml
 from .data import DatasetBundle, load_dataset
 from .errors import ConfigError, DataError
 from .seeding import derive
@@ -197,10 +197,6 @@ def experiment_for(settings: RunSettings) -> Experiment:
     return bounded_get(_EXPERIMENTS, settings.key, 4, lambda: Experiment(settings))
 
 
-def clear_experiments() -> None:
-    _EXPERIMENTS.clear()
-
-
 def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True, dataidxs: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Write config.yaml, dataidxs.npz, partition.json (and the label plot) once.
 
@@ -244,6 +240,3 @@ def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True, 
             )
     return dataidxs
 
-
-def config_tree(cfg: ExperimentConfig) -> dict:
-    return to_dict(cfg)

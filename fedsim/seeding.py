@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import torch
 
 
@@ -43,10 +42,6 @@ def uniform(seed: int, *parts: int | str) -> float:
     straggles, an injected fault), a hash is ~30x cheaper than building a Generator.
     """
     return derive(seed, *parts) / float(1 << 63)
-
-
-def rng(seed: int, *parts: int | str) -> np.random.Generator:
-    return np.random.default_rng(derive(seed, *parts))
 
 
 def torch_generator(seed: int, *parts: int | str, device: str | torch.device = "cpu") -> torch.Generator:

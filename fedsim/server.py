@@ -259,12 +259,6 @@ def initial_state(exp: Experiment) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
 
 
-def trainable_keys(exp: Experiment) -> frozenset[str]:
-    b = exp.bundle
-    model = build_model(exp.cfg.model, b.input_shape, b.num_classes)
-    return frozenset(name for name, p in model.named_parameters() if p.requires_grad)
-
-
 def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Run the whole federation on ``grid``; returns the summary."""
     t0 = time.perf_counter()
@@ -275,6 +269,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     apply_determinism(cfg)
     device = resolve_device(cfg.engine.device)
     node_of_party = discover_partitions(grid, cfg.partition.n_parties)
+    evaluator = CentralEvaluator(exp, device)
     strategy = strategies.build(cfg)
     strategy.bind(
         FederationSetup(
@@ -284,7 +279,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             fraction_evaluate=cfg.federation.fraction_evaluate,
             min_fit_clients=cfg.federation.min_fit_clients,
             max_failure_fraction=cfg.federation.max_failure_fraction,
-            param_keys=trainable_keys(exp),
+            param_keys=frozenset(n for n, p in evaluator.model.named_parameters() if p.requires_grad),
             device=str(device),
         )
     )
@@ -309,7 +304,6 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         ClientStateStore(store.client_state).restore(store.root / "no-such-snapshot")
         if cfg.output.checkpoint_every:
             save_checkpoint(store, 0, state, strategy.state_dict(), [], time.perf_counter() - t0, config_hash(cfg), cfg.output.keep_checkpoints)
-    evaluator = CentralEvaluator(exp, device)
     recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks)
     recorder.last_state = state
     if hooks and hooks.on_start:

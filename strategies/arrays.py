@@ -153,7 +153,3 @@ def all_finite(state: Mapping[str, torch.Tensor]) -> bool:
     short of finite weights near 1e308; no boolean mask per tensor)."""
     return all(math.isfinite(float(t.sum(dtype=torch.float64))) for t in state.values() if is_float(t))
 
-
-def flatten_floats(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    parts = [t.reshape(-1).to(torch.float32) for t in state.values() if is_float(t)]
-    return torch.cat(parts) if parts else torch.zeros(0)
