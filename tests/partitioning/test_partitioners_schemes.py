@@ -212,19 +212,25 @@ def test_accepts_lists_and_small_int_dtypes():
     assert all(np.array_equal(a[j], b[j]) for j in a)
 
 
-def test_dirichlet_draw_matches_niid_bench_reference():
+@pytest.mark.parametrize("beta", [0.3, 0.05])  # from gammas / from Generator.dirichlet
+def test_dirichlet_draw_matches_niid_bench_reference(beta):
     """The vectorised count draw equals NIID-Bench's loop given the same proportions."""
     rng = np.random.default_rng(0)
     sizes = np.array([500, 430, 612, 80, 7, 1000])
     n_parties, batch = 9, 5
-    gammas = rng.dirichlet(np.full(n_parties, 0.3), size=(len(sizes), batch))
+    gammas = rng.gamma(0.3, size=(len(sizes), batch, n_parties)).astype(np.float32)
 
-    class Stub:
-        def dirichlet(self, alpha, size):
-            assert size == gammas.shape[:2] and alpha.shape == (n_parties,)
+    class Stub:  # hands the same proportions to the draw, up to normalisation
+        def standard_gamma(self, shape, size, dtype):
+            assert shape == beta >= 0.1 and size == gammas.shape and dtype == np.float32
             return gammas.copy()
 
-    counts, held = dirichlet_mod._draw_counts(sizes, n_parties, 0.3, batch, Stub())
+        def dirichlet(self, alpha, size):
+            assert beta < 0.1 and size == gammas.shape[:2] and alpha.shape == (n_parties,)
+            return gammas / gammas.sum(axis=-1, keepdims=True)
+
+    cuts, held = dirichlet_mod._draw_cuts(sizes, n_parties, beta, batch, Stub())
+    counts = np.diff(cuts, axis=2)
     n_total = sizes.sum()
     for b in range(batch):
         idx_batch = [0] * n_parties  # only the lengths matter
@@ -233,8 +239,8 @@ def test_dirichlet_draw_matches_niid_bench_reference():
             proportions = gammas[k, b] / gammas[k, b].sum()
             proportions = np.array([p * (m < n_total / n_parties) for p, m in zip(proportions, idx_batch)])
             proportions = proportions / proportions.sum()
-            cuts = (np.cumsum(proportions) * n_k).astype(int)[:-1]
-            parts = np.diff(np.concatenate(([0], cuts, [n_k])))
+            cuts_ref = (np.cumsum(proportions) * n_k).astype(int)[:-1]
+            parts = np.diff(np.concatenate(([0], cuts_ref, [n_k])))
             ref[k] = parts
             idx_batch = [m + p for m, p in zip(idx_batch, parts)]
         # identical up to a floating-point rounding of a cut point
@@ -261,28 +267,40 @@ def test_dirichlet_unassigned_never_and_cap_respected():
     assert min(len(a) for a in d.values()) >= 5
 
 
-def test_within_class_shuffle_is_uniform_even_with_forced_key_ties(monkeypatch):
-    """All 3! orders of a 3-sample class are equally likely; also when short random keys
-    make ties (and so redraws) frequent, and on the per-class-shuffle fallback."""
-    labels = np.array([1, 0, 1, 0, 1, 2, 0, 2, 2, 2, 0, 0])  # class 1 = indices 0, 2, 4
+def test_class_counts_draw_uniform_subsets_even_with_forced_key_ties(monkeypatch):
+    """Party 0 gets 2 of the 4 samples of class 1 (indices 0, 2, 4, 6): all 6 subsets
+    are equally likely; also when a 1-bit random field makes ties of the sort key
+    (resolved at the party cuts) the rule rather than the exception."""
+    labels = np.array([1, 0, 1, 0, 1, 0, 1, 2, 0, 2, 2, 2])
+    counts = np.array([[1, 2, 1], [2, 1, 1], [0, 2, 2]])  # classes x parties
 
-    def order_counts() -> Counter:
+    def subset_counts() -> Counter:
         out = Counter()
         for s in range(1800):
-            order = _assign.shuffled_class_blocks(labels, np.random.default_rng(s))
-            assert sorted(order[:5].tolist()) == [1, 3, 6, 10, 11]  # class 0 block first
-            out[tuple(order[5:8].tolist())] += 1
+            d = _assign.dataidxs_from_class_counts(labels, counts, np.random.default_rng(s))
+            assert [len(d[j]) for j in range(3)] == [3, 5, 4]
+            assert np.array_equal(np.sort(np.concatenate(list(d.values()))), np.arange(12))
+            assert all(np.array_equal(d[j], np.sort(d[j])) for j in d)
+            out[tuple(i for i in d[0].tolist() if labels[i] == 1)] += 1
         return out
 
-    for key_bits, min_bits in [(None, None), (4 + 2 + 3, 0), (None, 64)]:
-        if key_bits is not None:
-            monkeypatch.setattr(_assign, "_KEY_BITS", key_bits)  # 3 random bits: ties are common
-        if min_bits is not None:
-            monkeypatch.setattr(_assign, "_MIN_RANDOM_BITS", min_bits)
-        counts = order_counts()
-        assert set(counts) == {(0, 2, 4), (0, 4, 2), (2, 0, 4), (2, 4, 0), (4, 0, 2), (4, 2, 0)}
-        assert min(counts.values()) > 240 and max(counts.values()) < 360, counts  # expected 300 each
+    for short_bits in [None, 4 + 2 + 1]:  # default, then 1 random bit in 32-bit keys
+        if short_bits is not None:
+            monkeypatch.setattr(_assign, "_SHORT_BITS", short_bits)
+            monkeypatch.setattr(_assign, "_MAX_TIES", 64)
+        counts_seen = subset_counts()
+        assert set(counts_seen) == {(0, 2), (0, 4), (0, 6), (2, 4), (2, 6), (4, 6)}
+        assert min(counts_seen.values()) > 240 and max(counts_seen.values()) < 360, counts_seen
         monkeypatch.undo()
+
+
+def test_sort_by_group_is_a_stable_sort_for_any_size():
+    rng = np.random.default_rng(3)
+    for n in [1, 2, 3, 7, 64, 1001, 70_001]:
+        group = rng.integers(0, 5, n).astype(np.uint16)
+        got = _assign.sort_by_group(group, 3)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, np.argsort(group, kind="stable"))
 
 
 def test_more_parties_than_a_uint16_holds():
