@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -203,12 +204,14 @@ class ClientRuntime:
         gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
         return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, self.spec.client_rule(ctx))
 
-    def finish(self, job: PartyRound, stats: TrainStats) -> Message:
-        """The reply of a party whose trained weights are in ``self.model``."""
+    def finish(self, job: PartyRound, stats: TrainStats, weights: Mapping[str, torch.Tensor] | None = None) -> Message:
+        """The reply of a party whose trained weights are ``weights`` (a state_dict in
+        the model's key order), by default those in ``self.model``."""
         out = job.rule.on_train_end(stats.steps)
         if out.state is not None:
             self.store.save(job.party, out.state)
-        weights = self.model.state_dict()
+        if weights is None:
+            weights = self.model.state_dict()
         if job.fault == "nan":
             weights = OrderedDict(weights)
             first = next(k for k, v in weights.items() if torch.is_floating_point(v))

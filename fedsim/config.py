@@ -514,6 +514,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if e.client_timeout is not None:
         _in_range("engine.client_timeout", e.client_timeout, 0.0, None, lo_open=True)
     _in_range("engine.fault_rate", e.fault_rate, 0.0, 1.0, hi_open=True)
+    # YAML 1.1 (and so OmegaConf's override parser) reads a bare on/off as a boolean,
+    # which the str field then holds as "True"/"False"
+    e.batch_clients = {"True": "on", "False": "off"}.get(e.batch_clients, e.batch_clients)
     _one_of("engine.batch_clients", e.batch_clients, BATCH_CLIENTS)
     if e.batch_clients == "on" and e.workers > 1:
         raise ConfigError("config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process")

@@ -70,7 +70,9 @@ class ClientRule:
 
     #: whether the rule reads or writes the party's entry in the client-state store
     uses_state: bool = False
-    #: whether the batched (vmap) engine path can run this rule
+    #: whether the batched (vmap) engine path can run this rule; such a rule's
+    #: ``on_train_end`` must not read ``ctx.model`` (that engine trains stacked copies
+    #: of the weights and hands each client's to the reply directly)
     batchable: bool = True
     #: whether the rule reads ``ctx.global_state`` (a copy of the received weights on the
     #: device); rules that do not, get an empty mapping and save the copy

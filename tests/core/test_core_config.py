@@ -56,3 +56,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_bare_on_off_for_batch_clients(tmp_path):
+    """YAML 1.1 reads a bare on/off as a boolean: both spellings mean the mode."""
+    assert load_config(None, ["engine.batch_clients=on"]).engine.batch_clients == "on"
+    assert load_config(None, ["engine.batch_clients=off"]).engine.batch_clients == "off"
+    p = tmp_path / "c.yaml"
+    p.write_text("engine:\n  batch_clients: on\n")
+    assert load_config(p).engine.batch_clients == "on"
+    assert load_config(None, ["engine.batch_clients=auto"]).engine.batch_clients == "auto"
