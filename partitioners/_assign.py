@@ -169,16 +169,6 @@ def _random_field_bits(ib: int, cb: int, largest_class: int, n_classes: int) -> 
     return rb
 
 
-def _fill_runs(buf: np.ndarray, starts: np.ndarray, values: np.ndarray) -> None:
-    """``buf[starts[r]:starts[r + 1]] = values[r]`` in place (np.repeat would allocate):
-    the differences of consecutive values at the run starts (modulo 2**bits: unsigned
-    arithmetic wraps), then a running sum. ``starts[0] == 0``."""
-    buf.fill(0)
-    buf[starts[0]] = values[0]
-    buf[starts[1:]] = np.diff(values)
-    np.add.accumulate(buf, out=buf, dtype=buf.dtype)
-
-
 def _break_ties_at_cuts(
     key: np.ndarray, ib: int, cuts: np.ndarray, seq: np.ndarray, rng: np.random.Generator
 ) -> None:
