@@ -8,8 +8,8 @@ part), never a Python loop over samples.
 
 Memory: at N = 50,000 a call's time is ~1 ms, and extra N-sized temporaries cost more
 than their arithmetic: once a call's peak heap use passes malloc's trim threshold, the
-pages go back to the OS and the next call pays page faults. So the 32-bit keys live in
-the bytes of the int64 result itself, and most passes are in place.
+pages go back to the OS and the next call pays page faults. So 32-bit sort keys live
+in the bytes of the int64 result where they can, and most passes are in place.
 """
 
 from __future__ import annotations
