@@ -143,6 +143,16 @@ def dataidxs_from_assignment(
     return split_sorted(order, np.asarray(sizes)[:n_parties])
 
 
+def random_split(n_samples: int, sizes: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Party j gets ``sizes[j]`` samples: a random permutation of 0..N-1 cut at the
+    cumulative sizes (``sum(sizes) == N``), each part sorted ascending."""
+    n_parties = len(sizes)
+    dtype = small_uint(n_parties + 1)
+    assign = np.empty(n_samples, dtype=dtype)
+    assign[rng.permutation(n_samples)] = np.repeat(np.arange(n_parties, dtype=dtype), sizes)
+    return dataidxs_from_assignment(assign, n_parties)
+
+
 def _random_bits(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
     """``n`` uniform integers of ``bits`` bits (1..64), from as few raw 64-bit draws as
     the smallest of uint16/uint32/uint64 that holds them needs."""

@@ -65,3 +65,23 @@ def check_min_size(min_size: Any, n_parties: int, n_samples: int) -> int:
             f"(n_parties * min_size <= {n_samples} samples, n_parties={n_parties}); got {v}"
         )
     return v
+
+
+def redraw_params(beta: Any, min_size: Any, max_redraws: Any, n_parties: int, n_samples: int) -> tuple[float, int, int]:
+    """``(beta, min_size, max_redraws)`` of a scheme that redraws Dirichlet proportions
+    until every party holds ``min_size`` samples, validated."""
+    return (
+        as_positive_float("partition.beta", beta),
+        check_min_size(min_size, n_parties, n_samples),
+        as_int("partition.max_redraws", max_redraws, 1),
+    )
+
+
+def no_split_error(scheme: str, beta: float, min_size: int, max_redraws: int, n_parties: int, n_samples: int) -> ValueError:
+    """The error of a redrawing scheme whose ``max_redraws`` draws all failed, naming the
+    parameters to change."""
+    return ValueError(
+        f"{scheme}: no split with every party >= min_size={min_size} after {max_redraws} draws "
+        f"(beta={beta:g}, {n_parties} parties, {n_samples} samples): lower partition.min_size, "
+        f"raise partition.beta or use fewer partition.n_parties"
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._assign import class_sizes, dataidxs_from_class_counts, redraw_batches
-from ._validate import as_int, as_positive_float, check_min_size
+from ._validate import no_split_error, redraw_params
 from .registry import register
 
 
@@ -37,10 +37,8 @@ def dirichlet(
     labels present (absent labels draw nothing). ValueError if no draw out of
     ``max_redraws`` gives every party ``min_size`` samples.
     """
-    beta = as_positive_float("partition.beta", beta)
     n_samples = labels.size
-    min_size = check_min_size(min_size, n_parties, n_samples)
-    max_redraws = as_int("partition.max_redraws", max_redraws, 1)
+    beta, min_size, max_redraws = redraw_params(beta, min_size, max_redraws, n_parties, n_samples)
 
     classes, sizes = class_sizes(labels)
     n_classes = len(sizes)
@@ -50,11 +48,7 @@ def dirichlet(
         if ok.size:
             counts = np.diff(cuts[:, ok[0], :], axis=1)
             return dataidxs_from_class_counts(labels, counts, rng, classes, sizes)
-    raise ValueError(
-        f"dirichlet: no split with every party >= min_size={min_size} after {max_redraws} draws "
-        f"(beta={beta:g}, {n_parties} parties, {n_samples} samples): lower partition.min_size, "
-        f"raise partition.beta or use fewer partition.n_parties"
-    )
+    raise no_split_error("dirichlet", beta, min_size, max_redraws, n_parties, n_samples)
 
 
 # Below this beta, Gamma(beta) variates underflow often enough that proportions are drawn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import dataidxs_from_assignment, small_uint
+from ._assign import random_split
 from .registry import register
 
 
@@ -15,7 +15,4 @@ def iid(labels: np.ndarray, n_parties: int, rng: np.random.Generator) -> dict[in
     n_samples = labels.size
     sizes = np.full(n_parties, n_samples // n_parties, dtype=np.int64)
     sizes[: n_samples % n_parties] += 1
-    dtype = small_uint(n_parties + 1)
-    assign = np.empty(n_samples, dtype=dtype)
-    assign[rng.permutation(n_samples)] = np.repeat(np.arange(n_parties, dtype=dtype), sizes)
-    return dataidxs_from_assignment(assign, n_parties)
+    return random_split(n_samples, sizes, rng)

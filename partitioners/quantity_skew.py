@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import dataidxs_from_assignment, redraw_batches, small_uint
-from ._validate import as_int, as_positive_float, check_min_size
+from ._assign import random_split, redraw_batches
+from ._validate import no_split_error, redraw_params
 from .registry import register
 
 
@@ -30,10 +30,8 @@ def quantity_skew(
     tested against ``min_size``, so the guarantee holds exactly. ValueError if no draw
     out of ``max_redraws`` satisfies it.
     """
-    beta = as_positive_float("partition.beta", beta)
     n_samples = labels.size
-    min_size = check_min_size(min_size, n_parties, n_samples)
-    max_redraws = as_int("partition.max_redraws", max_redraws, 1)
+    beta, min_size, max_redraws = redraw_params(beta, min_size, max_redraws, n_parties, n_samples)
 
     alpha = np.full(n_parties, beta)
     for batch in redraw_batches(max_redraws, n_parties):
@@ -43,12 +41,5 @@ def quantity_skew(
         sizes = np.diff(cuts, axis=1, prepend=0)
         ok = np.flatnonzero(sizes.min(axis=1) >= min_size)
         if ok.size:
-            dtype = small_uint(n_parties + 1)
-            assign = np.empty(n_samples, dtype=dtype)
-            assign[rng.permutation(n_samples)] = np.repeat(np.arange(n_parties, dtype=dtype), sizes[ok[0]])
-            return dataidxs_from_assignment(assign, n_parties)
-    raise ValueError(
-        f"quantity-skew: no split with every party >= min_size={min_size} after {max_redraws} draws "
-        f"(beta={beta:g}, {n_parties} parties, {n_samples} samples): lower partition.min_size, "
-        f"raise partition.beta or use fewer partition.n_parties"
-    )
+            return random_split(n_samples, sizes[ok[0]], rng)
+    raise no_split_error("quantity-skew", beta, min_size, max_redraws, n_parties, n_samples)
