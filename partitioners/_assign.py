@@ -62,14 +62,13 @@ def _iota(buf: np.ndarray) -> None:
     np.add.accumulate(buf, out=buf, dtype=buf.dtype)
 
 
-def _key_buffers(n: int, dtypes: tuple[type, type]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The int64 result and two key arrays of ``dtypes``: both 32-bit ones are the two
-    halves of the result's bytes (the low half first), else fresh arrays."""
-    out = np.empty(n, dtype=np.int64)
-    if dtypes == (np.uint32, np.uint32):
-        halves = out.view(np.uint32)
-        return out, halves[:n], halves[n:]
-    return out, np.empty(n, dtype=dtypes[0]), np.empty(n, dtype=dtypes[1])
+def _key_space(out: np.ndarray, dtype: type, half: int) -> np.ndarray:
+    """Room for ``out.size`` keys of ``dtype``: for uint32, the low (``half=0``) or upper
+    (``half=1``) half of the int64 ``out``'s own bytes, else a fresh array."""
+    n = out.size
+    if dtype is np.uint32:
+        return out.view(np.uint32)[half * n : (half + 1) * n]
+    return np.empty(n, dtype=dtype)
 
 
 def _sorted_ids_into(key: np.ndarray, ib: int, out: np.ndarray) -> np.ndarray:
@@ -96,7 +95,8 @@ def sort_by_group(group: np.ndarray, group_bits: int) -> np.ndarray:
     dtype = _key_dtype(group_bits + ib)
     if dtype is None:  # astronomically many (group, id) pairs
         return np.argsort(group, kind="stable").astype(np.int64, copy=False)
-    out, key, scratch = _key_buffers(n, (dtype, dtype))
+    out = np.empty(n, dtype=np.int64)
+    key, scratch = _key_space(out, dtype, 0), _key_space(out, dtype, 1)
     _iota(key)
     np.left_shift(group, ib, out=scratch, dtype=dtype, casting="unsafe")
     key |= scratch
@@ -166,7 +166,7 @@ def _random_bits(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
     raise ValueError(f"internal: {bits} random bits")
 
 
-def _random_field_bits(ib: int, cb: int, largest_class: int, n_classes: int) -> int:
+def _random_field_bits(ib: int, cb: int, largest_class: int, n_samples: int, n_classes: int) -> int:
     """Width of the random field of the ``class | random | id`` keys: fill 32 bits when
     that leaves few ties, else 62."""
     rb = _SHORT_BITS - ib - cb
@@ -174,7 +174,7 @@ def _random_field_bits(ib: int, cb: int, largest_class: int, n_classes: int) -> 
         rb = _LONG_BITS - ib - cb
     if rb < 1:
         raise ValueError(
-            f"partitioners: {1 << ib} samples of {n_classes} classes are too many to pack in {_LONG_BITS} bits"
+            f"partitioners: {n_samples} samples of {n_classes} classes are too many to pack in {_LONG_BITS} bits"
         )
     return rb
 
@@ -236,13 +236,12 @@ def dataidxs_from_class_counts(
         raise ValueError("internal: class counts exceed the class sizes")
     n = labels.size
     ib, cb, pb = _bits(n), _bits(len(sizes)), _bits(n_parties + 1)
-    rb = _random_field_bits(ib, cb, int(sizes.max()), len(sizes))
+    rb = _random_field_bits(ib, cb, int(sizes.max()), n, len(sizes))
     pdt, kdt = _key_dtype(pb + ib), _key_dtype(cb + rb + ib)
     if pdt is None:
         raise ValueError(f"partitioners: {n} samples and {n_parties} parties are too many to pack in 62 bits")
     out = np.empty(n, dtype=np.int64)
-    # the first key lives in the result's upper bytes when 32-bit (see the module doc)
-    key = out.view(np.uint32)[n:] if kdt is np.uint32 else np.empty(n, dtype=kdt)
+    key = _key_space(out, kdt, 1)  # the upper half: the low one is widened into last
 
     # 1. key = class | random | id, sorted
     np.left_shift(_class_codes(labels, classes), rb, out=key, dtype=kdt, casting="unsafe")
