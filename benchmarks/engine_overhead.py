@@ -294,9 +294,10 @@ def measure(key: str, rounds: int, repeats: int, with_ray: bool, workers2: bool)
               f"  (max |plain - fedsim batched| = {_bench.max_abs_diff(plain_state, fb['state']):.3g})")
     out["ray"] = out["ray1"] = float("nan")
     if with_ray:
-        # one actor per core (what the 2-core fedsim runs get), then Flower's default
-        # client_resources (num_cpus=2: one actor here, the one core fedsim's default uses)
-        for name, cpus in (("ray", 1), ("ray1", 2)) if w.get("batched") else (("ray", 1),):
+        # one actor per core (what the 2-core fedsim runs get); where the goal is against
+        # Flower, also its default client_resources (num_cpus=2: one actor here, the one
+        # core fedsim's default uses)
+        for name, cpus in (("ray", 1), ("ray1", 2)) if w["goal_ray"] is not None else (("ray", 1),):
             try:
                 rr = run_flower_ray(cfg, rounds, cpus)
                 out[name] = _bench.steady(rr["round_times"])
