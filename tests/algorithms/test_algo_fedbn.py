@@ -4,7 +4,6 @@ from collections import OrderedDict
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import fedsim
@@ -12,6 +11,7 @@ from fedsim.config import ModelConfig, TrainConfig
 from fedsim.models import bn_state_keys, build_model
 from fedsim.store import read_jsonl
 from fedsim.training import PartyData, train_local
+from rule_context import rule_context
 from strategies.base import ClientOutcome, FederationSetup, RoundLog, TrainContext
 from strategies.fedavg import flower_kwargs
 from strategies.fedbn import FedBN, FedBNRule
@@ -47,7 +47,7 @@ def _copy(sd) -> "OrderedDict[str, torch.Tensor]":
 
 
 def _ctx(model, global_state, state) -> TrainContext:
-    return TrainContext(model, global_state, {}, {}, state, 0, 2, torch.device("cpu"), F.cross_entropy, 0.1, 0.0, _BNNet)
+    return rule_context(model, _BNNet, global_state=global_state, state=state, server_round=2)
 
 
 def test_bn_state_keys_of_the_toy_model():

@@ -9,7 +9,8 @@ from torch import nn
 import fedsim
 from fedsim.config import TrainConfig
 from fedsim.training import PartyData, train_local
-from strategies.base import ClientOutcome, FederationSetup, RoundLog, TrainContext
+from rule_context import rule_context
+from strategies.base import ClientOutcome, FederationSetup, RoundLog
 from strategies.fedavg import flower_kwargs
 from strategies.fednova import A_KEY, FedNova, FedNovaRule, normalizing_factor
 
@@ -58,9 +59,8 @@ def test_reported_factor_is_the_displacement_of_momentum_sgd_in_gradient_steps(r
     """With a constant gradient g, tau steps of torch's SGD (momentum rho) move w by lr * a * g."""
     tau, lr = 4, 0.05
     model = _Constant()
-    g0 = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
-    ctx = TrainContext(model, g0, {}, {}, None, 0, 1, torch.device("cpu"),
-                       lambda out, y: (out[:, :3] * V).sum(dim=1).mean(), lr, rho, _Constant)
+    ctx = rule_context(model, _Constant, criterion=lambda out, y: (out[:, :3] * V).sum(dim=1).mean(), lr=lr, momentum=rho)
+    g0 = ctx.global_state
     rule = FedNovaRule(ctx)
     x = torch.zeros(2, 1)
     data = PartyData(x=x, y=torch.zeros(2, dtype=torch.long), indices=torch.arange(2), mean=None, std=None)

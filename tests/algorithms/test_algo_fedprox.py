@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fedsim
+from rule_context import rule_context
 from strategies.base import TrainContext
 from strategies.fedprox import FedProxRule
 
@@ -23,20 +24,7 @@ def _assert_states_equal(a, b) -> None:
 
 
 def _ctx(model: nn.Module, global_state, mu: float) -> TrainContext:
-    return TrainContext(
-        model=model,
-        global_state=global_state,
-        config={"proximal-mu": mu},
-        records={},
-        state=None,
-        party=0,
-        server_round=1,
-        device=torch.device("cpu"),
-        criterion=F.cross_entropy,
-        lr=0.1,
-        momentum=0.0,
-        build_model=lambda: nn.Linear(3, 2),
-    )
+    return rule_context(model, lambda: nn.Linear(3, 2), global_state=global_state, config={"proximal-mu": mu})
 
 
 class _TwoLayer(nn.Module):

@@ -14,6 +14,7 @@ import fedsim
 from fedsim.config import ModelConfig
 from fedsim.models import build_model
 from fedsim.store import read_jsonl
+from rule_context import rule_context
 from strategies.base import TrainContext
 from strategies.moon import MoonRule, contrastive_loss
 
@@ -67,20 +68,8 @@ def _model(seed: int):
 
 
 def _ctx(model, global_state, state, mu: float, buffer_size: int = 1) -> TrainContext:
-    return TrainContext(
-        model=model,
-        global_state=global_state,
-        config={"moon-mu": mu, "moon-temperature": T, "moon-buffer-size": buffer_size},
-        records={},
-        state=state,
-        party=0,
-        server_round=1,
-        device=torch.device("cpu"),
-        criterion=F.cross_entropy,
-        lr=0.1,
-        momentum=0.0,
-        build_model=lambda: _model(99),
-    )
+    config = {"moon-mu": mu, "moon-temperature": T, "moon-buffer-size": buffer_size}
+    return rule_context(model, lambda: _model(99), global_state=global_state, config=config, state=state)
 
 
 def _prefixed(j: int, sd) -> dict:

@@ -20,8 +20,9 @@ from fedsim.experiment import Experiment, RunSettings
 from fedsim.server import initial_state
 from fedsim.store import read_jsonl
 from fedsim.training import PartyData, train_local
+from rule_context import rule_context
 from strategies.arrays import record_to_state
-from strategies.base import ClientOutcome, ClientRule, FederationSetup, RoundLog, TrainContext
+from strategies.base import ClientOutcome, ClientRule, FederationSetup, RoundLog
 from strategies.fedavg import flower_kwargs
 from strategies.scaffold import C_KEY, DC_KEY, Scaffold, ScaffoldRule
 
@@ -59,21 +60,9 @@ def _toy_model() -> nn.Linear:
 
 def _train_toy(rule_cls, c, c_i, epochs: int):
     model = _toy_model()
-    global_state = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
-    ctx = TrainContext(
-        model=model,
-        global_state=global_state,
-        config={},
-        records={C_KEY: c} if c is not None else {},
-        state=c_i,
-        party=0,
-        server_round=2,
-        device=torch.device("cpu"),
-        criterion=_quadratic,
-        lr=LR,
-        momentum=0.0,
-        build_model=_toy_model,
-    )
+    records = {C_KEY: c} if c is not None else {}
+    ctx = rule_context(model, _toy_model, records=records, state=c_i, server_round=2, criterion=_quadratic, lr=LR)
+    global_state = ctx.global_state
     rule = rule_cls(ctx)
     data = PartyData(x=X, y=T, indices=torch.arange(len(T)), mean=None, std=None)
     cfg = TrainConfig(epochs=epochs, batch_size=len(T), lr=LR, momentum=0.0)
@@ -123,8 +112,7 @@ def test_client_steps_use_corrected_gradient_and_control_variate_update_by_hand(
 
 def test_after_backward_adds_exactly_c_minus_ci():
     model = _toy_model()
-    g = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
-    ctx = TrainContext(model, g, {}, {C_KEY: C}, C_I, 0, 2, torch.device("cpu"), _quadratic, LR, 0.0, _toy_model)
+    ctx = rule_context(model, _toy_model, records={C_KEY: C}, state=C_I, server_round=2, criterion=_quadratic, lr=LR)
     rule = ScaffoldRule(ctx)
     rule.on_train_begin()
     loss, _ = rule.loss(X, T)
