@@ -135,6 +135,15 @@ def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, 
         raise ConfigError(f"partition: {exc}") from exc
 
 
+def read_dataidxs(store: RunStore, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """The run's saved ``dataidxs.npz``, checked against the dataset's labels (a
+    DataError, not a silent mis-split, when they differ)."""
+    try:
+        return partitioners.load_dataidxs(store.dataidxs, labels)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+
+
 class Experiment:
     """Config + dataset + dataidxs of one run, shared by the apps of one process."""
 
@@ -149,12 +158,8 @@ class Experiment:
 
     @cached_property
     def dataidxs(self) -> dict[int, np.ndarray]:
-        labels = self.bundle.y_train.numpy()
         if self.store.dataidxs.exists():
-            try:
-                return partitioners.load_dataidxs(self.store.dataidxs, labels)
-            except ValueError as exc:
-                raise DataError(str(exc)) from exc
+            return read_dataidxs(self.store, self.bundle.y_train.numpy())
         return compute_dataidxs(self.cfg, self.bundle)
 
     @cached_property
@@ -208,10 +213,7 @@ def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True, 
     if not store.config.exists():
         atomic_write_text(store.config, to_yaml(cfg))
     if store.dataidxs.exists():
-        try:
-            dataidxs = partitioners.load_dataidxs(store.dataidxs, labels)
-        except ValueError as exc:
-            raise DataError(str(exc)) from exc
+        dataidxs = read_dataidxs(store, labels)
     else:
         if dataidxs is None:  # already computed (and validated) by the caller, or not
             dataidxs = compute_dataidxs(cfg, bundle)
