@@ -84,18 +84,16 @@ def _draw_cuts(
     p = np.empty((batch, n_parties))
     p_inner, p_total = p[:, :-1], p[:, -1:]
     scale = np.empty((batch, 1))
-    less, multiply, divide, add, subtract = np.less, np.multiply, np.divide, np.add, np.subtract
-    accumulate = np.add.accumulate
     for props_k, cuts_k, n_k in zip(props, cuts, sizes.tolist()):
-        less(held, cap, eligible)  # parties already holding N/n get no more
-        multiply(props_k, eligible, p)
-        accumulate(p, 1, None, p)
+        np.less(held, cap, eligible)  # parties already holding N/n get no more
+        np.multiply(props_k, eligible, p)
+        np.add.accumulate(p, 1, None, p)
         if underflow:
             _redraw_dead_rows(p, eligible, beta, rng)
-        divide(n_k, p_total, scale)
-        multiply(p_inner, scale, cuts_k[:, 1:-1], casting="unsafe")  # floor (p >= 0)
-        add(held, cuts_k[:, 1:], held)
-        subtract(held, cuts_k[:, :-1], held)
+        np.divide(n_k, p_total, scale)
+        np.multiply(p_inner, scale, cuts_k[:, 1:-1], casting="unsafe")  # floor (p >= 0)
+        np.add(held, cuts_k[:, 1:], held)
+        np.subtract(held, cuts_k[:, :-1], held)
     return cuts, held
 
 
