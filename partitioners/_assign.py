@@ -55,13 +55,6 @@ def _sort_keys(key: np.ndarray) -> None:
         key.sort()
 
 
-def _iota(buf: np.ndarray) -> None:
-    """``buf[:] = 0, 1, 2, ...`` in place (np.arange would allocate)."""
-    buf.fill(1)
-    buf[0] = 0
-    np.add.accumulate(buf, out=buf, dtype=buf.dtype)
-
-
 def _key_space(out: np.ndarray, dtype: type, half: int) -> np.ndarray:
     """Room for ``out.size`` keys of ``dtype``: for uint32, the low (``half=0``) or upper
     (``half=1``) half of the int64 ``out``'s own bytes, else a fresh array."""
@@ -96,10 +89,9 @@ def sort_by_group(group: np.ndarray, group_bits: int) -> np.ndarray:
     if dtype is None:  # astronomically many (group, id) pairs
         return np.argsort(group, kind="stable").astype(np.int64, copy=False)
     out = np.empty(n, dtype=np.int64)
-    key, scratch = _key_space(out, dtype, 0), _key_space(out, dtype, 1)
-    _iota(key)
-    np.left_shift(group, ib, out=scratch, dtype=dtype, casting="unsafe")
-    key |= scratch
+    key = _key_space(out, dtype, 0)
+    np.left_shift(group, ib, out=key, dtype=dtype, casting="unsafe")
+    np.bitwise_or(key, np.arange(n, dtype=dtype), out=key)
     return _sorted_ids_into(key, ib, out)
 
 
