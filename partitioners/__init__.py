@@ -78,8 +78,10 @@ def partition(
 
     out = fn(labels, n_parties, np.random.default_rng(seed), **params)
 
-    if sorted(out) != list(range(n_parties)):
+    parties = list(range(n_parties))
+    in_order = list(out) == parties
+    if not in_order and sorted(out) != parties:
         raise RuntimeError(f"partition scheme {scheme!r} returned party ids other than 0..{n_parties - 1}")
     if promises_sorted(scheme):
-        return {j: out[j] for j in range(n_parties)}
+        return out if in_order else {j: out[j] for j in parties}
     return {j: np.sort(np.asarray(out[j]).astype(np.int64).reshape(-1)) for j in range(n_parties)}

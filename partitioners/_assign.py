@@ -15,6 +15,7 @@ in the bytes of the int64 result where they can, and most passes are in place.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,15 +24,15 @@ _U16 = 1 << 16
 # with the same bits (same order, and numpy sorts float64 ~20% faster than uint64)
 _SHORT_BITS = 32
 _LONG_BITS = 62
-# the random-order key is 32 bits wide while its random field leaves at most this many
-# samples of a class per random value on average (ties are resolved exactly, at a cost
-# that grows with them); otherwise 62 bits, where ties are rare
-_MAX_TIES = 2
 
 
 def small_uint(n_values: int) -> type[np.unsignedinteger] | type[np.signedinteger]:
     """The dtype for ids 0..n_values-1: uint16 when it fits."""
     return np.uint16 if n_values <= _U16 else np.int64
+
+
+# marks a bucket a party cut splits: never a party << ib, whose low ib >= 1 bits are 0
+_ALL_ONES = {np.uint32: np.uint32(0xFFFF_FFFF), np.uint64: np.uint64(0xFFFF_FFFF_FFFF_FFFF)}
 
 
 def _bits(n_values: int) -> int:
@@ -66,17 +67,10 @@ def _key_space(out: np.ndarray, dtype: type, half: int) -> np.ndarray:
 
 def _sorted_ids_into(key: np.ndarray, ib: int, out: np.ndarray) -> np.ndarray:
     """Sort the packed ``key`` in place and write its low ``ib`` bits (the sample ids)
-    into the int64 ``out``, which may be the very bytes of a 32-bit ``key`` (its low
-    half): then the widening runs from the top in halving chunks, each reading bytes
-    below those it writes, so no chunk overlaps what it reads or what is still unread."""
+    into the int64 ``out``, which may share bytes with a 32-bit ``key`` (numpy's ufuncs
+    copy an input that overlaps their output: one extra memcpy, no harm)."""
     _sort_keys(key)
-    mask = key.dtype.type((1 << ib) - 1)
-    hi = key.size
-    shared = key.base is out
-    while hi > 0:
-        lo = (hi + 1) // 2 if shared and hi > 1 else 0
-        np.bitwise_and(key[lo:hi], mask, out=out[lo:hi], dtype=key.dtype, casting="unsafe")
-        hi = lo
+    np.bitwise_and(key, key.dtype.type((1 << ib) - 1), out=out, dtype=key.dtype, casting="unsafe")
     return out
 
 
@@ -119,8 +113,8 @@ def class_blocks(labels: np.ndarray) -> np.ndarray:
 
 def split_sorted(order: np.ndarray, sizes: np.ndarray) -> dict[int, np.ndarray]:
     """``{j: order[o_j : o_j + sizes[j]]}``: consecutive views of ``order``."""
-    bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
-    return {j: order[bounds[j] : bounds[j + 1]] for j in range(len(sizes))}
+    hi = np.cumsum(sizes).tolist()
+    return {j: order[lo:h] for j, (lo, h) in enumerate(zip([0, *hi], hi))}
 
 
 def dataidxs_from_assignment(
@@ -158,102 +152,129 @@ def _random_bits(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
     raise ValueError(f"internal: {bits} random bits")
 
 
-def _random_field_bits(ib: int, cb: int, largest_class: int, n_samples: int, n_classes: int) -> int:
-    """Width of the random field of the ``class | random | id`` keys: fill 32 bits when
-    that leaves few ties, else 62."""
-    rb = _SHORT_BITS - ib - cb
-    if rb < 1 or largest_class > _MAX_TIES << rb:
-        rb = _LONG_BITS - ib - cb
-    if rb < 1:
-        raise ValueError(
-            f"partitioners: {n_samples} samples of {n_classes} classes are too many to pack in {_LONG_BITS} bits"
-        )
-    return rb
+# samples per bucket a class's random buckets are sized for (see RandomClassOrder): fewer
+# means more buckets to count, more means more samples in the buckets a cut splits
+_BUCKET_FILL = 2
 
 
-def _break_ties_at_cuts(
-    key: np.ndarray, ib: int, cuts: np.ndarray, seq: np.ndarray, rng: np.random.Generator
-) -> None:
-    """Make the sorted order of ``key`` (ties of the random field broken by index)
-    exchangeable where it matters: for every run of equal ``key >> ib`` that a cut
-    falls inside, shuffle ``seq`` over the run's positions. ``cuts``: the ascending
-    positions 1..N-1 where ``seq`` may change value.
+def _bucket_bits(largest_class: int) -> int:
+    """Random bits per class so that the largest class fills its buckets ~_BUCKET_FILL deep."""
+    return (int(largest_class) // _BUCKET_FILL).bit_length()
 
-    Sorting by iid random keys and breaking ties uniformly at random gives a uniformly
-    random order; ``seq`` (the party of each position) is constant on the runs no cut
-    falls inside, so shuffling it within the cut runs is the same as breaking all
-    ties at random. The work is proportional to the number of cuts, not to N.
+
+@dataclass(frozen=True)
+class RandomClassOrder:
+    """The samples in a uniformly random order within their class (classes ascending),
+    by a counting sort into random buckets instead of a comparison sort.
+
+    Each sample draws ``bits`` random bits; its bucket is ``class << bits | random``.
+    Ordering the samples by bucket, and uniformly at random within a bucket, orders each
+    class uniformly at random (iid keys, ties broken at random). ``bincount`` of the
+    buckets gives every bucket's span of positions in that order, and the class sizes on
+    the way. :meth:`deal` lays runs of party ids along the order; a bucket inside one
+    run needs no order within it at all, so only the samples of the few buckets that a
+    party cut falls inside are put in random order: work proportional to the cuts
+    (times the bucket depth, ~_BUCKET_FILL), not to N.
     """
-    sh = key.dtype.type(ib)
-    hi = key[cuts] >> sh
-    tied = hi == key[cuts - 1] >> sh
-    if not tied.any():
-        return
-    val = hi[tied]  # ascending, as the cuts are; several cuts may share a run
-    val = val[np.concatenate(([True], val[1:] != val[:-1]))] << sh
-    start = key.searchsorted(val)
-    length = key.searchsorted(val | key.dtype.type((1 << ib) - 1), side="right") - start
-    run = np.repeat(np.arange(start.size), length)
-    pos = np.arange(run.size) + np.repeat(start - (np.cumsum(length) - length), length)
-    # a random order within each run (float64 keys run + U[0, 1): a tie has probability
-    # below 2^-40 per pair)
-    seq[pos] = seq[pos[(run + rng.random(run.size)).argsort()]]
+
+    classes: np.ndarray  # the distinct labels, ascending
+    sizes: np.ndarray  # samples of each class
+    bucket: np.ndarray  # int64, per sample: class code << bits | random bits
+    bounds: np.ndarray  # int64, per bucket and one more: bucket b spans bounds[b]:bounds[b + 1]
+    bits: int  # random bits per sample: 2**bits buckets per class
+
+    @classmethod
+    def draw(cls, labels: np.ndarray, rng: np.random.Generator) -> RandomClassOrder:
+        """A random order of the int64 ``labels``' samples (drawn from ``rng``)."""
+        n = labels.size
+        top = int(labels.max())
+        if top < 2 * n + _U16:  # the labels are their own class codes (absent ones count 0)
+            uniques, codes, n_codes = None, labels, top + 1
+            largest = -(-n // n_codes)  # as if balanced; redrawn finer below if not
+        else:
+            uniques, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+            n_codes, largest = len(uniques), int(counts.max())
+        while True:
+            rb = _bucket_bits(largest)
+            bucket = np.left_shift(codes, rb)
+            if rb:
+                bucket |= _random_bits(rng, n, rb)
+            count = np.bincount(bucket, minlength=n_codes << rb)
+            per_code = count.reshape(n_codes, -1).sum(axis=1)
+            largest = int(per_code.max())
+            # absent classes made the buckets of the present ones too deep: once more
+            if _bucket_bits(largest) <= rb + 2:
+                break
+        bounds = np.empty(count.size + 1, dtype=np.int64)
+        bounds[0] = 0
+        np.cumsum(count, out=bounds[1:])
+        present = np.flatnonzero(per_code) if uniques is None else slice(None)
+        classes = present if uniques is None else uniques
+        return cls(classes, per_code[present], bucket, bounds, rb)
+
+    def deal(self, counts: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
+        """Give party j ``counts[k, j]`` samples of class k: the class's positions in the
+        random order are cut into runs of ``counts[k, 0], counts[k, 1], ...`` samples,
+        the rest (beyond ``counts[k].sum()``) left out. ``counts``: ``K x n_parties`` over
+        :attr:`classes`. Returns party -> int64 sample ids, ascending (one sort of
+        packed ``party | id`` keys).
+        """
+        sizes = self.sizes
+        n_parties = counts.shape[1]
+        full = np.empty((len(sizes), n_parties + 1), dtype=np.int64)
+        full[:, :n_parties] = counts
+        np.subtract(sizes, counts.sum(axis=1), out=full[:, n_parties])  # the left-out samples: party n
+        if full.min() < 0:
+            raise ValueError("internal: class counts exceed the class sizes")
+        n = self.bucket.size
+        ib = _bits(n)
+        pdt = _key_dtype(_bits(n_parties + 1) + ib)
+        if pdt is None:
+            raise ValueError(f"partitioners: {n} samples and {n_parties} parties are too many to pack in 62 bits")
+        start, end = self.bounds[:-1], self.bounds[1:]
+
+        # the non-empty runs of party ids, class by class (party n: the left-out samples)
+        runs = full.ravel()
+        nonempty = np.flatnonzero(runs)
+        run_end = np.cumsum(runs[nonempty])
+        # the bucket holding position run_end (the next run's first): its last position
+        # is in that run too, or it straddles the cut
+        at_cut = np.searchsorted(end, run_end, side="right")
+        # each bucket's party << ib: that of the run holding its last position (empty
+        # buckets: any, never read), or all ones (never a party << ib) where a cut falls
+        # strictly inside it
+        run_party = (nonempty % (n_parties + 1)).astype(pdt) << pdt(ib)
+        table = np.repeat(run_party, np.diff(at_cut, prepend=0))
+        split_mark = _ALL_ONES[pdt]
+        at_cut = at_cut[:-1]
+        table[at_cut[start[at_cut] < run_end[:-1]]] = split_mark
+
+        out = np.empty(n, dtype=np.int64)
+        key = _key_space(out, pdt, 0)
+        np.take(table, self.bucket, out=key, mode="clip")
+        ids = np.flatnonzero(key == split_mark)
+        np.bitwise_or(key, np.arange(n, dtype=pdt), out=key)
+        if ids.size:
+            # the split buckets' samples in random order within each bucket (a random
+            # permutation, then a stable sort by bucket), laid on the bucket's positions
+            ids = rng.permutation(ids)
+            b = self.bucket[ids]
+            order = np.argsort(b, kind="stable")
+            ids, b = ids[order], b[order]
+            pos = start[b] + (np.arange(ids.size) - np.searchsorted(b, b))
+            key[ids] = run_party[np.searchsorted(run_end, pos, side="right")] | ids.astype(pdt)
+        _sorted_ids_into(key, ib, out)
+        return split_sorted(out, full.sum(axis=0)[:n_parties])
 
 
 def dataidxs_from_class_counts(
-    labels: np.ndarray,
-    counts: np.ndarray,
-    rng: np.random.Generator,
-    classes: np.ndarray | None = None,
-    sizes: np.ndarray | None = None,
+    labels: np.ndarray, counts: np.ndarray, rng: np.random.Generator
 ) -> dict[int, np.ndarray]:
-    """Give party j ``counts[k, j]`` samples of class k, drawn uniformly at random without
-    replacement from that class; samples beyond ``counts[k].sum()`` are left out.
-
-    ``counts`` is ``K x n_parties`` over the distinct labels in ascending order (see
-    :func:`class_sizes`). Same law as NIID-Bench's "shuffle the class indices and cut
-    them at the cumulative counts", which is what this does: one sort of ``class |
-    random | id`` keys puts the samples in a random order within their class, the
-    class's runs of party ids are laid along it, and a sort of ``party | id`` keys
-    groups the ids by party. ``classes, sizes``: :func:`class_sizes` of ``labels``
-    when the caller has them.
-    """
-    if classes is None or sizes is None:
-        classes, sizes = class_sizes(labels)
-    n_parties = counts.shape[1]
-    full = np.empty((len(sizes), n_parties + 1), dtype=np.int64)
-    full[:, :n_parties] = counts
-    full[:, n_parties] = sizes - counts.sum(axis=1)  # the left-out samples: party n
-    if (full < 0).any():
-        raise ValueError("internal: class counts exceed the class sizes")
-    n = labels.size
-    ib, cb, pb = _bits(n), _bits(len(sizes)), _bits(n_parties + 1)
-    rb = _random_field_bits(ib, cb, int(sizes.max()), n, len(sizes))
-    pdt, kdt = _key_dtype(pb + ib), _key_dtype(cb + rb + ib)
-    if pdt is None:
-        raise ValueError(f"partitioners: {n} samples and {n_parties} parties are too many to pack in 62 bits")
-    out = np.empty(n, dtype=np.int64)
-    key = _key_space(out, kdt, 1)  # the upper half: the low one is widened into last
-
-    # 1. key = class | random | id, sorted
-    np.left_shift(_class_codes(labels, classes), rb, out=key, dtype=kdt, casting="unsafe")
-    np.bitwise_or(key, _random_bits(rng, n, rb), out=key, dtype=kdt)
-    key <<= kdt(ib)
-    np.bitwise_or(key, np.arange(n, dtype=kdt), out=key)
-    _sort_keys(key)
-
-    # 2. along it, class by class, the runs of counts[k, j] party ids j (shifted high)
-    runs = full.ravel()
-    party = np.repeat(np.tile(np.arange(n_parties + 1, dtype=pdt) << pdt(ib), len(sizes)), runs)
-    starts = np.cumsum(runs) - runs
-    _break_ties_at_cuts(key, ib, starts[(runs > 0) & (starts > 0)], party, rng)
-
-    # 3. party | id, sorted: each party's sample ids, ascending
-    key &= kdt((1 << ib) - 1)
-    np.bitwise_or(party, key, out=party, dtype=pdt, casting="unsafe")
-    del key
-    _sorted_ids_into(party, ib, out)
-    return split_sorted(out, full.sum(axis=0)[:n_parties])
+    """Give party j ``counts[k, j]`` samples of class k (distinct labels ascending), drawn
+    uniformly at random without replacement from that class: NIID-Bench's "shuffle the
+    class indices and cut them at the cumulative counts". Schemes that need the class
+    sizes before choosing ``counts`` call :class:`RandomClassOrder` themselves."""
+    return RandomClassOrder.draw(labels, rng).deal(counts, rng)
 
 
 def redraw_batches(max_redraws: int, draw_cost: int) -> Iterator[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import class_sizes, dataidxs_from_class_counts, redraw_batches
+from ._assign import RandomClassOrder, redraw_batches
 from ._validate import no_split_error, redraw_params
 from .registry import register
 
@@ -40,14 +40,16 @@ def dirichlet(
     n_samples = labels.size
     beta, min_size, max_redraws = redraw_params(beta, min_size, max_redraws, n_parties, n_samples)
 
-    classes, sizes = class_sizes(labels)
+    # the within-class random order first: counting its buckets gives the class sizes
+    order = RandomClassOrder.draw(labels, rng)
+    sizes = order.sizes
     n_classes = len(sizes)
     for batch in redraw_batches(max_redraws, n_classes * n_parties):
         cuts, held = _draw_cuts(sizes, n_parties, beta, batch, rng)
         ok = np.flatnonzero(held.min(axis=1) >= min_size)
         if ok.size:
-            counts = np.diff(cuts[:, ok[0], :], axis=1)
-            return dataidxs_from_class_counts(labels, counts, rng, classes, sizes)
+            accepted = cuts[:, ok[0], :]
+            return order.deal(accepted[:, 1:] - accepted[:, :-1], rng)
     raise no_split_error("dirichlet", beta, min_size, max_redraws, n_parties, n_samples)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import class_sizes, dataidxs_from_class_counts
+from ._assign import RandomClassOrder
 from ._validate import as_int
 from .registry import register
 
@@ -31,7 +31,8 @@ def label_quantity(
     A party holds C classes but gets no sample of one of them when that class has
     fewer samples than holders.
     """
-    classes, sizes = class_sizes(labels)
+    order = RandomClassOrder.draw(labels, rng)
+    sizes = order.sizes
     n_classes = len(sizes)
     c = as_int("partition.classes_per_party", classes_per_party, 1, n_classes,
                why=" (the number of distinct labels)")
@@ -57,4 +58,4 @@ def label_quantity(
     safe = np.maximum(holders, 1)
     base, extra = sizes // safe, sizes % safe
     counts = np.where(holds, base + (rank < extra), 0).T
-    return dataidxs_from_class_counts(labels, np.ascontiguousarray(counts), rng, classes, sizes)
+    return order.deal(np.ascontiguousarray(counts), rng)

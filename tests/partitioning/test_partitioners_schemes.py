@@ -267,10 +267,11 @@ def test_dirichlet_unassigned_never_and_cap_respected():
     assert min(len(a) for a in d.values()) >= 5
 
 
-def test_class_counts_draw_uniform_subsets_even_with_forced_key_ties(monkeypatch):
+def test_class_counts_draw_uniform_subsets_whatever_the_bucket_size(monkeypatch):
     """Party 0 gets 2 of the 4 samples of class 1 (indices 0, 2, 4, 6): all 6 subsets
-    are equally likely; also when a 1-bit random field makes ties of the sort key
-    (resolved at the party cuts) the rule rather than the exception."""
+    are equally likely, with the default random buckets, with one bucket per class
+    (every party cut splits a bucket: the random order inside split buckets does all
+    the work) and with many buckets per sample (cuts rarely split one)."""
     labels = np.array([1, 0, 1, 0, 1, 0, 1, 2, 0, 2, 2, 2])
     counts = np.array([[1, 2, 1], [2, 1, 1], [0, 2, 2]])  # classes x parties
 
@@ -284,14 +285,35 @@ def test_class_counts_draw_uniform_subsets_even_with_forced_key_ties(monkeypatch
             out[tuple(i for i in d[0].tolist() if labels[i] == 1)] += 1
         return out
 
-    for short_bits in [None, 4 + 2 + 1]:  # default, then 1 random bit in 32-bit keys
-        if short_bits is not None:
-            monkeypatch.setattr(_assign, "_SHORT_BITS", short_bits)
-            monkeypatch.setattr(_assign, "_MAX_TIES", 64)
+    for fill in [None, 1 << 30, 1]:
+        if fill is not None:
+            monkeypatch.setattr(_assign, "_BUCKET_FILL", fill)
         counts_seen = subset_counts()
         assert set(counts_seen) == {(0, 2), (0, 4), (0, 6), (2, 4), (2, 6), (4, 6)}
-        assert min(counts_seen.values()) > 240 and max(counts_seen.values()) < 360, counts_seen
+        assert min(counts_seen.values()) > 240 and max(counts_seen.values()) < 360, (fill, counts_seen)
         monkeypatch.undo()
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.repeat([3, 200], [9000, 1000]),  # absent codes: buckets redrawn for the real sizes
+        np.repeat([0, 10**9, 7 * 10**9], [5, 4000, 1]),  # sparse ids: through np.unique
+        np.random.default_rng(0).integers(0, 10, 50_000),
+    ],
+)
+def test_random_class_order_buckets(labels):
+    labels = labels.astype(np.int64)
+    order = _assign.RandomClassOrder.draw(labels, np.random.default_rng(1))
+    classes, sizes = np.unique(labels, return_counts=True)
+    assert np.array_equal(order.classes, classes) and np.array_equal(order.sizes, sizes)
+    # every bucket spans its own positions; together they tile 0..N-1 class by class
+    n_buckets = order.bounds.size - 1
+    assert order.bounds[0] == 0 and order.bounds[-1] == labels.size
+    assert np.array_equal(np.bincount(order.bucket, minlength=n_buckets), np.diff(order.bounds))
+    # the largest class fills its buckets about _BUCKET_FILL deep (not hundreds deep)
+    depth = sizes.max() / (1 << order.bits)
+    assert _assign._BUCKET_FILL / 2 <= depth <= _assign._BUCKET_FILL
 
 
 def test_sort_by_group_is_a_stable_sort_for_any_size():
