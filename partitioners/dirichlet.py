@@ -64,9 +64,9 @@ def _draw_cuts(
     """``batch`` independent NIID-Bench draws, vectorised over the batch: the cut points
     (K, batch, n_parties + 1) of each class (``np.diff`` gives the counts) and each
     party's total (batch, n_parties). The loop body is seven allocation-free numpy calls
+    on float64/int64 arrays
     (it runs K times per batch and dominates small problems)."""
     n_classes = len(sizes)
-    cap = sizes.sum() / n_parties
     if beta >= _GAMMA_MIN_BETA:
         # Dir(beta 1_n) = gammas / their sum, and the cuts below normalise by the sum of
         # the eligible ones anyway. float32 gammas: ~1.5x faster; a proportion that
@@ -77,19 +77,26 @@ def _draw_cuts(
         # variates would all underflow to 0 (beta = 1e-6 would look IID)
         props = rng.dirichlet(np.full(n_parties, beta), size=(n_classes, batch))
     underflow = not props.all()  # some proportions are exactly 0
+    # the loop multiplies float64 by float64: no mixed-type (buffered) ufunc loops
+    props = props.astype(np.float64, copy=False)
+    # held < N/n  <=>  held < ceil(N/n) for integer held: an int64 comparison
+    cap = -(-int(sizes.sum()) // n_parties)
     # cuts[k, b] = 0, floor(cumsum(p) * n_k)[:-1], n_k: NIID-Bench's split points
     cuts = np.empty((n_classes, batch, n_parties + 1), dtype=np.int64)
     cuts[:, :, 0] = 0
     cuts[:, :, -1] = sizes[:, None]
     held = np.zeros((batch, n_parties), dtype=np.int64)
-    eligible = np.empty((batch, n_parties), dtype=bool)
+    eligible = np.ones((batch, n_parties))  # 1.0 / 0.0; all eligible for the first class
     p = np.empty((batch, n_parties))
     p_inner, p_total = p[:, :-1], p[:, -1:]
     scale = np.empty((batch, 1))
-    for props_k, cuts_k, n_k in zip(props, cuts, sizes.tolist()):
-        np.less(held, cap, eligible)  # parties already holding N/n get no more
-        np.multiply(props_k, eligible, p)
-        np.add.accumulate(p, 1, None, p)
+    for k, (props_k, cuts_k, n_k) in enumerate(zip(props, cuts, sizes.tolist())):
+        if k:
+            np.less(held, cap, eligible)  # parties already holding N/n get no more
+            np.multiply(props_k, eligible, p)
+            np.add.accumulate(p, 1, None, p)
+        else:
+            np.add.accumulate(props_k, 1, None, p)
         if underflow:
             _redraw_dead_rows(p, eligible, beta, rng)
         np.divide(n_k, p_total, scale)
@@ -100,10 +107,11 @@ def _draw_cuts(
 
 
 def _redraw_dead_rows(cum: np.ndarray, eligible: np.ndarray, beta: float, rng: np.random.Generator) -> None:
-    """Rows whose eligible proportions all underflowed to 0 get fresh Dir(beta)
+    """Rows whose eligible (``eligible`` 1.0) proportions all underflowed to 0 get fresh Dir(beta)
     proportions over their eligible parties. Exact: the renormalised eligible part of a
     Dir(beta * 1_n) vector is Dir(beta * 1_m), independent of the other parties'."""
     for b in np.flatnonzero(cum[:, -1] == 0).tolist():
         row = np.zeros(cum.shape[1])
-        row[eligible[b]] = rng.dirichlet(np.full(int(eligible[b].sum()), beta))
+        alive = eligible[b] > 0
+        row[alive] = rng.dirichlet(np.full(int(alive.sum()), beta))
         np.cumsum(row, out=cum[b])
