@@ -199,15 +199,14 @@ class RandomClassOrder:
             bucket = np.left_shift(codes, rb)
             if rb:
                 bucket |= _random_bits(rng, n, rb)
-            count = np.bincount(bucket, minlength=n_codes << rb)
-            per_code = count.reshape(n_codes, -1).sum(axis=1)
+            bounds = np.empty((n_codes << rb) + 1, dtype=np.int64)
+            bounds[0] = 0
+            np.cumsum(np.bincount(bucket, minlength=n_codes << rb), out=bounds[1:])
+            per_code = np.diff(bounds[:: 1 << rb])  # the class sizes: every 2**rb-th bound
             largest = int(per_code.max())
             # absent classes made the buckets of the present ones too deep: once more
             if _bucket_bits(largest) <= rb + 2:
                 break
-        bounds = np.empty(count.size + 1, dtype=np.int64)
-        bounds[0] = 0
-        np.cumsum(count, out=bounds[1:])
         present = np.flatnonzero(per_code) if uniques is None else slice(None)
         classes = present if uniques is None else uniques
         return cls(classes, per_code[present], bucket, bounds, rb)
