@@ -243,7 +243,9 @@ class RandomClassOrder:
         # buckets: any, never read), or all ones (never a party << ib) where a cut falls
         # strictly inside it
         run_party = (nonempty % (n_parties + 1)).astype(pdt) << pdt(ib)
-        table = np.repeat(run_party, np.diff(at_cut, prepend=0))
+        per_run = at_cut.copy()
+        per_run[1:] -= at_cut[:-1]  # buckets ending in each run (np.diff's prepend costs more)
+        table = np.repeat(run_party, per_run)
         split_mark = _ALL_ONES[pdt]
         at_cut = at_cut[:-1]
         table[at_cut[start[at_cut] < run_end[:-1]]] = split_mark

@@ -90,7 +90,9 @@ def _draw_cuts(
     p = np.empty((batch, n_parties))
     p_inner, p_total = p[:, :-1], p[:, -1:]
     scale = np.empty((batch, 1))
-    for k, (props_k, cuts_k, n_k) in enumerate(zip(props, cuts, sizes.tolist())):
+    # per-class views made once: the loop runs K times per batch
+    classes = zip(props, cuts[:, :, 1:-1], cuts[:, :, 1:], cuts[:, :, :-1], sizes.tolist())
+    for k, (props_k, inner_k, hi_k, lo_k, n_k) in enumerate(classes):
         if k:
             np.less(held, cap, eligible)  # parties already holding N/n get no more
             np.multiply(props_k, eligible, p)
@@ -100,9 +102,9 @@ def _draw_cuts(
         if underflow:
             _redraw_dead_rows(p, eligible, beta, rng)
         np.divide(n_k, p_total, scale)
-        np.multiply(p_inner, scale, cuts_k[:, 1:-1], casting="unsafe")  # floor (p >= 0)
-        np.add(held, cuts_k[:, 1:], held)
-        np.subtract(held, cuts_k[:, :-1], held)
+        np.multiply(p_inner, scale, inner_k, casting="unsafe")  # floor (p >= 0)
+        np.add(held, hi_k, held)
+        np.subtract(held, lo_k, held)
     return cuts, held
 
 
