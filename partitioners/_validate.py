@@ -13,9 +13,10 @@ def check_labels(labels: Any, name: str = "labels") -> np.ndarray:
     """``labels`` as a C-contiguous int64 array; ValueError unless it is a non-empty 1-D
     integer array of class ids >= 0 (floats and booleans are refused, not rounded)."""
     arr = np.asarray(labels)
-    what = f"{arr.dtype} array of shape {arr.shape}"
     if arr.dtype.kind not in "iu" or arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D integer array of class ids >= 0; got a {what}")
+        raise ValueError(
+            f"{name} must be a non-empty 1-D integer array of class ids >= 0; got a {arr.dtype} array of shape {arr.shape}"
+        )
     if arr.dtype.kind == "i" and arr.min() < 0:
         raise ValueError(f"{name} must be class ids >= 0; got a negative label {int(arr.min())}")
     if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:

@@ -76,7 +76,8 @@ def _draw_cuts(
         # Generator.dirichlet uses stick-breaking for beta < 0.1, where Gamma(beta)
         # variates would all underflow to 0 (beta = 1e-6 would look IID)
         props = rng.dirichlet(np.full(n_parties, beta), size=(n_classes, batch))
-    underflow = not props.all()  # some proportions are exactly 0
+    # classes with a proportion of exactly 0 (where a whole row may have underflowed)
+    underflow = (props == 0).any(axis=(1, 2)).tolist()
     # the loop multiplies float64 by float64: no mixed-type (buffered) ufunc loops
     props = props.astype(np.float64, copy=False)
     # held < N/n  <=>  held < ceil(N/n) for integer held: an int64 comparison
@@ -91,15 +92,15 @@ def _draw_cuts(
     p_inner, p_total = p[:, :-1], p[:, -1:]
     scale = np.empty((batch, 1))
     # per-class views made once: the loop runs K times per batch
-    classes = zip(props, cuts[:, :, 1:-1], cuts[:, :, 1:], cuts[:, :, :-1], sizes.tolist())
-    for k, (props_k, inner_k, hi_k, lo_k, n_k) in enumerate(classes):
+    classes = zip(props, cuts[:, :, 1:-1], cuts[:, :, 1:], cuts[:, :, :-1], sizes.tolist(), underflow)
+    for k, (props_k, inner_k, hi_k, lo_k, n_k, underflow_k) in enumerate(classes):
         if k:
             np.less(held, cap, eligible)  # parties already holding N/n get no more
             np.multiply(props_k, eligible, p)
             np.add.accumulate(p, 1, None, p)
         else:
             np.add.accumulate(props_k, 1, None, p)
-        if underflow:
+        if underflow_k and not p_total.all():
             _redraw_dead_rows(p, eligible, beta, rng)
         np.divide(n_k, p_total, scale)
         np.multiply(p_inner, scale, inner_k, casting="unsafe")  # floor (p >= 0)

@@ -249,6 +249,33 @@ def test_dirichlet_draw_matches_niid_bench_reference(beta):
         assert np.array_equal(held[b], counts[:, b, :].sum(axis=0))
 
 
+def test_dirichlet_row_whose_proportions_all_underflow_is_redrawn():
+    """A draw whose eligible Gamma proportions all underflowed to 0 for a class gets fresh
+    Dir(beta) proportions over the parties still eligible, not a division by zero."""
+    sizes, n_parties, batch = np.array([40, 30]), 4, 2
+    gammas = np.ones((2, batch, n_parties), dtype=np.float32)
+    gammas[0, 0] = [1, 0, 0, 0]  # class 0, draw 0: party 0 takes all 40 (cap: 70 / 4)
+    gammas[1, 0] = 0  # class 1, draw 0: every proportion underflowed
+
+    class Stub:
+        calls: list[int] = []
+
+        def standard_gamma(self, shape, size, dtype):
+            return gammas.copy()
+
+        def dirichlet(self, alpha, size=None):
+            self.calls.append(len(alpha))
+            return np.full(len(alpha), 1 / len(alpha))
+
+    stub = Stub()
+    cuts, held = dirichlet_mod._draw_cuts(sizes, n_parties, 0.5, batch, stub)
+    counts = np.diff(cuts, axis=2)
+    assert stub.calls == [3]  # once, over the three parties still below the cap
+    assert counts[:, 0].tolist() == [[40, 0, 0, 0], [0, 10, 10, 10]]
+    assert counts[:, 1].tolist() == [[10, 10, 10, 10], [7, 8, 7, 8]]
+    assert held.tolist() == [[40, 10, 10, 10], [17, 18, 17, 18]]
+
+
 @pytest.mark.parametrize("scheme", ["dirichlet", "quantity-skew"])
 def test_tiny_beta_is_extreme_not_iid(scheme):
     labels = make_labels(4, 5000, 10)
