@@ -202,7 +202,8 @@ class RandomClassOrder:
             bounds = np.empty((n_codes << rb) + 1, dtype=np.int64)
             bounds[0] = 0
             np.cumsum(np.bincount(bucket, minlength=n_codes << rb), out=bounds[1:])
-            per_code = np.diff(bounds[:: 1 << rb])  # the class sizes: every 2**rb-th bound
+            class_end = bounds[:: 1 << rb]  # every 2**rb-th bound: the class boundaries
+            per_code = class_end[1:] - class_end[:-1]
             largest = int(per_code.max())
             # absent classes made the buckets of the present ones too deep: once more
             if _bucket_bits(largest) <= rb + 2:
