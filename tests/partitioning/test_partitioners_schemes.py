@@ -298,7 +298,8 @@ def test_class_counts_draw_uniform_subsets_whatever_the_bucket_size(monkeypatch)
     """Party 0 gets 2 of the 4 samples of class 1 (indices 0, 2, 4, 6): all 6 subsets
     are equally likely, with the default random buckets, with one bucket per class
     (every party cut splits a bucket: the random order inside split buckets does all
-    the work) and with many buckets per sample (cuts rarely split one)."""
+    the work), with many buckets per sample (cuts rarely split one) and with 64-bit
+    sort keys."""
     labels = np.array([1, 0, 1, 0, 1, 0, 1, 2, 0, 2, 2, 2])
     counts = np.array([[1, 2, 1], [2, 1, 1], [0, 2, 2]])  # classes x parties
 
@@ -312,12 +313,13 @@ def test_class_counts_draw_uniform_subsets_whatever_the_bucket_size(monkeypatch)
             out[tuple(i for i in d[0].tolist() if labels[i] == 1)] += 1
         return out
 
-    for fill in [None, 1 << 30, 1]:
-        if fill is not None:
-            monkeypatch.setattr(_assign, "_BUCKET_FILL", fill)
+    # default; one bucket per class; many buckets; 64-bit party | id keys (no key fits 4 bits)
+    for name, value in [(None, None), ("_BUCKET_FILL", 1 << 30), ("_BUCKET_FILL", 1), ("_SHORT_BITS", 4)]:
+        if name is not None:
+            monkeypatch.setattr(_assign, name, value)
         counts_seen = subset_counts()
         assert set(counts_seen) == {(0, 2), (0, 4), (0, 6), (2, 4), (2, 6), (4, 6)}
-        assert min(counts_seen.values()) > 240 and max(counts_seen.values()) < 360, (fill, counts_seen)
+        assert min(counts_seen.values()) > 240 and max(counts_seen.values()) < 360, (name, value, counts_seen)
         monkeypatch.undo()
 
 
