@@ -80,8 +80,10 @@ def _draw_cuts(
     underflow = (props == 0).any(axis=(1, 2)).tolist()
     # the loop multiplies float64 by float64: no mixed-type (buffered) ufunc loops
     props = props.astype(np.float64, copy=False)
-    # held < N/n  <=>  held < ceil(N/n) for integer held: an int64 comparison
-    cap = -(-int(sizes.sum()) // n_parties)
+    # held < N/n  <=>  held < ceil(N/n) for integer held: an int64 comparison. Operands
+    # are arrays, not Python scalars: ufuncs convert a scalar on every call
+    cap = np.full((batch, n_parties), -(-int(sizes.sum()) // n_parties))
+    n_k_arrays = sizes.astype(np.float64)[:, None]
     # cuts[k, b] = 0, floor(cumsum(p) * n_k)[:-1], n_k: NIID-Bench's split points
     cuts = np.empty((n_classes, batch, n_parties + 1), dtype=np.int64)
     cuts[:, :, 0] = 0
@@ -92,7 +94,7 @@ def _draw_cuts(
     p_inner, p_total = p[:, :-1], p[:, -1:]
     scale = np.empty((batch, 1))
     # per-class views made once: the loop runs K times per batch
-    classes = zip(props, cuts[:, :, 1:-1], cuts[:, :, 1:], cuts[:, :, :-1], sizes.tolist(), underflow)
+    classes = zip(props, cuts[:, :, 1:-1], cuts[:, :, 1:], cuts[:, :, :-1], n_k_arrays, underflow)
     for k, (props_k, inner_k, hi_k, lo_k, n_k, underflow_k) in enumerate(classes):
         if k:
             np.less(held, cap, eligible)  # parties already holding N/n get no more
