@@ -9,11 +9,11 @@ class-count schemes cut into parties is a counting sort into random buckets
 (:class:`RandomClassOrder`), not a second comparison sort.
 
 Memory: at N = 50,000 a call's time is ~1 ms, so N-sized temporaries cost about as much
-as their arithmetic; 32-bit sort keys live in the bytes of the int64 result. A class-count
-call holds ~3 N-sized int64 arrays at its peak: in a fresh process, glibc's default
-trim threshold then hands those pages back after every call and a loop of calls pays
-~180 page faults each (1.6 ms instead of 1.2 ms at N = 50,000); after any larger array
-has been freed the threshold is higher and the faults are gone.
+as their arithmetic. A class-count call holds ~1.6 MB at its peak at N = 50,000 (~32
+bytes a sample): in a fresh process, glibc's default trim threshold then hands those
+pages back after every call and a loop of calls pays ~180 page faults each (1.6-1.7 ms
+instead of 1.2 ms); once any larger array has been freed the threshold is higher and
+the faults are gone.
 """
 
 from __future__ import annotations
@@ -255,8 +255,7 @@ class RandomClassOrder:
         at_cut = at_cut[:-1]
         table[at_cut[start[at_cut] < run_end[:-1]]] = split_mark
 
-        out = np.empty(n, dtype=np.int64)
-        key = _key_space(out, pdt, 0)
+        key = np.empty(n, dtype=pdt)
         np.take(table, self.bucket, out=key, mode="clip")
         ids = np.flatnonzero(key == split_mark)
         np.bitwise_or(key, np.arange(n, dtype=pdt), out=key)
@@ -269,6 +268,7 @@ class RandomClassOrder:
             ids, b = ids[order], b[order]
             pos = start[b] + (np.arange(ids.size) - np.searchsorted(b, b))
             key[ids] = run_party[np.searchsorted(run_end, pos, side="right")] | ids.astype(pdt)
+        out = np.empty(n, dtype=np.int64)
         _sorted_ids_into(key, ib, out)
         return split_sorted(out, full.sum(axis=0)[:n_parties])
 
