@@ -134,13 +134,12 @@ def dataidxs_from_assignment(
 
 
 def random_split(n_samples: int, sizes: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
-    """Party j gets ``sizes[j]`` samples: a random permutation of 0..N-1 cut at the
-    cumulative sizes (``sum(sizes) == N``), each part sorted ascending."""
-    n_parties = len(sizes)
-    dtype = small_uint(n_parties + 1)
-    assign = np.empty(n_samples, dtype=dtype)
-    assign[rng.permutation(n_samples)] = np.repeat(np.arange(n_parties, dtype=dtype), sizes)
-    return dataidxs_from_assignment(assign, n_parties)
+    """Party j gets ``sizes[j]`` samples drawn uniformly at random without replacement
+    (``sum(sizes) == N``), each part sorted ascending: all samples as one class of a
+    :class:`RandomClassOrder`, dealt in runs of ``sizes`` (cheaper than cutting
+    ``rng.permutation(N)``, whose shuffle alone takes ~0.55 ms at N = 50,000)."""
+    one_class = np.zeros(n_samples, dtype=np.int64)
+    return RandomClassOrder.draw(one_class, rng).deal(np.asarray(sizes, dtype=np.int64)[None, :], rng)
 
 
 def _random_bits(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
