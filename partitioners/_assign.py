@@ -60,19 +60,9 @@ def _sort_keys(key: np.ndarray) -> None:
         key.sort()
 
 
-def _key_space(out: np.ndarray, dtype: type, half: int) -> np.ndarray:
-    """Room for ``out.size`` keys of ``dtype``: for uint32, the low (``half=0``) or upper
-    (``half=1``) half of the int64 ``out``'s own bytes, else a fresh array."""
-    n = out.size
-    if dtype is np.uint32:
-        return out.view(np.uint32)[half * n : (half + 1) * n]
-    return np.empty(n, dtype=dtype)
-
-
 def _sorted_ids_into(key: np.ndarray, ib: int, out: np.ndarray) -> np.ndarray:
     """Sort the packed ``key`` in place and write its low ``ib`` bits (the sample ids)
-    into the int64 ``out``, which may share bytes with a 32-bit ``key`` (numpy's ufuncs
-    copy an input that overlaps their output: one extra memcpy, no harm)."""
+    into the int64 ``out``."""
     _sort_keys(key)
     np.bitwise_and(key, key.dtype.type((1 << ib) - 1), out=out, dtype=key.dtype, casting="unsafe")
     return out
@@ -86,11 +76,9 @@ def sort_by_group(group: np.ndarray, group_bits: int) -> np.ndarray:
     dtype = _key_dtype(group_bits + ib)
     if dtype is None:  # astronomically many (group, id) pairs
         return np.argsort(group, kind="stable").astype(np.int64, copy=False)
-    out = np.empty(n, dtype=np.int64)
-    key = _key_space(out, dtype, 0)
-    np.left_shift(group, ib, out=key, dtype=dtype, casting="unsafe")
+    key = np.left_shift(group, ib, dtype=dtype, casting="unsafe")
     np.bitwise_or(key, np.arange(n, dtype=dtype), out=key)
-    return _sorted_ids_into(key, ib, out)
+    return _sorted_ids_into(key, ib, np.empty(n, dtype=np.int64))
 
 
 def class_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
