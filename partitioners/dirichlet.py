@@ -64,8 +64,7 @@ def _draw_cuts(
     """``batch`` independent NIID-Bench draws, vectorised over the batch: the cut points
     (K, batch, n_parties + 1) of each class (``np.diff`` gives the counts) and each
     party's total (batch, n_parties). The loop body is seven allocation-free numpy calls
-    on float64/int64 arrays
-    (it runs K times per batch and dominates small problems)."""
+    on float64/int64 arrays (it runs K times per batch and dominates small problems)."""
     n_classes = len(sizes)
     if beta >= _GAMMA_MIN_BETA:
         # Dir(beta 1_n) = gammas / their sum, and the cuts below normalise by the sum of
@@ -112,9 +111,10 @@ def _draw_cuts(
 
 
 def _redraw_dead_rows(cum: np.ndarray, eligible: np.ndarray, beta: float, rng: np.random.Generator) -> None:
-    """Rows whose eligible (``eligible`` 1.0) proportions all underflowed to 0 get fresh Dir(beta)
-    proportions over their eligible parties. Exact: the renormalised eligible part of a
-    Dir(beta * 1_n) vector is Dir(beta * 1_m), independent of the other parties'."""
+    """Rows whose eligible proportions (``eligible``: 1.0 or 0.0) all underflowed to 0 get
+    fresh Dir(beta) proportions over their eligible parties. Exact: the renormalised
+    eligible part of a Dir(beta * 1_n) vector is Dir(beta * 1_m), independent of the
+    other parties'."""
     for b in np.flatnonzero(cum[:, -1] == 0).tolist():
         row = np.zeros(cum.shape[1])
         alive = eligible[b] > 0
