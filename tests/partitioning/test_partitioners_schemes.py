@@ -345,6 +345,26 @@ def test_random_class_order_buckets(labels):
     assert _assign._BUCKET_FILL / 2 <= depth <= _assign._BUCKET_FILL
 
 
+def test_64_bit_keys_sort_right_when_the_cpu_flushes_denormals(monkeypatch):
+    """Packed uint64 keys below 2**52 are denormal doubles: sorting them through a float64
+    view gives zeros under DAZ/FTZ (torch.set_flush_denormal, -ffast-math libraries)."""
+    torch = pytest.importorskip("torch")
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert _assign.sort_by_group(np.array([0, 1, 0, 1, 0]), 40).tolist() == [0, 2, 4, 1, 3]
+        monkeypatch.setattr(_assign, "_SHORT_BITS", 4)  # every party|id key on the uint64 path
+        labels = make_labels(0, 300, 3)
+        sizes = np.bincount(labels)
+        counts = np.stack([sizes // 3, sizes // 3, sizes - 2 * (sizes // 3)], axis=1)
+        d = _assign.dataidxs_from_class_counts(labels, counts, np.random.default_rng(0))
+        assert np.array_equal(np.sort(np.concatenate(list(d.values()))), np.arange(300))
+        assert all(np.array_equal(np.bincount(labels[d[j]], minlength=3), counts[:, j]) for j in d)
+        assert all(np.all(np.diff(a) > 0) for a in d.values())
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_sort_by_group_is_a_stable_sort_for_any_size():
     rng = np.random.default_rng(3)
     for n in [1, 2, 3, 7, 64, 1001, 70_001]:
