@@ -75,9 +75,15 @@ def sort_by_group(group: np.ndarray, group_bits: int) -> np.ndarray:
     return _sorted_ids_into(key, ib, np.empty(n, dtype=np.int64))
 
 
+def _labels_are_codes(top: int, n_samples: int) -> bool:
+    """Whether labels up to ``top`` can index per-label arrays directly (absent labels
+    then cost an empty slot each), rather than through ``np.unique``."""
+    return top < 2 * n_samples + _U16
+
+
 def class_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, sizes)``: the distinct labels (ascending) and their sample counts."""
-    if int(labels.max()) < 2 * labels.size + _U16:
+    if _labels_are_codes(int(labels.max()), labels.size):
         counts = np.bincount(labels)
         classes = np.flatnonzero(counts)
         return classes, counts[classes]
@@ -142,9 +148,47 @@ def _random_bits(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
 _BUCKET_FILL = 2
 
 
-def _bucket_bits(largest_class: int) -> int:
-    """Random bits per class so that the largest class fills its buckets ~_BUCKET_FILL deep."""
-    return (int(largest_class) // _BUCKET_FILL).bit_length()
+def _bucket_bits(class_size: int) -> int:
+    """Random bits for a class of ``class_size`` samples: 2**bits buckets ~_BUCKET_FILL
+    deep (at most ``class_size`` buckets)."""
+    return (int(class_size) // _BUCKET_FILL).bit_length()
+
+
+def _count_buckets(bucket: np.ndarray, n_buckets: int) -> np.ndarray:
+    """``bounds`` (n_buckets + 1): bucket b spans positions bounds[b]:bounds[b + 1]."""
+    bounds = np.empty(n_buckets + 1, dtype=np.int64)
+    bounds[0] = 0
+    np.cumsum(np.bincount(bucket, minlength=n_buckets), out=bounds[1:])
+    return bounds
+
+
+def _same_width_buckets(codes: np.ndarray, n_codes: int, rb: int, rng: np.random.Generator):
+    """Every class code gets 2**rb buckets: ``bucket = code << rb | rb random bits``."""
+    bucket = np.left_shift(codes, rb)
+    if rb:
+        bucket |= _random_bits(rng, codes.size, rb)
+    bounds = _count_buckets(bucket, n_codes << rb)
+    return bucket, bounds, bounds[:: 1 << rb]
+
+
+def _per_class_buckets(codes: np.ndarray, sizes_by_code: np.ndarray, rng: np.random.Generator):
+    """Class k gets 2**bits_k buckets sized for its own ``n_k`` (``_bucket_bits``), so the
+    buckets number at most N + (number of codes) however uneven the classes are; one
+    width for all would give every small (or absent) class the largest class's count."""
+    # bit_length of each size // FILL (exact: sizes < 2**53)
+    bits = np.frexp((sizes_by_code // _BUCKET_FILL).astype(np.float64))[1].astype(np.int64)
+    first = np.zeros(len(bits) + 1, dtype=np.int64)
+    np.cumsum(np.left_shift(np.int64(1), bits), out=first[1:])
+    if len(bits) << int(bits.max()) <= 2 * int(first[-1]):  # one width costs little more
+        return _same_width_buckets(codes, len(bits), int(bits.max()), rng)
+    width = 16 if bits.max() <= 16 else 32 if bits.max() <= 32 else 64
+    raw = _random_bits(rng, codes.size, width)
+    # a sample of class k: its class's first bucket + the top bits_k of its random bits
+    np.right_shift(raw, (width - bits).astype(raw.dtype)[codes], out=raw)
+    bucket = first[codes]
+    bucket += raw.astype(np.int64, copy=False)
+    bounds = _count_buckets(bucket, int(first[-1]))
+    return bucket, bounds, bounds[first]
 
 
 @dataclass(frozen=True)
@@ -152,50 +196,41 @@ class RandomClassOrder:
     """The samples in a uniformly random order within their class (classes ascending),
     by a counting sort into random buckets instead of a comparison sort.
 
-    Each sample draws ``bits`` random bits; its bucket is ``class << bits | random``.
-    Ordering the samples by bucket, and uniformly at random within a bucket, orders each
-    class uniformly at random (iid keys, ties broken at random). ``bincount`` of the
-    buckets gives every bucket's span of positions in that order, and the class sizes on
-    the way. :meth:`deal` lays runs of party ids along the order; a bucket inside one
-    run needs no order within it at all, so only the samples of the few buckets that a
-    party cut falls inside are put in random order: work proportional to the cuts
-    (times the bucket depth, ~_BUCKET_FILL), not to N.
+    Each sample of class k draws a random bucket among its class's buckets (class k's
+    buckets come after class k-1's). Ordering the samples by bucket, and uniformly at
+    random within a bucket, orders each class uniformly at random (iid keys, ties broken
+    at random; any iid bucket law would do, uniform keeps buckets shallow).
+    ``bincount`` of the buckets gives every bucket's span of positions in that order,
+    and the class sizes on the way. :meth:`deal` lays runs of party ids along the
+    order; a bucket inside one run needs no order within it at all, so only the samples
+    of the buckets that a party cut falls inside (at most one per cut, ~_BUCKET_FILL
+    deep) are put in random order.
     """
 
     classes: np.ndarray  # the distinct labels, ascending
     sizes: np.ndarray  # samples of each class
-    bucket: np.ndarray  # int64, per sample: class code << bits | random bits
+    bucket: np.ndarray  # int64, per sample: its bucket
     bounds: np.ndarray  # int64, per bucket and one more: bucket b spans bounds[b]:bounds[b + 1]
-    bits: int  # random bits per sample: 2**bits buckets per class
 
     @classmethod
     def draw(cls, labels: np.ndarray, rng: np.random.Generator) -> RandomClassOrder:
-        """A random order of the int64 ``labels``' samples (drawn from ``rng``)."""
+        """A random order of the samples of ``labels`` (class ids >= 0), drawn from ``rng``."""
+        labels = np.asarray(labels, dtype=np.int64)  # room for the shifts below
         n = labels.size
         top = int(labels.max())
-        if top < 2 * n + _U16:  # the labels are their own class codes (absent ones count 0)
-            uniques, codes, n_codes = None, labels, top + 1
-            largest = -(-n // n_codes)  # as if balanced; redrawn finer below if not
-        else:
-            uniques, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
-            n_codes, largest = len(uniques), int(counts.max())
-        while True:
-            rb = _bucket_bits(largest)
-            bucket = np.left_shift(codes, rb)
-            if rb:
-                bucket |= _random_bits(rng, n, rb)
-            bounds = np.empty((n_codes << rb) + 1, dtype=np.int64)
-            bounds[0] = 0
-            np.cumsum(np.bincount(bucket, minlength=n_codes << rb), out=bounds[1:])
-            class_end = bounds[:: 1 << rb]  # every 2**rb-th bound: the class boundaries
-            per_code = class_end[1:] - class_end[:-1]
-            largest = int(per_code.max())
-            # absent classes made the buckets of the present ones too deep: once more
-            if _bucket_bits(largest) <= rb + 2:
-                break
-        present = np.flatnonzero(per_code) if uniques is None else slice(None)
-        classes = present if uniques is None else uniques
-        return cls(classes, per_code[present], bucket, bounds, rb)
+        if _labels_are_codes(top, n):  # the labels are their own class codes
+            # one pass as if the classes were balanced: its counts give the class sizes,
+            # and it stands unless the largest class's buckets came out too deep
+            rb = _bucket_bits(-(-n // (top + 1)))
+            bucket, bounds, class_bounds = _same_width_buckets(labels, top + 1, rb, rng)
+            sizes_by_code = class_bounds[1:] - class_bounds[:-1]
+            if _bucket_bits(sizes_by_code.max()) > rb + 2:
+                bucket, bounds, _ = _per_class_buckets(labels, sizes_by_code, rng)
+            present = np.flatnonzero(sizes_by_code)
+            return cls(present, sizes_by_code[present], bucket, bounds)
+        uniques, codes, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+        bucket, bounds, _ = _per_class_buckets(codes.reshape(-1), sizes, rng)
+        return cls(uniques, sizes, bucket, bounds)
 
     def deal(self, counts: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
         """Give party j ``counts[k, j]`` samples of class k: the class's positions in the
@@ -205,6 +240,11 @@ class RandomClassOrder:
         packed ``party | id`` keys).
         """
         sizes = self.sizes
+        counts = np.asarray(counts)
+        if counts.ndim != 2 or counts.shape[0] != len(sizes) or counts.dtype.kind not in "iu":
+            raise ValueError(
+                f"internal: counts must be integers, one row per class ({len(sizes)}); got {counts.dtype} {counts.shape}"
+            )
         n_parties = counts.shape[1]
         full = np.empty((len(sizes), n_parties + 1), dtype=np.int64)
         full[:, :n_parties] = counts
@@ -224,16 +264,16 @@ class RandomClassOrder:
         run_end = np.cumsum(runs[nonempty])
         # the bucket holding position run_end (the next run's first): its last position
         # is in that run too, or it straddles the cut
-        at_cut = np.searchsorted(end, run_end, side="right")
+        after = np.searchsorted(end, run_end, side="right")
         # each bucket's party << ib: that of the run holding its last position (empty
         # buckets: any, never read), or all ones (never a party << ib) where a cut falls
         # strictly inside it
         run_party = (nonempty % (n_parties + 1)).astype(pdt) << pdt(ib)
-        per_run = at_cut.copy()
-        per_run[1:] -= at_cut[:-1]  # buckets ending in each run (np.diff's prepend costs more)
+        per_run = after.copy()
+        per_run[1:] -= after[:-1]  # buckets ending in each run (np.diff's prepend costs more)
         table = np.repeat(run_party, per_run)
         split_mark = _ALL_ONES[pdt]
-        at_cut = at_cut[:-1]
+        at_cut = after[:-1]  # the bucket at each cut (not the last run's end, N)
         table[at_cut[start[at_cut] < run_end[:-1]]] = split_mark
 
         key = np.empty(n, dtype=pdt)

@@ -323,12 +323,23 @@ def test_class_counts_draw_uniform_subsets_whatever_the_bucket_size(monkeypatch)
         monkeypatch.undo()
 
 
+def _uneven(n_big: int, n_single: int) -> np.ndarray:
+    return np.concatenate([np.zeros(n_big, dtype=np.int64), np.arange(1, n_single + 1)])
+
+
 @pytest.mark.parametrize(
     "labels",
     [
         np.repeat([3, 200], [9000, 1000]),  # absent codes: buckets redrawn for the real sizes
         np.repeat([0, 10**9, 7 * 10**9], [5, 4000, 1]),  # sparse ids: through np.unique
         np.random.default_rng(0).integers(0, 10, 50_000),
+        # one width for all classes would give each of these 2**15 buckets per code
+        # (5 GB, or a MemoryError, before the per-class sizing)
+        np.repeat([0, 10_000], [49_999, 1]),
+        np.repeat([0, 165_535], [49_999, 1]),
+        _uneven(25_000, 25_000),  # half one class, half singletons
+        _uneven(40_000, 10) * 10**6,  # the same through np.unique
+        np.random.default_rng(1).zipf(1.3, 50_000) - 1,
     ],
 )
 def test_random_class_order_buckets(labels):
@@ -340,9 +351,20 @@ def test_random_class_order_buckets(labels):
     n_buckets = order.bounds.size - 1
     assert order.bounds[0] == 0 and order.bounds[-1] == labels.size
     assert np.array_equal(np.bincount(order.bucket, minlength=n_buckets), np.diff(order.bounds))
-    # the largest class fills its buckets about _BUCKET_FILL deep (not hundreds deep)
-    depth = sizes.max() / (1 << order.bits)
-    assert _assign._BUCKET_FILL / 2 <= depth <= _assign._BUCKET_FILL
+    for k in [0, len(classes) - 1]:  # a class's buckets are contiguous, in class order
+        b = order.bucket[labels == classes[k]]
+        assert order.bounds[b.min()] == sizes[:k].sum() and order.bounds[b.max() + 1] == sizes[: k + 1].sum()
+    # O(N) buckets, all shallow: the largest class fills its own ~_BUCKET_FILL deep
+    assert n_buckets <= 4 * labels.size + 65_536
+    assert np.diff(order.bounds).max() <= 12 * _assign._BUCKET_FILL
+
+
+@pytest.mark.parametrize("counts", [[[1, 1]], [[1.0, 1.0], [1.0, 1.0]], [1, 1], [[3, 0], [0, 0]]])
+def test_deal_refuses_counts_that_do_not_fit_the_classes(counts):
+    """One row per class, integers, within the class sizes: never broadcast or truncated."""
+    order = _assign.RandomClassOrder.draw(np.array([0, 0, 1, 1]), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="internal: c"):
+        order.deal(np.array(counts), np.random.default_rng(0))
 
 
 def test_64_bit_keys_sort_right_when_the_cpu_flushes_denormals(monkeypatch):
