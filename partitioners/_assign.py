@@ -53,7 +53,6 @@ def _key_dtype(bits: int) -> type[np.unsignedinteger] | None:
     return None
 
 
-
 def _sorted_ids_into(key: np.ndarray, ib: int, out: np.ndarray) -> np.ndarray:
     """Sort the packed ``key`` in place and write its low ``ib`` bits (the sample ids)
     into the int64 ``out``."""
@@ -109,16 +108,11 @@ def split_sorted(order: np.ndarray, sizes: np.ndarray) -> dict[int, np.ndarray]:
     return {j: order[lo:h] for j, (lo, h) in enumerate(zip([0, *hi], hi))}
 
 
-def dataidxs_from_assignment(
-    assign: np.ndarray, n_parties: int, sizes: np.ndarray | None = None
-) -> dict[int, np.ndarray]:
+def dataidxs_from_assignment(assign: np.ndarray, n_parties: int) -> dict[int, np.ndarray]:
     """``assign[i]`` = party of sample i, or ``n_parties`` for "left out" -> party ->
-    int64 indices sorted ascending (one sort of ``party | index`` keys).
-    ``sizes``: the per-party counts when the caller already knows them."""
+    int64 indices sorted ascending (one sort of ``party | index`` keys)."""
     order = sort_by_group(assign, _bits(n_parties + 1))
-    if sizes is None:
-        sizes = np.bincount(assign, minlength=n_parties + 1)
-    return split_sorted(order, np.asarray(sizes)[:n_parties])
+    return split_sorted(order, np.bincount(assign, minlength=n_parties + 1)[:n_parties])
 
 
 def random_split(n_samples: int, sizes: np.ndarray, rng: np.random.Generator) -> dict[int, np.ndarray]:
