@@ -224,7 +224,7 @@ def part_c(quick: bool) -> None:
     from fedsim.models import build_model
     from fedsim.server import round_heterogeneity
     from strategies.arrays import all_finite, record_to_state, state_to_record, weighted_average
-    from strategies.base import ClientOutcome
+    from strategies.strategy import ClientOutcome
 
     k = 2 if quick else 10
     cfg = load_config({"model": {"name": "resnet18", "projection_head": True}})

@@ -110,8 +110,8 @@ def run(
                 f"--resume: the config differs from the one '{run_dir}' was started with ({store.config}); "
                 "resume with the same config and overrides"
             )
-        if store.summary.exists() and json.loads(store.summary.read_text()).get("status") == "finished":
-            log.info("run in '%s' has already finished; nothing to do", run_dir)
+        if store.summary.exists() and json.loads(store.summary.read_text()).get("status") in ("finished", "diverged"):
+            log.info("run in '%s' has already ended; nothing to do", run_dir)
             return load_result(run_dir)
     if cfg.engine.threads > 0:
         torch.set_num_threads(cfg.engine.threads)

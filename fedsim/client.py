@@ -24,7 +24,7 @@ from flwr.clientapp import ClientApp
 
 import strategies
 from strategies.arrays import record_to_state, state_to_record
-from strategies.base import TrainContext
+from strategies.rule import TrainContext
 
 from .config import epoch_range
 from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
@@ -76,6 +76,10 @@ class ClientRuntime:
         self.exp = exp
         cfg = self.cfg = exp.cfg
         apply_determinism(cfg)
+        if cfg.engine.threads > 0:
+            # the same count in every process of every engine: CPU kernels split their
+            # reductions by thread, so equal counts are what makes engines bit-equal
+            torch.set_num_threads(cfg.engine.threads)
         self.device = resolve_device(cfg.engine.device)
         bundle = exp.bundle
         self.x = _on_device(bundle.x_train, self.device)
@@ -83,7 +87,7 @@ class ClientRuntime:
         torch.manual_seed(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
         self.has_bn = has_batchnorm(self.model)
-        self.spec = strategies.get(cfg.strategy.name)
+        self.algo = strategies.get(cfg.strategy.name)
         self.store = ClientStateStore(exp.store.client_state)
         self.criterion = make_criterion(cfg.train)
         self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -166,10 +170,12 @@ class ClientRuntime:
         return shared
 
     def _context(self, shared: SharedContent, party: int, global_state: dict) -> TrainContext:
-        rule_cls = self.spec.client_rule
+        rule_cls = self.algo.Rule
+        train_idx, _ = self.party_indices(party)
         return TrainContext(
             model=self.model,
             global_state=global_state,
+            params=self.cfg.strategy,
             config=shared.config,
             records=shared.records,
             state=self.store.load(party) if rule_cls.uses_state else None,
@@ -180,11 +186,13 @@ class ClientRuntime:
             lr=self.cfg.train.lr,
             momentum=self.cfg.train.momentum,
             build_model=self.build_model,
+            train_labels=self.y[train_idx],
+            num_classes=self.exp.bundle.num_classes,
         )
 
     def _load_global(self, shared: SharedContent) -> "OrderedDict[str, torch.Tensor]":
         self.model.load_state_dict(shared.global_state)
-        if not self.spec.client_rule.needs_global:
+        if not self.algo.Rule.needs_global:
             return OrderedDict()
         # a detached copy on the device: rules compare against the weights received
         return OrderedDict((k, v.detach().clone()) for k, v in self.model.state_dict().items())
@@ -202,14 +210,15 @@ class ClientRuntime:
         data = self.party_data(party)
         epochs, max_steps = self.local_plan(party, server_round, len(data))
         gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
-        return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, self.spec.client_rule(ctx))
+        return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, self.algo.Rule(ctx))
 
     def finish(self, job: PartyRound, stats: TrainStats, weights: Mapping[str, torch.Tensor] | None = None) -> Message:
         """The reply of a party whose trained weights are ``weights`` (a state_dict in
         the model's key order), by default those in ``self.model``."""
         out = job.rule.on_train_end(stats.steps)
         if out.state is not None:
-            self.store.save(job.party, out.state)
+            # kept only if the server aggregates this reply (it commits the round's states)
+            self.store.save_pending(job.party, job.server_round, out.state)
         if weights is None:
             weights = self.model.state_dict()
         if job.fault == "nan":
@@ -225,6 +234,7 @@ class ClientRuntime:
                 "epochs": int(job.epochs),
                 "party-id": int(job.party),
                 "train_time_s": float(time.perf_counter() - job.t0),
+                **({"injected-fault": 1} if job.fault == "nan" else {}),
                 **{k: float(v) for k, v in out.metrics.items()},
             }
         )
@@ -251,7 +261,7 @@ class ClientRuntime:
         party = int(context.node_config[PARTITION_KEY])
         shared = self._shared(msg)
         ctx = self._context(shared, party, self._load_global(shared))
-        self.spec.client_rule(ctx).on_evaluate_begin()
+        self.algo.Rule(ctx).on_evaluate_begin()
         data = self.party_data(party, val=True)
         b = self.exp.bundle
         idx = data.indices

@@ -24,6 +24,9 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import strategies
+from strategies.params import StrategyParams, hyperparameters, out_of_range
+
 from .errors import ConfigError
 
 
@@ -100,25 +103,6 @@ class TrainConfig:
 
 
 @dataclass
-class StrategyConfig:
-    """``strategy.*``: the federated algorithm and its parameters."""
-
-    name: str = "fedavg"
-    mu: float = 0.01
-    temperature: float = 0.5
-    buffer_size: int = 1
-    server_lr: float = 1.0
-    server_momentum: float = 0.9
-    eta: float = 0.1
-    eta_l: float = 0.1
-    beta_1: float = 0.9
-    beta_2: float = 0.99
-    tau: float = 1e-3
-    beta: float = 0.2
-    num_malicious: int = 0
-
-
-@dataclass
 class FederationConfig:
     """``federation.*``: rounds, sampling and tolerance of the federation."""
 
@@ -130,6 +114,11 @@ class FederationConfig:
     min_fit_clients: int = 1
     straggler_fraction: float = 0.0
     max_failure_fraction: float = 0.5
+    # a round whose mean training loss is non-finite or above this multiple of round 1's,
+    # or whose cohort is mostly non-finite, has diverged (0 = only non-finite counts)
+    divergence_factor: float = 100.0
+    # stop: end the run with status "diverged"; continue: warn, record it, train on
+    on_divergence: str = "stop"
 
 
 @dataclass
@@ -147,7 +136,9 @@ class EngineConfig:
     # train a cohort in lockstep with torch.func.vmap: auto = on CUDA when the setup allows
     batch_clients: str = "auto"
     deterministic: bool = False
-    threads: int = 0
+    # torch threads per client process on every engine (a Ray actor gets as many): equal
+    # thread counts give bit-equal results across engines; 0 = torch's default (all cores)
+    threads: int = 1
 
 
 @dataclass
@@ -157,7 +148,7 @@ class EvalConfig:
     batch_size: int = 1024
     fbeta: float = 2.0
     train_sample: int = 10000
-    # weight divergence, update cosine, gradient diversity each round (O(K P) per round)
+    # client drift, update cosine, gradient diversity each round (O(K P) per round)
     model_heterogeneity: bool = True
 
 
@@ -180,7 +171,8 @@ class ExperimentConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    # the chosen algorithm's own dataclass (strategies/<name>.py): name + its hyperparameters
+    strategy: StrategyParams = field(default_factory=StrategyParams)
     federation: FederationConfig = field(default_factory=FederationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -211,7 +203,7 @@ _SECTIONS = {
         PartitionConfig,
         ModelConfig,
         TrainConfig,
-        StrategyConfig,
+        StrategyParams,
         FederationConfig,
         EngineConfig,
         EvalConfig,
@@ -221,13 +213,17 @@ _SECTIONS = {
 
 
 def all_keys() -> list[str]:
-    """All valid dotted leaf keys, e.g. ``train.lr``."""
+    """All valid dotted leaf keys, e.g. ``train.lr``; ``strategy.*`` lists every
+    algorithm's hyperparameters (each is valid only with its own algorithm)."""
     schema = _schema_keys()
-    return [k for k, t in schema.items() if not (isinstance(t, type) and dataclasses.is_dataclass(t))]
+    keys = [k for k, t in schema.items() if not (isinstance(t, type) and dataclasses.is_dataclass(t))]
+    extra = {f"strategy.{h.name}" for name in strategies.available() for h in hyperparameters(strategies.get(name).Params)}
+    return keys + sorted(extra - set(keys))
 
 
 def _check_known_keys(tree: Any, prefix: str = "") -> None:
-    """Raise ConfigError for the first key of ``tree`` that the schema lacks."""
+    """Raise ConfigError for the first key of ``tree`` that the schema lacks
+    (``strategy.*`` is checked against the chosen algorithm: :func:`_strategy_params`)."""
     schema = _schema_keys()
     if not isinstance(tree, Mapping):
         return
@@ -244,7 +240,35 @@ def _check_known_keys(tree: Any, prefix: str = "") -> None:
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{dotted}' is a section; expected a mapping of keys, got {value!r}")
-            _check_known_keys(value, dotted + ".")
+            if dotted != "strategy":
+                _check_known_keys(value, dotted + ".")
+
+
+def _strategy_params(*trees: Mapping[str, Any]) -> StrategyParams:
+    """The chosen algorithm's params dataclass (defaults), after checking that every
+    ``strategy.*`` key written in ``trees`` (later ones win) is one of its own."""
+    sections = [t.get("strategy") or {} for t in trees if isinstance(t, Mapping)]
+    name = "fedavg"
+    for sec in sections:
+        if "name" in sec:
+            name = sec["name"]
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'strategy.name' = {name!r} must be a string; allowed: {', '.join(strategies.available())}")
+    allowed = strategies.available()
+    if name not in allowed:
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"config key 'strategy.name' = {name!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
+    params_cls = strategies.get(name).Params
+    own = [h.name for h in hyperparameters(params_cls)]
+    for sec in sections:
+        for key in sec:
+            if key != "name" and key not in own:
+                close = difflib.get_close_matches(str(key), own, n=1, cutoff=0.5)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                has = ", ".join(own) if own else "none"
+                raise ConfigError(f"strategy '{name}' has no parameter 'strategy.{key}'{hint}; its parameters: {has}")
+    return params_cls(name=name)
 
 
 # ------------------------------------------------------------------------ loading
@@ -304,7 +328,7 @@ def load_config(source: Any = None, overrides: Sequence[str] = ()) -> Experiment
         raise ConfigError(f"cannot parse overrides {over_items}: {exc}") from exc
     over_tree = OmegaConf.to_container(over, resolve=False)
     _check_known_keys(over_tree)
-    base = OmegaConf.structured(ExperimentConfig)
+    base = OmegaConf.structured(ExperimentConfig(strategy=_strategy_params(tree, over_tree)))
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(tree), over)
         OmegaConf.resolve(merged)
@@ -398,6 +422,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LOSSES = ("ce", "focal")
 ENGINES = ("local", "ray")
 BATCH_CLIENTS = ("auto", "on", "off")
+DIVERGENCE_ACTIONS = ("stop", "continue")
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -419,7 +444,6 @@ def validate(cfg: ExperimentConfig) -> None:
     from . import data as data_registry
     from . import models as model_registry
     import partitioners
-    import strategies
 
     _in_range("seed", cfg.seed, 0, None)
     d = cfg.data
@@ -476,19 +500,9 @@ def validate(cfg: ExperimentConfig) -> None:
 
     s = cfg.strategy
     _one_of("strategy.name", s.name, strategies.available())
-    _in_range("strategy.mu", s.mu, 0.0, None)
-    _in_range("strategy.temperature", s.temperature, 0.0, None, lo_open=True)
-    _in_range("strategy.buffer_size", s.buffer_size, 1, None)
-    _in_range("strategy.server_lr", s.server_lr, 0.0, None, lo_open=True)
-    _in_range("strategy.server_momentum", s.server_momentum, 0.0, 1.0, hi_open=True)
-    _in_range("strategy.eta", s.eta, 0.0, None, lo_open=True)
-    _in_range("strategy.eta_l", s.eta_l, 0.0, None, lo_open=True)
-    _in_range("strategy.beta_1", s.beta_1, 0.0, 1.0, hi_open=True)
-    _in_range("strategy.beta_2", s.beta_2, 0.0, 1.0, hi_open=True)
-    _in_range("strategy.tau", s.tau, 0.0, None, lo_open=True)
-    _in_range("strategy.beta", s.beta, 0.0, 0.5, hi_open=True)
-    _in_range("strategy.num_malicious", s.num_malicious, 0, None)
-    strategies.check_config(cfg)
+    problem = out_of_range(s) or strategies.get(s.name).check(cfg)
+    if problem:
+        raise ConfigError(problem)
 
     f = cfg.federation
     _in_range("federation.rounds", f.rounds, 1, None)
@@ -498,6 +512,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("federation.min_fit_clients", f.min_fit_clients, 1, None)
     _in_range("federation.straggler_fraction", f.straggler_fraction, 0.0, 1.0)
     _in_range("federation.max_failure_fraction", f.max_failure_fraction, 0.0, 1.0)
+    _in_range("federation.divergence_factor", f.divergence_factor, 0.0, None)
+    _one_of("federation.on_divergence", f.on_divergence, DIVERGENCE_ACTIONS)
     if f.fraction_evaluate > 0 and d.val_fraction == 0:
         raise ConfigError(
             "config key 'federation.fraction_evaluate' > 0 needs local validation data: set data.val_fraction in (0, 1)"

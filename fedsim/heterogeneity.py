@@ -5,8 +5,10 @@ client k returns (K clients), ``d_k = w_k - w`` its update and ``w+`` the aggreg
 ``u = w+ - w``. All measures use the floating-point entries of the state_dict as one
 vector (integer buffers such as ``num_batches_tracked`` are left out).
 
-* weight divergence of client k: ``||w_k - w+|| / ||w+||`` (Zhao et al. 2018,
-  "Federated Learning with Non-IID Data"); reported as mean and max over clients;
+* client drift of client k: ``||w_k - w+|| / ||w+||``, how far its model ends from
+  the aggregate, relative to the aggregate's norm; reported as mean and max over
+  clients. (Zhao et al. 2018's "weight divergence" is another measure: the distance
+  of the federated model to a centrally trained one, which a run does not have.)
 * mean pairwise cosine similarity of the updates: the mean over pairs k < l of
   ``<d_k, d_l> / (||d_k|| ||d_l||)`` (a pair with a zero update counts 0); two
   identical updates give 1; undefined (None) for one client;
@@ -90,8 +92,8 @@ def heterogeneity_of_states(
     agg_norm = math.sqrt(agg_sq)
     div = (norm_sq - 2 * d_dot_u + u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
     out: dict[str, float | None] = {
-        "weight_divergence_mean": float(div.mean()),
-        "weight_divergence_max": float(div.max()),
+        "client_drift_mean": float(div.mean()),
+        "client_drift_max": float(div.max()),
         "update_cosine_mean": (unit_sum_sq - int(nonzero.sum())) / (K * (K - 1)) if K >= 2 else None,
         "gradient_diversity": float(norm_sq.sum()) / sum_sq if sum_sq > 0 else None,
         "update_norm_mean": float(norms.mean()),

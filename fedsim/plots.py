@@ -39,7 +39,7 @@ def plot_run(store: RunStore) -> list[Path]:
         (
             "heterogeneity.png",
             "model heterogeneity",
-            [("weight_divergence_mean", "weight divergence (mean)"), ("update_cosine_mean", "update cosine (mean)"), ("gradient_diversity", "gradient diversity")],
+            [("client_drift_mean", "client drift (mean)"), ("update_cosine_mean", "update cosine (mean)"), ("gradient_diversity", "gradient diversity")],
         ),
     ]
     for fname, ylabel, series in panels:

@@ -13,7 +13,7 @@
   final test accuracy against a data-heterogeneity measure (``tv_mean`` by default, or
   any key of summary.json's ``heterogeneity``, or ``beta``), the accuracy drop of every
   setting relative to the IID setting of the same strategy (bar chart and table), model
-  heterogeneity over rounds (weight divergence, update cosine, gradient diversity) and
+  heterogeneity over rounds (client drift, update cosine, gradient diversity) and
   the label distribution of each partition setting (its first seed).
 
 Sweep directories without ``sweep.json`` (a folder of run directories) are grouped by
@@ -43,7 +43,7 @@ from .sweeps import (
 log = logging.getLogger(__name__)
 
 HETEROGENEITY_SERIES = (
-    ("weight_divergence_mean", "weight divergence (mean)"),
+    ("client_drift_mean", "client drift (mean)"),
     ("update_cosine_mean", "update cosine (mean)"),
     ("gradient_diversity", "gradient diversity"),
 )
@@ -123,7 +123,7 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def _finished(summary: dict | None) -> bool:
-    return bool(summary) and summary.get("status") == "finished"
+    return bool(summary) and summary.get("status") in ("finished", "diverged")
 
 
 def _partition_label(part: dict) -> str:
@@ -493,7 +493,7 @@ def plot_drops(drops: Sequence[DropRow], view: SweepView, path: Path) -> bool:
 
 
 def plot_model_heterogeneity(view: SweepView, layout: Layout, path: Path) -> bool:
-    """Rows: weight divergence, update cosine, gradient diversity; columns: settings; lines: series."""
+    """Rows: client drift, update cosine, gradient diversity; columns: settings; lines: series."""
     runs = _finished_runs(view)
     combos = layout.panel_combos() or [()]
     labels = layout.series_labels(view)

@@ -2,10 +2,12 @@
 
 ``main(grid, context)`` builds the initial model and the strategy, finds which node
 holds which partition, resumes from the last checkpoint when asked, and runs the
-strategy. After every round :class:`Recorder` (the strategy's ``evaluate_fn``)
-evaluates the global model on the test set, measures the cohort's model
-heterogeneity, appends ``metrics.jsonl`` and ``clients.jsonl``, and checkpoints.
-At the end it writes ``model.pt``, ``summary.json`` and the plots.
+strategy. After each round's aggregation the parties whose replies were aggregated
+keep their new client state; after every round :class:`Recorder` (the strategy's
+``after_round`` hook) evaluates the global model on the test set, measures the
+cohort's model heterogeneity, checks for divergence, appends ``metrics.jsonl`` and
+``clients.jsonl``, and checkpoints. At the end it writes ``model.pt``,
+``summary.json`` and the plots.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 from flwr.serverapp import Grid, ServerApp
 
 import strategies
-from strategies.arrays import is_float, record_to_state, state_to_record
-from strategies.base import CohortFailure, FederationSetup, NonFiniteModel
+from strategies.arrays import is_float, state_to_record
+from strategies.strategy import CohortFailure, FederationSetup, NonFiniteModel, RoundHooks, RoundLog
 
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .config import config_hash
@@ -133,8 +135,13 @@ def open_tensorboard(store):
     return SummaryWriter(log_dir=str(store.root / "tensorboard"))
 
 
+def nonfinite_failures(rl: RoundLog) -> int:
+    """Clients of the round whose reply was non-finite by training, not by an injected fault."""
+    return sum(1 for f in rl.failures if f.stage == "train" and f.reason.startswith("non-finite") and "(injected)" not in f.reason)
+
+
 class Recorder:
-    """The strategy's ``evaluate_fn``: records, evaluates and checkpoints each round."""
+    """The strategy's ``after_round`` hook: records, evaluates and checkpoints each round."""
 
     def __init__(self, exp: Experiment, strategy, evaluator: CentralEvaluator, history: list[dict], wall_offset: float, hooks: RunHooks | None) -> None:
         self.exp, self.cfg, self.store = exp, exp.cfg, exp.store
@@ -147,6 +154,9 @@ class Recorder:
         self.wall_offset = wall_offset
         self.hash = config_hash(self.cfg)
         self.last_state: OrderedDict[str, torch.Tensor] | None = None
+        self.diverged: dict[str, Any] | None = next(
+            ({"round": r["round"], "reason": r["diverged"]} for r in history if r.get("diverged")), None
+        )
         self.tensorboard = open_tensorboard(self.store) if self.cfg.output.tensorboard else None
 
     def close(self) -> None:
@@ -156,13 +166,29 @@ class Recorder:
     def wall_time(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t_start
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round == 0:
-            return None  # no row for the initial model: curves start after round 1
+    def divergence(self, row: dict, rl: RoundLog) -> str | None:
+        """Why this round counts as diverged, or None (README "Reliability")."""
+        bad = nonfinite_failures(rl)
+        if rl.sampled and 2 * bad > len(rl.sampled):
+            return f"{bad} of {len(rl.sampled)} clients returned non-finite weights or loss"
+        loss, factor = row.get("train_loss"), self.cfg.federation.divergence_factor
+        ref = next((r["train_loss"] for r in self.history if r.get("train_loss") is not None), None)
+        if loss is not None and not math.isfinite(loss):
+            return f"the mean training loss is {loss}"
+        if factor > 0 and loss is not None and ref is not None and ref > 0 and loss > factor * ref:
+            return f"the mean training loss {loss:.3g} is above {factor:g} x round {self.history[0]['round'] if self.history else 1}'s {ref:.3g}"
+        test_loss = row.get("test_loss")
+        if test_loss is not None and not math.isfinite(test_loss):
+            return f"the test loss is {test_loss}"
+        return None
+
+    def __call__(self, rl: RoundLog, forced_reason: str | None = None) -> bool:
+        """Record round ``rl``; True when the run must stop (it diverged, ``on_divergence: stop``)."""
         cfg = self.cfg
-        rl = self.strategy.round_log
-        state = rl.agg_state if rl.agg_state is not None and rl.round == server_round else record_to_state(arrays)
-        self.last_state = state
+        server_round = rl.round
+        state = rl.agg_state if forced_reason is None else None
+        if state is not None:
+            self.last_state = state
         row: dict[str, Any] = {"round": server_round}
         outcomes = rl.outcomes
         weights = [o.num_examples for o in outcomes]
@@ -183,14 +209,23 @@ class Recorder:
         row["bytes_up"] = int(rl.bytes_up)
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
         row.update(rl.server_metrics)
-        if cfg.eval.model_heterogeneity:
+        if cfg.eval.model_heterogeneity and state is not None:
             row.update(round_heterogeneity(rl.global_state, outcomes, state))
+        reason = forced_reason or self.divergence(row, rl)
+        stop = reason is not None and (forced_reason is not None or cfg.federation.on_divergence == "stop")
         every = cfg.federation.eval_every
-        evaluated = every > 0 and (server_round % every == 0 or server_round == cfg.federation.rounds)
-        res = None
+        evaluated = state is not None and every > 0 and (server_round % every == 0 or server_round == cfg.federation.rounds or stop)
         if evaluated:
-            res = self.evaluator(state)
-            row.update(res)
+            row.update(self.evaluator(state))
+            if reason is None:
+                reason = self.divergence(row, rl)
+                stop = reason is not None and cfg.federation.on_divergence == "stop"
+        if reason is not None:
+            row["diverged"] = reason
+            if self.diverged is None:
+                self.diverged = {"round": server_round, "reason": reason}
+                log.warning("run diverged in round %d: %s (federation.on_divergence: %s)", server_round, reason,
+                            "stop" if stop else cfg.federation.on_divergence)
         if rl.eval_outcomes:
             accs = [o.metrics.get("val_accuracy") for o in rl.eval_outcomes]
             sp = spread(accs)
@@ -206,7 +241,7 @@ class Recorder:
         self.store.append_jsonl(self.store.metrics, [row])
         self.store.append_jsonl(self.store.clients, self._client_rows(server_round, rl))
         ck_every = cfg.output.checkpoint_every
-        if ck_every and (server_round % ck_every == 0 or server_round == cfg.federation.rounds):
+        if state is not None and ck_every and (server_round % ck_every == 0 or server_round == cfg.federation.rounds or stop):
             self.store.sync_records()
             save_checkpoint(self.store, server_round, state, self.strategy.state_dict(), self.history, self.wall_time(), self.hash, cfg.output.keep_checkpoints)
         if self.tensorboard is not None:
@@ -216,9 +251,13 @@ class Recorder:
             self.tensorboard.flush()
         if self.hooks.on_round:
             self.hooks.on_round(row)
-        if res is None:
-            return None
-        return MetricRecord({k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and v is not None and math.isfinite(v)})
+        return stop
+
+    def record_failed_round(self, rl: RoundLog) -> None:
+        """An aborted round's failure reasons, before the run stops (a resume drops them)."""
+        self.store.append_jsonl(self.store.metrics, [{"round": rl.round, "aborted": True, "clients": len(rl.outcomes), "sampled": len(rl.sampled),
+                                                      "failures": [{"party": f.party, "reason": f.reason, "stage": f.stage} for f in rl.failures]}])
+        self.store.append_jsonl(self.store.clients, self._client_rows(rl.round, rl))
 
     def _client_rows(self, server_round: int, rl) -> list[dict]:
         rows = []
@@ -267,10 +306,12 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     store.root.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(cfg, store, plots=cfg.output.plots)
     apply_determinism(cfg)
+    if cfg.engine.threads > 0:
+        torch.set_num_threads(cfg.engine.threads)
     device = resolve_device(cfg.engine.device)
     node_of_party = discover_partitions(grid, cfg.partition.n_parties)
     evaluator = CentralEvaluator(exp, device)
-    strategy = strategies.build(cfg)
+    strategy = strategies.build(cfg.strategy)
     strategy.bind(
         FederationSetup(
             seed=cfg.seed,
@@ -283,6 +324,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             device=str(device),
         )
     )
+    client_state = ClientStateStore(store.client_state)
     history: list[dict] = []
     start_round, wall_offset = 1, 0.0
     state = initial_state(exp)
@@ -295,15 +337,16 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         history = ckpt.history
         start_round, wall_offset = ckpt.round + 1, ckpt.wall_time_s
         store.truncate_records(ckpt.round)
-        ClientStateStore(store.client_state).restore(ckpt.path / "client_state")
+        client_state.restore(ckpt.path / "client_state")
         log.info("resuming from %s (round %d)", ckpt.path, ckpt.round)
     else:
         # a fresh start (or nothing to resume from): clean records, empty client state,
         # and a round-0 checkpoint so that even a run stopped in round 1 can resume
         store.truncate_records(0)
-        ClientStateStore(store.client_state).restore(store.root / "no-such-snapshot")
+        client_state.clear()
         if cfg.output.checkpoint_every:
             save_checkpoint(store, 0, state, strategy.state_dict(), [], time.perf_counter() - t0, config_hash(cfg), cfg.output.keep_checkpoints)
+    client_state.discard_pending()
     recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks)
     recorder.last_state = state
     if hooks and hooks.on_start:
@@ -312,25 +355,38 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     # garbage collector from re-scanning them (full collections paused rounds 0.1-0.3 s)
     gc.collect()
     gc.freeze()
-    if start_round <= cfg.federation.rounds:
+    round_hooks = RoundHooks(
+        # only the parties whose replies were aggregated keep the state they computed
+        after_aggregate=lambda rl: client_state.commit(rl.round, [o.party for o in rl.outcomes]),
+        after_round=recorder,
+    )
+    if start_round <= cfg.federation.rounds and recorder.diverged is None:
         try:
             strategy.start(
                 grid=grid,
                 initial_arrays=state_to_record(state),
                 num_rounds=cfg.federation.rounds,
                 timeout=cfg.engine.client_timeout or 3600.0,
-                evaluate_fn=recorder,
                 start_round=start_round,
+                hooks=round_hooks,
             )
-        except (CohortFailure, NonFiniteModel) as exc:
-            last = history[-1]["round"] if history else 0
-            raise RunAborted(f"run stopped: {exc}; resume from round {last} with --resume") from exc
+        except NonFiniteModel as exc:
+            recorder(strategy.round_log, forced_reason=str(exc).split(": ", 1)[-1])
+        except CohortFailure as exc:
+            rl = strategy.round_log
+            if 2 * nonfinite_failures(rl) > len(rl.sampled):
+                recorder(rl, forced_reason=f"{nonfinite_failures(rl)} of {len(rl.sampled)} clients returned non-finite weights or loss")
+            else:
+                recorder.record_failed_round(rl)
+                last = history[-1]["round"] if history else 0
+                raise RunAborted(f"run stopped: {exc}; resume from round {last} with --resume") from exc
         finally:
+            client_state.discard_pending()
             recorder.close()
             gc.unfreeze()
     final = recorder.last_state if recorder.last_state is not None else state
     atomic_torch_save(store.model, {k: v.detach().cpu() for k, v in final.items()})
-    summary = build_summary(exp, history, recorder.wall_time(), evaluator, final)
+    summary = build_summary(exp, history, recorder.wall_time(), evaluator, final, recorder.diverged)
     atomic_write_json(store.summary, summary)
     if cfg.output.plots:
         from .plots import plot_run
@@ -339,7 +395,8 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     return summary
 
 
-def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, evaluator: CentralEvaluator, final_state) -> dict[str, Any]:
+def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, evaluator: CentralEvaluator, final_state,
+                  diverged: dict[str, Any] | None = None) -> dict[str, Any]:
     import json
 
     cfg = exp.cfg
@@ -350,7 +407,9 @@ def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, eval
     het = {k: v for k, v in part.items() if k not in ("class_counts", "scheme", "params", "seed", "dataset", "noise_levels", "feature_noise")}
     n_params = int(sum(v.numel() for v in final_state.values() if is_float(v)))
     return {
-        "status": "finished",
+        "status": "diverged" if diverged else "finished",
+        "diverged_round": diverged["round"] if diverged else None,
+        "divergence_reason": diverged["reason"] if diverged else None,
         "rounds": len(history) and history[-1]["round"],
         "test_accuracy": last.get("test_accuracy"),
         "test_loss": last.get("test_loss"),

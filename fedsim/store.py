@@ -200,7 +200,12 @@ class ClientStateStore:
 
     Files are replaced atomically and never modified in place, so a checkpoint can
     snapshot the whole store with hard links (no copy) and a later write does not
-    disturb the snapshot (DESIGN.md, decision 6).
+    disturb the snapshot.
+
+    A party's new state is first written as *pending* for its round
+    (``pending/round_NNNNNN/``) and becomes its state only when the server aggregates
+    its reply (:meth:`commit`); the state of a reply that was screened out (failed,
+    late, non-finite) is never committed, so the party keeps its previous state.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -208,6 +213,9 @@ class ClientStateStore:
 
     def path(self, party: int) -> Path:
         return self.root / f"party_{party:06d}.pt"
+
+    def pending_dir(self, server_round: int) -> Path:
+        return self.root / "pending" / f"round_{server_round:06d}"
 
     def load(self, party: int) -> dict[str, torch.Tensor] | None:
         p = self.path(party)
@@ -217,6 +225,32 @@ class ClientStateStore:
 
     def save(self, party: int, state: Mapping[str, torch.Tensor]) -> None:
         atomic_torch_save(self.path(party), {k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+    def save_pending(self, party: int, server_round: int, state: Mapping[str, torch.Tensor]) -> None:
+        """The state a party computed in ``server_round``, until the server commits it."""
+        atomic_torch_save(self.pending_dir(server_round) / f"party_{party:06d}.pt", {k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+    def commit(self, server_round: int, parties: Iterable[int]) -> int:
+        """Make the pending states of ``parties`` their states; drop the round's others."""
+        pending = self.pending_dir(server_round)
+        n = 0
+        if pending.is_dir():
+            for party in parties:
+                src = pending / f"party_{party:06d}.pt"
+                if src.exists():
+                    os.replace(src, self.path(party))
+                    n += 1
+        self.discard_pending()
+        return n
+
+    def clear(self) -> None:
+        """Remove every party's state (a fresh start)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def discard_pending(self) -> None:
+        """Forget every uncommitted state (a round that was aborted or killed)."""
+        shutil.rmtree(self.root / "pending", ignore_errors=True)
 
     def snapshot(self, dest: Path) -> int:
         """Hard-link (or copy, across file systems) every party file into ``dest``."""

@@ -67,6 +67,8 @@ SWEEP_KEYS = ("name", "base", "overrides", "grid", "seeds", "tune")
 SECTIONS = ("data", "partition", "model", "train", "strategy", "federation", "engine", "eval", "output")
 STRATEGY_FACTORS = ("strategy.name", "strategy")
 INDEX_FILE = "sweep.json"
+#: summary.json statuses of a run that has ended (a diverged run is a result, marked in the table)
+DONE = ("finished", "diverged")
 
 #: summary.json keys copied into summary.csv, in this order
 METRIC_COLUMNS = (
@@ -331,9 +333,19 @@ class PlannedRun:
 
 
 def compose(spec: SweepSpec, values: Mapping[str, Any], seed: int | None, where: str = "sweep"):
-    """The validated ExperimentConfig of one run: base < overrides < grid values < seed."""
+    """The validated ExperimentConfig of one run: base < overrides < grid values < seed.
+
+    The base's ``strategy.*`` hyperparameters belong to the base's algorithm: a grid
+    value that picks another algorithm starts from that algorithm's defaults (keys in
+    ``overrides`` and in the grid setting itself always apply).
+    """
     try:
-        base = OmegaConf.create(spec.base)
+        base_tree = dict(spec.base)
+        base_strategy = base_tree.get("strategy")
+        picked = values.get("strategy.name")
+        if picked is not None and isinstance(base_strategy, Mapping) and base_strategy.get("name", "fedavg") != picked:
+            base_tree["strategy"] = {"name": picked}
+        base = OmegaConf.create(base_tree)
         over = OmegaConf.from_dotlist(spec.overrides)
         grid = OmegaConf.create({})
         for k, v in values.items():
@@ -541,7 +553,7 @@ def _finished_summary(run_dir: Path) -> dict | None:
         summary = json.loads(path.read_text())
     except (json.JSONDecodeError, OSError):
         return None
-    return summary if summary.get("status") == "finished" else None
+    return summary if summary.get("status") in DONE else None
 
 
 def _execute(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: _Index, display_enabled: bool, title: str) -> None:
@@ -679,19 +691,24 @@ def make_table(rows: Sequence[Mapping[str, Any]], factors: Sequence[Factor], see
         for combo in _ordered_combos(others) or [()]:
             stats = []
             for s in strat.labels:
-                m, sd, n = mean_std(r.get("test_accuracy") for r in groups.get(tuple(combo) + (s,), []))
-                stats.append((m, sd, n))
-            means = [m for m, _, _ in stats if m is not None]
+                members = groups.get(tuple(combo) + (s,), [])
+                m, sd, n = mean_std(r.get("test_accuracy") for r in members)
+                stats.append((m, sd, n, sum(1 for r in members if r.get("diverged_round") is not None)))
+            means = [m for m, _, _, _ in stats if m is not None]
             best = max(means) if means else None
             cells = []
-            for m, sd, n in stats:
+            for m, sd, n, div in stats:
                 text = format_mean_std(m, sd)
                 if m is not None and best is not None and round(m * 100, 2) == round(best * 100, 2):
                     text = f"**{text}**"
                 if m is not None and expected is not None and n < expected:
                     text += f" (n={n})"
+                if div:
+                    text += f" † ({div} diverged)"
                 cells.append(text)
             lines.append(_md_row([" / ".join(combo) or "all"] + cells))
+        if any(r.get("diverged_round") is not None for r in ok):
+            lines += ["", "† runs whose training diverged (summary status 'diverged', see diverged_round in summary.csv)."]
     else:
         groups = _group(ok, [f.key for f in factors])
         caption = f"Final-round metrics, {_std_note(seeds)}; accuracies and F1 in %."
@@ -817,6 +834,7 @@ def _row(r: PlannedRun, factors: Sequence[Factor], with_phase: bool) -> dict[str
         row["fold"] = r.fold
     row["status"] = r.status
     row["error"] = r.error
+    row["diverged_round"] = s.get("diverged_round")
     for k in METRIC_COLUMNS:
         row[k] = s.get(k)
     for k in HETEROGENEITY_COLUMNS:

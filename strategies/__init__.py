@@ -1,48 +1,76 @@
-"""Federated algorithms: one file per algorithm, holding its Flower server Strategy and
-its client-side training rule (DESIGN.md, decision 3). ``strategies`` never imports
-fedsim's engine, CLI or run store; fedsim reaches the algorithms through this registry.
+"""Federated algorithms: one file per algorithm, holding its hyperparameters, its Flower
+server Strategy and its client-side training rule.
+
+An algorithm's file registers itself (``@register`` on an :class:`Algorithm`
+subclass); the registry imports every module of this package on first use, so adding
+an algorithm is adding its file. ``strategies`` never imports fedsim's engine, CLI or
+run store; fedsim reaches the algorithms through this registry. How to write one:
+``docs/algorithms.md``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import ClientRule, FedsimStrategy, FederationSetup, RuleOutput, TrainContext
-from .registry import StrategySpec, available, get, register
-
-# Each module registers itself on import; the order is the README's.
-from . import fedavg, fedprox, scaffold, fednova, moon, fedbn, builtins  # noqa: E402,F401
+from .params import HpField, StrategyParams, hp, hyperparameters, out_of_range
+from .registry import Algorithm, available, get, make_params, register, unregister
+from .rule import ClientRule, RuleOutput, TrainContext, trainable
+from .strategy import (
+    Aggregate,
+    ClientOutcome,
+    CohortFailure,
+    FedAvgServer,
+    FederationSetup,
+    FedsimStrategy,
+    NonFiniteModel,
+    RoundHooks,
+    RoundLog,
+)
 
 __all__ = [
+    "Aggregate",
+    "Algorithm",
+    "ClientOutcome",
     "ClientRule",
-    "FedsimStrategy",
+    "CohortFailure",
+    "FedAvgServer",
     "FederationSetup",
+    "FedsimStrategy",
+    "HpField",
+    "NonFiniteModel",
+    "RoundHooks",
+    "RoundLog",
     "RuleOutput",
-    "StrategySpec",
+    "StrategyParams",
     "TrainContext",
     "available",
     "build",
-    "check_config",
     "get",
+    "hp",
+    "hyperparameters",
+    "make_params",
+    "out_of_range",
     "register",
+    "table_markdown",
+    "trainable",
+    "unregister",
 ]
 
 
-def build(cfg: Any) -> FedsimStrategy:
-    """The server Strategy named by ``cfg.strategy.name``."""
-    return get(cfg.strategy.name).server(cfg)
+def build(params: StrategyParams) -> FedsimStrategy:
+    """The server Strategy of ``params.name`` with these hyperparameters."""
+    return get(params.name).server(params)
 
 
-def check_config(cfg: Any) -> None:
-    """Raise ValueError-derived fedsim ConfigError for settings an algorithm cannot run with."""
-    from fedsim.errors import ConfigError
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
-    spec = get(cfg.strategy.name)
-    if spec.requires_projection_head and not cfg.model.projection_head:
-        raise ConfigError(
-            f"strategy '{spec.name}' needs model.projection_head: true (its loss compares projections)"
-        )
-    if spec.name == "fednova" and cfg.train.optimizer != "sgd":
-        raise ConfigError(
-            f"strategy 'fednova' needs train.optimizer: sgd (its a_i formula is for SGD with momentum); got '{cfg.train.optimizer}'"
-        )
+
+def table_markdown() -> str:
+    """The README's strategy table: every algorithm, its hyperparameters and defaults."""
+    lines = ["| name | what it does | `strategy.*` (default, allowed) | paper |", "| --- | --- | --- | --- |"]
+    for name in available():
+        algo = get(name)
+        hps = "; ".join(f"`{h.name}` ({_fmt(h.default)}, {h.info.allowed()})" for h in hyperparameters(algo.Params)) or "-"
+        lines.append(f"| `{name}` | {algo.summary} | {hps} | {algo.paper} |".replace("||", "‖"))
+    return "\n".join(lines) + "\n"

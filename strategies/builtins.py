@@ -1,59 +1,201 @@
 """Flower's own server strategies, selectable by name, with the plain local trainer.
 
-=============== ==================================================== =======================================
-name            Flower class (paper)                                 fedsim keys
-=============== ==================================================== =======================================
-fedavgm         FedAvgM (Hsu et al. 2019)                            strategy.server_lr, .server_momentum
-fedadam         FedAdam (Reddi et al. 2021, "Adaptive Fed. Opt.")    strategy.eta, .eta_l, .beta_1, .beta_2, .tau
-fedyogi         FedYogi (Reddi et al. 2021)                          strategy.eta, .eta_l, .beta_1, .beta_2, .tau
-fedadagrad      FedAdagrad (Reddi et al. 2021)                       strategy.eta, .eta_l, .tau
-fedmedian       FedMedian (Yin et al. 2018)                          -
-fedtrimmedavg   FedTrimmedAvg (Yin et al. 2018)                      strategy.beta (trimmed share per side)
-krum            Krum (Blanchard et al. 2017)                         strategy.num_malicious
-=============== ==================================================== =======================================
+=============== ==================================================== ==============================
+name            Flower class (paper)                                 server rule
+=============== ==================================================== ==============================
+fedavgm         FedAvgM (Hsu et al. 2019)                            w -= lr_s m, m = beta m + (w - avg)
+fedadam         FedAdam (Reddi et al. 2021)                          Adam step on delta = avg - w
+fedyogi         FedYogi (Reddi et al. 2021)                          Yogi step on delta
+fedadagrad      FedAdagrad (Reddi et al. 2021)                       Adagrad step on delta
+fedmedian       FedMedian (Yin et al. 2018)                          coordinate-wise median
+fedtrimmedavg   FedTrimmedAvg (Yin et al. 2018)                      coordinate-wise trimmed mean
+krum            Krum (Blanchard et al. 2017)                         the client with the best score
+=============== ==================================================== ==============================
 
-Each is ``FedsimStrategy`` mixed into the Flower class, so Flower's aggregation runs
-unchanged; its server state (momentum, moments) is checkpointed.
+Each is :class:`~strategies.strategy.FedsimStrategy` mixed into the Flower class, so
+Flower's aggregation runs unchanged on the cohort's replies; its server state
+(momentum, moments) is checkpointed.
+
+Server optimisers (FedAvgM and the FedOpt family) step only the trainable
+parameters: Flower sees the replies and its remembered global model without the
+buffers, and the buffers (BatchNorm's running statistics and step counter) are
+averaged as in FedAvg. An optimiser step on a running variance can make it negative
+(NaN outputs): with a ResNet, FedYogi's test loss reached 6e13 before this.
+
+The clients' learning rate of Reddi et al. (eta_l) is ``train.lr``: Flower's FedOpt
+classes store an ``eta_l`` but never use it, so fedsim does not take one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections import OrderedDict
+from dataclasses import dataclass
 
+import torch
+from flwr.app import ArrayRecord, Message
 from flwr.serverapp import strategy as fs
 
-from .base import ClientRule, FedsimStrategy
-from .fedavg import flower_kwargs
-from .registry import StrategySpec, register
+from .arrays import record_to_state
+from .params import StrategyParams, hp
+from .registry import Algorithm, register
+from .strategy import Aggregate, ClientOutcome, FedsimStrategy
 
 
-def _mix(flower_cls: type, state: tuple[str, ...]) -> type:
-    return type(flower_cls.__name__, (FedsimStrategy, flower_cls), {"state_attributes": state, "__doc__": flower_cls.__doc__, "__module__": __name__})
+class FlowerAggregation(FedsimStrategy):
+    """Aggregate through the Flower class's own ``aggregate_train`` (after screening)."""
+
+    def flower_aggregate(self, server_round: int, replies: list[Message]) -> "OrderedDict[str, torch.Tensor]":
+        arrays, _ = super(FedsimStrategy, self).aggregate_train(server_round, replies)  # type: ignore[misc]
+        return record_to_state(arrays)
+
+    def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
+        return Aggregate(self.flower_aggregate(server_round, [o.message for o in outcomes]))
 
 
-FedAvgM = _mix(fs.FedAvgM, ("current_arrays", "momentum_vector"))
-FedAdam = _mix(fs.FedAdam, ("current_arrays", "m_t", "v_t"))
-FedYogi = _mix(fs.FedYogi, ("current_arrays", "m_t", "v_t"))
-FedAdagrad = _mix(fs.FedAdagrad, ("current_arrays", "m_t", "v_t"))
-FedMedian = _mix(fs.FedMedian, ())
-FedTrimmedAvg = _mix(fs.FedTrimmedAvg, ())
-Krum = _mix(fs.Krum, ())
+class ServerOptimizer(FlowerAggregation):
+    """A Flower server optimiser restricted to the trainable parameters (see module doc)."""
+
+    def _params_only(self, arrays):
+        """The trainable entries of an ArrayRecord or a dict of arrays."""
+        keep = {k: v for k, v in arrays.items() if self.setup.is_param(k)}
+        return ArrayRecord(keep) if isinstance(arrays, ArrayRecord) else keep
+
+    def configure_train(self, server_round, arrays, config, grid):
+        messages = super().configure_train(server_round, arrays, config, grid)
+        # the global model Flower remembers (FedOpt: set every round; FedAvgM: once)
+        if getattr(self, "current_arrays", None) is not None:
+            self.current_arrays = self._params_only(self.current_arrays)
+        return messages
+
+    def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
+        # the replies are decoded already (outcome.state); Flower reads their content,
+        # so the buffers are dropped from it in place (Flower's FedMedian pops from it too)
+        for o in outcomes:
+            rec = o.message.content.array_records["arrays"]
+            for key in [k for k in rec if not self.setup.is_param(k)]:
+                del rec[key]
+        stepped = self.flower_aggregate(server_round, [o.message for o in outcomes])
+        avg = self.average(outcomes)
+        return Aggregate(OrderedDict((k, stepped[k] if k in stepped else avg[k]) for k in global_state))
 
 
-def _opt(cfg: Any) -> dict[str, Any]:
-    s = cfg.strategy
-    return {"eta": s.eta, "eta_l": s.eta_l, "beta_1": s.beta_1, "beta_2": s.beta_2, "tau": s.tau}
+@dataclass
+class FedAvgMParams(StrategyParams):
+    server_lr: float = hp(1.0, gt=0, help="server learning rate lr_s", source="Flower's FedAvgM; Hsu et al. 2019")
+    server_momentum: float = hp(0.9, ge=0, lt=1, help="server momentum beta",
+                                source="Hsu et al. 2019 (beta = 0.9; Flower's default 0.0 is plain FedAvg)")
 
 
-BUILTINS: list[tuple[str, type, Callable[[Any], dict[str, Any]], str]] = [
-    ("fedavgm", FedAvgM, lambda c: {"server_learning_rate": c.strategy.server_lr, "server_momentum": c.strategy.server_momentum}, "server momentum"),
-    ("fedadam", FedAdam, _opt, "server-side Adam"),
-    ("fedyogi", FedYogi, _opt, "server-side Yogi"),
-    ("fedadagrad", FedAdagrad, lambda c: {"eta": c.strategy.eta, "eta_l": c.strategy.eta_l, "tau": c.strategy.tau}, "server-side Adagrad"),
-    ("fedmedian", FedMedian, lambda c: {}, "coordinate-wise median"),
-    ("fedtrimmedavg", FedTrimmedAvg, lambda c: {"beta": c.strategy.beta}, "coordinate-wise trimmed mean"),
-    ("krum", Krum, lambda c: {"num_malicious_nodes": c.strategy.num_malicious}, "Krum selection"),
-]
+@dataclass
+class FedOptParams(StrategyParams):
+    eta: float = hp(0.01, gt=0, help="server learning rate eta", source="Flower's FedYogi (FedAdam/FedAdagrad default 0.1 did not learn, see README)")
+    beta_1: float = hp(0.9, ge=0, lt=1, help="first-moment decay", source="Flower; Reddi et al. 2021")
+    beta_2: float = hp(0.99, ge=0, lt=1, help="second-moment decay", source="Flower; Reddi et al. 2021")
+    tau: float = hp(1e-3, gt=0, help="adaptivity tau (added to sqrt(v))", source="Flower; Reddi et al. 2021")
 
-for _name, _cls, _kw, _summary in BUILTINS:
-    register(StrategySpec(_name, (lambda cls, kw: lambda cfg: cls(**kw(cfg), **flower_kwargs(cfg)))(_cls, _kw), ClientRule, summary=_summary))
+
+@dataclass
+class FedAdagradParams(StrategyParams):
+    eta: float = hp(0.01, gt=0, help="server learning rate eta", source="as fedadam")
+    tau: float = hp(1e-3, gt=0, help="adaptivity tau (added to sqrt(v))", source="Flower; Reddi et al. 2021")
+
+
+@dataclass
+class FedTrimmedAvgParams(StrategyParams):
+    beta: float = hp(0.2, ge=0, lt=0.5, help="share of the updates trimmed from each end, per coordinate (Flower's beta)",
+                     source="Flower's FedTrimmedAvg")
+
+
+@dataclass
+class KrumParams(StrategyParams):
+    num_malicious: int = hp(0, ge=0, help="f, the number of Byzantine clients Krum tolerates (score over n - f - 2 neighbours)",
+                            source="Flower's Krum")
+
+
+def _mix(flower_cls: type, base: type, state: tuple[str, ...]) -> type:
+    return type(flower_cls.__name__ + "Server", (base, flower_cls), {"state_attributes": state, "__doc__": flower_cls.__doc__, "__module__": __name__})
+
+
+FedAvgMServer = _mix(fs.FedAvgM, ServerOptimizer, ("current_arrays", "momentum_vector"))
+FedAdamServer = _mix(fs.FedAdam, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
+FedYogiServer = _mix(fs.FedYogi, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
+FedAdagradServer = _mix(fs.FedAdagrad, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
+FedMedianServer = _mix(fs.FedMedian, FlowerAggregation, ())
+FedTrimmedAvgServer = _mix(fs.FedTrimmedAvg, FlowerAggregation, ())
+KrumServer = _mix(fs.Krum, FlowerAggregation, ())
+
+REDDI = "Reddi et al. 2021, Adaptive Federated Optimization"
+
+
+@register
+class FedAvgM(Algorithm):
+    name = "fedavgm"
+    summary = "server momentum on the averaged update"
+    paper = "Hsu et al. 2019, Measuring the Effects of Non-Identical Data Distribution for Federated Visual Classification"
+    Params = FedAvgMParams
+
+    def server(self, p):
+        return FedAvgMServer(p, server_learning_rate=p.server_lr, server_momentum=p.server_momentum)
+
+
+@register
+class FedAdam(Algorithm):
+    name = "fedadam"
+    summary = "server-side Adam on the averaged update"
+    paper = REDDI
+    Params = FedOptParams
+
+    def server(self, p):
+        return FedAdamServer(p, eta=p.eta, beta_1=p.beta_1, beta_2=p.beta_2, tau=p.tau)
+
+
+@register
+class FedYogi(Algorithm):
+    name = "fedyogi"
+    summary = "server-side Yogi on the averaged update"
+    paper = REDDI
+    Params = FedOptParams
+
+    def server(self, p):
+        return FedYogiServer(p, eta=p.eta, beta_1=p.beta_1, beta_2=p.beta_2, tau=p.tau)
+
+
+@register
+class FedAdagrad(Algorithm):
+    name = "fedadagrad"
+    summary = "server-side Adagrad on the averaged update"
+    paper = REDDI
+    Params = FedAdagradParams
+
+    def server(self, p):
+        return FedAdagradServer(p, eta=p.eta, tau=p.tau)
+
+
+@register
+class FedMedian(Algorithm):
+    name = "fedmedian"
+    summary = "coordinate-wise median"
+    paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
+    Server = FedMedianServer
+
+
+@register
+class FedTrimmedAvg(Algorithm):
+    name = "fedtrimmedavg"
+    summary = "coordinate-wise trimmed mean"
+    paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
+    Params = FedTrimmedAvgParams
+
+    def server(self, p):
+        return FedTrimmedAvgServer(p, beta=p.beta)
+
+
+@register
+class Krum(Algorithm):
+    name = "krum"
+    summary = "the client model with the smallest distance to its neighbours"
+    paper = "Blanchard et al. 2017, Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent"
+    Params = KrumParams
+
+    def server(self, p):
+        return KrumServer(p, num_malicious_nodes=p.num_malicious)

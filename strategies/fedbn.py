@@ -12,14 +12,22 @@ trains with them once it has its own.
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from fedsim.models import bn_state_keys
+from .registry import Algorithm, register
+from .rule import ClientRule, RuleOutput
 
 
-from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
-from .fedavg import flower_kwargs
-from .registry import StrategySpec, register
+def bn_state_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of BatchNorm layers (weight, bias, running_mean, running_var,
+    num_batches_tracked): what FedBN keeps local. In state_dict order."""
+    owned: set[str] = set()
+    for name, mod in model.named_modules(remove_duplicate=False):
+        if isinstance(mod, _BatchNorm):
+            prefix = f"{name}." if name else ""
+            owned.update(prefix + k for k in mod.state_dict().keys())
+    return [k for k in model.state_dict().keys() if k in owned]
 
 
 class FedBNRule(ClientRule):
@@ -41,9 +49,9 @@ class FedBNRule(ClientRule):
         return RuleOutput(state={k: sd[k].detach().clone() for k in keys} if keys else None)
 
 
-class FedBN(FedsimStrategy, FlowerFedAvg):
-    def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        return self.average(outcomes)
-
-
-register(StrategySpec("fedbn", lambda cfg: FedBN(**flower_kwargs(cfg)), FedBNRule, summary="BatchNorm layers stay local"))
+@register
+class FedBN(Algorithm):
+    name = "fedbn"
+    summary = "BatchNorm layers stay local"
+    paper = "Li et al. 2021, FedBN: Federated Learning on Non-IID Features via Local Batch Normalization"
+    Rule = FedBNRule

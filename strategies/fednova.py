@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from .arrays import is_float
-from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
-from .fedavg import flower_kwargs
-from .registry import StrategySpec, register
+from .registry import Algorithm, register
+from .rule import ClientRule, RuleOutput
+from .strategy import Aggregate, ClientOutcome, FedAvgServer
 
 A_KEY = "fednova_a"
 
@@ -43,18 +42,17 @@ class FedNovaRule(ClientRule):
         return RuleOutput(metrics={A_KEY: normalizing_factor(steps, self.ctx.momentum)})
 
 
-class FedNova(FedsimStrategy, FlowerFedAvg):
+class FedNovaServer(FedAvgServer):
     """Server half: normalised averaging."""
 
-    def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        g = self.round_log.global_state
+    def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
         avg = self.average(outcomes)
         n = float(sum(o.num_examples for o in outcomes))
         p = [o.num_examples / n for o in outcomes]
         a = [float(o.metrics.get(A_KEY, 0.0)) for o in outcomes]
         tau_eff = sum(pi * ai for pi, ai in zip(p, a))
         new: OrderedDict[str, torch.Tensor] = OrderedDict()
-        for key, gv in g.items():
+        for key, gv in global_state.items():
             # buffers (BatchNorm statistics) are averaged: a normalised step with unequal
             # a_i could push a running variance below zero
             if not is_float(gv) or not self.setup.is_param(key):
@@ -65,15 +63,18 @@ class FedNova(FedsimStrategy, FlowerFedAvg):
                 if ai > 0:
                     direction += pi * (gv.double() - o.state[key].double()) / ai
             new[key] = (gv.double() - tau_eff * direction).to(gv.dtype)
-        self.round_log.server_metrics["tau_eff"] = tau_eff
-        return new
+        return Aggregate(new, {"tau_eff": tau_eff})
 
 
-register(
-    StrategySpec(
-        "fednova",
-        lambda cfg: FedNova(**flower_kwargs(cfg)),
-        FedNovaRule,
-        summary="normalised averaging of updates for unequal local steps",
-    )
-)
+@register
+class FedNova(Algorithm):
+    name = "fednova"
+    summary = "normalised averaging of updates for unequal local steps"
+    paper = "Wang et al. 2020, Tackling the Objective Inconsistency Problem in Heterogeneous Federated Optimization"
+    Rule = FedNovaRule
+    Server = FedNovaServer
+
+    def check(self, cfg) -> str | None:
+        if cfg.train.optimizer != "sgd":
+            return f"strategy 'fednova' needs train.optimizer: sgd (its a_i formula is for SGD with momentum); got '{cfg.train.optimizer}'"
+        return None

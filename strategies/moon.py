@@ -15,15 +15,22 @@ with the number of parties. The frozen models run in eval mode. Server: FedAvg.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+from .params import StrategyParams, hp
+from .registry import Algorithm, register
+from .rule import ClientRule, RuleOutput
 
 
-from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
-from .fedavg import flower_kwargs
-from .registry import StrategySpec, register
+@dataclass
+class MoonParams(StrategyParams):
+    mu: float = hp(1.0, ge=0, help="weight mu of the model-contrastive loss l_con",
+                   source="MOON's code (Li, He and Song 2021; the paper uses 5 on CIFAR-10, 1 on CIFAR-100)")
+    temperature: float = hp(0.5, gt=0, help="temperature T of the cosine similarities", source="MOON (Li, He and Song 2021)")
+    buffer_size: int = hp(1, ge=1, help="previous local models used as negatives", source="MOON (Li, He and Song 2021)")
 
 
 def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prevs: list[torch.Tensor], temperature: float) -> torch.Tensor:
@@ -51,10 +58,8 @@ class MoonRule(ClientRule):
     needs_global = True
 
     def on_train_begin(self) -> None:
-        cfg = self.ctx.config
-        self.mu = float(cfg.get("moon-mu", 0.0))
-        self.temperature = float(cfg.get("moon-temperature", 0.5))
-        self.buffer_size = int(cfg.get("moon-buffer-size", 1))
+        hp_ = self.ctx.params
+        self.mu, self.temperature, self.buffer_size = float(hp_.mu), float(hp_.temperature), int(hp_.buffer_size)
         self.prev_states = _unpack(self.ctx.state)
         self.global_model = None
         self.prev_models: list[torch.nn.Module] = []
@@ -92,26 +97,15 @@ def _unpack(flat: dict[str, torch.Tensor] | None) -> list:
     return [out[j] for j in sorted(out)]
 
 
-class Moon(FedsimStrategy, FlowerFedAvg):
-    """Server half: FedAvg, sending mu, T and the buffer size to the clients."""
+@register
+class Moon(Algorithm):
+    name = "moon"
+    summary = "model-contrastive loss against the global and previous local projections"
+    paper = "Li, He and Song 2021, Model-Contrastive Federated Learning"
+    Params = MoonParams
+    Rule = MoonRule
 
-    def __init__(self, mu: float, temperature: float, buffer_size: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.mu, self.temperature, self.buffer_size = mu, temperature, buffer_size
-
-    def client_config(self, server_round: int):
-        return {"moon-mu": float(self.mu), "moon-temperature": float(self.temperature), "moon-buffer-size": int(self.buffer_size)}
-
-    def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        return self.average(outcomes)
-
-
-register(
-    StrategySpec(
-        "moon",
-        lambda cfg: Moon(cfg.strategy.mu, cfg.strategy.temperature, cfg.strategy.buffer_size, **flower_kwargs(cfg)),
-        MoonRule,
-        requires_projection_head=True,
-        summary="model-contrastive loss (strategy.mu, .temperature, .buffer_size); needs model.projection_head",
-    )
-)
+    def check(self, cfg) -> str | None:
+        if not cfg.model.projection_head:
+            return "strategy 'moon' needs model.projection_head: true (its loss compares projections)"
+        return None

@@ -25,23 +25,41 @@ NIID-Bench does makes round 1 (all c = 0) equal FedAvg, and both agree when the
 parties are of equal size. ``c`` is the mean of all c_k, so its update is a plain
 mean scaled by the sampled share |S|/N. Control variates cover the trainable
 parameters; buffers (BatchNorm statistics) are averaged as in FedAvg.
+
+With parties of unequal size the fixed point is that of the uniform mean of the
+local objectives, (1/N) sum_k F_k, not of the example-weighted one: ``c`` is the
+uniform mean of the c_k, and each party's corrected steps follow ``g_k - c_k + c``
+(as in NIID-Bench's implementation). With equal sizes both objectives agree.
+
+SGD only: ``(w - y) / (a lr)`` estimates a mean gradient only when ``y`` moved by
+SGD steps; under Adam or AdamW it is no gradient estimate (config check). A party
+keeps its new c_k only if the server aggregates its reply: a reply dropped as
+failed, late or non-finite leaves the party's previous c_k in place, so
+``c = mean(c_k)`` keeps holding.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
-from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from .arrays import is_float, state_to_record, weighted_average
-from .base import ClientOutcome, ClientRule, FedsimStrategy, RuleOutput
-from .fedavg import flower_kwargs
 from .fednova import normalizing_factor
-from .registry import StrategySpec, register
+from .params import StrategyParams, hp
+from .registry import Algorithm, register
+from .rule import ClientRule, RuleOutput, trainable
+from .strategy import Aggregate, ClientOutcome, FedAvgServer
 
 C_KEY = "scaffold_c"
 DC_KEY = "scaffold_dc"
+
+
+@dataclass
+class ScaffoldParams(StrategyParams):
+    server_lr: float = hp(1.0, gt=0, help="global step size eta_g of w += eta_g sum_k p_k (y_k - w)",
+                          source="Karimireddy et al. 2020 (eta_g = 1 in their experiments)")
 
 
 class ScaffoldRule(ClientRule):
@@ -50,8 +68,7 @@ class ScaffoldRule(ClientRule):
     needs_global = True
 
     def on_train_begin(self) -> None:
-        model = self.ctx.model
-        self.params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.params = trainable(self.ctx.model)
         server_c = self.ctx.records.get(C_KEY, {})
         state = self.ctx.state or {}
         self.c = {n: server_c[n] if n in server_c else torch.zeros_like(p) for n, p in self.params}
@@ -78,46 +95,49 @@ class ScaffoldRule(ClientRule):
         return RuleOutput(records={DC_KEY: dc}, state=c_new)
 
 
-class Scaffold(FedsimStrategy, FlowerFedAvg):
+class ScaffoldServer(FedAvgServer):
     """Server half: corrected model step and the control variate c."""
 
     state_attributes = ("c",)
-    single_array_record = False
 
-    def __init__(self, server_lr: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.server_lr = server_lr
+    def __init__(self, params: ScaffoldParams) -> None:
+        super().__init__(params)
         self.c: dict[str, torch.Tensor] | None = None
 
     def extra_records(self, server_round: int):
         return {C_KEY: state_to_record(self.c)} if self.c else {}
 
-    def aggregate_outcomes(self, server_round: int, outcomes: list[ClientOutcome]):
-        g = self.round_log.global_state
+    def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
+        lr_g = self.params.server_lr
         avg = self.average(outcomes)
         new: OrderedDict[str, torch.Tensor] = OrderedDict()
-        for key, gv in g.items():
+        for key, gv in global_state.items():
             # the server step applies to parameters; buffers are averaged as in FedAvg
-            if is_float(gv) and self.server_lr != 1.0 and self.setup.is_param(key):
-                new[key] = (gv.double() + self.server_lr * (avg[key].double() - gv.double())).to(gv.dtype)
+            if is_float(gv) and lr_g != 1.0 and self.setup.is_param(key):
+                new[key] = (gv.double() + lr_g * (avg[key].double() - gv.double())).to(gv.dtype)
             else:
                 new[key] = avg[key]
         dcs = [o.records[DC_KEY] for o in outcomes if DC_KEY in o.records]
         if dcs:
-            n_total = len(self.setup.node_of_party)
-            share = len(dcs) / n_total
+            share = len(dcs) / len(self.setup.node_of_party)
             mean_dc = weighted_average(dcs, [1.0] * len(dcs))
             if self.c is None:
                 self.c = {k: torch.zeros_like(v) for k, v in mean_dc.items()}
             self.c = {k: (self.c[k].double() + share * mean_dc[k].double()).to(mean_dc[k].dtype) for k in mean_dc}
-        return new
+        return Aggregate(new)
 
 
-register(
-    StrategySpec(
-        "scaffold",
-        lambda cfg: Scaffold(server_lr=cfg.strategy.server_lr, **flower_kwargs(cfg)),
-        ScaffoldRule,
-        summary="control variates correct client drift (option II; strategy.server_lr)",
-    )
-)
+@register
+class Scaffold(Algorithm):
+    name = "scaffold"
+    summary = "control variates correct client drift (option II)"
+    paper = "Karimireddy et al. 2020, SCAFFOLD: Stochastic Controlled Averaging for Federated Learning"
+    Params = ScaffoldParams
+    Rule = ScaffoldRule
+    Server = ScaffoldServer
+
+    def check(self, cfg) -> str | None:
+        if cfg.train.optimizer != "sgd":
+            return (f"strategy 'scaffold' needs train.optimizer: sgd (its control variate (w - y)/(K lr) estimates a "
+                    f"gradient only under SGD); got '{cfg.train.optimizer}'")
+        return None

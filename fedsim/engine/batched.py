@@ -49,7 +49,7 @@ def why_not_batched(rt, mode: str) -> str | None:
         return "engine.batch_clients is off"
     if mode == "auto" and rt.device.type != "cuda":
         return "engine.batch_clients=auto batches on CUDA only (on a CPU vmap is slower than one client at a time for convolutional models; set it on for tiny ones)"
-    rule = rt.spec.client_rule
+    rule = rt.algo.Rule
     if not rule.batchable:
         return f"strategy '{cfg.strategy.name}' has a client rule with gradient hooks or per-party state"
     if cfg.train.optimizer != "sgd":
@@ -190,15 +190,15 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
     C = len(rounds)
     params = {n: g.unsqueeze(0).repeat(C, *([1] * g.dim())) for n, g in global_params.items()}
     bufs: dict[str, torch.Tensor] = {}
-    rule = rt.spec.client_rule
-    config = rounds[0].ctx.config
+    rule = rt.algo.Rule
+    hparams = rt.cfg.strategy
     amp = tc.amp and device.type == "cuda"
 
     def loss_fn(p, x, y, w):
         logits = functional_call(model, {**p, **buffers}, (x,))
         per_sample = F.cross_entropy(logits.float(), y, reduction="none")
         loss = (per_sample * w).sum() / w.sum().clamp_min(1.0)
-        penalty = rule.functional_penalty(config, p, global_params)
+        penalty = rule.functional_penalty(hparams, p, global_params)
         if penalty is not None:
             loss = loss + penalty
         return loss, logits.detach()

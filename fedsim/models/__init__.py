@@ -16,7 +16,7 @@ from . import simple_cnn as _simple_cnn  # noqa: E402,F401
 from . import mlp as _mlp  # noqa: E402,F401
 from . import resnet as _resnet  # noqa: E402,F401
 
-from .inspect import LayerRow, ModelReport, bn_state_keys, format_report, has_batchnorm, inspect_model  # noqa: E402
+from .inspect import LayerRow, ModelReport, format_report, has_batchnorm, inspect_model  # noqa: E402
 
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "LayerRow",
     "ModelReport",
     "available",
-    "bn_state_keys",
     "build_model",
     "format_report",
     "has_batchnorm",

@@ -58,17 +58,6 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
-def bn_state_keys(model: nn.Module) -> list[str]:
-    """State-dict keys of BatchNorm layers (weight, bias, running_mean, running_var,
-    num_batches_tracked): what FedBN (Li et al., ICLR 2021) keeps local. In state_dict order."""
-    owned: set[str] = set()
-    for name, mod in model.named_modules(remove_duplicate=False):
-        if isinstance(mod, _BatchNorm):
-            prefix = f"{name}." if name else ""
-            owned.update(prefix + k for k in mod.state_dict().keys())
-    return [k for k in model.state_dict().keys() if k in owned]
-
-
 def _shape_of(out: Any) -> tuple:
     if isinstance(out, torch.Tensor):
         return tuple(out.shape)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.base import TrainContext
+from strategies.params import StrategyParams
+from strategies.rule import TrainContext
 
 
 def rule_context(model: nn.Module, build_model, **fields: Any) -> TrainContext:
@@ -18,6 +19,7 @@ def rule_context(model: nn.Module, build_model, **fields: Any) -> TrainContext:
     ``fields`` override any of these."""
     ctx = {
         "global_state": OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items()),
+        "params": StrategyParams(),
         "config": {},
         "records": {},
         "state": None,

@@ -36,7 +36,7 @@ def _ckpt(run_dir, rnd: int) -> dict:
 
 def _server_state(res, rnd: int):
     """The strategy as restored from the checkpoint of round ``rnd``."""
-    strat = strategies.build(res.config)
+    strat = strategies.build(res.config.strategy)
     strat.load_state_dict(_ckpt(res.run_dir, rnd)["strategy"])
     return strat
 

@@ -8,13 +8,14 @@ from torch import nn
 
 import fedsim
 from fedsim.config import ModelConfig, TrainConfig
-from fedsim.models import bn_state_keys, build_model
+from fedsim.models import build_model
 from fedsim.store import read_jsonl
 from fedsim.training import PartyData, train_local
 from rule_context import rule_context
-from strategies.base import ClientOutcome, FederationSetup, RoundLog, TrainContext
-from strategies.fedavg import flower_kwargs
-from strategies.fedbn import FedBN, FedBNRule
+from strategies.params import StrategyParams
+from strategies.rule import TrainContext
+from strategies.strategy import ClientOutcome, FedAvgServer, FederationSetup
+from strategies.fedbn import FedBNRule, bn_state_keys
 
 BN_KEYS = ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
 
@@ -116,11 +117,10 @@ def test_two_parties_keep_their_own_bn_and_the_server_averages_the_rest():
         assert not torch.allclose(states[0][k], states[1][k])
     assert int(states[0]["bn.num_batches_tracked"]) == 1 + 4 and int(states[1]["bn.num_batches_tracked"]) == 1 + 6
 
-    strat = FedBN(**flower_kwargs(None))
+    strat = FedAvgServer(StrategyParams(name="fedbn"))
     strat.bind(FederationSetup(seed=0, node_of_party={0: 100, 1: 101}))
-    strat.round_log = RoundLog(round=1, global_state=glob)
     outcomes = [ClientOutcome(p, 100 + p, len(ys[p]), {"num-examples": len(ys[p])}, state=_copy(models[p].state_dict())) for p in (0, 1)]
-    new = strat.aggregate_outcomes(1, outcomes)
+    new = strat.aggregate(1, glob, outcomes).state
     p0, p1 = 8 / 20, 12 / 20
     for k, v in new.items():
         if k == "bn.num_batches_tracked":

@@ -10,9 +10,9 @@ import fedsim
 from fedsim.config import TrainConfig
 from fedsim.training import PartyData, train_local
 from rule_context import rule_context
-from strategies.base import ClientOutcome, FederationSetup, RoundLog
-from strategies.fedavg import flower_kwargs
-from strategies.fednova import A_KEY, FedNova, FedNovaRule, normalizing_factor
+from strategies.params import StrategyParams
+from strategies.strategy import ClientOutcome, FederationSetup
+from strategies.fednova import A_KEY, FedNovaRule, FedNovaServer, normalizing_factor
 
 
 def _final(result):
@@ -77,8 +77,8 @@ def _outcome(party: int, n: int, state, a: float) -> ClientOutcome:
                          metrics={"num-examples": n, A_KEY: a}, state=OrderedDict(state))
 
 
-def _bound() -> FedNova:
-    strat = FedNova(**flower_kwargs(None))
+def _bound() -> FedNovaServer:
+    strat = FedNovaServer(StrategyParams(name="fednova"))
     strat.bind(FederationSetup(seed=0, node_of_party={p: 100 + p for p in range(3)}))
     return strat
 
@@ -86,14 +86,13 @@ def _bound() -> FedNova:
 def test_server_normalised_aggregation_by_hand():
     strat = _bound()
     w = OrderedDict(fc=torch.tensor([1.0, -2.0, 0.5]), b=torch.tensor([[3.0]]))
-    strat.round_log = RoundLog(round=1, global_state=w)
     ws = [
         {"fc": torch.tensor([0.0, -1.0, 1.5]), "b": torch.tensor([[2.0]])},
         {"fc": torch.tensor([2.0, -2.5, 0.0]), "b": torch.tensor([[3.5]])},
         {"fc": torch.tensor([1.5, 0.0, -1.0]), "b": torch.tensor([[1.0]])},
     ]
     ns, a = [10, 30, 60], [2.0, 5.61, 9.0]
-    new = strat.aggregate_outcomes(1, [_outcome(i, ns[i], ws[i], a[i]) for i in range(3)])
+    new = strat.aggregate(1, w, [_outcome(i, ns[i], ws[i], a[i]) for i in range(3)]).state
 
     p = [n / sum(ns) for n in ns]
     tau_eff = sum(pi * ai for pi, ai in zip(p, a))
@@ -111,9 +110,8 @@ def test_server_normalised_aggregation_by_hand():
 def test_equal_factors_are_fedavg():
     strat = _bound()
     w = OrderedDict(fc=torch.tensor([1.0, -2.0]))
-    strat.round_log = RoundLog(round=1, global_state=w)
     ws = [{"fc": torch.tensor([0.0, 1.0])}, {"fc": torch.tensor([4.0, -1.0])}]
-    new = strat.aggregate_outcomes(1, [_outcome(0, 1, ws[0], 5.61), _outcome(1, 3, ws[1], 5.61)])
+    new = strat.aggregate(1, w, [_outcome(0, 1, ws[0], 5.61), _outcome(1, 3, ws[1], 5.61)]).state
     torch.testing.assert_close(new["fc"], 0.25 * ws[0]["fc"] + 0.75 * ws[1]["fc"])
 
 
@@ -122,12 +120,11 @@ def test_buffers_are_averaged_as_in_fedavg():
     strat.setup.param_keys = frozenset({"conv.weight"})  # the server knows its model's parameters
     w = OrderedDict([("conv.weight", torch.tensor([1.0])), ("bn.running_var", torch.tensor([10.0])),
                      ("bn.num_batches_tracked", torch.tensor(4))])
-    strat.round_log = RoundLog(round=1, global_state=w)
     ws = [OrderedDict([("conv.weight", torch.tensor([0.0])), ("bn.running_var", torch.tensor([1.0])),
                        ("bn.num_batches_tracked", torch.tensor(5))]),
           OrderedDict([("conv.weight", torch.tensor([0.0])), ("bn.running_var", torch.tensor([1.0])),
                        ("bn.num_batches_tracked", torch.tensor(13))])]
-    new = strat.aggregate_outcomes(1, [_outcome(0, 10, ws[0], 1.0), _outcome(1, 10, ws[1], 9.0)])
+    new = strat.aggregate(1, w, [_outcome(0, 10, ws[0], 1.0), _outcome(1, 10, ws[1], 9.0)]).state
     # parameters: tau_eff = 5, sum p_i d_i = 0.5 * 1 + 0.5 * 1/9 -> 1 - 5 * 5/9
     torch.testing.assert_close(new["conv.weight"], torch.tensor([1.0 - 25.0 / 9.0]))
     assert new["bn.num_batches_tracked"] == 13

@@ -8,8 +8,8 @@ from torch import nn
 
 import fedsim
 from rule_context import rule_context
-from strategies.base import TrainContext
-from strategies.fedprox import FedProxRule
+from strategies.fedprox import FedProxParams, FedProxRule
+from strategies.rule import TrainContext
 
 
 def _final(result) -> "OrderedDict[str, torch.Tensor]":
@@ -24,7 +24,7 @@ def _assert_states_equal(a, b) -> None:
 
 
 def _ctx(model: nn.Module, global_state, mu: float) -> TrainContext:
-    return rule_context(model, lambda: nn.Linear(3, 2), global_state=global_state, config={"proximal-mu": mu})
+    return rule_context(model, lambda: nn.Linear(3, 2), global_state=global_state, params=FedProxParams(name="fedprox", mu=mu))
 
 
 class _TwoLayer(nn.Module):

@@ -15,8 +15,8 @@ from fedsim.config import ModelConfig
 from fedsim.models import build_model
 from fedsim.store import read_jsonl
 from rule_context import rule_context
-from strategies.base import TrainContext
-from strategies.moon import MoonRule, contrastive_loss
+from strategies.rule import TrainContext
+from strategies.moon import MoonParams, MoonRule, contrastive_loss
 
 T = 0.5
 
@@ -68,8 +68,8 @@ def _model(seed: int):
 
 
 def _ctx(model, global_state, state, mu: float, buffer_size: int = 1) -> TrainContext:
-    config = {"moon-mu": mu, "moon-temperature": T, "moon-buffer-size": buffer_size}
-    return rule_context(model, lambda: _model(99), global_state=global_state, config=config, state=state)
+    params = MoonParams(name="moon", mu=mu, temperature=T, buffer_size=buffer_size)
+    return rule_context(model, lambda: _model(99), global_state=global_state, params=params, state=state)
 
 
 def _prefixed(j: int, sd) -> dict:

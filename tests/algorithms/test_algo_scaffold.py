@@ -22,9 +22,9 @@ from fedsim.store import read_jsonl
 from fedsim.training import PartyData, train_local
 from rule_context import rule_context
 from strategies.arrays import record_to_state
-from strategies.base import ClientOutcome, ClientRule, FederationSetup, RoundLog
-from strategies.fedavg import flower_kwargs
-from strategies.scaffold import C_KEY, DC_KEY, Scaffold, ScaffoldRule
+from strategies.rule import ClientRule
+from strategies.scaffold import C_KEY, DC_KEY, ScaffoldParams, ScaffoldRule, ScaffoldServer
+from strategies.strategy import ClientOutcome, FederationSetup
 
 LR = 0.1
 
@@ -144,10 +144,9 @@ def _outcome(party: int, n: int, state, dc) -> ClientOutcome:
 
 @pytest.mark.parametrize("server_lr", [1.0, 0.5])
 def test_server_moves_c_by_sampled_share_of_mean_dc_and_model_by_weighted_delta(server_lr):
-    strat = Scaffold(server_lr=server_lr, **flower_kwargs(None))
+    strat = ScaffoldServer(ScaffoldParams(name="scaffold", server_lr=server_lr))
     strat.bind(FederationSetup(seed=0, node_of_party={p: 100 + p for p in range(4)}))
     w = OrderedDict(a=torch.tensor([1.0, 2.0, -1.0]), b=torch.tensor([[0.5]]))
-    strat.round_log = RoundLog(round=3, global_state=w)
     c0 = {"a": torch.tensor([0.1, 0.0, -0.2]), "b": torch.tensor([[0.3]])}
     strat.c = {k: v.clone() for k, v in c0.items()}
 
@@ -156,7 +155,7 @@ def test_server_moves_c_by_sampled_share_of_mean_dc_and_model_by_weighted_delta(
     dc1 = {"a": torch.tensor([0.2, -0.4, 0.6]), "b": torch.tensor([[1.0]])}
     dc3 = {"a": torch.tensor([-0.1, 0.3, 0.2]), "b": torch.tensor([[-2.0]])}
     n1, n3 = 30, 10  # |S| = 2 of N = 4
-    new = strat.aggregate_outcomes(3, [_outcome(1, n1, y1, dc1), _outcome(3, n3, y3, dc3)])
+    new = strat.aggregate(3, w, [_outcome(1, n1, y1, dc1), _outcome(3, n3, y3, dc3)]).state
 
     p1, p3 = n1 / (n1 + n3), n3 / (n1 + n3)
     for k in w:
@@ -173,29 +172,27 @@ def test_server_moves_c_by_sampled_share_of_mean_dc_and_model_by_weighted_delta(
 
 
 def test_server_first_round_starts_c_from_zero_and_sends_nothing_before():
-    strat = Scaffold(**flower_kwargs(None))
+    strat = ScaffoldServer(ScaffoldParams(name="scaffold"))
     strat.bind(FederationSetup(seed=0, node_of_party={p: 100 + p for p in range(4)}))
     assert strat.extra_records(1) == {}
     w = OrderedDict(a=torch.zeros(2))
-    strat.round_log = RoundLog(round=1, global_state=w)
     dc = {"a": torch.tensor([0.4, -0.8])}
-    strat.aggregate_outcomes(1, [_outcome(0, 5, {"a": torch.ones(2)}, dc)])
+    strat.aggregate(1, w, [_outcome(0, 5, {"a": torch.ones(2)}, dc)]).state
     torch.testing.assert_close(strat.c["a"], torch.tensor([0.1, -0.2]))  # (1/4) * dc
 
 
 def test_server_lr_leaves_buffers_averaged_as_in_fedavg():
-    strat = Scaffold(server_lr=0.5, **flower_kwargs(None))
+    strat = ScaffoldServer(ScaffoldParams(name="scaffold", server_lr=0.5))
     strat.bind(FederationSetup(seed=0, node_of_party={0: 100, 1: 101}, param_keys=frozenset({"fc.weight"})))
     w = OrderedDict([("fc.weight", torch.tensor([1.0, 1.0])), ("bn.running_mean", torch.tensor([0.0, 4.0])),
                      ("bn.num_batches_tracked", torch.tensor(3))])
-    strat.round_log = RoundLog(round=2, global_state=w)
     ys = [OrderedDict([("fc.weight", torch.tensor([3.0, 1.0])), ("bn.running_mean", torch.tensor([2.0, 2.0])),
                        ("bn.num_batches_tracked", torch.tensor(5))]),
           OrderedDict([("fc.weight", torch.tensor([1.0, 3.0])), ("bn.running_mean", torch.tensor([4.0, 0.0])),
                        ("bn.num_batches_tracked", torch.tensor(7))])]
     # control variates cover the trainable parameters only
     dcs = [{"fc.weight": torch.zeros(2)}, {"fc.weight": torch.zeros(2)}]
-    new = strat.aggregate_outcomes(2, [_outcome(p, 10, ys[p], dcs[p]) for p in (0, 1)])
+    new = strat.aggregate(2, w, [_outcome(p, 10, ys[p], dcs[p]) for p in (0, 1)]).state
     torch.testing.assert_close(new["fc.weight"], torch.tensor([1.5, 1.5]))  # w + 0.5 * mean delta
     assert new["bn.num_batches_tracked"] == 7
     torch.testing.assert_close(new["bn.running_mean"], torch.tensor([3.0, 1.0]))  # the plain average
@@ -225,7 +222,7 @@ def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
 
     # c starts at 0, every c_i starts at 0 and c += (1/N) sum_S dc_i: c = (1/N) sum_i c_i
     ckpt = torch.load(res.run_dir / "checkpoints" / "round_000002" / "state.pt", weights_only=True)
-    strat = strategies.build(res.config)
+    strat = strategies.build(res.config.strategy)
     strat.load_state_dict(ckpt["strategy"])
     c = strat.c
     cis = [torch.load(res.run_dir / "client_state" / f, weights_only=True) for f in files]

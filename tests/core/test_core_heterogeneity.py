@@ -17,7 +17,7 @@ def test_two_identical_updates():
     assert m["update_cosine_mean"] == pytest.approx(1.0)
     assert m["gradient_diversity"] == pytest.approx(0.5)  # 2||d||^2 / ||2d||^2
     assert m["update_norm_mean"] == pytest.approx(3.0)
-    assert m["weight_divergence_mean"] == pytest.approx(0.0)
+    assert m["client_drift_mean"] == pytest.approx(0.0)
 
 
 def test_orthogonal_and_opposite_updates():
@@ -28,7 +28,7 @@ def test_orthogonal_and_opposite_updates():
     assert m["update_cosine_mean"] == pytest.approx(0.0)
     assert m["gradient_diversity"] == pytest.approx(1.0)  # (1 + 1) / ||(1, 1)||^2
     # ||w_k - w+|| / ||w+||: w+ = (1.5, 1.5), w_1 - w+ = (0.5, -0.5)
-    assert m["weight_divergence_mean"] == pytest.approx(math.sqrt(0.5) / math.sqrt(4.5))
+    assert m["client_drift_mean"] == pytest.approx(math.sqrt(0.5) / math.sqrt(4.5))
     opp = torch.stack([g + torch.tensor([1.0, 0.0]), g - torch.tensor([1.0, 0.0])])
     m2 = model_heterogeneity(g, opp, g)
     assert m2["update_cosine_mean"] == pytest.approx(-1.0)
@@ -63,8 +63,8 @@ def test_linear_time_formulas_match_the_pairwise_definitions():
     assert m["update_cosine_mean"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
     assert m["gradient_diversity"] == pytest.approx(float((n**2).sum() / (D.sum(0) @ D.sum(0))), rel=1e-5)
     div = (clients.double() - agg.double()).norm(dim=1) / agg.double().norm()
-    assert m["weight_divergence_mean"] == pytest.approx(float(div.mean()), rel=1e-5)
-    assert m["weight_divergence_max"] == pytest.approx(float(div.max()), rel=1e-5)
+    assert m["client_drift_mean"] == pytest.approx(float(div.mean()), rel=1e-5)
+    assert m["client_drift_max"] == pytest.approx(float(div.max()), rel=1e-5)
 
 
 def test_gram_and_two_pass_paths_agree(monkeypatch):

@@ -16,7 +16,7 @@ SUMMARY_KEYS = {
     "train_accuracy", "best_test_accuracy", "wall_time_s", "strategy", "partition", "heterogeneity",
 }
 ROW_KEYS = {"round", "round_time_s", "train_loss", "clients", "failures", "bytes_up", "bytes_down", "test_accuracy",
-            "weight_divergence_mean", "update_cosine_mean", "gradient_diversity", "update_norm_mean"}
+            "client_drift_mean", "update_cosine_mean", "gradient_diversity", "update_norm_mean"}
 
 
 def test_cli_run_writes_the_contract(tmp_path, tiny, capsys):

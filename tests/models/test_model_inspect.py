@@ -7,7 +7,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedsim.config import ModelConfig
-from fedsim.models import available, bn_state_keys, build_model, format_report, has_batchnorm, inspect_model
+from fedsim.models import available, build_model, format_report, has_batchnorm, inspect_model
+from strategies.fedbn import bn_state_keys
 
 
 def conv_flops(cout: int, hout: int, wout: int, cin: int, kh: int, kw: int) -> int:

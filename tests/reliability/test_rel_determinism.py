@@ -22,7 +22,7 @@ def _rows(path):
 def _cfg(tiny, name, seed=0):
     return tiny(
         seed=seed,
-        strategy={"name": name, "mu": 0.5 if name == "moon" else 0.01},
+        strategy={"name": name, **({"mu": 0.5} if name == "moon" else {})},
         model={"name": "simple-cnn", "projection_head": name == "moon"},
         federation={"rounds": 2, "fraction_fit": 0.75},
     )

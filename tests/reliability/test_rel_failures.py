@@ -37,7 +37,8 @@ def test_fault_rate_run_completes_counts_failures_and_never_aggregates_nan(tmp_p
         assert row["clients"] == 6 - len(got)
         assert math.isfinite(row["test_loss"]) and math.isfinite(row["train_loss"])
     reasons = {f["reason"].split(":")[0] for row in rows for f in row["failures"]}
-    assert reasons <= {"InjectedFault", "non-finite train_loss, weights"}
+    assert reasons <= {"InjectedFault", "non-finite train_loss, weights (injected)"}
+    assert r.summary["status"] == "finished"  # injected non-finite replies are faults, not divergence
     assert r.summary["failures_total"] == len(expected)
     w = torch.load(r.run_dir / "model.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
@@ -62,9 +63,25 @@ def test_client_timeout_is_recorded(tmp_path, tiny):
     assert all(f["reason"].startswith("timeout") for f in row["failures"])
 
 
-def test_non_finite_global_model_stops_the_run(tmp_path, tiny):
-    # an absurd learning rate makes every client diverge: each is screened out as
-    # non-finite, so the cohort fails and the run stops cleanly
+def test_clients_that_all_go_non_finite_end_the_run_as_diverged(tmp_path, tiny):
+    # an absurd learning rate makes every client's training non-finite: the cohort is
+    # screened out, and since the failures are non-finite training (not faults) the run
+    # ends as diverged (summary written, model.pt the last finite global model)
     cfg = tiny(train={"lr": 1e30, "momentum": 0.0}, federation={"rounds": 2, "max_failure_fraction": 0.5})
-    with pytest.raises(RunAborted):
-        fedsim.run(cfg, out=tmp_path / "r")
+    r = fedsim.run(cfg, out=tmp_path / "r")
+    assert r.summary["status"] == "diverged" and r.summary["diverged_round"] == 1
+    assert "non-finite" in r.summary["divergence_reason"]
+    row = r.history[-1]
+    assert row["round"] == 1 and len(row["failures"]) == 4 and row["diverged"]
+
+
+def test_non_finite_global_model_ends_the_run_as_diverged(tmp_path, tiny):
+    # every client reply is finite, but FedAdam's server step overflows float32: the
+    # aggregate is non-finite (NonFiniteModel), which is divergence, not a client failure
+    cfg = tiny(strategy={"name": "fedadam", "eta": 1e300}, federation={"rounds": 3})
+    r = fedsim.run(cfg, out=tmp_path / "r")
+    assert r.summary["status"] == "diverged" and r.summary["diverged_round"] == 1
+    assert "NaN or inf" in r.summary["divergence_reason"]
+    assert r.history[-1]["failures"] == []
+    w = torch.load(r.run_dir / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())

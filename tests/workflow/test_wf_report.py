@@ -35,7 +35,7 @@ def fabricate_run(run_dir: Path, strategy: str, part: str, seed: int, acc: float
     for r in range(1, rounds + 1):
         frac = r / rounds
         rows.append({"round": r, "test_accuracy": acc * frac, "test_loss": 2.0 - frac, "train_loss": 1.5 - frac / 2,
-                     "weight_divergence_mean": 0.1 * TV[part] + 0.01 * r, "update_cosine_mean": 1 - TV[part],
+                     "client_drift_mean": 0.1 * TV[part] + 0.01 * r, "update_cosine_mean": 1 - TV[part],
                      "gradient_diversity": 0.3 + TV[part]})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     counts = [[25, 25, 25, 25]] * 4 if part == "iid" else [[100, 0, 0, 0], [0, 100, 0, 0], [0, 0, 100, 0], [0, 0, 0, 100]]

@@ -1,0 +1,55 @@
+"""The cohort of a round: how many parties, and a Grid that shows only them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Message
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
+from flwr.serverapp import Grid
+
+
+def cohort_size(n: int, fraction: float, minimum: int) -> int:
+    """max(minimum, floor(n * fraction)), at most n."""
+    # the epsilon keeps 0.3 * 10 from flooring to 2
+    return max(min(n, minimum), min(n, int(math.floor(n * fraction + 1e-9))))
+
+
+class CohortGrid(Grid):
+    """A view of a Grid that shows only the sampled nodes.
+
+    Flower's strategies sample with the process-global ``random`` module; handing
+    them this view (with ``fraction = 1``) lets the whole ``configure_*`` chain of a
+    Flower strategy run unchanged while the cohort comes from the seed.
+    """
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid = grid
+        self._node_ids = list(node_ids)
+
+    def set_run(self, run: Any) -> None:  # pragma: no cover - delegation
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Any:  # pragma: no cover - delegation
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # pragma: no cover
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._node_ids)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return (NodeInfo(node_id=n) for n in self._node_ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # pragma: no cover
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # pragma: no cover
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:  # pragma: no cover
+        return self._grid.send_and_receive(messages, timeout=timeout)
