@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x axis of accuracy against heterogeneity: tv_mean (default), js_mean, hellinger_mean, size_cv, ... or beta")
     _add_common(p)
 
+    p = sub.add_parser("strategies", help="every algorithm with its hyperparameters and defaults",
+                       description="List the federated algorithms, their strategy.* hyperparameters, defaults and allowed values.")
+    p.add_argument("name", nargs="?", help="show one algorithm only")
+    _add_common(p)
+
     p = sub.add_parser("inspect", help="parameters, FLOPs and size of a model", description="Parameters, FLOPs and size per layer and in total.")
     p.add_argument("model", help="model name (simple-cnn, mlp, resnet18, ...)")
     p.add_argument("overrides", nargs="*", help="e.g. data.dataset=mnist model.projection_head=true")
@@ -232,6 +237,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_strategies(args: argparse.Namespace) -> int:
+    import strategies
+
+    from .errors import ConfigError
+
+    names = strategies.available()
+    if args.name is not None:
+        if args.name not in names:
+            raise ConfigError(f"unknown strategy '{args.name}'; allowed: {', '.join(names)}")
+        names = [args.name]
+    for name in names:
+        algo = strategies.get(name)
+        print(f"{name}: {algo.summary}")
+        print(f"  {algo.paper}")
+        hps = strategies.hyperparameters(algo.Params)
+        if not hps:
+            print("  (no hyperparameters)")
+        for h in hps:
+            default = f"{h.default:g}" if isinstance(h.default, float) else str(h.default)
+            print(f"  strategy.{h.name} = {default}  ({h.info.allowed()})  {h.info.help}; default: {h.info.source}")
+        print()
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps import sweep
 
@@ -255,7 +284,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "partition": cmd_partition, "inspect": cmd_inspect, "sweep": cmd_sweep, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "partition": cmd_partition, "inspect": cmd_inspect, "sweep": cmd_sweep, "report": cmd_report,
+            "strategies": cmd_strategies}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -116,7 +116,7 @@ class FederationConfig:
     max_failure_fraction: float = 0.5
     # a round whose mean training loss is non-finite or above this multiple of round 1's,
     # or whose cohort is mostly non-finite, has diverged (0 = only non-finite counts)
-    divergence_factor: float = 100.0
+    divergence_factor: float = 10.0
     # stop: end the run with status "diverged"; continue: warn, record it, train on
     on_divergence: str = "stop"
 

@@ -360,7 +360,8 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         after_aggregate=lambda rl: client_state.commit(rl.round, [o.party for o in rl.outcomes]),
         after_round=recorder,
     )
-    if start_round <= cfg.federation.rounds and recorder.diverged is None:
+    stopped = recorder.diverged is not None and cfg.federation.on_divergence == "stop"
+    if start_round <= cfg.federation.rounds and not stopped:
         try:
             strategy.start(
                 grid=grid,
@@ -436,6 +437,10 @@ def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, eval
         "bytes_down_total": int(sum(r.get("bytes_down", 0) for r in history)),
         "failures_total": int(sum(len(r.get("failures", [])) for r in history)),
         "config_hash": config_hash(cfg),
+        # what exact repeats depend on besides the config (README "Reliability")
+        "torch_version": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
