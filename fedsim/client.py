@@ -229,6 +229,7 @@ class ClientRuntime:
             {
                 "num-examples": int(stats.num_examples),
                 "train_loss": float(stats.loss) if job.fault != "nan" else float("nan"),
+                "train_objective": float(stats.objective) if job.fault != "nan" else float("nan"),
                 "train_accuracy": float(stats.accuracy),
                 "steps": int(stats.steps),
                 "epochs": int(job.epochs),

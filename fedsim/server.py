@@ -180,6 +180,9 @@ class Recorder:
         test_loss = row.get("test_loss")
         if test_loss is not None and not math.isfinite(test_loss):
             return f"the test loss is {test_loss}"
+        first_test = next((r["test_loss"] for r in self.history if r.get("test_loss") is not None), None)
+        if factor > 0 and test_loss is not None and first_test is not None and first_test > 0 and test_loss > factor * first_test:
+            return f"the test loss {test_loss:.3g} is above {factor:g} x its first value {first_test:.3g}"
         return None
 
     def __call__(self, rl: RoundLog, forced_reason: str | None = None) -> bool:
@@ -200,6 +203,7 @@ class Recorder:
             return sum(v * w for v, w in vals) / s if s else None
 
         row["train_loss"] = wmean("train_loss")
+        row["train_objective"] = wmean("train_objective")
         row["client_train_accuracy"] = wmean("train_accuracy")
         row["clients"] = len(outcomes)
         row["sampled"] = len(rl.sampled)

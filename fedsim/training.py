@@ -133,9 +133,13 @@ class TrainStats:
     num_examples: int
     steps: int
     epochs: int
+    #: mean task loss (the criterion on the logits) over the samples seen
     loss: float
     accuracy: float
     seconds: float
+    #: mean of what was minimised: the task loss plus the algorithm's terms
+    #: (FedProx's proximal term, FedDyn's and FedDC's linear terms, which can be negative)
+    objective: float = float("nan")
 
 
 def batch_positions(n: int, cfg: TrainConfig, epochs: int, generator: torch.Generator, device: torch.device, max_steps: Optional[int] = None, has_bn: bool = False):
@@ -174,7 +178,8 @@ def train_local(
 
     The loss of each step is ``rule.loss`` (the task loss plus the algorithm's
     terms); ``rule.on_after_backward`` may correct the gradients before the step.
-    Returns the mean training loss and accuracy over the samples seen.
+    Returns the mean task loss (the criterion alone: comparable across algorithms),
+    the mean objective and the accuracy over the samples seen.
     """
     t0 = time.perf_counter()
     model.train()
@@ -183,9 +188,11 @@ def train_local(
     amp = cfg.amp and device.type == "cuda"
     # per-step values are kept as tensors and reduced once at the end: no
     # synchronisation per step, and two tensor ops per step instead of six
+    objectives: list[torch.Tensor] = []
     losses: list[torch.Tensor] = []
     hits: list[torch.Tensor] = []
     sizes: list[int] = []
+    criterion = rule.ctx.criterion
     for xb, yb in batch_stream(data, cfg, epochs, generator, device, max_steps, has_bn):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             loss, logits = rule.loss(xb, yb)
@@ -193,17 +200,20 @@ def train_local(
         loss.backward()
         rule.on_after_backward()
         optimizer.step()
-        losses.append(loss.detach())
+        objectives.append(loss.detach())
+        with torch.no_grad():
+            losses.append(criterion(logits.detach().float(), yb))
         hits.append(logits.detach().argmax(dim=1) == yb)
         sizes.append(yb.numel())
     seen = sum(sizes)
     if seen:
         w = torch.tensor(sizes, device=device, dtype=torch.float64)
         mean_loss = float((torch.stack(losses).double() * w).sum()) / seen
+        mean_objective = float((torch.stack(objectives).double() * w).sum()) / seen
         acc = float(torch.cat(hits).sum()) / seen
     else:
-        mean_loss = acc = float("nan")
-    return TrainStats(len(data), len(sizes), epochs, mean_loss, acc, time.perf_counter() - t0)
+        mean_loss = mean_objective = acc = float("nan")
+    return TrainStats(len(data), len(sizes), epochs, mean_loss, acc, time.perf_counter() - t0, mean_objective)
 
 
 @torch.inference_mode()

@@ -16,14 +16,18 @@ g - g_i, as SCAFFOLD does), then updates
 Server, over the cohort S of N parties:
 
     g <- g + (1/N) sum_{i in S} dg_i,   H <- H + sum_{i in S} (theta_i - w)
-    w  = sum_{i in S} p_i theta_i + H / N
+    w  = (1/|S|) sum_{i in S} theta_i + H / N
 
 The paper aggregates the drift-corrected models theta_i + h_i of the cohort; with
 every party in every round that is the formula above, and with partial
 participation fedsim follows the authors' code (all parties' drifts, which the
-server tracks without receiving them). p_i = n_i / n (FedAvg's weights; the paper's
-uniform mean for equal sizes). SGD only (the control variate divides by lr). The
-terms cover the trainable parameters; buffers are averaged as in FedAvg.
+server tracks without receiving them). The mean over the cohort is uniform, as in the
+paper and the code (theta_i and h_i must carry the same weights). Gradients are
+clipped to ``max_grad_norm`` (the authors' code clips at 10). Plain SGD only, as the
+authors': the control variate divides by lr, and with momentum 0.9 the
+drift-augmented model overshoots round after round (MNIST Dir(0.1), 20 rounds: 82%
+after round 3, 12% after round 20; without momentum 92%). The terms cover the
+trainable parameters; buffers are averaged as in FedAvg.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ DG_KEY = "feddc_dg"
 class FedDCParams(StrategyParams):
     alpha: float = hp(0.01, ge=0, help="weight alpha of the drift penalty alpha/2 ||theta + h_i - w||^2",
                       source="Gao et al. 2022's code (alpha_coef = 1e-2)")
+    max_grad_norm: float = hp(10.0, ge=0, help="clip each step's gradient to this L2 norm (0 = no clipping)",
+                              source="Gao et al. 2022's code (max_norm = 10, 'to prevent exploding')")
 
 
 def _split(state: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor]:
@@ -73,6 +79,10 @@ class FedDCRule(ClientRule):
         # the penalty's centre w - h_i and the correction g - g_i are fixed for the round
         self.centre = {n: w[n] - self.h[n] for n, _ in self.params}
         self.correction = {n: self.g[n] - self.g_i[n] for n, _ in self.params}
+
+    def on_after_backward(self) -> None:
+        if self.ctx.params.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p in self.params], self.ctx.params.max_grad_norm)
 
     def loss(self, x, y):
         loss, logits = super().loss(x, y)
@@ -107,7 +117,9 @@ class FedDCServer(FedAvgServer):
 
     def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
         n_parties = len(self.setup.node_of_party)
-        avg = self.average(outcomes)
+        # the paper's uniform mean of the cohort: theta_i and h_i must carry the same
+        # weights for theta_i + h_i to be the corrected model
+        avg = weighted_average([o.state for o in outcomes], [1.0] * len(outcomes), self.setup.device)
         keys = [k for k, v in global_state.items() if is_float(v) and self.setup.is_param(k)]
         if self.drift_sum is None:
             self.drift_sum = {k: torch.zeros(global_state[k].shape, dtype=torch.float64) for k in keys}
@@ -138,4 +150,7 @@ class FedDC(Algorithm):
     def check(self, cfg) -> str | None:
         if cfg.train.optimizer != "sgd":
             return f"strategy 'feddc' needs train.optimizer: sgd (its control variate divides by the SGD learning rate); got '{cfg.train.optimizer}'"
+        if cfg.train.momentum != 0:
+            return ("strategy 'feddc' needs train.momentum: 0, the authors' plain SGD (with momentum 0.9 its drift-augmented "
+                    f"global model overshoots: 12% on MNIST Dir(0.1) after 20 rounds, README); got {cfg.train.momentum}")
         return None

@@ -15,8 +15,9 @@ The paper averages the cohort uniformly; fedsim weights it by examples
 (p_k = n_k / n, FedAvg's weights), which is the paper's mean for equal party sizes.
 h is alpha times the accumulated mean update of all parties, so ``h / alpha`` does
 not depend on alpha; at ``alpha = 0`` the regulariser is switched off (g_k and h stay
-0 and the ``h / alpha`` term is dropped), which is FedAvg. The terms cover the
-trainable parameters; buffers are averaged as in FedAvg.
+0 and the ``h / alpha`` term is dropped), which is FedAvg (with ``max_grad_norm = 0``:
+the authors' code clips each step's gradient at norm 10, and so does fedsim by
+default). The terms cover the trainable parameters; buffers are averaged as in FedAvg.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from .strategy import Aggregate, ClientOutcome, FedAvgServer
 class FedDynParams(StrategyParams):
     alpha: float = hp(0.01, ge=0, help="weight alpha of the dynamic regulariser (0 = FedAvg)",
                       source="Acar et al. 2021's code (alpha_coef = 1e-2); the paper tries {0.1, 0.01, 0.001}")
+    max_grad_norm: float = hp(10.0, ge=0, help="clip each step's gradient to this L2 norm (0 = no clipping)",
+                              source="Acar et al. 2021's code (max_norm = 10)")
 
 
 class FedDynRule(ClientRule):
@@ -57,6 +60,10 @@ class FedDynRule(ClientRule):
             quadratic = sum(((p - w) ** 2).sum() for _, p, w, _ in self.triples)
             loss = loss - linear + 0.5 * self.alpha * quadratic
         return loss, logits
+
+    def on_after_backward(self) -> None:
+        if self.ctx.params.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for _, p, _, _ in self.triples], self.ctx.params.max_grad_norm)
 
     def on_train_end(self, steps: int) -> RuleOutput:
         new = {n: gk - self.alpha * (p.detach() - w) for n, p, w, gk in self.triples}

@@ -46,3 +46,20 @@ def tiny_config(**sections) -> dict:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+#: what an algorithm's check() needs beyond the tiny run
+ALGORITHM_NEEDS = {"moon": {"model": {"projection_head": True}}, "feddc": {"train": {"momentum": 0.0}}}
+
+
+def needs_of(name: str, **sections) -> dict:
+    """``sections`` with the config an algorithm needs merged in (section by section)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in sections.items()}
+    for section, values in ALGORITHM_NEEDS.get(name, {}).items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+@pytest.fixture
+def needs():
+    return needs_of

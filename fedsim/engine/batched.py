@@ -197,25 +197,28 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
     def loss_fn(p, x, y, w):
         logits = functional_call(model, {**p, **buffers}, (x,))
         per_sample = F.cross_entropy(logits.float(), y, reduction="none")
-        loss = (per_sample * w).sum() / w.sum().clamp_min(1.0)
+        task = (per_sample * w).sum() / w.sum().clamp_min(1.0)
+        loss = task
         penalty = rule.functional_penalty(hparams, p, global_params)
         if penalty is not None:
             loss = loss + penalty
-        return loss, logits.detach()
+        return loss, (task.detach(), logits.detach())
 
     step_fn = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
     steps = torch.zeros(C, dtype=torch.int64, device=device)
     seen = torch.zeros(C, dtype=torch.float64, device=device)
     loss_sum = torch.zeros(C, dtype=torch.float64, device=device)
+    objective_sum = torch.zeros(C, dtype=torch.float64, device=device)
     correct = torch.zeros(C, dtype=torch.float64, device=device)
     for xs, ys, ws, act in _lockstep_batches(rt, rounds):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            grads, (loss, logits) = step_fn(params, xs, ys, ws)
+            grads, (objective, (loss, logits)) = step_fn(params, xs, ys, ws)
         _sgd_step(params, grads, bufs, act, tc.lr, tc.momentum, tc.weight_decay)
         n_real = ws.sum(dim=1).double()
         steps += act.long()
         seen += n_real
         loss_sum += loss.detach().double() * n_real
+        objective_sum += objective.detach().double() * n_real
         correct += ((logits.argmax(dim=-1) == ys).float() * ws).sum(dim=1).double()
     elapsed = time.perf_counter() - t0
     keys = list(model.state_dict().keys())  # the reply keeps the model's key order
@@ -227,6 +230,7 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
             float(loss_sum[i]) / n_seen if n_seen else float("nan"),
             float(correct[i]) / n_seen if n_seen else float("nan"),
             elapsed,
+            float(objective_sum[i]) / n_seen if n_seen else float("nan"),
         )
         replies.append(rt.finish(r, stats, state))
     return replies

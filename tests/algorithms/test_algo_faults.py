@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import pytest
 import torch
@@ -16,11 +15,14 @@ from fedsim.sweeps import Factor, Setting, make_table
 
 RESNET = dict(
     model={"name": "resnet18"},
-    data={"image_shape": [3, 8, 8], "n_train": 160, "n_test": 40},
-    partition={"scheme": "iid", "min_size": 5},
+    data={"image_shape": [3, 8, 8], "n_train": 64, "n_test": 32},
+    partition={"scheme": "iid", "n_parties": 2, "min_size": 5},
     train={"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.0},
-    eval={"train_sample": 0},
+    federation={"rounds": 2},
+    eval={"train_sample": 0, "model_heterogeneity": False},
+    output={"plots": False, "keep_checkpoints": 3},
 )
+_REFERENCE: dict = {}
 
 
 def _ckpt_arrays(run_dir, rnd):
@@ -32,10 +34,11 @@ def _is_buffer(key: str) -> bool:
 
 
 @pytest.mark.parametrize("name", ["fedavgm", "fedadam", "fedyogi", "fedadagrad"])
-def test_server_optimisers_leave_batchnorm_buffers_to_fedavg(tmp_path, tiny, name):
-    cfg = dict(RESNET, federation={"rounds": 2}, output={"plots": False, "keep_checkpoints": 3})
-    opt = fedsim.run(tiny(strategy={"name": name}, **cfg), out=tmp_path / name)
-    avg = fedsim.run(tiny(strategy={"name": "fedavg"}, **cfg), out=tmp_path / "fedavg")
+def test_server_optimisers_leave_batchnorm_buffers_to_fedavg(tmp_path_factory, tiny, name):
+    if "fedavg" not in _REFERENCE:  # one FedAvg run for the four optimisers
+        _REFERENCE["fedavg"] = fedsim.run(tiny(strategy={"name": "fedavg"}, **RESNET), out=tmp_path_factory.mktemp("fedavg") / "r")
+    avg = _REFERENCE["fedavg"]
+    opt = fedsim.run(tiny(strategy={"name": name}, **RESNET), out=tmp_path_factory.mktemp(name) / "r")
     for row in opt.history:
         assert row["test_loss"] is not None and row["test_loss"] < 50, row["test_loss"]
     final = torch.load(opt.run_dir / "model.pt", weights_only=True)
@@ -76,20 +79,6 @@ def test_a_dropped_reply_leaves_the_partys_state_unchanged(tmp_path, tiny, name)
 def test_scaffold_refuses_adam(tiny):
     with pytest.raises(ConfigError, match="scaffold' needs train.optimizer: sgd"):
         fedsim.load_config(tiny(strategy={"name": "scaffold"}, train={"optimizer": "adam"}))
-
-
-@pytest.mark.ray
-def test_local_and_ray_agree_under_default_settings(tmp_path, tiny):
-    # what a user's process has: torch's default thread count, not the suite's one thread
-    torch.set_num_threads(os.cpu_count() or 2)
-    cfg = tiny(federation={"rounds": 2})
-    assert fedsim.load_config(cfg).engine.threads == 1
-    local = fedsim.run(cfg, out=tmp_path / "local")
-    ray_run = fedsim.run(tiny(federation={"rounds": 2}, engine={"name": "ray"}), out=tmp_path / "ray")
-    a = torch.load(local.run_dir / "model.pt", weights_only=True)
-    b = torch.load(ray_run.run_dir / "model.pt", weights_only=True)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
 
 
 def test_a_run_whose_loss_explodes_ends_as_diverged(tmp_path, tiny, caplog):

@@ -19,28 +19,24 @@ def _rows(path):
     return out
 
 
-def _cfg(tiny, name, seed=0):
-    return tiny(
-        seed=seed,
-        strategy={"name": name, **({"mu": 0.5} if name == "moon" else {})},
-        model={"name": "simple-cnn", "projection_head": name == "moon"},
-        federation={"rounds": 2, "fraction_fit": 0.75},
-    )
+def _cfg(tiny, needs, name, seed=0):
+    return tiny(seed=seed, **needs(name, strategy={"name": name, **({"mu": 0.5} if name == "moon" else {})},
+                                   federation={"rounds": 2, "fraction_fit": 0.75}))
 
 
 @pytest.mark.parametrize("name", strategies.available())
-def test_two_runs_are_identical(tmp_path, tiny, name):
-    a = fedsim.run(_cfg(tiny, name), out=tmp_path / "a")
-    b = fedsim.run(_cfg(tiny, name), out=tmp_path / "b")
+def test_two_runs_are_identical(tmp_path, tiny, needs, name):
+    a = fedsim.run(_cfg(tiny, needs, name), out=tmp_path / "a")
+    b = fedsim.run(_cfg(tiny, needs, name), out=tmp_path / "b")
     assert (a.run_dir / "model.pt").read_bytes() == (b.run_dir / "model.pt").read_bytes()
     assert _rows(a.run_dir / "metrics.jsonl") == _rows(b.run_dir / "metrics.jsonl")
     assert _rows(a.run_dir / "clients.jsonl") == _rows(b.run_dir / "clients.jsonl")
     assert (a.run_dir / "dataidxs.npz").read_bytes() == (b.run_dir / "dataidxs.npz").read_bytes()
 
 
-def test_another_seed_gives_other_results(tmp_path, tiny):
-    a = fedsim.run(_cfg(tiny, "fedavg", seed=0), out=tmp_path / "a")
-    b = fedsim.run(_cfg(tiny, "fedavg", seed=1), out=tmp_path / "b")
+def test_another_seed_gives_other_results(tmp_path, tiny, needs):
+    a = fedsim.run(_cfg(tiny, needs, "fedavg", seed=0), out=tmp_path / "a")
+    b = fedsim.run(_cfg(tiny, needs, "fedavg", seed=1), out=tmp_path / "b")
     wa = torch.load(a.run_dir / "model.pt", weights_only=True)
     wb = torch.load(b.run_dir / "model.pt", weights_only=True)
     assert not torch.equal(wa["classifier.weight"], wb["classifier.weight"])

@@ -37,7 +37,7 @@ def test_fault_rate_run_completes_counts_failures_and_never_aggregates_nan(tmp_p
         assert row["clients"] == 6 - len(got)
         assert math.isfinite(row["test_loss"]) and math.isfinite(row["train_loss"])
     reasons = {f["reason"].split(":")[0] for row in rows for f in row["failures"]}
-    assert reasons <= {"InjectedFault", "non-finite train_loss, weights (injected)"}
+    assert reasons <= {"InjectedFault", "non-finite train_loss, train_objective, weights (injected)"}
     assert r.summary["status"] == "finished"  # injected non-finite replies are faults, not divergence
     assert r.summary["failures_total"] == len(expected)
     w = torch.load(r.run_dir / "model.pt", weights_only=True)

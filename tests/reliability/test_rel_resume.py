@@ -22,14 +22,14 @@ def _rows(path):
     return [{k: v for k, v in json.loads(l).items() if not any(t in k for t in TIMING)} for l in path.read_text().splitlines()]
 
 
-def _config(tiny, name):
-    return tiny(
+def _config(tiny, name, needs):
+    return tiny(**needs(
+        name,
         strategy={"name": name, **({"mu": 1.0} if name == "moon" else {})},
-        model={"name": "simple-cnn", "projection_head": name == "moon"},
         federation={"rounds": 5, "fraction_fit": 0.75},
         # enough work per round that the kill lands inside a round, not between runs
         data={"n_train": 1200},
-    )
+    ))
 
 
 def _kill_after(cmd, metrics, k, env):
@@ -52,8 +52,8 @@ def _kill_after(cmd, metrics, k, env):
     # are the slow variants: python -m pytest -m slow
     ["fedavg", pytest.param("scaffold", marks=pytest.mark.slow), pytest.param("moon", marks=pytest.mark.slow)],
 )
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, name):
-    cfg = _config(tiny, name)
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name):
+    cfg = _config(tiny, name, needs)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
