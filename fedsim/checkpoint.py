@@ -5,10 +5,15 @@ A checkpoint of round r is a directory ``checkpoints/round_{r:06d}/`` with
 * ``state.pt``: the global weights, the strategy's server state (SCAFFOLD's c,
   FedAdam's moments, FedAvgM's momentum, ...), the random generators' states, the
   round, the history of metrics rows and the wall time so far;
-* ``client_state/``: hard links to the client-state store's files of that moment.
+* ``client_state/``: hard links to the client-state store's files of that moment;
+* ``manifest.json``: the sha256 of ``state.pt`` and the client-state file names,
+  written last.
 
 It is built in a temporary directory and renamed into place, so a crash leaves
-either the whole checkpoint or none; the newest ``keep`` checkpoints are kept.
+either the whole checkpoint or none; the newest ``keep`` checkpoints are kept. On
+resume the newest checkpoint that verifies is used (``state.pt`` against its sha256,
+each client-state file against its own CRC32); a damaged one is skipped with a
+warning, and only when none verifies is it an error.
 Every random draw of fedsim is derived from (seed, purpose, round, party), so a
 resumed run needs no generator state to repeat the same draws; the global
 generators are saved and restored anyway, for user code that draws from them.
@@ -16,7 +21,9 @@ generators are saved and restored anyway, for user code that draws from them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -29,9 +36,12 @@ import numpy as np
 import torch
 
 from .errors import RunDirError
-from .store import ClientStateStore, RunStore, atomic_torch_save, dumps, safe_torch_load
+from .store import DIR_MODE, ClientStateStore, RunStore, atomic_torch_save, atomic_write_json, dumps, load_tensors, safe_torch_load
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
+MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -68,8 +78,17 @@ def _restore_rng(states: Mapping[str, Any]) -> None:
 def checkpoint_dirs(store: RunStore) -> list[Path]:
     if not store.checkpoints.exists():
         return []
-    dirs = [d for d in store.checkpoints.iterdir() if d.is_dir() and d.name.startswith("round_") and (d / "state.pt").exists()]
+    dirs = [d for d in store.checkpoints.iterdir()
+            if d.is_dir() and d.name.startswith("round_") and d.name[6:].isdigit() and (d / "state.pt").exists()]
     return sorted(dirs, key=lambda d: int(d.name.split("_")[1]))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_checkpoint(
@@ -85,6 +104,7 @@ def save_checkpoint(
     store.checkpoints.mkdir(parents=True, exist_ok=True)
     final = store.checkpoints / f"round_{round_:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".round_{round_:06d}.", dir=store.checkpoints))
+    os.chmod(tmp, DIR_MODE)  # mkdtemp makes it owner-only; results follow the umask
     try:
         atomic_torch_save(
             tmp / "state.pt",
@@ -100,6 +120,12 @@ def save_checkpoint(
             },
         )
         ClientStateStore(store.client_state).snapshot(tmp / "client_state")
+        os.chmod(tmp / "client_state", DIR_MODE)
+        atomic_write_json(tmp / MANIFEST, {
+            "round": int(round_),
+            "state_sha256": _sha256(tmp / "state.pt"),
+            "client_state": sorted(f.name for f in (tmp / "client_state").glob("party_*.pt")),
+        })
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -113,7 +139,25 @@ def save_checkpoint(
     return final
 
 
+def verify_checkpoint(path: Path) -> None:
+    """RunDirError unless the checkpoint's files match its manifest."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"checkpoint '{path}' has no {MANIFEST} (it was cut short or is not fedsim's)") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"checkpoint '{path}' has an unreadable {MANIFEST} ({type(exc).__name__})") from None
+    if _sha256(path / "state.pt") != manifest.get("state_sha256"):
+        raise RunDirError(f"checkpoint '{path}' is corrupt: state.pt does not match its sha256")
+    names = sorted(f.name for f in (path / "client_state").glob("party_*.pt")) if (path / "client_state").is_dir() else []
+    if names != manifest.get("client_state", []):
+        raise RunDirError(f"checkpoint '{path}' is incomplete: its client_state/ does not hold the files of its manifest")
+    for name in names:
+        load_tensors(path / "client_state" / name)
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
+    verify_checkpoint(path)
     data = safe_torch_load(path / "state.pt")
     if not isinstance(data, dict) or data.get("version") != VERSION or "arrays" not in data:
         raise RunDirError(f"checkpoint '{path / 'state.pt'}' is not a fedsim checkpoint (version {VERSION})")
@@ -135,5 +179,20 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def latest_checkpoint(store: RunStore) -> Checkpoint | None:
+    """The newest checkpoint that verifies (older ones are the fallback); None when
+    there is none; RunDirError when there are some and none verifies."""
     dirs = checkpoint_dirs(store)
-    return load_checkpoint(dirs[-1]) if dirs else None
+    problems = []
+    for path in reversed(dirs):
+        try:
+            ckpt = load_checkpoint(path)
+        except RunDirError as exc:
+            problems.append(str(exc))
+            log.warning("%s; falling back to an older checkpoint", exc)
+            continue
+        if problems:
+            log.warning("resuming from the older checkpoint '%s'", path)
+        return ckpt
+    if problems:
+        raise RunDirError(f"no checkpoint of '{store.root}' is intact ({problems[0]}{'; ...' if len(problems) > 1 else ''}); the run cannot resume")
+    return None

@@ -7,12 +7,38 @@ shows the traceback). Only this module prints; the library logs.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import FedsimError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers such as Slurm send on preemption): stop as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+#: what a failed write usually means, and what to do
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space, then continue with --resume (the last checkpoint is intact)",
+    errno.EDQUOT: "the disk quota is exceeded: free space, then continue with --resume",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EACCES: "permission denied: choose another --out or fix the permissions",
+    errno.EPERM: "operation not permitted: choose another --out or fix the permissions",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+    hint = _OS_HINTS.get(exc.errno or -1)
+    return f"cannot write{where}: {hint}" if hint else f"{exc.strerror or exc}{where}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         task = {}
 
         def on_start(start_round: int, rounds: int) -> None:
+            if start_round > 1:
+                console.print(f"resuming from round {start_round - 1} of {rounds}", style="dim")
             task["id"] = progress.add_task("run", total=rounds, completed=start_round - 1, status="")
             progress.start()
 
@@ -134,8 +162,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run(args.config, args.overrides, args.out, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     finally:
-        if progress is not None:
+        if progress is not None and task:  # stopping a progress that never started prints a blank line
             progress.stop()
+    if result.note:
+        sys.stderr.write(f"fedsim: run in '{result.run_dir}' {result.note}\n")
+    if result.summary.get("status") == "diverged":
+        sys.stderr.write(f"fedsim: warning: the run diverged in round {result.summary.get('diverged_round')}: "
+                         f"{result.summary.get('divergence_reason')}\n")
     _print_summary(console, result.summary, result.run_dir)
     return 0
 
@@ -172,6 +205,10 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from .experiment import compute_dataidxs
     from .store import atomic_write_json
 
+    if args.config is not None and "=" in args.config and not Path(args.config).exists():
+        # `fedsim partition --labels x.npy partition.n_parties=3`: no config, only overrides
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
     if args.config is None and args.labels is None:
         raise ConfigError("give a CONFIG file, or --labels FILE.npy with partition.* overrides")
     cfg = load_config(args.config, args.overrides)
@@ -183,6 +220,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
             labels = np.load(path, allow_pickle=False)
         except Exception as exc:
             raise DataError(f"--labels '{path}' is not a .npy array file ({type(exc).__name__})") from exc
+        check_label_file(labels, path)
         try:
             dataidxs = partitioners.partition(labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **partition_params(cfg))
         except ValueError as exc:
@@ -200,19 +238,14 @@ def cmd_partition(args: argparse.Namespace) -> int:
     het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
     out = Path(args.out) if args.out else Path("partitions") / f"{name}-{cfg.partition.scheme}-n{cfg.partition.n_parties}-s{cfg.seed}"
     targets = [out / "dataidxs.npz", out / "partition.json", out / "label_distribution.png"]
-    if out.exists() and not out.is_dir():
-        from .errors import RunDirError
+    from . import rundir
 
-        raise RunDirError(f"--out '{out}' is a file; give a directory path")
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        from .errors import RunDirError
-
-        raise RunDirError(f"'{existing[0]}' exists; use --overwrite to replace it or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    partitioners.save_dataidxs(targets[0], dataidxs, labels, cfg.partition.scheme, partition_params(cfg), cfg.seed)
-    atomic_write_json(targets[1], {"scheme": cfg.partition.scheme, "params": partition_params(cfg), "seed": cfg.seed, "dataset": name, **het})
-    partitioners.plot_label_distribution(het["class_counts"], targets[2], title=f"{name}: {cfg.partition.scheme}")
+    rundir.claim(out, "partition", resume=False, overwrite=args.overwrite, check_only=True)
+    with rundir.DirLock(out, "partition"):
+        rundir.claim(out, "partition", resume=False, overwrite=args.overwrite)
+        partitioners.save_dataidxs(targets[0], dataidxs, labels, cfg.partition.scheme, partition_params(cfg), cfg.seed)
+        atomic_write_json(targets[1], {"scheme": cfg.partition.scheme, "params": partition_params(cfg), "seed": cfg.seed, "dataset": name, **het})
+        partitioners.plot_label_distribution(het["class_counts"], targets[2], title=f"{name}: {cfg.partition.scheme}")
     print(partitioners.format_class_counts(het["class_counts"]))
     print()
     print(f"{'measure':<28}{'value':>12}")
@@ -224,6 +257,25 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the largest label a --labels file may hold: class counts are K-long vectors per party
+MAX_LABEL = 1_000_000
+
+
+def check_label_file(labels, path: Path) -> None:
+    """--labels holds integer class ids in 0..MAX_LABEL (a huge id means a huge K)."""
+    import numpy as np
+
+    from .errors import DataError
+
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"--labels '{path}' holds {labels.dtype} values; expected integer class ids 0..K-1")
+    if labels.ndim != 1:
+        raise DataError(f"--labels '{path}' has shape {labels.shape}; expected one label per sample (1-D)")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
+        raise DataError(f"--labels '{path}' holds class ids from {int(labels.min())} to {int(labels.max())}; "
+                        f"expected 0..K-1 with K at most {MAX_LABEL} (relabel them with np.unique(labels, return_inverse=True))")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import input_spec
@@ -232,6 +284,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     cfg = load_config(None, [f"model.name={args.model}", *args.overrides])
     shape, num_classes = input_spec(cfg.data)
+    from .resources import check_model_fits
+
+    check_model_fits(cfg.model, shape, num_classes, copies=2)
     model = build_model(cfg.model, shape, num_classes)
     print(format_report(inspect_model(model, shape)))
     return 0
@@ -290,12 +345,19 @@ COMMANDS = {"run": cmd_run, "partition": cmd_partition, "inspect": cmd_inspect, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # options may come before or after the key=value overrides (run CFG --quiet k=v):
+    # argparse hands the overrides after an option back as unrecognised
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return 2
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _is_main_thread() else None
     try:
         return COMMANDS[args.command](args)
     except FedsimError as exc:
@@ -303,9 +365,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write(f"fedsim: error: {exc}\n")
         return exc.exit_code
+    except Terminated:
+        sys.stderr.write("fedsim: terminated (SIGTERM); continue with --resume\n")
+        return 143
     except KeyboardInterrupt:
-        sys.stderr.write("fedsim: interrupted; resume with --resume\n")
+        sys.stderr.write("fedsim: interrupted; continue with --resume\n")
         return 130
+    except MemoryError:
+        if debug:
+            raise
+        sys.stderr.write("fedsim: error: out of memory: make the data set, the model or engine.workers smaller\n")
+        return 2
+    except OSError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"fedsim: error: {describe_os_error(exc)}\n")
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -283,6 +284,14 @@ def _parse_overrides(overrides: Iterable[str]) -> list[str]:
     return items
 
 
+def _parses(item: str) -> bool:
+    try:
+        OmegaConf.from_dotlist([item])
+    except (OmegaConfBaseException, yaml.YAMLError):
+        return False
+    return True
+
+
 def _user_tree(source: Any) -> dict:
     """Plain dict of what the user wrote, from a path, a mapping or a config."""
     if source is None:
@@ -308,6 +317,10 @@ def load_yaml_mapping(path: Path, what: str) -> dict:
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from exc
+    except OSError as exc:  # OmegaConf's answer to a file holding a scalar (42, true)
+        if "Invalid loaded object type" in str(exc):
+            raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got {str(exc).rsplit(': ', 1)[-1]}") from exc
+        raise ConfigError(f"{what} '{path}' cannot be read: {exc.strerror or exc}") from exc
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got a list")
     return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
@@ -324,8 +337,11 @@ def load_config(source: Any = None, overrides: Sequence[str] = ()) -> Experiment
     over_items = _parse_overrides(overrides)
     try:
         over = OmegaConf.from_dotlist(over_items)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse overrides {over_items}: {exc}") from exc
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        bad = next((o for o in over_items if not _parses(o)), None)
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"override '{bad}' is not valid YAML after '=' ({first}); quote or fix it, e.g. train.epochs=[1,3]"
+                          if bad else f"cannot parse overrides {over_items}: {first}") from exc
     over_tree = OmegaConf.to_container(over, resolve=False)
     _check_known_keys(over_tree)
     base = OmegaConf.structured(ExperimentConfig(strategy=_strategy_params(tree, over_tree)))
@@ -372,31 +388,55 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
-def config_hash(cfg: ExperimentConfig) -> str:
-    """A stable hash of everything that changes the results of a run.
+#: keys that do not make a run another run (left out of its identity): where it runs
+#: (the engines give the same results), what it keeps (output.*), its failure
+#: tolerances (raised to resume an aborted run) and how many rounds it has (raised to
+#: train a finished run on)
+NOT_IDENTITY = (
+    "output",
+    "engine.name", "engine.device", "engine.workers", "engine.num_cpus", "engine.num_gpus", "engine.ray_address",
+    "engine.threads", "engine.batch_clients", "engine.client_timeout",
+    "federation.max_failure_fraction", "federation.rounds",
+)
 
-    ``output.*`` and the engine's placement keys do not change the numbers (the
-    engines give the same results), so they are left out: a sweep resumed on
-    another machine or with more workers still recognises its finished runs. So are
-    the failure tolerances (``engine.client_timeout``,
-    ``federation.max_failure_fraction``): a run stopped by too many failures can be
-    resumed with a higher tolerance.
-    """
-    tree = to_dict(cfg)
-    tree.pop("output", None)
-    engine = tree.get("engine", {})
-    for k in ("name", "device", "workers", "num_cpus", "num_gpus", "ray_address", "threads", "batch_clients", "client_timeout"):
-        engine.pop(k, None)
-    # a tolerance, not a setting: raising it to resume an aborted run keeps the run's identity
-    tree.get("federation", {}).pop("max_failure_fraction", None)
-    text = yaml.safe_dump(tree, sort_keys=True)
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The dotted keys and values that make a run what it is (see NOT_IDENTITY)."""
+    flat = _flat(to_dict(cfg))
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A stable hash of everything that changes the results of a run (:func:`identity`):
+    a sweep resumed on another machine, with more workers, a higher failure tolerance
+    or more rounds still recognises its runs."""
+    text = yaml.safe_dump(identity(cfg), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """``key: old -> new`` for every identity key that differs (sorted)."""
+    a, b = identity(old), identity(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 # --------------------------------------------------------------------- validation
 
 
 def _in_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' = {value!r} is not a finite number")
     ok = True
     if lo is not None:
         ok &= value > lo if lo_open else value >= lo
@@ -405,8 +445,8 @@ def _in_range(key: str, value: float, lo: float | None, hi: float | None, lo_ope
     if not ok:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
+        lo_s = "-inf" if lo is None else (str(lo) if isinstance(lo, int) else f"{lo:g}")
+        hi_s = "inf" if hi is None else (str(hi) if isinstance(hi, int) else f"{hi:g}")
         raise ConfigError(f"config key '{key}' = {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")
 
 
@@ -423,6 +463,7 @@ LOSSES = ("ce", "focal")
 ENGINES = ("local", "ray")
 BATCH_CLIENTS = ("auto", "on", "off")
 DIVERGENCE_ACTIONS = ("stop", "continue")
+MAX_SEED = 2**63 - 1
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -445,10 +486,11 @@ def validate(cfg: ExperimentConfig) -> None:
     from . import models as model_registry
     import partitioners
 
-    _in_range("seed", cfg.seed, 0, None)
+    # seeds are stored as int64 (dataidxs.npz) and hashed with the purpose of each draw
+    _in_range("seed", cfg.seed, 0, MAX_SEED)
     d = cfg.data
     _one_of("data.dataset", d.dataset, data_registry.available())
-    _in_range("data.seed", d.seed, 0, None)
+    _in_range("data.seed", d.seed, 0, MAX_SEED)
     _in_range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
     _in_range("data.feature_noise", d.feature_noise, 0.0, None)
     _in_range("data.n_train", d.n_train, 1, None)

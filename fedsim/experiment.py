@@ -210,8 +210,8 @@ def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True, 
     """
     bundle = load_bundle(cfg)
     labels = bundle.y_train.numpy()
-    if not store.config.exists():
-        atomic_write_text(store.config, to_yaml(cfg))
+    # the resolved config of the latest start (a resume may raise rounds or tolerances)
+    atomic_write_text(store.config, to_yaml(cfg))
     if store.dataidxs.exists():
         dataidxs = read_dataidxs(store, labels)
     else:

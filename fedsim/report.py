@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import RunDirError
-from .store import atomic_write_text, read_jsonl
+from .store import atomic_write_text, read_json, read_jsonl
 from .sweeps import (
     STRATEGY_FACTORS,
     Factor,
@@ -103,10 +103,12 @@ class SweepView:
 
 
 def _read_json(path: Path) -> dict | None:
+    """A JSON object file, or None when it is missing or damaged (a sweep's report goes on)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def _read_config(run_dir: Path) -> dict:
@@ -114,7 +116,7 @@ def _read_config(run_dir: Path) -> dict:
 
     try:
         return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):
         return {}
 
 
@@ -658,7 +660,7 @@ def report_run(run_dir: Path) -> Path:
     from .store import RunStore
 
     store = RunStore(run_dir)
-    summary = _read_json(store.summary)
+    summary = read_json(store.summary, "summary") if store.summary.exists() else None
     md = [f"# Run report: {run_dir.name}", ""]
     if not _finished(summary):
         md += ["The run has not finished (no finished summary.json); the curves show the rounds recorded so far.", ""]

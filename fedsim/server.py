@@ -340,13 +340,13 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         strategy.load_state_dict(ckpt.strategy)
         history = ckpt.history
         start_round, wall_offset = ckpt.round + 1, ckpt.wall_time_s
-        store.truncate_records(ckpt.round)
+        store.truncate_records(ckpt.round, history)
         client_state.restore(ckpt.path / "client_state")
         log.info("resuming from %s (round %d)", ckpt.path, ckpt.round)
     else:
         # a fresh start (or nothing to resume from): clean records, empty client state,
         # and a round-0 checkpoint so that even a run stopped in round 1 can resume
-        store.truncate_records(0)
+        store.truncate_records(0, [])
         client_state.clear()
         if cfg.output.checkpoint_every:
             save_checkpoint(store, 0, state, strategy.state_dict(), [], time.perf_counter() - t0, config_hash(cfg), cfg.output.keep_checkpoints)
@@ -458,14 +458,19 @@ def make_server_app(settings: RunSettings | None = None, hooks: RunHooks | None 
             run_server(grid, settings, hooks)
             return
         # `flwr run .`: no fedsim front end has checked the input or made the directory
-        from .api import check_runnable, quiet_flower
+        from . import rundir
+        from .api import check_resume, check_runnable, quiet_flower
 
         quiet_flower()
         s = RunSettings.from_context(context)
         exp = experiment_for(s)
+        rundir.claim(exp.store.root, "run", resume=s.resume, overwrite=False, check_only=True)
+        if s.resume and check_resume(exp.cfg, exp.store) is not None:
+            return
         check_runnable(exp.cfg, exp.store, s.resume)
-        exp.store.prepare(resume=s.resume, overwrite=False)
-        run_server(grid, s, hooks)
+        with rundir.DirLock(exp.store.root, "run"):
+            rundir.claim(exp.store.root, "run", resume=s.resume, overwrite=False)
+            run_server(grid, s, hooks)
 
     return app
 

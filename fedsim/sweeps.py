@@ -412,9 +412,13 @@ def _run_one(config: dict, run_dir: str, resume: bool, hooks: Any = None) -> dic
 
 
 def _init_worker(threads: int, flwr_level: int) -> None:
-    """A worker process of the pool: share the cores, keep Flower as quiet as the parent."""
+    """A worker process of the pool: end with the sweep, share the cores, keep Flower
+    as quiet as the parent."""
     import torch
 
+    from .lifecycle import die_with_parent
+
+    die_with_parent()
     torch.set_num_threads(threads)
     logging.getLogger("flwr").setLevel(flwr_level)
 
@@ -517,43 +521,41 @@ class _Index:
         )
 
 
-def _existing_hashes(sweep_dir: Path, index: _Index) -> dict[str, str]:
-    """config hash -> run directory name, from sweep.json and from every config.yaml found."""
-    found = {h: n for h, n in index.hashes.items() if (sweep_dir / n).is_dir()}
-    for cfg_path in list(sweep_dir.glob("*/config.yaml")) + list(sweep_dir.glob("cv/*/config.yaml")):
-        name = cfg_path.parent.relative_to(sweep_dir).as_posix()
-        if name in found.values():
-            continue
-        try:
-            found.setdefault(config_hash(load_config(cfg_path)), name)
-        except Exception as exc:  # a foreign or broken directory is not ours to resume
-            log.warning("ignoring '%s': %s", cfg_path.parent, _one_line_error(exc))
-    return found
+def _dir_hash(run_dir: Path) -> str | None:
+    """The config hash of an existing run directory (None: no readable config.yaml)."""
+    try:
+        return config_hash(load_config(run_dir / "config.yaml"))
+    except Exception as exc:  # a foreign or broken directory is not ours to resume
+        log.warning("ignoring '%s': %s", run_dir, _one_line_error(exc))
+        return None
 
 
-def _assign_dirs(runs: list[PlannedRun], sweep_dir: Path, existing: dict[str, str]) -> None:
-    """Match runs to existing directories by config hash; keep new names unique and unclaimed."""
-    taken = set(existing.values())
+def _assign_dirs(runs: list[PlannedRun], sweep_dir: Path) -> None:
+    """Every planned run gets its own directory, named from its grid settings (two
+    settings that resolve to the same config still get two); a directory of that name
+    holding another config (the sweep file changed) is left alone: the run goes to
+    ``name__<hash>``."""
     for r in runs:
-        if r.hash in existing:
-            r.name = existing[r.hash]
-            continue
-        name = r.name
-        if name in taken or ((sweep_dir / name).exists() and any((sweep_dir / name).iterdir())):
-            name = f"{name}__{r.hash[:8]}"
-        r.name = name
-        taken.add(name)
+        run_dir = sweep_dir / r.name
+        if (run_dir / "config.yaml").exists() and _dir_hash(run_dir) != r.hash:
+            r.name = f"{r.name}__{r.hash[:8]}"
 
 
-def _finished_summary(run_dir: Path) -> dict | None:
+def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
+    """The summary of a run that has ended with at least ``rounds`` rounds (a run with
+    fewer, as after raising federation.rounds, is resumed and extended)."""
     path = run_dir / "summary.json"
     if not path.exists():
         return None
     try:
         summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
         return None
-    return summary if summary.get("status") in DONE else None
+    if not isinstance(summary, dict) or summary.get("status") not in DONE:
+        return None
+    if summary.get("status") == "finished" and int(summary.get("rounds") or 0) < rounds:
+        return None
+    return summary
 
 
 def _execute(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: _Index, display_enabled: bool, title: str) -> None:
@@ -561,7 +563,7 @@ def _execute(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: _Inde
     todo: list[tuple[PlannedRun, bool]] = []
     for r in runs:
         run_dir = sweep_dir / r.name
-        summary = _finished_summary(run_dir)
+        summary = _finished_summary(run_dir, int(r.config["federation"]["rounds"]))
         if summary is not None:
             r.status, r.summary, r.error, r.skipped = "finished", summary, None, True
             continue
@@ -963,15 +965,22 @@ def sweep(
         raise ConfigError("sweep: two runs get the same directory name; give the grid settings distinct labels")
 
     sweep_dir = Path(out) if out is not None else Path("runs") / f"sweep-{safe_name(spec.name)}"
-    if sweep_dir.exists() and not sweep_dir.is_dir():
-        raise RunDirError(f"sweep directory '{sweep_dir}' is a file; give a directory path")
-    if sweep_dir.is_dir() and any(sweep_dir.iterdir()) and not resume:
-        raise RunDirError(f"sweep directory '{sweep_dir}' exists and is not empty; use --resume to continue it or another --out")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    from . import rundir
 
+    rundir.claim(sweep_dir, "sweep", resume=resume, overwrite=False, check_only=True)
+    lock = rundir.DirLock(sweep_dir, "sweep").acquire()
+    try:
+        rundir.claim(sweep_dir, "sweep", resume=resume, overwrite=False)
+        return _sweep_in(spec, runs, sweep_dir, workers, select_by, folds, progress, final_plans if folds else {}, t0)
+    finally:
+        lock.release()
+
+
+def _sweep_in(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, workers: int, select_by: str | None, folds: int,
+              progress: bool, final_plans: dict, t0: float) -> "SweepResult":
+    """The sweep's work in its claimed and locked directory."""
     index = _Index(sweep_dir, spec, {"select_by": select_by, "folds": folds})
-    existing = _existing_hashes(sweep_dir, index) if resume else {}
-    _assign_dirs(runs, sweep_dir, existing)
+    _assign_dirs(runs, sweep_dir)
     index.runs = list(runs)
     title = f"sweep {spec.name}" + (" (cross-validation)" if folds else "")
     _execute(runs, sweep_dir, workers, index, progress, title)
@@ -996,7 +1005,7 @@ def sweep(
                     continue
                 key = tuple({**c.group, **c.chosen}[f.key] for f in spec.factors)
                 finals += final_plans[key]
-            _assign_dirs(finals, sweep_dir, existing)
+            _assign_dirs(finals, sweep_dir)
             index.runs = runs + finals
             _execute(finals, sweep_dir, workers, index, progress, f"sweep {spec.name} (chosen settings)")
             table_runs = finals

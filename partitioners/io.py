@@ -27,6 +27,12 @@ FORMAT_VERSION = 1
 _KEYS = ("indices", "offsets", "scheme", "params_json", "seed", "n_samples", "labels_sha256", "version")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class PartitionFileError(ValueError):
     """A partition file is missing, unreadable, or made for other labels."""
 
@@ -96,6 +102,7 @@ def save_dataidxs(
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes it owner-only
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

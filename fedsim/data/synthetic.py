@@ -28,6 +28,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..resources import check_fits
 from .registry import DatasetBundle, register
 
 DIM = 60
@@ -103,6 +104,9 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
 def load_synthetic(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """Synthetic(alpha, beta): 60 features, 10 classes, one group per party unless set."""
     g = _n_groups(cfg, n_parties)
+    # float64 features while generating, float32 kept, and each group's model
+    check_fits((cfg.n_train + cfg.n_test) * DIM * (8 + 4) + max(g, 1) * (DIM + 1) * NUM_CLASSES * 8,
+               f"synthetic ({cfg.n_train} + {cfg.n_test} samples, {g} groups)", "lower data.n_train, data.n_test or data.num_groups")
     if g < 1:
         raise DataError(f"dataset 'synthetic' needs at least one group: data.num_groups = {cfg.num_groups}, "
                         f"n_parties = {n_parties}")

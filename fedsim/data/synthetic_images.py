@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..resources import check_fits
 from .registry import DatasetBundle, register
 
 # Calibrated constants (see the module docstring); changing them changes every
@@ -202,6 +203,11 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
 def load_synthetic_images(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """``data.n_train`` + ``data.n_test`` images of ``data.image_shape``, ``data.num_classes`` classes."""
     shape = _shape(cfg)
+    pixels = shape[0] * shape[1] * shape[2]
+    # the uint8 images, the float32 rendering buffer, and the classes' shifted prototypes
+    check_fits((cfg.n_train + cfg.n_test) * pixels + 2 * 4 * min(CHUNK, cfg.n_train) * pixels + 4 * 9 * cfg.num_classes * pixels,
+               f"synthetic-images ({cfg.n_train} + {cfg.n_test} images of {list(shape)}, {cfg.num_classes} classes)",
+               "lower data.n_train, data.n_test, data.image_shape or data.num_classes")
     x_tr, y_tr, x_te, y_te = generate_images(int(cfg.n_train), int(cfg.n_test), shape, int(cfg.num_classes),
                                              float(cfg.noise), seed)
     mean, std = channel_stats(x_tr)

@@ -28,6 +28,9 @@ _APP = None
 
 def _init_worker(settings, threads: int) -> None:
     global _APP
+    from ..lifecycle import die_with_parent
+
+    die_with_parent()
     torch.set_num_threads(max(1, threads))
     from ..client import make_client_app
     from .local import set_task_identity

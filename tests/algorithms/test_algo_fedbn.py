@@ -9,7 +9,7 @@ from torch import nn
 import fedsim
 from fedsim.config import ModelConfig, TrainConfig
 from fedsim.models import build_model
-from fedsim.store import read_jsonl
+from fedsim.store import read_jsonl, load_tensors
 from fedsim.training import PartyData, train_local
 from rule_context import rule_context
 from strategies.params import StrategyParams
@@ -158,7 +158,7 @@ def test_resnet_run_stores_each_partys_own_bn(tmp_path, tiny):
     assert sorted(last) == [0, 1]  # seed 0's cohorts include both parties
 
     keys = bn_state_keys(build_model(ModelConfig(name="resnet18"), (3, 16, 16), 4))
-    stored = {p: torch.load(res.run_dir / "client_state" / f"party_{p:06d}.pt", weights_only=True) for p in last}
+    stored = {p: load_tensors(res.run_dir / "client_state" / f"party_{p:06d}.pt") for p in last}
     for p, rnd in last.items():
         glob = torch.load(res.run_dir / "checkpoints" / f"round_{rnd:06d}" / "state.pt", weights_only=True)["arrays"]
         assert list(stored[p]) == keys

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import fedsim
 from fedsim.config import ModelConfig
 from fedsim.models import build_model
-from fedsim.store import read_jsonl
+from fedsim.store import read_jsonl, load_tensors
 from rule_context import rule_context
 from strategies.rule import TrainContext
 from strategies.moon import MoonParams, MoonRule, contrastive_loss
@@ -127,7 +127,7 @@ def test_buffer_keeps_the_newest_models_first():
 
 def _stored(run_dir, party: int, sub: str = "") -> dict:
     base = run_dir / sub if sub else run_dir
-    return torch.load(base / "client_state" / f"party_{party:06d}.pt", weights_only=True)
+    return load_tensors(base / "client_state" / f"party_{party:06d}.pt")
 
 
 def _fedavg_of(states: list, weights: list) -> dict:

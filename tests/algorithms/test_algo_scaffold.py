@@ -18,7 +18,7 @@ import strategies
 from fedsim.config import TrainConfig, to_yaml
 from fedsim.experiment import Experiment, RunSettings
 from fedsim.server import initial_state
-from fedsim.store import read_jsonl
+from fedsim.store import read_jsonl, load_tensors
 from fedsim.training import PartyData, train_local
 from rule_context import rule_context
 from strategies.arrays import record_to_state
@@ -225,7 +225,7 @@ def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
     strat = strategies.build(res.config.strategy)
     strat.load_state_dict(ckpt["strategy"])
     c = strat.c
-    cis = [torch.load(res.run_dir / "client_state" / f, weights_only=True) for f in files]
+    cis = [load_tensors(res.run_dir / "client_state" / f) for f in files]
     model = _final(res)
     assert set(c) == {k for k in model if k.endswith("weight") or k.endswith("bias")}
     for k in c:
@@ -242,7 +242,7 @@ def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
     first = [r for r in rows if r["round"] == 1]
     total = sum(r["num_examples"] for r in first)
     lr = res.config.train.lr
-    cis1 = {r["party"]: torch.load(snap / "client_state" / f"party_{r['party']:06d}.pt", weights_only=True) for r in first}
+    cis1 = {r["party"]: load_tensors(snap / "client_state" / f"party_{r['party']:06d}.pt") for r in first}
     assert sorted(p.name for p in (snap / "client_state").iterdir()) == [f"party_{p:06d}.pt" for p in sorted(cis1)]
     for k in c:
         a = {r["party"]: normalizing_factor(r["steps"], res.config.train.momentum) for r in first}

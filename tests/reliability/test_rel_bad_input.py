@@ -195,6 +195,52 @@ def c_unknown_cli_flag(tmp, fin):
     return ["run", _write_cfg(tmp), "--resum"]
 
 
+def c_config_is_a_scalar(tmp, fin):
+    p = tmp / "c.yaml"
+    p.write_text("42\n")
+    return ["run", str(p)]
+
+
+def c_config_is_a_boolean(tmp, fin):
+    p = tmp / "c.yaml"
+    p.write_text("true\n")
+    return ["run", str(p)]
+
+
+def c_seed_beyond_int64(tmp, fin):
+    return ["run", _write_cfg(tmp), "seed=9223372036854775808"]
+
+
+def c_lr_infinite(tmp, fin):
+    return ["run", _write_cfg(tmp), "train.lr=.inf"]
+
+
+def c_malformed_override(tmp, fin):
+    return ["run", _write_cfg(tmp), "train.epochs=[1,3"]
+
+
+def c_data_too_large_for_memory(tmp, fin):
+    return ["run", _write_cfg(tmp), "data.n_train=100000000000"]
+
+
+def c_classes_too_many_for_memory(tmp, fin):
+    return ["run", _write_cfg(tmp), "data.num_classes=10000000000"]
+
+
+def c_inspect_model_too_large(tmp, fin):
+    return ["inspect", "mlp", "model.hidden=[100000,100000]"]
+
+
+def c_strategy_key_of_another_algorithm(tmp, fin):
+    return ["run", _write_cfg(tmp), "strategy.mu=0.1"]
+
+
+def c_resume_binary_config(tmp, fin):
+    cfg, run = _copy_run(tmp, fin)
+    (Path(run) / "config.yaml").write_bytes(b"\x00\x01\x02binary")
+    return ["run", cfg, "--out", run, "--resume"]
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("c_")]
 
 
