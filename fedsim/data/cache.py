@@ -3,7 +3,10 @@
 Reading a LEAF JSON file, a folder of PNGs or a Hugging Face dataset's encoded images
 costs seconds to minutes; the tensors they decode to are plain arrays. The first load
 writes them as ``.npy`` files (no pickle) under ``<beside>/.fedsim-cache/<name>-<key>/``;
-later loads read them back with one ``np.load`` each.
+later loads map them into memory (``np.load(mmap_mode="c")``: copy-on-write, so the
+arrays are writable yet the files never change). Mapping costs nothing up front; pages
+are read on first touch and shared through the page cache by every process that maps
+the same entry (the engine's worker processes hold one copy of a dataset, not one each).
 
 ``key`` is a sha256 over the loader's name, the config values that change the decoded
 arrays, and each source file's path, size and modification time: editing, adding or
@@ -74,7 +77,7 @@ def _read(entry: Path) -> tuple[dict[str, np.ndarray], dict] | None:
         return None
     try:
         doc = json.loads(meta_path.read_text())
-        arrays = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in doc["arrays"]}
+        arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="c", allow_pickle=False) for name in doc["arrays"]}
         return arrays, doc["meta"]
     except (OSError, ValueError, KeyError, EOFError) as exc:
         # a damaged entry is not the user's data: decode again (and replace it)

@@ -129,3 +129,18 @@ def test_two_rounds(tmp_path, tiny):
     r = fedsim.run(cfg, out=tmp_path / "run")
     assert r.summary["status"] == "finished" and r.summary["rounds"] == 2
     assert r.summary["test_accuracy"] * 5 == pytest.approx(round(r.summary["test_accuracy"] * 5))
+
+
+def test_listing_is_torchvisions(tmp_path):
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    write_folders(tmp_path)
+    write_png(tmp_path / "train" / "cat" / "deeper" / "b" / "z.png", png_images(1, 0, (10, 10, 3))[0])
+    write_png(tmp_path / "train" / "cat" / "deeper" / "a.PNG", png_images(1, 1, (10, 10, 3))[0])
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+    classes, entries = imagefolder.list_train(tmp_path)
+    tv_classes, class_to_idx = find_classes(tmp_path / "train")
+    assert imagefolder.IMG_EXTENSIONS == IMG_EXTENSIONS and classes == tv_classes
+    assert [(p, k) for p, k, _, _ in entries] == make_dataset(str(tmp_path / "train"), class_to_idx,
+                                                             extensions=IMG_EXTENSIONS)
+    assert len(entries) == 14

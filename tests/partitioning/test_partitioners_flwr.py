@@ -13,6 +13,8 @@ fp = pytest.importorskip("flwr_datasets.partitioner", reason="the hf extra is no
 datasets = pytest.importorskip("datasets")
 
 LABELS = np.random.default_rng(0).integers(0, 10, 2000)
+# flwr-datasets warns about unused classes and redraws, pyarrow about a deprecated option
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
 def direct(partitioner) -> dict[int, np.ndarray]:
