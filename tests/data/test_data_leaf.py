@@ -196,3 +196,15 @@ def test_batched_trainer_falls_back_for_the_lstm_with_a_logged_reason(tmp_path, 
         r = fedsim.run(cfg, out=tmp_path / "run")
     assert r.summary["rounds"] == 1
     assert any("one at a time" in m and "recurrent layer (nn.LSTM)" in m for m in caplog.messages), caplog.messages
+
+
+def test_batched_trainer_runs_femnist_cnn_like_the_sequential_one(tmp_path, tiny):
+    write_leaf_femnist(tmp_path / "leaf")
+    weights = {}
+    for mode in ("off", "on"):
+        cfg = _run_cfg(tiny, "leaf-femnist", tmp_path / "leaf", "femnist-cnn", engine={"batch_clients": mode},
+                       federation={"rounds": 1})
+        r = fedsim.run(cfg, out=tmp_path / mode)
+        weights[mode] = torch.load(r.run_dir / "model.pt", weights_only=True)
+    for k in weights["off"]:
+        torch.testing.assert_close(weights["on"][k], weights["off"][k], rtol=0, atol=1e-5)
