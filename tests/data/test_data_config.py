@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from fedsim.cli import main
@@ -65,3 +67,16 @@ def test_cli_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("fedsim: error: model.name 'char-lstm' reads token sequences") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_missing_extra_names_the_pip_command(tmp_path, monkeypatch, capsys):
+    from fedsim.cli import main
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "train.parquet").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{dataset: hf, hf_path: '{tmp_path / 'ds'}'}}\n")
+    assert main(["partition", str(cfg), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err == "fedsim: error: data.dataset 'hf' needs the Hugging Face datasets library: pip install 'fedsim[hf]'\n"

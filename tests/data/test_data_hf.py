@@ -202,19 +202,6 @@ def test_missing_paths_and_single_datasets(tmp_path, image_dict):
         load(hf_path=str(tmp_path / "x.parquet"))
 
 
-def test_missing_extra_names_the_pip_command(tmp_path, monkeypatch, capsys):
-    from fedsim.cli import main
-
-    (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / "train.parquet").write_bytes(b"x")
-    monkeypatch.setitem(sys.modules, "datasets", None)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {{dataset: hf, hf_path: '{tmp_path / 'ds'}'}}\n")
-    assert main(["partition", str(cfg), "--out", str(tmp_path / "p")]) == 2
-    err = capsys.readouterr().err
-    assert err == "fedsim: error: data.dataset 'hf' needs the Hugging Face datasets library: pip install 'fedsim[hf]'\n"
-
-
 def _run_cfg(tiny, data, model, n_parties=3, scheme="natural"):
     cfg = tiny(model={"name": model}, partition={"scheme": scheme, "n_parties": n_parties, "min_size": 2},
                train={"epochs": 1, "batch_size": 8, "lr": 0.05})

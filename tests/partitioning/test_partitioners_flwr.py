@@ -103,10 +103,3 @@ def test_to_flwr_checks_its_input():
     part = partitioners.to_flwr({0: [0, 1], 1: [5]}, datasets.Dataset.from_dict({"x": [0, 1, 2]}))
     with pytest.raises(ValueError, match="holds row 5, but the dataset has 3 rows"):
         part.load_partition(1)
-
-
-def test_missing_extra_names_the_pip_command(monkeypatch):
-    monkeypatch.setitem(sys.modules, "flwr_datasets.partitioner", None)
-    with pytest.raises(ValueError, match=r"pip install 'fedsim\[hf\]'") as info:
-        partitioners.partition(LABELS, "flwr", 5, flwr_partitioner="DirichletPartitioner", flwr_args={"alpha": 1})
-    assert isinstance(info.value, ImportError)

@@ -77,3 +77,10 @@ def test_import_pulls_no_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "flwr_datasets.partitioner", None)
+    with pytest.raises(ValueError, match=r"pip install 'fedsim\[hf\]'") as info:
+        partitioners.partition(np.arange(100) % 10, "flwr", 5, flwr_partitioner="DirichletPartitioner", flwr_args={"alpha": 1})
+    assert isinstance(info.value, ImportError)
