@@ -60,6 +60,21 @@ class DataConfig:
     # cv_fold is held out as the evaluation set and the other folds are partitioned
     cv_folds: int = 0
     cv_fold: int = 0
+    # images of hf and imagefolder resized to image_size x image_size (0 = as stored)
+    image_size: int = 0
+    # cifar100: train on the 100 fine classes or the 20 superclasses (coarse)
+    cifar100_labels: str = "fine"
+    # hf (Hugging Face datasets): a save_to_disk directory, a directory of data files
+    # (parquet, arrow, ...) or a Hub name found in the local cache
+    hf_path: Optional[str] = None
+    hf_split_train: str = "train"
+    hf_split_test: str = "test"
+    hf_image_key: str = "image"
+    # set for character sequences (then hf_image_key is not read)
+    hf_text_key: Optional[str] = None
+    hf_label_key: str = "label"
+    # natural groups (writer, user) for partition.scheme natural
+    hf_group_key: Optional[str] = None
 
 
 @dataclass
@@ -73,6 +88,13 @@ class PartitionConfig:
     min_size: int = 10
     shards_per_party: int = 2
     max_redraws: int = 1000
+    # what the label-skew schemes split by: the training labels, or the dataset's
+    # superclasses (cifar100) so that each party sees some superclasses
+    by: str = "label"
+    # scheme flwr: a flwr-datasets partitioner class and its constructor arguments
+    # (num_partitions and seed come from partition.n_parties and seed)
+    flwr_partitioner: Optional[str] = None
+    flwr_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -458,6 +480,36 @@ def _one_of(key: str, value: str, allowed: Iterable[str]) -> None:
         raise ConfigError(f"config key '{key}' = {value!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
 
 
+CIFAR100_LABELS = ("fine", "coarse")
+PARTITION_BY = ("label", "superclass")
+# schemes whose split does not depend on the labels (partition.by would be ignored)
+LABEL_BLIND_SCHEMES = ("iid", "quantity-skew", "natural")
+# keys read by some datasets / schemes only: a value other than the default elsewhere
+# would be silently ignored, so it is an error
+_DATASET_KEYS = {
+    "image_size": ("hf", "imagefolder"),
+    "cifar100_labels": ("cifar100",),
+    "hf_path": ("hf",),
+    "hf_split_train": ("hf",),
+    "hf_split_test": ("hf",),
+    "hf_image_key": ("hf",),
+    "hf_text_key": ("hf",),
+    "hf_label_key": ("hf",),
+    "hf_group_key": ("hf",),
+}
+_SCHEME_KEYS = {"flwr_partitioner": ("flwr",), "flwr_args": ("flwr",)}
+
+
+def _only_where_read(section: Any, prefix: str, chosen: str, chooser: str, keys: Mapping[str, Sequence[str]]) -> None:
+    """ConfigError for a key set away from its default where ``chosen`` does not read it."""
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+                for f in dataclasses.fields(section)}
+    for key, readers in keys.items():
+        if chosen not in readers and getattr(section, key) != defaults[key]:
+            raise ConfigError(f"config key '{prefix}.{key}' is read only with {chooser} {' or '.join(readers)}, "
+                              f"not {chosen!r}: remove it")
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LOSSES = ("ce", "focal")
 ENGINES = ("local", "ray")
@@ -509,6 +561,18 @@ def validate(cfg: ExperimentConfig) -> None:
         _in_range("data.cv_fold", d.cv_fold, 0, d.cv_folds - 1)
     if d.image_shape[1] < 8 or d.image_shape[2] < 8:
         raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)}: height and width must be >= 8")
+    _in_range("data.image_size", d.image_size, 0, None)
+    _one_of("data.cifar100_labels", d.cifar100_labels, CIFAR100_LABELS)
+    _only_where_read(d, "data", d.dataset, "data.dataset", _DATASET_KEYS)
+    if d.dataset == "hf" and not d.hf_path:
+        raise ConfigError("data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
+                          "of parquet/arrow files, or a Hub name in the local cache")
+    text = data_registry.is_text(d)
+    if text and d.feature_noise > 0:
+        raise ConfigError(f"config key 'data.feature_noise' > 0 needs real-valued inputs; '{d.dataset}' gives "
+                          "token sequences")
+    if text and d.augment:
+        raise ConfigError(f"config key 'data.augment' = true needs images; '{d.dataset}' gives token sequences")
 
     p = cfg.partition
     _one_of("partition.scheme", p.scheme, partitioners.available())
@@ -518,6 +582,14 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("partition.min_size", p.min_size, 0, None)
     _in_range("partition.shards_per_party", p.shards_per_party, 1, None)
     _in_range("partition.max_redraws", p.max_redraws, 1, None)
+    _one_of("partition.by", p.by, PARTITION_BY)
+    if p.by != "label" and p.scheme in LABEL_BLIND_SCHEMES:
+        raise ConfigError(f"config key 'partition.by' = {p.by!r} changes only the label-skew schemes; "
+                          f"partition.scheme {p.scheme!r} does not read labels: remove it")
+    _only_where_read(p, "partition", p.scheme, "partition.scheme", _SCHEME_KEYS)
+    if p.scheme == "flwr" and not p.flwr_partitioner:
+        raise ConfigError("partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
+                          "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner")
 
     m = cfg.model
     _one_of("model.name", m.name, model_registry.available())
@@ -525,6 +597,13 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
     if any(h < 1 for h in m.hidden):
         raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
+    tokens = model_registry.takes_tokens(m.name)
+    if text and not tokens:
+        raise ConfigError(f"model.name {m.name!r} needs real-valued inputs; data.dataset {d.dataset!r} gives token "
+                          f"sequences: use a sequence model ({', '.join(model_registry.token_models())})")
+    if tokens and not text:
+        raise ConfigError(f"model.name {m.name!r} reads token sequences; data.dataset {d.dataset!r} is not text: use "
+                          "leaf-shakespeare, or hf with data.hf_text_key")
 
     t = cfg.train
     lo, hi = epoch_range(t.epochs)

@@ -104,6 +104,8 @@ def cv_fold_bundle(bundle: DatasetBundle, folds: int, fold: int, seed: int) -> D
         x_test=bundle.x_train[held_t],
         y_test=bundle.y_train[held_t],
         groups=None if bundle.groups is None else bundle.groups[keep],
+        groups_test=None if bundle.groups is None else bundle.groups[held],
+        superclasses=None if bundle.superclasses is None else bundle.superclasses[keep],
     )
 
 
@@ -120,15 +122,25 @@ def load_bundle(cfg: ExperimentConfig) -> DatasetBundle:
 
 
 def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, np.ndarray]:
-    """Partition the training labels as configured (partitioners' API, seed = cfg.seed)."""
+    """Partition the training labels as configured (partitioners' API, seed = cfg.seed).
+
+    ``partition.by: superclass`` hands the scheme the superclass ids instead of the
+    labels; a scheme that takes ``groups`` gets the dataset's natural groups.
+    """
     labels = bundle.y_train.numpy()
+    if cfg.partition.by == "superclass":
+        if bundle.superclasses is None:
+            raise ConfigError(f"config key 'partition.by' = 'superclass' needs a dataset with superclasses (cifar100); "
+                              f"'{bundle.name}' has none")
+        labels = bundle.superclasses
     params = partition_params(cfg)
-    if cfg.partition.scheme == "natural":
-        if bundle.groups is None:
-            raise ConfigError(
-                f"partition.scheme 'natural' needs a dataset with natural groups (synthetic); '{bundle.name}' has none"
-            )
+    if "groups" in partitioners.scheme_params(cfg.partition.scheme) and bundle.groups is not None:
         params["groups"] = bundle.groups
+    if cfg.partition.scheme == "natural" and bundle.groups is None:
+        raise ConfigError(
+            f"partition.scheme 'natural' needs a dataset with natural groups (synthetic, leaf-femnist, "
+            f"leaf-shakespeare, hf with data.hf_group_key); '{bundle.name}' has none"
+        )
     try:
         return partitioners.partition(labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **params)
     except ValueError as exc:

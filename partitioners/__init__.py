@@ -4,9 +4,11 @@
 for parties 0..n_parties-1, each an int64 array of sample indices **sorted ascending**;
 parties never share an index. Schemes (NIID-Bench, Li et al., ICDE 2022, and McMahan
 et al., AISTATS 2017): ``iid``, ``dirichlet``, ``label-quantity``, ``shards``,
-``quantity-skew``, ``natural``. Every scheme assigns every sample except
-``label-quantity`` (classes no party holds) and ``shards`` (the remainder that does not
-fill a shard). Pure numpy: no fedsim, torch or flwr import.
+``quantity-skew``, ``natural``, and ``flwr`` (any flwr-datasets partitioner; the optional
+extra). Every scheme assigns every sample except ``label-quantity`` (classes no party
+holds), ``shards`` (the remainder that does not fill a shard) and the flwr-datasets
+partitioners that leave samples out. Pure numpy: no fedsim, torch or flwr import
+(flwr-datasets only inside the ``flwr`` scheme and :func:`to_flwr`, when called).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from ._validate import as_int, check_labels
-from .registry import available, get_scheme, promises_sorted, register, required_params, scheme_params
+from .registry import available, get_scheme, promises_sorted, register, required_params, scheme_params, takes_seed
 
 # one import per scheme registers it
 from . import dirichlet as _dirichlet  # noqa: F401
+from . import flower as _flower  # noqa: F401
 from . import iid as _iid  # noqa: F401
 from . import label_quantity as _label_quantity  # noqa: F401
 from . import natural as _natural  # noqa: F401
@@ -27,15 +30,20 @@ from . import quantity_skew as _quantity_skew  # noqa: F401
 from . import shards as _shards  # noqa: F401
 
 from .feature_noise import noise_levels
+from .flower import MissingExtraError, from_flwr, to_flwr
+from .natural import group_test_indices
 from .io import PartitionFileError, load_dataidxs, read_dataidxs_meta, save_dataidxs
 from .plot import plot_label_distribution
 from .stats import heterogeneity
 from .table import format_class_counts
 
 __all__ = [
+    "MissingExtraError",
     "PartitionFileError",
     "available",
     "format_class_counts",
+    "from_flwr",
+    "group_test_indices",
     "heterogeneity",
     "load_dataidxs",
     "noise_levels",
@@ -45,6 +53,7 @@ __all__ = [
     "register",
     "save_dataidxs",
     "scheme_params",
+    "to_flwr",
 ]
 
 
@@ -76,6 +85,8 @@ def partition(
     if missing:
         raise ValueError(f"partition scheme {scheme!r} needs {', '.join('partition.' + m for m in missing)}")
 
+    if takes_seed(scheme):
+        params = {**params, "seed": seed}
     out = fn(labels, n_parties, np.random.default_rng(seed), **params)
 
     parties = list(range(n_parties))

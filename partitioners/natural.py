@@ -3,6 +3,7 @@ LEAF, Caldas et al. 2018) are dealt to parties."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -47,3 +48,20 @@ def natural(
     owner = np.empty(n_groups, dtype=dtype)
     owner[rng.permutation(n_groups)] = np.arange(n_groups) % n_parties
     return dataidxs_from_assignment(owner[inverse], n_parties)
+
+
+def group_test_indices(groups: Any, groups_test: Any, dataidxs: Mapping[int, Any]) -> dict[int, np.ndarray]:
+    """Each party's own test samples under a natural partition: the test samples whose
+    group (``groups_test``) is one of the groups of the party's training samples.
+
+    With LEAF's per-user train/test split this is each party's users' own test data,
+    the local test set of personalised FL. Returns sorted int64 indices into the test
+    set; disjoint across parties when the partition deals whole groups (``natural``).
+    """
+    g = np.asarray(groups).reshape(-1)
+    gt = np.asarray(groups_test).reshape(-1)
+    out = {}
+    for j, idx in dataidxs.items():
+        own = np.unique(g[np.asarray(idx, dtype=np.int64)])
+        out[j] = np.flatnonzero(np.isin(gt, own)).astype(np.int64)
+    return out

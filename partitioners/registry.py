@@ -20,16 +20,20 @@ SchemeFn = Callable[..., dict[int, np.ndarray]]
 _SCHEMES: dict[str, SchemeFn] = {}
 _PARAMS: dict[str, tuple[list[str], list[str]]] = {}  # name -> (accepted, required), from the signature
 _SORTED: set[str] = set()  # schemes that promise sorted index arrays (partition() skips its check)
+_SEEDED: set[str] = set()  # schemes that take the integer seed itself (a library that seeds its own rng)
 
 # the leading positional arguments every scheme takes; its parameters come after them
 _FIXED_ARGS = ("labels", "n_parties", "rng")
 
 
-def register(name: str, *, sorted_output: bool = False) -> Callable[[SchemeFn], SchemeFn]:
+def register(name: str, *, sorted_output: bool = False, takes_seed: bool = False) -> Callable[[SchemeFn], SchemeFn]:
     """Decorator: add ``fn`` to the registry under ``name`` (re-registering replaces it).
 
     ``sorted_output=True`` promises that every returned array is int64 and sorted
     ascending; otherwise :func:`partitioners.partition` converts and sorts them.
+    ``takes_seed=True``: the scheme also gets the integer ``seed=`` keyword (for a
+    library that seeds its own generator, such as flwr-datasets); it is not one of the
+    scheme's parameters.
     """
 
     def deco(fn: SchemeFn) -> SchemeFn:
@@ -37,6 +41,13 @@ def register(name: str, *, sorted_output: bool = False) -> Callable[[SchemeFn], 
         if [p.name for p in params[: len(_FIXED_ARGS)]] != list(_FIXED_ARGS):
             raise TypeError(f"partition scheme {name!r}: signature must start with {', '.join(_FIXED_ARGS)}")
         kw = [p for p in params[len(_FIXED_ARGS) :] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if takes_seed:
+            if "seed" not in [p.name for p in kw]:
+                raise TypeError(f"partition scheme {name!r}: takes_seed=True needs a 'seed' keyword parameter")
+            kw = [p for p in kw if p.name != "seed"]
+            _SEEDED.add(name)
+        else:
+            _SEEDED.discard(name)
         _SCHEMES[name] = fn
         _PARAMS[name] = ([p.name for p in kw], [p.name for p in kw if p.default is inspect.Parameter.empty])
         if sorted_output:
@@ -76,6 +87,11 @@ def required_params(scheme: str) -> list[str]:
     """The parameters of ``scheme`` that have no default."""
     get_scheme(scheme)
     return list(_PARAMS[scheme][1])
+
+
+def takes_seed(scheme: str) -> bool:
+    """Whether ``scheme`` was registered with ``takes_seed=True``."""
+    return scheme in _SEEDED
 
 
 def promises_sorted(scheme: str) -> bool:

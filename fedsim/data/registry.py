@@ -6,8 +6,9 @@ A dataset family is one module holding decorated loaders::
     def load(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle: ...
 
 A loader returns the whole dataset as tensors (DESIGN.md, decision 4): images as uint8
-``(N, C, H, W)``, tabular features as float32 ``(N, D)``, labels as int64. Parties are
-index arrays into ``x_train``; nothing here knows about partitions.
+``(N, C, H, W)``, tabular features as float32 ``(N, D)``, token sequences as int64
+``(N, L)`` (the label is the next token: classification over the vocabulary), labels as
+int64. Parties are index arrays into ``x_train``; nothing here knows about partitions.
 
 Loading happens once per process: :func:`load_dataset` keeps every bundle it built in
 a per-process cache keyed by the config values that change the data (``key`` of the
@@ -39,7 +40,8 @@ class DatasetBundle:
     """A whole dataset in memory. Shared through the cache: treat it as read-only."""
 
     name: str
-    x_train: torch.Tensor  # uint8 (N, C, H, W) for images; float32 (N, D) for tabular
+    # uint8 (N, C, H, W) for images; float32 (N, D) for tabular; int64 (N, L) for tokens
+    x_train: torch.Tensor
     y_train: torch.Tensor  # int64 (N,)
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -49,8 +51,15 @@ class DatasetBundle:
     std: tuple[float, ...] | None
     # CIFAR-style augmentation (crop with padding 4 + flip) applies when training
     augment: bool
-    # natural group id per training sample (synthetic: the generating party), else None
+    # natural group id per training sample (synthetic: the generating party; LEAF: the
+    # user; hf: data.hf_group_key), else None
     groups: np.ndarray | None = None
+    # the same ids for the test samples where the test set has them (LEAF: each user's
+    # own test data), so a party's users' test samples can be found; else None
+    groups_test: np.ndarray | None = None
+    # superclass id per training sample (cifar100's 20 coarse labels), for
+    # partition.by: superclass; else None
+    superclasses: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,6 +70,11 @@ class DatasetBundle:
     def is_image(self) -> bool:
         return self.x_train.dim() == 4
 
+    @property
+    def is_text(self) -> bool:
+        """Token sequences (int64): fed to the model as they are, never normalised."""
+        return self.x_train.dtype == torch.int64
+
     def __repr__(self) -> str:
         return (f"DatasetBundle(name={self.name!r}, train={tuple(self.x_train.shape)} {self.x_train.dtype}, "
                 f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, augment={self.augment}, "
@@ -70,11 +84,14 @@ class DatasetBundle:
 Loader = Callable[[DataConfig, int, int], DatasetBundle]
 KeyFn = Callable[[DataConfig, int, int], Hashable]
 SpecFn = Callable[[DataConfig], "tuple[tuple[int, ...], int]"]
+TextFn = Callable[[DataConfig], bool]
 
 # name -> (loader, cache-key function), in registration order
 _REGISTRY: dict[str, tuple[Loader, KeyFn]] = {}
 # name -> (input shape, number of classes) without loading anything (fedsim inspect)
 _SPECS: dict[str, SpecFn] = {}
+# name -> whether its inputs are token sequences (a bool, or a function of the config)
+_TEXT: dict[str, TextFn] = {}
 _CACHE: dict[tuple[str, Hashable], DatasetBundle] = {}
 # Held while loading: two engine threads asking for the same dataset must not load it
 # twice (a CIFAR copy is 150 MB); loads are rare, so one lock for all is enough.
@@ -97,12 +114,15 @@ def default_key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
     return tuple((n, _freeze(getattr(cfg, n))) for n in names) + (("seed", int(seed)), ("n_parties", int(n_parties)))
 
 
-def register(name: str, *, key: KeyFn | None = None, spec: SpecFn | None = None) -> Callable[[Loader], Loader]:
+def register(name: str, *, key: KeyFn | None = None, spec: SpecFn | None = None,
+             text: bool | TextFn = False) -> Callable[[Loader], Loader]:
     """Decorator: register ``fn(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle``.
 
     ``key(cfg, seed, n_parties)`` names what makes two loads give the same data (a
     file-backed set ignores the seed); it defaults to :func:`default_key`.
     ``spec(cfg) -> (input_shape, num_classes)`` describes the data without loading it.
+    ``text`` (or ``text(cfg)``) says the inputs are int64 token sequences, so that the
+    config check can pair them with a sequence model before anything loads.
     """
 
     def deco(fn: Loader) -> Loader:
@@ -111,9 +131,16 @@ def register(name: str, *, key: KeyFn | None = None, spec: SpecFn | None = None)
         _REGISTRY[name] = (fn, key or default_key)
         if spec is not None:
             _SPECS[name] = spec
+        _TEXT[name] = text if callable(text) else (lambda cfg, _t=bool(text): _t)
         return fn
 
     return deco
+
+
+def is_text(cfg: DataConfig) -> bool:
+    """Whether ``cfg.dataset`` gives token sequences (False for an unknown name)."""
+    fn = _TEXT.get(cfg.dataset)
+    return bool(fn(cfg)) if fn is not None else False
 
 
 def available() -> list[str]:
@@ -175,5 +202,11 @@ def _check_bundle(b: DatasetBundle) -> None:
     if b.is_image:
         assert b.x_train.dtype == torch.uint8, "images must be uint8"
         assert b.mean is not None and b.std is not None and len(b.mean) == len(b.std) == b.x_train.shape[1]
+    if b.is_text:
+        assert b.x_train.dim() == 2 and b.mean is None and not b.augment, "tokens: (N, L), not normalised"
     if b.groups is not None:
         assert len(b.groups) == len(b.y_train), "one group id per training sample"
+    if b.groups_test is not None:
+        assert len(b.groups_test) == len(b.y_test), "one group id per test sample"
+    if b.superclasses is not None:
+        assert len(b.superclasses) == len(b.y_train), "one superclass per training sample"

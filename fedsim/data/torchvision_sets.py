@@ -4,7 +4,8 @@ The files are read straight into uint8 tensors (no PIL, no per-sample work):
 
 =========  ==============================================================================
 cifar10    ``root/cifar-10-batches-py/data_batch_1..5``, ``test_batch`` (pickled dicts)
-cifar100   ``root/cifar-100-python/train``, ``test`` (pickled dicts, ``fine_labels``)
+cifar100   ``root/cifar-100-python/train``, ``test`` (pickled dicts: ``fine_labels``, 100 classes,
+           and ``coarse_labels``, the 20 superclasses: ``data.cifar100_labels``)
 mnist      ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``
 fmnist     the same under ``root/FashionMNIST/raw/``
 svhn       ``root/train_32x32.mat``, ``root/test_32x32.mat`` (MATLAB; label 10 is digit 0)
@@ -175,20 +176,26 @@ def _labels(values: Any, path: Path, n: int, num_classes: int) -> torch.Tensor:
 # -------------------------------------------------------------------------- CIFAR
 
 
-def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, torch.Tensor]:
+def _read_cifar_batch(path: Path, label_key: str, num_classes: int, coarse: bool = False
+                      ) -> tuple[np.ndarray, torch.Tensor] | tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """(data, labels) of one CIFAR batch file; with ``coarse`` also CIFAR-100's superclasses."""
     obj = safe_load_pickle(path)
     if not isinstance(obj, dict):
         raise DataError(f"dataset file '{path}' is corrupt: expected a pickled dict, got {type(obj).__name__}")
     # the original files have byte-string keys; accept str keys from re-pickled copies
     entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
-    if "data" not in entry or label_key not in entry:
-        raise DataError(f"dataset file '{path}' is corrupt: needs keys 'data' and '{label_key}', "
+    needed = ["data", label_key] + (["coarse_labels"] if coarse else [])
+    if any(k not in entry for k in needed):
+        raise DataError(f"dataset file '{path}' is corrupt: needs keys {', '.join(repr(k) for k in needed)}, "
                         f"has {sorted(map(str, entry))}")
     data = entry["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"dataset file '{path}' is corrupt: 'data' must be uint8 (N, 3072), got {desc}")
-    return data, _labels(entry[label_key], path, len(data), num_classes)
+    labels = _labels(entry[label_key], path, len(data), num_classes)
+    if coarse:
+        return data, labels, _labels(entry["coarse_labels"], path, len(data), CIFAR100_SUPERCLASSES)
+    return data, labels
 
 
 def _cifar(cfg: DataConfig, name: str, folder: str, train: list[str], test: list[str], label_key: str,
@@ -220,11 +227,45 @@ def load_cifar10(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
                   "labels", 10, "CIFAR10", CIFAR10_MEAN, CIFAR10_STD)
 
 
-@register("cifar100", key=_file_key, spec=lambda cfg: ((3, 32, 32), 100))
+def _check_nesting(fine: np.ndarray, coarse: np.ndarray, path: Path) -> None:
+    """DataError unless every fine class has one superclass (CIFAR-100 nests 5 in each)."""
+    pairs = np.unique(np.stack([fine, coarse]), axis=1)
+    if pairs.shape[1] != len(np.unique(fine)):
+        raise DataError(f"dataset file '{path}' is corrupt: a fine class has more than one coarse label")
+
+
+CIFAR100_SUPERCLASSES = 20
+
+
+@register("cifar100", key=lambda cfg, seed, n: (*_file_key(cfg, seed, n), cfg.cifar100_labels),
+          spec=lambda cfg: ((3, 32, 32), CIFAR100_SUPERCLASSES if cfg.cifar100_labels == "coarse" else 100))
 def load_cifar100(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
-    """CIFAR-100 (Krizhevsky 2009): 50,000 + 10,000 RGB 32x32 images, 100 fine classes."""
-    return _cifar(cfg, "cifar100", "cifar-100-python", ["train"], ["test"], "fine_labels", 100, "CIFAR100",
-                  CIFAR100_MEAN, CIFAR100_STD)
+    """CIFAR-100 (Krizhevsky 2009): 50,000 + 10,000 RGB 32x32 images in 100 fine classes,
+    grouped 5 by 5 into 20 superclasses.
+
+    ``data.cifar100_labels``: ``fine`` trains on the 100 classes, ``coarse`` on the 20
+    superclasses. Either way ``superclasses`` gives each training image its superclass,
+    so ``partition.by: superclass`` splits by superclass (each party sees some
+    superclasses, with all their fine classes).
+    """
+    where = _root(cfg) / "cifar-100-python"
+
+    def fetch(root: Path) -> None:
+        import torchvision.datasets as tvd
+
+        for is_train in (True, False):
+            tvd.CIFAR100(str(root), train=is_train, download=True)
+
+    paths = _ensure(cfg, "cifar100", where, ["train", "test"], fetch)
+    coarse = cfg.cifar100_labels == "coarse"
+    out = []
+    for f in ("train", "test"):
+        data, fine, sup = _read_cifar_batch(paths[f], "fine_labels", 100, coarse=True)
+        _check_nesting(fine.numpy(), sup.numpy(), paths[f])
+        out.append((torch.from_numpy(data.reshape(-1, 3, 32, 32)), sup if coarse else fine, sup.numpy()))
+    (x_tr, y_tr, s_tr), (x_te, y_te, _) = out
+    return DatasetBundle("cifar100", x_tr, y_tr, x_te, y_te, CIFAR100_SUPERCLASSES if coarse else 100, CIFAR100_MEAN,
+                         CIFAR100_STD, _resolve_augment(cfg, True), superclasses=s_tr)
 
 
 # -------------------------------------------------------------------------- MNIST

@@ -25,10 +25,11 @@ PAD = 4  # pixels of zero padding before the random crop (CIFAR convention)
 def to_float(x_uint8: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> Tensor:
     """``(B, C, H, W)`` uint8 -> float32 ``(x / 255 - mean) / std`` per channel, on x's device.
 
-    Floating-point input (tabular features) is returned unchanged. With ``mean``/``std``
-    None an image is only scaled to [0, 1].
+    Any other input is returned unchanged: floating-point features (tabular data) and
+    int64 token sequences (text, which the model embeds). With ``mean``/``std`` None an
+    image is only scaled to [0, 1].
     """
-    if x_uint8.is_floating_point():
+    if x_uint8.dtype != torch.uint8:
         return x_uint8
     x = x_uint8.to(torch.float32).div_(255.0)
     if mean is None or std is None:

@@ -15,9 +15,11 @@ samples. The updates equal the sequential engine's up to floating-point rounding
 
 Where the lockstep form does not hold, the cohort runs one client at a time and the
 reason is logged once: BatchNorm (running statistics are buffers updated in place),
-dropout (masks would come from another generator), optimisers other than SGD, a loss
-other than cross-entropy, or a client rule with gradient hooks or state (SCAFFOLD,
-MOON, FedBN). ``engine.batch_clients: auto`` batches on CUDA only: on a CPU, vmap was
+dropout (masks would come from another generator), a recurrent layer (the character
+LSTM: torch.func has no batching rule for the fused LSTM kernel, so vmap would run it
+client by client anyway), optimisers other than SGD, a loss other than cross-entropy,
+or a client rule with gradient hooks or state (SCAFFOLD, MOON, FedBN). Token sequences
+(int64) otherwise batch like any input: they pass through unnormalised. ``engine.batch_clients: auto`` batches on CUDA only: on a CPU, vmap was
 slower than running the clients one after another.
 """
 
@@ -60,6 +62,8 @@ def why_not_batched(rt, mode: str) -> str | None:
         return "the model has BatchNorm, whose running statistics vmap cannot update per client"
     if cfg.model.dropout > 0:
         return "model.dropout > 0: dropout masks would differ from the sequential engine's"
+    if any(isinstance(m, torch.nn.RNNBase) for m in rt.model.modules()):
+        return "the model has a recurrent layer (nn.LSTM), for whose fused kernel torch.func.vmap has no batching rule"
     return None
 
 

@@ -13,6 +13,7 @@ State-dict keys are ``encoder.*``, ``projection.*`` (head only) and ``classifier
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -51,6 +52,7 @@ class FedModel(nn.Module):
         dropout: float = 0.0,
         input_shape: tuple[int, ...] | None = None,
         name: str | None = None,
+        input_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -58,6 +60,8 @@ class FedModel(nn.Module):
         self.num_classes = int(num_classes)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.name = name
+        # what the encoder reads: float32 inputs, or int64 tokens (fedsim inspect's dummy input)
+        self.input_dtype = input_dtype
         if projection_head:
             self.projection = moon_projection_head(self.feature_dim, int(proj_dim))
             self.out_dim = int(proj_dim)

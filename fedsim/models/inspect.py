@@ -4,8 +4,11 @@ FLOPs convention: counted by ``torch.utils.flop_counter.FlopCounterMode`` on a f
 pass of ONE sample (a zero batch of size 1, eval mode, no grad): 2 FLOPs per
 multiply-accumulate of convolutions and matrix multiplies (a conv costs
 ``2 * Cout * Hout * Wout * Cin/groups * kh * kw``, a Linear ``2 * in * out``);
-elementwise ops, bias adds, normalisation, activations and pooling count 0. The
-counts are attributed to modules with forward hooks that read the counter before and
+elementwise ops, bias adds, normalisation, activations and pooling count 0. Recurrent
+layers run as one fused kernel that the counter does not see; they are counted by
+formula at the same convention: ``2 * gates * H * (I + H)`` per time step, layer and
+direction (gates = 4 for an LSTM, 3 for a GRU, 1 for a plain RNN; I is the layer's input
+size, H the hidden size). The counts are attributed to modules with forward hooks that read the counter before and
 after each call, each module keeping only what its children did not; so the rows add
 up exactly to FlopCounterMode's total.
 
@@ -28,9 +31,31 @@ from torch.utils.flop_counter import FlopCounterMode
 
 FLOPS_CONVENTION = (
     "FLOPs: torch.utils.flop_counter.FlopCounterMode, forward pass of 1 sample; "
-    "2 FLOPs per multiply-accumulate of convolutions and matrix multiplies; "
+    "2 FLOPs per multiply-accumulate of convolutions and matrix multiplies (recurrent layers by formula); "
     "elementwise ops, normalisation, activations and pooling not counted"
 )
+
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def rnn_flops(mod: nn.RNNBase, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass of a recurrent layer on ``x`` (see the module docstring)."""
+    if x.dim() == 2:  # unbatched (L, I)
+        steps, batch = x.shape[0], 1
+    else:  # (B, L, I) with batch_first, else (L, B, I)
+        batch, steps = (x.shape[0], x.shape[1]) if mod.batch_first else (x.shape[1], x.shape[0])
+    gates = _GATES[mod.mode]
+    dirs = 2 if mod.bidirectional else 1
+    out_h = mod.proj_size or mod.hidden_size
+    total = 0
+    for layer in range(mod.num_layers):
+        in_size = mod.input_size if layer == 0 else out_h * dirs
+        per_step = 2 * gates * mod.hidden_size * (in_size + out_h)
+        if mod.proj_size:
+            per_step += 2 * mod.hidden_size * mod.proj_size
+        total += per_step * steps * dirs
+    return int(total * batch)
+
 
 
 @dataclass
@@ -72,6 +97,8 @@ def _dummy_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor
         ref = next(model.buffers(), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    # a sequence model reads int64 tokens: token 0 is a valid input
+    dtype = getattr(model, "input_dtype", None) if getattr(model, "input_dtype", None) == torch.int64 else dtype
     # zeros, not random: inspecting must not advance the global RNG
     return torch.zeros((1, *input_shape), device=device, dtype=dtype)
 
@@ -87,17 +114,24 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelReport
     own_flops: dict[int, int] = {id(m): 0 for _, m in named}
     out_shapes: dict[int, tuple] = {}
     stack: list[int] = []
+    # FLOPs of recurrent layers counted by formula (the counter sees none of their work)
+    by_formula = [0]
+
+    def total() -> int:
+        return counter.get_total_flops() + by_formula[0]
 
     def pre_hook(mod: nn.Module, args: Any) -> None:
         key = id(mod)
-        inclusive_start.setdefault(key, []).append(counter.get_total_flops())
+        inclusive_start.setdefault(key, []).append(total())
         child_flops.setdefault(key, []).append(0)
         stack.append(key)
 
     def post_hook(mod: nn.Module, args: Any, out: Any) -> None:
         key = id(mod)
         stack.pop()
-        inclusive = counter.get_total_flops() - inclusive_start[key].pop()
+        if isinstance(mod, nn.RNNBase) and total() == inclusive_start[key][-1] and args:
+            by_formula[0] += rnn_flops(mod, args[0])
+        inclusive = total() - inclusive_start[key].pop()
         own_flops[key] += inclusive - child_flops[key].pop()
         if stack:
             child_flops[stack[-1]][-1] += inclusive
@@ -118,7 +152,7 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelReport
             h.remove()
         for _, m in named:
             m.train(modes[id(m)])
-    total_flops = counter.get_total_flops()
+    total_flops = total()
 
     rows: list[LayerRow] = []
     for name, m in named:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..config import ModelConfig
@@ -27,6 +28,8 @@ EncoderBuilder = Callable[[ModelConfig, tuple[int, ...], int], tuple[nn.Module, 
 
 # name -> builder, in registration order (available() lists them in that order)
 _REGISTRY: dict[str, EncoderBuilder] = {}
+# models whose encoder reads int64 token sequences (an embedding first), not real values
+_TOKENS: set[str] = set()
 
 
 class ModelError(ConfigError, ValueError):
@@ -37,16 +40,32 @@ class ModelError(ConfigError, ValueError):
     """
 
 
-def register(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Decorator: register ``fn(cfg, input_shape, num_classes) -> (encoder, feature_dim)``."""
+def register(name: str, *, tokens: bool = False) -> Callable[[EncoderBuilder], EncoderBuilder]:
+    """Decorator: register ``fn(cfg, input_shape, num_classes) -> (encoder, feature_dim)``.
+
+    ``tokens=True``: the encoder reads int64 token sequences ``(B, L)`` (text datasets);
+    the config check pairs such models with text data only.
+    """
 
     def deco(fn: EncoderBuilder) -> EncoderBuilder:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(f"model '{name}' is already registered (by {_REGISTRY[name].__module__})")
         _REGISTRY[name] = fn
+        if tokens:
+            _TOKENS.add(name)
         return fn
 
     return deco
+
+
+def takes_tokens(name: str) -> bool:
+    """Whether model ``name`` reads int64 token sequences."""
+    return name in _TOKENS
+
+
+def token_models() -> list[str]:
+    """The registered models that read token sequences, in registration order."""
+    return [n for n in _REGISTRY if n in _TOKENS]
 
 
 def available() -> list[str]:
@@ -92,4 +111,5 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         dropout=float(cfg.dropout),
         input_shape=shape,
         name=cfg.name,
+        input_dtype=torch.int64 if cfg.name in _TOKENS else torch.float32,
     )

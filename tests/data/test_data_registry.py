@@ -22,7 +22,8 @@ def _fresh_cache():
 
 
 def test_available_lists_every_family():
-    assert available() == ["cifar10", "cifar100", "mnist", "fmnist", "svhn", "synthetic", "synthetic-images"]
+    assert available() == ["cifar10", "cifar100", "mnist", "fmnist", "svhn", "synthetic", "synthetic-images",
+                           "leaf-femnist", "leaf-shakespeare", "hf", "imagefolder"]
 
 
 def test_load_dataset_caches_the_same_object():

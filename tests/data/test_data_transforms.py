@@ -166,3 +166,8 @@ def test_feature_noise_has_the_requested_std_and_is_deterministic():
 def test_feature_noise_refuses_uint8():
     with pytest.raises(TypeError, match="to_float"):
         add_feature_noise(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 0.1, gen())
+
+
+def test_to_float_passes_tokens_through():
+    tokens = torch.tensor([[3, 79, 0]], dtype=torch.int64)
+    assert to_float(tokens, None, None) is tokens

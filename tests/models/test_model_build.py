@@ -14,8 +14,16 @@ from fedsim.errors import ConfigError
 from fedsim.models import FedModel, ModelError, available, build_model, register
 from fedsim.models import registry as registry_mod
 
-ALL = ["simple-cnn", "mlp", "resnet18", "resnet34", "resnet50"]
+ALL = ["simple-cnn", "mlp", "resnet18", "resnet34", "resnet50", "femnist-cnn", "char-lstm"]
 IMAGE_SHAPES = [(3, 32, 32), (1, 28, 28)]
+TOKEN_SHAPE = (20,)  # a short character sequence (LEAF's are 80 long)
+
+
+def inputs(model: FedModel, batch: int, shape: tuple) -> torch.Tensor:
+    """Random inputs of the kind the model reads: tokens for a sequence model, else floats."""
+    if model.input_dtype == torch.int64:
+        return torch.randint(0, 80, (batch, *shape))
+    return torch.randn(batch, *shape)
 
 
 def cfg(name: str, **kw) -> ModelConfig:
@@ -31,7 +39,7 @@ def test_available_lists_every_architecture_in_order():
 CASES = [
     (name, shape, head)
     for name in ALL
-    for shape in IMAGE_SHAPES + ([(60,)] if name == "mlp" else [])
+    for shape in ([TOKEN_SHAPE] if name == "char-lstm" else IMAGE_SHAPES + ([(60,)] if name == "mlp" else []))
     for head in (False, True)
 ]
 
@@ -43,7 +51,7 @@ def test_shapes_and_state_dict_layout(name, shape, head):
     model = build_model(cfg(name, projection_head=head, proj_dim=proj_dim), shape, num_classes)
     assert isinstance(model, FedModel)
     model.eval()
-    x = torch.randn(batch, *shape)
+    x = inputs(model, batch, shape)
     with torch.no_grad():
         logits = model(x)
         h, z, logits2 = model.forward_all(x)
@@ -141,7 +149,7 @@ def test_dropout_applied_once_per_layer_and_classifier_keys_stable():
 
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_weights(name):
-    shape = (3, 32, 32)
+    shape = TOKEN_SHAPE if name == "char-lstm" else (3, 32, 32)
 
     def state(seed: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)
@@ -155,7 +163,7 @@ def test_same_seed_same_weights(name):
         assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("name", ["simple-cnn", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["simple-cnn", "resnet18", "resnet50", "femnist-cnn"])
 def test_cnn_rejects_tabular_input(name):
     with pytest.raises(ValueError, match="image input"):
         build_model(cfg(name), (60,), 10)

@@ -113,6 +113,8 @@ def test_resnet18_totals():
 
 def test_totals_equal_flop_counter_for_every_model():
     for name in available():
+        if name == "char-lstm":  # the counter does not see the fused LSTM: test_char_lstm_flops_by_formula
+            continue
         shape = (60,) if name == "mlp" else (3, 32, 32)
         model = build_model(ModelConfig(name=name, projection_head=True, proj_dim=32), shape, 10)
         report = inspect_model(model, shape)

@@ -36,7 +36,7 @@ CASES = [
     ("groups wrong length", lambda: P(LAB, "natural", 2, groups=np.arange(99)), "groups"),
     ("groups 2-D", lambda: P(LAB, "natural", 2, groups=np.zeros((100, 2))), "groups"),
     ("fewer groups than parties", lambda: P(LAB, "natural", 5, groups=np.arange(100) % 3), "n_parties"),
-    ("unknown scheme", lambda: P(LAB, "pathological", 2), "dirichlet, iid, label-quantity, natural, quantity-skew, shards"),
+    ("unknown scheme", lambda: P(LAB, "pathological", 2), "dirichlet, flwr, iid, label-quantity, natural, quantity-skew, shards"),
     ("unknown parameter", lambda: P(LAB, "iid", 2, beta=0.5), "beta"),
     ("unknown parameter named with accepted", lambda: P(LAB, "dirichlet", 2, beta=1, alpha=2), "accepts: beta, min_size, max_redraws"),
     ("missing required", lambda: P(LAB, "natural", 2), "groups"),

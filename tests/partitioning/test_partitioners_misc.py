@@ -13,13 +13,17 @@ from partitioners import registry
 
 
 def test_available_and_params():
-    assert set(partitioners.available()) == {"iid", "dirichlet", "label-quantity", "shards", "quantity-skew", "natural"}
+    assert set(partitioners.available()) == {"iid", "dirichlet", "label-quantity", "shards", "quantity-skew", "natural",
+                                             "flwr"}
     assert partitioners.scheme_params("dirichlet") == ["beta", "min_size", "max_redraws"]
     assert partitioners.scheme_params("quantity-skew") == ["beta", "min_size", "max_redraws"]
     assert partitioners.scheme_params("label-quantity") == ["classes_per_party"]
     assert partitioners.scheme_params("shards") == ["shards_per_party"]
     assert partitioners.scheme_params("natural") == ["groups"]
     assert partitioners.scheme_params("iid") == []
+    # the seed reaches flwr as seed=, not as a parameter
+    assert partitioners.scheme_params("flwr") == ["flwr_partitioner", "flwr_args", "groups"]
+    assert partitioners.registry.takes_seed("flwr") and not partitioners.registry.takes_seed("dirichlet")
 
 
 @pytest.fixture()
@@ -68,8 +72,15 @@ def test_plot_writes_png(tmp_path, n_parties, n_classes):
 def test_import_pulls_no_heavy_modules():
     code = (
         "import sys, partitioners; "
-        "bad = [m for m in ('fedsim', 'torch', 'flwr', 'matplotlib') if m in sys.modules]; "
+        "bad = [m for m in ('fedsim', 'torch', 'flwr', 'matplotlib', 'datasets', 'flwr_datasets') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "flwr_datasets.partitioner", None)
+    with pytest.raises(ValueError, match=r"pip install 'fedsim\[hf\]'") as info:
+        partitioners.partition(np.arange(100) % 10, "flwr", 5, flwr_partitioner="DirichletPartitioner", flwr_args={"alpha": 1})
+    assert isinstance(info.value, ImportError)

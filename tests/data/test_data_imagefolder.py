@@ -1,0 +1,146 @@
+"""Image folders: ImageFolder's layout and Tiny-ImageNet's, exact pixels, resizing, errors, a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fedsim
+from data_writers import png_images, write_png
+from fedsim.config import DataConfig
+from fedsim.data import clear_cache, imagefolder, load_dataset
+from fedsim.data.cache import CACHE_DIR
+from fedsim.errors import DataError
+
+pytest.importorskip("PIL", reason="Pillow (a torchvision dependency) is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def load(root, **kw):
+    return load_dataset(DataConfig(dataset="imagefolder", root=str(root), **kw), 0, 1)
+
+
+def write_folders(root, eval_dir="val", shape=(10, 10, 3)):
+    """train/<class>/ and <eval_dir>/<class>/ PNGs; classes 'bird', 'cat', 'dog' (sorted)."""
+    counts = {"dog": (4, 2), "bird": (3, 1), "cat": (5, 2)}
+    out = {"train": ([], []), eval_dir: ([], [])}
+    for k, (cls, (n_tr, n_ev)) in enumerate(sorted(counts.items())):
+        for split, n in (("train", n_tr), (eval_dir, n_ev)):
+            arr = png_images(n, 10 * k + len(split), shape)
+            for i, a in enumerate(arr):
+                write_png(root / split / cls / f"img_{i:03d}.png", a)
+            out[split][0].extend(arr)
+            out[split][1].extend([k] * n)
+    return out
+
+
+def chw(arrays):
+    a = np.stack(arrays)
+    return torch.from_numpy(a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2).copy())
+
+
+def test_imagefolder_layout_exact(tmp_path):
+    exp = write_folders(tmp_path)
+    b = load(tmp_path)
+    assert tuple(b.x_train.shape) == (12, 3, 10, 10) and b.x_train.dtype == torch.uint8 and b.num_classes == 3
+    assert torch.equal(b.x_train, chw(exp["train"][0])) and b.y_train.tolist() == exp["train"][1]
+    assert torch.equal(b.x_test, chw(exp["val"][0])) and b.y_test.tolist() == [0, 1, 1, 2, 2]
+    assert (tmp_path / CACHE_DIR).is_dir() and len(b.mean) == 3
+
+
+def test_test_folder_grey_images_and_resize(tmp_path):
+    exp = write_folders(tmp_path, eval_dir="test", shape=(9, 7, 1))
+    b = load(tmp_path)
+    assert tuple(b.x_train.shape) == (12, 1, 9, 7) and torch.equal(b.x_test, chw(exp["test"][0]))
+    clear_cache()
+    r = load(tmp_path, image_size=4)
+    assert tuple(r.x_train.shape) == (12, 1, 4, 4) and tuple(r.x_test.shape) == (5, 1, 4, 4)
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    wnids = ["n01443537", "n01629819"]
+    train = {}
+    for k, w in enumerate(wnids):
+        arr = png_images(3, k, (8, 8, 3))
+        for i, a in enumerate(arr):
+            write_png(tmp_path / "train" / w / "images" / f"{w}_{i}.JPEG.png", a)
+        (tmp_path / "train" / w / f"{w}_boxes.txt").write_text("ignored\n")
+        train[w] = arr
+    val = png_images(3, 9, (8, 8, 3))
+    lines = []
+    for i, (a, w) in enumerate(zip(val, [wnids[1], wnids[0], wnids[1]])):
+        write_png(tmp_path / "val" / "images" / f"val_{i}.png", a)
+        lines.append(f"val_{i}.png\t{w}\t0\t0\t7\t7")
+    (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    # Tiny-ImageNet's unlabelled test/ must not be used when val/ exists
+    write_png(tmp_path / "test" / "images" / "test_0.png", val[0])
+    b = load(tmp_path)
+    assert b.y_train.tolist() == [0, 0, 0, 1, 1, 1] and b.y_test.tolist() == [1, 0, 1]
+    assert torch.equal(b.x_test, chw(list(val)))
+
+
+def test_mixed_grey_and_colour_become_rgb(tmp_path):
+    write_png(tmp_path / "train" / "a" / "0.png", png_images(1, 0, (6, 6, 1))[0])
+    write_png(tmp_path / "train" / "b" / "0.png", png_images(1, 1, (6, 6, 3))[0])
+    grey = png_images(1, 2, (6, 6, 1))[0]
+    write_png(tmp_path / "val" / "a" / "0.png", grey)
+    b = load(tmp_path)
+    assert tuple(b.x_train.shape) == (2, 3, 6, 6)
+    assert torch.equal(b.x_test[0], torch.from_numpy(np.repeat(grey[None], 3, axis=0)))
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataError, match="no train/ folder"):
+        load(tmp_path)
+    write_folders(tmp_path)
+    write_png(tmp_path / "val" / "emu" / "0.png", png_images(1, 0, (10, 10, 3))[0])
+    with pytest.raises(DataError, match="val/ has class folders that train/ lacks: emu"):
+        load(tmp_path)
+    (tmp_path / "val" / "emu" / "0.png").unlink()
+    (tmp_path / "val" / "emu").rmdir()
+    write_png(tmp_path / "train" / "cat" / "big.png", png_images(1, 0, (12, 12, 3))[0])
+    with pytest.raises(DataError, match="different sizes .*set data.image_size"):
+        load(tmp_path)
+    (tmp_path / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png' cannot be decoded"):
+        load(tmp_path, image_size=10)
+
+
+def test_cached_second_load(tmp_path, monkeypatch):
+    write_folders(tmp_path)
+    first = load(tmp_path)
+    clear_cache()
+    monkeypatch.setattr(imagefolder, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    assert torch.equal(load(tmp_path).x_train, first.x_train)
+
+
+def test_two_rounds(tmp_path, tiny):
+    write_folders(tmp_path / "imgs", shape=(10, 10, 3))
+    cfg = tiny(model={"name": "simple-cnn"}, partition={"scheme": "iid", "n_parties": 2},
+               train={"epochs": 1, "batch_size": 4})
+    cfg["data"] = {"dataset": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16}
+    r = fedsim.run(cfg, out=tmp_path / "run")
+    assert r.summary["status"] == "finished" and r.summary["rounds"] == 2
+    assert r.summary["test_accuracy"] * 5 == pytest.approx(round(r.summary["test_accuracy"] * 5))
+
+
+def test_listing_is_torchvisions(tmp_path):
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    write_folders(tmp_path)
+    write_png(tmp_path / "train" / "cat" / "deeper" / "b" / "z.png", png_images(1, 0, (10, 10, 3))[0])
+    write_png(tmp_path / "train" / "cat" / "deeper" / "a.PNG", png_images(1, 1, (10, 10, 3))[0])
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+    classes, entries = imagefolder.list_train(tmp_path)
+    tv_classes, class_to_idx = find_classes(tmp_path / "train")
+    assert imagefolder.IMG_EXTENSIONS == IMG_EXTENSIONS and classes == tv_classes
+    assert [(p, k) for p, k, _, _ in entries] == make_dataset(str(tmp_path / "train"), class_to_idx,
+                                                             extensions=IMG_EXTENSIONS)
+    assert len(entries) == 14
