@@ -25,7 +25,7 @@ its own errors, prints them and the script goes on.
     head with 10 clients (``--quick``: 2), timed with fedsim's own functions: encoding
     a reply (``state_to_record``) and decoding it (``record_to_state``), the
     non-finite screen (``all_finite``), the FedAvg average (``weighted_average``) and
-    the model-heterogeneity measures of the round (``fedsim.server.round_heterogeneity``).
+    the model-heterogeneity measures of the round (``fedsim.evaluation.round_heterogeneity``).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
 def part_c(quick: bool) -> None:
     from fedsim.config import load_config
     from fedsim.models import build_model
-    from fedsim.server import round_heterogeneity
+    from fedsim.evaluation import round_heterogeneity
     from strategies.arrays import all_finite, record_to_state, state_to_record, weighted_average
     from strategies.strategy import ClientOutcome
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["run", "sweep", "load_config", "RunResult", "__version__"]
 
 
 def __getattr__(name: str):
-    # Lazy: `import fedsim` stays cheap (no torch, no flwr) for the CLI's --help and
-    # for the partitioners, which only need fedsim.config.
+    # PEP 562 lazy attributes: `import fedsim` (and so every `fedsim.x` submodule
+    # import, and `fedsim --help`) stays cheap, without torch or Flower; the API's
+    # modules load on first use. These are the package's only deferred imports of its
+    # own modules (docs/architecture.md).
     if name in ("run", "RunResult"):
         from . import api
 

@@ -11,10 +11,12 @@ import errno
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import FedsimError
+from .version import __version__
 
 
 class Terminated(KeyboardInterrupt):
@@ -55,8 +57,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fedsim", description="Flower-native federated learning simulator for non-IID research.", allow_abbrev=False)
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # no abbreviations: `--resum` must be an error, not a silent --resume
@@ -123,8 +123,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .server import RunHooks
 
     console = _console()
-    hooks = None
     progress = None
+    task: dict = {}
+
+    def on_open(run_dir: Path) -> None:
+        console.print(f"run directory: {run_dir}", style="dim")
+
+    def on_start(start_round: int, rounds: int) -> None:
+        if start_round > 1:
+            console.print(f"resuming from round {start_round - 1} of {rounds}", style="dim")
+        if progress is not None:
+            task["id"] = progress.add_task("run", total=rounds, completed=start_round - 1, status="")
+            progress.start()
+
+    def on_round(row: dict) -> None:
+        if progress is None:
+            return
+        status = []
+        if row.get("test_accuracy") is not None:
+            status.append(f"test acc {row['test_accuracy']:.4f}")
+        if row.get("train_loss") is not None:
+            status.append(f"local train loss {row['train_loss']:.4f}")
+        if row.get("failures"):
+            status.append(f"{len(row['failures'])} failed")
+        progress.update(task["id"], completed=row["round"], status="  ".join(status))
+
     if not args.quiet:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -132,33 +155,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             TextColumn("round {task.completed}/{task.total}"),
             BarColumn(),
             TextColumn("{task.fields[status]}"),
+            TextColumn("elapsed"),
             TimeElapsedColumn(),
             TextColumn("left"),
             TimeRemainingColumn(),
             console=console,
             transient=False,
         )
-        task = {}
-
-        def on_start(start_round: int, rounds: int) -> None:
-            if start_round > 1:
-                console.print(f"resuming from round {start_round - 1} of {rounds}", style="dim")
-            task["id"] = progress.add_task("run", total=rounds, completed=start_round - 1, status="")
-            progress.start()
-
-        def on_round(row: dict) -> None:
-            acc = row.get("test_accuracy")
-            loss = row.get("train_loss")
-            status = []
-            if acc is not None:
-                status.append(f"acc {acc:.4f}")
-            if loss is not None:
-                status.append(f"loss {loss:.4f}")
-            if row.get("failures"):
-                status.append(f"{len(row['failures'])} failed")
-            progress.update(task["id"], completed=row["round"], status="  ".join(status))
-
-        hooks = RunHooks(on_start=on_start, on_round=on_round)
+    hooks = RunHooks(on_open=on_open, on_start=on_start, on_round=on_round)
     try:
         result = run(args.config, args.overrides, args.out, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     finally:
@@ -200,10 +204,11 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
     import partitioners
 
+    from . import rundir
     from .config import load_config, partition_params
     from .errors import ConfigError, DataError
     from .experiment import compute_dataidxs
-    from .store import atomic_write_json
+    from .preflight import write_partition
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         # `fedsim partition --labels x.npy partition.n_parties=3`: no config, only overrides
@@ -235,17 +240,11 @@ def cmd_partition(args: argparse.Namespace) -> int:
         dataidxs = compute_dataidxs(cfg, bundle)
         num_classes = bundle.num_classes
         name = cfg.data.dataset
-    het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
-    out = Path(args.out) if args.out else Path("partitions") / f"{name}-{cfg.partition.scheme}-n{cfg.partition.n_parties}-s{cfg.seed}"
-    targets = [out / "dataidxs.npz", out / "partition.json", out / "label_distribution.png"]
-    from . import rundir
-
+    out = Path(args.out) if args.out else Path("partitions") / default_partition_dir(cfg, name)
     rundir.claim(out, "partition", resume=False, overwrite=args.overwrite, check_only=True)
     with rundir.DirLock(out, "partition"):
         rundir.claim(out, "partition", resume=False, overwrite=args.overwrite)
-        partitioners.save_dataidxs(targets[0], dataidxs, labels, cfg.partition.scheme, partition_params(cfg), cfg.seed)
-        atomic_write_json(targets[1], {"scheme": cfg.partition.scheme, "params": partition_params(cfg), "seed": cfg.seed, "dataset": name, **het})
-        partitioners.plot_label_distribution(het["class_counts"], targets[2], title=f"{name}: {cfg.partition.scheme}")
+        het = write_partition(out, dataidxs, labels, num_classes, cfg, name, plot=out / "label_distribution.png")
     print(partitioners.format_class_counts(het["class_counts"]))
     print()
     print(f"{'measure':<28}{'value':>12}")
@@ -253,8 +252,17 @@ def cmd_partition(args: argparse.Namespace) -> int:
         if key == "class_counts":
             continue
         print(f"{key:<28}{_fmt(value):>12}")
-    print(f"\nwrote {targets[0]}, {targets[1]}, {targets[2]}")
+    print(f"\nwrote {out / 'dataidxs.npz'}, {out / 'partition.json'}, {out / 'label_distribution.png'}")
     return 0
+
+
+def default_partition_dir(cfg, name: str) -> str:
+    """``<data>-<scheme>[-<param><value>...]-n<parties>-s<seed>``: another beta, another directory."""
+    from .config import partition_params
+
+    shown = [f"{k.replace('_', '')}{v}" for k, v in partition_params(cfg).items()
+             if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in ("min_size", "max_redraws")]
+    return "-".join([name, cfg.partition.scheme, *shown, f"n{cfg.partition.n_parties}", f"s{cfg.seed}"])
 
 
 #: the largest label a --labels file may hold: class counts are K-long vectors per party
@@ -387,8 +395,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

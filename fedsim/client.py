@@ -26,8 +26,9 @@ import strategies
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
 
-from .config import epoch_range
+from .schema import epoch_range
 from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
+from .flwr_app import settings_from_context
 from .models import build_model, has_batchnorm
 from .seeding import derive, seed_torch, torch_generator, uniform
 from .store import ClientStateStore
@@ -299,7 +300,7 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
     app = ClientApp()
 
     def _rt(context: Context) -> ClientRuntime:
-        return runtime_for(settings or RunSettings.from_context(context))
+        return runtime_for(settings or settings_from_context(context))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

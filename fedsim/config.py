@@ -4,9 +4,9 @@ The schema is a tree of dataclasses used as an OmegaConf structured config, so Y
 files get interpolation (``${train.lr}``) and type conversion for free. Validation
 happens in two steps before anything runs:
 
-1. every key the user wrote is checked against the schema, and an unknown key names
-   the nearest valid one (``data.datset`` -> "did you mean data.dataset?");
-2. every value is checked against its allowed set or range (:func:`validate`).
+1. every key the user wrote is checked against the schema (:mod:`fedsim.schema`), and an
+   unknown key names the nearest valid one (``data.datset`` -> "did you mean data.dataset?");
+2. every value is checked against its allowed set or range (:mod:`fedsim.validation`).
 
 Errors are :class:`~fedsim.errors.ConfigError` with a one-line message.
 """
@@ -16,190 +16,37 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import partitioners
 import strategies
-from strategies.params import StrategyParams, hyperparameters, out_of_range
+from strategies.params import StrategyParams, hyperparameters
 
 from .errors import ConfigError
+from .schema import (
+    DataConfig,
+    EngineConfig,
+    EvalConfig,
+    ExperimentConfig,
+    FederationConfig,
+    ModelConfig,
+    OutputConfig,
+    PartitionConfig,
+    TrainConfig,
+    epoch_range,
+)
+from .validation import validate
 
-
-@dataclass
-class DataConfig:
-    """``data.*``: which dataset, where it lives, and how parties see it."""
-
-    dataset: str = "synthetic-images"
-    root: str = "data"
-    download: bool = False
-    val_fraction: float = 0.0
-    feature_noise: float = 0.0
-    # seed of generated datasets (synthetic, synthetic-images): fixed across runs, so
-    # that the run's ``seed`` varies the split and the training, not the task itself
-    seed: int = 0
-    # synthetic-images: sizes and shape of the generated set
-    n_train: int = 5000
-    n_test: int = 1000
-    image_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
-    num_classes: int = 10
-    noise: float = 0.6
-    # synthetic (FedProx): Synthetic(alpha, beta), one group per party by default
-    synthetic_alpha: float = 1.0
-    synthetic_beta: float = 1.0
-    num_groups: int = 0
-    # CIFAR-style augmentation (crop with padding 4 + horizontal flip); None = the
-    # dataset's default (on for cifar10/cifar100, off otherwise)
-    augment: Optional[bool] = None
-    # K-fold cross-validation over the pooled training data: with cv_folds = K > 1, fold
-    # cv_fold is held out as the evaluation set and the other folds are partitioned
-    cv_folds: int = 0
-    cv_fold: int = 0
-    # images of hf and imagefolder resized to image_size x image_size (0 = as stored)
-    image_size: int = 0
-    # cifar100: train on the 100 fine classes or the 20 superclasses (coarse)
-    cifar100_labels: str = "fine"
-    # hf (Hugging Face datasets): a save_to_disk directory, a directory of data files
-    # (parquet, arrow, ...) or a Hub name found in the local cache
-    hf_path: Optional[str] = None
-    hf_split_train: str = "train"
-    hf_split_test: str = "test"
-    hf_image_key: str = "image"
-    # set for character sequences (then hf_image_key is not read)
-    hf_text_key: Optional[str] = None
-    hf_label_key: str = "label"
-    # natural groups (writer, user) for partition.scheme natural
-    hf_group_key: Optional[str] = None
-
-
-@dataclass
-class PartitionConfig:
-    """``partition.*``: how the training set is split into parties (dataidxs)."""
-
-    scheme: str = "iid"
-    n_parties: int = 10
-    beta: float = 0.5
-    classes_per_party: int = 2
-    min_size: int = 10
-    shards_per_party: int = 2
-    max_redraws: int = 1000
-    # what the label-skew schemes split by: the training labels, or the dataset's
-    # superclasses (cifar100) so that each party sees some superclasses
-    by: str = "label"
-    # scheme flwr: a flwr-datasets partitioner class and its constructor arguments
-    # (num_partitions and seed come from partition.n_parties and seed)
-    flwr_partitioner: Optional[str] = None
-    flwr_args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelConfig:
-    """``model.*``: the network trained by every party."""
-
-    name: str = "simple-cnn"
-    projection_head: bool = False
-    proj_dim: int = 256
-    dropout: float = 0.0
-    hidden: list[int] = field(default_factory=lambda: [200, 200])
-
-
-@dataclass
-class TrainConfig:
-    """``train.*``: the local training of one party in one round."""
-
-    # an int, or [lo, hi]: drawn per party per round from the seed (FedNova's setting)
-    epochs: Any = 1
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"
-    loss: str = "ce"
-    focal_gamma: float = 2.0
-    focal_alpha: Optional[float] = None
-    amp: bool = False
-
-
-@dataclass
-class FederationConfig:
-    """``federation.*``: rounds, sampling and tolerance of the federation."""
-
-    rounds: int = 10
-    fraction_fit: float = 1.0
-    fraction_evaluate: float = 0.0
-    # central evaluation every k rounds and after the last; 0 = never (benchmarks)
-    eval_every: int = 1
-    min_fit_clients: int = 1
-    straggler_fraction: float = 0.0
-    max_failure_fraction: float = 0.5
-    # a round whose mean training loss is non-finite or above this multiple of round 1's,
-    # or whose cohort is mostly non-finite, has diverged (0 = only non-finite counts)
-    divergence_factor: float = 10.0
-    # stop: end the run with status "diverged"; continue: warn, record it, train on
-    on_divergence: str = "stop"
-
-
-@dataclass
-class EngineConfig:
-    """``engine.*``: where and how clients run."""
-
-    name: str = "local"
-    device: str = "auto"
-    workers: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    ray_address: Optional[str] = None
-    client_timeout: Optional[float] = None
-    fault_rate: float = 0.0
-    # train a cohort in lockstep with torch.func.vmap: auto = on CUDA when the setup allows
-    batch_clients: str = "auto"
-    deterministic: bool = False
-    # torch threads per client process on every engine (a Ray actor gets as many): equal
-    # thread counts give bit-equal results across engines; 0 = torch's default (all cores)
-    threads: int = 1
-
-
-@dataclass
-class EvalConfig:
-    """``eval.*``: central evaluation of the global model."""
-
-    batch_size: int = 1024
-    fbeta: float = 2.0
-    train_sample: int = 10000
-    # client drift, update cosine, gradient diversity each round (O(K P) per round)
-    model_heterogeneity: bool = True
-
-
-@dataclass
-class OutputConfig:
-    """``output.*``: what the run directory keeps."""
-
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
-    tensorboard: bool = False
-    plots: bool = True
-
-
-@dataclass
-class ExperimentConfig:
-    """One federated experiment. See README "Config reference" for every key."""
-
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    partition: PartitionConfig = field(default_factory=PartitionConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    # the chosen algorithm's own dataclass (strategies/<name>.py): name + its hyperparameters
-    strategy: StrategyParams = field(default_factory=StrategyParams)
-    federation: FederationConfig = field(default_factory=FederationConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+__all__ = [
+    "DataConfig", "EngineConfig", "EvalConfig", "ExperimentConfig", "FederationConfig", "ModelConfig", "OutputConfig",
+    "PartitionConfig", "TrainConfig", "all_keys", "config_diff", "config_hash", "epoch_range", "from_yaml_text",
+    "identity", "load_config", "load_yaml_mapping", "partition_params", "to_dict", "to_yaml", "validate",
+]
 
 
 # --------------------------------------------------------------------------- keys
@@ -453,223 +300,8 @@ def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-# --------------------------------------------------------------------- validation
-
-
-def _in_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key '{key}' = {value!r} is not a finite number")
-    ok = True
-    if lo is not None:
-        ok &= value > lo if lo_open else value >= lo
-    if hi is not None:
-        ok &= value < hi if hi_open else value <= hi
-    if not ok:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else (str(lo) if isinstance(lo, int) else f"{lo:g}")
-        hi_s = "inf" if hi is None else (str(hi) if isinstance(hi, int) else f"{hi:g}")
-        raise ConfigError(f"config key '{key}' = {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")
-
-
-def _one_of(key: str, value: str, allowed: Iterable[str]) -> None:
-    allowed = sorted(allowed)
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"config key '{key}' = {value!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
-
-
-CIFAR100_LABELS = ("fine", "coarse")
-PARTITION_BY = ("label", "superclass")
-# schemes whose split does not depend on the labels (partition.by would be ignored)
-LABEL_BLIND_SCHEMES = ("iid", "quantity-skew", "natural")
-# keys read by some datasets / schemes only: a value other than the default elsewhere
-# would be silently ignored, so it is an error
-_DATASET_KEYS = {
-    "image_size": ("hf", "imagefolder"),
-    "cifar100_labels": ("cifar100",),
-    "hf_path": ("hf",),
-    "hf_split_train": ("hf",),
-    "hf_split_test": ("hf",),
-    "hf_image_key": ("hf",),
-    "hf_text_key": ("hf",),
-    "hf_label_key": ("hf",),
-    "hf_group_key": ("hf",),
-}
-_SCHEME_KEYS = {"flwr_partitioner": ("flwr",), "flwr_args": ("flwr",)}
-
-
-def _only_where_read(section: Any, prefix: str, chosen: str, chooser: str, keys: Mapping[str, Sequence[str]]) -> None:
-    """ConfigError for a key set away from its default where ``chosen`` does not read it."""
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-                for f in dataclasses.fields(section)}
-    for key, readers in keys.items():
-        if chosen not in readers and getattr(section, key) != defaults[key]:
-            raise ConfigError(f"config key '{prefix}.{key}' is read only with {chooser} {' or '.join(readers)}, "
-                              f"not {chosen!r}: remove it")
-
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LOSSES = ("ce", "focal")
-ENGINES = ("local", "ray")
-BATCH_CLIENTS = ("auto", "on", "off")
-DIVERGENCE_ACTIONS = ("stop", "continue")
-MAX_SEED = 2**63 - 1
-
-
-def epoch_range(epochs: Any) -> tuple[int, int]:
-    """``train.epochs`` as (lo, hi): an int n is (n, n)."""
-    if isinstance(epochs, bool):
-        raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi]")
-    if isinstance(epochs, int):
-        return epochs, epochs
-    if isinstance(epochs, (list, tuple, ListConfig)) and len(epochs) == 2 and all(
-        isinstance(e, int) and not isinstance(e, bool) for e in epochs
-    ):
-        return int(epochs[0]), int(epochs[1])
-    raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi] of ints")
-
-
-def validate(cfg: ExperimentConfig) -> None:
-    """Check every value against its allowed set or range; raise ConfigError."""
-    # registries are imported here: config is imported by them at module level
-    from . import data as data_registry
-    from . import models as model_registry
-    import partitioners
-
-    # seeds are stored as int64 (dataidxs.npz) and hashed with the purpose of each draw
-    _in_range("seed", cfg.seed, 0, MAX_SEED)
-    d = cfg.data
-    _one_of("data.dataset", d.dataset, data_registry.available())
-    _in_range("data.seed", d.seed, 0, MAX_SEED)
-    _in_range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
-    _in_range("data.feature_noise", d.feature_noise, 0.0, None)
-    _in_range("data.n_train", d.n_train, 1, None)
-    _in_range("data.n_test", d.n_test, 1, None)
-    _in_range("data.num_classes", d.num_classes, 2, None)
-    _in_range("data.noise", d.noise, 0.0, None)
-    _in_range("data.synthetic_alpha", d.synthetic_alpha, 0.0, None)
-    _in_range("data.synthetic_beta", d.synthetic_beta, 0.0, None)
-    _in_range("data.num_groups", d.num_groups, 0, None)
-    if len(d.image_shape) != 3 or any(s < 1 for s in d.image_shape):
-        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)} must be [channels, height, width], each >= 1")
-    _in_range("data.cv_folds", d.cv_folds, 0, None)
-    if d.cv_folds == 1:
-        raise ConfigError("config key 'data.cv_folds' = 1 is not allowed; use 0 (no cross-validation) or K >= 2")
-    if d.cv_folds >= 2:
-        _in_range("data.cv_fold", d.cv_fold, 0, d.cv_folds - 1)
-    if d.image_shape[1] < 8 or d.image_shape[2] < 8:
-        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)}: height and width must be >= 8")
-    _in_range("data.image_size", d.image_size, 0, None)
-    _one_of("data.cifar100_labels", d.cifar100_labels, CIFAR100_LABELS)
-    _only_where_read(d, "data", d.dataset, "data.dataset", _DATASET_KEYS)
-    if d.dataset == "hf" and not d.hf_path:
-        raise ConfigError("data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
-                          "of parquet/arrow files, or a Hub name in the local cache")
-    text = data_registry.is_text(d)
-    if text and d.feature_noise > 0:
-        raise ConfigError(f"config key 'data.feature_noise' > 0 needs real-valued inputs; '{d.dataset}' gives "
-                          "token sequences")
-    if text and d.augment:
-        raise ConfigError(f"config key 'data.augment' = true needs images; '{d.dataset}' gives token sequences")
-
-    p = cfg.partition
-    _one_of("partition.scheme", p.scheme, partitioners.available())
-    _in_range("partition.n_parties", p.n_parties, 1, None)
-    _in_range("partition.beta", p.beta, 0.0, None, lo_open=True)
-    _in_range("partition.classes_per_party", p.classes_per_party, 1, None)
-    _in_range("partition.min_size", p.min_size, 0, None)
-    _in_range("partition.shards_per_party", p.shards_per_party, 1, None)
-    _in_range("partition.max_redraws", p.max_redraws, 1, None)
-    _one_of("partition.by", p.by, PARTITION_BY)
-    if p.by != "label" and p.scheme in LABEL_BLIND_SCHEMES:
-        raise ConfigError(f"config key 'partition.by' = {p.by!r} changes only the label-skew schemes; "
-                          f"partition.scheme {p.scheme!r} does not read labels: remove it")
-    _only_where_read(p, "partition", p.scheme, "partition.scheme", _SCHEME_KEYS)
-    if p.scheme == "flwr" and not p.flwr_partitioner:
-        raise ConfigError("partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
-                          "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner")
-
-    m = cfg.model
-    _one_of("model.name", m.name, model_registry.available())
-    _in_range("model.proj_dim", m.proj_dim, 1, None)
-    _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
-    if any(h < 1 for h in m.hidden):
-        raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
-    tokens = model_registry.takes_tokens(m.name)
-    if text and not tokens:
-        raise ConfigError(f"model.name {m.name!r} needs real-valued inputs; data.dataset {d.dataset!r} gives token "
-                          f"sequences: use a sequence model ({', '.join(model_registry.token_models())})")
-    if tokens and not text:
-        raise ConfigError(f"model.name {m.name!r} reads token sequences; data.dataset {d.dataset!r} is not text: use "
-                          "leaf-shakespeare, or hf with data.hf_text_key")
-
-    t = cfg.train
-    lo, hi = epoch_range(t.epochs)
-    if lo < 1 or hi < lo:
-        raise ConfigError(f"config key 'train.epochs' = {t.epochs!r}: need 1 <= lo <= hi")
-    _in_range("train.batch_size", t.batch_size, 1, None)
-    _in_range("train.lr", t.lr, 0.0, None, lo_open=True)
-    _in_range("train.momentum", t.momentum, 0.0, 1.0, hi_open=True)
-    _in_range("train.weight_decay", t.weight_decay, 0.0, None)
-    _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
-    _one_of("train.loss", t.loss, LOSSES)
-    _in_range("train.focal_gamma", t.focal_gamma, 0.0, None)
-    if t.focal_alpha is not None:
-        _in_range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
-
-    s = cfg.strategy
-    _one_of("strategy.name", s.name, strategies.available())
-    problem = out_of_range(s) or strategies.get(s.name).check(cfg)
-    if problem:
-        raise ConfigError(problem)
-
-    f = cfg.federation
-    _in_range("federation.rounds", f.rounds, 1, None)
-    _in_range("federation.fraction_fit", f.fraction_fit, 0.0, 1.0, lo_open=True)
-    _in_range("federation.fraction_evaluate", f.fraction_evaluate, 0.0, 1.0)
-    _in_range("federation.eval_every", f.eval_every, 0, None)
-    _in_range("federation.min_fit_clients", f.min_fit_clients, 1, None)
-    _in_range("federation.straggler_fraction", f.straggler_fraction, 0.0, 1.0)
-    _in_range("federation.max_failure_fraction", f.max_failure_fraction, 0.0, 1.0)
-    _in_range("federation.divergence_factor", f.divergence_factor, 0.0, None)
-    _one_of("federation.on_divergence", f.on_divergence, DIVERGENCE_ACTIONS)
-    if f.fraction_evaluate > 0 and d.val_fraction == 0:
-        raise ConfigError(
-            "config key 'federation.fraction_evaluate' > 0 needs local validation data: set data.val_fraction in (0, 1)"
-        )
-
-    e = cfg.engine
-    _one_of("engine.name", e.name, ENGINES)
-    dev = e.device
-    if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ConfigError(f"config key 'engine.device' = {dev!r} is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
-    _in_range("engine.workers", e.workers, 1, None)
-    _in_range("engine.num_cpus", e.num_cpus, 0.0, None, lo_open=True)
-    _in_range("engine.num_gpus", e.num_gpus, 0.0, None)
-    if e.client_timeout is not None:
-        _in_range("engine.client_timeout", e.client_timeout, 0.0, None, lo_open=True)
-    _in_range("engine.fault_rate", e.fault_rate, 0.0, 1.0, hi_open=True)
-    # YAML 1.1 (and so OmegaConf's override parser) reads a bare on/off as a boolean,
-    # which the str field then holds as "True"/"False"
-    e.batch_clients = {"True": "on", "False": "off"}.get(e.batch_clients, e.batch_clients)
-    _one_of("engine.batch_clients", e.batch_clients, BATCH_CLIENTS)
-    if e.batch_clients == "on" and e.workers > 1:
-        raise ConfigError("config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process")
-    _in_range("engine.threads", e.threads, 0, None)
-
-    _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)
-    _in_range("eval.fbeta", cfg.eval.fbeta, 0.0, None, lo_open=True)
-    _in_range("eval.train_sample", cfg.eval.train_sample, 0, None)
-    _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
-    _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
-
-
 def partition_params(cfg: ExperimentConfig) -> dict[str, Any]:
     """The ``partition.*`` values that the chosen scheme takes, by name."""
-    import partitioners
-
     wanted = partitioners.scheme_params(cfg.partition.scheme)
     values = dataclasses.asdict(cfg.partition)
     return {k: values[k] for k in wanted if k in values}

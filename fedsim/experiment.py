@@ -1,10 +1,10 @@
 """The parts of a run that every process rebuilds the same way: settings, data, dataidxs.
 
 A ServerApp and its ClientApps may live in one process (local engine), in worker
-processes or in Ray actors. Each rebuilds the experiment from the resolved config
-text and the run directory (:class:`RunSettings`), and caches it per process: the
-dataset is loaded once, and so is the partition (read from ``dataidxs.npz``, whose
-label checksum guards against a mis-split).
+processes or in Ray actors. Each builds the experiment from the validated config and
+the run directory (:class:`RunSettings`) once and caches it per process: the dataset
+is loaded once, and so is the partition (read from ``dataidxs.npz``, which the run's
+preparation wrote and whose label checksum guards against a mis-split).
 """
 
 from __future__ import annotations
@@ -22,39 +22,34 @@ import torch
 
 import partitioners
 
-from .config import ExperimentConfig, from_yaml_text, partition_params, to_yaml
+from .config import ExperimentConfig, partition_params, to_yaml
 from .data import DatasetBundle, load_dataset
 from .errors import ConfigError, DataError
 from .seeding import derive
-from .store import RunStore, atomic_write_json, atomic_write_text
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What a ServerApp or ClientApp needs to find its run; travels as Flower run_config."""
+    """What a ServerApp or ClientApp needs to find its run: the validated config object,
+    the run directory, and whether it resumes. fedsim's engines bind the apps to it (Ray
+    ships it to the actors with the apps); ``flwr run .`` builds it from Flower's run
+    config (:mod:`fedsim.flwr_app`)."""
 
-    config_yaml: str
+    config: ExperimentConfig
     run_dir: str
     resume: bool = False
 
     def to_user_config(self) -> dict[str, Any]:
-        return {"fedsim-config": self.config_yaml, "fedsim-run-dir": self.run_dir, "fedsim-resume": self.resume}
+        """The Flower run_config of the nodes' Contexts (the apps read the bound settings)."""
+        return {"fedsim-run-dir": self.run_dir, "fedsim-resume": self.resume}
 
-    @classmethod
-    def from_context(cls, context: Any) -> "RunSettings":
-        """From a Flower Context: fedsim's engines, or ``flwr run .`` (pyproject's run config)."""
-        run_config = context.run_config
-        if "fedsim-config" in run_config:
-            return cls(str(run_config["fedsim-config"]), str(run_config["fedsim-run-dir"]), bool(run_config.get("fedsim-resume", False)))
-        from .flwr_app import settings_from_flwr_run_config
-
-        return settings_from_flwr_run_config(run_config, context.run_id)
-
-    @property
+    @cached_property
     def key(self) -> str:
-        return hashlib.sha256((self.config_yaml + "\0" + self.run_dir).encode()).hexdigest()[:16]
+        """Identifies the run in this process's caches."""
+        return hashlib.sha256((to_yaml(self.config) + "\0" + self.run_dir).encode()).hexdigest()[:16]
 
 
 def apply_determinism(cfg: ExperimentConfig) -> None:
@@ -161,7 +156,7 @@ class Experiment:
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        self.cfg: ExperimentConfig = from_yaml_text(settings.config_yaml)
+        self.cfg: ExperimentConfig = settings.config
         self.store = RunStore(settings.run_dir)
 
     @cached_property
@@ -212,45 +207,3 @@ _EXPERIMENTS: dict[str, Experiment] = {}
 def experiment_for(settings: RunSettings) -> Experiment:
     """The process-wide Experiment of these settings."""
     return bounded_get(_EXPERIMENTS, settings.key, 4, lambda: Experiment(settings))
-
-
-def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, plots: bool = True, dataidxs: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
-    """Write config.yaml, dataidxs.npz, partition.json (and the label plot) once.
-
-    An existing dataidxs.npz is verified against the dataset's labels and kept, so a
-    resumed run trains on exactly the split it started with.
-    """
-    bundle = load_bundle(cfg)
-    labels = bundle.y_train.numpy()
-    # the resolved config of the latest start (a resume may raise rounds or tolerances)
-    atomic_write_text(store.config, to_yaml(cfg))
-    if store.dataidxs.exists():
-        dataidxs = read_dataidxs(store, labels)
-    else:
-        if dataidxs is None:  # already computed (and validated) by the caller, or not
-            dataidxs = compute_dataidxs(cfg, bundle)
-        params = {k: v for k, v in partition_params(cfg).items()}
-        partitioners.save_dataidxs(store.dataidxs, dataidxs, labels, cfg.partition.scheme, params, cfg.seed)
-    if not store.partition.exists():
-        het = partitioners.heterogeneity(labels, dataidxs, num_classes=bundle.num_classes)
-        atomic_write_json(
-            store.partition,
-            {
-                "scheme": cfg.partition.scheme,
-                "params": partition_params(cfg),
-                "seed": cfg.seed,
-                "dataset": cfg.data.dataset,
-                "feature_noise": cfg.data.feature_noise,
-                "noise_levels": partitioners.noise_levels(cfg.data.feature_noise, cfg.partition.n_parties).tolist()
-                if cfg.data.feature_noise > 0
-                else None,
-                **het,
-            },
-        )
-        if plots:
-            store.plots.mkdir(parents=True, exist_ok=True)
-            partitioners.plot_label_distribution(
-                het["class_counts"], store.plots / "label_distribution.png", title=f"{cfg.data.dataset}: {cfg.partition.scheme}"
-            )
-    return dataidxs
-

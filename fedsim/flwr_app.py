@@ -17,11 +17,22 @@ clearest choice.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import load_config, to_yaml
+from .config import load_config
+from .experiment import RunSettings
+
+
+def quiet_flower() -> None:
+    """Flower logs every round at INFO on its own handler; fedsim records rounds itself.
+
+    Its logger is set to WARNING unless fedsim's own logger is at DEBUG.
+    """
+    if not logging.getLogger("fedsim").isEnabledFor(logging.DEBUG):
+        logging.getLogger("flwr").setLevel(logging.WARNING)
 
 
 def app_dir() -> Path:
@@ -34,11 +45,21 @@ def _resolve(path: str) -> Path:
     return p if p.is_absolute() else app_dir() / p
 
 
-def settings_from_flwr_run_config(run_config: Mapping[str, Any], run_id: int | None = None):
-    from .experiment import RunSettings
+_SETTINGS: dict[int, RunSettings] = {}
 
+
+def settings_from_context(context: Any) -> RunSettings:
+    """The settings of ``flwr run .``, from Flower's Context (pyproject's run config);
+    parsed once per run and process (every message of the run carries the same)."""
+    hit = _SETTINGS.get(context.run_id)
+    if hit is None:
+        hit = _SETTINGS[context.run_id] = settings_from_flwr_run_config(context.run_config, context.run_id)
+    return hit
+
+
+def settings_from_flwr_run_config(run_config: Mapping[str, Any], run_id: int | None = None) -> RunSettings:
     cfg = load_config(_resolve(str(run_config.get("config", "configs/quickstart.yaml"))), shlex.split(str(run_config.get("overrides", ""))))
     run_dir = str(run_config.get("run-dir", "") or "")
     if not run_dir:
         run_dir = f"runs/flwr-{run_id if run_id is not None else 'run'}"
-    return RunSettings(to_yaml(cfg), str(_resolve(run_dir)), bool(run_config.get("resume", False)))
+    return RunSettings(cfg, str(_resolve(run_dir)), bool(run_config.get("resume", False)))

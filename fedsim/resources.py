@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from .errors import ConfigError
+from .models import build_model
 
 
 def available_memory() -> int | None:
@@ -41,10 +44,6 @@ def check_model_fits(cfg_model, input_shape: tuple[int, ...], num_classes: int, 
     """Build the model on PyTorch's meta device (no memory), count its parameters and
     check that ``copies`` fp32 copies fit (weights, gradients, momentum, the global
     copy); returns the parameter count."""
-    import torch
-
-    from .models import build_model
-
     with torch.device("meta"):
         model = build_model(cfg_model, input_shape, num_classes)
     n = sum(p.numel() for p in model.parameters())

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from .errors import RunDirError
+from .version import __version__
 
 MARKER = ".fedsim"
 LOCK = ".fedsim.lock"
@@ -59,8 +60,6 @@ def read_marker(root: Path) -> dict | None:
 
 
 def write_marker(root: Path, kind: str) -> None:
-    from . import __version__
-
     path = Path(root) / MARKER
     if not path.exists():
         path.write_text(json.dumps({"fedsim": __version__, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
+from .schema import TrainConfig
 from .data.transforms import add_feature_noise, augment_batch, to_float
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
-from flwr.common.constant import SType
+
+from fedsim.flower_compat import NUMPY_STYPE
 
 
 StateDict = "OrderedDict[str, torch.Tensor]"
@@ -53,13 +54,13 @@ def array_from_numpy(nd: np.ndarray) -> Array:
     """``flwr.app.Array(nd)`` without np.save (identical bytes)."""
     if not nd.flags.c_contiguous:
         nd = np.ascontiguousarray(nd) if nd.ndim else nd.copy()
-    return Array(dtype=str(nd.dtype), shape=tuple(int(s) for s in nd.shape), stype=SType.NUMPY, data=_npy_header(nd) + nd.tobytes())
+    return Array(dtype=str(nd.dtype), shape=tuple(int(s) for s in nd.shape), stype=NUMPY_STYPE, data=_npy_header(nd) + nd.tobytes())
 
 
 def array_to_numpy(arr: Array) -> np.ndarray:
     """``arr.numpy()`` without np.load: a writable copy of the array in ``arr.data``."""
     data = arr.data
-    if arr.stype != SType.NUMPY or data[:6] != b"\x93NUMPY":
+    if arr.stype != NUMPY_STYPE or data[:6] != b"\x93NUMPY":
         return np.array(arr.numpy(), copy=True)
     major = data[6]
     hlen = int.from_bytes(data[8:10], "little") + 10 if major == 1 else int.from_bytes(data[8:12], "little") + 12

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import Message
-from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.serverapp import Grid
+
+from fedsim.flower_compat import NodeInfo
 
 
 def cohort_size(n: int, fraction: float, minimum: int) -> int:

@@ -11,6 +11,7 @@ every worker process, for ``engine.workers > 1`` or Ray).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from typing import Any, ClassVar, TypeVar
 
@@ -80,9 +81,7 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    from . import __path__ as package_path
-
-    for mod in pkgutil.iter_modules(package_path):
+    for mod in pkgutil.iter_modules([os.path.dirname(__file__)]):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{__package__}.{mod.name}")
 

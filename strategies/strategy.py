@@ -16,12 +16,12 @@ float64 weighted average by default).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Result
-from flwr.supercore import log
 
 from fedsim.seeding import derive
 
 from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record, weighted_average
 from .cohort import CohortGrid, cohort_size
 from .params import StrategyParams
+
+log = logging.getLogger(__name__)
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
@@ -363,7 +364,7 @@ class FedsimStrategy:
         Instead of Flower's ``evaluate_fn``, ``hooks.after_round(round_log)`` runs after
         every round: fedsim evaluates the global model there and writes its records.
         """
-        log(INFO, "Starting %s strategy at round %s of %s", self.__class__.__name__, start_round, num_rounds)
+        log.info("starting %s at round %s of %s", self.__class__.__name__, start_round, num_rounds)
         hooks = hooks or RoundHooks()
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
@@ -392,7 +393,7 @@ class FedsimStrategy:
                 result.evaluate_metrics_clientapp[current_round] = agg_evaluate_metrics
             if hooks.after_round and hooks.after_round(self.round_log):
                 break
-        log(INFO, "Strategy execution finished in %.2fs", time.time() - t_start)
+        log.info("strategy finished in %.2fs", time.time() - t_start)
         return result
 
 

@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 from . import text
 from .cache import CACHE_DIR, cache_key, cached, fingerprint

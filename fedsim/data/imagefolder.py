@@ -28,7 +28,7 @@ from typing import Any, Hashable
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 from .cache import cache_key, cached, fingerprint
 from .images import channel_stats, open_image, pil_to_array, stack_images, unify_channels

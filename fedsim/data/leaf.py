@@ -33,7 +33,7 @@ from typing import Any, Hashable
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 from . import text
 from .cache import cache_key, cached, fingerprint

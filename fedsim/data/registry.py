@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 
 log = logging.getLogger(__name__)

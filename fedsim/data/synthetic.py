@@ -26,7 +26,7 @@ from typing import Hashable
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 from ..resources import check_fits
 from .registry import DatasetBundle, register

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 from ..resources import check_fits
 from .registry import DatasetBundle, register

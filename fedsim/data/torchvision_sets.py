@@ -21,6 +21,7 @@ plain containers: a file someone sent cannot run anything.
 
 from __future__ import annotations
 
+import _codecs
 import builtins
 import gzip
 import logging
@@ -31,7 +32,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..schema import DataConfig
 from ..errors import DataError
 from .registry import DatasetBundle, register
 
@@ -61,8 +62,6 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
     # protocol <= 2 pickles bytes under Python 3 as _codecs.encode(str, 'latin1')
-    import _codecs
-
     allowed[("_codecs", "encode")] = _codecs.encode
     for name in ("list", "dict", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
                  "complex", "bool"):

@@ -1,20 +1,27 @@
-"""Engines run the same ServerApp and ClientApp (DESIGN.md, decision 2).
+"""Engines run the same ServerApp and ClientApp; the registry maps ``engine.name`` to one.
 
 * ``local`` (default): :mod:`fedsim.engine.local`, an in-process Flower Grid;
 * ``ray``: :mod:`fedsim.engine.ray`, Flower's own simulation runtime on Ray.
+
+An engine is ``run(settings: RunSettings, hooks: RunHooks | None) -> RunOutcome``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-ENGINES: dict[str, str] = {"local": "fedsim.engine.local:run_local", "ray": "fedsim.engine.ray:run_ray"}
+from ..experiment import RunSettings
+from ..server import RunHooks, RunOutcome
+from .local import run_local
+from .ray import run_ray
+
+Engine = Callable[[RunSettings, "RunHooks | None"], RunOutcome]
+
+ENGINES: dict[str, Engine] = {"local": run_local, "ray": run_ray}
 
 
-def get_engine(name: str) -> Callable:
-    import importlib
-
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine '{name}'; allowed: {', '.join(sorted(ENGINES))}")
-    module, attr = ENGINES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+def get_engine(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine '{name}'; allowed: {', '.join(sorted(ENGINES))}") from None

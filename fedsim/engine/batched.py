@@ -36,7 +36,8 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from ..data.transforms import to_float
 from ..training import TrainStats, batch_positions, batch_stream
-from .local import SequentialExecutor, error_reply
+from ..client import runtime_for
+from .executors import SequentialExecutor, error_reply
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ class BatchedExecutor:
         self._told = False
 
     def run(self, jobs: list[tuple[Message, Context]]) -> list[Message]:
-        from ..client import runtime_for
-
         if not jobs or any(m.metadata.message_type != MessageType.TRAIN for m, _ in jobs):
             return self.fallback.run(jobs)
         rt = runtime_for(self.settings)

@@ -1,4 +1,4 @@
-"""The embedded engine: an in-process Flower ``Grid`` (DESIGN.md, decision 2).
+"""The embedded engine: an in-process Flower ``Grid``.
 
 :class:`LocalGrid` implements Flower's abstract ``Grid`` and hands each Message
 straight to the ClientApp in the same process: no Ray, no gRPC, no serialisation
@@ -10,66 +10,25 @@ another (``engine.workers = 1``) or in worker processes.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode, SUPERLINK_NODE_ID
-from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
+from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
+
+from ..client import make_client_app
+from ..experiment import RunSettings
+from ..flower_compat import SUPERLINK_NODE_ID, NodeInfo, empty_run, set_message_id, set_task_identity
+from ..server import RunHooks, RunOutcome, make_server_app
+from .batched import BatchedExecutor
+from .executors import Executor, SequentialExecutor
+from .workers import WorkerPoolExecutor
 
 log = logging.getLogger(__name__)
 
 #: node ids of the local engine: readable, and clear of Flower's SUPERLINK_NODE_ID (1)
 NODE_BASE = 1000
-
-
-def error_reply(msg: Message, exc: BaseException, code: int = ErrorCode.CLIENT_APP_RAISED_EXCEPTION) -> Message:
-    """The reply Flower's runtimes send when a ClientApp raises."""
-    reason = f"{type(exc).__name__}: {exc}".strip()
-    return Message(Error(code=code, reason=reason.splitlines()[-1] if reason else type(exc).__name__), reply_to=msg)
-
-
-class Executor(Protocol):
-    def run(self, jobs: list[tuple[Message, Context]]) -> list[Message]: ...
-
-    def close(self) -> None: ...
-
-
-class SequentialExecutor:
-    """One client after another, in this process.
-
-    ``timeout`` cannot interrupt Python code running in this thread; a client that
-    overruns it is treated as timed out after the fact: its reply is dropped and the
-    strategy records the party as a timeout failure.
-    """
-
-    def __init__(self, app: ClientApp, timeout: float | None = None) -> None:
-        self.app = app
-        self.timeout = timeout
-
-    def run(self, jobs: list[tuple[Message, Context]]) -> list[Message]:
-        replies = []
-        for msg, ctx in jobs:
-            t0 = time.perf_counter()
-            try:
-                reply = self.app(msg, ctx)
-            except Exception as exc:  # a client failure is a reply, not a crash of the run
-                log.info("client on node %s failed: %s", msg.metadata.dst_node_id, exc)
-                reply = error_reply(msg, exc)
-            if self.timeout is not None and time.perf_counter() - t0 > self.timeout:
-                log.warning("client on node %s took %.1fs > engine.client_timeout", msg.metadata.dst_node_id, time.perf_counter() - t0)
-                continue
-            replies.append(reply)
-        return replies
-
-    def close(self) -> None:
-        pass
 
 
 class LocalGrid(Grid):
@@ -79,7 +38,7 @@ class LocalGrid(Grid):
         self.executor = executor
         self.num_parties = num_parties
         self.run_config = run_config
-        self._run = Run.create_empty(run_id)
+        self._run = empty_run(run_id)
         self._run.override_config = run_config
         self.node_of_party = {p: NODE_BASE + p for p in range(num_parties)}
         self._party_of_node = {n: p for p, n in self.node_of_party.items()}
@@ -123,7 +82,7 @@ class LocalGrid(Grid):
         for msg in messages:
             if msg.metadata.dst_node_id not in self._party_of_node:
                 raise ValueError(f"message for unknown node {msg.metadata.dst_node_id}")
-            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            set_message_id(msg, uuid.uuid4().hex)
             jobs.append((msg, self.context(msg.metadata.dst_node_id)))
             ids.append(msg.metadata.message_id)
         for reply in self.executor.run(jobs):
@@ -143,23 +102,9 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def set_task_identity(run_id: int) -> None:
-    """Flower's Message constructor reads the process-wide task identity."""
-    TaskIdentity.run_id = run_id
-    TaskIdentity.node_id = SUPERLINK_NODE_ID
-    TaskIdentity.task_id = 1
-
-
-def run_local(settings, hooks=None, make_executor: Callable[..., Executor] | None = None) -> None:
+def run_local(settings: RunSettings, hooks: RunHooks | None = None, make_executor: Callable[..., Executor] | None = None) -> RunOutcome:
     """Run ``settings``' experiment on the local engine (server and clients in-process)."""
-    from ..client import make_client_app
-    from ..experiment import experiment_for
-    from ..server import make_server_app
-    from .batched import BatchedExecutor
-    from .workers import WorkerPoolExecutor
-
-    exp = experiment_for(settings)
-    cfg = exp.cfg
+    cfg = settings.config
     client_app = make_client_app(settings)
     if make_executor is not None:
         executor = make_executor(client_app)
@@ -172,9 +117,11 @@ def run_local(settings, hooks=None, make_executor: Callable[..., Executor] | Non
     run_id = 1
     set_task_identity(run_id)
     grid = LocalGrid(executor, cfg.partition.n_parties, settings.to_user_config(), run_id=run_id)
-    server_app = make_server_app(settings, hooks)
+    outcomes: list[RunOutcome] = []
+    server_app = make_server_app(settings, hooks, outcomes.append)
     server_ctx = Context(run_id=run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config=settings.to_user_config())
     try:
         server_app(grid, server_ctx)
     finally:
         executor.close()
+    return outcomes[0]

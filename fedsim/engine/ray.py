@@ -1,23 +1,24 @@
 """``engine.name = ray``: Flower's own simulation runtime on Ray.
 
-The same ServerApp and ClientApp as the local engine run through Flower's
-Simulation Engine with its Ray backend: each client is executed by a Ray actor
-(``engine.num_cpus`` / ``engine.num_gpus`` per client, fractions allowed), and
-``engine.ray_address`` joins an existing cluster (``ray start --head`` on one
-machine, ``ray start --address=HEAD:6379`` on the others). The apps are bound to
-the run's settings, and Ray ships them to the actors; each actor process loads the
-dataset once and keeps it for every message it serves (fedsim's per-process cache).
-
-Flower's ``run_simulation`` (deprecated for the ``flwr run`` CLI in 1.42) and
-the ``flwr-simulation`` process both call ``_run_simulation``; fedsim calls it too,
-so that a run started from Python needs no SuperLink process.
+The same ServerApp and ClientApp as the local engine run through Flower's Simulation
+Engine with its Ray backend (``flwr.simulation.run_simulation``): each client is
+executed by a Ray actor (``engine.num_cpus`` / ``engine.num_gpus`` per client,
+fractions allowed), and ``engine.ray_address`` joins an existing cluster (``ray start
+--head`` on one machine, ``ray start --address=HEAD:6379`` on the others). The apps
+are bound to the run's settings, and Ray ships them to the actors; each actor process
+loads the dataset once and keeps it for every message it serves (fedsim's
+per-process cache). Ray itself is imported only when a run uses it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
+
+from ..client import make_client_app
+from ..errors import ConfigError
+from ..experiment import RunSettings
+from ..server import RunHooks, RunOutcome, make_server_app
 
 log = logging.getLogger(__name__)
 
@@ -37,65 +38,34 @@ def backend_config(cfg) -> dict:
     }
 
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """ConfigError unless the Ray head at ``address`` (``host:port``, or ``auto``: the
-    cluster Ray last started on this machine) accepts a connection within ``timeout``."""
-    from ..errors import ConfigError
-
-    if address == "auto":
-        address = os.environ.get("RAY_ADDRESS") or _current_cluster() or ""
-        if not address:
-            raise ConfigError("engine.ray_address=auto: no Ray cluster was started on this machine; start one with "
-                              "'ray start --head' or leave engine.ray_address unset for a private local Ray")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"config key 'engine.ray_address' = {address!r} must be host:port (e.g. 10.0.0.5:6379) or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(f"cannot reach the Ray head at {address} ({exc.strerror or exc}): start it there with "
-                          f"'ray start --head --port={port}', or leave engine.ray_address unset for a private local Ray") from None
-
-
-def _current_cluster() -> str | None:
-    """The address in Ray's ``ray_current_cluster`` file, if any."""
-    import tempfile
-
-    path = os.path.join(os.environ.get("RAY_TMPDIR", tempfile.gettempdir()), "ray", "ray_current_cluster")
-    try:
-        with open(path) as fh:
-            return fh.read().strip() or None
-    except OSError:
-        return None
-
-
-def run_ray(settings, hooks=None) -> None:
+def run_ray(settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
     """Run ``settings``' experiment on Flower's Simulation Engine (Ray backend)."""
-    try:
+    try:  # heavy (0.8 s for flwr.simulation alone): loaded only for Ray runs
         import ray
-        from flwr.simulation.run_simulation import _run_simulation
-        from flwr.supercore.telemetry import EventType
+        from flwr.simulation import run_simulation
     except ImportError as exc:  # pragma: no cover - flwr[simulation] is a dependency
-        from ..errors import ConfigError
-
         raise ConfigError("engine.name 'ray' needs Flower's simulation extra: pip install 'flwr[simulation]'") from exc
 
-    from ..client import make_client_app
-    from ..experiment import experiment_for
-    from ..server import make_server_app
-
-    cfg = experiment_for(settings).cfg
+    cfg = settings.config
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     started_here = not ray.is_initialized()
+    outcomes: list[RunOutcome] = []
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    # run_simulation logs that it is deprecated for `flwr run`; from Python it is the way in
+    flwr_log.setLevel(logging.ERROR)
     try:
-        _run_simulation(
-            num_supernodes=cfg.partition.n_parties,
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        run_simulation(
+            server_app=make_server_app(settings, hooks, outcomes.append),
             client_app=make_client_app(settings),
-            server_app=make_server_app(settings, hooks),
+            num_supernodes=cfg.partition.n_parties,
             backend_name="ray",
             backend_config=backend_config(cfg),
         )
     finally:
+        flwr_log.setLevel(level)
         if started_here and ray.is_initialized():
             ray.shutdown()
+    if not outcomes:
+        raise RuntimeError("Flower's simulation ended without running the ServerApp (see the log above)")
+    return outcomes[0]

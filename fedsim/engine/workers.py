@@ -19,7 +19,10 @@ import time
 import torch
 from flwr.app import Context, Message
 
-from .local import error_reply
+from ..client import make_client_app
+from ..flower_compat import set_task_identity
+from ..lifecycle import die_with_parent
+from .executors import error_reply
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,8 @@ _APP = None
 
 def _init_worker(settings, threads: int) -> None:
     global _APP
-    from ..lifecycle import die_with_parent
-
     die_with_parent()
     torch.set_num_threads(max(1, threads))
-    from ..client import make_client_app
-    from .local import set_task_identity
-
     set_task_identity(1)
     _APP = make_client_app(settings)
 
@@ -57,9 +55,7 @@ class WorkerPoolExecutor:
     """A pool of ``workers`` spawned processes running the ClientApp."""
 
     def __init__(self, settings, workers: int, timeout: float | None = None, threads: int = 0) -> None:
-        from ..experiment import experiment_for
-
-        threads = threads or experiment_for(settings).cfg.engine.threads
+        threads = threads or settings.config.engine.threads
         self.timeout = timeout
         # spawn, not fork: a forked process inherits torch's thread pools in a broken state
         self.pool = cf.ProcessPoolExecutor(

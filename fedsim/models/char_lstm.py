@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..schema import ModelConfig
 from ..data.text import VOCAB_SIZE
 from .registry import ModelError, register
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..schema import ModelConfig
 from .registry import ModelError, register
 
 FEATURE_DIM = 2048

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..schema import ModelConfig
 from .registry import ModelError, register
 
 

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..schema import ModelConfig
 from ..errors import ConfigError
 from .heads import FedModel
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..schema import ModelConfig
 from .registry import ModelError, register
 
 # arch -> feature_dim (width of the pooled output of layer4)

@@ -50,7 +50,7 @@ def test_builtin_runs_changes_the_model_and_checkpoints_its_state(tmp_path, tiny
     res = fedsim.run(tiny(strategy={"name": name}, train={"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.0}), out=tmp_path / name)
     assert res.summary["strategy"] == name and res.summary["rounds"] == 2
     assert [h["clients"] for h in res.history] == [4, 4]
-    w0 = initial_state(Experiment(RunSettings(to_yaml(res.config), str(res.run_dir))))
+    w0 = initial_state(Experiment(RunSettings(res.config, str(res.run_dir))))
     final = torch.load(res.run_dir / "model.pt", weights_only=True)
     assert list(final) == list(w0)
     for k in final:

@@ -236,7 +236,7 @@ def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
 
     # round 1 (c = c_i = 0): c_i+ = (w0 - y_i) / (a_i lr), a_i = a(K_i, momentum) (K_i
     # without momentum), and w1 = sum_i p_i y_i, so sum_i p_i a_i lr c_i+ = w0 - w1
-    w0 = initial_state(Experiment(RunSettings(to_yaml(res.config), str(res.run_dir))))
+    w0 = initial_state(Experiment(RunSettings(res.config, str(res.run_dir))))
     snap = res.run_dir / "checkpoints" / "round_000001"
     w1 = torch.load(snap / "state.pt", weights_only=True)["arrays"]
     first = [r for r in rows if r["round"] == 1]

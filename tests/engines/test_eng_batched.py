@@ -58,12 +58,13 @@ def test_falls_back_with_a_logged_reason(tmp_path, tiny, caplog, over, fragment)
 def test_auto_batches_on_cuda_only(tmp_path, tiny):
     from fedsim.client import runtime_for
     from fedsim.config import load_config, to_yaml
-    from fedsim.experiment import RunSettings, prepare_run_dir
+    from fedsim.experiment import RunSettings
+    from fedsim.preflight import prepare_run_dir
     from fedsim.store import RunStore
 
     cfg = load_config(tiny())
-    prepare_run_dir(cfg, RunStore(tmp_path), plots=False)
-    rt = runtime_for(RunSettings(to_yaml(cfg), str(tmp_path)))
+    prepare_run_dir(cfg, RunStore(tmp_path))
+    rt = runtime_for(RunSettings(cfg, str(tmp_path)))
     reason = why_not_batched(rt, "auto")
     if rt.device.type == "cuda":
         assert reason is None

@@ -63,7 +63,9 @@ def test_the_flwr_run_apps_read_the_pyproject_run_config(tmp_path, tiny):
     """`flwr run .` loads fedsim.server:server_app and fedsim.client:client_app, which
     read [tool.flwr.app.config]; here they run on the local Grid with such a config."""
     from fedsim.client import client_app
-    from fedsim.engine.local import LocalGrid, SequentialExecutor, set_task_identity
+    from fedsim.engine.executors import SequentialExecutor
+    from fedsim.engine.local import LocalGrid
+    from fedsim.flower_compat import set_task_identity
     from fedsim.server import server_app
 
     cfg_path = tmp_path / "exp.yaml"

@@ -37,7 +37,7 @@ def test_gpu_run_places_model_and_data_on_cuda(tmp_path, tiny):
 
     cfg = tiny(engine={"device": "cuda"}, train={"amp": True})
     r = fedsim.run(cfg, out=tmp_path / "r")
-    rt = runtime_for(RunSettings(to_yaml(load_config(cfg)), str((tmp_path / "r").resolve())))
+    rt = runtime_for(RunSettings(load_config(cfg), str((tmp_path / "r").resolve())))
     assert rt.device.type == "cuda" and rt.x.is_cuda and next(rt.model.parameters()).is_cuda
     assert r.summary["test_accuracy"] > 0.4
 

@@ -1,0 +1,188 @@
+"""Before a run: everything that can refuse the input, then the run directory's first files.
+
+:func:`open_run` is the one way into a run directory, for the Python API and for
+``flwr run .``: it checks the directory (ours? :mod:`fedsim.rundir`), a resume (the
+run's own config and partition), the input (the data set loads, the partition can be
+made, the model fits in memory, the Ray head answers) before writing anything, then
+takes the directory's lock and writes ``config.yaml``, ``dataidxs.npz``,
+``partition.json`` and the label plot, once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import partitioners
+
+from . import rundir
+from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
+from .errors import ConfigError, RunDirError
+from .experiment import compute_dataidxs, load_bundle, read_dataidxs, resolve_device
+from .models import build_model
+from .ray_address import check_reachable
+from .resources import check_model_fits
+from .store import RunStore, atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
+
+
+def saved_config(store: RunStore) -> ExperimentConfig:
+    """The config a run directory was started with."""
+    try:
+        return load_config(store.config)
+    except ConfigError as exc:
+        raise RunDirError(f"'{store.config}' is not a valid fedsim config ({exc})") from exc
+
+
+def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
+    """Whether ``cfg`` may continue the run in ``store``: a note saying why there is
+    nothing left to do (finished, or ended as diverged), None when it may go on.
+
+    The config must be the run's own, except for what does not change a run's identity
+    (engine placement, failure tolerances, output) and ``federation.rounds``, which may
+    be raised to train a finished run on. The partition file must be the config's.
+    """
+    if not store.config.exists():
+        return None  # nothing was written yet: a fresh start
+    saved = saved_config(store)
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise RunDirError(f"--resume: the config differs from the one '{store.root}' was started with in {'; '.join(diff[:4])}"
+                          f"{' and more' if len(diff) > 4 else ''}; resume with its config.yaml")
+    if store.dataidxs.exists():
+        check_partition_file(cfg, store)
+    if not store.summary.exists():
+        return None
+    summary = read_json(store.summary, "summary")
+    done = int(summary.get("rounds") or 0)
+    if summary.get("status") == "diverged":
+        return f"ended as diverged in round {summary.get('diverged_round')}; nothing to resume"
+    if cfg.federation.rounds < done:
+        raise RunDirError(f"--resume: federation.rounds={cfg.federation.rounds} is below the {done} rounds the run has done; "
+                          "a run can be extended, not shortened")
+    if cfg.federation.rounds == done:
+        return f"already finished after {done} rounds; nothing to do (raise federation.rounds to train on)"
+    log.info("extending the run in '%s' from %d to %d rounds", store.root, done, cfg.federation.rounds)
+    return None
+
+
+def check_partition_file(cfg: ExperimentConfig, store: RunStore) -> None:
+    """RunDirError unless the run's dataidxs.npz is the partition ``cfg`` describes."""
+    try:
+        meta = partitioners.read_dataidxs_meta(store.dataidxs)
+    except ValueError as exc:
+        raise RunDirError(str(exc)) from exc
+    want = {"scheme": cfg.partition.scheme, "seed": cfg.seed, "n_parties": cfg.partition.n_parties}
+    for key, value in want.items():
+        if meta[key] != value:
+            raise RunDirError(f"--resume: '{store.dataidxs}' was made with {key}={meta[key]!r}, the config asks for {value!r}; "
+                              "resume with the run's own config")
+    params = {k: v for k, v in partition_params(cfg).items() if not hasattr(v, "shape")}
+    for key, value in params.items():
+        if key in meta["params"] and meta["params"][key] != value:
+            raise RunDirError(f"--resume: '{store.dataidxs}' was made with partition.{key}={meta['params'][key]!r}, "
+                              f"the config asks for {value!r}; resume with the run's own config")
+
+
+def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
+    """Everything that can fail on the user's input, before anything is written.
+
+    Loads the dataset (missing files), partitions it (impossible parameters) unless a
+    resumed run brings its own dataidxs, and builds the model (a CNN on tabular data).
+    """
+    resolve_device(cfg.engine.device)
+    if cfg.engine.name == "ray" and cfg.engine.ray_address:
+        check_reachable(cfg.engine.ray_address)
+    if cfg.output.tensorboard:
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
+    bundle = load_bundle(cfg)
+    dataidxs = None if (resume and store.dataidxs.exists()) else compute_dataidxs(cfg, bundle)
+    check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
+    build_model(cfg.model, bundle.input_shape, bundle.num_classes)
+    return dataidxs
+
+
+def write_partition(out: Path, dataidxs: dict[int, np.ndarray], labels: np.ndarray, num_classes: int | None, cfg: ExperimentConfig,
+                    dataset: str, plot: Path | None) -> dict:
+    """``dataidxs.npz`` and ``partition.json`` (the class counts and heterogeneity
+    measures) in ``out``, and the label-distribution plot at ``plot``: the same files
+    for a run directory and for ``fedsim partition``. Returns the measures."""
+    params = partition_params(cfg)
+    partitioners.save_dataidxs(out / "dataidxs.npz", dataidxs, labels, cfg.partition.scheme, params, cfg.seed)
+    het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
+    noise = cfg.data.feature_noise
+    atomic_write_json(out / "partition.json", {
+        "scheme": cfg.partition.scheme,
+        "params": params,
+        "seed": cfg.seed,
+        "dataset": dataset,
+        "feature_noise": noise,
+        "noise_levels": partitioners.noise_levels(noise, cfg.partition.n_parties).tolist() if noise > 0 else None,
+        **het,
+    })
+    if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        partitioners.plot_label_distribution(het["class_counts"], plot, title=partition_title(cfg, dataset))
+    return het
+
+
+def partition_title(cfg: ExperimentConfig, dataset: str) -> str:
+    """``synthetic-images: dirichlet(beta=0.5), 10 parties``."""
+    shown = {k: v for k, v in partition_params(cfg).items() if isinstance(v, (int, float, str)) and k not in ("min_size", "max_redraws")}
+    params = ", ".join(f"{k}={v}" for k, v in shown.items())
+    return f"{dataset}: {cfg.partition.scheme}{f'({params})' if params else ''}, {cfg.partition.n_parties} parties"
+
+
+def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, dataidxs: dict[int, np.ndarray] | None = None) -> None:
+    """Write ``config.yaml`` (the resolved config of this start: a resume may raise the
+    rounds or the tolerances) and, on a fresh start, the partition files. A resumed
+    run keeps its ``dataidxs.npz``, checked against the data set's labels."""
+    bundle = load_bundle(cfg)
+    labels = bundle.y_train.numpy()
+    atomic_write_text(store.config, to_yaml(cfg))
+    if store.dataidxs.exists():
+        read_dataidxs(store, labels)
+        return
+    if dataidxs is None:
+        dataidxs = compute_dataidxs(cfg, bundle)
+    plot = store.plots / "label_distribution.png" if cfg.output.plots else None
+    write_partition(store.root, dataidxs, labels, bundle.num_classes, cfg, cfg.data.dataset, plot)
+
+
+@dataclass
+class OpenedRun:
+    """A run directory checked, locked and prepared; ``done`` says why nothing is left to run."""
+
+    store: RunStore
+    done: str | None = None
+
+
+@contextmanager
+def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> Iterator[OpenedRun]:
+    """Check, lock and prepare ``run_dir`` for ``cfg`` (module docstring); the lock is
+    held until the ``with`` block ends."""
+    store = RunStore(run_dir)
+    # everything that can refuse the input is checked before anything is written (not
+    # even the lock file), then again under the lock (another process may have moved on)
+    rundir.claim(run_dir, "run", resume=resume, overwrite=overwrite, check_only=True)
+    note = check_resume(cfg, store) if resume else None
+    if note is not None:
+        yield OpenedRun(store, note)
+        return
+    dataidxs = check_runnable(cfg, store, resume)
+    with rundir.DirLock(run_dir, "run"):
+        note = check_resume(cfg, store) if resume else None
+        if note is not None:
+            yield OpenedRun(store, note)
+            return
+        rundir.claim(run_dir, "run", resume=resume, overwrite=overwrite)
+        prepare_run_dir(cfg, store, dataidxs)
+        yield OpenedRun(store)

@@ -1,0 +1,202 @@
+"""The experiment's schema: one dataclass per config section, used by OmegaConf as a
+structured config (interpolation and type conversion come for free).
+
+Only data: loading and validation are :mod:`fedsim.config` and :mod:`fedsim.validation`.
+The data sets and models read their sections (``DataConfig``, ``ModelConfig``) from here,
+so they never import the loader that validates against their registries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import ListConfig
+
+from strategies.params import StrategyParams
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """``data.*``: which dataset, where it lives, and how parties see it."""
+
+    dataset: str = "synthetic-images"
+    root: str = "data"
+    download: bool = False
+    val_fraction: float = 0.0
+    feature_noise: float = 0.0
+    # seed of generated datasets (synthetic, synthetic-images): fixed across runs, so
+    # that the run's ``seed`` varies the split and the training, not the task itself
+    seed: int = 0
+    # synthetic-images: sizes and shape of the generated set
+    n_train: int = 5000
+    n_test: int = 1000
+    image_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    num_classes: int = 10
+    noise: float = 0.6
+    # synthetic (FedProx): Synthetic(alpha, beta), one group per party by default
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    num_groups: int = 0
+    # CIFAR-style augmentation (crop with padding 4 + horizontal flip); None = the
+    # dataset's default (on for cifar10/cifar100, off otherwise)
+    augment: Optional[bool] = None
+    # K-fold cross-validation over the pooled training data: with cv_folds = K > 1, fold
+    # cv_fold is held out as the evaluation set and the other folds are partitioned
+    cv_folds: int = 0
+    cv_fold: int = 0
+    # images of hf and imagefolder resized to image_size x image_size (0 = as stored)
+    image_size: int = 0
+    # cifar100: train on the 100 fine classes or the 20 superclasses (coarse)
+    cifar100_labels: str = "fine"
+    # hf (Hugging Face datasets): a save_to_disk directory, a directory of data files
+    # (parquet, arrow, ...) or a Hub name found in the local cache
+    hf_path: Optional[str] = None
+    hf_split_train: str = "train"
+    hf_split_test: str = "test"
+    hf_image_key: str = "image"
+    # set for character sequences (then hf_image_key is not read)
+    hf_text_key: Optional[str] = None
+    hf_label_key: str = "label"
+    # natural groups (writer, user) for partition.scheme natural
+    hf_group_key: Optional[str] = None
+
+
+@dataclass
+class PartitionConfig:
+    """``partition.*``: how the training set is split into parties (dataidxs)."""
+
+    scheme: str = "iid"
+    n_parties: int = 10
+    beta: float = 0.5
+    classes_per_party: int = 2
+    min_size: int = 10
+    shards_per_party: int = 2
+    max_redraws: int = 1000
+    # what the label-skew schemes split by: the training labels, or the dataset's
+    # superclasses (cifar100) so that each party sees some superclasses
+    by: str = "label"
+    # scheme flwr: a flwr-datasets partitioner class and its constructor arguments
+    # (num_partitions and seed come from partition.n_parties and seed)
+    flwr_partitioner: Optional[str] = None
+    flwr_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """``model.*``: the network trained by every party."""
+
+    name: str = "simple-cnn"
+    projection_head: bool = False
+    proj_dim: int = 256
+    dropout: float = 0.0
+    hidden: list[int] = field(default_factory=lambda: [200, 200])
+
+
+@dataclass
+class TrainConfig:
+    """``train.*``: the local training of one party in one round."""
+
+    # an int, or [lo, hi]: drawn per party per round from the seed (FedNova's setting)
+    epochs: Any = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    loss: str = "ce"
+    focal_gamma: float = 2.0
+    focal_alpha: Optional[float] = None
+    amp: bool = False
+
+
+@dataclass
+class FederationConfig:
+    """``federation.*``: rounds, sampling and tolerance of the federation."""
+
+    rounds: int = 10
+    fraction_fit: float = 1.0
+    fraction_evaluate: float = 0.0
+    # central evaluation every k rounds and after the last; 0 = never (benchmarks)
+    eval_every: int = 1
+    min_fit_clients: int = 1
+    straggler_fraction: float = 0.0
+    max_failure_fraction: float = 0.5
+    # a round whose mean training loss is non-finite or above this multiple of round 1's,
+    # or whose cohort is mostly non-finite, has diverged (0 = only non-finite counts)
+    divergence_factor: float = 10.0
+    # stop: end the run with status "diverged"; continue: warn, record it, train on
+    on_divergence: str = "stop"
+
+
+@dataclass
+class EngineConfig:
+    """``engine.*``: where and how clients run."""
+
+    name: str = "local"
+    device: str = "auto"
+    workers: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    ray_address: Optional[str] = None
+    client_timeout: Optional[float] = None
+    fault_rate: float = 0.0
+    # train a cohort in lockstep with torch.func.vmap: auto = on CUDA when the setup allows
+    batch_clients: str = "auto"
+    deterministic: bool = False
+    # torch threads per client process on every engine (a Ray actor gets as many): equal
+    # thread counts give bit-equal results across engines; 0 = torch's default (all cores)
+    threads: int = 1
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*``: central evaluation of the global model."""
+
+    batch_size: int = 1024
+    fbeta: float = 2.0
+    train_sample: int = 10000
+    # client drift, update cosine, gradient diversity each round (O(K P) per round)
+    model_heterogeneity: bool = True
+
+
+@dataclass
+class OutputConfig:
+    """``output.*``: what the run directory keeps."""
+
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    plots: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One federated experiment. See README "Config reference" for every key."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # the chosen algorithm's own dataclass (strategies/<name>.py): name + its hyperparameters
+    strategy: StrategyParams = field(default_factory=StrategyParams)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def epoch_range(epochs: Any) -> tuple[int, int]:
+    """``train.epochs`` as (lo, hi): an int n is (n, n)."""
+    if isinstance(epochs, bool):
+        raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi]")
+    if isinstance(epochs, int):
+        return epochs, epochs
+    if isinstance(epochs, (list, tuple, ListConfig)) and len(epochs) == 2 and all(
+        isinstance(e, int) and not isinstance(e, bool) for e in epochs
+    ):
+        return int(epochs[0]), int(epochs[1])
+    raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi] of ints")

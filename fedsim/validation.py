@@ -1,0 +1,215 @@
+"""Value checks of a loaded config: every key against its allowed set or range, and each
+chosen dataset, scheme, model and algorithm against its registry.
+
+Errors are :class:`~fedsim.errors.ConfigError` with a one-line message naming the key
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import partitioners
+import strategies
+from strategies.params import out_of_range
+
+from . import data as data_registry
+from . import models as model_registry
+from .errors import ConfigError
+from .schema import ExperimentConfig, epoch_range
+
+
+
+def _in_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' = {value!r} is not a finite number")
+    ok = True
+    if lo is not None:
+        ok &= value > lo if lo_open else value >= lo
+    if hi is not None:
+        ok &= value < hi if hi_open else value <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else (str(lo) if isinstance(lo, int) else f"{lo:g}")
+        hi_s = "inf" if hi is None else (str(hi) if isinstance(hi, int) else f"{hi:g}")
+        raise ConfigError(f"config key '{key}' = {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")
+
+
+def _one_of(key: str, value: str, allowed: Iterable[str]) -> None:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"config key '{key}' = {value!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
+
+
+CIFAR100_LABELS = ("fine", "coarse")
+PARTITION_BY = ("label", "superclass")
+# schemes whose split does not depend on the labels (partition.by would be ignored)
+LABEL_BLIND_SCHEMES = ("iid", "quantity-skew", "natural")
+# keys read by some datasets / schemes only: a value other than the default elsewhere
+# would be silently ignored, so it is an error
+_DATASET_KEYS = {
+    "image_size": ("hf", "imagefolder"),
+    "cifar100_labels": ("cifar100",),
+    "hf_path": ("hf",),
+    "hf_split_train": ("hf",),
+    "hf_split_test": ("hf",),
+    "hf_image_key": ("hf",),
+    "hf_text_key": ("hf",),
+    "hf_label_key": ("hf",),
+    "hf_group_key": ("hf",),
+}
+_SCHEME_KEYS = {"flwr_partitioner": ("flwr",), "flwr_args": ("flwr",)}
+
+
+def _only_where_read(section: Any, prefix: str, chosen: str, chooser: str, keys: Mapping[str, Sequence[str]]) -> None:
+    """ConfigError for a key set away from its default where ``chosen`` does not read it."""
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+                for f in dataclasses.fields(section)}
+    for key, readers in keys.items():
+        if chosen not in readers and getattr(section, key) != defaults[key]:
+            raise ConfigError(f"config key '{prefix}.{key}' is read only with {chooser} {' or '.join(readers)}, "
+                              f"not {chosen!r}: remove it")
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LOSSES = ("ce", "focal")
+ENGINES = ("local", "ray")
+BATCH_CLIENTS = ("auto", "on", "off")
+DIVERGENCE_ACTIONS = ("stop", "continue")
+MAX_SEED = 2**63 - 1
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value against its allowed set or range; raise ConfigError."""
+    # seeds are stored as int64 (dataidxs.npz) and hashed with the purpose of each draw
+    _in_range("seed", cfg.seed, 0, MAX_SEED)
+    d = cfg.data
+    _one_of("data.dataset", d.dataset, data_registry.available())
+    _in_range("data.seed", d.seed, 0, MAX_SEED)
+    _in_range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
+    _in_range("data.feature_noise", d.feature_noise, 0.0, None)
+    _in_range("data.n_train", d.n_train, 1, None)
+    _in_range("data.n_test", d.n_test, 1, None)
+    _in_range("data.num_classes", d.num_classes, 2, None)
+    _in_range("data.noise", d.noise, 0.0, None)
+    _in_range("data.synthetic_alpha", d.synthetic_alpha, 0.0, None)
+    _in_range("data.synthetic_beta", d.synthetic_beta, 0.0, None)
+    _in_range("data.num_groups", d.num_groups, 0, None)
+    if len(d.image_shape) != 3 or any(s < 1 for s in d.image_shape):
+        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)} must be [channels, height, width], each >= 1")
+    _in_range("data.cv_folds", d.cv_folds, 0, None)
+    if d.cv_folds == 1:
+        raise ConfigError("config key 'data.cv_folds' = 1 is not allowed; use 0 (no cross-validation) or K >= 2")
+    if d.cv_folds >= 2:
+        _in_range("data.cv_fold", d.cv_fold, 0, d.cv_folds - 1)
+    if d.image_shape[1] < 8 or d.image_shape[2] < 8:
+        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)}: height and width must be >= 8")
+    _in_range("data.image_size", d.image_size, 0, None)
+    _one_of("data.cifar100_labels", d.cifar100_labels, CIFAR100_LABELS)
+    _only_where_read(d, "data", d.dataset, "data.dataset", _DATASET_KEYS)
+    if d.dataset == "hf" and not d.hf_path:
+        raise ConfigError("data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
+                          "of parquet/arrow files, or a Hub name in the local cache")
+    text = data_registry.is_text(d)
+    if text and d.feature_noise > 0:
+        raise ConfigError(f"config key 'data.feature_noise' > 0 needs real-valued inputs; '{d.dataset}' gives "
+                          "token sequences")
+    if text and d.augment:
+        raise ConfigError(f"config key 'data.augment' = true needs images; '{d.dataset}' gives token sequences")
+
+    p = cfg.partition
+    _one_of("partition.scheme", p.scheme, partitioners.available())
+    _in_range("partition.n_parties", p.n_parties, 1, None)
+    _in_range("partition.beta", p.beta, 0.0, None, lo_open=True)
+    _in_range("partition.classes_per_party", p.classes_per_party, 1, None)
+    _in_range("partition.min_size", p.min_size, 0, None)
+    _in_range("partition.shards_per_party", p.shards_per_party, 1, None)
+    _in_range("partition.max_redraws", p.max_redraws, 1, None)
+    _one_of("partition.by", p.by, PARTITION_BY)
+    if p.by != "label" and p.scheme in LABEL_BLIND_SCHEMES:
+        raise ConfigError(f"config key 'partition.by' = {p.by!r} changes only the label-skew schemes; "
+                          f"partition.scheme {p.scheme!r} does not read labels: remove it")
+    _only_where_read(p, "partition", p.scheme, "partition.scheme", _SCHEME_KEYS)
+    if p.scheme == "flwr" and not p.flwr_partitioner:
+        raise ConfigError("partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
+                          "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner")
+
+    m = cfg.model
+    _one_of("model.name", m.name, model_registry.available())
+    _in_range("model.proj_dim", m.proj_dim, 1, None)
+    _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    if any(h < 1 for h in m.hidden):
+        raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
+    tokens = model_registry.takes_tokens(m.name)
+    if text and not tokens:
+        raise ConfigError(f"model.name {m.name!r} needs real-valued inputs; data.dataset {d.dataset!r} gives token "
+                          f"sequences: use a sequence model ({', '.join(model_registry.token_models())})")
+    if tokens and not text:
+        raise ConfigError(f"model.name {m.name!r} reads token sequences; data.dataset {d.dataset!r} is not text: use "
+                          "leaf-shakespeare, or hf with data.hf_text_key")
+
+    t = cfg.train
+    lo, hi = epoch_range(t.epochs)
+    if lo < 1 or hi < lo:
+        raise ConfigError(f"config key 'train.epochs' = {t.epochs!r}: need 1 <= lo <= hi")
+    _in_range("train.batch_size", t.batch_size, 1, None)
+    _in_range("train.lr", t.lr, 0.0, None, lo_open=True)
+    _in_range("train.momentum", t.momentum, 0.0, 1.0, hi_open=True)
+    _in_range("train.weight_decay", t.weight_decay, 0.0, None)
+    _one_of("train.optimizer", t.optimizer, OPTIMIZERS)
+    _one_of("train.loss", t.loss, LOSSES)
+    _in_range("train.focal_gamma", t.focal_gamma, 0.0, None)
+    if t.focal_alpha is not None:
+        _in_range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
+
+    s = cfg.strategy
+    _one_of("strategy.name", s.name, strategies.available())
+    problem = out_of_range(s) or strategies.get(s.name).check(cfg)
+    if problem:
+        raise ConfigError(problem)
+
+    f = cfg.federation
+    _in_range("federation.rounds", f.rounds, 1, None)
+    _in_range("federation.fraction_fit", f.fraction_fit, 0.0, 1.0, lo_open=True)
+    _in_range("federation.fraction_evaluate", f.fraction_evaluate, 0.0, 1.0)
+    _in_range("federation.eval_every", f.eval_every, 0, None)
+    _in_range("federation.min_fit_clients", f.min_fit_clients, 1, None)
+    _in_range("federation.straggler_fraction", f.straggler_fraction, 0.0, 1.0)
+    _in_range("federation.max_failure_fraction", f.max_failure_fraction, 0.0, 1.0)
+    _in_range("federation.divergence_factor", f.divergence_factor, 0.0, None)
+    _one_of("federation.on_divergence", f.on_divergence, DIVERGENCE_ACTIONS)
+    if f.fraction_evaluate > 0 and d.val_fraction == 0:
+        raise ConfigError(
+            "config key 'federation.fraction_evaluate' > 0 needs local validation data: set data.val_fraction in (0, 1)"
+        )
+
+    e = cfg.engine
+    _one_of("engine.name", e.name, ENGINES)
+    dev = e.device
+    if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"config key 'engine.device' = {dev!r} is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
+    _in_range("engine.workers", e.workers, 1, None)
+    _in_range("engine.num_cpus", e.num_cpus, 0.0, None, lo_open=True)
+    _in_range("engine.num_gpus", e.num_gpus, 0.0, None)
+    if e.client_timeout is not None:
+        _in_range("engine.client_timeout", e.client_timeout, 0.0, None, lo_open=True)
+    _in_range("engine.fault_rate", e.fault_rate, 0.0, 1.0, hi_open=True)
+    # YAML 1.1 (and so OmegaConf's override parser) reads a bare on/off as a boolean,
+    # which the str field then holds as "True"/"False"
+    e.batch_clients = {"True": "on", "False": "off"}.get(e.batch_clients, e.batch_clients)
+    _one_of("engine.batch_clients", e.batch_clients, BATCH_CLIENTS)
+    if e.batch_clients == "on" and e.workers > 1:
+        raise ConfigError("config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process")
+    _in_range("engine.threads", e.threads, 0, None)
+
+    _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)
+    _in_range("eval.fbeta", cfg.eval.fbeta, 0.0, None, lo_open=True)
+    _in_range("eval.train_sample", cfg.eval.train_sample, 0, None)
+    _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
+    _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
