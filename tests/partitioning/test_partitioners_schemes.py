@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import partitioners
-from partitioners import _assign
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 COVERING = {"iid", "dirichlet", "quantity-skew", "natural"}
@@ -239,111 +238,13 @@ def test_dirichlet_covers_and_keeps_the_cap_rule():
     assert capped > 100  # the rule was in play (else the test proves nothing)
 
 
-
-def test_class_counts_draw_uniform_subsets_whatever_the_bucket_size(monkeypatch):
-    """Party 0 gets 2 of the 4 samples of class 1 (indices 0, 2, 4, 6): all 6 subsets
-    are equally likely, with the default random buckets, with one bucket per class
-    (every party cut splits a bucket: the random order inside split buckets does all
-    the work), with many buckets per sample (cuts rarely split one) and with 64-bit
-    sort keys."""
-    labels = np.array([1, 0, 1, 0, 1, 0, 1, 2, 0, 2, 2, 2])
-    counts = np.array([[1, 2, 1], [2, 1, 1], [0, 2, 2]])  # classes x parties
-
-    def subset_counts() -> Counter:
-        out = Counter()
-        for s in range(1800):
-            d = _assign.dataidxs_from_class_counts(labels, counts, np.random.default_rng(s))
-            assert [len(d[j]) for j in range(3)] == [3, 5, 4]
-            assert np.array_equal(np.sort(np.concatenate(list(d.values()))), np.arange(12))
-            assert all(np.array_equal(d[j], np.sort(d[j])) for j in d)
-            out[tuple(i for i in d[0].tolist() if labels[i] == 1)] += 1
-        return out
-
-    # default; one bucket per class; many buckets; 64-bit party | id keys (no key fits 4 bits)
-    for name, value in [(None, None), ("_BUCKET_FILL", 1 << 30), ("_BUCKET_FILL", 1), ("_SHORT_BITS", 4)]:
-        if name is not None:
-            monkeypatch.setattr(_assign, name, value)
-        counts_seen = subset_counts()
-        assert set(counts_seen) == {(0, 2), (0, 4), (0, 6), (2, 4), (2, 6), (4, 6)}
-        assert min(counts_seen.values()) > 240 and max(counts_seen.values()) < 360, (name, value, counts_seen)
-        monkeypatch.undo()
-
-
-def _uneven(n_big: int, n_single: int) -> np.ndarray:
-    return np.concatenate([np.zeros(n_big, dtype=np.int64), np.arange(1, n_single + 1)])
-
-
-@pytest.mark.parametrize(
-    "labels",
-    [
-        np.repeat([3, 200], [9000, 1000]),  # absent codes: buckets redrawn for the real sizes
-        np.repeat([0, 10**9, 7 * 10**9], [5, 4000, 1]),  # sparse ids: through np.unique
-        np.random.default_rng(0).integers(0, 10, 50_000),
-        # one width for all classes would give each of these 2**15 buckets per code
-        # (5 GB, or a MemoryError, before the per-class sizing)
-        np.repeat([0, 10_000], [49_999, 1]),
-        np.repeat([0, 165_535], [49_999, 1]),
-        _uneven(25_000, 25_000),  # half one class, half singletons
-        _uneven(40_000, 10) * 10**6,  # the same through np.unique
-        np.random.default_rng(1).zipf(1.3, 50_000) - 1,
-    ],
-)
-def test_random_class_order_buckets(labels):
-    labels = labels.astype(np.int64)
-    order = _assign.RandomClassOrder.draw(labels, np.random.default_rng(1))
-    classes, sizes = np.unique(labels, return_counts=True)
-    assert np.array_equal(order.classes, classes) and np.array_equal(order.sizes, sizes)
-    # every bucket spans its own positions; together they tile 0..N-1 class by class
-    n_buckets = order.bounds.size - 1
-    assert order.bounds[0] == 0 and order.bounds[-1] == labels.size
-    assert np.array_equal(np.bincount(order.bucket, minlength=n_buckets), np.diff(order.bounds))
-    for k in [0, len(classes) - 1]:  # a class's buckets are contiguous, in class order
-        b = order.bucket[labels == classes[k]]
-        assert order.bounds[b.min()] == sizes[:k].sum() and order.bounds[b.max() + 1] == sizes[: k + 1].sum()
-    # O(N) buckets, all shallow: the largest class fills its own ~_BUCKET_FILL deep
-    assert n_buckets <= 4 * labels.size + 65_536
-    assert np.diff(order.bounds).max() <= 12 * _assign._BUCKET_FILL
-
-
-@pytest.mark.parametrize("counts", [[[1, 1]], [[1.0, 1.0], [1.0, 1.0]], [1, 1], [[3, 0], [0, 0]]])
-def test_deal_refuses_counts_that_do_not_fit_the_classes(counts):
-    """One row per class, integers, within the class sizes: never broadcast or truncated."""
-    order = _assign.RandomClassOrder.draw(np.array([0, 0, 1, 1]), np.random.default_rng(0))
-    with pytest.raises(ValueError, match="internal: c"):
-        order.deal(np.array(counts), np.random.default_rng(0))
-
-
-def test_64_bit_keys_sort_right_when_the_cpu_flushes_denormals(monkeypatch):
-    """Packed uint64 keys below 2**52 are denormal doubles: sorting them through a float64
-    view gives zeros under DAZ/FTZ (torch.set_flush_denormal, -ffast-math libraries)."""
-    torch = pytest.importorskip("torch")
-    if not torch.set_flush_denormal(True):
-        pytest.skip("this CPU cannot flush denormals")
-    try:
-        assert _assign.sort_by_group(np.array([0, 1, 0, 1, 0]), 40).tolist() == [0, 2, 4, 1, 3]
-        monkeypatch.setattr(_assign, "_SHORT_BITS", 4)  # every party|id key on the uint64 path
-        labels = make_labels(0, 300, 3)
-        sizes = np.bincount(labels)
-        counts = np.stack([sizes // 3, sizes // 3, sizes - 2 * (sizes // 3)], axis=1)
-        d = _assign.dataidxs_from_class_counts(labels, counts, np.random.default_rng(0))
-        assert np.array_equal(np.sort(np.concatenate(list(d.values()))), np.arange(300))
-        assert all(np.array_equal(np.bincount(labels[d[j]], minlength=3), counts[:, j]) for j in d)
-        assert all(np.all(np.diff(a) > 0) for a in d.values())
-    finally:
-        torch.set_flush_denormal(False)
-
-
-def test_sort_by_group_is_a_stable_sort_for_any_size():
-    rng = np.random.default_rng(3)
-    for n in [1, 2, 3, 7, 64, 1001, 70_001]:
-        group = rng.integers(0, 5, n).astype(np.uint16)
-        got = _assign.sort_by_group(group, 3)
-        assert got.dtype == np.int64
-        assert np.array_equal(got, np.argsort(group, kind="stable"))
-
-
 def test_more_parties_than_a_uint16_holds():
     labels = np.random.default_rng(0).integers(0, 3, 140_000)
     d = partitioners.partition(labels, "iid", 70_000, seed=1)
     assert len(d) == 70_000 and all(len(a) == 2 for a in (d[0], d[69_999]))
     assert np.unique(np.concatenate([d[j] for j in range(0, 70_000, 7)])).size == 20_000
+    # party ids above 65,535 through the owner -> parties step
+    groups = np.arange(140_000) % 70_000
+    d = partitioners.partition(labels, "natural", 70_000, seed=1, groups=groups)
+    assert all(np.array_equal(groups[d[j]], [groups[d[j][0]]] * 2) for j in (0, 65_536, 69_999))
+    assert sorted(int(groups[d[j][0]]) for j in range(70_000)) == list(range(70_000))

@@ -1,14 +1,17 @@
-"""The shared steps (shuffle by class, cut, owner -> parties) and the law of the
-Dirichlet draw, against NIID-Bench's loop and Dir(beta)."""
+"""The shared steps (shuffle by class, cut, owner -> parties) and the laws of the
+Dirichlet and label-quantity draws, against NIID-Bench's loop and Dir(beta)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from math import comb
 
 import numpy as np
 import pytest
 
+import partitioners
 from partitioners.dirichlet import draw_class_counts
+from partitioners.label_quantity import held_classes
 from partitioners.split import by_owner, deal_classes, shuffled_by_class
 
 
@@ -162,3 +165,35 @@ def test_dirichlet_draw_has_niid_bench_law_with_the_cap_in_play():
         assert np.all(np.abs(a.mean(axis=0) - b.mean(axis=0)) < 4.5 * se + 1e-9)
     # the cap is in play: a party stops at N/n = 100 or soon after in most draws
     assert np.mean([c.sum(axis=0).max() < 200 for c in ours]) > 0.5
+
+
+def test_label_quantity_other_classes_are_uniform():
+    """Party i holds class i mod K and c - 1 of the K - 1 others, each subset equally likely."""
+    n_parties, k, c, draws = 5, 5, 3, 3000
+    rng = np.random.default_rng(5)
+    seen = [Counter() for _ in range(n_parties)]
+    for _ in range(draws):
+        holds = held_classes(n_parties, k, c, rng)
+        assert np.array_equal(holds.sum(axis=1), [c] * n_parties)
+        assert holds[np.arange(n_parties), np.arange(n_parties) % k].all()
+        for i in range(n_parties):
+            seen[i][tuple(np.flatnonzero(holds[i]).tolist())] += 1
+    expected = draws / comb(k - 1, c - 1)  # 500 for each of the 6 subsets
+    for i in range(n_parties):
+        assert len(seen[i]) == comb(k - 1, c - 1)
+        assert all(abs(v - expected) < 5 * np.sqrt(expected) for v in seen[i].values()), seen[i]
+
+
+def test_label_quantity_splits_each_class_like_array_split():
+    """A class with n_k samples and h holders: np.array_split among the holders in party
+    order, so the first n_k mod h holders get n_k // h + 1 samples, the others n_k // h."""
+    sizes = [10, 11, 7, 13]
+    labels = np.repeat(np.arange(4), sizes)
+    for seed in range(10):
+        d = partitioners.partition(labels, "label-quantity", 6, seed=seed, classes_per_party=2)
+        counts = np.stack([np.bincount(labels[d[j]], minlength=4) for j in range(6)])
+        assert np.array_equal(counts.sum(axis=0), sizes)  # 6 parties hold all 4 classes
+        for k, n_k in enumerate(sizes):
+            holders = np.flatnonzero(counts[:, k])
+            expected = [len(part) for part in np.array_split(np.arange(n_k), len(holders))]
+            assert counts[holders, k].tolist() == expected
