@@ -1,10 +1,9 @@
-"""IID partition: a uniformly random equal split (NIID-Bench's ``homo``)."""
+"""IID partition: a uniformly random equal split (NIID-Bench's ``homo``, Li et al., ICDE 2022)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._assign import random_split
 from .registry import register
 
 
@@ -12,7 +11,5 @@ from .registry import register
 def iid(labels: np.ndarray, n_parties: int, rng: np.random.Generator) -> dict[int, np.ndarray]:
     """A random permutation cut into ``n_parties`` nearly equal parts
     (``np.array_split``: the first ``N mod n`` parties get one sample more)."""
-    n_samples = labels.size
-    sizes = np.full(n_parties, n_samples // n_parties, dtype=np.int64)
-    sizes[: n_samples % n_parties] += 1
-    return random_split(n_samples, sizes, rng)
+    parts = np.array_split(rng.permutation(labels.size), n_parties)
+    return {j: np.sort(part) for j, part in enumerate(parts)}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import RandomClassOrder
 from ._validate import as_int
 from .registry import register
+from .split import deal_classes, shuffled_by_class
 
 
 @register("label-quantity", sorted_output=True)
@@ -31,31 +31,30 @@ def label_quantity(
     A party holds C classes but gets no sample of one of them when that class has
     fewer samples than holders.
     """
-    order = RandomClassOrder.draw(labels, rng)
-    sizes = order.sizes
+    ids, sizes = shuffled_by_class(labels, rng)
     n_classes = len(sizes)
     c = as_int("partition.classes_per_party", classes_per_party, 1, n_classes,
                why=" (the number of distinct labels)")
-    holds = np.zeros((n_parties, n_classes), dtype=bool)
-    own = np.arange(n_parties) % n_classes
-    chunk = max(1, (1 << 22) // n_classes)
-    for lo in range(0, n_parties, chunk):
-        rows = np.arange(lo, min(lo + chunk, n_parties))
-        # random keys; the party's own class gets -1 so it is always among the C smallest,
-        # the other C-1 are then a uniform random subset of the remaining classes
-        keys = rng.random((rows.size, n_classes))
-        keys[np.arange(rows.size), own[rows]] = -1.0
-        chosen = np.argpartition(keys, c - 1, axis=1)[:, :c] if c < n_classes else None
-        if chosen is None:
-            holds[rows] = True
-        else:
-            holds[rows[:, None], chosen] = True
+    holds = held_classes(n_parties, n_classes, c, rng)
 
-    # np.array_split of class k among its holders (ascending party id): the first
-    # n_k mod h_k holders get one sample more
+    # np.array_split of class k among its h_k holders (ascending party id): each gets
+    # n_k // h_k samples, and the first n_k mod h_k of them one more
     holders = holds.sum(axis=0)
-    rank = np.cumsum(holds, axis=0) - 1
-    safe = np.maximum(holders, 1)
-    base, extra = sizes // safe, sizes % safe
-    counts = np.where(holds, base + (rank < extra), 0).T
-    return order.deal(np.ascontiguousarray(counts), rng)
+    rank = np.cumsum(holds, axis=0) - 1  # a holder's rank among the class's holders
+    per_holder, extra = np.divmod(sizes, np.maximum(holders, 1))
+    counts = np.where(holds, per_holder + (rank < extra), 0)
+    return deal_classes(ids, sizes, counts.T)
+
+
+def held_classes(n_parties: int, n_classes: int, c: int, rng: np.random.Generator) -> np.ndarray:
+    """``holds[i, k]``: whether party i holds class k; party i holds class ``i mod K`` and
+    ``c - 1`` of the other classes, uniformly at random (``n_parties x n_classes``)."""
+    own = np.arange(n_parties) % n_classes
+    # a party's classes in a uniformly random order with its own class first (key -1):
+    # the first c are its own class and a uniform random (c - 1)-subset of the others
+    keys = rng.random((n_parties, n_classes))
+    keys[np.arange(n_parties), own] = -1.0
+    chosen = np.argsort(keys, axis=1)[:, :c]
+    holds = np.zeros((n_parties, n_classes), dtype=bool)
+    np.put_along_axis(holds, chosen, True, axis=1)
+    return holds

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ._assign import dataidxs_from_assignment, small_uint
 from .registry import register
+from .split import by_owner
 
 
 @register("natural", sorted_output=True)
@@ -44,10 +44,10 @@ def natural(
             f"natural: {n_groups} groups for {n_parties} parties: partition.n_parties must be <= "
             f"the number of groups ({n_groups})"
         )
-    dtype = small_uint(n_parties + 1)
-    owner = np.empty(n_groups, dtype=dtype)
-    owner[rng.permutation(n_groups)] = np.arange(n_groups) % n_parties
-    return dataidxs_from_assignment(owner[inverse], n_parties)
+    # the shuffled groups dealt round-robin: the group at position i goes to party i mod n
+    party_of_group = np.empty(n_groups, dtype=np.int64)
+    party_of_group[rng.permutation(n_groups)] = np.arange(n_groups) % n_parties
+    return by_owner(party_of_group[inverse], n_parties)
 
 
 def group_test_indices(groups: Any, groups_test: Any, dataidxs: Mapping[int, Any]) -> dict[int, np.ndarray]:

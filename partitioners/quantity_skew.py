@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import random_split, redraw_batches
 from ._validate import no_split_error, redraw_params
 from .registry import register
 
@@ -32,14 +31,10 @@ def quantity_skew(
     """
     n_samples = labels.size
     beta, min_size, max_redraws = redraw_params(beta, min_size, max_redraws, n_parties, n_samples)
-
-    alpha = np.full(n_parties, beta)
-    for batch in redraw_batches(max_redraws, n_parties):
-        cuts = (np.cumsum(rng.dirichlet(alpha, size=batch), axis=1) * n_samples).astype(np.int64)
-        np.minimum(cuts, n_samples, out=cuts)
-        cuts[:, -1] = n_samples
-        sizes = np.diff(cuts, axis=1, prepend=0)
-        ok = np.flatnonzero(sizes.min(axis=1) >= min_size)
-        if ok.size:
-            return random_split(n_samples, sizes[ok[0]], rng)
+    for _ in range(max_redraws):
+        q = rng.dirichlet(np.full(n_parties, beta))
+        cuts = (np.cumsum(q)[:-1] * n_samples).astype(np.int64)  # floor: q >= 0
+        if np.diff(cuts, prepend=0, append=n_samples).min() >= min_size:
+            parts = np.split(rng.permutation(n_samples), cuts)
+            return {j: np.sort(part) for j, part in enumerate(parts)}
     raise no_split_error("quantity-skew", beta, min_size, max_redraws, n_parties, n_samples)

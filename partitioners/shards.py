@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._assign import class_blocks, dataidxs_from_assignment, small_uint
 from ._validate import as_int
 from .registry import register
 
@@ -35,11 +34,9 @@ def shards(
     n_shards = n_parties * s
     shard_size = n_samples // n_shards
     kept = rng.permutation(n_samples)[: n_shards * shard_size]
-    # stable sort of randomly ordered samples: label order, ties shuffled
-    in_label_order = kept[class_blocks(labels[kept])]
-    dtype = small_uint(n_parties + 1)
-    owner = np.empty(n_shards, dtype=dtype)
-    owner[rng.permutation(n_shards)] = np.repeat(np.arange(n_parties, dtype=dtype), s)
-    assign = np.full(n_samples, n_parties, dtype=dtype)
-    assign[in_label_order] = np.repeat(owner, shard_size)
-    return dataidxs_from_assignment(assign, n_parties)
+    # a stable sort of randomly ordered samples: label order, ties in random order
+    in_label_order = kept[np.argsort(labels[kept], kind="stable")]
+    shard_ids = in_label_order.reshape(n_shards, shard_size)
+    # party j gets shards dealt[j]: a random permutation of the shards, s at a time
+    dealt = rng.permutation(n_shards).reshape(n_parties, s)
+    return {j: np.sort(shard_ids[dealt[j]].ravel()) for j in range(n_parties)}
