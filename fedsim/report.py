@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from .errors import RunDirError
 from .store import atomic_write_text, read_json, read_jsonl
-from .sweeps import (
+from .sweep import (
     STRATEGY_FACTORS,
     Factor,
     Setting,

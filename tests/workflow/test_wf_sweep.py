@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import yaml
 
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.store import read_jsonl
-from fedsim.sweeps import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
+from fedsim.sweep import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
 
 PARTITIONS = [{"label": "iid", "scheme": "iid"}, {"label": "Dir(0.5)", "scheme": "dirichlet", "beta": 0.5}]
 
@@ -240,8 +241,9 @@ def test_plan_names_labels_and_precedence(tiny):
 
 def test_fedsim_sweep_is_callable_from_the_package(tiny, tmp_path):
     import fedsim
-    import fedsim.sweeps  # noqa: F401  (importing the module leaves fedsim.sweep the function)
+    import fedsim.sweep.tables  # noqa: F401  (binds the attribute fedsim.sweep to the package)
 
+    assert fedsim.sweep is sys.modules["fedsim.sweep"] and fedsim.sweep.sweep is sweep
     result = fedsim.sweep({"base": tiny(federation={"rounds": 1})}, out=tmp_path / "one")
     assert result.n_finished == 1 and len(result.rows) == 1
     assert result.rows[0]["run"] == "seed=0"
