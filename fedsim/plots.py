@@ -7,6 +7,20 @@ from pathlib import Path
 from .store import RunStore, read_jsonl
 
 
+def partition_label(part: dict) -> str:
+    """NIID-Bench style label of a partition: iid, Dir(0.5), #C=2, ..."""
+    scheme = part.get("scheme") or "?"
+    if scheme == "dirichlet":
+        return f"Dir({part.get('beta'):g})" if part.get("beta") is not None else "Dir"
+    if scheme == "label-quantity":
+        return f"#C={part.get('classes_per_party')}"
+    if scheme == "quantity-skew":
+        return f"qty-Dir({part.get('beta'):g})" if part.get("beta") is not None else "quantity-skew"
+    if scheme == "shards":
+        return f"shards({part.get('shards_per_party')})"
+    return str(scheme)
+
+
 def _plt():
     import matplotlib
 

@@ -1,0 +1,247 @@
+"""The sweep report's matplotlib figures: curves over rounds, accuracy against a
+heterogeneity measure, the accuracy drop against IID, model heterogeneity, and the
+label distributions."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..sweep import mean_std
+from .drops import DropRow, drop_grid
+from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, read_json_or_none
+
+HETEROGENEITY_SERIES = (
+    ("client_drift_mean", "client drift (mean)"),
+    ("update_cosine_mean", "update cosine (mean)"),
+    ("gradient_diversity", "gradient diversity"),
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def colors_of(labels: Sequence[str]) -> dict[str, Any]:
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {lbl: cmap(i % cmap.N) for i, lbl in enumerate(labels)}
+
+
+def aggregate_curves(runs: Sequence[RunInfo], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Rounds every run recorded ``key`` in, the mean over runs and the sample std (0 for one run)."""
+    per_run = []
+    for r in runs:
+        d = {int(row["round"]): float(row[key]) for row in r.history if row.get(key) is not None and math.isfinite(float(row[key]))}
+        if d:
+            per_run.append(d)
+    if not per_run:
+        return [], [], []
+    rounds = sorted(set.intersection(*[set(d) for d in per_run]))
+    means, stds = [], []
+    for x in rounds:
+        m, sd, _ = mean_std(d[x] for d in per_run)
+        means.append(m)
+        stds.append(sd or 0.0)
+    return rounds, means, stds
+
+
+def _grid(n: int) -> tuple[int, int]:
+    ncols = min(3, max(1, n))
+    return math.ceil(n / ncols), ncols
+
+
+# ------------------------------------------------------------------- figures
+
+
+def plot_curves(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str, path: Path) -> bool:
+    """One panel per setting, one line per series (mean over seeds, ± std band).
+
+    ``keys``: (metrics key, line style, legend suffix).
+    """
+    runs = finished_runs(view)
+    combos = layout.panel_combos() or [()]
+    labels = layout.series_labels(view)
+    colors = colors_of(labels)
+    plt = _plt()
+    nrows, ncols = _grid(len(combos))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+    drawn = False
+    for i, combo in enumerate(combos):
+        ax = axes[i // ncols][i % ncols]
+        for lbl in labels:
+            members = [r for r in runs if layout.series_of(r) == lbl and layout.panel_of(r) == tuple(combo)]
+            for key, style, suffix in keys:
+                xs, ms, sds = aggregate_curves(members, key)
+                if not xs:
+                    continue
+                drawn = True
+                ax.plot(xs, [m * (100 if "accuracy" in key else 1) for m in ms], style, color=colors[lbl], label=f"{lbl}{suffix}",
+                        marker="o" if len(xs) < 25 else None, ms=3)
+                if any(sds) and key == keys[0][0]:  # one band per line keeps the panel readable
+                    scale = 100 if "accuracy" in key else 1
+                    ax.fill_between(xs, [(m - s) * scale for m, s in zip(ms, sds)], [(m + s) * scale for m, s in zip(ms, sds)],
+                                    color=colors[lbl], alpha=0.15, linewidth=0)
+        ax.set_title(combo_label(combo))
+        ax.set_xlabel("round")
+        _int_rounds(ax)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for j in range(len(combos), nrows * ncols):
+        axes[j // ncols][j % ncols].axis("off")
+    if drawn:
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def het_value(r: RunInfo, measure: str) -> float | None:
+    s = r.summary or {}
+    if measure == "beta":
+        part = s.get("partition") or {}
+        return part.get("beta") if part.get("scheme") in ("dirichlet", "quantity-skew") else None
+    v = (s.get("heterogeneity") or {}).get(measure)
+    return float(v) if v is not None else None
+
+
+def plot_accuracy_vs_heterogeneity(view: SweepView, layout: Layout, measure: str, path: Path) -> bool:
+    """Final test accuracy of every run against a data-heterogeneity measure, per series.
+
+    Dots are runs; the line joins the mean (over seeds) of each setting, sorted by the
+    setting's mean measure.
+    """
+    runs = [r for r in finished_runs(view) if r.value("test_accuracy") is not None and het_value(r, measure) is not None]
+    if not runs:
+        return False
+    labels = layout.series_labels(view)
+    colors = colors_of(labels)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for lbl in labels:
+        members = [r for r in runs if layout.series_of(r) == lbl]
+        if not members:
+            continue
+        ax.scatter([het_value(r, measure) for r in members], [100 * r.value("test_accuracy") for r in members],
+                   color=colors[lbl], alpha=0.45, s=18)
+        pts = []
+        for combo in layout.panel_combos() or [()]:
+            group = [r for r in members if layout.panel_of(r) == tuple(combo)]
+            if group:
+                x, _, _ = mean_std(het_value(r, measure) for r in group)
+                y, _, _ = mean_std(r.value("test_accuracy") for r in group)
+                pts.append((x, 100 * y))
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colors[lbl], label=lbl, ms=4)
+    if measure == "beta":
+        ax.set_xscale("log")
+    ax.set_xlabel(f"data heterogeneity: {measure}")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+
+def plot_drops(drops: Sequence[DropRow], view: SweepView, path: Path) -> bool:
+    if not drops:
+        return False
+    layout, series, keys, by = drop_grid(drops, view)
+    colors = colors_of(layout.series_labels(view))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2), 4))
+    width = 0.8 / max(1, len(series))
+    for j, s in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(keys))]
+        ys = [100 * by[(c, st, s)].drop if (c, st, s) in by else 0.0 for c, st in keys]
+        ax.bar(xs, ys, width=width, color=colors[s], label=s)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([" / ".join(c + st) for c, st in keys], rotation=20, ha="right")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("accuracy drop vs IID (pp)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_model_heterogeneity(view: SweepView, layout: Layout, path: Path) -> bool:
+    """Rows: client drift, update cosine, gradient diversity; columns: settings; lines: series."""
+    runs = finished_runs(view)
+    combos = layout.panel_combos() or [()]
+    labels = layout.series_labels(view)
+    colors = colors_of(labels)
+    plt = _plt()
+    ncols = len(combos)
+    fig, axes = plt.subplots(len(HETEROGENEITY_SERIES), ncols, figsize=(4.2 * ncols, 2.8 * len(HETEROGENEITY_SERIES)), squeeze=False)
+    drawn = False
+    for j, combo in enumerate(combos):
+        for i, (key, name) in enumerate(HETEROGENEITY_SERIES):
+            ax = axes[i][j]
+            for lbl in labels:
+                members = [r for r in runs if layout.series_of(r) == lbl and layout.panel_of(r) == tuple(combo)]
+                xs, ms, sds = aggregate_curves(members, key)
+                if not xs:
+                    continue
+                drawn = True
+                ax.plot(xs, ms, color=colors[lbl], label=lbl)
+                if any(sds):
+                    ax.fill_between(xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)], color=colors[lbl], alpha=0.15, linewidth=0)
+            if i == 0:
+                ax.set_title(combo_label(combo))
+            if j == 0:
+                ax.set_ylabel(name)
+            if i == len(HETEROGENEITY_SERIES) - 1:
+                ax.set_xlabel("round")
+            _int_rounds(ax)
+            ax.grid(alpha=0.3)
+    if drawn:
+        handles, lbls = axes[0][0].get_legend_handles_labels()
+        if handles:
+            axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def label_distribution(run_dir: Path, dest: Path, title: str) -> bool:
+    """Copy the run's plots/label_distribution.png, or draw it from partition.json."""
+    src = run_dir / "plots" / "label_distribution.png"
+    if src.exists() and src.stat().st_size > 0:
+        shutil.copyfile(src, dest)
+        return True
+    part = read_json_or_none(run_dir / "partition.json")
+    if part and part.get("class_counts"):
+        import partitioners
+
+        partitioners.plot_label_distribution(part["class_counts"], dest, title=title)
+        return dest.exists()
+    return False
+
+
+
+def fig_name(text: str) -> str:
+    """A figure file name that needs no escaping in a Markdown link."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text.replace("#", "n"))
+
+
+def _int_rounds(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
