@@ -1,10 +1,28 @@
-"""Plots of one run: accuracy and loss curves, model heterogeneity over rounds (Agg, PNG)."""
+"""Plots of one run: accuracy and loss curves, model heterogeneity over rounds (Agg, PNG).
+
+:func:`run_figures` builds the figures from a run's metrics rows (so that a test can
+read what is drawn); :func:`plot_run` writes them into the run's ``plots/``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .store import RunStore, read_jsonl
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: file name -> (y label, [(metrics key, legend label)])
+RUN_PANELS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "accuracy.png": ("accuracy", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"),
+                                  ("val_accuracy", "local validation")]),
+    "loss.png": ("loss", [("test_loss", "test"), ("train_loss", "local training")]),
+    "heterogeneity.png": ("model heterogeneity", [("client_drift_mean", "client drift (mean)"),
+                                                  ("update_cosine_mean", "update cosine (mean)"),
+                                                  ("gradient_diversity", "gradient diversity")]),
+}
 
 
 def partition_label(part: dict) -> str:
@@ -21,15 +39,6 @@ def partition_label(part: dict) -> str:
     return str(scheme)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for r in rows:
@@ -40,24 +49,17 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def plot_run(store: RunStore) -> list[Path]:
-    rows = read_jsonl(store.metrics)
-    if not rows:
-        return []
-    plt = _plt()
-    store.plots.mkdir(parents=True, exist_ok=True)
-    out = []
-    panels = [
-        ("accuracy.png", "accuracy", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"), ("val_accuracy", "local validation")]),
-        ("loss.png", "loss", [("test_loss", "test"), ("train_loss", "local training")]),
-        (
-            "heterogeneity.png",
-            "model heterogeneity",
-            [("client_drift_mean", "client drift (mean)"), ("update_cosine_mean", "update cosine (mean)"), ("gradient_diversity", "gradient diversity")],
-        ),
-    ]
-    for fname, ylabel, series in panels:
-        fig, ax = plt.subplots(figsize=(6, 4))
+def run_figures(rows: list[dict]) -> dict[str, Figure]:
+    """The figures of :data:`RUN_PANELS` that have data, by file name."""
+    # matplotlib only when plotting: a run with output.plots=false never loads it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out: dict[str, Figure] = {}
+    for fname, (ylabel, series) in RUN_PANELS.items():
+        fig = Figure(figsize=(6, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
         drawn = False
         for key, label in series:
             xs, ys = _series(rows, key)
@@ -70,8 +72,19 @@ def plot_run(store: RunStore) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()
-            path = store.plots / fname
-            fig.savefig(path, dpi=110)
-            out.append(path)
-        plt.close(fig)
+            out[fname] = fig
+    return out
+
+
+def plot_run(store: RunStore) -> list[Path]:
+    """Write the run's figures into ``plots/``; the paths written (none before round 1)."""
+    rows = read_jsonl(store.metrics)
+    if not rows:
+        return []
+    store.plots.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fname, fig in run_figures(rows).items():
+        path = store.plots / fname
+        fig.savefig(path, dpi=110)
+        out.append(path)
     return out

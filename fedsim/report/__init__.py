@@ -26,18 +26,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from ..errors import RunDirError
 from ..plots import plot_run
 from ..store import RunStore, atomic_write_text, read_json
 from ..sweep import INDEX_FILE, make_table
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
+    accuracy_vs_heterogeneity_figure,
+    curves_figure,
+    drops_figure,
     fig_name,
     label_distribution,
-    plot_accuracy_vs_heterogeneity,
-    plot_curves,
-    plot_drops,
-    plot_model_heterogeneity,
+    model_heterogeneity_figure,
+    save_figure,
 )
 from .load import RunInfo, SweepView, combo_label, finished_runs, is_done, is_run_dir, layout_of, load_sweep, partition_factors
 
@@ -51,6 +54,14 @@ FIGURES = "figures"
 def _img(rel: str, alt: str) -> str:
     """A Markdown image link."""
     return f"![{alt}]({rel})"
+
+
+def _save(fig: Figure | None, path: Path) -> bool:
+    """Write ``fig`` to ``path`` if there is one; whether there was."""
+    if fig is None:
+        return False
+    save_figure(fig, path)
+    return True
 
 
 def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
@@ -83,21 +94,22 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     by = f", one line per {layout.series.short}" if layout.series is not None else ""
     panels = f"one panel per {' / '.join(f.short for f in layout.panels)}" if layout.panels else "one panel"
     band = f"Mean over seeds with a ± sample-std band; {panels}{by}."
-    ok = plot_curves(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)", figs / "accuracy_curves.png")
+    ok = _save(curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png")
     fig("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
-    ok = plot_curves(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", figs / "loss_curves.png")
+    ok = _save(curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss"),
+               figs / "loss_curves.png")
     fig("Loss over rounds", "loss_curves.png", ok, caption="Test loss (solid) and local training loss (dashed). " + band)
     fname = f"accuracy_vs_{fig_name(measure)}.png"
-    ok = plot_accuracy_vs_heterogeneity(view, layout, measure, figs / fname)
+    ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
     fig(f"Accuracy against data heterogeneity ({measure})", fname, ok, f"No run reports the heterogeneity measure '{measure}'.")
     drops = accuracy_drops(view)
     md += ["## Accuracy drop relative to IID", ""]
     if drops:
-        plot_drops(drops, view, figs / "accuracy_drop.png")
+        _save(drops_figure(drops, view), figs / "accuracy_drop.png")
         md += [drop_table(drops, view), _img(f"{FIGURES}/accuracy_drop.png", "accuracy drop vs IID"), ""]
     else:
         md += ["No IID setting in this sweep: no drop to compute.", ""]
-    ok = plot_model_heterogeneity(view, layout, figs / "model_heterogeneity.png")
+    ok = _save(model_heterogeneity_figure(view, layout), figs / "model_heterogeneity.png")
     fig("Model heterogeneity over rounds", "model_heterogeneity.png", ok)
     # label distributions: one per partition setting, from its first finished (lowest-seed) run
     md += ["## Label distribution", ""]

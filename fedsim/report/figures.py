@@ -1,6 +1,12 @@
 """The sweep report's matplotlib figures: curves over rounds, accuracy against a
 heterogeneity measure, the accuracy drop against IID, model heterogeneity, and the
-label distributions."""
+label distributions.
+
+Each ``*_figure`` function builds and returns a :class:`matplotlib.figure.Figure` (None
+when there is nothing to draw) on its own Agg canvas, without pyplot's global state, so
+that a test can read what is drawn (lines, labels, scales, legend boxes);
+:func:`save_figure` writes it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,13 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from partitioners import plot_label_distribution
 
 from ..sweep import mean_std
 from .drops import DropRow, drop_grid
@@ -21,18 +34,22 @@ HETEROGENEITY_SERIES = (
 )
 
 
-def _plt():
-    import matplotlib
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure on its own Agg canvas (no pyplot state to leak or close)."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
-    return plt
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG to ``path``."""
+    fig.savefig(path, dpi=dpi)
+    return path
 
 
 def colors_of(labels: Sequence[str]) -> dict[str, Any]:
-    plt = _plt()
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    """One color per series label, in order (tab10, or tab20 beyond 10 labels)."""
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {lbl: cmap(i % cmap.N) for i, lbl in enumerate(labels)}
 
 
@@ -55,25 +72,27 @@ def aggregate_curves(runs: Sequence[RunInfo], key: str) -> tuple[list[int], list
 
 
 def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``n`` panels, at most three a row."""
     ncols = min(3, max(1, n))
     return math.ceil(n / ncols), ncols
 
 
-# ------------------------------------------------------------------- figures
+def _int_rounds(ax: Axes) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_curves(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str, path: Path) -> bool:
+def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str) -> Figure | None:
     """One panel per setting, one line per series (mean over seeds, ± std band).
 
-    ``keys``: (metrics key, line style, legend suffix).
+    ``keys``: (metrics key, line style, legend suffix); accuracies are drawn in %.
     """
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
     labels = layout.series_labels(view)
     colors = colors_of(labels)
-    plt = _plt()
     nrows, ncols = _grid(len(combos))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+    fig = new_figure(5 * ncols, 3.6 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     drawn = False
     for i, combo in enumerate(combos):
         ax = axes[i // ncols][i % ncols]
@@ -84,10 +103,10 @@ def plot_curves(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, 
                 if not xs:
                     continue
                 drawn = True
-                ax.plot(xs, [m * (100 if "accuracy" in key else 1) for m in ms], style, color=colors[lbl], label=f"{lbl}{suffix}",
+                scale = 100 if "accuracy" in key else 1
+                ax.plot(xs, [m * scale for m in ms], style, color=colors[lbl], label=f"{lbl}{suffix}",
                         marker="o" if len(xs) < 25 else None, ms=3)
                 if any(sds) and key == keys[0][0]:  # one band per line keeps the panel readable
-                    scale = 100 if "accuracy" in key else 1
                     ax.fill_between(xs, [(m - s) * scale for m, s in zip(ms, sds)], [(m + s) * scale for m, s in zip(ms, sds)],
                                     color=colors[lbl], alpha=0.15, linewidth=0)
         ax.set_title(combo_label(combo))
@@ -99,14 +118,15 @@ def plot_curves(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, 
             ax.legend(fontsize=8)
     for j in range(len(combos), nrows * ncols):
         axes[j // ncols][j % ncols].axis("off")
-    if drawn:
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return drawn
+    if not drawn:
+        return None
+    fig.tight_layout()
+    return fig
 
 
 def het_value(r: RunInfo, measure: str) -> float | None:
+    """A run's value of ``measure``: summary.json's ``heterogeneity[measure]``, or the
+    partition's ``beta`` (Dirichlet and quantity-skew partitions only)."""
     s = r.summary or {}
     if measure == "beta":
         part = s.get("partition") or {}
@@ -115,7 +135,7 @@ def het_value(r: RunInfo, measure: str) -> float | None:
     return float(v) if v is not None else None
 
 
-def plot_accuracy_vs_heterogeneity(view: SweepView, layout: Layout, measure: str, path: Path) -> bool:
+def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: str) -> Figure | None:
     """Final test accuracy of every run against a data-heterogeneity measure, per series.
 
     Dots are runs; the line joins the mean (over seeds) of each setting, sorted by the
@@ -123,11 +143,11 @@ def plot_accuracy_vs_heterogeneity(view: SweepView, layout: Layout, measure: str
     """
     runs = [r for r in finished_runs(view) if r.value("test_accuracy") is not None and het_value(r, measure) is not None]
     if not runs:
-        return False
+        return None
     labels = layout.series_labels(view)
     colors = colors_of(labels)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = new_figure(6.5, 4.2)
+    ax = fig.subplots()
     for lbl in labels:
         members = [r for r in runs if layout.series_of(r) == lbl]
         if not members:
@@ -150,19 +170,17 @@ def plot_accuracy_vs_heterogeneity(view: SweepView, layout: Layout, measure: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return fig
 
 
-
-def plot_drops(drops: Sequence[DropRow], view: SweepView, path: Path) -> bool:
+def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
+    """Bars: the drop against IID (percentage points) of every setting, one bar per series."""
     if not drops:
-        return False
+        return None
     layout, series, keys, by = drop_grid(drops, view)
     colors = colors_of(layout.series_labels(view))
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2), 4))
+    fig = new_figure(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2), 4)
+    ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     for j, s in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(keys))]
@@ -175,20 +193,18 @@ def plot_drops(drops: Sequence[DropRow], view: SweepView, path: Path) -> bool:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return fig
 
 
-def plot_model_heterogeneity(view: SweepView, layout: Layout, path: Path) -> bool:
+def model_heterogeneity_figure(view: SweepView, layout: Layout) -> Figure | None:
     """Rows: client drift, update cosine, gradient diversity; columns: settings; lines: series."""
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
     labels = layout.series_labels(view)
     colors = colors_of(labels)
-    plt = _plt()
     ncols = len(combos)
-    fig, axes = plt.subplots(len(HETEROGENEITY_SERIES), ncols, figsize=(4.2 * ncols, 2.8 * len(HETEROGENEITY_SERIES)), squeeze=False)
+    fig = new_figure(4.2 * ncols, 2.8 * len(HETEROGENEITY_SERIES))
+    axes = fig.subplots(len(HETEROGENEITY_SERIES), ncols, squeeze=False)
     drawn = False
     for j, combo in enumerate(combos):
         for i, (key, name) in enumerate(HETEROGENEITY_SERIES):
@@ -201,7 +217,8 @@ def plot_model_heterogeneity(view: SweepView, layout: Layout, path: Path) -> boo
                 drawn = True
                 ax.plot(xs, ms, color=colors[lbl], label=lbl)
                 if any(sds):
-                    ax.fill_between(xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)], color=colors[lbl], alpha=0.15, linewidth=0)
+                    ax.fill_between(xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)], color=colors[lbl],
+                                    alpha=0.15, linewidth=0)
             if i == 0:
                 ax.set_title(combo_label(combo))
             if j == 0:
@@ -210,14 +227,12 @@ def plot_model_heterogeneity(view: SweepView, layout: Layout, path: Path) -> boo
                 ax.set_xlabel("round")
             _int_rounds(ax)
             ax.grid(alpha=0.3)
-    if drawn:
-        handles, lbls = axes[0][0].get_legend_handles_labels()
-        if handles:
-            axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return drawn
+    if not drawn:
+        return None
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def label_distribution(run_dir: Path, dest: Path, title: str) -> bool:
@@ -228,20 +243,11 @@ def label_distribution(run_dir: Path, dest: Path, title: str) -> bool:
         return True
     part = read_json_or_none(run_dir / "partition.json")
     if part and part.get("class_counts"):
-        import partitioners
-
-        partitioners.plot_label_distribution(part["class_counts"], dest, title=title)
+        plot_label_distribution(part["class_counts"], dest, title=title)
         return dest.exists()
     return False
-
 
 
 def fig_name(text: str) -> str:
     """A figure file name that needs no escaping in a Markdown link."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text.replace("#", "n"))
-
-
-def _int_rounds(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))

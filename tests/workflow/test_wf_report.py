@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fedsim.errors import RunDirError
+from fedsim.plots import run_figures
 from fedsim.report import accuracy_drops, load_sweep, report
+from fedsim.report.figures import accuracy_vs_heterogeneity_figure, curves_figure, drops_figure, model_heterogeneity_figure
+from fedsim.report.load import layout_of
+from fedsim.store import read_jsonl
 
 PARTS = {
     "iid": {"scheme": "iid", "n_parties": 4},
@@ -134,3 +139,81 @@ def test_drop_against_iid_in_a_sweep_over_partitions_alone(tmp_path):
     assert drops["Dir(0.5)"].drop == pytest.approx(0.09)
     assert drops["#C=1"].drop == pytest.approx(0.46)
     assert "| #C=1 | 46.00 |" in report(d).read_text()
+
+
+# ------------------------------------------------------------ what the figures draw
+
+
+def _lines(ax) -> dict:
+    """The labelled lines of an axes (matplotlib names unlabelled artists '_child...')."""
+    return {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def test_curve_figures_draw_the_mean_of_each_strategy_in_each_partition_panel(fake_sweep):
+    view = load_sweep(fake_sweep)
+    layout = layout_of(view)
+    fig = curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)")
+    assert [ax.get_title() for ax in fig.axes] == ["iid", "Dir(0.5)", "#C=1"]
+    for ax in fig.axes:
+        lines = _lines(ax)
+        assert list(lines) == ["fedavg", "scaffold"]
+        for strategy, line in lines.items():
+            mean = statistics.fmean(ACC[(strategy, ax.get_title())])
+            assert list(line.get_xdata()) == [1, 2, 3]
+            assert list(line.get_ydata()) == pytest.approx([100 * mean * r / 3 for r in (1, 2, 3)])
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "test accuracy (%)")
+        assert ax.get_legend() is not None
+    loss = curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss")
+    for ax in loss.axes:
+        lines = _lines(ax)
+        assert list(lines) == ["fedavg (test)", "fedavg (train)", "scaffold (test)", "scaffold (train)"]
+        assert list(lines["fedavg (test)"].get_ydata()) == pytest.approx([2 - r / 3 for r in (1, 2, 3)])
+        assert lines["fedavg (train)"].get_linestyle() == "--"
+
+
+def test_accuracy_against_tv_draws_each_strategys_setting_means(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "tv_mean")
+    (ax,) = fig.axes
+    lines = _lines(ax)
+    assert list(lines) == ["fedavg", "scaffold"]
+    for strategy, line in lines.items():
+        parts = sorted(TV, key=TV.get)
+        assert list(line.get_xdata()) == pytest.approx([TV[p] for p in parts])
+        assert list(line.get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, p)]) for p in parts])
+    assert "tv_mean" in ax.get_xlabel() and ax.get_ylabel() == "final test accuracy (%)"
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 12  # every run is a dot
+
+
+def test_drop_figure_draws_one_bar_per_strategy_and_setting(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = drops_figure(accuracy_drops(view), view)
+    (ax,) = fig.axes
+    bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+    assert bars == {"fedavg": pytest.approx([9.0, 46.0]), "scaffold": pytest.approx([5.0, 58.0])}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Dir(0.5)", "#C=1"]
+    assert ax.get_ylabel() == "accuracy drop vs IID (pp)"
+
+
+def test_model_heterogeneity_figure_has_a_row_per_measure_and_a_column_per_setting(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = model_heterogeneity_figure(view, layout_of(view))
+    assert len(fig.axes) == 9
+    grid = [fig.axes[i * 3:(i + 1) * 3] for i in range(3)]
+    assert [row[0].get_ylabel() for row in grid] == ["client drift (mean)", "update cosine (mean)", "gradient diversity"]
+    assert [ax.get_title() for ax in grid[0]] == ["iid", "Dir(0.5)", "#C=1"]
+    cosine = _lines(grid[1][2])["fedavg"]
+    assert list(cosine.get_ydata()) == pytest.approx([1 - TV["#C=1"]] * 3)
+
+
+def test_run_figures_draw_the_runs_curves(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, "fedprox", "Dir(0.5)", 0, 0.77)
+    figs = run_figures(read_jsonl(run / "metrics.jsonl"))
+    assert list(figs) == ["accuracy.png", "loss.png", "heterogeneity.png"]
+    (acc,) = figs["accuracy.png"].axes
+    assert list(_lines(acc)) == ["test"]
+    assert list(_lines(acc)["test"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
+    (loss,) = figs["loss.png"].axes
+    assert list(_lines(loss)) == ["test", "local training"]
+    assert (loss.get_xlabel(), loss.get_ylabel()) == ("round", "loss")
