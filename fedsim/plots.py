@@ -12,16 +12,18 @@ from typing import TYPE_CHECKING
 from .store import RunStore, read_jsonl
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: file name -> (y label, [(metrics key, legend label)])
-RUN_PANELS: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "accuracy.png": ("accuracy", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"),
-                                  ("val_accuracy", "local validation")]),
-    "loss.png": ("loss", [("test_loss", "test"), ("train_loss", "local training")]),
-    "heterogeneity.png": ("model heterogeneity", [("client_drift_mean", "client drift (mean)"),
-                                                  ("update_cosine_mean", "update cosine (mean)"),
-                                                  ("gradient_diversity", "gradient diversity")]),
+#: file name -> (y label, y scale, [(metrics key, legend label)]); loss on a log axis,
+#: where a diverging run is a rising line and not one spike that flattens every other round
+RUN_PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    "accuracy.png": ("accuracy", "linear", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"),
+                                            ("val_accuracy", "local validation")]),
+    "loss.png": ("loss (log scale)", "log", [("test_loss", "test"), ("train_loss", "local training")]),
+    "heterogeneity.png": ("model heterogeneity", "linear", [("client_drift_mean", "client drift (mean)"),
+                                                            ("update_cosine_mean", "update cosine (mean)"),
+                                                            ("gradient_diversity", "gradient diversity")]),
 }
 
 
@@ -37,6 +39,25 @@ def partition_label(part: dict) -> str:
     if scheme == "shards":
         return f"shards({part.get('shards_per_party')})"
     return str(scheme)
+
+
+def log_y_axis(ax: Axes) -> None:
+    """A log y axis whose tick labels are plain numbers (0.3, 1.5, 1000, 1e+06).
+
+    matplotlib's own labels read ``1.5 x 10^0`` on an axis spanning less than a decade,
+    the usual case for a loss that did not diverge; which ticks get a label is still
+    matplotlib's choice (:class:`~matplotlib.ticker.LogFormatter`).
+    """
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+    ax.grid(alpha=0.3, which="both")
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -56,7 +77,7 @@ def run_figures(rows: list[dict]) -> dict[str, Figure]:
     from matplotlib.figure import Figure
 
     out: dict[str, Figure] = {}
-    for fname, (ylabel, series) in RUN_PANELS.items():
+    for fname, (ylabel, yscale, series) in RUN_PANELS.items():
         fig = Figure(figsize=(6, 4))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
@@ -69,7 +90,10 @@ def run_figures(rows: list[dict]) -> dict[str, Figure]:
         if drawn:
             ax.set_xlabel("round")
             ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
+            if yscale == "log":
+                log_y_axis(ax)
+            else:
+                ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()
             out[fname] = fig

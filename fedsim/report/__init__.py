@@ -96,9 +96,10 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     band = f"Mean over seeds with a ± sample-std band; {panels}{by}."
     ok = _save(curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png")
     fig("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
-    ok = _save(curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss"),
-               figs / "loss_curves.png")
-    fig("Loss over rounds", "loss_curves.png", ok, caption="Test loss (solid) and local training loss (dashed). " + band)
+    ok = _save(curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss (log scale)",
+                             yscale="log"), figs / "loss_curves.png")
+    fig("Loss over rounds", "loss_curves.png", ok,
+        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band)
     fname = f"accuracy_vs_{fig_name(measure)}.png"
     ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
     fig(f"Accuracy against data heterogeneity ({measure})", fname, ok, f"No run reports the heterogeneity measure '{measure}'.")

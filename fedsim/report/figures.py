@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from partitioners import plot_label_distribution
 
+from ..plots import log_y_axis
 from ..sweep import mean_std
 from .drops import DropRow, drop_grid
 from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, read_json_or_none
@@ -81,10 +82,13 @@ def _int_rounds(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str) -> Figure | None:
+def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str,
+                  yscale: str = "linear") -> Figure | None:
     """One panel per setting, one line per series (mean over seeds, ± std band).
 
     ``keys``: (metrics key, line style, legend suffix); accuracies are drawn in %.
+    ``yscale="log"`` for losses: a diverging run is then a rising line, not one spike
+    that flattens every other curve (a band reaching below zero runs off the axis).
     """
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
@@ -113,7 +117,10 @@ def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str
         ax.set_xlabel("round")
         _int_rounds(ax)
         ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
+        if yscale == "log":
+            log_y_axis(ax)
+        else:
+            ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     for j in range(len(combos), nrows * ncols):

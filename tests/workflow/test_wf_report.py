@@ -162,9 +162,10 @@ def test_curve_figures_draw_the_mean_of_each_strategy_in_each_partition_panel(fa
             assert list(line.get_xdata()) == [1, 2, 3]
             assert list(line.get_ydata()) == pytest.approx([100 * mean * r / 3 for r in (1, 2, 3)])
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "test accuracy (%)")
-        assert ax.get_legend() is not None
-    loss = curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss")
+        assert ax.get_yscale() == "linear" and ax.get_legend() is not None
+    loss = curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", yscale="log")
     for ax in loss.axes:
+        assert ax.get_yscale() == "log"
         lines = _lines(ax)
         assert list(lines) == ["fedavg (test)", "fedavg (train)", "scaffold (test)", "scaffold (train)"]
         assert list(lines["fedavg (test)"].get_ydata()) == pytest.approx([2 - r / 3 for r in (1, 2, 3)])
@@ -216,4 +217,25 @@ def test_run_figures_draw_the_runs_curves(tmp_path):
     assert list(_lines(acc)["test"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
     (loss,) = figs["loss.png"].axes
     assert list(_lines(loss)) == ["test", "local training"]
-    assert (loss.get_xlabel(), loss.get_ylabel()) == ("round", "loss")
+    assert (loss.get_xlabel(), loss.get_ylabel()) == ("round", "loss (log scale)")
+    assert loss.get_yscale() == "log" and acc.get_yscale() == "linear"
+
+
+def test_a_diverged_runs_loss_stays_readable_on_the_log_axis(tmp_path):
+    """A run's loss explodes 2 -> 1e3 -> 1e6: on the log axis the middle round sits about
+    half way up (on a linear axis it would be 0.1% up: one spike, everything else flat)."""
+    d = tmp_path / "diverged"
+    fabricate_run(d / "fedavg-iid-s0", "fedavg", "iid", 0, 0.9)
+    fabricate_run(d / "scaffold-iid-s0", "scaffold", "iid", 0, 0.9)
+    rows = read_jsonl(d / "scaffold-iid-s0" / "metrics.jsonl")
+    for row, loss in zip(rows, (2.0, 1e3, 1e6)):
+        row["test_loss"] = loss
+    (d / "scaffold-iid-s0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    view = load_sweep(d)
+    (ax,) = curves_figure(view, layout_of(view), [("test_loss", "-", "")], "loss (log scale)", yscale="log").axes
+    assert ax.get_yscale() == "log"
+    height = [ax.transAxes.inverted().transform(ax.transData.transform((2, y)))[1] for y in (2.0, 1e3, 1e6)]
+    assert 0.4 < (height[1] - height[0]) / (height[2] - height[0]) < 0.6
+    low, high = ax.get_ylim()
+    assert low < 1.0 and high >= 1e6  # fedavg's 1.0-1.67 and the spike both on the axis
+    assert "on a log axis" in report(d).read_text()
