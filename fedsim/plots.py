@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from .store import RunStore, read_jsonl
 
 if TYPE_CHECKING:
@@ -41,6 +43,19 @@ def partition_label(part: dict) -> str:
     return str(scheme)
 
 
+def run_title(config_path: Path) -> str:
+    """A run's strategy and partition, as a plot title: ``fedprox, Dir(0.5)`` (empty when
+    the config cannot be read: the curves are still worth drawing)."""
+    try:
+        cfg = yaml.safe_load(Path(config_path).read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return ""
+    if not isinstance(cfg, dict):
+        return ""
+    strategy = (cfg.get("strategy") or {}).get("name") or "fedavg"
+    return f"{strategy}, {partition_label(cfg.get('partition') or {})}"
+
+
 def log_y_axis(ax: Axes) -> None:
     """A log y axis whose tick labels are plain numbers (0.3, 1.5, 1000, 1e+06).
 
@@ -70,11 +85,12 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def run_figures(rows: list[dict]) -> dict[str, Figure]:
-    """The figures of :data:`RUN_PANELS` that have data, by file name."""
+def run_figures(rows: list[dict], title: str = "") -> dict[str, Figure]:
+    """The figures of :data:`RUN_PANELS` that have data, by file name, each titled ``title``."""
     # matplotlib only when plotting: a run with output.plots=false never loads it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     out: dict[str, Figure] = {}
     for fname, (ylabel, yscale, series) in RUN_PANELS.items():
@@ -88,7 +104,9 @@ def run_figures(rows: list[dict]) -> dict[str, Figure]:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
                 drawn = True
         if drawn:
+            ax.set_title(title)
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
             if yscale == "log":
                 log_y_axis(ax)
@@ -107,7 +125,7 @@ def plot_run(store: RunStore) -> list[Path]:
         return []
     store.plots.mkdir(parents=True, exist_ok=True)
     out = []
-    for fname, fig in run_figures(rows).items():
+    for fname, fig in run_figures(rows, run_title(store.config)).items():
         path = store.plots / fname
         fig.savefig(path, dpi=110)
         out.append(path)

@@ -24,9 +24,9 @@ from matplotlib.ticker import MaxNLocator
 from partitioners import plot_label_distribution
 
 from ..plots import log_y_axis
-from ..sweep import mean_std
+from ..sweep import STRATEGY_FACTORS, mean_std
 from .drops import DropRow, drop_grid
-from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, read_json_or_none
+from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, partition_factors, read_json_or_none
 
 HETEROGENEITY_SERIES = (
     ("client_drift_mean", "client drift (mean)"),
@@ -78,6 +78,22 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo]) -> str:
+    """What a panel's runs share: its settings (``lr=0.1``; a partition label as it is,
+    ``Dir(0.5)``), plus the strategy and the partition when all its runs have the same one
+    and the lines do not already tell (``fedprox, Dir(0.5)``)."""
+    partition_keys = {f.key for f in partition_factors(view)}
+    parts = [label if f.key in partition_keys else f"{f.short}={label}" for f, label in zip(layout.panels, combo)]
+    strategies = {r.strategy for r in runs}
+    if (layout.series is None or layout.series.key not in STRATEGY_FACTORS) and len(strategies) == 1:
+        parts.insert(0, strategies.pop())
+    partitions = {r.partition for r in runs}
+    if not any(f.key in partition_keys for f in layout.panels) and layout.series not in partition_factors(view) \
+            and len(partitions) == 1:
+        parts.append(partitions.pop())
+    return ", ".join(parts) or combo_label(combo)
+
+
 def _int_rounds(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
@@ -100,8 +116,9 @@ def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str
     drawn = False
     for i, combo in enumerate(combos):
         ax = axes[i // ncols][i % ncols]
+        in_panel = [r for r in runs if layout.panel_of(r) == tuple(combo)]
         for lbl in labels:
-            members = [r for r in runs if layout.series_of(r) == lbl and layout.panel_of(r) == tuple(combo)]
+            members = [r for r in in_panel if layout.series_of(r) == lbl]
             for key, style, suffix in keys:
                 xs, ms, sds = aggregate_curves(members, key)
                 if not xs:
@@ -113,7 +130,7 @@ def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str
                 if any(sds) and key == keys[0][0]:  # one band per line keeps the panel readable
                     ax.fill_between(xs, [(m - s) * scale for m, s in zip(ms, sds)], [(m + s) * scale for m, s in zip(ms, sds)],
                                     color=colors[lbl], alpha=0.15, linewidth=0)
-        ax.set_title(combo_label(combo))
+        ax.set_title(panel_title(view, layout, combo, in_panel))
         ax.set_xlabel("round")
         _int_rounds(ax)
         ax.set_ylabel(ylabel)
@@ -227,7 +244,7 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout) -> Figure | None
                     ax.fill_between(xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)], color=colors[lbl],
                                     alpha=0.15, linewidth=0)
             if i == 0:
-                ax.set_title(combo_label(combo))
+                ax.set_title(panel_title(view, layout, combo, [r for r in runs if layout.panel_of(r) == tuple(combo)]))
             if j == 0:
                 ax.set_ylabel(name)
             if i == len(HETEROGENEITY_SERIES) - 1:

@@ -52,6 +52,17 @@ class RunInfo:
         cfg = read_config(self.path)
         return (cfg.get("partition") or {}).get("scheme")
 
+    @property
+    def partition(self) -> str:
+        """The run's partition as a label (``Dir(0.5)``), from its summary or else its config."""
+        part = (self.summary or {}).get("partition") or read_config(self.path).get("partition") or {}
+        return partition_label(part)
+
+    @property
+    def strategy(self) -> str:
+        """The run's strategy name, from its summary or else its config."""
+        return str((self.summary or {}).get("strategy") or (read_config(self.path).get("strategy") or {}).get("name") or "?")
+
     def value(self, key: str) -> Any:
         """A summary.json value (None when absent or the run has no summary)."""
         return (self.summary or {}).get(key)

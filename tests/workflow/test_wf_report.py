@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fedsim.errors import RunDirError
-from fedsim.plots import run_figures
+from fedsim.plots import run_figures, run_title
 from fedsim.report import accuracy_drops, load_sweep, report
 from fedsim.report.figures import accuracy_vs_heterogeneity_figure, curves_figure, drops_figure, model_heterogeneity_figure
 from fedsim.report.load import layout_of
@@ -210,8 +210,10 @@ def test_model_heterogeneity_figure_has_a_row_per_measure_and_a_column_per_setti
 def test_run_figures_draw_the_runs_curves(tmp_path):
     run = tmp_path / "run"
     fabricate_run(run, "fedprox", "Dir(0.5)", 0, 0.77)
-    figs = run_figures(read_jsonl(run / "metrics.jsonl"))
+    assert run_title(run / "config.yaml") == "fedprox, Dir(0.5)"
+    figs = run_figures(read_jsonl(run / "metrics.jsonl"), run_title(run / "config.yaml"))
     assert list(figs) == ["accuracy.png", "loss.png", "heterogeneity.png"]
+    assert {ax.get_title() for fig in figs.values() for ax in fig.axes} == {"fedprox, Dir(0.5)"}
     (acc,) = figs["accuracy.png"].axes
     assert list(_lines(acc)) == ["test"]
     assert list(_lines(acc)["test"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
@@ -239,3 +241,42 @@ def test_a_diverged_runs_loss_stays_readable_on_the_log_axis(tmp_path):
     low, high = ax.get_ylim()
     assert low < 1.0 and high >= 1e6  # fedavg's 1.0-1.67 and the spike both on the axis
     assert "on a log axis" in report(d).read_text()
+
+
+def test_run_title_names_strategy_and_partition(tmp_path):
+    for strategy, part, title in (("fedavg", "iid", "fedavg, iid"), ("scaffold", "#C=1", "scaffold, #C=1")):
+        fabricate_run(tmp_path / strategy, strategy, part, 0, 0.5)
+        assert run_title(tmp_path / strategy / "config.yaml") == title
+    assert run_title(tmp_path / "missing.yaml") == ""
+
+
+def test_curve_panels_name_what_their_lines_share(tmp_path):
+    """Strategies on one partition: the single panel names the partition; partitions with
+    one strategy: it names the strategy (never a bare 'all')."""
+    strategies = tmp_path / "strategies"
+    for strategy in ("fedavg", "scaffold"):
+        fabricate_run(strategies / strategy, strategy, "Dir(0.5)", 0, 0.8)
+    partitions = tmp_path / "partitions"
+    for part in ("iid", "Dir(0.5)"):
+        fabricate_run(partitions / part.replace("(", "").replace(")", ""), "fedprox", part, 0, 0.8)
+    for d, title, lines in ((strategies, "Dir(0.5)", ["fedavg", "scaffold"]), (partitions, "fedprox", ["iid", "Dir(0.5)"])):
+        view = load_sweep(d)
+        (ax,) = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)").axes
+        assert ax.get_title() == title and list(_lines(ax)) == lines
+
+
+def test_curve_panels_of_a_non_partition_factor_say_which_factor(tmp_path):
+    d = tmp_path / "lr-sweep"
+    runs = []
+    for strategy in ("fedavg", "scaffold"):
+        for lr in ("0.01", "0.1"):
+            name = f"strategy={strategy}__lr={lr}__seed=0"
+            fabricate_run(d / name, strategy, "Dir(0.5)", 0, 0.8)
+            runs.append({"name": name, "factors": {"strategy.name": strategy, "train.lr": lr}, "seed": 0, "status": "finished"})
+    index = {"name": "lr", "factors": [{"key": "strategy.name", "short": "strategy", "labels": ["fedavg", "scaffold"]},
+                                       {"key": "train.lr", "short": "lr", "labels": ["0.01", "0.1"]}],
+             "seeds": [0], "tune": [], "runs": runs}
+    (d / "sweep.json").write_text(json.dumps(index))
+    view = load_sweep(d)
+    fig = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)")
+    assert [ax.get_title() for ax in fig.axes] == ["lr=0.01, Dir(0.5)", "lr=0.1, Dir(0.5)"]
