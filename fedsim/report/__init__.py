@@ -34,12 +34,14 @@ from ..store import RunStore, atomic_write_text, read_json
 from ..sweep import INDEX_FILE, make_table
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
+    MEASURE_AXIS,
     accuracy_vs_heterogeneity_figure,
     curves_figure,
     drops_figure,
     fig_name,
     label_distribution,
     model_heterogeneity_figure,
+    off_axis_settings,
     save_figure,
 )
 from .load import RunInfo, SweepView, combo_label, finished_runs, is_done, is_run_dir, layout_of, load_sweep, partition_factors
@@ -102,7 +104,19 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band)
     fname = f"accuracy_vs_{fig_name(measure)}.png"
     ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
-    fig(f"Accuracy against data heterogeneity ({measure})", fname, ok, f"No run reports the heterogeneity measure '{measure}'.")
+    off = off_axis_settings(view, measure)
+    if measure == "beta":
+        title = "Accuracy against the Dirichlet concentration beta"
+        caption = ("Final test accuracy against beta, the concentration of the partition's Dirichlet draw: the higher, the "
+                   "closer to IID. IID runs (beta -> infinity) stand at the right edge.")
+        missing = "No run has a Dirichlet beta."
+    else:
+        title = f"Accuracy against data heterogeneity ({measure})"
+        caption = f"Final test accuracy against {MEASURE_AXIS.get(measure, measure)}."
+        missing = f"No run reports the heterogeneity measure '{measure}'."
+    if off:
+        caption += f" Not on this axis: {'; '.join(off)}."
+    fig(title, fname, ok, missing + (f" Not on this axis: {'; '.join(off)}." if off else ""), caption=caption)
     drops = accuracy_drops(view)
     md += ["## Accuracy drop relative to IID", ""]
     if drops:

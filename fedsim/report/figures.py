@@ -20,7 +20,7 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 from partitioners import plot_label_distribution
 
 from ..plots import log_y_axis
@@ -159,41 +159,101 @@ def het_value(r: RunInfo, measure: str) -> float | None:
     return float(v) if v is not None else None
 
 
+#: x-axis titles of the measures whose direction is known (beta is the inverse of heterogeneity)
+MEASURE_AXIS = {
+    "beta": "Dirichlet concentration β (higher = closer to IID)",
+    **{m: f"data heterogeneity: {m} (higher = more heterogeneous)"
+       for m in ("tv_mean", "tv_max", "js_mean", "js_max", "hellinger_mean", "hellinger_max", "size_cv")},
+    **{m: f"{m} (higher = closer to IID)" for m in ("effective_classes_mean", "effective_classes_min", "classes_per_party_mean")},
+}
+
+
+def _on_iid_edge(r: RunInfo, measure: str) -> bool:
+    """An IID run on the beta axis: beta -> infinity, drawn at the axis' right edge."""
+    return measure == "beta" and r.scheme == "iid"
+
+
+def off_axis_settings(view: SweepView, measure: str) -> list[str]:
+    """The partitions of finished runs that the accuracy-against-``measure`` figure
+    cannot place, with why: ``#C=1 (label-quantity: no beta)``."""
+    out: list[str] = []
+    for r in finished_runs(view):
+        if r.value("test_accuracy") is None or het_value(r, measure) is not None or _on_iid_edge(r, measure):
+            continue
+        why = f"{r.scheme}: no beta" if measure == "beta" else f"no {measure} in summary.json"
+        text = f"{r.partition} ({why})"
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: str) -> Figure | None:
     """Final test accuracy of every run against a data-heterogeneity measure, per series.
 
     Dots are runs; the line joins the mean (over seeds) of each setting, sorted by the
-    setting's mean measure.
+    setting's mean measure. For ``beta`` (a log axis) the IID runs, beta -> infinity,
+    stand at the right edge past a dashed rule, under the tick ``IID``, joined to the
+    largest beta by a dotted line. Runs without a value (``#C=1`` has no beta) are named
+    under the axes (:func:`off_axis_settings`).
     """
-    runs = [r for r in finished_runs(view) if r.value("test_accuracy") is not None and het_value(r, measure) is not None]
-    if not runs:
+    done = [r for r in finished_runs(view) if r.value("test_accuracy") is not None]
+    on_axis = [r for r in done if het_value(r, measure) is not None]
+    if not on_axis:
         return None
+    iid = [r for r in done if _on_iid_edge(r, measure)]
+    xs = sorted({het_value(r, measure) for r in on_axis})
+    x_iid = None
+    if iid:  # IID past the largest beta by half a decade, or a quarter of the betas' span
+        lo, hi = math.log10(xs[0]), math.log10(xs[-1])
+        x_iid = 10 ** (hi + max(0.5, 0.25 * (hi - lo)))
+
+    def x_of(r: RunInfo) -> float:
+        return x_iid if _on_iid_edge(r, measure) else het_value(r, measure)
+
     labels = layout.series_labels(view)
     colors = colors_of(labels)
-    fig = new_figure(6.5, 4.2)
+    off = off_axis_settings(view, measure)
+    fig = new_figure(6.5, 4.2 + (0.3 if off else 0.0))
     ax = fig.subplots()
+    handles = []
     for lbl in labels:
-        members = [r for r in runs if layout.series_of(r) == lbl]
+        members = [r for r in on_axis + iid if layout.series_of(r) == lbl]
         if not members:
             continue
-        ax.scatter([het_value(r, measure) for r in members], [100 * r.value("test_accuracy") for r in members],
-                   color=colors[lbl], alpha=0.45, s=18)
-        pts = []
+        ax.scatter([x_of(r) for r in members], [100 * r.value("test_accuracy") for r in members], color=colors[lbl], alpha=0.45, s=18)
+        pts, edge = [], []
         for combo in layout.panel_combos() or [()]:
             group = [r for r in members if layout.panel_of(r) == tuple(combo)]
             if group:
-                x, _, _ = mean_std(het_value(r, measure) for r in group)
+                x, _, _ = mean_std(x_of(r) for r in group)
                 y, _, _ = mean_std(r.value("test_accuracy") for r in group)
-                pts.append((x, 100 * y))
+                (edge if all(_on_iid_edge(r, measure) for r in group) else pts).append((x, 100 * y))
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colors[lbl], label=lbl, ms=4)
+        if pts:
+            handles += ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colors[lbl], label=lbl, ms=4)
+        if edge:
+            ax.plot([p[0] for p in edge], [p[1] for p in edge], "D", color=colors[lbl], label=f"{lbl} (IID)", ms=5)
+            if pts:  # IID is the limit beta -> infinity of the line
+                ax.plot([pts[-1][0], edge[0][0]], [pts[-1][1], edge[0][1]], ":", color=colors[lbl])
     if measure == "beta":
         ax.set_xscale("log")
-    ax.set_xlabel(f"data heterogeneity: {measure}")
+        ticks, names = list(xs), [f"{x:g}" for x in xs]
+        if x_iid is not None:
+            ax.axvline(math.sqrt(xs[-1] * x_iid), color="gray", linestyle="--", linewidth=0.8)
+            ticks.append(x_iid)
+            names.append("IID")
+        ax.set_xticks(ticks, names)  # the settings' betas: log-axis minor ticks would label values nobody ran
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(MEASURE_AXIS.get(measure, measure))
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
+    if off:
+        fig.text(0.01, 0.01, "not on this axis: " + "; ".join(off), fontsize=7, color="dimgray", ha="left", va="bottom")
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 

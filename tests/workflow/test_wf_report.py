@@ -182,8 +182,33 @@ def test_accuracy_against_tv_draws_each_strategys_setting_means(fake_sweep):
         parts = sorted(TV, key=TV.get)
         assert list(line.get_xdata()) == pytest.approx([TV[p] for p in parts])
         assert list(line.get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, p)]) for p in parts])
-    assert "tv_mean" in ax.get_xlabel() and ax.get_ylabel() == "final test accuracy (%)"
+    assert ax.get_xlabel() == "data heterogeneity: tv_mean (higher = more heterogeneous)"
+    assert ax.get_ylabel() == "final test accuracy (%)" and not fig.texts  # every run has a tv_mean
     assert sum(len(c.get_offsets()) for c in ax.collections) == 12  # every run is a dot
+
+
+def test_accuracy_against_beta_shows_iid_at_the_right_edge_and_names_what_is_not_on_the_axis(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "beta")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "Dirichlet concentration β (higher = closer to IID)" and "heterogeneity" not in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "IID"]
+    beta_tick, iid_tick = ax.get_xticks()
+    lines = _lines(ax)
+    assert list(lines) == ["fedavg", "fedavg (IID)", "scaffold", "scaffold (IID)"]
+    for strategy in ("fedavg", "scaffold"):
+        assert list(lines[strategy].get_xdata()) == [0.5]
+        assert list(lines[strategy].get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, "Dir(0.5)")])])
+        assert list(lines[f"{strategy} (IID)"].get_xdata()) == [iid_tick] and iid_tick > beta_tick
+        assert list(lines[f"{strategy} (IID)"].get_ydata()) == pytest.approx([91.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fedavg", "scaffold"]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # every Dir(0.5) and IID run is a dot
+    (note,) = fig.texts
+    assert note.get_text() == "not on this axis: #C=1 (label-quantity: no beta)"
+    text = report(fake_sweep, measure="beta").read_text()
+    assert "## Accuracy against the Dirichlet concentration beta" in text
+    assert "Not on this axis: #C=1 (label-quantity: no beta)." in text and "data heterogeneity (beta)" not in text
 
 
 def test_drop_figure_draws_one_bar_per_strategy_and_setting(fake_sweep):
