@@ -263,7 +263,7 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
         return None
     layout, series, keys, by = drop_grid(drops, view)
     colors = colors_of(layout.series_labels(view))
-    fig = new_figure(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2), 4)
+    fig = new_figure(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2) + 1.5, 4)  # + 1.5 in for the legend
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     for j, s in enumerate(series):
@@ -275,8 +275,10 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("accuracy drop vs IID (pp)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    # outside the axes, right of them: inside, the legend covers whichever bar is tallest in its corner
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8,
+              title=layout.series.short if layout.series is not None else None, title_fontsize=8)
+    fig.tight_layout()  # counts the legend: the axes shrink to leave it room inside the figure
     return fig
 
 

@@ -221,6 +221,26 @@ def test_drop_figure_draws_one_bar_per_strategy_and_setting(fake_sweep):
     assert ax.get_ylabel() == "accuracy drop vs IID (pp)"
 
 
+def test_drop_figure_legend_covers_no_bar_and_stays_in_the_figure(tmp_path):
+    """Bars as tall as the axes in every slot (the legend's usual corners included)."""
+    d = tmp_path / "tall"
+    for strategy in ("fedavg", "fedprox", "scaffold"):
+        for part, acc in (("iid", 0.95), ("Dir(0.5)", 0.10), ("#C=1", 0.12)):
+            fabricate_run(d / f"{strategy}-{part.replace('#', 'n')}", strategy, part, 0, acc)
+    view = load_sweep(d)
+    fig = drops_figure(accuracy_drops(view), view)
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [patch.get_window_extent(renderer) for container in ax.containers for patch in container]
+    assert len(bars) == 6
+    assert not any(legend.overlaps(bar) for bar in bars)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0 and legend.y1 <= fig.bbox.y1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fedavg", "fedprox", "scaffold"]
+
+
 def test_model_heterogeneity_figure_has_a_row_per_measure_and_a_column_per_setting(fake_sweep):
     view = load_sweep(fake_sweep)
     fig = model_heterogeneity_figure(view, layout_of(view))
