@@ -86,7 +86,6 @@ class SweepResult:
         return len(self.rows)
 
 
-
 def sweep(
     sweep_file_or_mapping: str | os.PathLike | Mapping[str, Any],
     out: str | os.PathLike | None = None,
