@@ -17,9 +17,11 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "sweep":
-        from .sweeps import sweep
+        # the package fedsim.sweep, callable as its function sweep(); import_module, not
+        # `from . import sweep`, which would ask this __getattr__ again
+        import importlib
 
-        return sweep
+        return importlib.import_module(".sweep", __name__)
     if name == "load_config":
         from .config import load_config
 

@@ -1,19 +1,78 @@
-"""Plots of one run: accuracy and loss curves, model heterogeneity over rounds (Agg, PNG)."""
+"""Plots of one run: accuracy and loss curves, model heterogeneity over rounds (Agg, PNG).
+
+:func:`run_figures` builds the figures from a run's metrics rows (so that a test can
+read what is drawn); :func:`plot_run` writes them into the run's ``plots/``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
 
 from .store import RunStore, read_jsonl
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def _plt():
-    import matplotlib
+#: file name -> (y label, y scale, [(metrics key, legend label)]); loss on a log axis,
+#: where a diverging run is a rising line and not one spike that flattens every other round
+RUN_PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    "accuracy.png": ("accuracy", "linear", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"),
+                                            ("val_accuracy", "local validation")]),
+    "loss.png": ("loss (log scale)", "log", [("test_loss", "test"), ("train_loss", "local training")]),
+    "heterogeneity.png": ("model heterogeneity", "linear", [("client_drift_mean", "client drift (mean)"),
+                                                            ("update_cosine_mean", "update cosine (mean)"),
+                                                            ("gradient_diversity", "gradient diversity")]),
+}
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
-    return plt
+def partition_label(part: dict) -> str:
+    """NIID-Bench style label of a partition: iid, Dir(0.5), #C=2, ..."""
+    scheme = part.get("scheme") or "?"
+    if scheme == "dirichlet":
+        return f"Dir({part.get('beta'):g})" if part.get("beta") is not None else "Dir"
+    if scheme == "label-quantity":
+        return f"#C={part.get('classes_per_party')}"
+    if scheme == "quantity-skew":
+        return f"qty-Dir({part.get('beta'):g})" if part.get("beta") is not None else "quantity-skew"
+    if scheme == "shards":
+        return f"shards({part.get('shards_per_party')})"
+    return str(scheme)
+
+
+def run_title(config_path: Path) -> str:
+    """A run's strategy and partition, as a plot title: ``fedprox, Dir(0.5)`` (empty when
+    the config cannot be read: the curves are still worth drawing)."""
+    try:
+        cfg = yaml.safe_load(Path(config_path).read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return ""
+    if not isinstance(cfg, dict):
+        return ""
+    strategy = (cfg.get("strategy") or {}).get("name") or "fedavg"
+    return f"{strategy}, {partition_label(cfg.get('partition') or {})}"
+
+
+def log_y_axis(ax: Axes) -> None:
+    """A log y axis whose tick labels are plain numbers (0.3, 1.5, 1000, 1e+06).
+
+    matplotlib's own labels read ``1.5 x 10^0`` on an axis spanning less than a decade,
+    the usual case for a loss that did not diverge; which ticks get a label is still
+    matplotlib's choice (:class:`~matplotlib.ticker.LogFormatter`).
+    """
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+    ax.grid(alpha=0.3, which="both")
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -26,24 +85,18 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
-def plot_run(store: RunStore) -> list[Path]:
-    rows = read_jsonl(store.metrics)
-    if not rows:
-        return []
-    plt = _plt()
-    store.plots.mkdir(parents=True, exist_ok=True)
-    out = []
-    panels = [
-        ("accuracy.png", "accuracy", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"), ("val_accuracy", "local validation")]),
-        ("loss.png", "loss", [("test_loss", "test"), ("train_loss", "local training")]),
-        (
-            "heterogeneity.png",
-            "model heterogeneity",
-            [("client_drift_mean", "client drift (mean)"), ("update_cosine_mean", "update cosine (mean)"), ("gradient_diversity", "gradient diversity")],
-        ),
-    ]
-    for fname, ylabel, series in panels:
-        fig, ax = plt.subplots(figsize=(6, 4))
+def run_figures(rows: list[dict], title: str = "") -> dict[str, Figure]:
+    """The figures of :data:`RUN_PANELS` that have data, by file name, each titled ``title``."""
+    # matplotlib only when plotting: a run with output.plots=false never loads it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    out: dict[str, Figure] = {}
+    for fname, (ylabel, yscale, series) in RUN_PANELS.items():
+        fig = Figure(figsize=(6, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
         drawn = False
         for key, label in series:
             xs, ys = _series(rows, key)
@@ -51,13 +104,29 @@ def plot_run(store: RunStore) -> list[Path]:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
                 drawn = True
         if drawn:
+            ax.set_title(title)
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
+            if yscale == "log":
+                log_y_axis(ax)
+            else:
+                ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()
-            path = store.plots / fname
-            fig.savefig(path, dpi=110)
-            out.append(path)
-        plt.close(fig)
+            out[fname] = fig
+    return out
+
+
+def plot_run(store: RunStore) -> list[Path]:
+    """Write the run's figures into ``plots/``; the paths written (none before round 1)."""
+    rows = read_jsonl(store.metrics)
+    if not rows:
+        return []
+    store.plots.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fname, fig in run_figures(rows, run_title(store.config)).items():
+        path = store.plots / fname
+        fig.savefig(path, dpi=110)
+        out.append(path)
     return out

@@ -43,8 +43,10 @@ def tiny_config(**sections) -> dict:
     return cfg
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny():
+    """``tiny(**sections)``: the tiny run's config with sections updated (session-scoped:
+    it is a pure function, so module fixtures can use it too)."""
     return tiny_config
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fedsim.errors import RunDirError
+from fedsim.plots import run_figures, run_title
 from fedsim.report import accuracy_drops, load_sweep, report
+from fedsim.report.figures import accuracy_vs_heterogeneity_figure, curves_figure, drops_figure, model_heterogeneity_figure
+from fedsim.report.load import layout_of
+from fedsim.store import read_jsonl
 
 PARTS = {
     "iid": {"scheme": "iid", "n_parties": 4},
@@ -134,3 +139,189 @@ def test_drop_against_iid_in_a_sweep_over_partitions_alone(tmp_path):
     assert drops["Dir(0.5)"].drop == pytest.approx(0.09)
     assert drops["#C=1"].drop == pytest.approx(0.46)
     assert "| #C=1 | 46.00 |" in report(d).read_text()
+
+
+# ------------------------------------------------------------ what the figures draw
+
+
+def _lines(ax) -> dict:
+    """The labelled lines of an axes (matplotlib names unlabelled artists '_child...')."""
+    return {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def test_curve_figures_draw_the_mean_of_each_strategy_in_each_partition_panel(fake_sweep):
+    view = load_sweep(fake_sweep)
+    layout = layout_of(view)
+    fig = curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)")
+    assert [ax.get_title() for ax in fig.axes] == ["iid", "Dir(0.5)", "#C=1"]
+    for ax in fig.axes:
+        lines = _lines(ax)
+        assert list(lines) == ["fedavg", "scaffold"]
+        for strategy, line in lines.items():
+            mean = statistics.fmean(ACC[(strategy, ax.get_title())])
+            assert list(line.get_xdata()) == [1, 2, 3]
+            assert list(line.get_ydata()) == pytest.approx([100 * mean * r / 3 for r in (1, 2, 3)])
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "test accuracy (%)")
+        assert ax.get_yscale() == "linear" and ax.get_legend() is not None
+    loss = curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", yscale="log")
+    for ax in loss.axes:
+        assert ax.get_yscale() == "log"
+        lines = _lines(ax)
+        assert list(lines) == ["fedavg (test)", "fedavg (train)", "scaffold (test)", "scaffold (train)"]
+        assert list(lines["fedavg (test)"].get_ydata()) == pytest.approx([2 - r / 3 for r in (1, 2, 3)])
+        assert lines["fedavg (train)"].get_linestyle() == "--"
+
+
+def test_accuracy_against_tv_draws_each_strategys_setting_means(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "tv_mean")
+    (ax,) = fig.axes
+    lines = _lines(ax)
+    assert list(lines) == ["fedavg", "scaffold"]
+    for strategy, line in lines.items():
+        parts = sorted(TV, key=TV.get)
+        assert list(line.get_xdata()) == pytest.approx([TV[p] for p in parts])
+        assert list(line.get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, p)]) for p in parts])
+    assert ax.get_xlabel() == "data heterogeneity: tv_mean (higher = more heterogeneous)"
+    assert ax.get_ylabel() == "final test accuracy (%)" and not fig.texts  # every run has a tv_mean
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 12  # every run is a dot
+
+
+def test_accuracy_against_beta_shows_iid_at_the_right_edge_and_names_what_is_not_on_the_axis(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "beta")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "Dirichlet concentration β (higher = closer to IID)" and "heterogeneity" not in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "IID"]
+    beta_tick, iid_tick = ax.get_xticks()
+    lines = _lines(ax)
+    assert list(lines) == ["fedavg", "fedavg (IID)", "scaffold", "scaffold (IID)"]
+    for strategy in ("fedavg", "scaffold"):
+        assert list(lines[strategy].get_xdata()) == [0.5]
+        assert list(lines[strategy].get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, "Dir(0.5)")])])
+        assert list(lines[f"{strategy} (IID)"].get_xdata()) == [iid_tick] and iid_tick > beta_tick
+        assert list(lines[f"{strategy} (IID)"].get_ydata()) == pytest.approx([91.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fedavg", "scaffold"]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # every Dir(0.5) and IID run is a dot
+    (note,) = fig.texts
+    assert note.get_text() == "not on this axis: #C=1 (label-quantity: no beta)"
+    text = report(fake_sweep, measure="beta").read_text()
+    assert "## Accuracy against the Dirichlet concentration beta" in text
+    assert "Not on this axis: #C=1 (label-quantity: no beta)." in text and "data heterogeneity (beta)" not in text
+
+
+def test_drop_figure_draws_one_bar_per_strategy_and_setting(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = drops_figure(accuracy_drops(view), view)
+    (ax,) = fig.axes
+    bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+    assert bars == {"fedavg": pytest.approx([9.0, 46.0]), "scaffold": pytest.approx([5.0, 58.0])}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Dir(0.5)", "#C=1"]
+    assert ax.get_ylabel() == "accuracy drop vs IID (pp)"
+
+
+def test_drop_figure_legend_covers_no_bar_and_stays_in_the_figure(tmp_path):
+    """Bars as tall as the axes in every slot (the legend's usual corners included)."""
+    d = tmp_path / "tall"
+    for strategy in ("fedavg", "fedprox", "scaffold"):
+        for part, acc in (("iid", 0.95), ("Dir(0.5)", 0.10), ("#C=1", 0.12)):
+            fabricate_run(d / f"{strategy}-{part.replace('#', 'n')}", strategy, part, 0, acc)
+    view = load_sweep(d)
+    fig = drops_figure(accuracy_drops(view), view)
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [patch.get_window_extent(renderer) for container in ax.containers for patch in container]
+    assert len(bars) == 6
+    assert not any(legend.overlaps(bar) for bar in bars)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0 and legend.y1 <= fig.bbox.y1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fedavg", "fedprox", "scaffold"]
+
+
+def test_model_heterogeneity_figure_has_a_row_per_measure_and_a_column_per_setting(fake_sweep):
+    view = load_sweep(fake_sweep)
+    fig = model_heterogeneity_figure(view, layout_of(view))
+    assert len(fig.axes) == 9
+    grid = [fig.axes[i * 3:(i + 1) * 3] for i in range(3)]
+    assert [row[0].get_ylabel() for row in grid] == ["client drift (mean)", "update cosine (mean)", "gradient diversity"]
+    assert [ax.get_title() for ax in grid[0]] == ["iid", "Dir(0.5)", "#C=1"]
+    cosine = _lines(grid[1][2])["fedavg"]
+    assert list(cosine.get_ydata()) == pytest.approx([1 - TV["#C=1"]] * 3)
+
+
+def test_run_figures_draw_the_runs_curves(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, "fedprox", "Dir(0.5)", 0, 0.77)
+    assert run_title(run / "config.yaml") == "fedprox, Dir(0.5)"
+    figs = run_figures(read_jsonl(run / "metrics.jsonl"), run_title(run / "config.yaml"))
+    assert list(figs) == ["accuracy.png", "loss.png", "heterogeneity.png"]
+    assert {ax.get_title() for fig in figs.values() for ax in fig.axes} == {"fedprox, Dir(0.5)"}
+    (acc,) = figs["accuracy.png"].axes
+    assert list(_lines(acc)) == ["test"]
+    assert list(_lines(acc)["test"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
+    (loss,) = figs["loss.png"].axes
+    assert list(_lines(loss)) == ["test", "local training"]
+    assert (loss.get_xlabel(), loss.get_ylabel()) == ("round", "loss (log scale)")
+    assert loss.get_yscale() == "log" and acc.get_yscale() == "linear"
+
+
+def test_a_diverged_runs_loss_stays_readable_on_the_log_axis(tmp_path):
+    """A run's loss explodes 2 -> 1e3 -> 1e6: on the log axis the middle round sits about
+    half way up (on a linear axis it would be 0.1% up: one spike, everything else flat)."""
+    d = tmp_path / "diverged"
+    fabricate_run(d / "fedavg-iid-s0", "fedavg", "iid", 0, 0.9)
+    fabricate_run(d / "scaffold-iid-s0", "scaffold", "iid", 0, 0.9)
+    rows = read_jsonl(d / "scaffold-iid-s0" / "metrics.jsonl")
+    for row, loss in zip(rows, (2.0, 1e3, 1e6)):
+        row["test_loss"] = loss
+    (d / "scaffold-iid-s0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    view = load_sweep(d)
+    (ax,) = curves_figure(view, layout_of(view), [("test_loss", "-", "")], "loss (log scale)", yscale="log").axes
+    assert ax.get_yscale() == "log"
+    height = [ax.transAxes.inverted().transform(ax.transData.transform((2, y)))[1] for y in (2.0, 1e3, 1e6)]
+    assert 0.4 < (height[1] - height[0]) / (height[2] - height[0]) < 0.6
+    low, high = ax.get_ylim()
+    assert low < 1.0 and high >= 1e6  # fedavg's 1.0-1.67 and the spike both on the axis
+    assert "on a log axis" in report(d).read_text()
+
+
+def test_run_title_names_strategy_and_partition(tmp_path):
+    for strategy, part, title in (("fedavg", "iid", "fedavg, iid"), ("scaffold", "#C=1", "scaffold, #C=1")):
+        fabricate_run(tmp_path / strategy, strategy, part, 0, 0.5)
+        assert run_title(tmp_path / strategy / "config.yaml") == title
+    assert run_title(tmp_path / "missing.yaml") == ""
+
+
+def test_curve_panels_name_what_their_lines_share(tmp_path):
+    """Strategies on one partition: the single panel names the partition; partitions with
+    one strategy: it names the strategy (never a bare 'all')."""
+    strategies = tmp_path / "strategies"
+    for strategy in ("fedavg", "scaffold"):
+        fabricate_run(strategies / strategy, strategy, "Dir(0.5)", 0, 0.8)
+    partitions = tmp_path / "partitions"
+    for part in ("iid", "Dir(0.5)"):
+        fabricate_run(partitions / part.replace("(", "").replace(")", ""), "fedprox", part, 0, 0.8)
+    for d, title, lines in ((strategies, "Dir(0.5)", ["fedavg", "scaffold"]), (partitions, "fedprox", ["iid", "Dir(0.5)"])):
+        view = load_sweep(d)
+        (ax,) = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)").axes
+        assert ax.get_title() == title and list(_lines(ax)) == lines
+
+
+def test_curve_panels_of_a_non_partition_factor_say_which_factor(tmp_path):
+    d = tmp_path / "lr-sweep"
+    runs = []
+    for strategy in ("fedavg", "scaffold"):
+        for lr in ("0.01", "0.1"):
+            name = f"strategy={strategy}__lr={lr}__seed=0"
+            fabricate_run(d / name, strategy, "Dir(0.5)", 0, 0.8)
+            runs.append({"name": name, "factors": {"strategy.name": strategy, "train.lr": lr}, "seed": 0, "status": "finished"})
+    index = {"name": "lr", "factors": [{"key": "strategy.name", "short": "strategy", "labels": ["fedavg", "scaffold"]},
+                                       {"key": "train.lr", "short": "lr", "labels": ["0.01", "0.1"]}],
+             "seeds": [0], "tune": [], "runs": runs}
+    (d / "sweep.json").write_text(json.dumps(index))
+    view = load_sweep(d)
+    fig = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)")
+    assert [ax.get_title() for ax in fig.axes] == ["lr=0.01, Dir(0.5)", "lr=0.1, Dir(0.5)"]

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +15,16 @@ import yaml
 
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.store import read_jsonl
-from fedsim.sweeps import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
+from fedsim.sweep import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
 
 PARTITIONS = [{"label": "iid", "scheme": "iid"}, {"label": "Dir(0.5)", "scheme": "dirichlet", "beta": 0.5}]
 
 
-def grid_spec(**extra):
-    from conftest import tiny_config
-
+def grid_spec(tiny, **extra) -> dict:
+    """The 2 strategies x 2 partitions x 2 seeds sweep of the tiny run, with ``extra`` keys."""
     spec = {
         "name": "tiny",
-        "base": tiny_config(),
+        "base": tiny(),
         "grid": {"strategy.name": ["fedavg", "fedprox"], "partition": PARTITIONS},
         "seeds": [0, 1],
     }
@@ -33,13 +33,13 @@ def grid_spec(**extra):
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(tmp_path_factory):
+def grid_sweep(tmp_path_factory, tiny):
     """The 2 strategies x 2 partitions x 2 seeds sweep, run once for the module."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)  # module fixtures run before conftest's per-test one-thread fixture
     try:
         out = tmp_path_factory.mktemp("grid") / "sweep"
-        result = sweep(grid_spec(), out=out)
+        result = sweep(grid_spec(tiny), out=out)
     finally:
         torch.set_num_threads(old)
     return result
@@ -110,7 +110,7 @@ def test_table_numbers_equal_those_computed_from_the_csv(grid_sweep):
             assert _parse_cell(cell)[2] == (round(100 * means[strat], 2) == round(100 * best, 2))
 
 
-def test_resume_reruns_nothing_finished_and_finishes_interrupted_runs(grid_sweep, tmp_path):
+def test_resume_reruns_nothing_finished_and_finishes_interrupted_runs(grid_sweep, tiny, tmp_path):
     d = tmp_path / "sweep"
     shutil.copytree(grid_sweep.sweep_dir, d)
     before = {p.parent.name: json.loads(p.read_text()) for p in d.glob("*/summary.json")}
@@ -129,7 +129,7 @@ def test_resume_reruns_nothing_finished_and_finishes_interrupted_runs(grid_sweep
     untouched = {p.parent.name: p.stat().st_mtime_ns for p in d.glob("*/summary.json")}
     assert len(untouched) == 6
 
-    result = sweep(grid_spec(), out=d, resume=True)
+    result = sweep(grid_spec(tiny), out=d, resume=True)
 
     assert result.n_finished == 8 and result.n_failed == 0
     for name, mtime in untouched.items():
@@ -143,9 +143,9 @@ def test_resume_reruns_nothing_finished_and_finishes_interrupted_runs(grid_sweep
     assert len(read_summary_csv(d / "summary.csv")) == 8
 
 
-def test_non_empty_sweep_dir_is_refused_without_resume(grid_sweep):
+def test_non_empty_sweep_dir_is_refused_without_resume(grid_sweep, tiny):
     with pytest.raises(RunDirError, match="--resume"):
-        sweep(grid_spec(), out=grid_sweep.sweep_dir)
+        sweep(grid_spec(tiny), out=grid_sweep.sweep_dir)
 
 
 def test_failing_run_is_recorded_and_the_others_go_on(tiny, tmp_path):
@@ -202,8 +202,8 @@ def test_workers_2_gives_the_same_numbers_as_workers_1(tiny, tmp_path):
         ({"overrides": ["federation.rounds"]}, "key=value"),
     ],
 )
-def test_bad_sweeps_fail_before_anything_runs(tmp_path, change, message):
-    spec = grid_spec(**change)
+def test_bad_sweeps_fail_before_anything_runs(tmp_path, tiny, change, message):
+    spec = grid_spec(tiny, **change)
     if change.get("base", "") is None:
         del spec["base"]
     out = tmp_path / "never"
@@ -241,8 +241,9 @@ def test_plan_names_labels_and_precedence(tiny):
 
 def test_fedsim_sweep_is_callable_from_the_package(tiny, tmp_path):
     import fedsim
-    import fedsim.sweeps  # noqa: F401  (importing the module leaves fedsim.sweep the function)
+    import fedsim.sweep.tables  # noqa: F401  (binds the attribute fedsim.sweep to the package)
 
+    assert fedsim.sweep is sys.modules["fedsim.sweep"] and fedsim.sweep.sweep is sweep
     result = fedsim.sweep({"base": tiny(federation={"rounds": 1})}, out=tmp_path / "one")
     assert result.n_finished == 1 and len(result.rows) == 1
     assert result.rows[0]["run"] == "seed=0"

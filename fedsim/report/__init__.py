@@ -1,0 +1,225 @@
+"""Reports of a run or a sweep directory: ``report.md`` with its tables and PNG figures.
+
+``report(dir)`` detects what ``dir`` is from its files:
+
+* a **run directory** (``config.yaml`` with ``metrics.jsonl`` or ``summary.json``): its
+  accuracy and loss curves and model heterogeneity over rounds (:func:`fedsim.plots.plot_run`,
+  into ``plots/``), its label distribution, and its summary and data heterogeneity as
+  tables;
+* a **sweep directory** (``sweep.json`` or ``summary.csv``, or sub-directories that are
+  runs): the results table (mean ± sample std over seeds, as in ``table.md``), the model
+  selection if any, and into ``figures/``: test accuracy and loss over rounds (one panel
+  per partition setting, one line per strategy: the mean over seeds with a ± std band),
+  final test accuracy against a data-heterogeneity measure (``tv_mean`` by default, or
+  any key of summary.json's ``heterogeneity``, or ``beta``), the accuracy drop of every
+  setting relative to the IID setting of the same strategy (bar chart and table), model
+  heterogeneity over rounds (client drift, update cosine, gradient diversity) and
+  the label distribution of each partition setting (its first seed).
+
+Reading the directories is :mod:`.load`, the drop against IID :mod:`.drops`, the
+figures :mod:`.figures`; this module writes the Markdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ..errors import RunDirError
+from ..plots import plot_run
+from ..store import RunStore, atomic_write_text, read_json
+from ..sweep import INDEX_FILE, make_table
+from .drops import DropRow, accuracy_drops, drop_table
+from .figures import (
+    MEASURE_AXIS,
+    accuracy_vs_heterogeneity_figure,
+    curves_figure,
+    drops_figure,
+    fig_name,
+    label_distribution,
+    model_heterogeneity_figure,
+    off_axis_settings,
+    save_figure,
+)
+from .load import RunInfo, SweepView, combo_label, finished_runs, is_done, is_run_dir, layout_of, load_sweep, partition_factors
+
+__all__ = ["DropRow", "RunInfo", "SweepView", "accuracy_drops", "load_sweep", "report", "report_run", "report_sweep"]
+
+log = logging.getLogger(__name__)
+
+FIGURES = "figures"
+
+
+def _img(rel: str, alt: str) -> str:
+    """A Markdown image link."""
+    return f"![{alt}]({rel})"
+
+
+def _save(fig: Figure | None, path: Path) -> bool:
+    """Write ``fig`` to ``path`` if there is one; whether there was."""
+    if fig is None:
+        return False
+    save_figure(fig, path)
+    return True
+
+
+def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
+    """Write a sweep directory's ``report.md`` and its ``figures/``; return the report's path."""
+    view = load_sweep(sweep_dir)
+    layout = layout_of(view)
+    figs = sweep_dir / FIGURES
+    figs.mkdir(exist_ok=True)
+    finished = finished_runs(view)
+    failed = [r for r in view.runs if r.status != "finished"]
+    md = [f"# Sweep report: {view.name}", ""]
+    md.append(f"{len(view.runs)} runs: {len(finished)} finished, {len(failed)} not finished"
+              + (f"; seeds {view.seeds}" if view.seeds else "") + ".")
+    md += ["", "## Results", ""]
+    rows = [{**r.factors, "status": r.status, **{k: r.value(k) for k in ("test_accuracy", "best_test_accuracy", "test_f1_macro", "test_loss")}}
+            for r in view.runs]
+    md.append(make_table(rows, view.factors, view.seeds))
+    sel = sweep_dir / "selection.md"
+    if sel.exists():
+        text = sel.read_text().split("\n", 1)
+        md += ["## Model selection", "", (text[1] if text[0].startswith("# ") and len(text) > 1 else sel.read_text()).strip(), ""]
+
+    def fig(title: str, fname: str, ok: bool, note: str = "", caption: str = "") -> None:
+        md.extend([f"## {title}", ""])
+        if ok:
+            md.extend(([caption, ""] if caption else []) + [_img(f"{FIGURES}/{fname}", title), ""])
+        else:
+            md.extend([note or "No data for this figure.", ""])
+
+    by = f", one line per {layout.series.short}" if layout.series is not None else ""
+    panels = f"one panel per {' / '.join(f.short for f in layout.panels)}" if layout.panels else "one panel"
+    band = f"Mean over seeds with a ± sample-std band; {panels}{by}."
+    ok = _save(curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png")
+    fig("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
+    ok = _save(curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss (log scale)",
+                             yscale="log"), figs / "loss_curves.png")
+    fig("Loss over rounds", "loss_curves.png", ok,
+        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band)
+    fname = f"accuracy_vs_{fig_name(measure)}.png"
+    ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
+    off = off_axis_settings(view, measure)
+    if measure == "beta":
+        title = "Accuracy against the Dirichlet concentration beta"
+        caption = ("Final test accuracy against beta, the concentration of the partition's Dirichlet draw: the higher, the "
+                   "closer to IID. IID runs (beta -> infinity) stand at the right edge.")
+        missing = "No run has a Dirichlet beta."
+    else:
+        title = f"Accuracy against data heterogeneity ({measure})"
+        caption = f"Final test accuracy against {MEASURE_AXIS.get(measure, measure)}."
+        missing = f"No run reports the heterogeneity measure '{measure}'."
+    if off:
+        caption += f" Not on this axis: {'; '.join(off)}."
+    fig(title, fname, ok, missing + (f" Not on this axis: {'; '.join(off)}." if off else ""), caption=caption)
+    drops = accuracy_drops(view)
+    md += ["## Accuracy drop relative to IID", ""]
+    if drops:
+        _save(drops_figure(drops, view), figs / "accuracy_drop.png")
+        md += [drop_table(drops, view), _img(f"{FIGURES}/accuracy_drop.png", "accuracy drop vs IID"), ""]
+    else:
+        md += ["No IID setting in this sweep: no drop to compute.", ""]
+    ok = _save(model_heterogeneity_figure(view, layout), figs / "model_heterogeneity.png")
+    fig("Model heterogeneity over rounds", "model_heterogeneity.png", ok)
+    # label distributions: one per partition setting, from its first finished (lowest-seed) run
+    md += ["## Label distribution", ""]
+    pf = partition_factors(view)
+    settings: dict[tuple, RunInfo] = {}
+    for r in sorted(view.runs, key=lambda r: (r.seed if r.seed is not None else 0)):
+        key = tuple(r.factors.get(f.key) for f in pf)
+        if key not in settings and (r.path / "partition.json").exists():
+            settings[key] = r
+    if not pf and settings:
+        settings = dict(list(settings.items())[:1])
+    for key, r in settings.items():
+        label = combo_label(key) if pf else "all runs"
+        fname = f"label_{fig_name(label)}.png"
+        if label_distribution(r.path, figs / fname, label):
+            md += [f"### {label}", "", f"Seed {r.seed} ({r.name}).", "", _img(f"{FIGURES}/{fname}", f"label distribution {label}"), ""]
+    if not settings:
+        md += ["No partition.json found.", ""]
+    if failed:
+        md += ["## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
+        for r in failed:
+            md.append(f"| {r.name} | {r.status} | {(r.error or '').replace('|', '/')} |")
+        md.append("")
+    path = sweep_dir / "report.md"
+    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    log.info("wrote %s", path)
+    return path
+
+
+_RUN_KEYS = ("status", "strategy", "dataset", "model", "rounds", "test_accuracy", "best_test_accuracy", "best_round", "test_f1_macro",
+             "test_precision_macro", "test_recall_macro", "test_loss", "train_accuracy", "train_test_gap", "val_accuracy",
+             "model_parameters", "bytes_up_total", "bytes_down_total", "failures_total", "wall_time_s", "seed", "config_hash")
+
+
+def _fmt(v: Any) -> str:
+    """A summary value in a Markdown cell: floats with 4 decimals, dicts as k=v pairs."""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return "–" if v is None else str(v)
+
+
+def report_run(run_dir: Path) -> Path:
+    """Write a run directory's ``report.md`` (and its ``plots/``); return the report's path."""
+    store = RunStore(run_dir)
+    summary = read_json(store.summary, "summary") if store.summary.exists() else None
+    md = [f"# Run report: {run_dir.name}", ""]
+    if not is_done(summary):
+        md += ["The run has not finished (no finished summary.json); the curves show the rounds recorded so far.", ""]
+    if summary:
+        md += ["## Summary", "", "| metric | value |", "| --- | ---: |"]
+        for k in _RUN_KEYS:
+            if k in summary:
+                md.append(f"| {k} | {_fmt(summary[k])} |")
+        if summary.get("partition"):
+            md.append(f"| partition | {_fmt(summary['partition'])} |")
+        md.append("")
+        het = summary.get("heterogeneity") or {}
+        if het:
+            md += ["## Data heterogeneity", "", "| measure | value |", "| --- | ---: |"]
+            md += [f"| {k} | {_fmt(v)} |" for k, v in het.items() if not isinstance(v, (list, dict))]
+            md.append("")
+    plots = plot_run(store)
+    names = {p.name: p for p in plots}
+    for fname, title in (("accuracy.png", "Accuracy over rounds"), ("loss.png", "Loss over rounds"),
+                         ("heterogeneity.png", "Model heterogeneity over rounds")):
+        if fname in names:
+            md += [f"## {title}", "", _img(f"plots/{fname}", title), ""]
+    if not plots:
+        md += ["No rounds recorded yet (metrics.jsonl is empty).", ""]
+    dest = store.plots / "label_distribution.png"
+    store.plots.mkdir(parents=True, exist_ok=True)
+    if dest.exists() or label_distribution(run_dir, dest, run_dir.name):
+        md += ["## Label distribution", "", _img("plots/label_distribution.png", "label distribution"), ""]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    log.info("wrote %s", path)
+    return path
+
+
+def report(dir: str | Path, measure: str = "tv_mean") -> Path:
+    """Write ``report.md`` (and its PNGs) for a run or a sweep directory; return its path.
+
+    ``measure`` is the x axis of the accuracy-against-heterogeneity figure: a key of
+    summary.json's ``heterogeneity`` (``tv_mean``, ``js_mean``, ``hellinger_mean``,
+    ``size_cv``, ...) or ``beta``.
+    """
+    path = Path(dir)
+    if not path.is_dir():
+        raise RunDirError(f"'{path}' is not a directory; give a run directory or a sweep directory")
+    if (path / INDEX_FILE).exists() or (path / "summary.csv").exists():
+        return report_sweep(path, measure)
+    if (path / "config.yaml").exists():
+        return report_run(path)
+    if any(is_run_dir(p) for p in path.iterdir() if p.is_dir()):
+        return report_sweep(path, measure)
+    raise RunDirError(f"'{path}' is neither a run directory (config.yaml) nor a sweep directory (sweep.json, summary.csv or run directories)")

@@ -1,0 +1,233 @@
+"""Sweeps: a grid of experiments (strategies x partitions x seeds); the :func:`sweep` API.
+
+``sweep(file)`` parses and plans the sweep (:mod:`.spec`: every config validated before
+anything runs), claims and locks the sweep directory (:mod:`fedsim.rundir`), runs what
+is not finished (:mod:`.execute`), optionally selects hyperparameters honestly
+(:mod:`.selection`) and writes the tables (:mod:`.tables`).
+
+The sweep directory holds one ordinary run directory per run (named from its
+settings, e.g. ``strategy=fedprox__partition=Dir(0.5)__seed=1``), ``sweep.json`` (the
+index: config hash -> run directory, status and one-line error of every run),
+``summary.csv`` (one row per run) and ``table.md`` (and, with selection,
+``selection.md`` and ``selection.csv``).
+
+``fedsim.sweep`` is this package and is callable: ``fedsim.sweep(...)`` is
+:func:`sweep`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import rundir
+from ..errors import ConfigError
+from ..store import atomic_write_text
+from .execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
+from .selection import Choice, minimize_metric, select_settings, selection_outputs
+from .spec import (
+    STRATEGY_FACTORS,
+    Factor,
+    PlannedRun,
+    Setting,
+    SweepSpec,
+    combos,
+    compose,
+    default_label,
+    parse_sweep,
+    plan_runs,
+    plan_sweep,
+    safe_name,
+)
+from .tables import (
+    ABLATION_COLUMNS,
+    HETEROGENEITY_COLUMNS,
+    METRIC_COLUMNS,
+    format_mean_std,
+    make_table,
+    mean_std,
+    read_summary_csv,
+    summary_row,
+    to_csv,
+)
+
+__all__ = [
+    "ABLATION_COLUMNS", "DONE", "HETEROGENEITY_COLUMNS", "INDEX_FILE", "METRIC_COLUMNS", "STRATEGY_FACTORS",
+    "Choice", "Factor", "PlannedRun", "Setting", "SweepResult", "SweepSpec",
+    "compose", "default_label", "format_mean_std", "make_table", "mean_std", "minimize_metric", "parse_sweep",
+    "plan_sweep", "read_summary_csv", "safe_name", "select_settings", "sweep",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    """What a sweep left in its directory."""
+
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    table_markdown: str
+    n_finished: int
+    n_failed: int
+    selection: list[Choice] | None = None
+    selection_markdown: str | None = None
+    wall_time_s: float = 0.0
+
+    @property
+    def n_runs(self) -> int:
+        """Runs in summary.csv (with cross-validation: fold runs and final runs)."""
+        return len(self.rows)
+
+
+def sweep(
+    sweep_file_or_mapping: str | os.PathLike | Mapping[str, Any],
+    out: str | os.PathLike | None = None,
+    workers: int = 1,
+    resume: bool = False,
+    select_by: str | None = None,
+    folds: int = 0,
+    progress: bool = False,
+) -> SweepResult:
+    """Run every experiment of a sweep; write ``summary.csv``, ``table.md`` and ``sweep.json``.
+
+    ``workers`` runs at once, each in a spawned process with ``cpu_count // workers``
+    torch threads (``engine.threads`` of the config wins when set). A failing run is
+    recorded (status ``failed`` and a one-line error) and the others go on.
+    ``resume`` matches runs by config hash: finished ones are skipped, interrupted ones
+    continue from their last checkpoint. ``select_by`` (a validation metric such as
+    ``val_accuracy``) and ``folds`` do honest model selection over the ``tune`` factors
+    (:mod:`fedsim.sweep.selection`). Tables use the sample std (ddof=1) over seeds.
+
+    Worker processes are started with the ``spawn`` method, which re-imports the
+    calling script: a script that calls ``sweep(..., workers>1)`` needs the usual
+    ``if __name__ == "__main__":`` guard (the ``fedsim`` command has it).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
+    if not isinstance(folds, int) or folds < 0 or folds == 1:
+        raise ConfigError(f"--folds must be 0 (no cross-validation) or an integer K >= 2, got {folds!r}")
+    spec = parse_sweep(sweep_file_or_mapping)
+    if folds and select_by is None:
+        select_by = "val_accuracy"
+    if select_by is not None:
+        if not spec.tune:
+            raise ConfigError("--select-by needs 'tune' in the sweep file: the grid factors that are hyperparameters to choose")
+        if not select_by.startswith("val_"):
+            raise ConfigError(f"--select-by '{select_by}' is not a validation metric; choose one such as val_accuracy "
+                              "(selecting by a test or training metric is not honest model selection)")
+
+    # plan and validate every config before anything runs
+    if folds:
+        fold_runs: list[PlannedRun] = []
+        for i in range(folds):
+            fold_runs += plan_runs(spec, combos(spec.factors), "cv", {"data.cv_folds": folds, "data.cv_fold": i}, fold=i, prefix="cv/")
+        candidates = {tuple(s.label for s in combo): combo for combo in combos(spec.factors)}
+        final_plans = {k: plan_runs(spec, [c], "final", {"data.cv_folds": 0, "data.cv_fold": 0}) for k, c in candidates.items()}
+        runs = fold_runs
+    else:
+        runs = plan_runs(spec, combos(spec.factors), "grid")
+        if select_by is not None:
+            bad = next((r for r in runs if r.config["federation"]["fraction_evaluate"] <= 0), None)
+            if bad is not None:
+                raise ConfigError(
+                    f"--select-by {select_by} needs local validation: add federation.fraction_evaluate=1.0 and "
+                    f"data.val_fraction=0.2 (for example) to the sweep's overrides, or use --folds K (run '{bad.name}')"
+                )
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError("sweep: two runs get the same directory name; give the grid settings distinct labels")
+
+    sweep_dir = Path(out) if out is not None else Path("runs") / f"sweep-{safe_name(spec.name)}"
+    rundir.claim(sweep_dir, "sweep", resume=resume, overwrite=False, check_only=True)
+    lock = rundir.DirLock(sweep_dir, "sweep").acquire()
+    try:
+        rundir.claim(sweep_dir, "sweep", resume=resume, overwrite=False)
+        return _sweep_in(spec, runs, sweep_dir, workers, select_by, folds, progress, final_plans if folds else {}, t0)
+    finally:
+        lock.release()
+
+
+def _sweep_in(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, workers: int, select_by: str | None, folds: int,
+              progress: bool, final_plans: dict, t0: float) -> SweepResult:
+    """The sweep's work in its claimed and locked directory."""
+    index = Index(sweep_dir, spec, {"select_by": select_by, "folds": folds})
+    assign_dirs(runs, sweep_dir)
+    index.runs = list(runs)
+    title = f"sweep {spec.name}" + (" (cross-validation)" if folds else "")
+    execute_runs(runs, sweep_dir, workers, index, progress, title)
+
+    choices: list[Choice] | None = None
+    sel_md = None
+    group_factors = [f for f in spec.factors if f.key not in spec.tune]
+    tune_keys = [f.key for f in spec.factors if f.key in spec.tune]
+    table_factors = list(spec.factors)
+    table_runs = runs
+    if select_by is not None:
+        score_key = ("test_" + select_by[len("val_"):]) if folds else select_by
+        # honest selection: the selector sees factor labels and the validation score only
+        visible = [{**r.factors, "score": (r.summary or {}).get(score_key)} for r in runs if r.status == "finished"]
+        if not any(v["score"] is not None for v in visible) and any(r.status == "finished" for r in runs):
+            raise ConfigError(f"--select-by '{select_by}': no finished run reports it in summary.json")
+        choices = select_settings(visible, [f.key for f in group_factors], tune_keys, "score", minimize_metric(select_by))
+        if folds:
+            finals: list[PlannedRun] = []
+            for c in choices:
+                if c.chosen is None:
+                    continue
+                key = tuple({**c.group, **c.chosen}[f.key] for f in spec.factors)
+                finals += final_plans[key]
+            assign_dirs(finals, sweep_dir)
+            index.runs = runs + finals
+            execute_runs(finals, sweep_dir, workers, index, progress, f"sweep {spec.name} (chosen settings)")
+            table_runs = finals
+            table_factors = group_factors
+            runs = runs + finals
+        for c in choices:
+            if c.chosen is None:
+                continue
+            target = {**c.group, **c.chosen}
+            m, sd, n = mean_std((r.summary or {}).get("test_accuracy") for r in table_runs
+                                if r.status == "finished" and all(r.factors[k] == v for k, v in target.items()))
+            c.test_mean, c.test_std, c.test_n = m, sd, n
+
+    rows = [summary_row(r, spec.factors, with_phase=bool(folds)) for r in runs]
+    table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
+    extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
+    table = make_table(table_rows, table_factors, spec.seeds, extra)
+    atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
+    title_line = f"# {spec.name}\n\n"
+    atomic_write_text(sweep_dir / "table.md", title_line + table)
+    if choices is not None:
+        sel_md, sel_csv, sel_rows = selection_outputs(choices, spec, select_by or "", folds)
+        atomic_write_text(sweep_dir / "selection.md", f"# {spec.name}: model selection\n\n" + sel_md)
+        atomic_write_text(sweep_dir / "selection.csv", sel_csv)
+        index.selection = sel_rows
+    index.write()
+    n_failed = sum(r.status == "failed" for r in runs)
+    n_finished = sum(r.status == "finished" for r in runs)
+    wall = time.perf_counter() - t0
+    log.info("sweep %s: %d finished, %d failed in %.1f s (%s)", spec.name, n_finished, n_failed, wall, sweep_dir)
+    return SweepResult(sweep_dir, rows, table, n_finished, n_failed, choices, sel_md, wall)
+
+
+class _CallableModule(types.ModuleType):
+    """The package ``fedsim.sweep`` answers a call as the function :func:`sweep`.
+
+    Importing any submodule binds the attribute ``fedsim.sweep`` to this package, so the
+    name cannot also hold the function; making the package callable keeps the public
+    ``fedsim.sweep(...)`` next to ``from fedsim.sweep import make_table``.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

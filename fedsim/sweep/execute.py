@@ -1,0 +1,263 @@
+"""Running a sweep's planned runs: in this process or in a spawn pool, with a rich
+progress display, recording every run's status in the sweep's index ``sweep.json``.
+
+A run that has already ended (``summary.json`` with a status in :data:`DONE` and the
+planned number of rounds) is skipped; one that started is resumed from its last
+checkpoint. A failing run is recorded (status ``failed`` and a one-line error) and the
+others go on. Pool workers die with the sweep (:mod:`fedsim.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import config_hash, load_config
+from ..lifecycle import die_with_parent
+from ..store import atomic_write_json
+from .spec import PlannedRun, SweepSpec
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "sweep.json"
+#: summary.json statuses of a run that has ended (a diverged run is a result, marked in the table)
+DONE = ("finished", "diverged")
+
+
+def _one_line_error(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 400 characters (for sweep.json and summary.csv)."""
+    msg = " ".join(str(exc).split()) or "(no message)"
+    text = f"{type(exc).__name__}: {msg}"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _run_one(config: dict, run_dir: str, resume: bool, hooks: Any = None) -> dict:
+    """Run one experiment; never raises (the sweep records the failure and goes on)."""
+    try:
+        # the engine (Flower) loads with the first run: parsing, planning and the tables need none of it
+        from ..api import run
+
+        result = run(config, out=run_dir, resume=resume, hooks=hooks)
+        return {"status": "finished", "summary": result.summary}
+    except Exception as exc:  # any failure of one run is that run's, not the sweep's
+        return {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}
+
+
+def _init_worker(threads: int, flwr_level: int) -> None:
+    """A worker process of the pool: end with the sweep, share the cores, keep Flower
+    as quiet as the parent."""
+    die_with_parent()
+    torch.set_num_threads(threads)
+    logging.getLogger("flwr").setLevel(flwr_level)
+
+
+class _Display:
+    """The sweep's rich progress display (runs done / running / failed / time left)."""
+
+    def __init__(self, enabled: bool, total: int, done: int, title: str) -> None:
+        self.enabled = enabled and total > 0
+        self.failed = 0
+        if not self.enabled:
+            return
+        # rich only when a display is shown (the tests and --quiet need none)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.task = self.progress.add_task(title, total=total, completed=done, info="")
+        self.round_task = None
+        self.progress.start()
+
+    def update(self, done: int, running: int) -> None:
+        if self.enabled:
+            info = f"running {running}  failed {self.failed}"
+            self.progress.update(self.task, completed=done, info=info)
+
+    def run_started(self, name: str) -> Any:
+        """RunHooks showing the rounds of an in-process run."""
+        if not self.enabled:
+            return None
+        from ..server import RunHooks  # Flower: only when a run starts
+
+        def on_start(start_round: int, rounds: int) -> None:
+            if self.round_task is not None:
+                self.progress.remove_task(self.round_task)
+            self.round_task = self.progress.add_task(f"  {name[:60]}", total=rounds, completed=start_round - 1, info="")
+
+        def on_round(row: dict) -> None:
+            if self.round_task is not None:
+                acc = row.get("test_accuracy")
+                self.progress.update(self.round_task, completed=row["round"], info=f"acc {acc:.4f}" if acc is not None else "")
+
+        return RunHooks(on_start=on_start, on_round=on_round)
+
+    def stop(self) -> None:
+        if self.enabled:
+            if self.round_task is not None:
+                self.progress.remove_task(self.round_task)
+            self.progress.stop()
+
+
+
+class Index:
+    """``sweep.json``: config hash -> run directory, and every run's status."""
+
+    def __init__(self, sweep_dir: Path, spec: SweepSpec, meta: dict) -> None:
+        self.path = sweep_dir / INDEX_FILE
+        self.spec = spec
+        self.meta = meta
+        self.runs: list[PlannedRun] = []
+        self.hashes: dict[str, str] = {}
+        self.selection: list[dict] | None = None
+        if self.path.exists():
+            try:
+                old = json.loads(self.path.read_text())
+                self.hashes = dict(old.get("hashes", {}))
+            except (json.JSONDecodeError, OSError):
+                log.warning("'%s' is unreadable; matching runs by their config.yaml only", self.path)
+
+    def write(self) -> None:
+        """Write the index atomically (called after every run, so a killed sweep leaves it current)."""
+        for r in self.runs:
+            self.hashes[r.hash] = r.name
+        atomic_write_json(
+            self.path,
+            {
+                "version": 1,
+                "name": self.spec.name,
+                "sweep_file": self.spec.source,
+                **self.meta,
+                "factors": [{"key": f.key, "short": f.short, "labels": f.labels} for f in self.spec.factors],
+                "tune": self.spec.tune,
+                "seeds": self.spec.seeds,
+                "hashes": self.hashes,
+                "runs": [
+                    {"name": r.name, "hash": r.hash, "factors": r.factors, "seed": r.seed, "phase": r.phase, "fold": r.fold,
+                     "status": r.status, "error": r.error, "traceback": r.traceback}
+                    for r in self.runs
+                ],
+                "selection": self.selection,
+            },
+        )
+
+
+
+def _dir_hash(run_dir: Path) -> str | None:
+    """The config hash of an existing run directory (None: no readable config.yaml)."""
+    try:
+        return config_hash(load_config(run_dir / "config.yaml"))
+    except Exception as exc:  # a foreign or broken directory is not ours to resume
+        log.warning("ignoring '%s': %s", run_dir, _one_line_error(exc))
+        return None
+
+
+def assign_dirs(runs: list[PlannedRun], sweep_dir: Path) -> None:
+    """Every planned run gets its own directory, named from its grid settings (two
+    settings that resolve to the same config still get two); a directory of that name
+    holding another config (the sweep file changed) is left alone: the run goes to
+    ``name__<hash>``."""
+    for r in runs:
+        run_dir = sweep_dir / r.name
+        if (run_dir / "config.yaml").exists() and _dir_hash(run_dir) != r.hash:
+            r.name = f"{r.name}__{r.hash[:8]}"
+
+
+def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
+    """The summary of a run that has ended with at least ``rounds`` rounds (a run with
+    fewer, as after raising federation.rounds, is resumed and extended)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") not in DONE:
+        return None
+    if summary.get("status") == "finished" and int(summary.get("rounds") or 0) < rounds:
+        return None
+    return summary
+
+
+def execute_runs(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: Index, display_enabled: bool, title: str) -> None:
+    """Run what is not finished yet: in this process (workers=1) or in a spawn pool."""
+    todo: list[tuple[PlannedRun, bool]] = []
+    for r in runs:
+        run_dir = sweep_dir / r.name
+        summary = _finished_summary(run_dir, int(r.config["federation"]["rounds"]))
+        if summary is not None:
+            r.status, r.summary, r.error, r.skipped = "finished", summary, None, True
+            continue
+        resume_it = run_dir.is_dir() and any(run_dir.iterdir())
+        todo.append((r, resume_it))
+    done = len(runs) - len(todo)
+    if done:
+        log.info("%d of %d runs already finished; skipped", done, len(runs))
+    index.write()
+    display = _Display(display_enabled, len(runs), done, title)
+
+    def record(r: PlannedRun, out: dict) -> None:
+        nonlocal done
+        done += 1
+        r.status = out["status"]
+        r.summary = out.get("summary")
+        r.error = out.get("error")
+        r.traceback = out.get("traceback")
+        if r.status == "failed":
+            display.failed += 1
+            log.warning("run %s failed: %s", r.name, r.error)
+        else:
+            acc = (r.summary or {}).get("test_accuracy")
+            log.info("run %d/%d finished: %s (test_accuracy %s)", done, len(runs), r.name, acc)
+        index.write()
+
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for r, resume_it in todo:
+                display.update(done, 1)
+                record(r, _run_one(r.config, str(sweep_dir / r.name), resume_it, display.run_started(r.name)))
+                display.update(done, 0)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            ctx = multiprocessing.get_context("spawn")
+            flwr_level = logging.getLogger("flwr").getEffectiveLevel()
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(threads, flwr_level)) as pool:
+                pending: dict[Future, PlannedRun] = {
+                    pool.submit(_run_one, r.config, str(sweep_dir / r.name), resume_it): r for r, resume_it in todo
+                }
+                try:
+                    while pending:
+                        display.update(done, min(workers, len(pending)))
+                        finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            r = pending.pop(fut)
+                            try:
+                                out = fut.result()
+                            except Exception as exc:  # the worker process died (memory, signal)
+                                out = {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}
+                            record(r, out)
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+        display.update(done, 0)
+    finally:
+        display.stop()
+        index.write()

@@ -1,0 +1,207 @@
+"""A sweep's numbers as tables: mean ± sample std over seeds, the Markdown results
+table, and summary.csv (one row per run).
+
+Tables report mean ± std over seeds where std is the **sample** standard deviation
+(Bessel-corrected, ddof=1, ``statistics.stdev``): s = sqrt(sum((x_i - mean)^2) / (n - 1));
+with a single finished seed only the mean is shown. Accuracies are in percent with two
+decimals, as in NIID-Bench (Li et al. 2022, "Federated Learning on Non-IID Data Silos:
+An Experimental Study").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+import os
+import statistics
+from typing import Any, Iterable, Mapping, Sequence
+
+from .spec import STRATEGY_FACTORS, Factor, PlannedRun
+
+#: summary.json keys copied into summary.csv, in this order
+METRIC_COLUMNS = (
+    "test_accuracy",
+    "best_test_accuracy",
+    "test_f1_macro",
+    "test_precision_macro",
+    "test_recall_macro",
+    "test_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "wall_time_s",
+)
+#: summary.json["heterogeneity"] keys copied into summary.csv
+HETEROGENEITY_COLUMNS = ("tv_mean", "hellinger_mean", "js_mean", "size_cv")
+#: the ablation table's columns: (summary key, header, shown in percent)
+ABLATION_COLUMNS = (
+    ("test_accuracy", "test acc (%)", True),
+    ("best_test_accuracy", "best test acc (%)", True),
+    ("test_f1_macro", "test F1 macro (%)", True),
+    ("test_loss", "test loss", False),
+)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample std with ddof=1 or None for n < 2, n) of the finite values."""
+    xs = [float(v) for v in values if v is not None and v != "" and math.isfinite(float(v))]
+    if not xs:
+        return None, None, 0
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
+
+
+def format_mean_std(mean: float | None, std: float | None, percent: bool = True, digits: int | None = None) -> str:
+    """``82.00 ± 1.23`` (percent, 2 decimals) or ``0.5123 ± 0.0100`` (4 decimals); ``–`` when empty."""
+    if mean is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    d = digits if digits is not None else (2 if percent else 4)
+    text = f"{mean * scale:.{d}f}"
+    if std is not None:
+        text += f" ± {std * scale:.{d}f}"
+    return text
+
+
+def _group(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
+    out: dict[tuple, list] = {}
+    for r in rows:
+        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return out
+
+
+def _ordered_combos(factors: Sequence[Factor]) -> list[tuple[str, ...]]:
+    return list(itertools.product(*[f.labels for f in factors]))
+
+
+def md_row(cells: Sequence[str]) -> str:
+    """One Markdown table row; a ``|`` inside a cell is escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def std_note(seeds: Sequence[int] | None) -> str:
+    """The captions' words for what a cell's ± means."""
+    s = f"over seeds {list(seeds)}" if seeds else "over seeds"
+    return f"mean ± sample std (ddof=1) {s}"
+
+
+def make_table(rows: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seeds: Sequence[int] | None = None,
+               caption_extra: str = "") -> str:
+    """The Markdown results table of finished rows (mean ± sample std, see the module docstring).
+
+    With a strategy factor (``strategy.name`` or the ``strategy`` section): rows are the
+    combinations of the other factors, columns the strategies, each cell the test
+    accuracy in % as mean ± std, the best mean of a row in bold (NIID-Bench's layout).
+    Otherwise an ablation table: one row per combination of the factors and the
+    columns of :data:`ABLATION_COLUMNS`.
+    """
+    ok = [r for r in rows if r.get("status") == "finished"]
+    strat = next((f for f in factors if f.key in STRATEGY_FACTORS), None)
+    lines: list[str] = []
+    if strat is not None:
+        others = [f for f in factors if f is not strat]
+        groups = _group(ok, [f.key for f in others] + [strat.key])
+        caption = f"Test accuracy (%) after the last round, {std_note(seeds)}; the best strategy of each row in bold."
+        lines += [caption + (" " + caption_extra if caption_extra else ""), ""]
+        head = " / ".join(f.short for f in others) or "setting"
+        lines.append(md_row([head] + strat.labels))
+        lines.append(md_row(["---"] + ["---:"] * len(strat.labels)))
+        expected = len(seeds) if seeds else None
+        for combo in _ordered_combos(others) or [()]:
+            stats = []
+            for s in strat.labels:
+                members = groups.get(tuple(combo) + (s,), [])
+                m, sd, n = mean_std(r.get("test_accuracy") for r in members)
+                stats.append((m, sd, n, sum(1 for r in members if r.get("diverged_round") is not None)))
+            means = [m for m, _, _, _ in stats if m is not None]
+            best = max(means) if means else None
+            cells = []
+            for m, sd, n, div in stats:
+                text = format_mean_std(m, sd)
+                if m is not None and best is not None and round(m * 100, 2) == round(best * 100, 2):
+                    text = f"**{text}**"
+                if m is not None and expected is not None and n < expected:
+                    text += f" (n={n})"
+                if div:
+                    text += f" † ({div} diverged)"
+                cells.append(text)
+            lines.append(md_row([" / ".join(combo) or "all"] + cells))
+        if any(r.get("diverged_round") is not None for r in ok):
+            lines += ["", "† runs whose training diverged (summary status 'diverged', see diverged_round in summary.csv)."]
+    else:
+        groups = _group(ok, [f.key for f in factors])
+        caption = f"Final-round metrics, {std_note(seeds)}; accuracies and F1 in %."
+        lines += [caption + (" " + caption_extra if caption_extra else ""), ""]
+        head = " / ".join(f.short for f in factors) or "setting"
+        lines.append(md_row([head] + [h for _, h, _ in ABLATION_COLUMNS] + ["n"]))
+        lines.append(md_row(["---"] + ["---:"] * (len(ABLATION_COLUMNS) + 1)))
+        for combo in _ordered_combos(factors) or [()]:
+            members = groups.get(tuple(combo), [])
+            cells = []
+            for key, _, pct in ABLATION_COLUMNS:
+                m, sd, _ = mean_std(r.get(key) for r in members)
+                cells.append(format_mean_std(m, sd, percent=pct))
+            lines.append(md_row([" / ".join(combo) or "all"] + cells + [str(len(members))]))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------- summary.csv
+
+
+def summary_row(r: PlannedRun, factors: Sequence[Factor], with_phase: bool) -> dict[str, Any]:
+    """A run's row of summary.csv: name, factor labels, seed, status, metrics, heterogeneity, hash."""
+    s = r.summary or {}
+    het = s.get("heterogeneity") or {}
+    row: dict[str, Any] = {"run": r.name}
+    for f in factors:
+        row[f.key] = r.factors.get(f.key)
+    row["seed"] = r.seed
+    if with_phase:
+        row["phase"] = r.phase
+        row["fold"] = r.fold
+    row["status"] = r.status
+    row["error"] = r.error
+    row["diverged_round"] = s.get("diverged_round")
+    for k in METRIC_COLUMNS:
+        row[k] = s.get(k)
+    for k in HETEROGENEITY_COLUMNS:
+        row[k] = het.get(k)
+    row["config_hash"] = r.hash
+    return row
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV text of dict rows; the columns are the union of their keys in first-seen order."""
+    if not rows:
+        return ""
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def read_summary_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """summary.csv back as dicts; numbers as floats, empty cells as None."""
+    out = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in r.items():
+                if v == "":
+                    row[k] = None
+                elif k in METRIC_COLUMNS or k in HETEROGENEITY_COLUMNS:
+                    row[k] = float(v)
+                elif k in ("seed", "fold"):
+                    row[k] = int(v)
+                else:
+                    row[k] = v
+            out.append(row)
+    return out
