@@ -17,11 +17,9 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "sweep":
-        # the package fedsim.sweep, callable as its function sweep(); import_module, not
-        # `from . import sweep`, which would ask this __getattr__ again
-        import importlib
+        from .sweeps import sweep
 
-        return importlib.import_module(".sweep", __name__)
+        return sweep
     if name == "load_config":
         from .config import load_config
 

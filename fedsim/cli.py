@@ -325,7 +325,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from .sweeps import sweep
 
     result = sweep(args.sweep, out=args.out, workers=args.workers, resume=args.resume, select_by=args.select_by,
                    folds=args.folds, progress=not args.quiet)

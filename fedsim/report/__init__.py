@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from ..errors import RunDirError
 from ..plots import plot_run
 from ..store import RunStore, atomic_write_text, read_json
-from ..sweep import INDEX_FILE, make_table
+from ..sweeps import INDEX_FILE, make_table
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
     MEASURE_AXIS,

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..sweep import mean_std
+from ..sweeps import mean_std
 from .load import Layout, RunInfo, SweepView, finished_runs, layout_of, partition_factors
 
 @dataclass

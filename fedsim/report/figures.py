@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from partitioners import plot_label_distribution
 
 from ..plots import log_y_axis
-from ..sweep import STRATEGY_FACTORS, mean_std
+from ..sweeps import STRATEGY_FACTORS, mean_std
 from .drops import DropRow, drop_grid
 from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, partition_factors, read_json_or_none
 

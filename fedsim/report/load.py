@@ -20,7 +20,7 @@ import yaml
 from ..errors import RunDirError
 from ..plots import partition_label
 from ..store import read_jsonl
-from ..sweep import DONE, INDEX_FILE, STRATEGY_FACTORS, Factor, Setting
+from ..sweeps import DONE, INDEX_FILE, STRATEGY_FACTORS, Factor, Setting
 
 
 @dataclass

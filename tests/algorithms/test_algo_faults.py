@@ -12,7 +12,7 @@ import fedsim
 from fedsim.store import load_tensors
 from fedsim.errors import ConfigError
 from fedsim.seeding import uniform
-from fedsim.sweep import Factor, Setting, make_table
+from fedsim.sweeps import Factor, Setting, make_table
 
 RESNET = dict(
     model={"name": "resnet18"},

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fedsim.errors import ConfigError
-from fedsim.sweep import read_summary_csv, select_settings, sweep
+from fedsim.sweeps import read_summary_csv, select_settings, sweep
 
 
 def test_kfold_selection_picks_the_learning_rate_that_learns(tiny, tmp_path):

@@ -15,7 +15,7 @@ import yaml
 
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.store import read_jsonl
-from fedsim.sweep import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
+from fedsim.sweeps import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
 
 PARTITIONS = [{"label": "iid", "scheme": "iid"}, {"label": "Dir(0.5)", "scheme": "dirichlet", "beta": 0.5}]
 
@@ -239,11 +239,11 @@ def test_plan_names_labels_and_precedence(tiny):
     assert safe_name("a/b c#?") == "a_b_cn_"
 
 
-def test_fedsim_sweep_is_callable_from_the_package(tiny, tmp_path):
+def test_fedsim_sweep_is_the_function_next_to_the_package(tiny, tmp_path):
     import fedsim
-    import fedsim.sweep.tables  # noqa: F401  (binds the attribute fedsim.sweep to the package)
+    import fedsim.sweeps.tables  # noqa: F401  (binds the attribute fedsim.sweeps to the package)
 
-    assert fedsim.sweep is sys.modules["fedsim.sweep"] and fedsim.sweep.sweep is sweep
+    assert fedsim.sweeps is sys.modules["fedsim.sweeps"] and fedsim.sweep is sweep
     result = fedsim.sweep({"base": tiny(federation={"rounds": 1})}, out=tmp_path / "one")
     assert result.n_finished == 1 and len(result.rows) == 1
     assert result.rows[0]["run"] == "seed=0"

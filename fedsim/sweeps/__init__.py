@@ -11,17 +11,14 @@ index: config hash -> run directory, status and one-line error of every run),
 ``summary.csv`` (one row per run) and ``table.md`` (and, with selection,
 ``selection.md`` and ``selection.csv``).
 
-``fedsim.sweep`` is this package and is callable: ``fedsim.sweep(...)`` is
-:func:`sweep`.
+``fedsim.sweep(...)`` is :func:`sweep` (the package is ``fedsim.sweeps``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -103,7 +100,7 @@ def sweep(
     ``resume`` matches runs by config hash: finished ones are skipped, interrupted ones
     continue from their last checkpoint. ``select_by`` (a validation metric such as
     ``val_accuracy``) and ``folds`` do honest model selection over the ``tune`` factors
-    (:mod:`fedsim.sweep.selection`). Tables use the sample std (ddof=1) over seeds.
+    (:mod:`fedsim.sweeps.selection`). Tables use the sample std (ddof=1) over seeds.
 
     Worker processes are started with the ``spawn`` method, which re-imports the
     calling script: a script that calls ``sweep(..., workers>1)`` needs the usual
@@ -216,18 +213,3 @@ def _sweep_in(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, workers:
     wall = time.perf_counter() - t0
     log.info("sweep %s: %d finished, %d failed in %.1f s (%s)", spec.name, n_finished, n_failed, wall, sweep_dir)
     return SweepResult(sweep_dir, rows, table, n_finished, n_failed, choices, sel_md, wall)
-
-
-class _CallableModule(types.ModuleType):
-    """The package ``fedsim.sweep`` answers a call as the function :func:`sweep`.
-
-    Importing any submodule binds the attribute ``fedsim.sweep`` to this package, so the
-    name cannot also hold the function; making the package callable keeps the public
-    ``fedsim.sweep(...)`` next to ``from fedsim.sweep import make_table``.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

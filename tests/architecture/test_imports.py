@@ -1,0 +1,145 @@
+"""The import graph of fedsim, strategies and partitioners: no cycles, and deferred
+(function-local) imports only for optional or heavy libraries.
+
+The graph is read from the source (every ``import`` statement, at module level or in
+a function); ``from pkg import name`` counts as an import of ``pkg.name`` when that is a
+module and of ``pkg`` otherwise. docs/architecture.md draws the intended layers.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("fedsim", "strategies", "partitioners")
+
+#: what may be imported inside a function: optional extras and heavy libraries whose
+#: import a light code path should not pay (Ray and flwr.simulation ~1 s, matplotlib,
+#: rich, torch for the CLI's --help)
+DEFERRABLE = (
+    "ray", "flwr.simulation", "matplotlib", "rich", "tensorboard", "torch.utils.tensorboard", "datasets",
+    "flwr_datasets", "PIL", "opacus", "dp_accounting", "mlflow", "wandb", "optuna", "torch", "torchvision",
+    "scipy", "yaml", "numpy",
+)
+#: fedsim's own modules may be imported in a function only where they are heavy for the
+#: importer: the package's lazy attributes (PEP 562) and the CLI, whose commands import
+#: their torch- and Flower-heavy modules so that `fedsim --help` stays instant, and the
+#: sweep's runner, whose planning, tables and reports need neither
+OWN_DEFERRED = {"fedsim", "fedsim.cli", "fedsim.sweeps.execute"}
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = path
+    return mods
+
+
+MODS = _modules()
+
+
+def _targets(current: str, node: ast.AST) -> tuple[set[str], set[str]]:
+    """(own modules, external module names) an import statement loads."""
+    names: list[str] = []
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        if node.level:
+            base = current.split(".")
+            if MODS[current].name != "__init__.py":
+                base = base[:-1]
+            base = base[: len(base) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module or ""
+        subs = [f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in MODS]
+        names = subs if len(subs) == len(node.names) else subs + [module]
+    own, ext = set(), set()
+    for name in names:
+        probe = name
+        while probe and probe not in MODS:
+            probe = probe.rpartition(".")[0]
+        (own.add(probe) if probe else ext.add(name))
+    return own - {current}, ext
+
+
+def _graph():
+    edges: dict[str, set[str]] = {m: set() for m in MODS}
+    deferred: list[tuple[str, str, bool]] = []  # (module, target, own)
+    for mod, path in MODS.items():
+        tree = ast.parse(path.read_text())
+        in_function = {id(sub) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       for sub in ast.walk(fn) if isinstance(sub, (ast.Import, ast.ImportFrom))}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                own, ext = _targets(mod, node)
+                edges[mod] |= own
+                if id(node) in in_function:
+                    deferred += [(mod, t, True) for t in own] + [(mod, t, False) for t in ext]
+    return edges, deferred
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_is_read():
+    edges, _ = _graph()
+    assert "fedsim.validation" in edges["fedsim.config"] and "fedsim.schema" in edges["fedsim.models.registry"]
+
+
+def test_no_import_cycle():
+    edges, _ = _graph()
+    assert _cycles(edges) == []
+
+
+def test_deferred_imports_are_only_of_optional_or_heavy_libraries():
+    _, deferred = _graph()
+    bad = [(m, t) for m, t, own in deferred
+           if (own and m not in OWN_DEFERRED) or (not own and not any(t == d or t.startswith(d + ".") for d in DEFERRABLE))]
+    assert bad == [], "import these at module level (or add a heavy/optional library to DEFERRABLE with the reason)"
+
+
+def test_strategies_and_partitioners_do_not_import_the_engine_cli_or_run_store():
+    edges, _ = _graph()
+    forbidden = ("fedsim.engine", "fedsim.cli", "fedsim.store", "fedsim.api", "fedsim.server", "fedsim.rundir")
+    for mod, targets in edges.items():
+        if mod.startswith(("strategies", "partitioners")):
+            assert not [t for t in targets if t.startswith(forbidden)], mod
