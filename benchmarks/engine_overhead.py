@@ -1,7 +1,7 @@
 """Seconds per FedAvg round: a plain PyTorch loop, fedsim's local engine, vanilla Flower on Ray.
 
     python benchmarks/engine_overhead.py [--quick] [--rounds R] [--repeats K] [--workload a|b|all]
-                                         [--no-ray] [--no-workers2] [--profile]
+                                         [--no-ray] [--no-workers2] [--profile] [--flower-arrays]
 
 Two workloads, each timed as ROUND TIME in this one process:
 
@@ -372,6 +372,33 @@ def _short(filename: str) -> str:
     return f
 
 
+def compare_array_codecs(repeats: int) -> None:
+    """Workload (b) with strategies.arrays' cached .npy headers against Flower's own
+    conversions (np.save / np.load per array), alternating; the median round each."""
+    import statistics
+
+    import numpy as np
+    from flwr.app import Array
+
+    import strategies.arrays as sa
+
+    cached = (sa.array_from_numpy, sa.array_to_numpy)
+    flower = (lambda nd: Array(np.ascontiguousarray(nd)), lambda arr: np.array(arr.numpy(), copy=True))
+    times: dict[str, list[float]] = {"cached headers": [], "Flower's Array": []}
+    try:
+        for _ in range(repeats):
+            for name, (to_arr, to_nd) in zip(times, (cached, flower)):
+                sa.array_from_numpy, sa.array_to_numpy = to_arr, to_nd
+                times[name].append(statistics.median(run_fedsim(WORKLOADS["b"]["config"], 4)["round_times"][1:]))
+    finally:
+        sa.array_from_numpy, sa.array_to_numpy = cached
+    best = {k: min(v) for k, v in times.items()}
+    for k, v in times.items():
+        print(f"  {k:<16} best {best[k] * 1e3:6.1f} ms a round  (repeats: {', '.join(f'{x * 1e3:.1f}' for x in v)})")
+    ratio = best["Flower's Array"] / best["cached headers"]
+    print(f"  Flower's Array / cached headers: {ratio:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds, 1 repeat")
@@ -381,7 +408,12 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="skip vanilla Flower on Ray")
     ap.add_argument("--profile", action="store_true", help="also cProfile one fedsim round of workload (b)")
     ap.add_argument("--no-workers2", action="store_true", help="skip fedsim with engine.workers=2 (Flower-Ray's two cores)")
+    ap.add_argument("--flower-arrays", action="store_true",
+                    help="only: fedsim's round on (b) with its .npy header cache against Flower's own Array(nd) / Array.numpy()")
     args = ap.parse_args()
+    if args.flower_arrays:
+        compare_array_codecs(args.repeats or 3)
+        return
     rounds = args.rounds or (2 if args.quick else 3)
     repeats = args.repeats or (1 if args.quick else 2)
     if rounds < 2:

@@ -3,7 +3,7 @@
 ``derive(seed, "train", round, party)`` gives the same integer in every process and
 on every engine, so a client's shuffling, augmentation and dropout do not depend on
 which worker runs it or in which order: the basis of exact repeats, exact resumes
-and equal results on the local and Ray engines (DESIGN.md, decision 5).
+and equal results on the local and Ray engines (docs/architecture.md, decision 5).
 """
 
 from __future__ import annotations

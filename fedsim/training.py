@@ -1,6 +1,6 @@
 """The local trainer: epochs of mini-batch steps on one party's data, with rule hooks.
 
-Data stay as tensors (DESIGN.md, decision 4): a party is an index tensor into the
+Data stay as tensors (docs/architecture.md, decision 4): a party is an index tensor into the
 dataset held once per process (and once per device); a mini-batch is made by
 indexing, then normalised, augmented and noised as a whole batch on the training
 device. All randomness of one party's round comes from one ``torch.Generator``

@@ -1,4 +1,4 @@
-"""Datasets as in-memory tensors (DESIGN.md, decision 4), behind a registry.
+"""Datasets as in-memory tensors (docs/architecture.md, decision 4), behind a registry.
 
 ``load_dataset(cfg.data, seed, n_parties)`` returns a :class:`DatasetBundle` (cached per
 process); :mod:`fedsim.data.transforms` holds the batch transforms a trainer applies.

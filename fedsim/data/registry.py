@@ -5,7 +5,7 @@ A dataset family is one module holding decorated loaders::
     @register("my-set", key=lambda cfg, seed, n_parties: (...))
     def load(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle: ...
 
-A loader returns the whole dataset as tensors (DESIGN.md, decision 4): images as uint8
+A loader returns the whole dataset as tensors (docs/architecture.md, decision 4): images as uint8
 ``(N, C, H, W)``, tabular features as float32 ``(N, D)``, token sequences as int64
 ``(N, L)`` (the label is the next token: classification over the vocabulary), labels as
 int64. Parties are index arrays into ``x_train``; nothing here knows about partitions.

@@ -1,4 +1,4 @@
-"""Batch transforms that run on the training device (DESIGN.md, decision 4).
+"""Batch transforms that run on the training device (docs/architecture.md, decision 4).
 
 Images stay uint8 in memory; a mini-batch is indexed out, optionally augmented, then
 converted to normalised float32 here. Every random draw comes from the generator the

@@ -1,4 +1,4 @@
-"""SCAFFOLD option II (Karimireddy et al. 2020) against the formulas of DESIGN.md.
+"""SCAFFOLD option II (Karimireddy et al. 2020) against the formulas of strategies/scaffold.py.
 
 Client: every local step uses g + c - c_i; after K steps
 c_i+ = c_i - c + (w_global - y) / (K lr), dc = c_i+ - c_i.
