@@ -21,8 +21,9 @@ import resource
 import statistics
 import sys
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,7 @@ class Parties:
 
         return build_model(self.cfg.model, self.bundle.input_shape, self.bundle.num_classes)
 
-    def initial_state(self) -> "OrderedDict[str, torch.Tensor]":
+    def initial_state(self) -> OrderedDict[str, torch.Tensor]:
         """The global model before round 1, drawn as fedsim draws it (seed, "init")."""
         from fedsim.seeding import derive
 
@@ -135,7 +136,7 @@ def plain_party_update(
     epochs: int = 1,
     generator: torch.Generator | None = None,
     amp_device: str | None = None,
-) -> "OrderedDict[str, torch.Tensor]":
+) -> OrderedDict[str, torch.Tensor]:
     """One party's local training with a plain PyTorch loop; returns a copy of its state_dict.
 
     Load the global weights into the one model instance, build SGD, run ``epochs``
@@ -163,7 +164,9 @@ def plain_party_update(
     return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
 
 
-def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> "OrderedDict[str, torch.Tensor]":
+def weighted_average(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> OrderedDict[str, torch.Tensor]:
     """FedAvg: sum_k (n_k / n) w_k, accumulated in float64 in the given order; ints: max."""
     total = float(sum(weights))
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -185,7 +188,9 @@ def max_abs_diff(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
             return float("inf")
         u = b[key]
         if torch.is_floating_point(t):
-            worst = max(worst, float((t.detach().cpu().double() - u.detach().cpu().double()).abs().max()) if t.numel() else 0.0)
+            worst = max(
+                worst, float((t.detach().cpu().double() - u.detach().cpu().double()).abs().max()) if t.numel() else 0.0
+            )
     return worst
 
 

@@ -35,9 +35,8 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
-
 import _bench
+import torch
 
 
 def disk_usage(root: Path) -> tuple[dict[str, int], dict[str, int]]:
@@ -95,8 +94,13 @@ def part_a(repeats: int, client_files: int) -> None:
     from fedsim.models import build_model
     from fedsim.store import ClientStateStore, RunStore
 
-    cfg = load_config({"model": {"name": "resnet18"}, "strategy": {"name": "scaffold"},
-                       "data": {"dataset": "synthetic-images", "image_shape": [3, 32, 32], "num_classes": 10}})
+    cfg = load_config(
+        {
+            "model": {"name": "resnet18"},
+            "strategy": {"name": "scaffold"},
+            "data": {"dataset": "synthetic-images", "image_shape": [3, 32, 32], "num_classes": 10},
+        }
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model, (3, 32, 32), 10)
     arrays = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
@@ -110,9 +114,11 @@ def part_a(repeats: int, client_files: int) -> None:
     history = [dict(row, round=r) for r in range(1, 101)]
     h = config_hash(cfg)
     arrays_mb = sum(v.numel() * v.element_size() for v in arrays.values())
-    print(f"(a) resnet18 (CIFAR form, 10 classes): {n_params / 1e6:.2f} M parameters, state_dict {mb(arrays_mb)} MB "
-          f"({len(arrays)} entries); SCAFFOLD server state c: {mb(sum(v.numel() * 4 for v in strategy.c.values()))} MB; "
-          f"100-row history; {client_files} party files of c_i in the client-state store")
+    print(
+        f"(a) resnet18 (CIFAR form, 10 classes): {n_params / 1e6:.2f} M parameters, state_dict {mb(arrays_mb)} MB "
+        f"({len(arrays)} entries); SCAFFOLD server state c: {mb(sum(v.numel() * 4 for v in strategy.c.values()))} MB; "
+        f"100-row history; {client_files} party files of c_i in the client-state store"
+    )
 
     with tempfile.TemporaryDirectory(prefix="fedsim-ckpt-") as tmp:
         store = RunStore(Path(tmp) / "run")
@@ -155,11 +161,19 @@ def part_a(repeats: int, client_files: int) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
             ref_ws.append(time.perf_counter() - t0)
-        shared = sum(f.stat().st_size for f in (path / "client_state").glob("*") if f.stat().st_nlink > 1) \
-            if (path / "client_state").exists() else 0
+        shared = (
+            sum(f.stat().st_size for f in (path / "client_state").glob("*") if f.stat().st_nlink > 1)
+            if (path / "client_state").exists()
+            else 0
+        )
 
     rows = [
-        ["fedsim save_checkpoint", f"{statistics.median(writes):.3f}", f"{min(writes):.3f}", f"{mb(state_pt)} (state.pt)"],
+        [
+            "fedsim save_checkpoint",
+            f"{statistics.median(writes):.3f}",
+            f"{min(writes):.3f}",
+            f"{mb(state_pt)} (state.pt)",
+        ],
         ["fedsim load_checkpoint", f"{statistics.median(reads):.3f}", f"{min(reads):.3f}", ""],
         ["torch.save (reference)", f"{statistics.median(ref_w):.3f}", f"{min(ref_w):.3f}", f"{mb(ref_size)}"],
         ["torch.save + fsync (reference)", f"{statistics.median(ref_ws):.3f}", f"{min(ref_ws):.3f}", f"{mb(ref_size)}"],
@@ -167,13 +181,19 @@ def part_a(repeats: int, client_files: int) -> None:
     ]
     print(_bench.fmt_table([f"operation ({repeats} repeats)", "median s", "min s", "file MB"], rows))
     du_text = f"{one_ckpt_kib / 1024:,.1f} MB by du" if one_ckpt_kib is not None else "du not available"
-    print(f"    one checkpoint directory: {mb(sum(disk.values()))} MB on disk ({du_text}), of which "
-          f"{mb(shared)} MB are hard links to the {client_files} client-state files (no new disk: a checkpoint adds "
-          f"{mb(sum(disk.values()) - shared)} MB)")
-    print(f"    save_checkpoint / torch.save+fsync = {statistics.median(writes) / statistics.median(ref_ws):.2f}x; "
-          f"save_checkpoint / torch.save = {statistics.median(writes) / statistics.median(ref_w):.2f}x; "
-          f"load_checkpoint / torch.load = {statistics.median(reads) / statistics.median(ref_r):.2f}x")
-    print("    fedsim writes one every output.checkpoint_every rounds (default 1), keeping output.keep_checkpoints (default 2)")
+    print(
+        f"    one checkpoint directory: {mb(sum(disk.values()))} MB on disk ({du_text}), of which "
+        f"{mb(shared)} MB are hard links to the {client_files} client-state files (no new disk: a checkpoint adds "
+        f"{mb(sum(disk.values()) - shared)} MB)"
+    )
+    print(
+        f"    save_checkpoint / torch.save+fsync = {statistics.median(writes) / statistics.median(ref_ws):.2f}x; "
+        f"save_checkpoint / torch.save = {statistics.median(writes) / statistics.median(ref_w):.2f}x; "
+        f"load_checkpoint / torch.load = {statistics.median(reads) / statistics.median(ref_r):.2f}x"
+    )
+    print(
+        "    fedsim writes one every output.checkpoint_every rounds (default 1), keeping output.keep_checkpoints (default 2)"
+    )
 
 
 # -------------------------------------------------------------------------- (b)
@@ -185,7 +205,12 @@ def part_b(rounds: int, compare: bool = True) -> None:
     n_parties, per_party = 100, 50
     cfg = {
         "seed": 0,
-        "data": {"dataset": "synthetic-images", "n_train": n_parties * per_party, "image_shape": [1, 16, 16], "num_classes": 10},
+        "data": {
+            "dataset": "synthetic-images",
+            "n_train": n_parties * per_party,
+            "image_shape": [1, 16, 16],
+            "num_classes": 10,
+        },
         "partition": {"scheme": "iid", "n_parties": n_parties},
         "model": {"name": "simple-cnn"},
         "strategy": {"name": "scaffold"},
@@ -195,9 +220,11 @@ def part_b(rounds: int, compare: bool = True) -> None:
         # one thread: two OpenMP threads on 2 shared cores stall badly when anything else runs
         "engine": {"threads": 1},
     }
-    print(f"\n(b) SCAFFOLD, {n_parties} parties x {per_party} synthetic-images 1x16x16 (iid), simple-cnn, fraction_fit 0.1, "
-          f"1 epoch, SGD lr 0.1, {rounds} rounds, engine.threads 1; fedsim defaults otherwise (eval every round, checkpoint every round "
-          "keeping 2, plots)")
+    print(
+        f"\n(b) SCAFFOLD, {n_parties} parties x {per_party} synthetic-images 1x16x16 (iid), simple-cnn, fraction_fit 0.1, "
+        f"1 epoch, SGD lr 0.1, {rounds} rounds, engine.threads 1; fedsim defaults otherwise (eval every round, checkpoint every round "
+        "keeping 2, plots)"
+    )
     with tempfile.TemporaryDirectory(prefix="fedsim-ckpt-run-") as tmp:
         t0 = time.perf_counter()
         res = fedsim.run(cfg, out=Path(tmp) / "run")
@@ -206,20 +233,28 @@ def part_b(rounds: int, compare: bool = True) -> None:
         disk, apparent = disk_usage(root)
         total_kib = du_kib(root)
         n_state = len(list((root / "client_state").glob("party_*.pt")))
-        n_ckpt = len([d for d in (root / "checkpoints").iterdir() if d.is_dir()]) if (root / "checkpoints").exists() else 0
+        n_ckpt = (
+            len([d for d in (root / "checkpoints").iterdir() if d.is_dir()]) if (root / "checkpoints").exists() else 0
+        )
         rows = _bench.read_jsonl(root / "metrics.jsonl")
-        per_state = statistics.median(f.stat().st_size for f in (root / "client_state").glob("party_*.pt")) if n_state else 0
-    print(f"    run took {wall:.1f} s (summary wall_time_s {res.summary.get('wall_time_s', float('nan')):.1f} s; "
-          f"median round_time_s {statistics.median(r['round_time_s'] for r in rows) * 1e3:.0f} ms); "
-          f"final test accuracy {res.summary.get('test_accuracy')}")
+        per_state = (
+            statistics.median(f.stat().st_size for f in (root / "client_state").glob("party_*.pt")) if n_state else 0
+        )
+    print(
+        f"    run took {wall:.1f} s (summary wall_time_s {res.summary.get('wall_time_s', float('nan')):.1f} s; "
+        f"median round_time_s {statistics.median(r['round_time_s'] for r in rows) * 1e3:.0f} ms); "
+        f"final test accuracy {res.summary.get('test_accuracy')}"
+    )
     table = []
     for part in sorted(disk, key=lambda k: -disk[k]):
         table.append([part, mb(disk[part]), mb(apparent[part])])
     table.append(["total (hard links once)", mb(sum(disk.values())), mb(sum(apparent.values()))])
     print(_bench.fmt_table(["part of the run directory", "disk MB", "apparent MB"], table))
     du_text = f"du -sk: {total_kib / 1024:,.1f} MB" if total_kib is not None else "du not available"
-    print(f"    {du_text}; {n_state} party files in client_state/ (median {per_state / 1024:.1f} KiB each), "
-          f"{n_ckpt} checkpoint directories kept")
+    print(
+        f"    {du_text}; {n_state} party files in client_state/ (median {per_state / 1024:.1f} KiB each), "
+        f"{n_ckpt} checkpoint directories kept"
+    )
     if compare:
         # the same run without checkpoints: what checkpointing every round costs in time
         with tempfile.TemporaryDirectory(prefix="fedsim-ckpt-run-") as tmp:
@@ -229,14 +264,18 @@ def part_b(rounds: int, compare: bool = True) -> None:
             rows0 = _bench.read_jsonl(Path(res0.run_dir) / "metrics.jsonl")
         m1 = statistics.median(r["round_time_s"] for r in rows)
         m0 = statistics.median(r["round_time_s"] for r in rows0)
-        print(f"    the same run with output.checkpoint_every=0: {wall0:.1f} s, median round_time_s {m0 * 1e3:.0f} ms: "
-              f"a checkpoint every round costs {(m1 - m0) * 1e3:.0f} ms a round here")
+        print(
+            f"    the same run with output.checkpoint_every=0: {wall0:.1f} s, median round_time_s {m0 * 1e3:.0f} ms: "
+            f"a checkpoint every round costs {(m1 - m0) * 1e3:.0f} ms a round here"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats, no party files, a 10-round run")
-    ap.add_argument("--repeats", type=int, default=None, help="repeats of each checkpoint write/read (default 5; --quick 3)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="repeats of each checkpoint write/read (default 5; --quick 3)"
+    )
     ap.add_argument("--client-files", type=int, default=None, help="party files of c_i in (a) (default 4; --quick 0)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds of the run in (b) (default 100; --quick 10)")
     ap.add_argument("--skip-a", action="store_true")

@@ -62,12 +62,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
 from collections import OrderedDict  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Mapping  # noqa: E402
-
-import torch  # noqa: E402
+from typing import Any
 
 import _bench  # noqa: E402
+import torch  # noqa: E402
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "a": {
@@ -99,7 +99,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------- (i) plain
 
 
-def run_plain(cfg_dict: Mapping, rounds: int) -> tuple[list[float], "OrderedDict[str, torch.Tensor]"]:
+def run_plain(cfg_dict: Mapping, rounds: int) -> tuple[list[float], OrderedDict[str, torch.Tensor]]:
     """Seconds of each round of the plain loop, and the final global state."""
     parties = _bench.load_parties(cfg_dict)
     cfg = parties.cfg
@@ -115,9 +115,19 @@ def run_plain(cfg_dict: Mapping, rounds: int) -> tuple[list[float], "OrderedDict
             gen = _bench.shuffle_generator(cfg.seed, rnd, p)
             states.append(
                 _bench.plain_party_update(
-                    model, state, parties.x, parties.y, idx, parties.mean, parties.std,
-                    lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay,
-                    batch_size=tr.batch_size, epochs=int(tr.epochs), generator=gen,
+                    model,
+                    state,
+                    parties.x,
+                    parties.y,
+                    idx,
+                    parties.mean,
+                    parties.std,
+                    lr=tr.lr,
+                    momentum=tr.momentum,
+                    weight_decay=tr.weight_decay,
+                    batch_size=tr.batch_size,
+                    epochs=int(tr.epochs),
+                    generator=gen,
                 )
             )
         state = _bench.weighted_average(states, weights)
@@ -140,7 +150,10 @@ def run_fedsim(cfg_dict: Mapping, rounds: int, overrides: tuple[str, ...] = ()) 
         clients = _bench.read_jsonl(res.run_dir / "clients.jsonl")
         final = safe_torch_load(res.run_dir / "model.pt")
     round_times = [float(r["round_time_s"]) for r in rows]
-    client_times = [sum(float(c.get("time_s") or 0.0) for c in clients if c["round"] == r["round"] and c.get("stage") == "train") for r in rows]
+    client_times = [
+        sum(float(c.get("time_s") or 0.0) for c in clients if c["round"] == r["round"] and c.get("stage") == "train")
+        for r in rows
+    ]
     return {"round_times": round_times, "client_times": client_times, "state": final}
 
 
@@ -185,11 +198,23 @@ def make_vanilla_client_app(cfg_dict: Mapping):
         rnd = int(msg.content["config"]["server-round"])
         idx = parties.indices[pid]
         state = _bench.plain_party_update(
-            model, msg.content["arrays"].to_torch_state_dict(), parties.x, parties.y, idx, parties.mean, parties.std,
-            lr=tr.lr, momentum=tr.momentum, weight_decay=tr.weight_decay, batch_size=tr.batch_size,
-            epochs=int(tr.epochs), generator=_bench.shuffle_generator(parties.cfg.seed, rnd, pid),
+            model,
+            msg.content["arrays"].to_torch_state_dict(),
+            parties.x,
+            parties.y,
+            idx,
+            parties.mean,
+            parties.std,
+            lr=tr.lr,
+            momentum=tr.momentum,
+            weight_decay=tr.weight_decay,
+            batch_size=tr.batch_size,
+            epochs=int(tr.epochs),
+            generator=_bench.shuffle_generator(parties.cfg.seed, rnd, pid),
         )
-        content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord({"num-examples": int(idx.numel())})})
+        content = RecordDict(
+            {"arrays": ArrayRecord(state), "metrics": MetricRecord({"num-examples": int(idx.numel())})}
+        )
         return Message(content=content, reply_to=msg)
 
     return app
@@ -210,7 +235,9 @@ def make_vanilla_server_app(n: int, rounds: int, initial: Mapping[str, torch.Ten
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(OrderedDict(initial)), num_rounds=rounds, evaluate_fn=evaluate_fn)
+        strategy.start(
+            grid=grid, initial_arrays=ArrayRecord(OrderedDict(initial)), num_rounds=rounds, evaluate_fn=evaluate_fn
+        )
 
     return app
 
@@ -269,8 +296,10 @@ def measure(key: str, rounds: int, repeats: int, with_ray: bool, workers2: bool)
         fr = run_fedsim(cfg, rounds)
         fedsim_state = fr["state"]
         p, f = _bench.steady(pt), _bench.steady(fr["round_times"])
-        print(f"  repeat {rep + 1}: plain {fmt_times(pt)} s -> {p:.3f};  fedsim {fmt_times(fr['round_times'])} s -> {f:.3f}"
-              f"  (fedsim client training {fmt_times(fr['client_times'])})")
+        print(
+            f"  repeat {rep + 1}: plain {fmt_times(pt)} s -> {p:.3f};  fedsim {fmt_times(fr['round_times'])} s -> {f:.3f}"
+            f"  (fedsim client training {fmt_times(fr['client_times'])})"
+        )
         plain_best = min(plain_best, p)
         if f < fedsim_best:
             fedsim_best, fedsim_client = f, _bench.steady(fr["client_times"])
@@ -282,16 +311,20 @@ def measure(key: str, rounds: int, repeats: int, with_ray: bool, workers2: bool)
         try:  # the same two cores Flower-Ray gets: two worker processes, one thread each
             fw = run_fedsim(cfg, rounds, ("engine.workers=2", "engine.threads=1"))
             out["workers2"] = _bench.steady(fw["round_times"])
-            print(f"  fedsim engine.workers=2 {fmt_times(fw['round_times'])} s -> {out['workers2']:.3f}"
-                  f"  (max |plain - fedsim workers=2| = {_bench.max_abs_diff(plain_state, fw['state']):.3g})")
+            print(
+                f"  fedsim engine.workers=2 {fmt_times(fw['round_times'])} s -> {out['workers2']:.3f}"
+                f"  (max |plain - fedsim workers=2| = {_bench.max_abs_diff(plain_state, fw['state']):.3g})"
+            )
         except Exception as exc:
             print(f"  fedsim engine.workers=2 failed: {type(exc).__name__}: {exc}")
     out["batched"] = float("nan")
     if w.get("batched"):
         fb = run_fedsim(cfg, rounds, ("engine.batch_clients=on",))
         out["batched"] = _bench.steady(fb["round_times"])
-        print(f"  fedsim engine.batch_clients=on {fmt_times(fb['round_times'])} s -> {out['batched']:.3f}"
-              f"  (max |plain - fedsim batched| = {_bench.max_abs_diff(plain_state, fb['state']):.3g})")
+        print(
+            f"  fedsim engine.batch_clients=on {fmt_times(fb['round_times'])} s -> {out['batched']:.3f}"
+            f"  (max |plain - fedsim batched| = {_bench.max_abs_diff(plain_state, fb['state']):.3g})"
+        )
     out["ray"] = out["ray1"] = float("nan")
     if with_ray:
         # one actor per core (what the 2-core fedsim runs get); where the goal is against
@@ -302,8 +335,10 @@ def measure(key: str, rounds: int, repeats: int, with_ray: bool, workers2: bool)
                 rr = run_flower_ray(cfg, rounds, cpus)
                 out[name] = _bench.steady(rr["round_times"])
                 d = _bench.max_abs_diff(plain_state, rr["state"]) if rr["state"] is not None else float("nan")
-                print(f"  Flower-Ray num_cpus={cpus} {fmt_times(rr['round_times'])} s -> {out[name]:.3f}  (whole run_simulation "
-                      f"{rr['total']:.1f} s; max |plain - Flower| = {d:.3g}, Flower averages in its own order and precision)")
+                print(
+                    f"  Flower-Ray num_cpus={cpus} {fmt_times(rr['round_times'])} s -> {out[name]:.3f}  (whole run_simulation "
+                    f"{rr['total']:.1f} s; max |plain - Flower| = {d:.3g}, Flower averages in its own order and precision)"
+                )
             except Exception as exc:  # keep the other numbers
                 print(f"  Flower-Ray num_cpus={cpus} failed: {type(exc).__name__}: {exc}")
     return out
@@ -336,28 +371,38 @@ def profile_round(key: str = "b", top: int = 15) -> None:
             prof.enable()
         elif row["round"] == 2:
             prof.disable()
-            print(f"  round 2 under the profiler: round_time_s {row['round_time_s'] * 1e3:.1f} ms (the profiler inflates it)")
+            print(
+                f"  round 2 under the profiler: round_time_s {row['round_time_s'] * 1e3:.1f} ms (the profiler inflates it)"
+            )
 
-    print(f"\ncProfile of one fedsim round of {WORKLOADS[key]['title']} (round 2; from the end of round 1's records "
-          "to the end of round 2's)")
+    print(
+        f"\ncProfile of one fedsim round of {WORKLOADS[key]['title']} (round 2; from the end of round 1's records "
+        "to the end of round 2's)"
+    )
     with tempfile.TemporaryDirectory(prefix="fedsim-bench-") as tmp:
         fedsim.run(cfg, out=Path(tmp) / "run", hooks=RunHooks(on_round=on_round))
     stats = pstats.Stats(prof)
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in entries.values())
     torch_ops = sum(v[2] for f, v in entries.items() if _is_torch_training_op(f))
-    print(f"  profiled {total * 1e3:.1f} ms of tottime; torch kernels and nn/optim/autograd machinery {torch_ops * 1e3:.1f} ms; "
-          f"the rest {(total - torch_ops) * 1e3:.1f} ms")
+    print(
+        f"  profiled {total * 1e3:.1f} ms of tottime; torch kernels and nn/optim/autograd machinery {torch_ops * 1e3:.1f} ms; "
+        f"the rest {(total - torch_ops) * 1e3:.1f} ms"
+    )
     rows = sorted(((f, v) for f, v in entries.items() if not _is_torch_training_op(f)), key=lambda fv: -fv[1][2])[:top]
     table = []
-    for (filename, line, name), (cc, nc, tt, ct, _) in rows:
+    for (filename, line, name), (_cc, nc, tt, ct, _) in rows:
         where = name if filename == "~" else f"{_short(filename)}:{line}({name})"
         table.append([where, f"{nc}", f"{tt * 1e3:.1f}", f"{ct * 1e3:.1f}"])
     print(f"  top {top} by tottime outside torch's training ops:")
     print("  " + _bench.fmt_table(["function", "calls", "tottime ms", "cumtime ms"], table).replace("\n", "\n  "))
-    ours = sorted(((f, v) for f, v in entries.items() if re.search(r"(fedsim|strategies|flwr)/|torch/random", f[0])),
-                  key=lambda fv: -fv[1][3])[:top]
-    table = [[f"{_short(fn)}:{ln}({nm})", f"{v[1]}", f"{v[2] * 1e3:.1f}", f"{v[3] * 1e3:.1f}"] for (fn, ln, nm), v in ours]
+    ours = sorted(
+        ((f, v) for f, v in entries.items() if re.search(r"(fedsim|strategies|flwr)/|torch/random", f[0])),
+        key=lambda fv: -fv[1][3],
+    )[:top]
+    table = [
+        [f"{_short(fn)}:{ln}({nm})", f"{v[1]}", f"{v[2] * 1e3:.1f}", f"{v[3] * 1e3:.1f}"] for (fn, ln, nm), v in ours
+    ]
     print(f"  top {top} fedsim/strategies/flwr functions (and torch.manual_seed) by cumtime:")
     print("  " + _bench.fmt_table(["function", "calls", "tottime ms", "cumtime ms"], table).replace("\n", "\n  "))
 
@@ -367,8 +412,10 @@ def _short(filename: str) -> str:
     for marker in ("site-packages/", "/fedsim/", "/strategies/", "/lib/python"):
         i = f.find(marker)
         if i >= 0:
-            rest = f[i + len(marker):]
-            return {"/fedsim/": "fedsim/", "/strategies/": "strategies/"}.get(marker, "") + (rest.split("/", 1)[1] if marker == "/lib/python" else rest)
+            rest = f[i + len(marker) :]
+            return {"/fedsim/": "fedsim/", "/strategies/": "strategies/"}.get(marker, "") + (
+                rest.split("/", 1)[1] if marker == "/lib/python" else rest
+            )
     return f
 
 
@@ -403,13 +450,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds, 1 repeat")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per run (default 3; --quick 2)")
-    ap.add_argument("--repeats", type=int, default=None, help="alternating repeats of plain and fedsim (default 2; --quick 1)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="alternating repeats of plain and fedsim (default 2; --quick 1)"
+    )
     ap.add_argument("--workload", choices=["a", "b", "all"], default="all")
     ap.add_argument("--no-ray", action="store_true", help="skip vanilla Flower on Ray")
     ap.add_argument("--profile", action="store_true", help="also cProfile one fedsim round of workload (b)")
-    ap.add_argument("--no-workers2", action="store_true", help="skip fedsim with engine.workers=2 (Flower-Ray's two cores)")
-    ap.add_argument("--flower-arrays", action="store_true",
-                    help="only: fedsim's round on (b) with its .npy header cache against Flower's own Array(nd) / Array.numpy()")
+    ap.add_argument(
+        "--no-workers2", action="store_true", help="skip fedsim with engine.workers=2 (Flower-Ray's two cores)"
+    )
+    ap.add_argument(
+        "--flower-arrays",
+        action="store_true",
+        help="only: fedsim's round on (b) with its .npy header cache against Flower's own Array(nd) / Array.numpy()",
+    )
     args = ap.parse_args()
     if args.flower_arrays:
         compare_array_codecs(args.repeats or 3)
@@ -421,8 +475,10 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     print(_bench.setup_line())
-    print("plain and fedsim: one process, one thread, one core; Flower-Ray: run_simulation, "
-          "client_resources num_cpus=1 -> one Ray actor per core, OMP_NUM_THREADS=1")
+    print(
+        "plain and fedsim: one process, one thread, one core; Flower-Ray: run_simulation, "
+        "client_resources num_cpus=1 -> one Ray actor per core, OMP_NUM_THREADS=1"
+    )
     keys = ["a", "b"] if args.workload == "all" else [args.workload]
     results = [measure(k, rounds, repeats, not args.no_ray, not args.no_workers2) for k in keys]
 
@@ -436,29 +492,85 @@ def main() -> None:
             goal_r = "-"
         else:
             goal_r = f">= {r['goal_ray']:.0f}: {'met' if ray_ratio >= r['goal_ray'] else 'MISSED'}"
-        rows.append([r["title"], f"{r['plain']:.3f}", f"{r['fedsim']:.3f}", f"{r['ray']:.3f}",
-                     f"{ratio:.2f}", goal_p, f"{ray_ratio:.1f}", goal_r, f"{r['workers2']:.3f}", f"{r['ray'] / r['workers2']:.1f}"])
-    print(_bench.fmt_table(["workload", "plain s", "fedsim s", "Flower-Ray s", "fedsim/plain", "goal", "Ray/fedsim", "goal",
-                            "fedsim 2 workers s", "Ray/2 workers"], rows))
+        rows.append(
+            [
+                r["title"],
+                f"{r['plain']:.3f}",
+                f"{r['fedsim']:.3f}",
+                f"{r['ray']:.3f}",
+                f"{ratio:.2f}",
+                goal_p,
+                f"{ray_ratio:.1f}",
+                goal_r,
+                f"{r['workers2']:.3f}",
+                f"{r['ray'] / r['workers2']:.1f}",
+            ]
+        )
+    print(
+        _bench.fmt_table(
+            [
+                "workload",
+                "plain s",
+                "fedsim s",
+                "Flower-Ray s",
+                "fedsim/plain",
+                "goal",
+                "Ray/fedsim",
+                "goal",
+                "fedsim 2 workers s",
+                "Ray/2 workers",
+            ],
+            rows,
+        )
+    )
     print("  (plain, fedsim: one core; Flower-Ray and fedsim 2 workers: two processes on the two cores)")
     for r in results:
         if r["batched"] == r["batched"]:  # not NaN
             print(f"\n{r['title']}, the other settings, seconds per round:")
             rows = [
-                ["fedsim, engine.batch_clients=on (one core)", f"{r['batched']:.3f}", f"{r['batched'] / r['plain']:.2f}",
-                 f"{r['ray'] / r['batched']:.1f}", f"{r['ray1'] / r['batched']:.1f}"],
-                ["fedsim, sequential (one core)", f"{r['fedsim']:.3f}", f"{r['fedsim'] / r['plain']:.2f}",
-                 f"{r['ray'] / r['fedsim']:.1f}", f"{r['ray1'] / r['fedsim']:.1f}"],
-                ["fedsim, engine.workers=2 (two cores)", f"{r['workers2']:.3f}", f"{r['workers2'] / r['plain']:.2f}",
-                 f"{r['ray'] / r['workers2']:.1f}", f"{r['ray1'] / r['workers2']:.1f}"],
-                ["Flower-Ray, num_cpus=1 (two actors, two cores)", f"{r['ray']:.3f}", f"{r['ray'] / r['plain']:.2f}", "1.0", "-"],
-                ["Flower-Ray, default num_cpus=2 (one actor)", f"{r['ray1']:.3f}", f"{r['ray1'] / r['plain']:.2f}", "-", "1.0"],
+                [
+                    "fedsim, engine.batch_clients=on (one core)",
+                    f"{r['batched']:.3f}",
+                    f"{r['batched'] / r['plain']:.2f}",
+                    f"{r['ray'] / r['batched']:.1f}",
+                    f"{r['ray1'] / r['batched']:.1f}",
+                ],
+                [
+                    "fedsim, sequential (one core)",
+                    f"{r['fedsim']:.3f}",
+                    f"{r['fedsim'] / r['plain']:.2f}",
+                    f"{r['ray'] / r['fedsim']:.1f}",
+                    f"{r['ray1'] / r['fedsim']:.1f}",
+                ],
+                [
+                    "fedsim, engine.workers=2 (two cores)",
+                    f"{r['workers2']:.3f}",
+                    f"{r['workers2'] / r['plain']:.2f}",
+                    f"{r['ray'] / r['workers2']:.1f}",
+                    f"{r['ray1'] / r['workers2']:.1f}",
+                ],
+                [
+                    "Flower-Ray, num_cpus=1 (two actors, two cores)",
+                    f"{r['ray']:.3f}",
+                    f"{r['ray'] / r['plain']:.2f}",
+                    "1.0",
+                    "-",
+                ],
+                [
+                    "Flower-Ray, default num_cpus=2 (one actor)",
+                    f"{r['ray1']:.3f}",
+                    f"{r['ray1'] / r['plain']:.2f}",
+                    "-",
+                    "1.0",
+                ],
             ]
             print(_bench.fmt_table(["setting", "s", "x plain", "Ray 2 actors / this", "Ray 1 actor / this"], rows))
     for r in results:
         outside = r["fedsim"] - r["fedsim_client"]
-        print(f"  {r['title'][:3]} fedsim round {r['fedsim'] * 1e3:.1f} ms = client training {r['fedsim_client'] * 1e3:.1f} ms "
-              f"(clients.jsonl time_s) + {outside * 1e3:.1f} ms outside the clients; plain {r['plain'] * 1e3:.1f} ms")
+        print(
+            f"  {r['title'][:3]} fedsim round {r['fedsim'] * 1e3:.1f} ms = client training {r['fedsim_client'] * 1e3:.1f} ms "
+            f"(clients.jsonl time_s) + {outside * 1e3:.1f} ms outside the clients; plain {r['plain'] * 1e3:.1f} ms"
+        )
     if args.profile:
         profile_round("b")
 

@@ -40,17 +40,18 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
 import _bench
+import torch
 
 
 def device_lines() -> list[str]:
     lines = [_bench.setup_line()]
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        lines.append(f"device: cuda:0 {p.name}, {p.total_memory / 2**30:.0f} GiB, capability {p.major}.{p.minor}, "
-                     f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
+        lines.append(
+            f"device: cuda:0 {p.name}, {p.total_memory / 2**30:.0f} GiB, capability {p.major}.{p.minor}, "
+            f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}"
+        )
     else:
         lines.append("device: cpu (no CUDA device: sizes are for a smoke test, numbers mean little)")
     return lines
@@ -98,10 +99,24 @@ def standalone_throughput(cfg: dict, rounds: int) -> dict:
         states = []
         for p, ix in enumerate(idxs):
             gen = _bench.shuffle_generator(c.seed, rnd, p, device=dev)
-            states.append(_bench.plain_party_update(
-                model, state, x, y, ix, parties.mean, parties.std, lr=c.train.lr, momentum=c.train.momentum,
-                weight_decay=c.train.weight_decay, batch_size=c.train.batch_size, epochs=int(c.train.epochs),
-                generator=gen, amp_device=amp))
+            states.append(
+                _bench.plain_party_update(
+                    model,
+                    state,
+                    x,
+                    y,
+                    ix,
+                    parties.mean,
+                    parties.std,
+                    lr=c.train.lr,
+                    momentum=c.train.momentum,
+                    weight_decay=c.train.weight_decay,
+                    batch_size=c.train.batch_size,
+                    epochs=int(c.train.epochs),
+                    generator=gen,
+                    amp_device=amp,
+                )
+            )
         state = _bench.weighted_average(states, weights)
         sync()
         times.append(time.perf_counter() - t0)
@@ -129,8 +144,10 @@ def part_a(quick: bool, with_ray: bool, tmp: Path) -> None:
         federation={"rounds": rounds},
         engine={"threads": 0},
     )
-    print(f"\n(a) resnet18 + projection head, {n_parties} parties x {per_party} synthetic 3x32x32, batch {batch}, "
-          f"bf16 autocast on CUDA, {rounds} rounds; samples/s over rounds 2..{rounds}")
+    print(
+        f"\n(a) resnet18 + projection head, {n_parties} parties x {per_party} synthetic 3x32x32, batch {batch}, "
+        f"bf16 autocast on CUDA, {rounds} rounds; samples/s over rounds 2..{rounds}"
+    )
     results: dict[str, float] = {}
     try:
         st = standalone_throughput(cfg, rounds)
@@ -148,12 +165,16 @@ def part_a(quick: bool, with_ray: bool, tmp: Path) -> None:
         traceback.print_exc(limit=3)
     if with_ray:
         try:
-            ray_cfg = _bench.deep_update(cfg, {"engine": {"name": "ray", "num_gpus": 0.25 if torch.cuda.is_available() else 0.0,
-                                                          "num_cpus": 1.0}})
+            ray_cfg = _bench.deep_update(
+                cfg,
+                {"engine": {"name": "ray", "num_gpus": 0.25 if torch.cuda.is_available() else 0.0, "num_cpus": 1.0}},
+            )
             rr = fedsim_throughput(ray_cfg, tmp / "a-ray")
             results["fedsim-ray"] = rr["samples_per_s"]
-            print(f"    fedsim Ray        {rr['samples_per_s']:10.1f} samples/s  rounds {fmt_times(rr['round_times'])} s "
-                  f"(engine.num_gpus={ray_cfg['engine']['num_gpus']})")
+            print(
+                f"    fedsim Ray        {rr['samples_per_s']:10.1f} samples/s  rounds {fmt_times(rr['round_times'])} s "
+                f"(engine.num_gpus={ray_cfg['engine']['num_gpus']})"
+            )
         except Exception as exc:
             print(f"    fedsim Ray failed: {type(exc).__name__}: {exc}")
             traceback.print_exc(limit=3)
@@ -188,8 +209,10 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
         return
     per_client = 32 if quick else 128
     rounds = 2 if quick else 3
-    print(f"    {per_client} synthetic 3x32x32 samples per client, batch 64, SGD lr 0.01 momentum 0.9, 1 epoch, "
-          f"{rounds} rounds, every party in every round; samples/s over rounds 2..{rounds}")
+    print(
+        f"    {per_client} synthetic 3x32x32 samples per client, batch 64, SGD lr 0.01 momentum 0.9, 1 epoch, "
+        f"{rounds} rounds, every party in every round; samples/s over rounds 2..{rounds}"
+    )
     rows = []
     for c in cohorts:
         cfg = _bench.base_config(
@@ -203,17 +226,40 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
         got: dict[str, dict] = {}
         for mode in ("off", "on"):
             try:
-                got[mode] = fedsim_throughput(_bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), tmp / f"b-{c}-{mode}")
+                got[mode] = fedsim_throughput(
+                    _bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), tmp / f"b-{c}-{mode}"
+                )
             except Exception as exc:
                 print(f"    {c} clients, batch_clients={mode} failed: {type(exc).__name__}: {exc}")
                 traceback.print_exc(limit=3)
         if len(got) == 2:
             diff = _bench.max_abs_diff(got["off"]["state"], got["on"]["state"])
             speed = got["on"]["samples_per_s"] / got["off"]["samples_per_s"]
-            rows.append([f"{c}", f"{got['off']['samples_per_s']:.0f}", f"{got['on']['samples_per_s']:.0f}", f"{speed:.2f}", f"{diff:.2e}"])
-            print(f"    {c} clients: off {fmt_times(got['off']['round_times'])} s, on {fmt_times(got['on']['round_times'])} s")
+            rows.append(
+                [
+                    f"{c}",
+                    f"{got['off']['samples_per_s']:.0f}",
+                    f"{got['on']['samples_per_s']:.0f}",
+                    f"{speed:.2f}",
+                    f"{diff:.2e}",
+                ]
+            )
+            print(
+                f"    {c} clients: off {fmt_times(got['off']['round_times'])} s, on {fmt_times(got['on']['round_times'])} s"
+            )
     if rows:
-        print(_bench.fmt_table(["clients/round", "one at a time samples/s", "batched samples/s", "batched/one", "max |diff| of models"], rows))
+        print(
+            _bench.fmt_table(
+                [
+                    "clients/round",
+                    "one at a time samples/s",
+                    "batched samples/s",
+                    "batched/one",
+                    "max |diff| of models",
+                ],
+                rows,
+            )
+        )
 
 
 # -------------------------------------------------------------------------- (c)
@@ -221,8 +267,8 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
 
 def part_c(quick: bool) -> None:
     from fedsim.config import load_config
-    from fedsim.models import build_model
     from fedsim.evaluation import round_heterogeneity
+    from fedsim.models import build_model
     from strategies.arrays import all_finite, record_to_state, state_to_record, weighted_average
     from strategies.strategy import ClientOutcome
 
@@ -231,10 +277,15 @@ def part_c(quick: bool) -> None:
     torch.manual_seed(0)
     model = build_model(cfg.model, (3, 32, 32), 10)
     g = {n: t.detach().clone() for n, t in model.state_dict().items()}
-    clients = [{n: (t + 0.01 * torch.randn_like(t)) if t.is_floating_point() else t.clone() for n, t in g.items()} for _ in range(k)]
+    clients = [
+        {n: (t + 0.01 * torch.randn_like(t)) if t.is_floating_point() else t.clone() for n, t in g.items()}
+        for _ in range(k)
+    ]
     mb = sum(t.numel() * t.element_size() for t in g.values()) / 2**20
-    print(f"\n(c) server-side CPU work of one round, resnet18 + head ({mb:.0f} MB of weights), {k} clients, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"\n(c) server-side CPU work of one round, resnet18 + head ({mb:.0f} MB of weights), {k} clients, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     def timed(fn, repeats: int = 3) -> float:
         ts = []

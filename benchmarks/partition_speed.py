@@ -60,20 +60,26 @@ def seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def run_case(name: str, n: int, k: int, parties: int, beta: float, min_size: int, repeats: int,
-             ref_repeats: int) -> float:
+def run_case(
+    name: str, n: int, k: int, parties: int, beta: float, min_size: int, repeats: int, ref_repeats: int
+) -> float:
     """Print fedsim's and NIID-Bench's times on one case; return fedsim's median (s)."""
     labels = np.random.default_rng(12345).integers(0, k, n).astype(np.int64)
-    ours = [seconds(lambda s=s: partitioners.partition(labels, "dirichlet", parties, seed=s, beta=beta,
-                                                       min_size=min_size))
-            for s in range(repeats)]
+    ours = [
+        seconds(lambda s=s: partitioners.partition(labels, "dirichlet", parties, seed=s, beta=beta, min_size=min_size))
+        for s in range(repeats)
+    ]
     ref = [seconds(lambda s=s: niid_bench_dirichlet(labels, parties, beta, min_size, s)) for s in range(ref_repeats)]
     t_ours, t_ref = statistics.median(ours), statistics.median(ref)
     print(f"({name}) dirichlet beta={beta}, {n:,} labels, {k} classes, {parties:,} parties, min_size={min_size}")
-    print(f"    partitioners.partition     median {t_ours * 1e3:9.1f} ms  mean {statistics.mean(ours) * 1e3:9.1f} ms"
-          f"  ({repeats} seeds)")
-    print(f"    NIID-Bench reference loop  median {t_ref * 1e3:9.1f} ms  ({ref_repeats} seeds)"
-          f"  = {t_ref / t_ours:.1f}x partition's time")
+    print(
+        f"    partitioners.partition     median {t_ours * 1e3:9.1f} ms  mean {statistics.mean(ours) * 1e3:9.1f} ms"
+        f"  ({repeats} seeds)"
+    )
+    print(
+        f"    NIID-Bench reference loop  median {t_ref * 1e3:9.1f} ms  ({ref_repeats} seeds)"
+        f"  = {t_ref / t_ours:.1f}x partition's time"
+    )
     return t_ours
 
 
@@ -92,15 +98,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="seeds of partition() (median reported)")
     ap.add_argument("--ref-repeats", type=int, default=3, help="seeds of the NIID-Bench reference")
     args = ap.parse_args()
-    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs")
     t_goal = run_case("goal", 1_000_000, 100, 1_000, 0.1, 10, args.repeats, args.ref_repeats)
     print(f"    goal <= {GOAL_S * 1e3:.0f} ms: {'met' if t_goal <= GOAL_S else 'NOT met'}")
     # a few-ms call varies with the number of redraws a seed needs: more seeds
     run_case("info", 50_000, 10, 100, 0.1, 10, max(args.repeats, 101), args.ref_repeats)
     wide, narrow = owner_sort_times(1_000_000, 1_000, args.repeats)
-    print(f"(split.by_owner) stable argsort of 1M owners of 1,000 parties: int64 {wide * 1e3:.1f} ms, "
-          f"{np.min_scalar_type(1_000)} {narrow * 1e3:.1f} ms")
+    print(
+        f"(split.by_owner) stable argsort of 1M owners of 1,000 parties: int64 {wide * 1e3:.1f} ms, "
+        f"{np.min_scalar_type(1_000)} {narrow * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def child(n_parties: int, fraction: float, rounds: int, out_json: str, hidden: l
 
     torch.set_num_threads(1)
     import _bench
+
     import fedsim
     from fedsim.config import load_config
     from fedsim.experiment import load_bundle
@@ -91,14 +92,28 @@ def child(n_parties: int, fraction: float, rounds: int, out_json: str, hidden: l
     per_round = []
     for r in rows:
         ct = [float(c.get("time_s") or 0.0) for c in clients if c["round"] == r["round"] and c.get("stage") == "train"]
-        per_round.append({"round": r["round"], "round_time_s": float(r["round_time_s"]), "clients": len(ct), "client_s": sum(ct)})
+        per_round.append(
+            {"round": r["round"], "round_time_s": float(r["round_time_s"]), "clients": len(ct), "client_s": sum(ct)}
+        )
     self_mb, child_mb = _bench.peak_rss_mb()
     plain_s = plain_cohort_seconds(cfg, per_round[-1]["clients"] if per_round else 1)
-    Path(out_json).write_text(json.dumps({
-        "n_parties": n_parties, "fraction": fraction, "rounds": per_round, "import_s": import_s, "data_s": data_s,
-        "setup_s": marks.get(1, float("nan")) - t0, "total_s": total_s, "rss_self_mb": self_mb, "rss_children_mb": child_mb,
-        "run_dir_mb": run_dir_mb, "plain_s": plain_s,
-    }))
+    Path(out_json).write_text(
+        json.dumps(
+            {
+                "n_parties": n_parties,
+                "fraction": fraction,
+                "rounds": per_round,
+                "import_s": import_s,
+                "data_s": data_s,
+                "setup_s": marks.get(1, float("nan")) - t0,
+                "total_s": total_s,
+                "rss_self_mb": self_mb,
+                "rss_children_mb": child_mb,
+                "run_dir_mb": run_dir_mb,
+                "plain_s": plain_s,
+            }
+        )
+    )
 
 
 def plain_cohort_seconds(cfg: dict, k: int, repeats: int = 5) -> float:
@@ -114,9 +129,20 @@ def plain_cohort_seconds(cfg: dict, k: int, repeats: int = 5) -> float:
     for rep in range(repeats + 1):  # the first is a warm-up
         t0 = time.perf_counter()
         states = [
-            _bench.plain_party_update(model, state, parties.x, parties.y, ix, parties.mean, parties.std, lr=tr.lr,
-                                      momentum=tr.momentum, batch_size=tr.batch_size, epochs=int(tr.epochs),
-                                      generator=_bench.shuffle_generator(0, rep, p))
+            _bench.plain_party_update(
+                model,
+                state,
+                parties.x,
+                parties.y,
+                ix,
+                parties.mean,
+                parties.std,
+                lr=tr.lr,
+                momentum=tr.momentum,
+                batch_size=tr.batch_size,
+                epochs=int(tr.epochs),
+                generator=_bench.shuffle_generator(0, rep, p),
+            )
             for p, ix in enumerate(idxs)
         ]
         _bench.weighted_average(states, [int(ix.numel()) for ix in idxs])
@@ -127,8 +153,20 @@ def plain_cohort_seconds(cfg: dict, k: int, repeats: int = 5) -> float:
 def run_size(n_parties: int, fraction: float, rounds: int, hidden: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="fedsim-scale-json-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n_parties), "--fraction", str(fraction),
-               "--rounds", str(rounds), "--json", str(out), "--hidden", hidden]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            str(n_parties),
+            "--fraction",
+            str(fraction),
+            "--rounds",
+            str(rounds),
+            "--json",
+            str(out),
+            "--hidden",
+            hidden,
+        ]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -171,9 +209,12 @@ def main() -> None:
     ap.add_argument("--sizes", default=None, help="comma-separated party counts (default 100,1000,10000)")
     ap.add_argument("--fraction", type=float, default=0.01, help="federation.fraction_fit (default 0.01)")
     ap.add_argument("--no-extra", action="store_true", help="skip the extra 100-party runs at fraction 0.1 and 1.0")
-    ap.add_argument("--hidden", default="",
-                    help="mlp hidden widths (default '' = logistic regression, 2.6k weights: the engine's own overhead; "
-                         "200,200 = 94k weights, where copying 100 clients' weights adds ~60 ms a round)")
+    ap.add_argument(
+        "--hidden",
+        default="",
+        help="mlp hidden widths (default '' = logistic regression, 2.6k weights: the engine's own overhead; "
+        "200,200 = 94k weights, where copying 100 clients' weights adds ~60 ms a round)",
+    )
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -184,15 +225,23 @@ def main() -> None:
         return
     import _bench
 
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([100, 1000] if args.quick else [100, 1000, 10000])
+    sizes = (
+        [int(s) for s in args.sizes.split(",")] if args.sizes else ([100, 1000] if args.quick else [100, 1000, 10000])
+    )
     cases = [(n, args.fraction) for n in sizes]
     if not args.no_extra and 100 in sizes:
         # 10 and 100 clients a round from 100 parties: the cohorts of 1,000 and 10,000 parties
-        cases[sizes.index(100) + 1:sizes.index(100) + 1] = [(100, 0.1), (100, 1.0)]
-    print(_bench.setup_line().replace(f"torch threads {__import__('torch').get_num_threads()}", "torch threads 1 (per subprocess)"))
-    print(f"synthetic-images {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[2]}, {SAMPLES_PER_PARTY} samples per party, iid, "
-          f"mlp {hidden or '[] (logistic regression)'}, 1 epoch, batch 64, {rounds} rounds, no evaluation/checkpoints/plots; local engine, "
-          "one fresh subprocess per row; per-round numbers are medians of rounds 2..R")
+        cases[sizes.index(100) + 1 : sizes.index(100) + 1] = [(100, 0.1), (100, 1.0)]
+    print(
+        _bench.setup_line().replace(
+            f"torch threads {__import__('torch').get_num_threads()}", "torch threads 1 (per subprocess)"
+        )
+    )
+    print(
+        f"synthetic-images {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[2]}, {SAMPLES_PER_PARTY} samples per party, iid, "
+        f"mlp {hidden or '[] (logistic regression)'}, 1 epoch, batch 64, {rounds} rounds, no evaluation/checkpoints/plots; local engine, "
+        "one fresh subprocess per row; per-round numbers are medians of rounds 2..R"
+    )
     rows = []
     for n, frac in cases:
         try:
@@ -201,21 +250,43 @@ def main() -> None:
             print(f"  {n:,} parties, fraction {frac:g}: failed: {exc}")
             continue
         times = ", ".join(f"{r['round_time_s'] * 1e3:.1f}" for r in res["rounds"])
-        print(f"  {n:,} parties, fraction {frac:g}: round times [{times}] ms; subprocess {res['process_wall_s']:.1f} s "
-              f"(imports {res['import_s']:.1f} s)")
+        print(
+            f"  {n:,} parties, fraction {frac:g}: round times [{times}] ms; subprocess {res['process_wall_s']:.1f} s "
+            f"(imports {res['import_s']:.1f} s)"
+        )
         rows.append(summarise(res))
     print()
-    print(_bench.fmt_table(
-        ["parties", "fraction", "clients/round", "peak RSS MB self + children", "round ms", "client train ms", "overhead ms",
-         "plain loop ms", "setup s", "(data s)", "run dir MB", "goals"],
-        rows,
-    ))
-    print(f"goals: peak RSS (self + children) < {RSS_GOAL_MB:,} MB and overhead (round - client training) "
-          f"< {OVERHEAD_GOAL_MS:.0f} ms a round")
-    print("plain loop ms: the same cohort size trained by a plain PyTorch loop + FedAvg in the same subprocess "
-          "(the physical limit of a round)")
-    print("children: the peak RSS of the subprocess's own children (a fork for ldconfig at import time is "
-          "charged with the parent's pages at that moment, so this column over-counts)")
+    print(
+        _bench.fmt_table(
+            [
+                "parties",
+                "fraction",
+                "clients/round",
+                "peak RSS MB self + children",
+                "round ms",
+                "client train ms",
+                "overhead ms",
+                "plain loop ms",
+                "setup s",
+                "(data s)",
+                "run dir MB",
+                "goals",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"goals: peak RSS (self + children) < {RSS_GOAL_MB:,} MB and overhead (round - client training) "
+        f"< {OVERHEAD_GOAL_MS:.0f} ms a round"
+    )
+    print(
+        "plain loop ms: the same cohort size trained by a plain PyTorch loop + FedAvg in the same subprocess "
+        "(the physical limit of a round)"
+    )
+    print(
+        "children: the peak RSS of the subprocess's own children (a fork for ldconfig at import time is "
+        "charged with the parent's pages at that moment, so this column over-counts)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,11 @@ N_TRAIN = 8000
 
 
 def read_idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path) as fh:
+            raw = fh.read()
+    else:
+        raw = path.read_bytes()
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
@@ -42,7 +46,12 @@ def find(src: Path, stem: str) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", required=True, type=Path, help="folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+    ap.add_argument(
+        "--src",
+        required=True,
+        type=Path,
+        help="folder with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]",
+    )
     ap.add_argument("--root", default=Path("data/mnist-t10k"), type=Path, help="data.root to create")
     args = ap.parse_args()
     images = read_idx(find(args.src, "t10k-images-idx3-ubyte"))

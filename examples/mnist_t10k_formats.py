@@ -50,12 +50,19 @@ def hf_dict(images: np.ndarray, labels: np.ndarray, n_train: int | None = None):
     import datasets
     from PIL import Image
 
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)]),
-                                  "writer": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=[str(d) for d in range(10)]),
+            "writer": datasets.Value("string"),
+        }
+    )
 
     def split(x: np.ndarray, y: np.ndarray) -> datasets.Dataset:
-        return datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in x], "label": y.tolist(),
-                                           "writer": writers(len(y))}, features=features)
+        return datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(a) for a in x], "label": y.tolist(), "writer": writers(len(y))},
+            features=features,
+        )
 
     x_tr, y_tr = images[:N_TRAIN], labels[:N_TRAIN]
     if n_train is not None:  # cycle the training images up to n_train
@@ -73,8 +80,7 @@ def write_leaf(out: Path, images: np.ndarray, labels: np.ndarray) -> None:
         for u in users:
             idx = np.flatnonzero(w == u)
             doc["num_samples"].append(int(idx.size))
-            doc["user_data"][u] = {"x": (x[idx].reshape(len(idx), -1) / 255.0).round(6).tolist(),
-                                   "y": y[idx].tolist()}
+            doc["user_data"][u] = {"x": (x[idx].reshape(len(idx), -1) / 255.0).round(6).tolist(), "y": y[idx].tolist()}
         (out / split).mkdir(parents=True, exist_ok=True)
         (out / split / f"mnist_t10k_{split}.json").write_text(json.dumps(doc))
 
@@ -121,8 +127,10 @@ def cmd_write(args: argparse.Namespace) -> None:
     for split, ds in dd.items():
         ds.to_parquet(str(out / "hf-parquet" / f"{split}.parquet"))
     write_leaf(out / "leaf", images, labels)
-    print(f"wrote {out}/hf-disk, {out}/hf-parquet, {out}/leaf: {N_TRAIN} train, {len(labels) - N_TRAIN} test, "
-          f"{WRITERS} writers")
+    print(
+        f"wrote {out}/hf-disk, {out}/hf-parquet, {out}/leaf: {N_TRAIN} train, {len(labels) - N_TRAIN} test, "
+        f"{WRITERS} writers"
+    )
     if args.big:
         hf_dict(images, labels, n_train=args.big).save_to_disk(str(out / "hf-big"))
         print(f"wrote {out}/hf-big: {args.big} train images")
@@ -162,7 +170,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("write", help="write the formats")
-    w.add_argument("--src", required=True, type=Path, help="folder with t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]")
+    w.add_argument(
+        "--src", required=True, type=Path, help="folder with t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
+    )
     w.add_argument("--out", default=Path("data/mnist-t10k-formats"), type=Path)
     w.add_argument("--big", type=int, default=0, help="also write hf-big with this many training images")
     w.add_argument("--tiny", type=int, default=0, help="also write tiny/ (Tiny-ImageNet layout) with this many")

@@ -28,15 +28,25 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import RunDirError
-from .store import DIR_MODE, ClientStateStore, RunStore, atomic_torch_save, atomic_write_json, dumps, load_tensors, safe_torch_load
+from .store import (
+    DIR_MODE,
+    ClientStateStore,
+    RunStore,
+    atomic_torch_save,
+    atomic_write_json,
+    dumps,
+    load_tensors,
+    safe_torch_load,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +88,11 @@ def _restore_rng(states: Mapping[str, Any]) -> None:
 def checkpoint_dirs(store: RunStore) -> list[Path]:
     if not store.checkpoints.exists():
         return []
-    dirs = [d for d in store.checkpoints.iterdir()
-            if d.is_dir() and d.name.startswith("round_") and d.name[6:].isdigit() and (d / "state.pt").exists()]
+    dirs = [
+        d
+        for d in store.checkpoints.iterdir()
+        if d.is_dir() and d.name.startswith("round_") and d.name[6:].isdigit() and (d / "state.pt").exists()
+    ]
     return sorted(dirs, key=lambda d: int(d.name.split("_")[1]))
 
 
@@ -121,11 +134,14 @@ def save_checkpoint(
         )
         ClientStateStore(store.client_state).snapshot(tmp / "client_state")
         os.chmod(tmp / "client_state", DIR_MODE)
-        atomic_write_json(tmp / MANIFEST, {
-            "round": int(round_),
-            "state_sha256": _sha256(tmp / "state.pt"),
-            "client_state": sorted(f.name for f in (tmp / "client_state").glob("party_*.pt")),
-        })
+        atomic_write_json(
+            tmp / MANIFEST,
+            {
+                "round": int(round_),
+                "state_sha256": _sha256(tmp / "state.pt"),
+                "client_state": sorted(f.name for f in (tmp / "client_state").glob("party_*.pt")),
+            },
+        )
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -149,9 +165,13 @@ def verify_checkpoint(path: Path) -> None:
         raise RunDirError(f"checkpoint '{path}' has an unreadable {MANIFEST} ({type(exc).__name__})") from None
     if _sha256(path / "state.pt") != manifest.get("state_sha256"):
         raise RunDirError(f"checkpoint '{path}' is corrupt: state.pt does not match its sha256")
-    names = sorted(f.name for f in (path / "client_state").glob("party_*.pt")) if (path / "client_state").is_dir() else []
+    names = (
+        sorted(f.name for f in (path / "client_state").glob("party_*.pt")) if (path / "client_state").is_dir() else []
+    )
     if names != manifest.get("client_state", []):
-        raise RunDirError(f"checkpoint '{path}' is incomplete: its client_state/ does not hold the files of its manifest")
+        raise RunDirError(
+            f"checkpoint '{path}' is incomplete: its client_state/ does not hold the files of its manifest"
+        )
     for name in names:
         load_tensors(path / "client_state" / name)
 
@@ -194,5 +214,7 @@ def latest_checkpoint(store: RunStore) -> Checkpoint | None:
             log.warning("resuming from the older checkpoint '%s'", path)
         return ckpt
     if problems:
-        raise RunDirError(f"no checkpoint of '{store.root}' is intact ({problems[0]}{'; ...' if len(problems) > 1 else ''}); the run cannot resume")
+        raise RunDirError(
+            f"no checkpoint of '{store.root}' is intact ({problems[0]}{'; ...' if len(problems) > 1 else ''}); the run cannot resume"
+        )
     return None

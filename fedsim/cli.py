@@ -12,8 +12,9 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import FedsimError
 from .version import __version__
@@ -56,7 +57,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fedsim", description="Flower-native federated learning simulator for non-IID research.", allow_abbrev=False)
+    parser = _Parser(
+        prog="fedsim",
+        description="Flower-native federated learning simulator for non-IID research.",
+        allow_abbrev=False,
+    )
     parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # no abbreviations: `--resum` must be an error, not a silent --resume
@@ -72,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_common(p)
 
-    p = sub.add_parser("partition", help="partition only: class counts, heterogeneity, dataidxs, plot",
-                       description="Partition a dataset and report its heterogeneity, without training.")
+    p = sub.add_parser(
+        "partition",
+        help="partition only: class counts, heterogeneity, dataidxs, plot",
+        description="Partition a dataset and report its heterogeneity, without training.",
+    )
     p.add_argument("config", nargs="?", help="experiment YAML (its data.* and partition.* keys)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. partition.scheme=dirichlet")
     p.add_argument("--out", help="directory for dataidxs.npz, partition.json and label_distribution.png")
@@ -86,23 +94,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep directory (default: runs/sweep-<name>)")
     p.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
     p.add_argument("--resume", action="store_true", help="skip finished runs, resume interrupted ones")
-    p.add_argument("--select-by", dest="select_by", help="pick the best setting per group by this validation metric (e.g. val_accuracy)")
+    p.add_argument(
+        "--select-by",
+        dest="select_by",
+        help="pick the best setting per group by this validation metric (e.g. val_accuracy)",
+    )
     p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation for --select-by")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     _add_common(p)
 
-    p = sub.add_parser("report", help="tables and plots of a run or sweep directory", description="Tables and plots of a run or a sweep.")
+    p = sub.add_parser(
+        "report",
+        help="tables and plots of a run or sweep directory",
+        description="Tables and plots of a run or a sweep.",
+    )
     p.add_argument("dir", help="a run directory or a sweep directory")
-    p.add_argument("--measure", default="tv_mean",
-                   help="x axis of accuracy against heterogeneity: tv_mean (default), js_mean, hellinger_mean, size_cv, ... or beta")
+    p.add_argument(
+        "--measure",
+        default="tv_mean",
+        help="x axis of accuracy against heterogeneity: tv_mean (default), js_mean, hellinger_mean, size_cv, ... or beta",
+    )
     _add_common(p)
 
-    p = sub.add_parser("strategies", help="every algorithm with its hyperparameters and defaults",
-                       description="List the federated algorithms, their strategy.* hyperparameters, defaults and allowed values.")
+    p = sub.add_parser(
+        "strategies",
+        help="every algorithm with its hyperparameters and defaults",
+        description="List the federated algorithms, their strategy.* hyperparameters, defaults and allowed values.",
+    )
     p.add_argument("name", nargs="?", help="show one algorithm only")
     _add_common(p)
 
-    p = sub.add_parser("inspect", help="parameters, FLOPs and size of a model", description="Parameters, FLOPs and size per layer and in total.")
+    p = sub.add_parser(
+        "inspect",
+        help="parameters, FLOPs and size of a model",
+        description="Parameters, FLOPs and size per layer and in total.",
+    )
     p.add_argument("model", help="model name (simple-cnn, mlp, resnet18, ...)")
     p.add_argument("overrides", nargs="*", help="e.g. data.dataset=mnist model.projection_head=true")
     _add_common(p)
@@ -171,8 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.note:
         sys.stderr.write(f"fedsim: run in '{result.run_dir}' {result.note}\n")
     if result.summary.get("status") == "diverged":
-        sys.stderr.write(f"fedsim: warning: the run diverged in round {result.summary.get('diverged_round')}: "
-                         f"{result.summary.get('divergence_reason')}\n")
+        sys.stderr.write(
+            f"fedsim: warning: the run diverged in round {result.summary.get('diverged_round')}: "
+            f"{result.summary.get('divergence_reason')}\n"
+        )
     _print_summary(console, result.summary, result.run_dir)
     return 0
 
@@ -189,8 +217,21 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     table = Table(title=f"fedsim run: {run_dir}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("strategy", "dataset", "model", "rounds", "test_accuracy", "best_test_accuracy", "test_f1_macro",
-                "test_precision_macro", "test_recall_macro", "test_loss", "train_accuracy", "failures_total", "wall_time_s"):
+    for key in (
+        "strategy",
+        "dataset",
+        "model",
+        "rounds",
+        "test_accuracy",
+        "best_test_accuracy",
+        "test_f1_macro",
+        "test_precision_macro",
+        "test_recall_macro",
+        "test_loss",
+        "train_accuracy",
+        "failures_total",
+        "wall_time_s",
+    ):
         table.add_row(key, _fmt(summary.get(key)))
     het = summary.get("heterogeneity", {})
     for key in ("tv_mean", "hellinger_mean", "size_cv"):
@@ -227,7 +268,9 @@ def cmd_partition(args: argparse.Namespace) -> int:
             raise DataError(f"--labels '{path}' is not a .npy array file ({type(exc).__name__})") from exc
         check_label_file(labels, path)
         try:
-            dataidxs = partitioners.partition(labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **partition_params(cfg))
+            dataidxs = partitioners.partition(
+                labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **partition_params(cfg)
+            )
         except ValueError as exc:
             raise ConfigError(f"partition: {exc}") from exc
         num_classes = None
@@ -260,8 +303,11 @@ def default_partition_dir(cfg, name: str) -> str:
     """``<data>-<scheme>[-<param><value>...]-n<parties>-s<seed>``: another beta, another directory."""
     from .config import partition_params
 
-    shown = [f"{k.replace('_', '')}{v}" for k, v in partition_params(cfg).items()
-             if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in ("min_size", "max_redraws")]
+    shown = [
+        f"{k.replace('_', '')}{v}"
+        for k, v in partition_params(cfg).items()
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool) and k not in ("min_size", "max_redraws")
+    ]
     return "-".join([name, cfg.partition.scheme, *shown, f"n{cfg.partition.n_parties}", f"s{cfg.seed}"])
 
 
@@ -271,7 +317,6 @@ MAX_LABEL = 1_000_000
 
 def check_label_file(labels, path: Path) -> None:
     """--labels holds integer class ids in 0..MAX_LABEL (a huge id means a huge K)."""
-    import numpy as np
 
     from .errors import DataError
 
@@ -280,8 +325,10 @@ def check_label_file(labels, path: Path) -> None:
     if labels.ndim != 1:
         raise DataError(f"--labels '{path}' has shape {labels.shape}; expected one label per sample (1-D)")
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
-        raise DataError(f"--labels '{path}' holds class ids from {int(labels.min())} to {int(labels.max())}; "
-                        f"expected 0..K-1 with K at most {MAX_LABEL} (relabel them with np.unique(labels, return_inverse=True))")
+        raise DataError(
+            f"--labels '{path}' holds class ids from {int(labels.min())} to {int(labels.max())}; "
+            f"expected 0..K-1 with K at most {MAX_LABEL} (relabel them with np.unique(labels, return_inverse=True))"
+        )
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -327,8 +374,15 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps import sweep
 
-    result = sweep(args.sweep, out=args.out, workers=args.workers, resume=args.resume, select_by=args.select_by,
-                   folds=args.folds, progress=not args.quiet)
+    result = sweep(
+        args.sweep,
+        out=args.out,
+        workers=args.workers,
+        resume=args.resume,
+        select_by=args.select_by,
+        folds=args.folds,
+        progress=not args.quiet,
+    )
     print(result.table_markdown)
     if result.selection_markdown:
         print(result.selection_markdown)
@@ -347,8 +401,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "partition": cmd_partition, "inspect": cmd_inspect, "sweep": cmd_sweep, "report": cmd_report,
-            "strategies": cmd_strategies}
+COMMANDS = {
+    "run": cmd_run,
+    "partition": cmd_partition,
+    "inspect": cmd_inspect,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "strategies": cmd_strategies,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

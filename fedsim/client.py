@@ -26,10 +26,10 @@ import strategies
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
 
-from .schema import epoch_range
 from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
 from .flwr_app import settings_from_context
 from .models import build_model, has_batchnorm
+from .schema import epoch_range
 from .seeding import derive, seed_torch, torch_generator, uniform
 from .store import ClientStateStore
 from .training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
@@ -49,8 +49,8 @@ class SharedContent:
 
     config: dict[str, Any]
     server_round: int
-    global_state: "OrderedDict[str, torch.Tensor]"  # decoded, on the CPU
-    records: dict[str, "OrderedDict[str, torch.Tensor]"]  # e.g. SCAFFOLD's c, on the device
+    global_state: OrderedDict[str, torch.Tensor]  # decoded, on the CPU
+    records: dict[str, OrderedDict[str, torch.Tensor]]  # e.g. SCAFFOLD's c, on the device
 
 
 @dataclass
@@ -164,7 +164,9 @@ class ClientRuntime:
             server_round=int(config.get("server-round", 0)),
             global_state=record_to_state(arrays["arrays"]) if "arrays" in arrays else OrderedDict(),
             records={
-                k: OrderedDict((kk, vv.to(self.device)) for kk, vv in record_to_state(v).items()) for k, v in arrays.items() if k != "arrays"
+                k: OrderedDict((kk, vv.to(self.device)) for kk, vv in record_to_state(v).items())
+                for k, v in arrays.items()
+                if k != "arrays"
             },
         )
         self._shared_cache = (content, shared)
@@ -191,7 +193,7 @@ class ClientRuntime:
             num_classes=self.exp.bundle.num_classes,
         )
 
-    def _load_global(self, shared: SharedContent) -> "OrderedDict[str, torch.Tensor]":
+    def _load_global(self, shared: SharedContent) -> OrderedDict[str, torch.Tensor]:
         self.model.load_state_dict(shared.global_state)
         if not self.algo.Rule.needs_global:
             return OrderedDict()
@@ -250,7 +252,17 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
-            stats = train_local(self.model, job.rule, job.data, self.cfg.train, job.epochs, job.gen, self.device, job.max_steps, self.has_bn)
+            stats = train_local(
+                self.model,
+                job.rule,
+                job.data,
+                self.cfg.train,
+                job.epochs,
+                job.gen,
+                self.device,
+                job.max_steps,
+                self.has_bn,
+            )
         except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
             torch.cuda.empty_cache()
             raise RuntimeError(
@@ -267,10 +279,22 @@ class ClientRuntime:
         data = self.party_data(party, val=True)
         b = self.exp.bundle
         idx = data.indices
-        loss, cm = evaluate(self.model, self.x[idx], self.y[idx], b.mean, b.std, b.num_classes, self.cfg.eval.batch_size, self.device, self.criterion)
+        loss, cm = evaluate(
+            self.model,
+            self.x[idx],
+            self.y[idx],
+            b.mean,
+            b.std,
+            b.num_classes,
+            self.cfg.eval.batch_size,
+            self.device,
+            self.criterion,
+        )
         n = int(idx.numel())
         acc = float(cm.diag().sum()) / n if n else float("nan")
-        metrics = MetricRecord({"num-examples": n, "val_loss": float(loss), "val_accuracy": acc, "party-id": int(party)})
+        metrics = MetricRecord(
+            {"num-examples": n, "val_loss": float(loss), "val_accuracy": acc, "party-id": int(party)}
+        )
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

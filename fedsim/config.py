@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -43,9 +44,27 @@ from .schema import (
 from .validation import validate
 
 __all__ = [
-    "DataConfig", "EngineConfig", "EvalConfig", "ExperimentConfig", "FederationConfig", "ModelConfig", "OutputConfig",
-    "PartitionConfig", "TrainConfig", "all_keys", "config_diff", "config_hash", "epoch_range", "from_yaml_text",
-    "identity", "load_config", "load_yaml_mapping", "partition_params", "to_dict", "to_yaml", "validate",
+    "DataConfig",
+    "EngineConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "FederationConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "PartitionConfig",
+    "TrainConfig",
+    "all_keys",
+    "config_diff",
+    "config_hash",
+    "epoch_range",
+    "from_yaml_text",
+    "identity",
+    "load_config",
+    "load_yaml_mapping",
+    "partition_params",
+    "to_dict",
+    "to_yaml",
+    "validate",
 ]
 
 
@@ -87,7 +106,9 @@ def all_keys() -> list[str]:
     algorithm's hyperparameters (each is valid only with its own algorithm)."""
     schema = _schema_keys()
     keys = [k for k, t in schema.items() if not (isinstance(t, type) and dataclasses.is_dataclass(t))]
-    extra = {f"strategy.{h.name}" for name in strategies.available() for h in hyperparameters(strategies.get(name).Params)}
+    extra = {
+        f"strategy.{h.name}" for name in strategies.available() for h in hyperparameters(strategies.get(name).Params)
+    }
     return keys + sorted(extra - set(keys))
 
 
@@ -104,8 +125,10 @@ def _check_known_keys(tree: Any, prefix: str = "") -> None:
             close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             section = prefix.rstrip(".") or "the top level"
-            raise ConfigError(f"unknown config key '{dotted}'{hint}; valid keys of {section}: "
-                              + ", ".join(sorted(k[len(prefix):] for k in candidates if k.startswith(prefix))))
+            raise ConfigError(
+                f"unknown config key '{dotted}'{hint}; valid keys of {section}: "
+                + ", ".join(sorted(k[len(prefix) :] for k in candidates if k.startswith(prefix)))
+            )
         kind = schema[dotted]
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
@@ -123,7 +146,9 @@ def _strategy_params(*trees: Mapping[str, Any]) -> StrategyParams:
         if "name" in sec:
             name = sec["name"]
     if not isinstance(name, str):
-        raise ConfigError(f"config key 'strategy.name' = {name!r} must be a string; allowed: {', '.join(strategies.available())}")
+        raise ConfigError(
+            f"config key 'strategy.name' = {name!r} must be a string; allowed: {', '.join(strategies.available())}"
+        )
     allowed = strategies.available()
     if name not in allowed:
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
@@ -188,7 +213,9 @@ def load_yaml_mapping(path: Path, what: str) -> dict:
         raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from exc
     except OSError as exc:  # OmegaConf's answer to a file holding a scalar (42, true)
         if "Invalid loaded object type" in str(exc):
-            raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got {str(exc).rsplit(': ', 1)[-1]}") from exc
+            raise ConfigError(
+                f"{what} '{path}' must hold a mapping of keys, got {str(exc).rsplit(': ', 1)[-1]}"
+            ) from exc
         raise ConfigError(f"{what} '{path}' cannot be read: {exc.strerror or exc}") from exc
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got a list")
@@ -209,8 +236,11 @@ def load_config(source: Any = None, overrides: Sequence[str] = ()) -> Experiment
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         bad = next((o for o in over_items if not _parses(o)), None)
         first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"override '{bad}' is not valid YAML after '=' ({first}); quote or fix it, e.g. train.epochs=[1,3]"
-                          if bad else f"cannot parse overrides {over_items}: {first}") from exc
+        raise ConfigError(
+            f"override '{bad}' is not valid YAML after '=' ({first}); quote or fix it, e.g. train.epochs=[1,3]"
+            if bad
+            else f"cannot parse overrides {over_items}: {first}"
+        ) from exc
     over_tree = OmegaConf.to_container(over, resolve=False)
     _check_known_keys(over_tree)
     base = OmegaConf.structured(ExperimentConfig(strategy=_strategy_params(tree, over_tree)))
@@ -263,9 +293,17 @@ def to_dict(cfg: ExperimentConfig) -> dict:
 #: train a finished run on)
 NOT_IDENTITY = (
     "output",
-    "engine.name", "engine.device", "engine.workers", "engine.num_cpus", "engine.num_gpus", "engine.ray_address",
-    "engine.threads", "engine.batch_clients", "engine.client_timeout",
-    "federation.max_failure_fraction", "federation.rounds",
+    "engine.name",
+    "engine.device",
+    "engine.workers",
+    "engine.num_cpus",
+    "engine.num_gpus",
+    "engine.ray_address",
+    "engine.threads",
+    "engine.batch_clients",
+    "engine.client_timeout",
+    "federation.max_failure_fraction",
+    "federation.rounds",
 )
 
 

@@ -31,20 +31,44 @@ class CentralEvaluator:
         self.criterion = make_criterion(cfg.train)
         n = int(b.y_train.numel())
         k = min(cfg.eval.train_sample, n)
-        sample = np.sort(np.random.default_rng(derive(cfg.seed, "train-sample")).choice(n, size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
+        sample = (
+            np.sort(np.random.default_rng(derive(cfg.seed, "train-sample")).choice(n, size=k, replace=False))
+            if k
+            else np.zeros(0, dtype=np.int64)
+        )
         self.train_idx = torch.from_numpy(sample.astype(np.int64))
 
-    def __call__(self, state: "OrderedDict[str, torch.Tensor]") -> dict[str, Any]:
+    def __call__(self, state: OrderedDict[str, torch.Tensor]) -> dict[str, Any]:
         self.model.load_state_dict(state)
         b, cfg = self.bundle, self.cfg
-        loss, cm = evaluate(self.model, b.x_test, b.y_test, b.mean, b.std, b.num_classes, cfg.eval.batch_size, self.device, self.criterion, cfg.train.amp)
+        loss, cm = evaluate(
+            self.model,
+            b.x_test,
+            b.y_test,
+            b.mean,
+            b.std,
+            b.num_classes,
+            cfg.eval.batch_size,
+            self.device,
+            self.criterion,
+            cfg.train.amp,
+        )
         m = classification_metrics(cm.numpy(), beta=cfg.eval.fbeta)
         out: dict[str, Any] = {"test_loss": loss}
         out.update({f"test_{k}": v for k, v in m.items()})
         out["test_confusion_matrix"] = cm.tolist()
         if self.train_idx.numel():
             tl, tcm = evaluate(
-                self.model, b.x_train[self.train_idx], b.y_train[self.train_idx], b.mean, b.std, b.num_classes, cfg.eval.batch_size, self.device, self.criterion, cfg.train.amp
+                self.model,
+                b.x_train[self.train_idx],
+                b.y_train[self.train_idx],
+                b.mean,
+                b.std,
+                b.num_classes,
+                cfg.eval.batch_size,
+                self.device,
+                self.criterion,
+                cfg.train.amp,
             )
             out["train_accuracy"] = float(tcm.diag().sum()) / max(1, int(tcm.sum()))
             out["train_eval_loss"] = tl
@@ -56,5 +80,9 @@ def round_heterogeneity(global_state, outcomes, agg_state) -> dict[str, Any]:
     """Model heterogeneity of the cohort (fedsim.heterogeneity), float entries only."""
     if not outcomes or global_state is None:
         return {}
-    keys = [k for k, v in global_state.items() if is_float(v) and k in agg_state and all(o.state is not None and k in o.state for o in outcomes)]
+    keys = [
+        k
+        for k, v in global_state.items()
+        if is_float(v) and k in agg_state and all(o.state is not None and k in o.state for o in outcomes)
+    ]
     return heterogeneity_of_states(global_state, [o.state for o in outcomes], agg_state, keys)

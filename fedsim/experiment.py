@@ -13,9 +13,10 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +114,9 @@ def load_bundle(cfg: ExperimentConfig) -> DatasetBundle:
     if cfg.data.cv_folds < 2:
         return bundle
     key = (id(bundle), cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
-    return bounded_get(_FOLD_CACHE, key, 4, lambda: cv_fold_bundle(bundle, cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed))
+    return bounded_get(
+        _FOLD_CACHE, key, 4, lambda: cv_fold_bundle(bundle, cfg.data.cv_folds, cfg.data.cv_fold, cfg.seed)
+    )
 
 
 def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, np.ndarray]:
@@ -125,8 +128,10 @@ def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, 
     labels = bundle.y_train.numpy()
     if cfg.partition.by == "superclass":
         if bundle.superclasses is None:
-            raise ConfigError(f"config key 'partition.by' = 'superclass' needs a dataset with superclasses (cifar100); "
-                              f"'{bundle.name}' has none")
+            raise ConfigError(
+                f"config key 'partition.by' = 'superclass' needs a dataset with superclasses (cifar100); "
+                f"'{bundle.name}' has none"
+            )
         labels = bundle.superclasses
     params = partition_params(cfg)
     if "groups" in partitioners.scheme_params(cfg.partition.scheme) and bundle.groups is not None:

@@ -29,13 +29,29 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 __all__ = [
-    "NUMPY_STYPE", "NodeInfo", "STRATEGY_START_PARAMETERS", "SUPERLINK_NODE_ID", "ErrorCode", "empty_run",
-    "set_message_id", "set_task_identity",
+    "NUMPY_STYPE",
+    "NodeInfo",
+    "Run",
+    "STRATEGY_START_PARAMETERS",
+    "SUPERLINK_NODE_ID",
+    "ErrorCode",
+    "empty_run",
+    "set_message_id",
+    "set_task_identity",
 ]
 
 NUMPY_STYPE = SType.NUMPY
 
-STRATEGY_START_PARAMETERS = ("self", "grid", "initial_arrays", "num_rounds", "timeout", "train_config", "evaluate_config", "evaluate_fn")
+STRATEGY_START_PARAMETERS = (
+    "self",
+    "grid",
+    "initial_arrays",
+    "num_rounds",
+    "timeout",
+    "train_config",
+    "evaluate_config",
+    "evaluate_fn",
+)
 
 
 def set_message_id(msg: Message, message_id: str) -> None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .config import load_config
 from .experiment import RunSettings
@@ -58,7 +59,10 @@ def settings_from_context(context: Any) -> RunSettings:
 
 
 def settings_from_flwr_run_config(run_config: Mapping[str, Any], run_id: int | None = None) -> RunSettings:
-    cfg = load_config(_resolve(str(run_config.get("config", "configs/quickstart.yaml"))), shlex.split(str(run_config.get("overrides", ""))))
+    cfg = load_config(
+        _resolve(str(run_config.get("config", "configs/quickstart.yaml"))),
+        shlex.split(str(run_config.get("overrides", ""))),
+    )
     run_dir = str(run_config.get("run-dir", "") or "")
     if not run_dir:
         run_dir = f"runs/flwr-{run_id if run_id is not None else 'run'}"

@@ -102,6 +102,8 @@ def heterogeneity_of_states(
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
-def model_heterogeneity(global_flat: torch.Tensor, client_flats: torch.Tensor, agg_flat: torch.Tensor) -> dict[str, float | None]:
+def model_heterogeneity(
+    global_flat: torch.Tensor, client_flats: torch.Tensor, agg_flat: torch.Tensor
+) -> dict[str, float | None]:
     """The measures for flattened weights: ``client_flats`` is K x P."""
     return heterogeneity_of_states({"w": global_flat}, [{"w": c} for c in client_flats], {"w": agg_flat}, ["w"])

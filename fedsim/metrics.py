@@ -15,13 +15,15 @@ predicted class), so one pass over the predictions gives every number:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
 
-def confusion_matrix(y_true: torch.Tensor | np.ndarray, y_pred: torch.Tensor | np.ndarray, num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: torch.Tensor | np.ndarray, y_pred: torch.Tensor | np.ndarray, num_classes: int
+) -> np.ndarray:
     """int64 (K, K) matrix, rows = true class, columns = predicted class."""
     t = torch.as_tensor(y_true).reshape(-1).to(torch.int64).cpu()
     p = torch.as_tensor(y_pred).reshape(-1).to(torch.int64).cpu()
@@ -94,7 +96,13 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     """
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
-        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"), "worst10": float("nan")}
+        return {
+            "mean": float("nan"),
+            "std": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+            "worst10": float("nan"),
+        }
     k = max(1, int(math.ceil(0.1 * v.size)))
     return {
         "mean": float(v.mean()),

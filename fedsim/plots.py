@@ -20,12 +20,21 @@ if TYPE_CHECKING:
 #: file name -> (y label, y scale, [(metrics key, legend label)]); loss on a log axis,
 #: where a diverging run is a rising line and not one spike that flattens every other round
 RUN_PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
-    "accuracy.png": ("accuracy", "linear", [("test_accuracy", "test"), ("train_accuracy", "train (global model)"),
-                                            ("val_accuracy", "local validation")]),
+    "accuracy.png": (
+        "accuracy",
+        "linear",
+        [("test_accuracy", "test"), ("train_accuracy", "train (global model)"), ("val_accuracy", "local validation")],
+    ),
     "loss.png": ("loss (log scale)", "log", [("test_loss", "test"), ("train_loss", "local training")]),
-    "heterogeneity.png": ("model heterogeneity", "linear", [("client_drift_mean", "client drift (mean)"),
-                                                            ("update_cosine_mean", "update cosine (mean)"),
-                                                            ("gradient_diversity", "gradient diversity")]),
+    "heterogeneity.png": (
+        "model heterogeneity",
+        "linear",
+        [
+            ("client_drift_mean", "client drift (mean)"),
+            ("update_cosine_mean", "update cosine (mean)"),
+            ("gradient_diversity", "gradient diversity"),
+        ],
+    ),
 }
 
 

@@ -54,8 +54,10 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
     saved = saved_config(store)
     diff = config_diff(saved, cfg)
     if diff:
-        raise RunDirError(f"--resume: the config differs from the one '{store.root}' was started with in {'; '.join(diff[:4])}"
-                          f"{' and more' if len(diff) > 4 else ''}; resume with its config.yaml")
+        raise RunDirError(
+            f"--resume: the config differs from the one '{store.root}' was started with in {'; '.join(diff[:4])}"
+            f"{' and more' if len(diff) > 4 else ''}; resume with its config.yaml"
+        )
     if store.dataidxs.exists():
         check_partition_file(cfg, store)
     if not store.summary.exists():
@@ -65,8 +67,10 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
     if summary.get("status") == "diverged":
         return f"ended as diverged in round {summary.get('diverged_round')}; nothing to resume"
     if cfg.federation.rounds < done:
-        raise RunDirError(f"--resume: federation.rounds={cfg.federation.rounds} is below the {done} rounds the run has done; "
-                          "a run can be extended, not shortened")
+        raise RunDirError(
+            f"--resume: federation.rounds={cfg.federation.rounds} is below the {done} rounds the run has done; "
+            "a run can be extended, not shortened"
+        )
     if cfg.federation.rounds == done:
         return f"already finished after {done} rounds; nothing to do (raise federation.rounds to train on)"
     log.info("extending the run in '%s' from %d to %d rounds", store.root, done, cfg.federation.rounds)
@@ -82,13 +86,17 @@ def check_partition_file(cfg: ExperimentConfig, store: RunStore) -> None:
     want = {"scheme": cfg.partition.scheme, "seed": cfg.seed, "n_parties": cfg.partition.n_parties}
     for key, value in want.items():
         if meta[key] != value:
-            raise RunDirError(f"--resume: '{store.dataidxs}' was made with {key}={meta[key]!r}, the config asks for {value!r}; "
-                              "resume with the run's own config")
+            raise RunDirError(
+                f"--resume: '{store.dataidxs}' was made with {key}={meta[key]!r}, the config asks for {value!r}; "
+                "resume with the run's own config"
+            )
     params = {k: v for k, v in partition_params(cfg).items() if not hasattr(v, "shape")}
     for key, value in params.items():
         if key in meta["params"] and meta["params"][key] != value:
-            raise RunDirError(f"--resume: '{store.dataidxs}' was made with partition.{key}={meta['params'][key]!r}, "
-                              f"the config asks for {value!r}; resume with the run's own config")
+            raise RunDirError(
+                f"--resume: '{store.dataidxs}' was made with partition.{key}={meta['params'][key]!r}, "
+                f"the config asks for {value!r}; resume with the run's own config"
+            )
 
 
 def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
@@ -100,9 +108,8 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     resolve_device(cfg.engine.device)
     if cfg.engine.name == "ray" and cfg.engine.ray_address:
         check_reachable(cfg.engine.ray_address)
-    if cfg.output.tensorboard:
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
+    if cfg.output.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
     bundle = load_bundle(cfg)
     dataidxs = None if (resume and store.dataidxs.exists()) else compute_dataidxs(cfg, bundle)
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
@@ -110,8 +117,15 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     return dataidxs
 
 
-def write_partition(out: Path, dataidxs: dict[int, np.ndarray], labels: np.ndarray, num_classes: int | None, cfg: ExperimentConfig,
-                    dataset: str, plot: Path | None) -> dict:
+def write_partition(
+    out: Path,
+    dataidxs: dict[int, np.ndarray],
+    labels: np.ndarray,
+    num_classes: int | None,
+    cfg: ExperimentConfig,
+    dataset: str,
+    plot: Path | None,
+) -> dict:
     """``dataidxs.npz`` and ``partition.json`` (the class counts and heterogeneity
     measures) in ``out``, and the label-distribution plot at ``plot``: the same files
     for a run directory and for ``fedsim partition``. Returns the measures."""
@@ -119,15 +133,18 @@ def write_partition(out: Path, dataidxs: dict[int, np.ndarray], labels: np.ndarr
     partitioners.save_dataidxs(out / "dataidxs.npz", dataidxs, labels, cfg.partition.scheme, params, cfg.seed)
     het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
     noise = cfg.data.feature_noise
-    atomic_write_json(out / "partition.json", {
-        "scheme": cfg.partition.scheme,
-        "params": params,
-        "seed": cfg.seed,
-        "dataset": dataset,
-        "feature_noise": noise,
-        "noise_levels": partitioners.noise_levels(noise, cfg.partition.n_parties).tolist() if noise > 0 else None,
-        **het,
-    })
+    atomic_write_json(
+        out / "partition.json",
+        {
+            "scheme": cfg.partition.scheme,
+            "params": params,
+            "seed": cfg.seed,
+            "dataset": dataset,
+            "feature_noise": noise,
+            "noise_levels": partitioners.noise_levels(noise, cfg.partition.n_parties).tolist() if noise > 0 else None,
+            **het,
+        },
+    )
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)
         partitioners.plot_label_distribution(het["class_counts"], plot, title=partition_title(cfg, dataset))
@@ -136,7 +153,11 @@ def write_partition(out: Path, dataidxs: dict[int, np.ndarray], labels: np.ndarr
 
 def partition_title(cfg: ExperimentConfig, dataset: str) -> str:
     """``synthetic-images: dirichlet(beta=0.5), 10 parties``."""
-    shown = {k: v for k, v in partition_params(cfg).items() if isinstance(v, (int, float, str)) and k not in ("min_size", "max_redraws")}
+    shown = {
+        k: v
+        for k, v in partition_params(cfg).items()
+        if isinstance(v, (int, float, str)) and k not in ("min_size", "max_redraws")
+    }
     params = ", ".join(f"{k}={v}" for k, v in shown.items())
     return f"{dataset}: {cfg.partition.scheme}{f'({params})' if params else ''}, {cfg.partition.n_parties} parties"
 

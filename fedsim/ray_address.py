@@ -19,16 +19,22 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     if address == "auto":
         address = os.environ.get("RAY_ADDRESS") or _current_cluster() or ""
         if not address:
-            raise ConfigError("engine.ray_address=auto: no Ray cluster was started on this machine; start one with "
-                              "'ray start --head' or leave engine.ray_address unset for a private local Ray")
+            raise ConfigError(
+                "engine.ray_address=auto: no Ray cluster was started on this machine; start one with "
+                "'ray start --head' or leave engine.ray_address unset for a private local Ray"
+            )
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"config key 'engine.ray_address' = {address!r} must be host:port (e.g. 10.0.0.5:6379) or auto")
+        raise ConfigError(
+            f"config key 'engine.ray_address' = {address!r} must be host:port (e.g. 10.0.0.5:6379) or auto"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ConfigError(f"cannot reach the Ray head at {address} ({exc.strerror or exc}): start it there with "
-                          f"'ray start --head --port={port}', or leave engine.ray_address unset for a private local Ray") from None
+        raise ConfigError(
+            f"cannot reach the Ray head at {address} ({exc.strerror or exc}): start it there with "
+            f"'ray start --head --port={port}', or leave engine.ray_address unset for a private local Ray"
+        ) from None
 
 
 def _current_cluster() -> str | None:

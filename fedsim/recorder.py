@@ -12,7 +12,8 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,14 +41,25 @@ def open_tensorboard(store):
 
 def nonfinite_failures(rl: RoundLog) -> int:
     """Clients of the round whose reply was non-finite by training, not by an injected fault."""
-    return sum(1 for f in rl.failures if f.stage == "train" and f.reason.startswith("non-finite") and "(injected)" not in f.reason)
+    return sum(
+        1
+        for f in rl.failures
+        if f.stage == "train" and f.reason.startswith("non-finite") and "(injected)" not in f.reason
+    )
 
 
 class Recorder:
     """The strategy's ``after_round`` hook: records, evaluates and checkpoints each round."""
 
-    def __init__(self, exp: Experiment, strategy, evaluator: CentralEvaluator, history: list[dict], wall_offset: float,
-                 on_round: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        exp: Experiment,
+        strategy,
+        evaluator: CentralEvaluator,
+        history: list[dict],
+        wall_offset: float,
+        on_round: Callable[[dict], None] | None = None,
+    ) -> None:
         self.exp, self.cfg, self.store = exp, exp.cfg, exp.store
         self.strategy = strategy
         self.evaluator = evaluator
@@ -85,7 +97,13 @@ class Recorder:
         if test_loss is not None and not math.isfinite(test_loss):
             return f"the test loss is {test_loss}"
         first_test = next((r["test_loss"] for r in self.history if r.get("test_loss") is not None), None)
-        if factor > 0 and test_loss is not None and first_test is not None and first_test > 0 and test_loss > factor * first_test:
+        if (
+            factor > 0
+            and test_loss is not None
+            and first_test is not None
+            and first_test > 0
+            and test_loss > factor * first_test
+        ):
             return f"the test loss {test_loss:.3g} is above {factor:g} x its first value {first_test:.3g}"
         return None
 
@@ -122,7 +140,11 @@ class Recorder:
         reason = forced_reason or self.divergence(row, rl)
         stop = reason is not None and (forced_reason is not None or cfg.federation.on_divergence == "stop")
         every = cfg.federation.eval_every
-        evaluated = state is not None and every > 0 and (server_round % every == 0 or server_round == cfg.federation.rounds or stop)
+        evaluated = (
+            state is not None
+            and every > 0
+            and (server_round % every == 0 or server_round == cfg.federation.rounds or stop)
+        )
         if evaluated:
             row.update(self.evaluator(state))
             if reason is None:
@@ -132,8 +154,12 @@ class Recorder:
             row["diverged"] = reason
             if self.diverged is None:
                 self.diverged = {"round": server_round, "reason": reason}
-                log.warning("run diverged in round %d: %s (federation.on_divergence: %s)", server_round, reason,
-                            "stop" if stop else cfg.federation.on_divergence)
+                log.warning(
+                    "run diverged in round %d: %s (federation.on_divergence: %s)",
+                    server_round,
+                    reason,
+                    "stop" if stop else cfg.federation.on_divergence,
+                )
         if rl.eval_outcomes:
             accs = [o.metrics.get("val_accuracy") for o in rl.eval_outcomes]
             sp = spread(accs)
@@ -149,12 +175,30 @@ class Recorder:
         self.store.append_jsonl(self.store.metrics, [row])
         self.store.append_jsonl(self.store.clients, self._client_rows(server_round, rl))
         ck_every = cfg.output.checkpoint_every
-        if state is not None and ck_every and (server_round % ck_every == 0 or server_round == cfg.federation.rounds or stop):
+        if (
+            state is not None
+            and ck_every
+            and (server_round % ck_every == 0 or server_round == cfg.federation.rounds or stop)
+        ):
             self.store.sync_records()
-            save_checkpoint(self.store, server_round, state, self.strategy.state_dict(), self.history, self.wall_time(), self.hash, cfg.output.keep_checkpoints)
+            save_checkpoint(
+                self.store,
+                server_round,
+                state,
+                self.strategy.state_dict(),
+                self.history,
+                self.wall_time(),
+                self.hash,
+                cfg.output.keep_checkpoints,
+            )
         if self.tensorboard is not None:
             for key, value in row.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round" and math.isfinite(value):
+                if (
+                    isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and key != "round"
+                    and math.isfinite(value)
+                ):
                     self.tensorboard.add_scalar(key, value, server_round)
             self.tensorboard.flush()
         if self.on_round is not None:
@@ -163,8 +207,18 @@ class Recorder:
 
     def record_failed_round(self, rl: RoundLog) -> None:
         """An aborted round's failure reasons, before the run stops (a resume drops them)."""
-        self.store.append_jsonl(self.store.metrics, [{"round": rl.round, "aborted": True, "clients": len(rl.outcomes), "sampled": len(rl.sampled),
-                                                      "failures": [{"party": f.party, "reason": f.reason, "stage": f.stage} for f in rl.failures]}])
+        self.store.append_jsonl(
+            self.store.metrics,
+            [
+                {
+                    "round": rl.round,
+                    "aborted": True,
+                    "clients": len(rl.outcomes),
+                    "sampled": len(rl.sampled),
+                    "failures": [{"party": f.party, "reason": f.reason, "stage": f.stage} for f in rl.failures],
+                }
+            ],
+        )
         self.store.append_jsonl(self.store.clients, self._client_rows(rl.round, rl))
 
     def _client_rows(self, server_round: int, rl) -> list[dict]:
@@ -184,12 +238,36 @@ class Recorder:
                     "epochs": m.get("epochs"),
                     "time_s": m.get("train_time_s"),
                     "bytes_up": o.bytes_up,
-                    **{k: v for k, v in m.items() if k not in ("num-examples", "train_loss", "train_accuracy", "steps", "epochs", "train_time_s", "party-id")},
+                    **{
+                        k: v
+                        for k, v in m.items()
+                        if k
+                        not in (
+                            "num-examples",
+                            "train_loss",
+                            "train_accuracy",
+                            "steps",
+                            "epochs",
+                            "train_time_s",
+                            "party-id",
+                        )
+                    },
                 }
             )
         for o in rl.eval_outcomes:
-            rows.append({"round": server_round, "party": o.party, "stage": "evaluate", "status": "ok", "num_examples": o.num_examples,
-                         "val_loss": o.metrics.get("val_loss"), "val_accuracy": o.metrics.get("val_accuracy")})
+            rows.append(
+                {
+                    "round": server_round,
+                    "party": o.party,
+                    "stage": "evaluate",
+                    "status": "ok",
+                    "num_examples": o.num_examples,
+                    "val_loss": o.metrics.get("val_loss"),
+                    "val_accuracy": o.metrics.get("val_accuracy"),
+                }
+            )
         for f in rl.failures:
-            rows.append({"round": server_round, "party": f.party, "stage": f.stage, "status": "failed", "reason": f.reason})
+            rows.append(
+                {"round": server_round, "party": f.party, "stage": f.stage, "status": "failed", "reason": f.reason}
+            )
         return rows

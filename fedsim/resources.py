@@ -47,5 +47,7 @@ def check_model_fits(cfg_model, input_shape: tuple[int, ...], num_classes: int, 
     with torch.device("meta"):
         model = build_model(cfg_model, input_shape, num_classes)
     n = sum(p.numel() for p in model.parameters())
-    check_fits(4.0 * copies * n, f"model '{cfg_model.name}' ({n:,} parameters)", "make it smaller (model.hidden, model.name)")
+    check_fits(
+        4.0 * copies * n, f"model '{cfg_model.name}' ({n:,} parameters)", "make it smaller (model.hidden, model.name)"
+    )
     return n

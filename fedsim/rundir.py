@@ -14,6 +14,7 @@ naming the holder's pid.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -31,8 +32,18 @@ LOCK = ".fedsim.lock"
 #: what fedsim writes, by kind of directory (names; a trailing "/" is a folder)
 CONTRACT: dict[str, tuple[str, ...]] = {
     "run": (
-        "config.yaml", "dataidxs.npz", "partition.json", "metrics.jsonl", "clients.jsonl", "summary.json",
-        "model.pt", "report.md", "checkpoints/", "client_state/", "plots/", "tensorboard/",
+        "config.yaml",
+        "dataidxs.npz",
+        "partition.json",
+        "metrics.jsonl",
+        "clients.jsonl",
+        "summary.json",
+        "model.pt",
+        "report.md",
+        "checkpoints/",
+        "client_state/",
+        "plots/",
+        "tensorboard/",
     ),
     "partition": ("dataidxs.npz", "partition.json", "label_distribution.png"),
     "sweep": ("sweep.json", "summary.csv", "table.md", "selection.md", "selection.csv", "report.md", "figures/", "cv/"),
@@ -62,7 +73,9 @@ def read_marker(root: Path) -> dict | None:
 def write_marker(root: Path, kind: str) -> None:
     path = Path(root) / MARKER
     if not path.exists():
-        path.write_text(json.dumps({"fedsim": __version__, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        path.write_text(
+            json.dumps({"fedsim": __version__, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n"
+        )
 
 
 def foreign_entries(root: Path, kind: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -85,7 +98,9 @@ def remove_own(root: Path, kind: str, extra: tuple[str, ...] = ()) -> None:
             child.unlink()
 
 
-def claim(root: Path, kind: str, *, resume: bool, overwrite: bool, extra: tuple[str, ...] = (), check_only: bool = False) -> None:
+def claim(
+    root: Path, kind: str, *, resume: bool, overwrite: bool, extra: tuple[str, ...] = (), check_only: bool = False
+) -> None:
     """Make ``root`` ready for fedsim to write, or refuse with one line.
 
     A new or empty directory is created and marked. An existing one must carry the
@@ -105,18 +120,26 @@ def claim(root: Path, kind: str, *, resume: bool, overwrite: bool, extra: tuple[
             first = foreign_entries(root, kind)
             hint = f" (it holds '{first[0]}')" if first else ""
             if resume:
-                raise RunDirError(f"--resume: '{root}' is not a fedsim {what} directory (no {MARKER} marker){hint}; refusing to touch it")
-            raise RunDirError(f"--out '{root}' exists and is not a fedsim {what} directory{hint}; choose an empty or new directory")
+                raise RunDirError(
+                    f"--resume: '{root}' is not a fedsim {what} directory (no {MARKER} marker){hint}; refusing to touch it"
+                )
+            raise RunDirError(
+                f"--out '{root}' exists and is not a fedsim {what} directory{hint}; choose an empty or new directory"
+            )
         if marker.get("kind", kind) != kind:
             raise RunDirError(f"'{root}' is a fedsim {marker.get('kind')} directory, not a {what} directory")
         if overwrite:
             foreign = foreign_entries(root, kind, extra)
             if foreign:
-                raise RunDirError(f"--overwrite: '{root}' holds '{foreign[0]}', which fedsim did not write; refusing to delete anything")
+                raise RunDirError(
+                    f"--overwrite: '{root}' holds '{foreign[0]}', which fedsim did not write; refusing to delete anything"
+                )
             if not check_only:
                 remove_own(root, kind, extra)
         elif not resume:
-            raise RunDirError(f"--out '{root}' exists and is not empty; use --resume to continue it or --overwrite to replace it")
+            raise RunDirError(
+                f"--out '{root}' exists and is not empty; use --resume to continue it or --overwrite to replace it"
+            )
     if check_only:
         return
     try:
@@ -134,7 +157,7 @@ class DirLock:
         self.what = what
         self.fd: int | None = None
 
-    def acquire(self) -> "DirLock":
+    def acquire(self) -> DirLock:
         path = self.root / LOCK
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -147,7 +170,9 @@ class DirLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunDirError(f"'{self.root}' is in use by process {holder} (another fedsim {self.what}); wait for it or stop it") from None
+                raise RunDirError(
+                    f"'{self.root}' is in use by process {holder} (another fedsim {self.what}); wait for it or stop it"
+                ) from None
             raise RunDirError(f"cannot lock '{self.root}': {exc.strerror or exc}") from exc
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -156,14 +181,12 @@ class DirLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
             os.close(self.fd)  # closing drops the flock
             self.fd = None
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,7 @@ so they never import the loader that validates against their registries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import ListConfig
 
@@ -42,7 +42,7 @@ class DataConfig:
     num_groups: int = 0
     # CIFAR-style augmentation (crop with padding 4 + horizontal flip); None = the
     # dataset's default (on for cifar10/cifar100, off otherwise)
-    augment: Optional[bool] = None
+    augment: bool | None = None
     # K-fold cross-validation over the pooled training data: with cv_folds = K > 1, fold
     # cv_fold is held out as the evaluation set and the other folds are partitioned
     cv_folds: int = 0
@@ -53,15 +53,15 @@ class DataConfig:
     cifar100_labels: str = "fine"
     # hf (Hugging Face datasets): a save_to_disk directory, a directory of data files
     # (parquet, arrow, ...) or a Hub name found in the local cache
-    hf_path: Optional[str] = None
+    hf_path: str | None = None
     hf_split_train: str = "train"
     hf_split_test: str = "test"
     hf_image_key: str = "image"
     # set for character sequences (then hf_image_key is not read)
-    hf_text_key: Optional[str] = None
+    hf_text_key: str | None = None
     hf_label_key: str = "label"
     # natural groups (writer, user) for partition.scheme natural
-    hf_group_key: Optional[str] = None
+    hf_group_key: str | None = None
 
 
 @dataclass
@@ -80,7 +80,7 @@ class PartitionConfig:
     by: str = "label"
     # scheme flwr: a flwr-datasets partitioner class and its constructor arguments
     # (num_partitions and seed come from partition.n_parties and seed)
-    flwr_partitioner: Optional[str] = None
+    flwr_partitioner: str | None = None
     flwr_args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,7 +108,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     loss: str = "ce"
     focal_gamma: float = 2.0
-    focal_alpha: Optional[float] = None
+    focal_alpha: float | None = None
     amp: bool = False
 
 
@@ -140,8 +140,8 @@ class EngineConfig:
     workers: int = 1
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    ray_address: Optional[str] = None
-    client_timeout: Optional[float] = None
+    ray_address: str | None = None
+    client_timeout: float | None = None
     fault_rate: float = 0.0
     # train a cohort in lockstep with torch.func.vmap: auto = on CUDA when the setup allows
     batch_clients: str = "auto"
@@ -195,8 +195,10 @@ def epoch_range(epochs: Any) -> tuple[int, int]:
         raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi]")
     if isinstance(epochs, int):
         return epochs, epochs
-    if isinstance(epochs, (list, tuple, ListConfig)) and len(epochs) == 2 and all(
-        isinstance(e, int) and not isinstance(e, bool) for e in epochs
+    if (
+        isinstance(epochs, (list, tuple, ListConfig))
+        and len(epochs) == 2
+        and all(isinstance(e, int) and not isinstance(e, bool) for e in epochs)
     ):
         return int(epochs[0]), int(epochs[1])
     raise ConfigError(f"config key 'train.epochs' = {epochs!r} must be an int >= 1 or a range [lo, hi] of ints")

@@ -32,7 +32,9 @@ def seed_torch(seed: int, device: torch.device | None = None) -> None:
     """
     torch.default_generator.manual_seed(seed)
     if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
-        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+        torch.cuda.default_generators[
+            device.index if device.index is not None else torch.cuda.current_device()
+        ].manual_seed(seed)
 
 
 def uniform(seed: int, *parts: int | str) -> float:

@@ -78,7 +78,12 @@ def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> d
     while len(list(grid.get_node_ids())) < n_parties and time.time() < deadline:
         time.sleep(0.2)
     node_ids = list(grid.get_node_ids())
-    msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    msgs = [
+        Message(
+            RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=n, message_type=MessageType.QUERY
+        )
+        for n in node_ids
+    ]
     replies = grid.send_and_receive(msgs, timeout=timeout)
     out: dict[int, int] = {}
     for r in replies:
@@ -93,7 +98,7 @@ def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> d
 # ------------------------------------------------------------------------ main
 
 
-def initial_state(exp: Experiment) -> "OrderedDict[str, torch.Tensor]":
+def initial_state(exp: Experiment) -> OrderedDict[str, torch.Tensor]:
     """The global model before round 1, from (seed, "init")."""
     b = exp.bundle
     torch.manual_seed(derive(exp.cfg.seed, "init"))
@@ -134,7 +139,9 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     ckpt = latest_checkpoint(store) if settings.resume else None
     if ckpt is not None:
         if ckpt.config_hash and ckpt.config_hash != config_hash(cfg):
-            raise RunDirError(f"checkpoint '{ckpt.path}' was made with another config; resume with the run's own config.yaml")
+            raise RunDirError(
+                f"checkpoint '{ckpt.path}' was made with another config; resume with the run's own config.yaml"
+            )
         state = OrderedDict(ckpt.arrays)
         strategy.load_state_dict(ckpt.strategy)
         history = ckpt.history
@@ -148,7 +155,16 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         store.truncate_records(0, [])
         client_state.clear()
         if cfg.output.checkpoint_every:
-            save_checkpoint(store, 0, state, strategy.state_dict(), [], time.perf_counter() - t0, config_hash(cfg), cfg.output.keep_checkpoints)
+            save_checkpoint(
+                store,
+                0,
+                state,
+                strategy.state_dict(),
+                [],
+                time.perf_counter() - t0,
+                config_hash(cfg),
+                cfg.output.keep_checkpoints,
+            )
     client_state.discard_pending()
     recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks.on_round)
     recorder.last_state = state
@@ -179,7 +195,10 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         except CohortFailure as exc:
             rl = strategy.round_log
             if 2 * nonfinite_failures(rl) > len(rl.sampled):
-                recorder(rl, forced_reason=f"{nonfinite_failures(rl)} of {len(rl.sampled)} clients returned non-finite weights or loss")
+                recorder(
+                    rl,
+                    forced_reason=f"{nonfinite_failures(rl)} of {len(rl.sampled)} clients returned non-finite weights or loss",
+                )
             else:
                 recorder.record_failed_round(rl)
                 last = history[-1]["round"] if history else 0
@@ -197,8 +216,11 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     return RunOutcome(summary, history)
 
 
-def make_server_app(settings: RunSettings | None = None, hooks: RunHooks | None = None,
-                    on_done: Callable[[RunOutcome], None] | None = None) -> ServerApp:
+def make_server_app(
+    settings: RunSettings | None = None,
+    hooks: RunHooks | None = None,
+    on_done: Callable[[RunOutcome], None] | None = None,
+) -> ServerApp:
     """A ServerApp bound to ``settings`` (fedsim's engines, which prepared the run
     directory and receive the outcome through ``on_done``), or reading them from
     ``context.run_config`` (``flwr run .``, which prepares the directory here)."""

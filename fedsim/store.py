@@ -22,8 +22,9 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping
+from typing import Any, BinaryIO
 
 import torch
 
@@ -202,7 +203,7 @@ class _Path:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, store: "RunStore | None", owner: type) -> Any:
+    def __get__(self, store: RunStore | None, owner: type) -> Any:
         return self if store is None else store.root / self.name
 
 
@@ -251,8 +252,10 @@ class RunStore:
         those rounds and reports the unreadable ones.
         """
         if history is not None:
-            atomic_write_text(self.metrics, "".join(dumps(r) + "\n" for r in history if int(r.get("round", 0)) <= last_round))
-        for path in ((self.clients,) if history is not None else (self.metrics, self.clients)):
+            atomic_write_text(
+                self.metrics, "".join(dumps(r) + "\n" for r in history if int(r.get("round", 0)) <= last_round)
+            )
+        for path in (self.clients,) if history is not None else (self.metrics, self.clients):
             rows, bad = read_jsonl_counted(path)
             if bad:
                 log.warning("%s: %d unreadable line(s) dropped while resuming from round %d", path, bad, last_round)

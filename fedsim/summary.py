@@ -13,15 +13,20 @@ from .config import config_hash
 from .experiment import Experiment
 
 
-def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, final_state,
-                  diverged: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_summary(
+    exp: Experiment, history: list[dict], wall_time_s: float, final_state, diverged: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The summary of a run from its history of metrics rows and its final weights."""
     cfg = exp.cfg
     evaluated = [r for r in history if r.get("test_accuracy") is not None]
     last = evaluated[-1] if evaluated else {}
     best = max(evaluated, key=lambda r: r["test_accuracy"]) if evaluated else {}
     part = json.loads(exp.store.partition.read_text()) if exp.store.partition.exists() else {}
-    het = {k: v for k, v in part.items() if k not in ("class_counts", "scheme", "params", "seed", "dataset", "noise_levels", "feature_noise")}
+    het = {
+        k: v
+        for k, v in part.items()
+        if k not in ("class_counts", "scheme", "params", "seed", "dataset", "noise_levels", "feature_noise")
+    }
     n_params = int(sum(v.numel() for v in final_state.values() if is_float(v)))
     return {
         "status": "diverged" if diverged else "finished",
@@ -39,7 +44,9 @@ def build_summary(exp: Experiment, history: list[dict], wall_time_s: float, fina
         "train_test_gap": last.get("train_test_gap"),
         "best_test_accuracy": best.get("test_accuracy"),
         "best_round": best.get("round"),
-        "val_accuracy": next((r.get("val_accuracy") for r in reversed(history) if r.get("val_accuracy") is not None), None),
+        "val_accuracy": next(
+            (r.get("val_accuracy") for r in reversed(history) if r.get("val_accuracy") is not None), None
+        ),
         "wall_time_s": wall_time_s,
         "strategy": cfg.strategy.name,
         "partition": {"scheme": cfg.partition.scheme, "n_parties": cfg.partition.n_parties, **part.get("params", {})},

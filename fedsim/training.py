@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .schema import TrainConfig
 from .data.transforms import add_feature_noise, augment_batch, to_float
+from .schema import TrainConfig
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -27,7 +27,9 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # ------------------------------------------------------------------------ losses
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: Optional[float] = None) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = None
+) -> torch.Tensor:
     """Focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection"), mean over the batch.
 
     ``FL = -alpha_t (1 - p_t)^gamma log p_t`` with ``p_t`` the predicted probability
@@ -85,15 +87,17 @@ class PartyData:
     x: torch.Tensor  # the whole dataset (uint8 images or float features), on the device
     y: torch.Tensor  # int64 labels, on the device
     indices: torch.Tensor  # int64 indices of the party's samples, on the device
-    mean: Optional[tuple[float, ...]]
-    std: Optional[tuple[float, ...]]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
     augment: bool = False
     noise: float = 0.0  # feature-noise skew sigma_i of this party
 
     def __len__(self) -> int:
         return int(self.indices.numel())
 
-    def batch(self, idx: torch.Tensor, generator: Optional[torch.Generator], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, idx: torch.Tensor, generator: torch.Generator | None, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (augmented, noised) inputs and labels of dataset rows ``idx``."""
         xb = self.x[idx]
         if train and self.augment and generator is not None:
@@ -105,7 +109,9 @@ class PartyData:
         return xb, self.y[idx]
 
 
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device, drop_singleton: bool) -> list[torch.Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device, drop_singleton: bool
+) -> list[torch.Tensor]:
     """Positions 0..n-1 shuffled and cut into batches.
 
     The trailing partial batch is kept, except when it holds a single sample and the
@@ -142,7 +148,15 @@ class TrainStats:
     objective: float = float("nan")
 
 
-def batch_positions(n: int, cfg: TrainConfig, epochs: int, generator: torch.Generator, device: torch.device, max_steps: Optional[int] = None, has_bn: bool = False):
+def batch_positions(
+    n: int,
+    cfg: TrainConfig,
+    epochs: int,
+    generator: torch.Generator,
+    device: torch.device,
+    max_steps: int | None = None,
+    has_bn: bool = False,
+):
     """The schedule of one party's round: per step, the positions (0..n-1) of its batch.
 
     The one place that decides data order: the sequential trainer and the batched
@@ -157,7 +171,15 @@ def batch_positions(n: int, cfg: TrainConfig, epochs: int, generator: torch.Gene
             steps += 1
 
 
-def batch_stream(data: PartyData, cfg: TrainConfig, epochs: int, generator: torch.Generator, device: torch.device, max_steps: Optional[int] = None, has_bn: bool = False):
+def batch_stream(
+    data: PartyData,
+    cfg: TrainConfig,
+    epochs: int,
+    generator: torch.Generator,
+    device: torch.device,
+    max_steps: int | None = None,
+    has_bn: bool = False,
+):
     """The mini-batches ``(x, y)`` of one party's round, in order (augmented, noised)."""
     for pos in batch_positions(len(data), cfg, epochs, generator, device, max_steps, has_bn):
         yield data.batch(data.indices[pos], generator, train=True)
@@ -171,7 +193,7 @@ def train_local(
     epochs: int,
     generator: torch.Generator,
     device: torch.device,
-    max_steps: Optional[int] = None,
+    max_steps: int | None = None,
     has_bn: bool = False,
 ) -> TrainStats:
     """Run ``epochs`` epochs (at most ``max_steps`` steps) of mini-batch training.
@@ -221,8 +243,8 @@ def evaluate(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    mean: Optional[tuple[float, ...]],
-    std: Optional[tuple[float, ...]],
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
     num_classes: int,
     batch_size: int,
     device: torch.device,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import partitioners
 import strategies
@@ -22,8 +23,9 @@ from .errors import ConfigError
 from .schema import ExperimentConfig, epoch_range
 
 
-
-def _in_range(key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> None:
+def _in_range(
+    key: str, value: float, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False
+) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"config key '{key}' = {value!r} is not a finite number")
     ok = True
@@ -69,12 +71,16 @@ _SCHEME_KEYS = {"flwr_partitioner": ("flwr",), "flwr_args": ("flwr",)}
 
 def _only_where_read(section: Any, prefix: str, chosen: str, chooser: str, keys: Mapping[str, Sequence[str]]) -> None:
     """ConfigError for a key set away from its default where ``chosen`` does not read it."""
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-                for f in dataclasses.fields(section)}
+    defaults = {
+        f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        for f in dataclasses.fields(section)
+    }
     for key, readers in keys.items():
         if chosen not in readers and getattr(section, key) != defaults[key]:
-            raise ConfigError(f"config key '{prefix}.{key}' is read only with {chooser} {' or '.join(readers)}, "
-                              f"not {chosen!r}: remove it")
+            raise ConfigError(
+                f"config key '{prefix}.{key}' is read only with {chooser} {' or '.join(readers)}, "
+                f"not {chosen!r}: remove it"
+            )
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -102,7 +108,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("data.synthetic_beta", d.synthetic_beta, 0.0, None)
     _in_range("data.num_groups", d.num_groups, 0, None)
     if len(d.image_shape) != 3 or any(s < 1 for s in d.image_shape):
-        raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)} must be [channels, height, width], each >= 1")
+        raise ConfigError(
+            f"config key 'data.image_shape' = {list(d.image_shape)} must be [channels, height, width], each >= 1"
+        )
     _in_range("data.cv_folds", d.cv_folds, 0, None)
     if d.cv_folds == 1:
         raise ConfigError("config key 'data.cv_folds' = 1 is not allowed; use 0 (no cross-validation) or K >= 2")
@@ -114,12 +122,15 @@ def validate(cfg: ExperimentConfig) -> None:
     _one_of("data.cifar100_labels", d.cifar100_labels, CIFAR100_LABELS)
     _only_where_read(d, "data", d.dataset, "data.dataset", _DATASET_KEYS)
     if d.dataset == "hf" and not d.hf_path:
-        raise ConfigError("data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
-                          "of parquet/arrow files, or a Hub name in the local cache")
+        raise ConfigError(
+            "data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
+            "of parquet/arrow files, or a Hub name in the local cache"
+        )
     text = data_registry.is_text(d)
     if text and d.feature_noise > 0:
-        raise ConfigError(f"config key 'data.feature_noise' > 0 needs real-valued inputs; '{d.dataset}' gives "
-                          "token sequences")
+        raise ConfigError(
+            f"config key 'data.feature_noise' > 0 needs real-valued inputs; '{d.dataset}' gives token sequences"
+        )
     if text and d.augment:
         raise ConfigError(f"config key 'data.augment' = true needs images; '{d.dataset}' gives token sequences")
 
@@ -133,12 +144,16 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("partition.max_redraws", p.max_redraws, 1, None)
     _one_of("partition.by", p.by, PARTITION_BY)
     if p.by != "label" and p.scheme in LABEL_BLIND_SCHEMES:
-        raise ConfigError(f"config key 'partition.by' = {p.by!r} changes only the label-skew schemes; "
-                          f"partition.scheme {p.scheme!r} does not read labels: remove it")
+        raise ConfigError(
+            f"config key 'partition.by' = {p.by!r} changes only the label-skew schemes; "
+            f"partition.scheme {p.scheme!r} does not read labels: remove it"
+        )
     _only_where_read(p, "partition", p.scheme, "partition.scheme", _SCHEME_KEYS)
     if p.scheme == "flwr" and not p.flwr_partitioner:
-        raise ConfigError("partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
-                          "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner")
+        raise ConfigError(
+            "partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
+            "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner"
+        )
 
     m = cfg.model
     _one_of("model.name", m.name, model_registry.available())
@@ -148,11 +163,15 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
     tokens = model_registry.takes_tokens(m.name)
     if text and not tokens:
-        raise ConfigError(f"model.name {m.name!r} needs real-valued inputs; data.dataset {d.dataset!r} gives token "
-                          f"sequences: use a sequence model ({', '.join(model_registry.token_models())})")
+        raise ConfigError(
+            f"model.name {m.name!r} needs real-valued inputs; data.dataset {d.dataset!r} gives token "
+            f"sequences: use a sequence model ({', '.join(model_registry.token_models())})"
+        )
     if tokens and not text:
-        raise ConfigError(f"model.name {m.name!r} reads token sequences; data.dataset {d.dataset!r} is not text: use "
-                          "leaf-shakespeare, or hf with data.hf_text_key")
+        raise ConfigError(
+            f"model.name {m.name!r} reads token sequences; data.dataset {d.dataset!r} is not text: use "
+            "leaf-shakespeare, or hf with data.hf_text_key"
+        )
 
     t = cfg.train
     lo, hi = epoch_range(t.epochs)
@@ -205,7 +224,9 @@ def validate(cfg: ExperimentConfig) -> None:
     e.batch_clients = {"True": "on", "False": "off"}.get(e.batch_clients, e.batch_clients)
     _one_of("engine.batch_clients", e.batch_clients, BATCH_CLIENTS)
     if e.batch_clients == "on" and e.workers > 1:
-        raise ConfigError("config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process")
+        raise ConfigError(
+            "config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process"
+        )
     _in_range("engine.threads", e.threads, 0, None)
 
     _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)

@@ -17,9 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import as_int, check_labels
-from .registry import available, get_scheme, promises_sorted, register, required_params, scheme_params, takes_seed
-
 # one import per scheme registers it
 from . import dirichlet as _dirichlet  # noqa: F401
 from . import flower as _flower  # noqa: F401
@@ -28,12 +25,13 @@ from . import label_quantity as _label_quantity  # noqa: F401
 from . import natural as _natural  # noqa: F401
 from . import quantity_skew as _quantity_skew  # noqa: F401
 from . import shards as _shards  # noqa: F401
-
+from ._validate import as_int, check_labels
 from .feature_noise import noise_levels
 from .flower import MissingExtraError, from_flwr, to_flwr
-from .natural import group_test_indices
 from .io import PartitionFileError, load_dataidxs, read_dataidxs_meta, save_dataidxs
+from .natural import group_test_indices
 from .plot import plot_label_distribution
+from .registry import available, get_scheme, promises_sorted, register, required_params, scheme_params, takes_seed
 from .stats import heterogeneity
 from .table import format_class_counts
 
@@ -57,9 +55,7 @@ __all__ = [
 ]
 
 
-def partition(
-    labels: Any, scheme: str, n_parties: int, seed: int = 0, **params: Any
-) -> dict[int, np.ndarray]:
+def partition(labels: Any, scheme: str, n_parties: int, seed: int = 0, **params: Any) -> dict[int, np.ndarray]:
     """Split the samples of ``labels`` among ``n_parties`` parties with ``scheme``.
 
     ``labels``: 1-D non-negative integer class ids. ``params``: the scheme's parameters
@@ -71,8 +67,7 @@ def partition(
     """
     fn = get_scheme(scheme)
     labels = check_labels(labels)
-    n_parties = as_int("partition.n_parties", n_parties, 1, labels.size,
-                       why=f" (at most the {labels.size} samples)")
+    n_parties = as_int("partition.n_parties", n_parties, 1, labels.size, why=f" (at most the {labels.size} samples)")
     seed = as_int("seed", seed, 0)
     accepted = scheme_params(scheme)
     unknown = sorted(set(params) - set(accepted))

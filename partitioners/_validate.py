@@ -79,7 +79,9 @@ def redraw_params(beta: Any, min_size: Any, max_redraws: Any, n_parties: int, n_
     )
 
 
-def no_split_error(scheme: str, beta: float, min_size: int, max_redraws: int, n_parties: int, n_samples: int) -> ValueError:
+def no_split_error(
+    scheme: str, beta: float, min_size: int, max_redraws: int, n_parties: int, n_samples: int
+) -> ValueError:
     """The error of a redrawing scheme whose ``max_redraws`` draws all failed, naming the
     parameters to change."""
     return ValueError(

@@ -15,8 +15,10 @@ def noise_levels(sigma: float, n_parties: int) -> np.ndarray:
     With one party there is no ramp; it gets the full ``sigma`` (so setting
     ``data.feature_noise`` is never a silent no-op).
     """
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) or not (
-        math.isfinite(float(sigma)) and float(sigma) >= 0
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, (int, float, np.number))
+        or not (math.isfinite(float(sigma)) and float(sigma) >= 0)
     ):
         raise ValueError(f"data.feature_noise (sigma) must be a finite number >= 0; got {sigma!r}")
     if isinstance(n_parties, bool) or not isinstance(n_parties, (int, np.integer)) or n_parties < 1:

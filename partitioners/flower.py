@@ -48,28 +48,38 @@ def _imports() -> tuple[Any, Any]:
         import datasets
         import flwr_datasets.partitioner as fp
     except ImportError as exc:
-        raise MissingExtraError(f"flwr-datasets partitioners need flwr-datasets and datasets: {PIP_HINT} "
-                                f"({exc})") from exc
+        raise MissingExtraError(
+            f"flwr-datasets partitioners need flwr-datasets and datasets: {PIP_HINT} ({exc})"
+        ) from exc
     return datasets, fp
 
 
 def flwr_partitioners() -> list[str]:
     """The flwr-datasets partitioners of samples (vertical, feature-splitting ones excluded)."""
     _, fp = _imports()
-    return sorted(n for n in fp.__all__ if n != "Partitioner" and not n.startswith("Vertical")
-                  and isinstance(getattr(fp, n), type) and issubclass(getattr(fp, n), fp.Partitioner))
+    return sorted(
+        n
+        for n in fp.__all__
+        if n != "Partitioner"
+        and not n.startswith("Vertical")
+        and isinstance(getattr(fp, n), type)
+        and issubclass(getattr(fp, n), fp.Partitioner)
+    )
 
 
 def _constructor_args(name: str, cls: type, args: Mapping[str, Any], n_parties: int, seed: int) -> dict[str, Any]:
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     taken = sorted(set(args) & set(_FROM_FEDSIM))
     if taken:
-        raise ValueError(f"partition.flwr_args must not set {', '.join(taken)}: "
-                         f"{', '.join(_FROM_FEDSIM[t] for t in taken)} sets it")
+        raise ValueError(
+            f"partition.flwr_args must not set {', '.join(taken)}: {', '.join(_FROM_FEDSIM[t] for t in taken)} sets it"
+        )
     unknown = sorted(set(args) - set(accepted))
     if unknown:
-        raise ValueError(f"{name} takes no argument {', '.join(unknown)} (partition.flwr_args); it takes: "
-                         f"{', '.join(a for a in accepted if a not in _FROM_FEDSIM)}")
+        raise ValueError(
+            f"{name} takes no argument {', '.join(unknown)} (partition.flwr_args); it takes: "
+            f"{', '.join(a for a in accepted if a not in _FROM_FEDSIM)}"
+        )
     kwargs = dict(args)
     if "num_partitions" in accepted:
         kwargs["num_partitions"] = n_parties
@@ -91,13 +101,16 @@ def from_flwr(partitioner: Any, labels: Any, groups: Any = None) -> dict[int, np
     name = type(partitioner).__name__
     by = getattr(partitioner, "_partition_by", None)
     if isinstance(by, str) and by not in columns:
-        raise ValueError(f"partition.flwr_args.partition_by = {by!r}: the columns are "
-                         f"{', '.join(c for c in columns if c != INDEX)}")
+        raise ValueError(
+            f"partition.flwr_args.partition_by = {by!r}: the columns are {', '.join(c for c in columns if c != INDEX)}"
+        )
     datasets, _ = _imports()
     try:
         partitioner.dataset = datasets.Dataset.from_dict(columns)
-        out = {j: np.asarray(partitioner.load_partition(j)[INDEX], dtype=np.int64)
-               for j in range(partitioner.num_partitions)}
+        out = {
+            j: np.asarray(partitioner.load_partition(j)[INDEX], dtype=np.int64)
+            for j in range(partitioner.num_partitions)
+        }
     except (ValueError, TypeError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"flwr: {name}: {first}") from None
@@ -107,8 +120,9 @@ def from_flwr(partitioner: Any, labels: Any, groups: Any = None) -> dict[int, np
     return out
 
 
-def flwr_dataidxs(labels: np.ndarray, n_parties: int, partitioner: str, args: Mapping[str, Any] | None,
-                  seed: int, groups: Any = None) -> dict[int, np.ndarray]:
+def flwr_dataidxs(
+    labels: np.ndarray, n_parties: int, partitioner: str, args: Mapping[str, Any] | None, seed: int, groups: Any = None
+) -> dict[int, np.ndarray]:
     """``{party: row indices}`` of the flwr-datasets class ``partitioner`` built with ``args``."""
     _, fp = _imports()
     allowed = flwr_partitioners()
@@ -173,8 +187,10 @@ def _dataidxs_partitioner() -> type:
             j = as_int("partition_id", partition_id, 0, len(self._rows) - 1)
             rows = self._rows[j]
             if rows.size and rows.max() >= len(self.dataset):
-                raise ValueError(f"partition {j} holds row {int(rows.max())}, but the dataset has "
-                                 f"{len(self.dataset)} rows: use the dataset the partition was made for")
+                raise ValueError(
+                    f"partition {j} holds row {int(rows.max())}, but the dataset has "
+                    f"{len(self.dataset)} rows: use the dataset the partition was made for"
+                )
             return self.dataset.select(rows)
 
     return DataidxsPartitioner

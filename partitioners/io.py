@@ -11,6 +11,7 @@ little-endian int64 bytes), ``version``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -106,10 +107,8 @@ def save_dataidxs(
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -128,7 +127,9 @@ def _read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise PartitionFileError(f"{name} is not a readable partition file ({type(e).__name__}: {e})") from None
     if int(data["version"]) != FORMAT_VERSION:
-        raise PartitionFileError(f"{name} has format version {int(data['version'])}; this fedsim reads {FORMAT_VERSION}")
+        raise PartitionFileError(
+            f"{name} has format version {int(data['version'])}; this fedsim reads {FORMAT_VERSION}"
+        )
     return data
 
 
@@ -164,17 +165,20 @@ def load_dataidxs(path: str | os.PathLike, labels: Any) -> dict[int, np.ndarray]
     n_file, sha_file = int(d["n_samples"]), str(d["labels_sha256"])
     sha_now = labels_sha256(labels)
     if n_file != labels.size or sha_file != sha_now:
-        what = (
-            f"has {labels.size} samples" if n_file != labels.size else "has different labels"
-        )
+        what = f"has {labels.size} samples" if n_file != labels.size else "has different labels"
         raise PartitionFileError(
             f"{base} was made for a dataset of {n_file} samples with labels checksum {sha_file[:12]}..., "
             f"but the current dataset {what} (checksum {sha_now[:12]}...): delete {name} or use the matching dataset"
         )
     indices, offsets = d["indices"], d["offsets"]
     if (
-        indices.dtype.kind not in "iu" or offsets.dtype.kind not in "iu" or indices.ndim != 1
-        or offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != indices.size
+        indices.dtype.kind not in "iu"
+        or offsets.dtype.kind not in "iu"
+        or indices.ndim != 1
+        or offsets.ndim != 1
+        or offsets.size < 1
+        or offsets[0] != 0
+        or offsets[-1] != indices.size
         or (np.diff(offsets) < 0).any()
         or (indices.size and (indices.min() < 0 or indices.max() >= labels.size))
     ):

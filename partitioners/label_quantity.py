@@ -33,8 +33,7 @@ def label_quantity(
     """
     ids, sizes = shuffled_by_class(labels, rng)
     n_classes = len(sizes)
-    c = as_int("partition.classes_per_party", classes_per_party, 1, n_classes,
-               why=" (the number of distinct labels)")
+    c = as_int("partition.classes_per_party", classes_per_party, 1, n_classes, why=" (the number of distinct labels)")
     holds = held_classes(n_parties, n_classes, c, rng)
 
     # np.array_split of class k among its h_k holders (ascending party id): each gets

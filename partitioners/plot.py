@@ -39,8 +39,7 @@ def plot_label_distribution(class_counts: Any, path: str | os.PathLike, title: s
         left = np.zeros(n)
         ys = np.arange(n)
         for c in range(k):
-            ax.barh(ys, counts[:, c], left=left, color=palette[c], height=0.8,
-                    label=str(c), linewidth=0)
+            ax.barh(ys, counts[:, c], left=left, color=palette[c], height=0.8, label=str(c), linewidth=0)
             left += counts[:, c]
         ax.set_yticks(ys)
         ax.set_yticklabels([str(i) for i in range(n)], fontsize=8 if n > 20 else 10)
@@ -60,8 +59,15 @@ def plot_label_distribution(class_counts: Any, path: str | os.PathLike, title: s
         props = np.divide(counts, sizes, out=np.zeros_like(counts), where=sizes > 0)
         # nearest keeps class columns sharp; a figure tall enough for ~1 pixel a party up
         # to 1,200 parties keeps most rows
-        im = ax.imshow(props, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0,
-                       vmax=1.0, extent=(-0.5, k - 0.5, n - 0.5, -0.5))
+        im = ax.imshow(
+            props,
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            vmin=0.0,
+            vmax=1.0,
+            extent=(-0.5, k - 0.5, n - 0.5, -0.5),
+        )
         fig.colorbar(im, ax=ax, label="fraction of the party's samples")
         ax.set_xlabel("class")
         ax.set_ylabel("party")

@@ -69,9 +69,7 @@ def get_scheme(scheme: str) -> SchemeFn:
     try:
         return _SCHEMES[scheme]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"partition.scheme must be one of {', '.join(available())}; got {scheme!r}"
-        ) from None
+        raise ValueError(f"partition.scheme must be one of {', '.join(available())}; got {scheme!r}") from None
 
 
 def scheme_params(scheme: str) -> list[str]:

@@ -29,8 +29,13 @@ def shards(
     scheme may leave up to ``n_parties * shards_per_party - 1`` samples unassigned.
     """
     n_samples = labels.size
-    s = as_int("partition.shards_per_party", shards_per_party, 1, n_samples // n_parties,
-               why=f" (n_parties * shards_per_party <= {n_samples} samples, n_parties={n_parties})")
+    s = as_int(
+        "partition.shards_per_party",
+        shards_per_party,
+        1,
+        n_samples // n_parties,
+        why=f" (n_parties * shards_per_party <= {n_samples} samples, n_parties={n_parties})",
+    )
     n_shards = n_parties * s
     shard_size = n_samples // n_shards
     kept = rng.permutation(n_samples)[: n_shards * shard_size]

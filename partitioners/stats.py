@@ -50,9 +50,7 @@ def class_count_matrix(
     return parties, flat.reshape(len(parties), num_classes)
 
 
-def heterogeneity(
-    labels: Any, dataidxs: Mapping[int, Any], num_classes: int | None = None
-) -> dict[str, Any]:
+def heterogeneity(labels: Any, dataidxs: Mapping[int, Any], num_classes: int | None = None) -> dict[str, Any]:
     """Heterogeneity statistics of ``dataidxs`` (party -> indices into ``labels``).
 
     Returns a flat JSON-serialisable dict: ``n_parties, n_samples`` (assigned samples),
@@ -94,15 +92,30 @@ def heterogeneity(
     if p.shape[0]:
         tv, js, hel, eff = _distances(p, q)
         out.update(
-            tv_mean=float(tv.mean()), tv_max=float(tv.max()),
-            js_mean=float(js.mean()), js_max=float(js.max()),
-            hellinger_mean=float(hel.mean()), hellinger_max=float(hel.max()),
-            effective_classes_mean=float(eff.mean()), effective_classes_min=float(eff.min()),
+            tv_mean=float(tv.mean()),
+            tv_max=float(tv.max()),
+            js_mean=float(js.mean()),
+            js_max=float(js.max()),
+            hellinger_mean=float(hel.mean()),
+            hellinger_max=float(hel.max()),
+            effective_classes_mean=float(eff.mean()),
+            effective_classes_min=float(eff.min()),
         )
     else:
-        out.update(dict.fromkeys(
-            ["tv_mean", "tv_max", "js_mean", "js_max", "hellinger_mean", "hellinger_max",
-             "effective_classes_mean", "effective_classes_min"]))
+        out.update(
+            dict.fromkeys(
+                [
+                    "tv_mean",
+                    "tv_max",
+                    "js_mean",
+                    "js_max",
+                    "hellinger_mean",
+                    "hellinger_max",
+                    "effective_classes_mean",
+                    "effective_classes_min",
+                ]
+            )
+        )
     out["global_effective_classes"] = float(np.exp(_entropy(q[None, :])[0]))
     return out
 

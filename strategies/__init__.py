@@ -71,6 +71,9 @@ def table_markdown() -> str:
     lines = ["| name | what it does | `strategy.*` (default, allowed) | paper |", "| --- | --- | --- | --- |"]
     for name in available():
         algo = get(name)
-        hps = "; ".join(f"`{h.name}` ({_fmt(h.default)}, {h.info.allowed()})" for h in hyperparameters(algo.Params)) or "-"
+        hps = (
+            "; ".join(f"`{h.name}` ({_fmt(h.default)}, {h.info.allowed()})" for h in hyperparameters(algo.Params))
+            or "-"
+        )
         lines.append(f"| `{name}` | {algo.summary} | {hps} | {algo.paper} |".replace("||", "‖"))
     return "\n".join(lines) + "\n"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import io
 import math
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
 from fedsim.flower_compat import NUMPY_STYPE
-
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
@@ -55,7 +54,12 @@ def array_from_numpy(nd: np.ndarray) -> Array:
     """``flwr.app.Array(nd)`` without np.save (identical bytes)."""
     if not nd.flags.c_contiguous:
         nd = np.ascontiguousarray(nd) if nd.ndim else nd.copy()
-    return Array(dtype=str(nd.dtype), shape=tuple(int(s) for s in nd.shape), stype=NUMPY_STYPE, data=_npy_header(nd) + nd.tobytes())
+    return Array(
+        dtype=str(nd.dtype),
+        shape=tuple(int(s) for s in nd.shape),
+        stype=NUMPY_STYPE,
+        data=_npy_header(nd) + nd.tobytes(),
+    )
 
 
 def array_to_numpy(arr: Array) -> np.ndarray:
@@ -79,7 +83,7 @@ def array_to_numpy(arr: Array) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=off).reshape(shape).copy()
 
 
-def record_to_state(record: ArrayRecord) -> "OrderedDict[str, torch.Tensor]":
+def record_to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
     """ArrayRecord -> state_dict of CPU tensors."""
     return OrderedDict((key, torch.from_numpy(array_to_numpy(arr))) for key, arr in record.items())
 
@@ -98,7 +102,7 @@ def is_float(t: torch.Tensor) -> bool:
 
 def weighted_average(
     states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float], device: torch.device | str | None = None
-) -> "OrderedDict[str, torch.Tensor]":
+) -> OrderedDict[str, torch.Tensor]:
     """sum_k p_k * state_k with p_k = weights_k / sum(weights); integer buffers: max.
 
     FedAvg (McMahan et al. 2017): w+ = sum_k (n_k / n) w_k. The float entries of each
@@ -131,7 +135,9 @@ def weighted_average(
     return OrderedDict((k, out[k]) for k in first)
 
 
-def restore_dtypes(state: Mapping[str, torch.Tensor], template: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def restore_dtypes(
+    state: Mapping[str, torch.Tensor], template: Mapping[str, torch.Tensor]
+) -> OrderedDict[str, torch.Tensor]:
     """Cast each entry back to the template's dtype.
 
     Flower's built-in strategies aggregate in numpy, where ``int64 * float``
@@ -154,4 +160,3 @@ def all_finite(state: Mapping[str, torch.Tensor]) -> bool:
     """No NaN or inf in any float entry (a float64 sum is non-finite iff an entry is,
     short of finite weights near 1e308; no boolean mask per tensor)."""
     return all(math.isfinite(float(t.sum(dtype=torch.float64))) for t in state.values() if is_float(t))
-

@@ -44,7 +44,7 @@ from .strategy import Aggregate, ClientOutcome, FedsimStrategy
 class FlowerAggregation(FedsimStrategy):
     """Aggregate through the Flower class's own ``aggregate_train`` (after screening)."""
 
-    def flower_aggregate(self, server_round: int, replies: list[Message]) -> "OrderedDict[str, torch.Tensor]":
+    def flower_aggregate(self, server_round: int, replies: list[Message]) -> OrderedDict[str, torch.Tensor]:
         arrays, _ = super(FedsimStrategy, self).aggregate_train(server_round, replies)  # type: ignore[misc]
         return record_to_state(arrays)
 
@@ -82,13 +82,23 @@ class ServerOptimizer(FlowerAggregation):
 @dataclass
 class FedAvgMParams(StrategyParams):
     server_lr: float = hp(1.0, gt=0, help="server learning rate lr_s", source="Flower's FedAvgM; Hsu et al. 2019")
-    server_momentum: float = hp(0.9, ge=0, lt=1, help="server momentum beta",
-                                source="Hsu et al. 2019 (beta = 0.9; Flower's default 0.0 is plain FedAvg)")
+    server_momentum: float = hp(
+        0.9,
+        ge=0,
+        lt=1,
+        help="server momentum beta",
+        source="Hsu et al. 2019 (beta = 0.9; Flower's default 0.0 is plain FedAvg)",
+    )
 
 
 @dataclass
 class FedOptParams(StrategyParams):
-    eta: float = hp(0.01, gt=0, help="server learning rate eta", source="Flower's FedYogi (FedAdam/FedAdagrad default 0.1 did not learn, see README)")
+    eta: float = hp(
+        0.01,
+        gt=0,
+        help="server learning rate eta",
+        source="Flower's FedYogi (FedAdam/FedAdagrad default 0.1 did not learn, see README)",
+    )
     beta_1: float = hp(0.9, ge=0, lt=1, help="first-moment decay", source="Flower; Reddi et al. 2021")
     beta_2: float = hp(0.99, ge=0, lt=1, help="second-moment decay", source="Flower; Reddi et al. 2021")
     tau: float = hp(1e-3, gt=0, help="adaptivity tau (added to sqrt(v))", source="Flower; Reddi et al. 2021")
@@ -102,18 +112,31 @@ class FedAdagradParams(StrategyParams):
 
 @dataclass
 class FedTrimmedAvgParams(StrategyParams):
-    beta: float = hp(0.2, ge=0, lt=0.5, help="share of the updates trimmed from each end, per coordinate (Flower's beta)",
-                     source="Flower's FedTrimmedAvg")
+    beta: float = hp(
+        0.2,
+        ge=0,
+        lt=0.5,
+        help="share of the updates trimmed from each end, per coordinate (Flower's beta)",
+        source="Flower's FedTrimmedAvg",
+    )
 
 
 @dataclass
 class KrumParams(StrategyParams):
-    num_malicious: int = hp(0, ge=0, help="f, the number of Byzantine clients Krum tolerates (score over n - f - 2 neighbours)",
-                            source="Flower's Krum")
+    num_malicious: int = hp(
+        0,
+        ge=0,
+        help="f, the number of Byzantine clients Krum tolerates (score over n - f - 2 neighbours)",
+        source="Flower's Krum",
+    )
 
 
 def _mix(flower_cls: type, base: type, state: tuple[str, ...]) -> type:
-    return type(flower_cls.__name__ + "Server", (base, flower_cls), {"state_attributes": state, "__doc__": flower_cls.__doc__, "__module__": __name__})
+    return type(
+        flower_cls.__name__ + "Server",
+        (base, flower_cls),
+        {"state_attributes": state, "__doc__": flower_cls.__doc__, "__module__": __name__},
+    )
 
 
 FedAvgMServer = _mix(fs.FedAvgM, ServerOptimizer, ("current_arrays", "momentum_vector"))
@@ -131,7 +154,9 @@ REDDI = "Reddi et al. 2021, Adaptive Federated Optimization"
 class FedAvgM(Algorithm):
     name = "fedavgm"
     summary = "server momentum on the averaged update"
-    paper = "Hsu et al. 2019, Measuring the Effects of Non-Identical Data Distribution for Federated Visual Classification"
+    paper = (
+        "Hsu et al. 2019, Measuring the Effects of Non-Identical Data Distribution for Federated Visual Classification"
+    )
     Params = FedAvgMParams
 
     def server(self, p):

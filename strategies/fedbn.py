@@ -26,8 +26,8 @@ def bn_state_keys(model: nn.Module) -> list[str]:
     for name, mod in model.named_modules(remove_duplicate=False):
         if isinstance(mod, _BatchNorm):
             prefix = f"{name}." if name else ""
-            owned.update(prefix + k for k in mod.state_dict().keys())
-    return [k for k in model.state_dict().keys() if k in owned]
+            owned.update(prefix + k for k in mod.state_dict())
+    return [k for k in model.state_dict() if k in owned]
 
 
 class FedBNRule(ClientRule):

@@ -50,14 +50,22 @@ DG_KEY = "feddc_dg"
 
 @dataclass
 class FedDCParams(StrategyParams):
-    alpha: float = hp(0.01, ge=0, help="weight alpha of the drift penalty alpha/2 ||theta + h_i - w||^2",
-                      source="Gao et al. 2022's code (alpha_coef = 1e-2)")
-    max_grad_norm: float = hp(10.0, ge=0, help="clip each step's gradient to this L2 norm (0 = no clipping)",
-                              source="Gao et al. 2022's code (max_norm = 10, 'to prevent exploding')")
+    alpha: float = hp(
+        0.01,
+        ge=0,
+        help="weight alpha of the drift penalty alpha/2 ||theta + h_i - w||^2",
+        source="Gao et al. 2022's code (alpha_coef = 1e-2)",
+    )
+    max_grad_norm: float = hp(
+        10.0,
+        ge=0,
+        help="clip each step's gradient to this L2 norm (0 = no clipping)",
+        source="Gao et al. 2022's code (max_norm = 10, 'to prevent exploding')",
+    )
 
 
 def _split(state: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in (state or {}).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in (state or {}).items() if k.startswith(prefix)}
 
 
 class FedDCRule(ClientRule):
@@ -151,6 +159,8 @@ class FedDC(Algorithm):
         if cfg.train.optimizer != "sgd":
             return f"strategy 'feddc' needs train.optimizer: sgd (its control variate divides by the SGD learning rate); got '{cfg.train.optimizer}'"
         if cfg.train.momentum != 0:
-            return ("strategy 'feddc' needs train.momentum: 0, the authors' plain SGD (with momentum 0.9 its drift-augmented "
-                    f"global model overshoots: 12% on MNIST Dir(0.1) after 20 rounds, README); got {cfg.train.momentum}")
+            return (
+                "strategy 'feddc' needs train.momentum: 0, the authors' plain SGD (with momentum 0.9 its drift-augmented "
+                f"global model overshoots: 12% on MNIST Dir(0.1) after 20 rounds, README); got {cfg.train.momentum}"
+            )
         return None

@@ -36,10 +36,18 @@ from .strategy import Aggregate, ClientOutcome, FedAvgServer
 
 @dataclass
 class FedDynParams(StrategyParams):
-    alpha: float = hp(0.01, ge=0, help="weight alpha of the dynamic regulariser (0 = FedAvg)",
-                      source="Acar et al. 2021's code (alpha_coef = 1e-2); the paper tries {0.1, 0.01, 0.001}")
-    max_grad_norm: float = hp(10.0, ge=0, help="clip each step's gradient to this L2 norm (0 = no clipping)",
-                              source="Acar et al. 2021's code (max_norm = 10)")
+    alpha: float = hp(
+        0.01,
+        ge=0,
+        help="weight alpha of the dynamic regulariser (0 = FedAvg)",
+        source="Acar et al. 2021's code (alpha_coef = 1e-2); the paper tries {0.1, 0.01, 0.001}",
+    )
+    max_grad_norm: float = hp(
+        10.0,
+        ge=0,
+        help="clip each step's gradient to this L2 norm (0 = no clipping)",
+        source="Acar et al. 2021's code (max_norm = 10)",
+    )
 
 
 class FedDynRule(ClientRule):
@@ -51,7 +59,10 @@ class FedDynRule(ClientRule):
         self.alpha = float(self.ctx.params.alpha)
         state = self.ctx.state or {}
         g = self.ctx.global_state
-        self.triples = [(n, p, g[n], state[n].to(p.device) if n in state else torch.zeros_like(p)) for n, p in trainable(self.ctx.model)]
+        self.triples = [
+            (n, p, g[n], state[n].to(p.device) if n in state else torch.zeros_like(p))
+            for n, p in trainable(self.ctx.model)
+        ]
 
     def loss(self, x, y):
         loss, logits = super().loss(x, y)

@@ -27,8 +27,12 @@ from .rule import ClientRule
 
 @dataclass
 class FedLCParams(StrategyParams):
-    tau: float = hp(1.0, ge=0, help="calibration strength tau of the offsets tau n_c^{-1/4}",
-                    source="FL-bench's default (Zhang et al. 2022 tune it per data set)")
+    tau: float = hp(
+        1.0,
+        ge=0,
+        help="calibration strength tau of the offsets tau n_c^{-1/4}",
+        source="FL-bench's default (Zhang et al. 2022 tune it per data set)",
+    )
 
 
 def calibration(counts: torch.Tensor, tau: float) -> torch.Tensor:

@@ -19,8 +19,12 @@ from .rule import ClientRule, trainable
 
 @dataclass
 class FedProxParams(StrategyParams):
-    mu: float = hp(0.01, ge=0, help="proximal weight mu of mu/2 ||w - w_global||^2",
-                   source="NIID-Bench's default (Li et al. 2022); the FedProx paper tunes it in {0.001, 0.01, 0.1, 1}")
+    mu: float = hp(
+        0.01,
+        ge=0,
+        help="proximal weight mu of mu/2 ||w - w_global||^2",
+        source="NIID-Bench's default (Li et al. 2022); the FedProx paper tunes it in {0.001, 0.01, 0.1, 1}",
+    )
 
 
 class FedProxRule(ClientRule):

@@ -27,13 +27,21 @@ from .rule import ClientRule, RuleOutput
 
 @dataclass
 class MoonParams(StrategyParams):
-    mu: float = hp(1.0, ge=0, help="weight mu of the model-contrastive loss l_con",
-                   source="MOON's code (Li, He and Song 2021; the paper uses 5 on CIFAR-10, 1 on CIFAR-100)")
-    temperature: float = hp(0.5, gt=0, help="temperature T of the cosine similarities", source="MOON (Li, He and Song 2021)")
+    mu: float = hp(
+        1.0,
+        ge=0,
+        help="weight mu of the model-contrastive loss l_con",
+        source="MOON's code (Li, He and Song 2021; the paper uses 5 on CIFAR-10, 1 on CIFAR-100)",
+    )
+    temperature: float = hp(
+        0.5, gt=0, help="temperature T of the cosine similarities", source="MOON (Li, He and Song 2021)"
+    )
     buffer_size: int = hp(1, ge=1, help="previous local models used as negatives", source="MOON (Li, He and Song 2021)")
 
 
-def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prevs: list[torch.Tensor], temperature: float) -> torch.Tensor:
+def contrastive_loss(
+    z: torch.Tensor, z_glob: torch.Tensor, z_prevs: list[torch.Tensor], temperature: float
+) -> torch.Tensor:
     """MOON's l_con, mean over the batch; 0 when there is no previous model."""
     if not z_prevs:
         return z.new_zeros(())

@@ -19,7 +19,7 @@ from .params import StrategyParams, hyperparameters, out_of_range
 from .rule import ClientRule
 from .strategy import FedAvgServer, FedsimStrategy
 
-_REGISTRY: dict[str, "Algorithm"] = {}
+_REGISTRY: dict[str, Algorithm] = {}
 _DISCOVERED = False
 
 A = TypeVar("A", bound=type)
@@ -65,7 +65,9 @@ def register(cls: A) -> A:
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
     if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-        raise ValueError(f"strategy '{name}' is registered twice ({type(_REGISTRY[name]).__module__} and {cls.__module__})")
+        raise ValueError(
+            f"strategy '{name}' is registered twice ({type(_REGISTRY[name]).__module__} and {cls.__module__})"
+        )
     hyperparameters(algo.Params)  # every field declared with hp(): fails at import, not at run time
     _REGISTRY[name] = algo
     return cls

@@ -58,8 +58,12 @@ DC_KEY = "scaffold_dc"
 
 @dataclass
 class ScaffoldParams(StrategyParams):
-    server_lr: float = hp(1.0, gt=0, help="global step size eta_g of w += eta_g sum_k p_k (y_k - w)",
-                          source="Karimireddy et al. 2020 (eta_g = 1 in their experiments)")
+    server_lr: float = hp(
+        1.0,
+        gt=0,
+        help="global step size eta_g of w += eta_g sum_k p_k (y_k - w)",
+        source="Karimireddy et al. 2020 (eta_g = 1 in their experiments)",
+    )
 
 
 class ScaffoldRule(ClientRule):
@@ -138,6 +142,8 @@ class Scaffold(Algorithm):
 
     def check(self, cfg) -> str | None:
         if cfg.train.optimizer != "sgd":
-            return (f"strategy 'scaffold' needs train.optimizer: sgd (its control variate (w - y)/(K lr) estimates a "
-                    f"gradient only under SGD); got '{cfg.train.optimizer}'")
+            return (
+                f"strategy 'scaffold' needs train.optimizer: sgd (its control variate (w - y)/(K lr) estimates a "
+                f"gradient only under SGD); got '{cfg.train.optimizer}'"
+            )
         return None

@@ -42,7 +42,13 @@ log = logging.getLogger(__name__)
 StateDict = "OrderedDict[str, torch.Tensor]"
 
 #: Flower's own sampling is switched off: it sees the already-sampled cohort and takes all of it
-FLOWER_SAMPLING = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 0, "min_evaluate_nodes": 0, "min_available_nodes": 0}
+FLOWER_SAMPLING = {
+    "fraction_train": 1.0,
+    "fraction_evaluate": 1.0,
+    "min_train_nodes": 0,
+    "min_evaluate_nodes": 0,
+    "min_available_nodes": 0,
+}
 
 
 class CohortFailure(RuntimeError):
@@ -61,8 +67,8 @@ class ClientOutcome:
     node_id: int
     num_examples: int
     metrics: dict[str, float]
-    state: "OrderedDict[str, torch.Tensor] | None" = None
-    records: dict[str, "OrderedDict[str, torch.Tensor]"] = field(default_factory=dict)
+    state: OrderedDict[str, torch.Tensor] | None = None
+    records: dict[str, OrderedDict[str, torch.Tensor]] = field(default_factory=dict)
     bytes_up: int = 0
     #: the reply as received (for strategies that aggregate through Flower's own chain)
     message: Message | None = None
@@ -73,7 +79,7 @@ class Aggregate:
     """What :meth:`FedsimStrategy.aggregate` returns: the new global state and the
     values the server half computed this round (recorded in ``metrics.jsonl``)."""
 
-    state: "OrderedDict[str, torch.Tensor]"
+    state: OrderedDict[str, torch.Tensor]
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -90,8 +96,8 @@ class RoundLog:
 
     round: int
     #: the global weights sent this round, and the aggregate (the new global weights)
-    global_state: "OrderedDict[str, torch.Tensor] | None" = None
-    agg_state: "OrderedDict[str, torch.Tensor] | None" = None
+    global_state: OrderedDict[str, torch.Tensor] | None = None
+    agg_state: OrderedDict[str, torch.Tensor] | None = None
     sampled: list[int] = field(default_factory=list)
     outcomes: list[ClientOutcome] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -205,11 +211,13 @@ class FedsimStrategy:
         """ArrayRecords sent to every client besides the model."""
         return {}
 
-    def aggregate(self, server_round: int, global_state: "OrderedDict[str, torch.Tensor]", outcomes: list[ClientOutcome]) -> Aggregate:
+    def aggregate(
+        self, server_round: int, global_state: OrderedDict[str, torch.Tensor], outcomes: list[ClientOutcome]
+    ) -> Aggregate:
         """The new global state from the cohort's decoded replies (FedAvg by default)."""
         return Aggregate(self.average(outcomes))
 
-    def average(self, outcomes: list[ClientOutcome]) -> "OrderedDict[str, torch.Tensor]":
+    def average(self, outcomes: list[ClientOutcome]) -> OrderedDict[str, torch.Tensor]:
         """FedAvg's average of the cohort, weighted by examples, on the server's device."""
         return weighted_average([o.state for o in outcomes], [o.num_examples for o in outcomes], self.setup.device)
 
@@ -217,7 +225,9 @@ class FedsimStrategy:
     def _party(self, msg: Message) -> int:
         return self.party_of_node[msg.metadata.dst_node_id]
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         self.round_log = RoundLog(round=server_round, global_state=record_to_state(arrays))
         parties = self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
         self.round_log.sampled = parties
@@ -237,7 +247,9 @@ class FedsimStrategy:
         self.round_log.bytes_down = _bytes_of(messages)
         return messages
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         if self.setup.fraction_evaluate <= 0:
             return []
         parties = self.sample(server_round, "evaluate", self.setup.fraction_evaluate, 1)
@@ -312,7 +324,9 @@ class FedsimStrategy:
             )
 
     # -------------------------------------------------------------- aggregate
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rl = self.round_log
         outcomes = self._screen(replies, rl.sampled, "train")
         rl.outcomes = outcomes

@@ -26,7 +26,14 @@ def tiny_config(**sections) -> dict:
     """A run small enough for the default test suite (about a second a round)."""
     cfg = {
         "seed": 0,
-        "data": {"dataset": "synthetic-images", "n_train": 400, "n_test": 200, "image_shape": [3, 16, 16], "num_classes": 4, "noise": 0.4},
+        "data": {
+            "dataset": "synthetic-images",
+            "n_train": 400,
+            "n_test": 200,
+            "image_shape": [3, 16, 16],
+            "num_classes": 4,
+            "noise": 0.4,
+        },
         "partition": {"scheme": "dirichlet", "n_parties": 4, "beta": 0.5, "min_size": 10},
         "model": {"name": "simple-cnn"},
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.1, "momentum": 0.5},

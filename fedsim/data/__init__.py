@@ -16,11 +16,13 @@ from __future__ import annotations
 from .registry import DatasetBundle, available, clear_cache, input_spec, is_text, load_dataset, register
 
 # importing a family module registers its datasets (the order is available()'s order)
-from . import torchvision_sets as _torchvision_sets  # noqa: E402,F401
-from . import synthetic as _synthetic  # noqa: E402,F401
-from . import synthetic_images as _synthetic_images  # noqa: E402,F401
-from . import leaf as _leaf  # noqa: E402,F401
-from . import hf as _hf  # noqa: E402,F401
-from . import imagefolder as _imagefolder  # noqa: E402,F401
+# isort: off
+from . import torchvision_sets as _torchvision_sets  # noqa: F401
+from . import synthetic as _synthetic  # noqa: F401
+from . import synthetic_images as _synthetic_images  # noqa: F401
+from . import leaf as _leaf  # noqa: F401
+from . import hf as _hf  # noqa: F401
+from . import imagefolder as _imagefolder  # noqa: F401
+# isort: on
 
 __all__ = ["DatasetBundle", "available", "register", "load_dataset", "input_spec", "is_text", "clear_cache"]

@@ -26,8 +26,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,13 +50,15 @@ def fingerprint(files: Iterable[Path], base: Path | None = None) -> list[tuple[s
 
 def cache_key(name: str, params: Mapping[str, Any], sources: Any) -> str:
     """sha256 of the loader name, its decoding parameters and the source fingerprint."""
-    text = json.dumps({"format": FORMAT, "name": name, "params": params, "sources": sources}, sort_keys=True,
-                      default=str)
+    text = json.dumps(
+        {"format": FORMAT, "name": name, "params": params, "sources": sources}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cached(beside: Path, name: str, key: str, build: Callable[[], tuple[dict[str, np.ndarray], dict]]
-           ) -> tuple[dict[str, np.ndarray], dict]:
+def cached(
+    beside: Path, name: str, key: str, build: Callable[[], tuple[dict[str, np.ndarray], dict]]
+) -> tuple[dict[str, np.ndarray], dict]:
     """``(arrays, meta)`` from the cache entry ``name-key`` under ``beside``, or built and stored.
 
     ``build()`` returns the arrays (numeric numpy arrays, no objects) and a JSON-able

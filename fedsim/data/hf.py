@@ -33,15 +33,16 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..schema import DataConfig
 from ..errors import DataError
+from ..schema import DataConfig
 from . import text
 from .cache import CACHE_DIR, cache_key, cached, fingerprint
 from .images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
@@ -74,8 +75,10 @@ def _source(cfg: DataConfig) -> tuple[str, Path]:
     if p.is_dir():
         return "files", p.resolve()
     if p.exists():
-        raise DataError(f"data.hf_path '{raw}' is a file; give the directory that holds the data files of every split "
-                        "(e.g. train.parquet and test.parquet) or a save_to_disk directory")
+        raise DataError(
+            f"data.hf_path '{raw}' is a file; give the directory that holds the data files of every split "
+            "(e.g. train.parquet and test.parquet) or a save_to_disk directory"
+        )
     if not _HUB_NAME.match(raw):
         raise DataError(f"data.hf_path '{raw}' does not exist (and is not a Hub name such as 'user/dataset')")
     return "hub", p
@@ -117,18 +120,24 @@ def _open(kind: str, where: Path, cfg: DataConfig, tmp: str) -> Any:
     except Exception as exc:  # the library raises ValueError, FileNotFoundError, its own errors...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if kind == "hub" and not cfg.download:
-            raise DataError(f"data.hf_path '{raw}' is neither a local directory nor a Hub dataset in the local Hugging "
-                            f"Face cache ({_hf_cache_dir()}): {first}; set data.download: true to fetch it") from exc
-        raise DataError(f"data.hf_path '{raw}' cannot be read by Hugging Face datasets: {type(exc).__name__}: {first}") \
-            from exc
+            raise DataError(
+                f"data.hf_path '{raw}' is neither a local directory nor a Hub dataset in the local Hugging "
+                f"Face cache ({_hf_cache_dir()}): {first}; set data.download: true to fetch it"
+            ) from exc
+        raise DataError(
+            f"data.hf_path '{raw}' cannot be read by Hugging Face datasets: {type(exc).__name__}: {first}"
+        ) from exc
     if not isinstance(dd, datasets.DatasetDict):
-        raise DataError(f"data.hf_path '{raw}' holds a single Dataset without splits; save a DatasetDict with "
-                        f"'{cfg.hf_split_train}' and '{cfg.hf_split_test}' splits")
+        raise DataError(
+            f"data.hf_path '{raw}' holds a single Dataset without splits; save a DatasetDict with "
+            f"'{cfg.hf_split_train}' and '{cfg.hf_split_test}' splits"
+        )
     for split in (cfg.hf_split_train, cfg.hf_split_test):
         if split not in dd:
             key = "hf_split_train" if split == cfg.hf_split_train else "hf_split_test"
-            raise DataError(f"config key 'data.{key}' = {split!r} is not a split of '{raw}'; splits: "
-                            f"{', '.join(dd.keys())}")
+            raise DataError(
+                f"config key 'data.{key}' = {split!r} is not a split of '{raw}'; splits: {', '.join(dd.keys())}"
+            )
     return dd
 
 
@@ -144,8 +153,9 @@ def _read_dict(datasets: Any, kind: str, where: Path, cfg: DataConfig, tmp: str)
     # the library's own offline path: the newest prepared copy in the local cache
     from datasets.packaged_modules.cache.cache import Cache
 
-    builder = Cache(cache_dir=_hf_cache_dir(), dataset_name=raw.split("/")[-1], repo_id=raw, version="auto",
-                    hash="auto")
+    builder = Cache(
+        cache_dir=_hf_cache_dir(), dataset_name=raw.split("/")[-1], repo_id=raw, version="auto", hash="auto"
+    )
     return builder.as_dataset()
 
 
@@ -154,8 +164,10 @@ def _read_dict(datasets: Any, kind: str, where: Path, cfg: DataConfig, tmp: str)
 
 def _column(ds: Any, key: str, cfg_key: str, split: str, raw: str) -> Any:
     if key not in ds.column_names:
-        raise DataError(f"config key 'data.{cfg_key}' = {key!r} is not a column of split '{split}' of '{raw}'; "
-                        f"columns: {', '.join(ds.column_names)}")
+        raise DataError(
+            f"config key 'data.{cfg_key}' = {key!r} is not a column of split '{split}' of '{raw}'; "
+            f"columns: {', '.join(ds.column_names)}"
+        )
     return ds.features[key]
 
 
@@ -181,15 +193,17 @@ def _images(ds: Any, key: str, size: int, split: str, raw: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{what}: not images ({feature}); need an Image feature or uint8 (H, W[, C]) arrays") from exc
     if arr.dtype.kind not in "ui" or arr.ndim not in (3, 4) or (arr.size and (arr.min() < 0 or arr.max() > 255)):
-        raise DataError(f"{what}: not images ({arr.dtype} {arr.shape[1:]}); need an Image feature or uint8 "
-                        "(H, W[, C]) arrays")
+        raise DataError(
+            f"{what}: not images ({arr.dtype} {arr.shape[1:]}); need an Image feature or uint8 (H, W[, C]) arrays"
+        )
     arr = arr.astype(np.uint8)
     arr = arr[:, None] if arr.ndim == 3 else np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
     if size > 0 and arr.shape[2:] != (size, size):
         from PIL import Image
 
-        arr = np.stack([pil_to_array(Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)), size)
-                        for a in arr])
+        arr = np.stack(
+            [pil_to_array(Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)), size) for a in arr]
+        )
     return arr
 
 
@@ -209,8 +223,7 @@ def _labels(tr: Any, te: Any, key: str, text_mode: bool, raw: str) -> tuple[np.n
                 raise DataError(str(exc)) from exc
         names = sorted(set(y_tr) | set(y_te))
         index = {n: i for i, n in enumerate(names)}
-        return (np.array([index[v] for v in y_tr], np.int64), np.array([index[v] for v in y_te], np.int64),
-                len(names))
+        return (np.array([index[v] for v in y_tr], np.int64), np.array([index[v] for v in y_te], np.int64), len(names))
     try:
         a, b = np.asarray(y_tr), np.asarray(y_te)
     except (TypeError, ValueError):
@@ -233,8 +246,10 @@ def _groups(tr: Any, te: Any, key: str, raw: str) -> tuple[np.ndarray, np.ndarra
     except TypeError as exc:
         raise DataError(f"group column '{key}' of '{raw}' must hold sortable ids (ints or strings): {exc}") from exc
     index = {n: i for i, n in enumerate(names)}
-    return (np.array([index[v] for v in g_tr], np.int64),
-            None if g_te is None else np.array([index[v] for v in g_te], np.int64))
+    return (
+        np.array([index[v] for v in g_tr], np.int64),
+        None if g_te is None else np.array([index[v] for v in g_te], np.int64),
+    )
 
 
 def _decode(kind: str, where: Path, cfg: DataConfig) -> tuple[dict[str, np.ndarray], dict]:
@@ -243,8 +258,9 @@ def _decode(kind: str, where: Path, cfg: DataConfig) -> tuple[dict[str, np.ndarr
         dd = _open(kind, where, cfg, tmp)
         tr, te = dd[cfg.hf_split_train], dd[cfg.hf_split_test]
         if len(tr) == 0 or len(te) == 0:
-            raise DataError(f"data.hf_path '{raw}': split '{cfg.hf_split_train if len(tr) == 0 else cfg.hf_split_test}'"
-                            " is empty")
+            raise DataError(
+                f"data.hf_path '{raw}': split '{cfg.hf_split_train if len(tr) == 0 else cfg.hf_split_test}' is empty"
+            )
         text_mode = cfg.hf_text_key is not None
         meta: dict[str, Any] = {}
         if text_mode:
@@ -254,22 +270,27 @@ def _decode(kind: str, where: Path, cfg: DataConfig) -> tuple[dict[str, np.ndarr
             for ds, split in ((tr, cfg.hf_split_train), (te, cfg.hf_split_test)):
                 feat = _column(ds, key, "hf_text_key", split, raw)
                 if not (isinstance(feat, datasets.Value) and feat.dtype in ("string", "large_string")):
-                    raise DataError(f"config key 'data.hf_text_key' = {key!r}: column of split '{split}' holds "
-                                    f"{feat}, not strings")
+                    raise DataError(
+                        f"config key 'data.hf_text_key' = {key!r}: column of split '{split}' holds {feat}, not strings"
+                    )
                 try:
                     xs.append(text.encode(list(ds[key]), what=f"split '{split}' of '{raw}', column '{key}'"))
                 except (ValueError, TypeError) as exc:
                     raise DataError(str(exc)) from exc
             x_tr, x_te = xs
             if x_tr.shape[1] != x_te.shape[1]:
-                raise DataError(f"data.hf_text_key '{key}': train and test sequences differ in length "
-                                f"({x_tr.shape[1]} vs {x_te.shape[1]})")
+                raise DataError(
+                    f"data.hf_text_key '{key}': train and test sequences differ in length "
+                    f"({x_tr.shape[1]} vs {x_te.shape[1]})"
+                )
         else:
             x_tr = _images(tr, cfg.hf_image_key, int(cfg.image_size), cfg.hf_split_train, raw)
             x_te = _images(te, cfg.hf_image_key, int(cfg.image_size), cfg.hf_split_test, raw)
             if x_tr.shape[2:] != x_te.shape[2:]:
-                raise DataError(f"data.hf_path '{raw}': train images are {x_tr.shape[2]}x{x_tr.shape[3]}, test images "
-                                f"{x_te.shape[2]}x{x_te.shape[3]}; set data.image_size to resize both")
+                raise DataError(
+                    f"data.hf_path '{raw}': train images are {x_tr.shape[2]}x{x_tr.shape[3]}, test images "
+                    f"{x_te.shape[2]}x{x_te.shape[3]}; set data.image_size to resize both"
+                )
             x_tr, x_te = unify_channels(x_tr, x_te)
             meta["mean"], meta["std"] = channel_stats(x_tr)
         y_tr, y_te, k = _labels(tr, te, cfg.hf_label_key, text_mode, raw)
@@ -286,16 +307,29 @@ def _decode(kind: str, where: Path, cfg: DataConfig) -> tuple[dict[str, np.ndarr
 
 def _params(cfg: DataConfig) -> dict[str, Any]:
     """The config values that change the decoded arrays."""
-    return {k: getattr(cfg, k) for k in ("hf_split_train", "hf_split_test", "hf_image_key", "hf_text_key",
-                                         "hf_label_key", "hf_group_key", "image_size")}
+    return {
+        k: getattr(cfg, k)
+        for k in (
+            "hf_split_train",
+            "hf_split_test",
+            "hf_image_key",
+            "hf_text_key",
+            "hf_label_key",
+            "hf_group_key",
+            "image_size",
+        )
+    }
 
 
 def _root(cfg: DataConfig) -> Path:
     return Path(str(cfg.root)).expanduser().resolve()
 
 
-@register("hf", key=lambda cfg, seed, n: (str(cfg.hf_path), tuple(_params(cfg).items()), cfg.augment, cfg.download),
-          text=lambda cfg: cfg.hf_text_key is not None)
+@register(
+    "hf",
+    key=lambda cfg, seed, n: (str(cfg.hf_path), tuple(_params(cfg).items()), cfg.augment, cfg.download),
+    text=lambda cfg: cfg.hf_text_key is not None,
+)
 def load_hf(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """A Hugging Face dataset (``data.hf_*``), decoded once into tensors and cached."""
     kind, where = _source(cfg)

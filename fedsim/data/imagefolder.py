@@ -21,15 +21,16 @@ training images' per-channel mean and std. Decoded once and cached beside the fo
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..schema import DataConfig
 from ..errors import DataError
+from ..schema import DataConfig
 from .cache import cache_key, cached, fingerprint
 from .images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
 from .registry import DatasetBundle, register
@@ -85,16 +86,20 @@ def list_train(root: Path) -> tuple[list[str], list[Entry]]:
     """(classes, entries) of ``root/train``."""
     train = root / "train"
     if not train.is_dir():
-        raise DataError(f"dataset 'imagefolder' not found: no train/ folder under data.root '{root}' (expected "
-                        "train/<class>/<image> and val/ or test/)")
+        raise DataError(
+            f"dataset 'imagefolder' not found: no train/ folder under data.root '{root}' (expected "
+            "train/<class>/<image> and val/ or test/)"
+        )
     classes = find_classes(train)
     if not classes:
         raise DataError(f"dataset 'imagefolder': {train} has no class folders")
     entries = scan(train, {c: i for i, c in enumerate(classes)})
     empty = sorted(set(classes) - {classes[e[1]] for e in entries})
     if empty:
-        raise DataError(f"dataset 'imagefolder': no images ({', '.join(IMG_EXTENSIONS)}) in train/ class folders "
-                        f"{', '.join(empty[:5])}")
+        raise DataError(
+            f"dataset 'imagefolder': no images ({', '.join(IMG_EXTENSIONS)}) in train/ class folders "
+            f"{', '.join(empty[:5])}"
+        )
     return classes, entries
 
 
@@ -128,8 +133,9 @@ def list_eval(root: Path, class_to_idx: dict[str, int]) -> tuple[Path, list[Entr
         raise DataError(f"dataset 'imagefolder': {folder} has no class folders (and no {ANNOTATIONS})")
     unknown = sorted(set(eval_classes) - set(class_to_idx))
     if unknown:
-        raise DataError(f"dataset 'imagefolder': {folder.name}/ has class folders that train/ lacks: "
-                        f"{', '.join(unknown[:5])}")
+        raise DataError(
+            f"dataset 'imagefolder': {folder.name}/ has class folders that train/ lacks: {', '.join(unknown[:5])}"
+        )
     return folder, scan(folder, class_to_idx), None
 
 
@@ -142,17 +148,22 @@ def _decode_all(samples: list[Entry], size: int, what: str) -> tuple[np.ndarray,
     return stack_images(arrays, what), np.array([e[1] for e in samples], dtype=np.int64)
 
 
-def _decode(root: Path, size: int, train: list[Entry], evals: list[Entry], n_classes: int
-            ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _decode(
+    root: Path, size: int, train: list[Entry], evals: list[Entry], n_classes: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     x_tr, y_tr = _decode_all(train, size, f"imagefolder '{root}/train'")
     x_te, y_te = _decode_all(evals, size, f"imagefolder '{root}' evaluation split")
     if x_tr.shape[2:] != x_te.shape[2:]:
-        raise DataError(f"imagefolder '{root}': train images are {x_tr.shape[2]}x{x_tr.shape[3]}, evaluation images "
-                        f"{x_te.shape[2]}x{x_te.shape[3]}; set data.image_size to resize both")
+        raise DataError(
+            f"imagefolder '{root}': train images are {x_tr.shape[2]}x{x_tr.shape[3]}, evaluation images "
+            f"{x_te.shape[2]}x{x_te.shape[3]}; set data.image_size to resize both"
+        )
     x_tr, x_te = unify_channels(x_tr, x_te)
     mean, std = channel_stats(x_tr)
-    return ({"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te},
-            {"num_classes": n_classes, "mean": mean, "std": std})
+    return (
+        {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te},
+        {"num_classes": n_classes, "mean": mean, "std": std},
+    )
 
 
 def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:

@@ -22,7 +22,7 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], 
     s1 = np.zeros(c, dtype=np.float64)
     s2 = np.zeros(c, dtype=np.float64)
     for start in range(0, n, chunk):
-        part = x[start:start + chunk].astype(np.float64) / 255.0
+        part = x[start : start + chunk].astype(np.float64) / 255.0
         s1 += part.sum(axis=(0, 2, 3))
         s2 += np.square(part).sum(axis=(0, 2, 3))
     count = max(n * x.shape[2] * x.shape[3], 1)
@@ -74,8 +74,9 @@ def stack_images(arrays: list[np.ndarray], what: str) -> np.ndarray:
     sizes = {a.shape[1:] for a in arrays}
     if len(sizes) > 1:
         sample = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:3])
-        raise DataError(f"{what}: images have different sizes ({sample}, ...); set data.image_size to resize "
-                        "them all to one size")
+        raise DataError(
+            f"{what}: images have different sizes ({sample}, ...); set data.image_size to resize them all to one size"
+        )
     if len({a.shape[0] for a in arrays}) > 1:
         arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
     return np.stack(arrays)

@@ -27,14 +27,15 @@ seconds.
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..schema import DataConfig
 from ..errors import DataError
+from ..schema import DataConfig
 from . import text
 from .cache import cache_key, cached, fingerprint
 from .images import channel_stats
@@ -52,8 +53,10 @@ def _files(root: Path, split: str, name: str) -> list[Path]:
     where = root / split
     files = sorted(where.glob("*.json")) if where.is_dir() else []
     if not files:
-        raise DataError(f"dataset '{name}' not found: no {split}/*.json under data.root '{root}'; point data.root "
-                        "at the folder holding LEAF's train/ and test/ (data/<task>/data)")
+        raise DataError(
+            f"dataset '{name}' not found: no {split}/*.json under data.root '{root}'; point data.root "
+            "at the folder holding LEAF's train/ and test/ (data/<task>/data)"
+        )
     return files
 
 
@@ -64,11 +67,16 @@ def read_leaf_json(path: Path) -> list[tuple[str, list, list]]:
         with open(path, "rb") as f:
             doc = json.load(f)
     except json.JSONDecodeError as exc:
-        raise DataError(f"LEAF file '{path}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") \
-            from exc
+        raise DataError(
+            f"LEAF file '{path}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"LEAF file '{path}' cannot be read ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("users"), list) or not isinstance(doc.get("user_data"), dict):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("users"), list)
+        or not isinstance(doc.get("user_data"), dict)
+    ):
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise DataError(f"LEAF file '{path}' needs keys 'users' (a list) and 'user_data' (a mapping); has {keys}")
     out = []
@@ -77,8 +85,9 @@ def read_leaf_json(path: Path) -> list[tuple[str, list, list]]:
         if not isinstance(data, dict) or not isinstance(data.get("x"), list) or not isinstance(data.get("y"), list):
             raise DataError(f"LEAF file '{path}': user {user!r} has no 'x' and 'y' lists in 'user_data'")
         if len(data["x"]) != len(data["y"]):
-            raise DataError(f"LEAF file '{path}': user {user!r} has {len(data['x'])} samples in 'x' but "
-                            f"{len(data['y'])} in 'y'")
+            raise DataError(
+                f"LEAF file '{path}': user {user!r} has {len(data['x'])} samples in 'x' but {len(data['y'])} in 'y'"
+            )
         out.append((str(user), data["x"], data["y"]))
     return out
 
@@ -100,8 +109,10 @@ def _read_split(files: list[Path], to_arrays: Any) -> tuple[np.ndarray, np.ndarr
         del rows
     xs = [x for x in xs if len(x)]
     if len({x.shape[1:] for x in xs}) > 1:
-        raise DataError(f"LEAF files {files[0].parent}/*.json hold samples of different shapes "
-                        f"({sorted({x.shape[1:] for x in xs})}); every 'x' must have the same length")
+        raise DataError(
+            f"LEAF files {files[0].parent}/*.json hold samples of different shapes "
+            f"({sorted({x.shape[1:] for x in xs})}); every 'x' must have the same length"
+        )
     if not xs:
         return np.zeros((0, 0), np.int64), np.zeros(0, np.int64), counts
     return np.concatenate(xs), np.concatenate(ys), counts
@@ -118,8 +129,10 @@ def _femnist_arrays(rows: list[tuple[str, list, list, Path]]) -> tuple[np.ndarra
         except (TypeError, ValueError) as exc:
             raise DataError(f"LEAF file '{path}': user {user!r} has non-numeric x or y ({exc})") from exc
         if a.ndim != 2 or a.shape[1] != FEMNIST_SIDE * FEMNIST_SIDE:
-            raise DataError(f"LEAF file '{path}': user {user!r}: FEMNIST samples must be {FEMNIST_SIDE ** 2} pixel "
-                            f"values, got shape {a.shape}")
+            raise DataError(
+                f"LEAF file '{path}': user {user!r}: FEMNIST samples must be {FEMNIST_SIDE**2} pixel "
+                f"values, got shape {a.shape}"
+            )
         if b.ndim != 1 or b.min() < 0 or b.max() >= FEMNIST_CLASSES:
             raise DataError(f"LEAF file '{path}': user {user!r}: FEMNIST labels must be in 0..{FEMNIST_CLASSES - 1}")
         xs.append(np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8).reshape(-1, 1, FEMNIST_SIDE, FEMNIST_SIDE))
@@ -142,8 +155,10 @@ def _shakespeare_arrays(rows: list[tuple[str, list, list, Path]]) -> tuple[np.nd
     if not xs:
         return np.zeros((0, 0), np.int64), np.zeros(0, np.int64)
     if len({a.shape[1] for a in xs}) > 1:
-        raise DataError(f"LEAF file '{rows[0][3]}': sequences of different lengths "
-                        f"({sorted({a.shape[1] for a in xs})}); every 'x' must have the same length")
+        raise DataError(
+            f"LEAF file '{rows[0][3]}': sequences of different lengths "
+            f"({sorted({a.shape[1] for a in xs})}); every 'x' must have the same length"
+        )
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -154,8 +169,9 @@ def _decode(root: Path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any
     if len(y_tr) == 0 or len(y_te) == 0:
         raise DataError(f"dataset '{name}' under '{root}' has no {'training' if len(y_tr) == 0 else 'test'} samples")
     if x_tr.shape[1:] != x_te.shape[1:]:
-        raise DataError(f"dataset '{name}': train and test samples differ in shape ({x_tr.shape[1:]} vs "
-                        f"{x_te.shape[1:]})")
+        raise DataError(
+            f"dataset '{name}': train and test samples differ in shape ({x_tr.shape[1:]} vs {x_te.shape[1:]})"
+        )
     users = sorted({u for u, _ in users_tr} | {u for u, _ in users_te})
     index = {u: i for i, u in enumerate(users)}
 
@@ -165,8 +181,14 @@ def _decode(root: Path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any
     meta: dict[str, Any] = {"users": users}
     if name == "leaf-femnist":
         meta["mean"], meta["std"] = channel_stats(x_tr)
-    arrays = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te, "groups": group_ids(users_tr),
-              "groups_test": group_ids(users_te)}
+    arrays = {
+        "x_train": x_tr,
+        "y_train": y_tr,
+        "x_test": x_te,
+        "y_test": y_te,
+        "groups": group_ids(users_tr),
+        "groups_test": group_ids(users_te),
+    }
     return arrays, meta
 
 

@@ -23,14 +23,15 @@ import difflib
 import logging
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..schema import DataConfig
 from ..errors import DataError
+from ..schema import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,11 @@ class DatasetBundle:
         return self.x_train.dtype == torch.int64
 
     def __repr__(self) -> str:
-        return (f"DatasetBundle(name={self.name!r}, train={tuple(self.x_train.shape)} {self.x_train.dtype}, "
-                f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, augment={self.augment}, "
-                f"groups={'None' if self.groups is None else len(np.unique(self.groups))})")
+        return (
+            f"DatasetBundle(name={self.name!r}, train={tuple(self.x_train.shape)} {self.x_train.dtype}, "
+            f"test={tuple(self.x_test.shape)}, num_classes={self.num_classes}, augment={self.augment}, "
+            f"groups={'None' if self.groups is None else len(np.unique(self.groups))})"
+        )
 
 
 Loader = Callable[[DataConfig, int, int], DatasetBundle]
@@ -114,8 +117,9 @@ def default_key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
     return tuple((n, _freeze(getattr(cfg, n))) for n in names) + (("seed", int(seed)), ("n_parties", int(n_parties)))
 
 
-def register(name: str, *, key: KeyFn | None = None, spec: SpecFn | None = None,
-             text: bool | TextFn = False) -> Callable[[Loader], Loader]:
+def register(
+    name: str, *, key: KeyFn | None = None, spec: SpecFn | None = None, text: bool | TextFn = False
+) -> Callable[[Loader], Loader]:
     """Decorator: register ``fn(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle``.
 
     ``key(cfg, seed, n_parties)`` names what makes two loads give the same data (a
@@ -152,8 +156,9 @@ def _lookup(name: str) -> tuple[Loader, KeyFn]:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise DataError(f"config key 'data.dataset' = {name!r} is not a known dataset{hint}; "
-                        f"allowed: {', '.join(available())}")
+        raise DataError(
+            f"config key 'data.dataset' = {name!r} is not a known dataset{hint}; allowed: {', '.join(available())}"
+        )
     return _REGISTRY[name]
 
 
@@ -172,12 +177,19 @@ def load_dataset(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
         bundle = loader(cfg, int(seed), int(n_parties))
         _check_bundle(bundle)
         _CACHE[key] = bundle
-    log.info("dataset %s: %d train, %d test, input %s, %d classes (%.2f s)", bundle.name, len(bundle.y_train),
-             len(bundle.y_test), bundle.input_shape, bundle.num_classes, time.perf_counter() - t0)
+    log.info(
+        "dataset %s: %d train, %d test, input %s, %d classes (%.2f s)",
+        bundle.name,
+        len(bundle.y_train),
+        len(bundle.y_test),
+        bundle.input_shape,
+        bundle.num_classes,
+        time.perf_counter() - t0,
+    )
     return bundle
 
 
-def input_spec(cfg: DataConfig) -> "tuple[tuple[int, ...], int]":
+def input_spec(cfg: DataConfig) -> tuple[tuple[int, ...], int]:
     """(input shape, number of classes) of ``cfg.dataset``, without loading it."""
     _lookup(cfg.dataset)
     if cfg.dataset in _SPECS:

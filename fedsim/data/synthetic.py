@@ -21,14 +21,14 @@ partition.
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 import numpy as np
 import torch
 
-from ..schema import DataConfig
 from ..errors import DataError
 from ..resources import check_fits
+from ..schema import DataConfig
 from .registry import DatasetBundle, register
 
 DIM = 60
@@ -56,8 +56,9 @@ def apportion(weights: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -
     return n
 
 
-def generate_synthetic(alpha: float, beta: float, n_groups: int, n_train: int, n_test: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def generate_synthetic(
+    alpha: float, beta: float, n_groups: int, n_train: int, n_test: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``x_train, y_train, groups, x_test, y_test`` (float32 features, int64 labels)."""
     total = n_train + n_test
     sizes_raw = rng.lognormal(4, 2, n_groups) + 50
@@ -96,8 +97,15 @@ def _n_groups(cfg: DataConfig, n_parties: int) -> int:
 
 
 def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
-    return (float(cfg.synthetic_alpha), float(cfg.synthetic_beta), _n_groups(cfg, n_parties), int(cfg.n_train),
-            int(cfg.n_test), cfg.augment, seed)
+    return (
+        float(cfg.synthetic_alpha),
+        float(cfg.synthetic_beta),
+        _n_groups(cfg, n_parties),
+        int(cfg.n_train),
+        int(cfg.n_test),
+        cfg.augment,
+        seed,
+    )
 
 
 @register("synthetic", key=_key, spec=lambda cfg: ((DIM,), NUM_CLASSES))
@@ -105,18 +113,35 @@ def load_synthetic(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """Synthetic(alpha, beta): 60 features, 10 classes, one group per party unless set."""
     g = _n_groups(cfg, n_parties)
     # float64 features while generating, float32 kept, and each group's model
-    check_fits((cfg.n_train + cfg.n_test) * DIM * (8 + 4) + max(g, 1) * (DIM + 1) * NUM_CLASSES * 8,
-               f"synthetic ({cfg.n_train} + {cfg.n_test} samples, {g} groups)", "lower data.n_train, data.n_test or data.num_groups")
+    check_fits(
+        (cfg.n_train + cfg.n_test) * DIM * (8 + 4) + max(g, 1) * (DIM + 1) * NUM_CLASSES * 8,
+        f"synthetic ({cfg.n_train} + {cfg.n_test} samples, {g} groups)",
+        "lower data.n_train, data.n_test or data.num_groups",
+    )
     if g < 1:
-        raise DataError(f"dataset 'synthetic' needs at least one group: data.num_groups = {cfg.num_groups}, "
-                        f"n_parties = {n_parties}")
+        raise DataError(
+            f"dataset 'synthetic' needs at least one group: data.num_groups = {cfg.num_groups}, n_parties = {n_parties}"
+        )
     if cfg.n_train < g:
-        raise DataError(f"config key 'data.n_train' = {cfg.n_train} is too small for {g} synthetic groups; "
-                        f"need at least one training sample per group")
+        raise DataError(
+            f"config key 'data.n_train' = {cfg.n_train} is too small for {g} synthetic groups; "
+            f"need at least one training sample per group"
+        )
     if cfg.augment:
         raise DataError("config key 'data.augment' = true needs an image dataset; 'synthetic' is tabular")
     rng = np.random.default_rng(seed)
-    x_tr, y_tr, g_tr, x_te, y_te = generate_synthetic(float(cfg.synthetic_alpha), float(cfg.synthetic_beta), g,
-                                                      int(cfg.n_train), int(cfg.n_test), rng)
-    return DatasetBundle("synthetic", torch.from_numpy(x_tr), torch.from_numpy(y_tr), torch.from_numpy(x_te),
-                         torch.from_numpy(y_te), NUM_CLASSES, None, None, False, g_tr)
+    x_tr, y_tr, g_tr, x_te, y_te = generate_synthetic(
+        float(cfg.synthetic_alpha), float(cfg.synthetic_beta), g, int(cfg.n_train), int(cfg.n_test), rng
+    )
+    return DatasetBundle(
+        "synthetic",
+        torch.from_numpy(x_tr),
+        torch.from_numpy(y_tr),
+        torch.from_numpy(x_te),
+        torch.from_numpy(y_te),
+        NUM_CLASSES,
+        None,
+        None,
+        False,
+        g_tr,
+    )

@@ -32,15 +32,15 @@ depend on the seed and the configured sizes only.
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..schema import DataConfig
 from ..errors import DataError
 from ..resources import check_fits
+from ..schema import DataConfig
 from .registry import DatasetBundle, register
 
 # Calibrated constants (see the module docstring); changing them changes every
@@ -86,7 +86,7 @@ def _windows(protos: torch.Tensor, s: int, shape: tuple[int, int, int]) -> torch
     if k * n_shift * c * h * w > _WINDOW_BUDGET:
         return None
     offs = range(m - s, m + s + 1)
-    wins = torch.stack([protos[:, :, oy:oy + h, ox:ox + w] for oy in offs for ox in offs], dim=1)
+    wins = torch.stack([protos[:, :, oy : oy + h, ox : ox + w] for oy in offs for ox in offs], dim=1)
     return wins.reshape(k * n_shift, c * h * w).contiguous()
 
 
@@ -100,8 +100,9 @@ def smooth_basis(g: int, h: int, w: int) -> torch.Tensor:
     return basis / basis.square().sum(dim=0, keepdim=True).sqrt()
 
 
-def render(protos: torch.Tensor, labels: np.ndarray, noise: float, rng: np.random.Generator,
-           shape: tuple[int, int, int]) -> torch.Tensor:
+def render(
+    protos: torch.Tensor, labels: np.ndarray, noise: float, rng: np.random.Generator, shape: tuple[int, int, int]
+) -> torch.Tensor:
     """Draw one uint8 image ``(N, C, H, W)`` per label from the prototypes."""
     c, h, w = shape
     n = len(labels)
@@ -164,7 +165,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     hist = np.zeros((c, 256), dtype=np.int64)
     arr = x.numpy()
     for i in range(0, len(arr), CHUNK):
-        part = arr[i:i + CHUNK]
+        part = arr[i : i + CHUNK]
         for k in range(c):
             # numpy's bincount takes uint8 directly; torch's is several times slower on it
             hist[k] += np.bincount(part[:, k].ravel(), minlength=256)
@@ -176,8 +177,9 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(float(a) for a in mean), tuple(float(a) for a in var.clamp_min(1e-12).sqrt())
 
 
-def generate_images(n_train: int, n_test: int, shape: tuple[int, int, int], num_classes: int, noise: float,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def generate_images(
+    n_train: int, n_test: int, shape: tuple[int, int, int], num_classes: int, noise: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x_train, y_train, x_test, y_test``: uint8 images and int64 labels from ``seed``."""
     rng = np.random.default_rng(seed)
     protos = make_prototypes(num_classes, shape, rng)
@@ -205,11 +207,16 @@ def load_synthetic_images(cfg: DataConfig, seed: int, n_parties: int) -> Dataset
     shape = _shape(cfg)
     pixels = shape[0] * shape[1] * shape[2]
     # the uint8 images, the float32 rendering buffer, and the classes' shifted prototypes
-    check_fits((cfg.n_train + cfg.n_test) * pixels + 2 * 4 * min(CHUNK, cfg.n_train) * pixels + 4 * 9 * cfg.num_classes * pixels,
-               f"synthetic-images ({cfg.n_train} + {cfg.n_test} images of {list(shape)}, {cfg.num_classes} classes)",
-               "lower data.n_train, data.n_test, data.image_shape or data.num_classes")
-    x_tr, y_tr, x_te, y_te = generate_images(int(cfg.n_train), int(cfg.n_test), shape, int(cfg.num_classes),
-                                             float(cfg.noise), seed)
+    check_fits(
+        (cfg.n_train + cfg.n_test) * pixels
+        + 2 * 4 * min(CHUNK, cfg.n_train) * pixels
+        + 4 * 9 * cfg.num_classes * pixels,
+        f"synthetic-images ({cfg.n_train} + {cfg.n_test} images of {list(shape)}, {cfg.num_classes} classes)",
+        "lower data.n_train, data.n_test, data.image_shape or data.num_classes",
+    )
+    x_tr, y_tr, x_te, y_te = generate_images(
+        int(cfg.n_train), int(cfg.n_test), shape, int(cfg.num_classes), float(cfg.noise), seed
+    )
     mean, std = channel_stats(x_tr)
     # off by default: the patterns are not mirror-symmetric, and crops are already
     # part of the generator; on if asked

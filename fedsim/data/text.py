@@ -9,7 +9,7 @@ invalid embedding row); here it is an error naming the character instead.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -36,21 +36,27 @@ def encode(texts: Sequence[str], what: str = "text") -> np.ndarray:
         return np.zeros((0, 0), dtype=np.int64)
     lengths = {len(t) for t in texts}
     if len(lengths) != 1:
-        raise ValueError(f"{what}: sequences must all have the same length (LEAF's Shakespeare: 80); "
-                         f"found lengths {sorted(lengths)[:5]}")
+        raise ValueError(
+            f"{what}: sequences must all have the same length (LEAF's Shakespeare: 80); "
+            f"found lengths {sorted(lengths)[:5]}"
+        )
     length = lengths.pop()
     joined = "".join(texts)
     try:
         raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
     except UnicodeEncodeError as exc:
         bad = joined[exc.start]
-        raise UnknownCharacter(f"{what}: character {bad!r} (sample {exc.start // max(length, 1)}) is not in "
-                               f"LEAF's {VOCAB_SIZE}-character alphabet") from None
+        raise UnknownCharacter(
+            f"{what}: character {bad!r} (sample {exc.start // max(length, 1)}) is not in "
+            f"LEAF's {VOCAB_SIZE}-character alphabet"
+        ) from None
     tokens = _LOOKUP[raw]
     if (tokens < 0).any():
         pos = int(np.flatnonzero(tokens < 0)[0])
-        raise UnknownCharacter(f"{what}: character {joined[pos]!r} (sample {pos // max(length, 1)}) is not in "
-                               f"LEAF's {VOCAB_SIZE}-character alphabet")
+        raise UnknownCharacter(
+            f"{what}: character {joined[pos]!r} (sample {pos // max(length, 1)}) is not in "
+            f"LEAF's {VOCAB_SIZE}-character alphabet"
+        )
     return tokens.reshape(n, length)
 
 

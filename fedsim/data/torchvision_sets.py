@@ -26,14 +26,15 @@ import builtins
 import gzip
 import logging
 import pickle
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..schema import DataConfig
 from ..errors import DataError
+from ..schema import DataConfig
 from .registry import DatasetBundle, register
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,11 @@ SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     """The globals a pickled ndarray (numpy 1.x or 2.x, protocol 0-5) refers to."""
     try:  # numpy >= 2 moved the internals to numpy._core; old pickles still say numpy.core
-        from numpy._core import multiarray as _ma, numeric as _num
+        from numpy._core import multiarray as _ma
+        from numpy._core import numeric as _num
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray as _ma, numeric as _num  # type: ignore[no-redef]
+        from numpy.core import multiarray as _ma  # type: ignore[no-redef]
+        from numpy.core import numeric as _num
     allowed: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core", "numpy._core"):
         allowed[(f"{mod}.multiarray", "_reconstruct")] = _ma._reconstruct
@@ -63,8 +66,20 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     allowed[("numpy", "dtype")] = np.dtype
     # protocol <= 2 pickles bytes under Python 3 as _codecs.encode(str, 'latin1')
     allowed[("_codecs", "encode")] = _codecs.encode
-    for name in ("list", "dict", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
-                 "complex", "bool"):
+    for name in (
+        "list",
+        "dict",
+        "tuple",
+        "set",
+        "frozenset",
+        "bytes",
+        "bytearray",
+        "str",
+        "int",
+        "float",
+        "complex",
+        "bool",
+    ):
         allowed[("builtins", name)] = getattr(builtins, name)
         allowed[("__builtin__", name)] = allowed[("builtins", name)]  # Python 2 pickles
     return allowed
@@ -108,16 +123,24 @@ def _missing_error(name: str, root: Path, where: Path, files: list[str], missing
     fix = f"set data.download: true to fetch it, or data.root to the directory that holds {holds}"
     if len(missing) == len(files):
         return DataError(f"dataset '{name}' not found: looked for {looked} in '{where}'; {fix}")
-    return DataError(f"dataset '{name}' is incomplete in '{where}': {', '.join(missing)} "
-                     f"{'is' if len(missing) == 1 else 'are'} missing (looked for {looked}); {fix}")
+    return DataError(
+        f"dataset '{name}' is incomplete in '{where}': {', '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} missing (looked for {looked}); {fix}"
+    )
 
 
 def _root(cfg: DataConfig) -> Path:
     return Path(str(cfg.root)).expanduser().resolve()
 
 
-def _ensure(cfg: DataConfig, name: str, where: Path, files: list[str], fetch: Callable[[Path], None],
-            alternatives: Callable[[str], list[str]] = lambda f: [f]) -> dict[str, Path]:
+def _ensure(
+    cfg: DataConfig,
+    name: str,
+    where: Path,
+    files: list[str],
+    fetch: Callable[[Path], None],
+    alternatives: Callable[[str], list[str]] = lambda f: [f],
+) -> dict[str, Path]:
     """Path of each of ``files`` under ``where`` (downloading if allowed), else DataError.
 
     ``alternatives(f)`` lists the file names that satisfy ``f``, in order of preference
@@ -143,8 +166,9 @@ def _ensure(cfg: DataConfig, name: str, where: Path, files: list[str], fetch: Ca
         except DataError:
             raise
         except Exception as exc:  # network, checksum, disk: all reported as one line
-            raise DataError(f"dataset '{name}': download into '{_root(cfg)}' failed: {type(exc).__name__}: {exc}") \
-                from exc
+            raise DataError(
+                f"dataset '{name}': download into '{_root(cfg)}' failed: {type(exc).__name__}: {exc}"
+            ) from exc
         found, missing = find()
     if missing:
         raise _missing_error(name, _root(cfg), where, files, missing, gz=len(alternatives(files[0])) > 1)
@@ -175,8 +199,9 @@ def _labels(values: Any, path: Path, n: int, num_classes: int) -> torch.Tensor:
 # -------------------------------------------------------------------------- CIFAR
 
 
-def _read_cifar_batch(path: Path, label_key: str, num_classes: int, coarse: bool = False
-                      ) -> tuple[np.ndarray, torch.Tensor] | tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+def _read_cifar_batch(
+    path: Path, label_key: str, num_classes: int, coarse: bool = False
+) -> tuple[np.ndarray, torch.Tensor] | tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """(data, labels) of one CIFAR batch file; with ``coarse`` also CIFAR-100's superclasses."""
     obj = safe_load_pickle(path)
     if not isinstance(obj, dict):
@@ -185,8 +210,10 @@ def _read_cifar_batch(path: Path, label_key: str, num_classes: int, coarse: bool
     entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     needed = ["data", label_key] + (["coarse_labels"] if coarse else [])
     if any(k not in entry for k in needed):
-        raise DataError(f"dataset file '{path}' is corrupt: needs keys {', '.join(repr(k) for k in needed)}, "
-                        f"has {sorted(map(str, entry))}")
+        raise DataError(
+            f"dataset file '{path}' is corrupt: needs keys {', '.join(repr(k) for k in needed)}, "
+            f"has {sorted(map(str, entry))}"
+        )
     data = entry["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
@@ -197,8 +224,18 @@ def _read_cifar_batch(path: Path, label_key: str, num_classes: int, coarse: bool
     return data, labels
 
 
-def _cifar(cfg: DataConfig, name: str, folder: str, train: list[str], test: list[str], label_key: str,
-           num_classes: int, tv_class: str, mean: tuple, std: tuple) -> DatasetBundle:
+def _cifar(
+    cfg: DataConfig,
+    name: str,
+    folder: str,
+    train: list[str],
+    test: list[str],
+    label_key: str,
+    num_classes: int,
+    tv_class: str,
+    mean: tuple,
+    std: tuple,
+) -> DatasetBundle:
     where = _root(cfg) / folder
 
     def fetch(root: Path) -> None:
@@ -222,8 +259,18 @@ def _cifar(cfg: DataConfig, name: str, folder: str, train: list[str], test: list
 @register("cifar10", key=_file_key, spec=lambda cfg: ((3, 32, 32), 10))
 def load_cifar10(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """CIFAR-10 (Krizhevsky 2009): 50,000 + 10,000 RGB 32x32 images, 10 classes."""
-    return _cifar(cfg, "cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                  "labels", 10, "CIFAR10", CIFAR10_MEAN, CIFAR10_STD)
+    return _cifar(
+        cfg,
+        "cifar10",
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "labels",
+        10,
+        "CIFAR10",
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+    )
 
 
 def _check_nesting(fine: np.ndarray, coarse: np.ndarray, path: Path) -> None:
@@ -236,8 +283,11 @@ def _check_nesting(fine: np.ndarray, coarse: np.ndarray, path: Path) -> None:
 CIFAR100_SUPERCLASSES = 20
 
 
-@register("cifar100", key=lambda cfg, seed, n: (*_file_key(cfg, seed, n), cfg.cifar100_labels),
-          spec=lambda cfg: ((3, 32, 32), CIFAR100_SUPERCLASSES if cfg.cifar100_labels == "coarse" else 100))
+@register(
+    "cifar100",
+    key=lambda cfg, seed, n: (*_file_key(cfg, seed, n), cfg.cifar100_labels),
+    spec=lambda cfg: ((3, 32, 32), CIFAR100_SUPERCLASSES if cfg.cifar100_labels == "coarse" else 100),
+)
 def load_cifar100(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """CIFAR-100 (Krizhevsky 2009): 50,000 + 10,000 RGB 32x32 images in 100 fine classes,
     grouped 5 by 5 into 20 superclasses.
@@ -263,14 +313,23 @@ def load_cifar100(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
         _check_nesting(fine.numpy(), sup.numpy(), paths[f])
         out.append((torch.from_numpy(data.reshape(-1, 3, 32, 32)), sup if coarse else fine, sup.numpy()))
     (x_tr, y_tr, s_tr), (x_te, y_te, _) = out
-    return DatasetBundle("cifar100", x_tr, y_tr, x_te, y_te, CIFAR100_SUPERCLASSES if coarse else 100, CIFAR100_MEAN,
-                         CIFAR100_STD, _resolve_augment(cfg, True), superclasses=s_tr)
+    return DatasetBundle(
+        "cifar100",
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        CIFAR100_SUPERCLASSES if coarse else 100,
+        CIFAR100_MEAN,
+        CIFAR100_STD,
+        _resolve_augment(cfg, True),
+        superclasses=s_tr,
+    )
 
 
 # -------------------------------------------------------------------------- MNIST
 
-_IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-              "t10k-labels-idx1-ubyte"]
+_IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -298,8 +357,10 @@ def read_idx(path: Path) -> np.ndarray:
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
-        raise DataError(f"dataset file '{path}' is corrupt or truncated: header says {dims} = {expected} bytes, "
-                        f"file holds {len(raw) - header}")
+        raise DataError(
+            f"dataset file '{path}' is corrupt or truncated: header says {dims} = {expected} bytes, "
+            f"file holds {len(raw) - header}"
+        )
     # frombuffer over bytes is read-only; copy once so torch gets writable memory
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
@@ -382,5 +443,13 @@ def load_svhn(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     return DatasetBundle("svhn", x_tr, y_tr, x_te, y_te, 10, SVHN_MEAN, SVHN_STD, _resolve_augment(cfg, False))
 
 
-__all__ = ["RestrictedUnpickler", "safe_load_pickle", "read_idx", "load_cifar10", "load_cifar100", "load_mnist",
-           "load_fmnist", "load_svhn"]
+__all__ = [
+    "RestrictedUnpickler",
+    "safe_load_pickle",
+    "read_idx",
+    "load_cifar10",
+    "load_cifar100",
+    "load_mnist",
+    "load_fmnist",
+    "load_svhn",
+]

@@ -14,7 +14,7 @@ The intended order for a training batch, matching torchvision's CIFAR pipeline
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -35,8 +35,10 @@ def to_float(x_uint8: Tensor, mean: Sequence[float] | None, std: Sequence[float]
     if mean is None or std is None:
         return x
     if x.dim() != 4 or len(mean) != x.shape[1] or len(std) != x.shape[1]:
-        raise ValueError(f"to_float: need (B, C, H, W) with C = len(mean) = len(std); got {tuple(x.shape)}, "
-                         f"{len(mean)} means, {len(std)} stds")
+        raise ValueError(
+            f"to_float: need (B, C, H, W) with C = len(mean) = len(std); got {tuple(x.shape)}, "
+            f"{len(mean)} means, {len(std)} stds"
+        )
     m, s = _norm_tensors(tuple(mean), tuple(std), x.device)
     return x.sub_(m).div_(s)
 
@@ -82,7 +84,7 @@ def augment_batch(x: Tensor, generator: torch.Generator, pad: int = PAD) -> Tens
     flip = (torch.rand((b,), generator=generator, device=dev) < 0.5).to(x.device)
 
     padded = x.new_zeros((b, c, h + 2 * pad, w + 2 * pad))
-    padded[:, :, pad:pad + h, pad:pad + w] = x
+    padded[:, :, pad : pad + h, pad : pad + w] = x
     rows = oy[:, None] + torch.arange(h, device=x.device)  # (B, H) rows of the padded image
     cols = torch.arange(w, device=x.device).expand(b, w)
     # a flip reads the window's columns right to left

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from flwr.app import Context, Message, MessageType
 from torch.func import functional_call, grad_and_value, vmap
 
+from ..client import runtime_for
 from ..data.transforms import to_float
 from ..training import TrainStats, batch_positions, batch_stream
-from ..client import runtime_for
 from .executors import SequentialExecutor, error_reply
 
 log = logging.getLogger(__name__)
@@ -131,15 +131,22 @@ def _lockstep_batches(rt, rounds):
     C, B = len(rounds), tc.batch_size
     if all(not r.data.augment and r.data.noise == 0 for r in rounds):
         plans = [
-            [r.data.indices[pos] for pos in batch_positions(len(r.data), tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn)]
+            [
+                r.data.indices[pos]
+                for pos in batch_positions(len(r.data), tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn)
+            ]
             for r in rounds
         ]
         T = max((len(p) for p in plans), default=0)
         # one scatter of every client's batches into a (C, T, B) plan, padded with
         # weight-0 slots (a Python loop of slice assignments cost ~20 ms a round at C = 100)
         lengths = torch.tensor([ix.numel() for plan in plans for ix in plan], dtype=torch.int64, device=device)
-        slots = torch.tensor([i * T + t for i, plan in enumerate(plans) for t in range(len(plan))], dtype=torch.int64, device=device)
-        within = torch.arange(int(lengths.sum()), device=device) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        slots = torch.tensor(
+            [i * T + t for i, plan in enumerate(plans) for t in range(len(plan))], dtype=torch.int64, device=device
+        )
+        within = torch.arange(int(lengths.sum()), device=device) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths
+        )
         dest = torch.repeat_interleave(slots * B, lengths) + within
         idx = torch.zeros(C * T * B, dtype=torch.int64, device=device)
         w = torch.zeros(C * T * B, dtype=torch.float32, device=device)
@@ -229,7 +236,9 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
         state = OrderedDict((k, params[k][i].detach() if k in params else buffers[k]) for k in keys)
         n_seen = float(seen[i])
         stats = TrainStats(
-            len(r.data), int(steps[i]), r.epochs,
+            len(r.data),
+            int(steps[i]),
+            r.epochs,
             float(loss_sum[i]) / n_seen if n_seen else float("nan"),
             float(correct[i]) / n_seen if n_seen else float("nan"),
             elapsed,

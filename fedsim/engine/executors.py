@@ -53,7 +53,11 @@ class SequentialExecutor:
                 log.info("client on node %s failed: %s", msg.metadata.dst_node_id, exc)
                 reply = error_reply(msg, exc)
             if self.timeout is not None and time.perf_counter() - t0 > self.timeout:
-                log.warning("client on node %s took %.1fs > engine.client_timeout", msg.metadata.dst_node_id, time.perf_counter() - t0)
+                log.warning(
+                    "client on node %s took %.1fs > engine.client_timeout",
+                    msg.metadata.dst_node_id,
+                    time.perf_counter() - t0,
+                )
                 continue
             replies.append(reply)
         return replies

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 
 from ..client import make_client_app
 from ..experiment import RunSettings
-from ..flower_compat import SUPERLINK_NODE_ID, NodeInfo, empty_run, set_message_id, set_task_identity
+from ..flower_compat import SUPERLINK_NODE_ID, NodeInfo, Run, empty_run, set_message_id, set_task_identity
 from ..server import RunHooks, RunOutcome, make_server_app
 from .batched import BatchedExecutor
 from .executors import Executor, SequentialExecutor
@@ -53,7 +53,9 @@ class LocalGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -102,7 +104,9 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-def run_local(settings: RunSettings, hooks: RunHooks | None = None, make_executor: Callable[..., Executor] | None = None) -> RunOutcome:
+def run_local(
+    settings: RunSettings, hooks: RunHooks | None = None, make_executor: Callable[..., Executor] | None = None
+) -> RunOutcome:
     """Run ``settings``' experiment on the local engine (server and clients in-process)."""
     cfg = settings.config
     client_app = make_client_app(settings)
@@ -119,7 +123,13 @@ def run_local(settings: RunSettings, hooks: RunHooks | None = None, make_executo
     grid = LocalGrid(executor, cfg.partition.n_parties, settings.to_user_config(), run_id=run_id)
     outcomes: list[RunOutcome] = []
     server_app = make_server_app(settings, hooks, outcomes.append)
-    server_ctx = Context(run_id=run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config=settings.to_user_config())
+    server_ctx = Context(
+        run_id=run_id,
+        node_id=SUPERLINK_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=settings.to_user_config(),
+    )
     try:
         server_app(grid, server_ctx)
     finally:

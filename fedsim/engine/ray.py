@@ -30,8 +30,12 @@ def backend_config(cfg) -> dict:
     a bare ``ray.init()`` would join whatever cluster ``/tmp/ray/ray_current_cluster`` or
     ``RAY_ADDRESS`` names, and retry a dead head's GCS for ever.
     """
-    init_args: dict = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False,
-                       "address": cfg.engine.ray_address or "local"}
+    init_args: dict = {
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+        "include_dashboard": False,
+        "address": cfg.engine.ray_address or "local",
+    }
     return {
         "client_resources": {"num_cpus": float(cfg.engine.num_cpus), "num_gpus": float(cfg.engine.num_gpus)},
         "init_args": init_args,

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..schema import ModelConfig
 from ..data.text import VOCAB_SIZE
+from ..schema import ModelConfig
 from .registry import ModelError, register
 
 EMBED_DIM = 8

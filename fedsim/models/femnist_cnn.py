@@ -41,8 +41,9 @@ class FemnistCNNEncoder(nn.Module):
 @register("femnist-cnn")
 def build_femnist_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
     if len(input_shape) != 3:
-        raise ModelError(f"model 'femnist-cnn' is a CNN and needs image input (C, H, W); got input_shape "
-                         f"{tuple(input_shape)}")
+        raise ModelError(
+            f"model 'femnist-cnn' is a CNN and needs image input (C, H, W); got input_shape {tuple(input_shape)}"
+        )
     c, h, w = input_shape
     if min(h, w) < 4:
         raise ModelError(f"model 'femnist-cnn' needs images of at least 4x4 (two 2x2 pools); got {h}x{w}")

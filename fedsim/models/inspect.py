@@ -57,7 +57,6 @@ def rnn_flops(mod: nn.RNNBase, x: torch.Tensor) -> int:
     return int(total * batch)
 
 
-
 @dataclass
 class LayerRow:
     name: str
@@ -161,13 +160,15 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelReport
         owns_state = own_params > 0 or next(m.buffers(recurse=False), None) is not None
         if not (is_leaf or owns_state or own_flops[id(m)] > 0):
             continue
-        rows.append(LayerRow(
-            name=name or "(root)",
-            kind=type(m).__name__,
-            params=own_params,
-            flops=own_flops[id(m)],
-            output_shape=out_shapes.get(id(m), ()),
-        ))
+        rows.append(
+            LayerRow(
+                name=name or "(root)",
+                kind=type(m).__name__,
+                params=own_params,
+                flops=own_flops[id(m)],
+                output_shape=out_shapes.get(id(m), ()),
+            )
+        )
     # work done outside any module's forward cannot happen here (the root is a module),
     # but keep the rows honest if a hook-less path ever appears
     rest = total_flops - sum(r.flops for r in rows)
@@ -214,14 +215,22 @@ def format_report(report: ModelReport) -> str:
     """A plain-text table (layer, type, output shape, params, FLOPs), then the totals."""
     header = ("layer", "type", "output shape", "params", "FLOPs")
     body = [
-        (r.name, r.kind, _fmt_shape(r.output_shape), human(r.params) if r.params else "0", human(r.flops) if r.flops else "0")
+        (
+            r.name,
+            r.kind,
+            _fmt_shape(r.output_shape),
+            human(r.params) if r.params else "0",
+            human(r.flops) if r.flops else "0",
+        )
         for r in report.rows
     ]
     widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
     align_right = (False, False, False, True, True)
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, align_right)).rstrip()
+        return "  ".join(
+            c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, align_right)
+        ).rstrip()
 
     rule = "-" * len(line(tuple("-" * w for w in widths)))
     out = [f"input shape: {_fmt_shape((1, *report.input_shape))} (batch of 1)", line(header), rule]

@@ -15,13 +15,13 @@ The builder returns only the encoder (input -> flat representation ``h`` of size
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..schema import ModelConfig
 from ..errors import ConfigError
+from ..schema import ModelConfig
 from .heads import FedModel
 
 EncoderBuilder = Callable[[ModelConfig, tuple[int, ...], int], tuple[nn.Module, int]]
@@ -92,8 +92,9 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     if cfg.name not in _REGISTRY:
         close = difflib.get_close_matches(str(cfg.name), list(_REGISTRY), n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ModelError(f"config key 'model.name' = {cfg.name!r} is not a known model{hint}; "
-                         f"allowed: {', '.join(available())}")
+        raise ModelError(
+            f"config key 'model.name' = {cfg.name!r} is not a known model{hint}; allowed: {', '.join(available())}"
+        )
     shape = _check_shape(input_shape)
     if int(num_classes) < 1:
         raise ModelError(f"num_classes = {num_classes} must be >= 1")

@@ -64,5 +64,7 @@ def build_simple_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes
         )
     c, h, w = input_shape
     if min(h, w) < 14:
-        raise ModelError(f"model 'simple-cnn' needs images of at least 14x14 (two 5x5 convs and two 2x2 pools); got {h}x{w}")
+        raise ModelError(
+            f"model 'simple-cnn' needs images of at least 14x14 (two 5x5 convs and two 2x2 pools); got {h}x{w}"
+        )
     return SimpleCNNEncoder(c, h, w, dropout=float(cfg.dropout)), FEATURE_DIM

@@ -44,7 +44,17 @@ from .figures import (
     off_axis_settings,
     save_figure,
 )
-from .load import RunInfo, SweepView, combo_label, finished_runs, is_done, is_run_dir, layout_of, load_sweep, partition_factors
+from .load import (
+    RunInfo,
+    SweepView,
+    combo_label,
+    finished_runs,
+    is_done,
+    is_run_dir,
+    layout_of,
+    load_sweep,
+    partition_factors,
+)
 
 __all__ = ["DropRow", "RunInfo", "SweepView", "accuracy_drops", "load_sweep", "report", "report_run", "report_sweep"]
 
@@ -75,16 +85,30 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     finished = finished_runs(view)
     failed = [r for r in view.runs if r.status != "finished"]
     md = [f"# Sweep report: {view.name}", ""]
-    md.append(f"{len(view.runs)} runs: {len(finished)} finished, {len(failed)} not finished"
-              + (f"; seeds {view.seeds}" if view.seeds else "") + ".")
+    md.append(
+        f"{len(view.runs)} runs: {len(finished)} finished, {len(failed)} not finished"
+        + (f"; seeds {view.seeds}" if view.seeds else "")
+        + "."
+    )
     md += ["", "## Results", ""]
-    rows = [{**r.factors, "status": r.status, **{k: r.value(k) for k in ("test_accuracy", "best_test_accuracy", "test_f1_macro", "test_loss")}}
-            for r in view.runs]
+    rows = [
+        {
+            **r.factors,
+            "status": r.status,
+            **{k: r.value(k) for k in ("test_accuracy", "best_test_accuracy", "test_f1_macro", "test_loss")},
+        }
+        for r in view.runs
+    ]
     md.append(make_table(rows, view.factors, view.seeds))
     sel = sweep_dir / "selection.md"
     if sel.exists():
         text = sel.read_text().split("\n", 1)
-        md += ["## Model selection", "", (text[1] if text[0].startswith("# ") and len(text) > 1 else sel.read_text()).strip(), ""]
+        md += [
+            "## Model selection",
+            "",
+            (text[1] if text[0].startswith("# ") and len(text) > 1 else sel.read_text()).strip(),
+            "",
+        ]
 
     def fig(title: str, fname: str, ok: bool, note: str = "", caption: str = "") -> None:
         md.extend([f"## {title}", ""])
@@ -96,19 +120,35 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     by = f", one line per {layout.series.short}" if layout.series is not None else ""
     panels = f"one panel per {' / '.join(f.short for f in layout.panels)}" if layout.panels else "one panel"
     band = f"Mean over seeds with a ± sample-std band; {panels}{by}."
-    ok = _save(curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png")
+    ok = _save(
+        curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png"
+    )
     fig("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
-    ok = _save(curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss (log scale)",
-                             yscale="log"), figs / "loss_curves.png")
-    fig("Loss over rounds", "loss_curves.png", ok,
-        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band)
+    ok = _save(
+        curves_figure(
+            view,
+            layout,
+            [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")],
+            "loss (log scale)",
+            yscale="log",
+        ),
+        figs / "loss_curves.png",
+    )
+    fig(
+        "Loss over rounds",
+        "loss_curves.png",
+        ok,
+        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band,
+    )
     fname = f"accuracy_vs_{fig_name(measure)}.png"
     ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
     off = off_axis_settings(view, measure)
     if measure == "beta":
         title = "Accuracy against the Dirichlet concentration beta"
-        caption = ("Final test accuracy against beta, the concentration of the partition's Dirichlet draw: the higher, the "
-                   "closer to IID. IID runs (beta -> infinity) stand at the right edge.")
+        caption = (
+            "Final test accuracy against beta, the concentration of the partition's Dirichlet draw: the higher, the "
+            "closer to IID. IID runs (beta -> infinity) stand at the right edge."
+        )
         missing = "No run has a Dirichlet beta."
     else:
         title = f"Accuracy against data heterogeneity ({measure})"
@@ -130,7 +170,7 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     md += ["## Label distribution", ""]
     pf = partition_factors(view)
     settings: dict[tuple, RunInfo] = {}
-    for r in sorted(view.runs, key=lambda r: (r.seed if r.seed is not None else 0)):
+    for r in sorted(view.runs, key=lambda r: r.seed if r.seed is not None else 0):
         key = tuple(r.factors.get(f.key) for f in pf)
         if key not in settings and (r.path / "partition.json").exists():
             settings[key] = r
@@ -140,7 +180,14 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         label = combo_label(key) if pf else "all runs"
         fname = f"label_{fig_name(label)}.png"
         if label_distribution(r.path, figs / fname, label):
-            md += [f"### {label}", "", f"Seed {r.seed} ({r.name}).", "", _img(f"{FIGURES}/{fname}", f"label distribution {label}"), ""]
+            md += [
+                f"### {label}",
+                "",
+                f"Seed {r.seed} ({r.name}).",
+                "",
+                _img(f"{FIGURES}/{fname}", f"label distribution {label}"),
+                "",
+            ]
     if not settings:
         md += ["No partition.json found.", ""]
     if failed:
@@ -154,9 +201,30 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     return path
 
 
-_RUN_KEYS = ("status", "strategy", "dataset", "model", "rounds", "test_accuracy", "best_test_accuracy", "best_round", "test_f1_macro",
-             "test_precision_macro", "test_recall_macro", "test_loss", "train_accuracy", "train_test_gap", "val_accuracy",
-             "model_parameters", "bytes_up_total", "bytes_down_total", "failures_total", "wall_time_s", "seed", "config_hash")
+_RUN_KEYS = (
+    "status",
+    "strategy",
+    "dataset",
+    "model",
+    "rounds",
+    "test_accuracy",
+    "best_test_accuracy",
+    "best_round",
+    "test_f1_macro",
+    "test_precision_macro",
+    "test_recall_macro",
+    "test_loss",
+    "train_accuracy",
+    "train_test_gap",
+    "val_accuracy",
+    "model_parameters",
+    "bytes_up_total",
+    "bytes_down_total",
+    "failures_total",
+    "wall_time_s",
+    "seed",
+    "config_hash",
+)
 
 
 def _fmt(v: Any) -> str:
@@ -190,8 +258,11 @@ def report_run(run_dir: Path) -> Path:
             md.append("")
     plots = plot_run(store)
     names = {p.name: p for p in plots}
-    for fname, title in (("accuracy.png", "Accuracy over rounds"), ("loss.png", "Loss over rounds"),
-                         ("heterogeneity.png", "Model heterogeneity over rounds")):
+    for fname, title in (
+        ("accuracy.png", "Accuracy over rounds"),
+        ("loss.png", "Loss over rounds"),
+        ("heterogeneity.png", "Model heterogeneity over rounds"),
+    ):
         if fname in names:
             md += [f"## {title}", "", _img(f"plots/{fname}", title), ""]
     if not plots:
@@ -222,4 +293,6 @@ def report(dir: str | Path, measure: str = "tv_mean") -> Path:
         return report_run(path)
     if any(is_run_dir(p) for p in path.iterdir() if p.is_dir()):
         return report_sweep(path, measure)
-    raise RunDirError(f"'{path}' is neither a run directory (config.yaml) nor a sweep directory (sweep.json, summary.csv or run directories)")
+    raise RunDirError(
+        f"'{path}' is neither a run directory (config.yaml) nor a sweep directory (sweep.json, summary.csv or run directories)"
+    )

@@ -4,11 +4,12 @@ strategy: the numbers and their Markdown table."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..sweeps import mean_std
 from .load import Layout, RunInfo, SweepView, finished_runs, layout_of, partition_factors
+
 
 @dataclass
 class DropRow:
@@ -38,7 +39,11 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
     runs = [r for r in finished_runs(view) if r.value("test_accuracy") is not None]
     groups: dict[tuple, list[RunInfo]] = {}
     for r in runs:
-        key = (layout.series_of(r), tuple(r.factors.get(f.key) for f in ctx_factors), tuple(r.factors.get(f.key) for f in pfactors))
+        key = (
+            layout.series_of(r),
+            tuple(r.factors.get(f.key) for f in ctx_factors),
+            tuple(r.factors.get(f.key) for f in pfactors),
+        )
         groups.setdefault(key, []).append(r)
     out = []
     for series in layout.series_labels(view):
@@ -83,8 +88,11 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
     iid_ref = {}
     for d in drops:
         iid_ref.setdefault((d.context, d.series), d.iid_mean)
-    lines = ["Accuracy drop against IID: mean final test accuracy of the IID setting minus that of each setting, "
-             "in percentage points (positive = worse than IID), same strategy, means over seeds.", ""]
+    lines = [
+        "Accuracy drop against IID: mean final test accuracy of the IID setting minus that of each setting, "
+        "in percentage points (positive = worse than IID), same strategy, means over seeds.",
+        "",
+    ]
     lines.append("| setting | " + " | ".join(series) + " |")
     lines.append("| --- | " + " | ".join("---:" for _ in series) + " |")
     contexts = []
@@ -93,8 +101,11 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
             contexts.append(ctx)
     for ctx in contexts:
         prefix = (" / ".join(ctx) + " / ") if ctx else ""
-        lines.append(f"| {prefix}IID accuracy (%) | " + " | ".join(
-            f"{100 * iid_ref[(ctx, s)]:.2f}" if (ctx, s) in iid_ref else "–" for s in series) + " |")
+        lines.append(
+            f"| {prefix}IID accuracy (%) | "
+            + " | ".join(f"{100 * iid_ref[(ctx, s)]:.2f}" if (ctx, s) in iid_ref else "–" for s in series)
+            + " |"
+        )
         for c, setting in keys:
             if c != ctx:
                 continue

@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
+
 from partitioners import plot_label_distribution
 
 from ..plots import log_y_axis
@@ -58,7 +60,11 @@ def aggregate_curves(runs: Sequence[RunInfo], key: str) -> tuple[list[int], list
     """Rounds every run recorded ``key`` in, the mean over runs and the sample std (0 for one run)."""
     per_run = []
     for r in runs:
-        d = {int(row["round"]): float(row[key]) for row in r.history if row.get(key) is not None and math.isfinite(float(row[key]))}
+        d = {
+            int(row["round"]): float(row[key])
+            for row in r.history
+            if row.get(key) is not None and math.isfinite(float(row[key]))
+        }
         if d:
             per_run.append(d)
     if not per_run:
@@ -88,8 +94,11 @@ def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Seq
     if (layout.series is None or layout.series.key not in STRATEGY_FACTORS) and len(strategies) == 1:
         parts.insert(0, strategies.pop())
     partitions = {r.partition for r in runs}
-    if not any(f.key in partition_keys for f in layout.panels) and layout.series not in partition_factors(view) \
-            and len(partitions) == 1:
+    if (
+        not any(f.key in partition_keys for f in layout.panels)
+        and layout.series not in partition_factors(view)
+        and len(partitions) == 1
+    ):
         parts.append(partitions.pop())
     return ", ".join(parts) or combo_label(combo)
 
@@ -98,8 +107,9 @@ def _int_rounds(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str,
-                  yscale: str = "linear") -> Figure | None:
+def curves_figure(
+    view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str, yscale: str = "linear"
+) -> Figure | None:
     """One panel per setting, one line per series (mean over seeds, ± std band).
 
     ``keys``: (metrics key, line style, legend suffix); accuracies are drawn in %.
@@ -125,11 +135,24 @@ def curves_figure(view: SweepView, layout: Layout, keys: Sequence[tuple[str, str
                     continue
                 drawn = True
                 scale = 100 if "accuracy" in key else 1
-                ax.plot(xs, [m * scale for m in ms], style, color=colors[lbl], label=f"{lbl}{suffix}",
-                        marker="o" if len(xs) < 25 else None, ms=3)
+                ax.plot(
+                    xs,
+                    [m * scale for m in ms],
+                    style,
+                    color=colors[lbl],
+                    label=f"{lbl}{suffix}",
+                    marker="o" if len(xs) < 25 else None,
+                    ms=3,
+                )
                 if any(sds) and key == keys[0][0]:  # one band per line keeps the panel readable
-                    ax.fill_between(xs, [(m - s) * scale for m, s in zip(ms, sds)], [(m + s) * scale for m, s in zip(ms, sds)],
-                                    color=colors[lbl], alpha=0.15, linewidth=0)
+                    ax.fill_between(
+                        xs,
+                        [(m - s) * scale for m, s in zip(ms, sds)],
+                        [(m + s) * scale for m, s in zip(ms, sds)],
+                        color=colors[lbl],
+                        alpha=0.15,
+                        linewidth=0,
+                    )
         ax.set_title(panel_title(view, layout, combo, in_panel))
         ax.set_xlabel("round")
         _int_rounds(ax)
@@ -162,9 +185,14 @@ def het_value(r: RunInfo, measure: str) -> float | None:
 #: x-axis titles of the measures whose direction is known (beta is the inverse of heterogeneity)
 MEASURE_AXIS = {
     "beta": "Dirichlet concentration β (higher = closer to IID)",
-    **{m: f"data heterogeneity: {m} (higher = more heterogeneous)"
-       for m in ("tv_mean", "tv_max", "js_mean", "js_max", "hellinger_mean", "hellinger_max", "size_cv")},
-    **{m: f"{m} (higher = closer to IID)" for m in ("effective_classes_mean", "effective_classes_min", "classes_per_party_mean")},
+    **{
+        m: f"data heterogeneity: {m} (higher = more heterogeneous)"
+        for m in ("tv_mean", "tv_max", "js_mean", "js_max", "hellinger_mean", "hellinger_max", "size_cv")
+    },
+    **{
+        m: f"{m} (higher = closer to IID)"
+        for m in ("effective_classes_mean", "effective_classes_min", "classes_per_party_mean")
+    },
 }
 
 
@@ -220,7 +248,13 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
         members = [r for r in on_axis + iid if layout.series_of(r) == lbl]
         if not members:
             continue
-        ax.scatter([x_of(r) for r in members], [100 * r.value("test_accuracy") for r in members], color=colors[lbl], alpha=0.45, s=18)
+        ax.scatter(
+            [x_of(r) for r in members],
+            [100 * r.value("test_accuracy") for r in members],
+            color=colors[lbl],
+            alpha=0.45,
+            s=18,
+        )
         pts, edge = [], []
         for combo in layout.panel_combos() or [()]:
             group = [r for r in members if layout.panel_of(r) == tuple(combo)]
@@ -276,8 +310,14 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
     ax.set_ylabel("accuracy drop vs IID (pp)")
     ax.grid(axis="y", alpha=0.3)
     # outside the axes, right of them: inside, the legend covers whichever bar is tallest in its corner
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8,
-              title=layout.series.short if layout.series is not None else None, title_fontsize=8)
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+        title=layout.series.short if layout.series is not None else None,
+        title_fontsize=8,
+    )
     fig.tight_layout()  # counts the legend: the axes shrink to leave it room inside the figure
     return fig
 
@@ -303,8 +343,14 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout) -> Figure | None
                 drawn = True
                 ax.plot(xs, ms, color=colors[lbl], label=lbl)
                 if any(sds):
-                    ax.fill_between(xs, [m - s for m, s in zip(ms, sds)], [m + s for m, s in zip(ms, sds)], color=colors[lbl],
-                                    alpha=0.15, linewidth=0)
+                    ax.fill_between(
+                        xs,
+                        [m - s for m, s in zip(ms, sds)],
+                        [m + s for m, s in zip(ms, sds)],
+                        color=colors[lbl],
+                        alpha=0.15,
+                        linewidth=0,
+                    )
             if i == 0:
                 ax.set_title(panel_title(view, layout, combo, [r for r in runs if layout.panel_of(r) == tuple(combo)]))
             if j == 0:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -61,7 +62,9 @@ class RunInfo:
     @property
     def strategy(self) -> str:
         """The run's strategy name, from its summary or else its config."""
-        return str((self.summary or {}).get("strategy") or (read_config(self.path).get("strategy") or {}).get("name") or "?")
+        return str(
+            (self.summary or {}).get("strategy") or (read_config(self.path).get("strategy") or {}).get("name") or "?"
+        )
 
     def value(self, key: str) -> Any:
         """A summary.json value (None when absent or the run has no summary)."""
@@ -119,7 +122,9 @@ def load_sweep(sweep_dir: Path) -> SweepView:
             path = sweep_dir / r["name"]
             summary = read_json_or_none(path / "summary.json")
             status = "finished" if is_done(summary) else ("failed" if r.get("status") == "failed" else "missing")
-            runs.append(RunInfo(r["name"], path, dict(r.get("factors") or {}), r.get("seed"), status, r.get("error"), summary))
+            runs.append(
+                RunInfo(r["name"], path, dict(r.get("factors") or {}), r.get("seed"), status, r.get("error"), summary)
+            )
         factors = []
         for f in index.get("factors") or []:
             if folds and f["key"] in tune:
@@ -135,9 +140,21 @@ def load_sweep(sweep_dir: Path) -> SweepView:
         part = (summary or {}).get("partition") or cfg.get("partition") or {}
         seed = (summary or {}).get("seed", cfg.get("seed"))
         status = "finished" if is_done(summary) else "missing"
-        runs.append(RunInfo(sub.name, sub, {"strategy.name": str(strategy), "partition": partition_label(part)}, seed, status, None, summary))
+        runs.append(
+            RunInfo(
+                sub.name,
+                sub,
+                {"strategy.name": str(strategy), "partition": partition_label(part)},
+                seed,
+                status,
+                None,
+                summary,
+            )
+        )
     if not runs:
-        raise RunDirError(f"'{sweep_dir}' is neither a run directory nor a sweep directory (no sweep.json and no run directories)")
+        raise RunDirError(
+            f"'{sweep_dir}' is neither a run directory nor a sweep directory (no sweep.json and no run directories)"
+        )
     factors = []
     for key, short in (("strategy.name", "strategy"), ("partition", "partition")):
         labels: list[str] = []

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .. import rundir
 from ..errors import ConfigError
@@ -55,10 +56,30 @@ from .tables import (
 )
 
 __all__ = [
-    "ABLATION_COLUMNS", "DONE", "HETEROGENEITY_COLUMNS", "INDEX_FILE", "METRIC_COLUMNS", "STRATEGY_FACTORS",
-    "Choice", "Factor", "PlannedRun", "Setting", "SweepResult", "SweepSpec",
-    "compose", "default_label", "format_mean_std", "make_table", "mean_std", "minimize_metric", "parse_sweep",
-    "plan_sweep", "read_summary_csv", "safe_name", "select_settings", "sweep",
+    "ABLATION_COLUMNS",
+    "DONE",
+    "HETEROGENEITY_COLUMNS",
+    "INDEX_FILE",
+    "METRIC_COLUMNS",
+    "STRATEGY_FACTORS",
+    "Choice",
+    "Factor",
+    "PlannedRun",
+    "Setting",
+    "SweepResult",
+    "SweepSpec",
+    "compose",
+    "default_label",
+    "format_mean_std",
+    "make_table",
+    "mean_std",
+    "minimize_metric",
+    "parse_sweep",
+    "plan_sweep",
+    "read_summary_csv",
+    "safe_name",
+    "select_settings",
+    "sweep",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,18 +137,26 @@ def sweep(
         select_by = "val_accuracy"
     if select_by is not None:
         if not spec.tune:
-            raise ConfigError("--select-by needs 'tune' in the sweep file: the grid factors that are hyperparameters to choose")
+            raise ConfigError(
+                "--select-by needs 'tune' in the sweep file: the grid factors that are hyperparameters to choose"
+            )
         if not select_by.startswith("val_"):
-            raise ConfigError(f"--select-by '{select_by}' is not a validation metric; choose one such as val_accuracy "
-                              "(selecting by a test or training metric is not honest model selection)")
+            raise ConfigError(
+                f"--select-by '{select_by}' is not a validation metric; choose one such as val_accuracy "
+                "(selecting by a test or training metric is not honest model selection)"
+            )
 
     # plan and validate every config before anything runs
     if folds:
         fold_runs: list[PlannedRun] = []
         for i in range(folds):
-            fold_runs += plan_runs(spec, combos(spec.factors), "cv", {"data.cv_folds": folds, "data.cv_fold": i}, fold=i, prefix="cv/")
+            fold_runs += plan_runs(
+                spec, combos(spec.factors), "cv", {"data.cv_folds": folds, "data.cv_fold": i}, fold=i, prefix="cv/"
+            )
         candidates = {tuple(s.label for s in combo): combo for combo in combos(spec.factors)}
-        final_plans = {k: plan_runs(spec, [c], "final", {"data.cv_folds": 0, "data.cv_fold": 0}) for k, c in candidates.items()}
+        final_plans = {
+            k: plan_runs(spec, [c], "final", {"data.cv_folds": 0, "data.cv_fold": 0}) for k, c in candidates.items()
+        }
         runs = fold_runs
     else:
         runs = plan_runs(spec, combos(spec.factors), "grid")
@@ -152,8 +181,17 @@ def sweep(
         lock.release()
 
 
-def _sweep_in(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, workers: int, select_by: str | None, folds: int,
-              progress: bool, final_plans: dict, t0: float) -> SweepResult:
+def _sweep_in(
+    spec: SweepSpec,
+    runs: list[PlannedRun],
+    sweep_dir: Path,
+    workers: int,
+    select_by: str | None,
+    folds: int,
+    progress: bool,
+    final_plans: dict,
+    t0: float,
+) -> SweepResult:
     """The sweep's work in its claimed and locked directory."""
     index = Index(sweep_dir, spec, {"select_by": select_by, "folds": folds})
     assign_dirs(runs, sweep_dir)
@@ -168,12 +206,14 @@ def _sweep_in(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, workers:
     table_factors = list(spec.factors)
     table_runs = runs
     if select_by is not None:
-        score_key = ("test_" + select_by[len("val_"):]) if folds else select_by
+        score_key = ("test_" + select_by[len("val_") :]) if folds else select_by
         # honest selection: the selector sees factor labels and the validation score only
         visible = [{**r.factors, "score": (r.summary or {}).get(score_key)} for r in runs if r.status == "finished"]
         if not any(v["score"] is not None for v in visible) and any(r.status == "finished" for r in runs):
             raise ConfigError(f"--select-by '{select_by}': no finished run reports it in summary.json")
-        choices = select_settings(visible, [f.key for f in group_factors], tune_keys, "score", minimize_metric(select_by))
+        choices = select_settings(
+            visible, [f.key for f in group_factors], tune_keys, "score", minimize_metric(select_by)
+        )
         if folds:
             finals: list[PlannedRun] = []
             for c in choices:
@@ -191,8 +231,11 @@ def _sweep_in(spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, workers:
             if c.chosen is None:
                 continue
             target = {**c.group, **c.chosen}
-            m, sd, n = mean_std((r.summary or {}).get("test_accuracy") for r in table_runs
-                                if r.status == "finished" and all(r.factors[k] == v for k, v in target.items()))
+            m, sd, n = mean_std(
+                (r.summary or {}).get("test_accuracy")
+                for r in table_runs
+                if r.status == "finished" and all(r.factors[k] == v for k, v in target.items())
+            )
             c.test_mean, c.test_std, c.test_n = m, sd, n
 
     rows = [summary_row(r, spec.factors, with_phase=bool(folds)) for r in runs]

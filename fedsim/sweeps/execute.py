@@ -69,7 +69,14 @@ class _Display:
             return
         # rich only when a display is shown (the tests and --quiet need none)
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -104,7 +111,9 @@ class _Display:
         def on_round(row: dict) -> None:
             if self.round_task is not None:
                 acc = row.get("test_accuracy")
-                self.progress.update(self.round_task, completed=row["round"], info=f"acc {acc:.4f}" if acc is not None else "")
+                self.progress.update(
+                    self.round_task, completed=row["round"], info=f"acc {acc:.4f}" if acc is not None else ""
+                )
 
         return RunHooks(on_start=on_start, on_round=on_round)
 
@@ -113,7 +122,6 @@ class _Display:
             if self.round_task is not None:
                 self.progress.remove_task(self.round_task)
             self.progress.stop()
-
 
 
 class Index:
@@ -149,14 +157,22 @@ class Index:
                 "seeds": self.spec.seeds,
                 "hashes": self.hashes,
                 "runs": [
-                    {"name": r.name, "hash": r.hash, "factors": r.factors, "seed": r.seed, "phase": r.phase, "fold": r.fold,
-                     "status": r.status, "error": r.error, "traceback": r.traceback}
+                    {
+                        "name": r.name,
+                        "hash": r.hash,
+                        "factors": r.factors,
+                        "seed": r.seed,
+                        "phase": r.phase,
+                        "fold": r.fold,
+                        "status": r.status,
+                        "error": r.error,
+                        "traceback": r.traceback,
+                    }
                     for r in self.runs
                 ],
                 "selection": self.selection,
             },
         )
-
 
 
 def _dir_hash(run_dir: Path) -> str | None:
@@ -196,7 +212,9 @@ def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
     return summary
 
 
-def execute_runs(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: Index, display_enabled: bool, title: str) -> None:
+def execute_runs(
+    runs: list[PlannedRun], sweep_dir: Path, workers: int, index: Index, display_enabled: bool, title: str
+) -> None:
     """Run what is not finished yet: in this process (workers=1) or in a spawn pool."""
     todo: list[tuple[PlannedRun, bool]] = []
     for r in runs:
@@ -238,8 +256,12 @@ def execute_runs(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: I
             threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = multiprocessing.get_context("spawn")
             flwr_level = logging.getLogger("flwr").getEffectiveLevel()
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
-                                     initargs=(threads, flwr_level)) as pool:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)),
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(threads, flwr_level),
+            ) as pool:
                 pending: dict[Future, PlannedRun] = {
                     pool.submit(_run_one, r.config, str(sweep_dir / r.name), resume_it): r for r, resume_it in todo
                 }
@@ -252,7 +274,11 @@ def execute_runs(runs: list[PlannedRun], sweep_dir: Path, workers: int, index: I
                             try:
                                 out = fut.result()
                             except Exception as exc:  # the worker process died (memory, signal)
-                                out = {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}
+                                out = {
+                                    "status": "failed",
+                                    "error": _one_line_error(exc),
+                                    "traceback": traceback.format_exc(),
+                                }
                             record(r, out)
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)

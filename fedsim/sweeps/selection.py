@@ -13,11 +13,13 @@ data and its real test accuracy is reported.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .spec import SweepSpec
 from .tables import format_mean_std, md_row, mean_std, std_note, to_csv
+
 
 @dataclass
 class Choice:
@@ -39,8 +41,13 @@ def minimize_metric(metric: str) -> bool:
     return "loss" in metric
 
 
-def select_settings(rows: Sequence[Mapping[str, Any]], group_keys: Sequence[str], tune_keys: Sequence[str],
-                    score_key: str, minimize: bool = False) -> list[Choice]:
+def select_settings(
+    rows: Sequence[Mapping[str, Any]],
+    group_keys: Sequence[str],
+    tune_keys: Sequence[str],
+    score_key: str,
+    minimize: bool = False,
+) -> list[Choice]:
     """Per group (combination of ``group_keys``) the tune combination with the best mean score.
 
     ``rows`` should carry only factor labels and ``score_key``: the caller strips every
@@ -69,16 +76,23 @@ def select_settings(rows: Sequence[Mapping[str, Any]], group_keys: Sequence[str]
         if best is None:
             choices.append(Choice(dict(zip(group_keys, g)), None, None, None, 0, cand_rows))
         else:
-            choices.append(Choice(dict(zip(group_keys, g)), dict(zip(tune_keys, best[0])), best[1], best[2], best[3], cand_rows))
+            choices.append(
+                Choice(dict(zip(group_keys, g)), dict(zip(tune_keys, best[0])), best[1], best[2], best[3], cand_rows)
+            )
     return choices
 
 
-def selection_outputs(choices: Sequence[Choice], spec: SweepSpec, metric: str, folds: int) -> tuple[str, str, list[dict]]:
+def selection_outputs(
+    choices: Sequence[Choice], spec: SweepSpec, metric: str, folds: int
+) -> tuple[str, str, list[dict]]:
     """(selection.md's body, selection.csv's text, its rows) of the choices."""
     group_factors = [f for f in spec.factors if f.key not in spec.tune]
     tune_factors = [f for f in spec.factors if f.key in spec.tune]
-    how = (f"{folds}-fold cross-validation on the training data (held-out-fold {metric.replace('val_', '', 1)})" if folds
-           else f"validation metric {metric}")
+    how = (
+        f"{folds}-fold cross-validation on the training data (held-out-fold {metric.replace('val_', '', 1)})"
+        if folds
+        else f"validation metric {metric}"
+    )
     lines = [
         f"Model selection: for each group the {', '.join(f.short for f in tune_factors)} setting with the best mean "
         f"{how} over {'seeds and folds' if folds else 'seeds'} was chosen without reading test metrics; test accuracy (%) of the chosen setting, "
@@ -87,18 +101,46 @@ def selection_outputs(choices: Sequence[Choice], spec: SweepSpec, metric: str, f
     ]
     score_pct = "accuracy" in metric
     head = [f.short for f in group_factors] or ["group"]
-    lines.append(md_row(head + [f"chosen {f.short}" for f in tune_factors] + [f"{'CV' if folds else 'validation'} score", "test acc (%)"]))
+    lines.append(
+        md_row(
+            head
+            + [f"chosen {f.short}" for f in tune_factors]
+            + [f"{'CV' if folds else 'validation'} score", "test acc (%)"]
+        )
+    )
     lines.append(md_row(["---"] * len(head) + ["---"] * len(tune_factors) + ["---:", "---:"]))
     csv_rows = []
     for c in choices:
         gcells = [c.group[f.key] for f in group_factors] or ["all"]
         tcells = [c.chosen[f.key] if c.chosen else "–" for f in tune_factors]
-        lines.append(md_row(gcells + tcells + [format_mean_std(c.score_mean, c.score_std, percent=score_pct),
-                                                format_mean_std(c.test_mean, c.test_std)]))
-        csv_rows.append({**c.group, **{f"chosen {f.key}": (c.chosen or {}).get(f.key) for f in tune_factors},
-                         "score_metric": metric, "score_mean": c.score_mean, "score_std": c.score_std, "score_n": c.score_n,
-                         "test_accuracy_mean": c.test_mean, "test_accuracy_std": c.test_std, "test_n": c.test_n})
-    lines += ["", f"Candidates (validation score, mean ± sample std over {'seeds and folds' if folds else 'seeds'}):", ""]
+        lines.append(
+            md_row(
+                gcells
+                + tcells
+                + [
+                    format_mean_std(c.score_mean, c.score_std, percent=score_pct),
+                    format_mean_std(c.test_mean, c.test_std),
+                ]
+            )
+        )
+        csv_rows.append(
+            {
+                **c.group,
+                **{f"chosen {f.key}": (c.chosen or {}).get(f.key) for f in tune_factors},
+                "score_metric": metric,
+                "score_mean": c.score_mean,
+                "score_std": c.score_std,
+                "score_n": c.score_n,
+                "test_accuracy_mean": c.test_mean,
+                "test_accuracy_std": c.test_std,
+                "test_n": c.test_n,
+            }
+        )
+    lines += [
+        "",
+        f"Candidates (validation score, mean ± sample std over {'seeds and folds' if folds else 'seeds'}):",
+        "",
+    ]
     lines.append(md_row(head + [f.short for f in tune_factors] + ["score", "n"]))
     lines.append(md_row(["---"] * (len(head) + len(tune_factors)) + ["---:", "---:"]))
     for c in choices:
@@ -106,6 +148,8 @@ def selection_outputs(choices: Sequence[Choice], spec: SweepSpec, metric: str, f
         for cand in c.candidates:
             mark = "**" if c.chosen == cand["tune"] else ""
             score = format_mean_std(cand["mean"], cand["std"], percent=score_pct)
-            lines.append(md_row(gcells + [cand["tune"][f.key] for f in tune_factors] + [f"{mark}{score}{mark}", str(cand["n"])]))
+            lines.append(
+                md_row(gcells + [cand["tune"][f.key] for f in tune_factors] + [f"{mark}{score}{mark}", str(cand["n"])])
+            )
     md = "\n".join(lines) + "\n"
     return md, to_csv(csv_rows), csv_rows

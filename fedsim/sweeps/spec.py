@@ -25,9 +25,10 @@ import hashlib
 import itertools
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -168,7 +169,9 @@ def _parse_factor(key: Any, raw: Any) -> tuple[str, list[Setting]]:
     labels = [s.label for s in settings]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
-        raise ConfigError(f"sweep 'grid.{key}': duplicate label(s) {', '.join(dup)}; give each setting a distinct label")
+        raise ConfigError(
+            f"sweep 'grid.{key}': duplicate label(s) {', '.join(dup)}; give each setting a distinct label"
+        )
     unsafe = sorted({safe_name(x) for x in labels if [safe_name(y) for y in labels].count(safe_name(x)) > 1})
     if unsafe:
         raise ConfigError(f"sweep 'grid.{key}': labels {labels} clash once made safe for file names; relabel them")
@@ -236,7 +239,11 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
 
     seeds = raw.get("seeds")
     if seeds is not None:
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        if (
+            not isinstance(seeds, list)
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ):
             raise ConfigError(f"sweep key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"sweep key 'seeds' lists a seed twice: {seeds}")
@@ -253,7 +260,9 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
     name = raw.get("name") or default_name
     if not isinstance(name, str):
         raise ConfigError(f"sweep key 'name' must be a string, got {name!r}")
-    return SweepSpec(str(name), base, list(overrides), factors, list(seeds) if seeds is not None else None, list(tune), src_text)
+    return SweepSpec(
+        str(name), base, list(overrides), factors, list(seeds) if seeds is not None else None, list(tune), src_text
+    )
 
 
 # ---------------------------------------------------------------------- plan
@@ -320,8 +329,14 @@ def _run_name(factors: Sequence[Factor], combo: Sequence[Setting], seed: int, fo
     return safe_name("__".join(parts), limit=240)
 
 
-def plan_runs(spec: SweepSpec, settings: Iterable[tuple[Setting, ...]], phase: str, extra: Mapping[str, Any] | None = None,
-              fold: int | None = None, prefix: str = "") -> list[PlannedRun]:
+def plan_runs(
+    spec: SweepSpec,
+    settings: Iterable[tuple[Setting, ...]],
+    phase: str,
+    extra: Mapping[str, Any] | None = None,
+    fold: int | None = None,
+    prefix: str = "",
+) -> list[PlannedRun]:
     """One validated PlannedRun per combination of ``settings`` and seed; ``extra`` keys
     (cross-validation's fold) apply after the grid values."""
     runs = []
@@ -332,7 +347,9 @@ def plan_runs(spec: SweepSpec, settings: Iterable[tuple[Setting, ...]], phase: s
         values.update(extra or {})
         for seed in spec.seeds or [None]:
             labels = {f.key: s.label for f, s in zip(spec.factors, combo)}
-            where = f"sweep run {', '.join(f'{k}={v}' for k, v in labels.items()) or 'base'}" + (f", seed {seed}" if seed is not None else "")
+            where = f"sweep run {', '.join(f'{k}={v}' for k, v in labels.items()) or 'base'}" + (
+                f", seed {seed}" if seed is not None else ""
+            )
             cfg = compose(spec, values, seed, where)
             name = prefix + _run_name(spec.factors, combo, cfg.seed, fold)
             runs.append(PlannedRun(name, labels, cfg.seed, to_dict(cfg), config_hash(cfg), phase, fold))

@@ -16,7 +16,8 @@ import itertools
 import math
 import os
 import statistics
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .spec import STRATEGY_FACTORS, Factor, PlannedRun
 
@@ -88,8 +89,12 @@ def std_note(seeds: Sequence[int] | None) -> str:
     return f"mean ± sample std (ddof=1) {s}"
 
 
-def make_table(rows: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seeds: Sequence[int] | None = None,
-               caption_extra: str = "") -> str:
+def make_table(
+    rows: Sequence[Mapping[str, Any]],
+    factors: Sequence[Factor],
+    seeds: Sequence[int] | None = None,
+    caption_extra: str = "",
+) -> str:
     """The Markdown results table of finished rows (mean ± sample std, see the module docstring).
 
     With a strategy factor (``strategy.name`` or the ``strategy`` section): rows are the
@@ -130,7 +135,10 @@ def make_table(rows: Sequence[Mapping[str, Any]], factors: Sequence[Factor], see
                 cells.append(text)
             lines.append(md_row([" / ".join(combo) or "all"] + cells))
         if any(r.get("diverged_round") is not None for r in ok):
-            lines += ["", "† runs whose training diverged (summary status 'diverged', see diverged_round in summary.csv)."]
+            lines += [
+                "",
+                "† runs whose training diverged (summary status 'diverged', see diverged_round in summary.csv).",
+            ]
     else:
         groups = _group(ok, [f.key for f in factors])
         caption = f"Final-round metrics, {std_note(seeds)}; accuracies and F1 in %."

@@ -14,7 +14,6 @@ import torch
 
 import fedsim
 import strategies
-from fedsim.config import to_yaml
 from fedsim.experiment import Experiment, RunSettings
 from fedsim.server import initial_state
 
@@ -47,7 +46,10 @@ def _np(sd) -> dict:
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_builtin_runs_changes_the_model_and_checkpoints_its_state(tmp_path, tiny, name):
-    res = fedsim.run(tiny(strategy={"name": name}, train={"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.0}), out=tmp_path / name)
+    res = fedsim.run(
+        tiny(strategy={"name": name}, train={"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.0}),
+        out=tmp_path / name,
+    )
     assert res.summary["strategy"] == name and res.summary["rounds"] == 2
     assert [h["clients"] for h in res.history] == [4, 4]
     w0 = initial_state(Experiment(RunSettings(res.config, str(res.run_dir))))
@@ -97,7 +99,7 @@ def test_builtin_runs_changes_the_model_and_checkpoints_its_state(tmp_path, tiny
             assert (v2 >= 0).all()
             eta = s.eta
             if name == "fedadam":
-                eta = s.eta * np.sqrt(1 - s.beta_2 ** 3) / (1 - s.beta_1 ** 3)
+                eta = s.eta * np.sqrt(1 - s.beta_2**3) / (1 - s.beta_1**3)
             np.testing.assert_allclose(w2[k], w1[k] + eta * m2 / (np.sqrt(v2) + s.tau), rtol=0, atol=1e-5)
     else:
         assert saved == {}

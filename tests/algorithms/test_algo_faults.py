@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import fedsim
-from fedsim.store import load_tensors
 from fedsim.errors import ConfigError
 from fedsim.seeding import uniform
+from fedsim.store import load_tensors
 from fedsim.sweeps import Factor, Setting, make_table
 
 RESNET = dict(
@@ -37,7 +37,9 @@ def _is_buffer(key: str) -> bool:
 @pytest.mark.parametrize("name", ["fedavgm", "fedadam", "fedyogi", "fedadagrad"])
 def test_server_optimisers_leave_batchnorm_buffers_to_fedavg(tmp_path_factory, tiny, name):
     if "fedavg" not in _REFERENCE:  # one FedAvg run for the four optimisers
-        _REFERENCE["fedavg"] = fedsim.run(tiny(strategy={"name": "fedavg"}, **RESNET), out=tmp_path_factory.mktemp("fedavg") / "r")
+        _REFERENCE["fedavg"] = fedsim.run(
+            tiny(strategy={"name": "fedavg"}, **RESNET), out=tmp_path_factory.mktemp("fedavg") / "r"
+        )
     avg = _REFERENCE["fedavg"]
     opt = fedsim.run(tiny(strategy={"name": name}, **RESNET), out=tmp_path_factory.mktemp(name) / "r")
     for row in opt.history:
@@ -54,15 +56,24 @@ def test_server_optimisers_leave_batchnorm_buffers_to_fedavg(tmp_path_factory, t
 
 def _nan_faults(seed, rounds, parties, rate):
     """(round, party) of the injected non-finite replies: the documented fault draw."""
-    return [(r, p) for r in range(1, rounds + 1) for p in parties
-            if uniform(seed, "fault", r, p) < rate and uniform(seed, "fault-kind", r, p) >= 0.5]
+    return [
+        (r, p)
+        for r in range(1, rounds + 1)
+        for p in parties
+        if uniform(seed, "fault", r, p) < rate and uniform(seed, "fault-kind", r, p) >= 0.5
+    ]
 
 
 @pytest.mark.parametrize("name", ["scaffold", "feddyn"])
 def test_a_dropped_reply_leaves_the_partys_state_unchanged(tmp_path, tiny, name):
     seed, rate = 1, 0.4  # non-finite replies of parties 2 (round 2) and 1 (round 3), both trained in round 1
-    cfg = tiny(seed=seed, strategy={"name": name}, federation={"rounds": 3, "max_failure_fraction": 1.0}, engine={"fault_rate": rate},
-               output={"plots": False, "keep_checkpoints": 4})
+    cfg = tiny(
+        seed=seed,
+        strategy={"name": name},
+        federation={"rounds": 3, "max_failure_fraction": 1.0},
+        engine={"fault_rate": rate},
+        output={"plots": False, "keep_checkpoints": 4},
+    )
     faults = [(r, p) for r, p in _nan_faults(seed, 3, range(4), rate) if r > 1]
     assert faults, "the seed must inject a non-finite reply after round 1"
     res = fedsim.run(cfg, out=tmp_path / "r")

@@ -4,18 +4,18 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from rule_context import rule_context
 from torch import nn
 
 import fedsim
 from fedsim.config import ModelConfig, TrainConfig
 from fedsim.models import build_model
-from fedsim.store import read_jsonl, load_tensors
+from fedsim.store import load_tensors, read_jsonl
 from fedsim.training import PartyData, train_local
-from rule_context import rule_context
+from strategies.fedbn import FedBNRule, bn_state_keys
 from strategies.params import StrategyParams
 from strategies.rule import TrainContext
 from strategies.strategy import ClientOutcome, FedAvgServer, FederationSetup
-from strategies.fedbn import FedBNRule, bn_state_keys
 
 BN_KEYS = ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
 
@@ -119,7 +119,10 @@ def test_two_parties_keep_their_own_bn_and_the_server_averages_the_rest():
 
     strat = FedAvgServer(StrategyParams(name="fedbn"))
     strat.bind(FederationSetup(seed=0, node_of_party={0: 100, 1: 101}))
-    outcomes = [ClientOutcome(p, 100 + p, len(ys[p]), {"num-examples": len(ys[p])}, state=_copy(models[p].state_dict())) for p in (0, 1)]
+    outcomes = [
+        ClientOutcome(p, 100 + p, len(ys[p]), {"num-examples": len(ys[p])}, state=_copy(models[p].state_dict()))
+        for p in (0, 1)
+    ]
     new = strat.aggregate(1, glob, outcomes).state
     p0, p1 = 8 / 20, 12 / 20
     for k, v in new.items():

@@ -8,13 +8,13 @@ Server: g += (1/N) sum_S dg_i, H += sum_S (theta_i - w), w+ = (1/|S|) sum_S thet
 from collections import OrderedDict
 
 import torch
+from toy_quadratic import LR, flat, grad, train_toy
 
 import fedsim
 from fedsim.store import load_tensors
 from strategies.arrays import record_to_state
 from strategies.feddc import DG_KEY, G_KEY, FedDCParams, FedDCRule, FedDCServer
 from strategies.strategy import ClientOutcome, FederationSetup
-from toy_quadratic import LR, flat, grad, train_toy
 
 H = {"weight": torch.tensor([[0.3, -0.2]]), "bias": torch.tensor([0.1])}
 G_I = {"weight": torch.tensor([[-0.1, 0.4]]), "bias": torch.tensor([0.2])}
@@ -24,7 +24,9 @@ G = {"weight": torch.tensor([[0.05, 0.1]]), "bias": torch.tensor([-0.3])}
 def test_client_drift_and_control_variate_updates_by_hand():
     alpha, K = 0.4, 3
     state = {**{f"h.{k}": v for k, v in H.items()}, **{f"g.{k}": v for k, v in G_I.items()}}
-    model, w0, rule, stats = train_toy(FedDCRule, K, params=FedDCParams(name="feddc", alpha=alpha), state=state, records={G_KEY: G})
+    model, w0, rule, stats = train_toy(
+        FedDCRule, K, params=FedDCParams(name="feddc", alpha=alpha), state=state, records={G_KEY: G}
+    )
     gw, gb = flat(w0)
     hw, hb = flat(H)
     (giw, gib), (cw, cb) = flat(G_I), flat(G)
@@ -48,8 +50,14 @@ def test_client_drift_and_control_variate_updates_by_hand():
 
 
 def _outcome(party, n, state, dg):
-    return ClientOutcome(party=party, node_id=100 + party, num_examples=n, metrics={"num-examples": n},
-                         state=OrderedDict(state), records={DG_KEY: OrderedDict(dg)})
+    return ClientOutcome(
+        party=party,
+        node_id=100 + party,
+        num_examples=n,
+        metrics={"num-examples": n},
+        state=OrderedDict(state),
+        records={DG_KEY: OrderedDict(dg)},
+    )
 
 
 def test_server_by_hand():

@@ -8,11 +8,11 @@ h <- h - alpha (1/m) sum_P (theta_k - w);  w+ = sum_P p_k theta_k - h / alpha.
 from collections import OrderedDict
 
 import torch
+from toy_quadratic import LR, flat, grad, train_toy
 
 import fedsim
 from strategies.feddyn import FedDynParams, FedDynRule, FedDynServer
 from strategies.strategy import ClientOutcome, FederationSetup
-from toy_quadratic import LR, flat, grad, train_toy
 
 G_K = {"weight": torch.tensor([[0.2, -0.1]]), "bias": torch.tensor([0.05])}
 
@@ -37,7 +37,9 @@ def test_client_steps_and_gradient_state_by_hand():
 
 
 def _outcome(party, n, state):
-    return ClientOutcome(party=party, node_id=100 + party, num_examples=n, metrics={"num-examples": n}, state=OrderedDict(state))
+    return ClientOutcome(
+        party=party, node_id=100 + party, num_examples=n, metrics={"num-examples": n}, state=OrderedDict(state)
+    )
 
 
 def test_server_by_hand():
@@ -47,7 +49,10 @@ def test_server_by_hand():
     h0 = torch.tensor([0.1, -0.2], dtype=torch.float64)
     strat.h = {"w": h0.clone()}
     glob = OrderedDict(w=torch.tensor([1.0, 2.0]), bn=torch.tensor([3.0]))
-    ys = [{"w": torch.tensor([2.0, 1.0]), "bn": torch.tensor([1.0])}, {"w": torch.tensor([0.0, 4.0]), "bn": torch.tensor([5.0])}]
+    ys = [
+        {"w": torch.tensor([2.0, 1.0]), "bn": torch.tensor([1.0])},
+        {"w": torch.tensor([0.0, 4.0]), "bn": torch.tensor([5.0])},
+    ]
     new = strat.aggregate(1, glob, [_outcome(0, 30, ys[0]), _outcome(2, 10, ys[1])]).state
     d = sum(y["w"].double() - glob["w"].double() for y in ys)
     h1 = h0 - alpha / 4 * d
@@ -65,7 +70,13 @@ def test_alpha_zero_is_fedavg(tmp_path, tiny):
 
 
 def test_default_alpha_runs_and_keeps_a_state_per_trained_party(tmp_path, tiny):
-    res = fedsim.run(tiny(strategy={"name": "feddyn"}, federation={"rounds": 2, "fraction_fit": 0.5}), out=tmp_path / "r")
-    trained = {o["party"] for o in map(__import__("json").loads, (res.run_dir / "clients.jsonl").read_text().splitlines())}
-    assert sorted(p.name for p in (res.run_dir / "client_state").glob("party_*.pt")) == [f"party_{p:06d}.pt" for p in sorted(trained)]
+    res = fedsim.run(
+        tiny(strategy={"name": "feddyn"}, federation={"rounds": 2, "fraction_fit": 0.5}), out=tmp_path / "r"
+    )
+    trained = {
+        o["party"] for o in map(__import__("json").loads, (res.run_dir / "clients.jsonl").read_text().splitlines())
+    }
+    assert sorted(p.name for p in (res.run_dir / "client_state").glob("party_*.pt")) == [
+        f"party_{p:06d}.pt" for p in sorted(trained)
+    ]
     assert res.summary["test_accuracy"] > 0.25

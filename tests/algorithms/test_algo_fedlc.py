@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from rule_context import rule_context
 
 import fedsim
 from strategies.fedlc import FedLCParams, FedLCRule, calibrated_loss, calibration
-from rule_context import rule_context
 
 
 def test_calibrated_loss_on_fixed_logits_by_hand():
@@ -38,10 +38,16 @@ def test_tau_zero_is_cross_entropy():
 def test_the_rule_counts_the_partys_own_labels():
     model = torch.nn.Linear(2, 3)
     labels = torch.tensor([0, 0, 0, 0, 2])
-    ctx = rule_context(model, lambda: torch.nn.Linear(2, 3), params=FedLCParams(name="fedlc", tau=1.0), train_labels=labels, num_classes=3)
+    ctx = rule_context(
+        model,
+        lambda: torch.nn.Linear(2, 3),
+        params=FedLCParams(name="fedlc", tau=1.0),
+        train_labels=labels,
+        num_classes=3,
+    )
     rule = FedLCRule(ctx)
     rule.on_train_begin()
-    torch.testing.assert_close(rule.offsets[[0, 2]], torch.tensor([4 ** -0.25, 1.0]))
+    torch.testing.assert_close(rule.offsets[[0, 2]], torch.tensor([4**-0.25, 1.0]))
     assert math.isinf(float(rule.offsets[1]))
 
 

@@ -4,15 +4,15 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from rule_context import rule_context
 from torch import nn
 
 import fedsim
 from fedsim.config import TrainConfig
 from fedsim.training import PartyData, train_local
-from rule_context import rule_context
+from strategies.fednova import A_KEY, FedNovaRule, FedNovaServer, normalizing_factor
 from strategies.params import StrategyParams
 from strategies.strategy import ClientOutcome, FederationSetup
-from strategies.fednova import A_KEY, FedNovaRule, FedNovaServer, normalizing_factor
 
 
 def _final(result):
@@ -59,7 +59,9 @@ def test_reported_factor_is_the_displacement_of_momentum_sgd_in_gradient_steps(r
     """With a constant gradient g, tau steps of torch's SGD (momentum rho) move w by lr * a * g."""
     tau, lr = 4, 0.05
     model = _Constant()
-    ctx = rule_context(model, _Constant, criterion=lambda out, y: (out[:, :3] * V).sum(dim=1).mean(), lr=lr, momentum=rho)
+    ctx = rule_context(
+        model, _Constant, criterion=lambda out, y: (out[:, :3] * V).sum(dim=1).mean(), lr=lr, momentum=rho
+    )
     g0 = ctx.global_state
     rule = FedNovaRule(ctx)
     x = torch.zeros(2, 1)
@@ -73,8 +75,13 @@ def test_reported_factor_is_the_displacement_of_momentum_sgd_in_gradient_steps(r
 
 
 def _outcome(party: int, n: int, state, a: float) -> ClientOutcome:
-    return ClientOutcome(party=party, node_id=100 + party, num_examples=n,
-                         metrics={"num-examples": n, A_KEY: a}, state=OrderedDict(state))
+    return ClientOutcome(
+        party=party,
+        node_id=100 + party,
+        num_examples=n,
+        metrics={"num-examples": n, A_KEY: a},
+        state=OrderedDict(state),
+    )
 
 
 def _bound() -> FedNovaServer:
@@ -118,12 +125,29 @@ def test_equal_factors_are_fedavg():
 def test_buffers_are_averaged_as_in_fedavg():
     strat = _bound()
     strat.setup.param_keys = frozenset({"conv.weight"})  # the server knows its model's parameters
-    w = OrderedDict([("conv.weight", torch.tensor([1.0])), ("bn.running_var", torch.tensor([10.0])),
-                     ("bn.num_batches_tracked", torch.tensor(4))])
-    ws = [OrderedDict([("conv.weight", torch.tensor([0.0])), ("bn.running_var", torch.tensor([1.0])),
-                       ("bn.num_batches_tracked", torch.tensor(5))]),
-          OrderedDict([("conv.weight", torch.tensor([0.0])), ("bn.running_var", torch.tensor([1.0])),
-                       ("bn.num_batches_tracked", torch.tensor(13))])]
+    w = OrderedDict(
+        [
+            ("conv.weight", torch.tensor([1.0])),
+            ("bn.running_var", torch.tensor([10.0])),
+            ("bn.num_batches_tracked", torch.tensor(4)),
+        ]
+    )
+    ws = [
+        OrderedDict(
+            [
+                ("conv.weight", torch.tensor([0.0])),
+                ("bn.running_var", torch.tensor([1.0])),
+                ("bn.num_batches_tracked", torch.tensor(5)),
+            ]
+        ),
+        OrderedDict(
+            [
+                ("conv.weight", torch.tensor([0.0])),
+                ("bn.running_var", torch.tensor([1.0])),
+                ("bn.num_batches_tracked", torch.tensor(13)),
+            ]
+        ),
+    ]
     new = strat.aggregate(1, w, [_outcome(0, 10, ws[0], 1.0), _outcome(1, 10, ws[1], 9.0)]).state
     # parameters: tau_eff = 5, sum p_i d_i = 0.5 * 1 + 0.5 * 1/9 -> 1 - 5 * 5/9
     torch.testing.assert_close(new["conv.weight"], torch.tensor([1.0 - 25.0 / 9.0]))
@@ -134,7 +158,10 @@ def test_buffers_are_averaged_as_in_fedavg():
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_equal_local_steps_give_fedavg_weights(tmp_path, tiny, momentum):
-    over = dict(partition={"scheme": "iid", "n_parties": 4}, train={"epochs": 2, "batch_size": 32, "lr": 0.1, "momentum": momentum})
+    over = dict(
+        partition={"scheme": "iid", "n_parties": 4},
+        train={"epochs": 2, "batch_size": 32, "lr": 0.1, "momentum": momentum},
+    )
     avg = fedsim.run(tiny(strategy={"name": "fedavg"}, **over), out=tmp_path / "fedavg")
     nova = fedsim.run(tiny(strategy={"name": "fednova"}, **over), out=tmp_path / "fednova")
     steps = {r["local_steps_mean"] for r in nova.history}
@@ -146,7 +173,10 @@ def test_equal_local_steps_give_fedavg_weights(tmp_path, tiny, momentum):
 
 
 def test_unequal_local_steps_differ_from_fedavg(tmp_path, tiny):
-    over = dict(partition={"scheme": "dirichlet", "n_parties": 4, "beta": 0.5}, train={"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.0})
+    over = dict(
+        partition={"scheme": "dirichlet", "n_parties": 4, "beta": 0.5},
+        train={"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.0},
+    )
     avg = fedsim.run(tiny(strategy={"name": "fedavg"}, federation={"rounds": 1}, **over), out=tmp_path / "fedavg")
     nova = fedsim.run(tiny(strategy={"name": "fednova"}, federation={"rounds": 1}, **over), out=tmp_path / "fednova")
     from fedsim.store import read_jsonl

@@ -4,10 +4,10 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from rule_context import rule_context
 from torch import nn
 
 import fedsim
-from rule_context import rule_context
 from strategies.fedprox import FedProxParams, FedProxRule
 from strategies.rule import TrainContext
 
@@ -24,7 +24,9 @@ def _assert_states_equal(a, b) -> None:
 
 
 def _ctx(model: nn.Module, global_state, mu: float) -> TrainContext:
-    return rule_context(model, lambda: nn.Linear(3, 2), global_state=global_state, params=FedProxParams(name="fedprox", mu=mu))
+    return rule_context(
+        model, lambda: nn.Linear(3, 2), global_state=global_state, params=FedProxParams(name="fedprox", mu=mu)
+    )
 
 
 class _TwoLayer(nn.Module):

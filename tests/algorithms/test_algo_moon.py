@@ -9,14 +9,14 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
+from rule_context import rule_context
 
 import fedsim
 from fedsim.config import ModelConfig
 from fedsim.models import build_model
-from fedsim.store import read_jsonl, load_tensors
-from rule_context import rule_context
-from strategies.rule import TrainContext
+from fedsim.store import load_tensors, read_jsonl
 from strategies.moon import MoonParams, MoonRule, contrastive_loss
+from strategies.rule import TrainContext
 
 T = 0.5
 
@@ -115,7 +115,11 @@ def test_buffer_keeps_the_newest_models_first():
     model = _model(0)
     prev0, prev1 = _model(2).state_dict(), _model(3).state_dict()
     state = {**_prefixed(0, prev0), **_prefixed(1, prev1)}
-    for size, expected in ((1, [model.state_dict()]), (2, [model.state_dict(), prev0]), (3, [model.state_dict(), prev0, prev1])):
+    for size, expected in (
+        (1, [model.state_dict()]),
+        (2, [model.state_dict(), prev0]),
+        (3, [model.state_dict(), prev0, prev1]),
+    ):
         rule = MoonRule(_ctx(model, model.state_dict(), state, mu=1.0, buffer_size=size))
         rule.on_train_begin()
         out = rule.on_train_end(steps=1).state
@@ -147,8 +151,8 @@ def _check_buffers_hold_the_local_models(res) -> None:
     for st in stores:
         assert {k.split(".", 1)[0] for k in st} == {"prev0", "prev1"}
     for j, glob in ((0, final), (1, round1)):
-        locals_ = [{k[len(f"prev{j}."):]: v for k, v in st.items() if k.startswith(f"prev{j}.")} for st in stores]
-        assert all(list(l) == list(glob) for l in locals_)
+        locals_ = [{k[len(f"prev{j}.") :]: v for k, v in st.items() if k.startswith(f"prev{j}.")} for st in stores]
+        assert all(list(line) == list(glob) for line in locals_)
         avg = _fedavg_of(locals_, [n[p] for p in range(4)])
         for k in glob:
             torch.testing.assert_close(avg[k].float(), glob[k], rtol=0, atol=1e-6)
@@ -159,13 +163,18 @@ def _check_buffers_hold_the_local_models(res) -> None:
     for st, cur in zip(snap, stores):
         assert {k.split(".", 1)[0] for k in st} == {"prev0"}
         for k, v in st.items():
-            assert torch.equal(cur["prev1." + k[len("prev0."):]], v)
+            assert torch.equal(cur["prev1." + k[len("prev0.") :]], v)
 
 
 @pytest.fixture
 def moon_cfg(tiny):
     def make(**strategy):
-        return tiny(model={"name": "simple-cnn", "projection_head": True, "proj_dim": 16}, strategy=strategy, train={"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.5})
+        return tiny(
+            model={"name": "simple-cnn", "projection_head": True, "proj_dim": 16},
+            strategy=strategy,
+            train={"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.5},
+        )
+
     return make
 
 

@@ -73,7 +73,10 @@ def test_keys_of_another_algorithm_are_refused_with_the_keys_it_has(tiny):
     with pytest.raises(ConfigError, match=r"strategy 'fedprox' has no parameter 'strategy.temperature'"):
         load_config(tiny(strategy={"name": "fedprox", "temperature": 0.5}))
     # the removed FedOpt client learning rate: train.lr is the clients' learning rate
-    with pytest.raises(ConfigError, match=r"strategy 'fedadam' has no parameter 'strategy.eta_l' \(did you mean 'eta'\?\); its parameters: eta, beta_1, beta_2, tau"):
+    with pytest.raises(
+        ConfigError,
+        match=r"strategy 'fedadam' has no parameter 'strategy.eta_l' \(did you mean 'eta'\?\); its parameters: eta, beta_1, beta_2, tau",
+    ):
         load_config(tiny(strategy={"name": "fedadam", "eta_l": 0.1}))
     # an override naming another algorithm is checked against the new one
     with pytest.raises(ConfigError, match="did you mean 'server_lr'"):
@@ -100,7 +103,9 @@ def test_the_cli_refuses_another_algorithms_key_with_one_line(tmp_path, tiny, ca
     path.write_text(yaml.safe_dump(tiny()))
     assert main(["run", str(path), "strategy.name=fedyogi", "strategy.eta_l=0.01", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["fedsim: error: strategy 'fedyogi' has no parameter 'strategy.eta_l' (did you mean 'eta'?); its parameters: eta, beta_1, beta_2, tau"]
+    assert err == [
+        "fedsim: error: strategy 'fedyogi' has no parameter 'strategy.eta_l' (did you mean 'eta'?); its parameters: eta, beta_1, beta_2, tau"
+    ]
     assert not (tmp_path / "r").exists()
 
 
@@ -115,7 +120,9 @@ def test_fedsim_strategies_lists_every_algorithm_with_its_hyperparameters(capsys
 
 def test_the_readme_strategy_table_is_generated_from_the_registry():
     readme = (ROOT / "README.md").read_text()
-    assert strategies.table_markdown() in readme, "regenerate it: python -c 'import strategies; print(strategies.table_markdown())'"
+    assert strategies.table_markdown() in readme, (
+        "regenerate it: python -c 'import strategies; print(strategies.table_markdown())'"
+    )
 
 
 def test_every_hyperparameter_is_declared_with_a_meaning_and_a_source():
@@ -159,7 +166,9 @@ CHANGES = [
 
 
 def test_the_change_table_covers_every_declared_hyperparameter():
-    declared = {(n, h.name) for n in strategies.available() for h in strategies.hyperparameters(strategies.get(n).Params)}
+    declared = {
+        (n, h.name) for n in strategies.available() for h in strategies.hyperparameters(strategies.get(n).Params)
+    }
     assert declared == {(n, k) for n, k, *_ in CHANGES}
 
 
@@ -169,7 +178,11 @@ _DEFAULT_RUNS: dict = {}
 @pytest.mark.parametrize("name, key, value, rounds, over", CHANGES, ids=[f"{n}.{k}" for n, k, *_ in CHANGES])
 def test_every_hyperparameter_changes_the_run(tmp_path, tiny, name, key, value, rounds, over):
     def run(tag, **extra):
-        sections = {"federation": {"rounds": rounds}, "train": {"epochs": 1}, "eval": {"train_sample": 0, "model_heterogeneity": False}}
+        sections = {
+            "federation": {"rounds": rounds},
+            "train": {"epochs": 1},
+            "eval": {"train_sample": 0, "model_heterogeneity": False},
+        }
         for section, values in over.items():
             sections.setdefault(section, {}).update(values)
         cfg = tiny(strategy={"name": name, **extra}, output={"plots": False, "checkpoint_every": 0}, **sections)
@@ -181,4 +194,6 @@ def test_every_hyperparameter_changes_the_run(tmp_path, tiny, name, key, value, 
     if ref not in _DEFAULT_RUNS:
         _DEFAULT_RUNS[ref] = run("default")
     default, changed = _DEFAULT_RUNS[ref], run("changed", **{key: value})
-    assert any(not torch.equal(default[k], changed[k]) for k in default), f"{name}: strategy.{key}={value} changed nothing"
+    assert any(not torch.equal(default[k], changed[k]) for k in default), (
+        f"{name}: strategy.{key}={value} changed nothing"
+    )

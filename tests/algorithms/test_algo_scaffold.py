@@ -9,19 +9,18 @@ from collections import OrderedDict
 
 import pytest
 import torch
-
-from strategies.fednova import normalizing_factor
+from rule_context import rule_context
 from torch import nn
 
 import fedsim
 import strategies
-from fedsim.config import TrainConfig, to_yaml
+from fedsim.config import TrainConfig
 from fedsim.experiment import Experiment, RunSettings
 from fedsim.server import initial_state
-from fedsim.store import read_jsonl, load_tensors
+from fedsim.store import load_tensors, read_jsonl
 from fedsim.training import PartyData, train_local
-from rule_context import rule_context
 from strategies.arrays import record_to_state
+from strategies.fednova import normalizing_factor
 from strategies.rule import ClientRule
 from strategies.scaffold import C_KEY, DC_KEY, ScaffoldParams, ScaffoldRule, ScaffoldServer
 from strategies.strategy import ClientOutcome, FederationSetup
@@ -98,7 +97,11 @@ def test_client_steps_use_corrected_gradient_and_control_variate_update_by_hand(
     c_new, dc = out.state, out.records[DC_KEY]
     assert set(c_new) == set(dc) == {"weight", "bias"}
     # c_i+ = c_i - c + (w_global - y) / (K lr)
-    exp_w = C_I["weight"].double().reshape(-1) - C["weight"].double().reshape(-1) + (g["weight"].double().reshape(-1) - w) / (K * LR)
+    exp_w = (
+        C_I["weight"].double().reshape(-1)
+        - C["weight"].double().reshape(-1)
+        + (g["weight"].double().reshape(-1) - w) / (K * LR)
+    )
     exp_b = C_I["bias"].double() - C["bias"].double() + (g["bias"].double() - b) / (K * LR)
     torch.testing.assert_close(c_new["weight"].double().reshape(-1), exp_w, rtol=0, atol=1e-5)
     torch.testing.assert_close(c_new["bias"].double(), exp_b, rtol=0, atol=1e-5)
@@ -138,8 +141,14 @@ def test_zero_control_variates_train_exactly_like_plain_sgd():
 
 
 def _outcome(party: int, n: int, state, dc) -> ClientOutcome:
-    return ClientOutcome(party=party, node_id=100 + party, num_examples=n, metrics={"num-examples": n},
-                         state=OrderedDict(state), records={DC_KEY: OrderedDict(dc)})
+    return ClientOutcome(
+        party=party,
+        node_id=100 + party,
+        num_examples=n,
+        metrics={"num-examples": n},
+        state=OrderedDict(state),
+        records={DC_KEY: OrderedDict(dc)},
+    )
 
 
 @pytest.mark.parametrize("server_lr", [1.0, 0.5])
@@ -177,19 +186,36 @@ def test_server_first_round_starts_c_from_zero_and_sends_nothing_before():
     assert strat.extra_records(1) == {}
     w = OrderedDict(a=torch.zeros(2))
     dc = {"a": torch.tensor([0.4, -0.8])}
-    strat.aggregate(1, w, [_outcome(0, 5, {"a": torch.ones(2)}, dc)]).state
+    strat.aggregate(1, w, [_outcome(0, 5, {"a": torch.ones(2)}, dc)])
     torch.testing.assert_close(strat.c["a"], torch.tensor([0.1, -0.2]))  # (1/4) * dc
 
 
 def test_server_lr_leaves_buffers_averaged_as_in_fedavg():
     strat = ScaffoldServer(ScaffoldParams(name="scaffold", server_lr=0.5))
     strat.bind(FederationSetup(seed=0, node_of_party={0: 100, 1: 101}, param_keys=frozenset({"fc.weight"})))
-    w = OrderedDict([("fc.weight", torch.tensor([1.0, 1.0])), ("bn.running_mean", torch.tensor([0.0, 4.0])),
-                     ("bn.num_batches_tracked", torch.tensor(3))])
-    ys = [OrderedDict([("fc.weight", torch.tensor([3.0, 1.0])), ("bn.running_mean", torch.tensor([2.0, 2.0])),
-                       ("bn.num_batches_tracked", torch.tensor(5))]),
-          OrderedDict([("fc.weight", torch.tensor([1.0, 3.0])), ("bn.running_mean", torch.tensor([4.0, 0.0])),
-                       ("bn.num_batches_tracked", torch.tensor(7))])]
+    w = OrderedDict(
+        [
+            ("fc.weight", torch.tensor([1.0, 1.0])),
+            ("bn.running_mean", torch.tensor([0.0, 4.0])),
+            ("bn.num_batches_tracked", torch.tensor(3)),
+        ]
+    )
+    ys = [
+        OrderedDict(
+            [
+                ("fc.weight", torch.tensor([3.0, 1.0])),
+                ("bn.running_mean", torch.tensor([2.0, 2.0])),
+                ("bn.num_batches_tracked", torch.tensor(5)),
+            ]
+        ),
+        OrderedDict(
+            [
+                ("fc.weight", torch.tensor([1.0, 3.0])),
+                ("bn.running_mean", torch.tensor([4.0, 0.0])),
+                ("bn.num_batches_tracked", torch.tensor(7)),
+            ]
+        ),
+    ]
     # control variates cover the trainable parameters only
     dcs = [{"fc.weight": torch.zeros(2)}, {"fc.weight": torch.zeros(2)}]
     new = strat.aggregate(2, w, [_outcome(p, 10, ys[p], dcs[p]) for p in (0, 1)]).state
@@ -212,7 +238,9 @@ def test_round_one_equals_fedavg(tmp_path, tiny):
 
 
 def test_partial_participation_keeps_c_the_mean_of_all_ci(tmp_path, tiny):
-    res = fedsim.run(tiny(strategy={"name": "scaffold"}, federation={"rounds": 2, "fraction_fit": 0.5}), out=tmp_path / "run")
+    res = fedsim.run(
+        tiny(strategy={"name": "scaffold"}, federation={"rounds": 2, "fraction_fit": 0.5}), out=tmp_path / "run"
+    )
     rows = [r for r in read_jsonl(res.run_dir / "clients.jsonl") if r["stage"] == "train"]
     assert [r["clients"] for r in res.history] == [2, 2]
     trained = {r["party"] for r in rows}
@@ -257,8 +285,12 @@ def test_momentum_uses_the_effective_number_of_steps(tmp_path, tiny):
     these settings every client diverged (non-finite) from round 3 or 4 on.
     """
     res = fedsim.run(
-        tiny(strategy={"name": "scaffold"}, train={"momentum": 0.9, "lr": 0.02, "epochs": 2},
-             partition={"scheme": "iid"}, federation={"rounds": 10, "max_failure_fraction": 1.0}),
+        tiny(
+            strategy={"name": "scaffold"},
+            train={"momentum": 0.9, "lr": 0.02, "epochs": 2},
+            partition={"scheme": "iid"},
+            federation={"rounds": 10, "max_failure_fraction": 1.0},
+        ),
         out=tmp_path / "m",
     )
     assert all(r["failures"] == [] and r["clients"] == 4 for r in res.history)

@@ -30,10 +30,14 @@ def hetero(tiny, tmp_path_factory):
     def run(name: str, straggler: float, seed: int = 0):
         key = (name, straggler, seed)
         if key not in _RUNS:
-            cfg = tiny(seed=seed, train={"epochs": [1, 3], "batch_size": BATCH, "lr": 0.05, "momentum": 0.0},
-                       federation={"rounds": 3, "straggler_fraction": straggler})
+            cfg = tiny(
+                seed=seed,
+                train={"epochs": [1, 3], "batch_size": BATCH, "lr": 0.05, "momentum": 0.0},
+                federation={"rounds": 3, "straggler_fraction": straggler},
+            )
             _RUNS[key] = fedsim.run(cfg, out=tmp_path_factory.mktemp("hetero") / name)
         return _RUNS[key]
+
     return run
 
 

@@ -7,11 +7,11 @@ grad_w = X^T r / n, grad_b = mean(r), r = X w + b - t.
 from __future__ import annotations
 
 import torch
+from rule_context import rule_context
 from torch import nn
 
 from fedsim.config import TrainConfig
 from fedsim.training import PartyData, train_local
-from rule_context import rule_context
 
 X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-1.0, 0.5]])
 T = torch.tensor([1.0, -1.0, 0.5, 2.0])

@@ -18,9 +18,25 @@ PACKAGES = ("fedsim", "strategies", "partitioners")
 #: import a light code path should not pay (Ray and flwr.simulation ~1 s, matplotlib,
 #: rich, torch for the CLI's --help)
 DEFERRABLE = (
-    "ray", "flwr.simulation", "matplotlib", "rich", "tensorboard", "torch.utils.tensorboard", "datasets",
-    "flwr_datasets", "PIL", "opacus", "dp_accounting", "mlflow", "wandb", "optuna", "torch", "torchvision",
-    "scipy", "yaml", "numpy",
+    "ray",
+    "flwr.simulation",
+    "matplotlib",
+    "rich",
+    "tensorboard",
+    "torch.utils.tensorboard",
+    "datasets",
+    "flwr_datasets",
+    "PIL",
+    "opacus",
+    "dp_accounting",
+    "mlflow",
+    "wandb",
+    "optuna",
+    "torch",
+    "torchvision",
+    "scipy",
+    "yaml",
+    "numpy",
 )
 #: fedsim's own modules may be imported in a function only where they are heavy for the
 #: importer: the package's lazy attributes (PEP 562) and the CLI, whose commands import
@@ -73,8 +89,13 @@ def _graph():
     deferred: list[tuple[str, str, bool]] = []  # (module, target, own)
     for mod, path in MODS.items():
         tree = ast.parse(path.read_text())
-        in_function = {id(sub) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-                       for sub in ast.walk(fn) if isinstance(sub, (ast.Import, ast.ImportFrom))}
+        in_function = {
+            id(sub)
+            for fn in ast.walk(tree)
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for sub in ast.walk(fn)
+            if isinstance(sub, (ast.Import, ast.ImportFrom))
+        }
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 own, ext = _targets(mod, node)
@@ -132,8 +153,11 @@ def test_no_import_cycle():
 
 def test_deferred_imports_are_only_of_optional_or_heavy_libraries():
     _, deferred = _graph()
-    bad = [(m, t) for m, t, own in deferred
-           if (own and m not in OWN_DEFERRED) or (not own and not any(t == d or t.startswith(d + ".") for d in DEFERRABLE))]
+    bad = [
+        (m, t)
+        for m, t, own in deferred
+        if (own and m not in OWN_DEFERRED) or (not own and not any(t == d or t.startswith(d + ".") for d in DEFERRABLE))
+    ]
     assert bad == [], "import these at module level (or add a heavy/optional library to DEFERRABLE with the reason)"
 
 

@@ -10,8 +10,11 @@ from strategies.arrays import record_to_state, restore_dtypes, state_to_record, 
 
 def _state(w, b, nbt):
     return OrderedDict(
-        [("w", torch.tensor(w, dtype=torch.float32)), ("bn.running_mean", torch.tensor(b, dtype=torch.float32)),
-         ("bn.num_batches_tracked", torch.tensor(nbt, dtype=torch.int64))]
+        [
+            ("w", torch.tensor(w, dtype=torch.float32)),
+            ("bn.running_mean", torch.tensor(b, dtype=torch.float32)),
+            ("bn.num_batches_tracked", torch.tensor(nbt, dtype=torch.int64)),
+        ]
     )
 
 

@@ -40,7 +40,10 @@ def test_three_clients_pairwise_mean():
     ds = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0])]
     clients = torch.stack(ds)
     m = model_heterogeneity(g, clients, clients.mean(0))
-    cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
     expected = (cos(ds[0], ds[1]) + cos(ds[0], ds[2]) + cos(ds[1], ds[2])) / 3
     assert m["update_cosine_mean"] == pytest.approx(expected)
     s = sum(float(d @ d) for d in ds)
@@ -59,7 +62,9 @@ def test_linear_time_formulas_match_the_pairwise_definitions():
     m = model_heterogeneity(g, clients, agg)
     D = (clients - g).double()
     n = D.norm(dim=1)
-    pairs = [0.0 if n[i] == 0 or n[j] == 0 else float(D[i] @ D[j] / (n[i] * n[j])) for i in range(K) for j in range(i + 1, K)]
+    pairs = [
+        0.0 if n[i] == 0 or n[j] == 0 else float(D[i] @ D[j] / (n[i] * n[j])) for i in range(K) for j in range(i + 1, K)
+    ]
     assert m["update_cosine_mean"] == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
     assert m["gradient_diversity"] == pytest.approx(float((n**2).sum() / (D.sum(0) @ D.sum(0))), rel=1e-5)
     div = (clients.double() - agg.double()).norm(dim=1) / agg.double().norm()

@@ -15,7 +15,7 @@ def test_focal_multiclass_by_hand():
     p = torch.softmax(logits, 1)
     pt = [float(p[0, 0]), float(p[1, 2])]
     gamma = 2.0
-    expected = sum(-(1 - q) ** gamma * math.log(q) for q in pt) / 2
+    expected = sum(-((1 - q) ** gamma) * math.log(q) for q in pt) / 2
     assert float(focal_loss(logits, y, gamma)) == pytest.approx(expected, rel=1e-6)
     assert float(focal_loss(logits, y, gamma, alpha=0.5)) == pytest.approx(0.5 * expected, rel=1e-6)
 

@@ -12,11 +12,33 @@ import yaml
 from fedsim.cli import main
 
 SUMMARY_KEYS = {
-    "rounds", "test_accuracy", "test_loss", "test_f1_macro", "test_precision_macro", "test_recall_macro",
-    "train_accuracy", "best_test_accuracy", "wall_time_s", "strategy", "partition", "heterogeneity",
+    "rounds",
+    "test_accuracy",
+    "test_loss",
+    "test_f1_macro",
+    "test_precision_macro",
+    "test_recall_macro",
+    "train_accuracy",
+    "best_test_accuracy",
+    "wall_time_s",
+    "strategy",
+    "partition",
+    "heterogeneity",
 }
-ROW_KEYS = {"round", "round_time_s", "train_loss", "clients", "failures", "bytes_up", "bytes_down", "test_accuracy",
-            "client_drift_mean", "update_cosine_mean", "gradient_diversity", "update_norm_mean"}
+ROW_KEYS = {
+    "round",
+    "round_time_s",
+    "train_loss",
+    "clients",
+    "failures",
+    "bytes_up",
+    "bytes_down",
+    "test_accuracy",
+    "client_drift_mean",
+    "update_cosine_mean",
+    "gradient_diversity",
+    "update_norm_mean",
+}
 
 
 def test_cli_run_writes_the_contract(tmp_path, tiny, capsys):
@@ -24,24 +46,32 @@ def test_cli_run_writes_the_contract(tmp_path, tiny, capsys):
     cfg_path.write_text(yaml.safe_dump(tiny(output={"plots": True})))
     out = tmp_path / "run"
     assert main(["run", str(cfg_path), "federation.rounds=2", "--out", str(out), "--quiet"]) == 0
-    for name in ("config.yaml", "dataidxs.npz", "partition.json", "metrics.jsonl", "clients.jsonl", "summary.json", "model.pt"):
+    for name in (
+        "config.yaml",
+        "dataidxs.npz",
+        "partition.json",
+        "metrics.jsonl",
+        "clients.jsonl",
+        "summary.json",
+        "model.pt",
+    ):
         assert (out / name).is_file(), name
     assert (out / "checkpoints").is_dir()
     assert (out / "plots" / "accuracy.png").stat().st_size > 0
     assert (out / "plots" / "label_distribution.png").stat().st_size > 0
 
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2]
     for r in rows:
-        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        assert set(r) >= ROW_KEYS, ROW_KEYS - set(r)
         assert r["clients"] == 4 and r["failures"] == []
         assert r["bytes_down"] > 0 and r["bytes_up"] > 0
         assert 0.0 <= r["test_accuracy"] <= 1.0
-    clients = [json.loads(l) for l in (out / "clients.jsonl").read_text().splitlines()]
+    clients = [json.loads(line) for line in (out / "clients.jsonl").read_text().splitlines()]
     assert sorted((c["round"], c["party"]) for c in clients) == [(r, p) for r in (1, 2) for p in range(4)]
 
     summary = json.loads((out / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS
     assert summary["rounds"] == 2 and summary["strategy"] == "fedavg"
     assert summary["test_accuracy"] == rows[-1]["test_accuracy"]
     assert summary["best_test_accuracy"] == max(r["test_accuracy"] for r in rows)
@@ -89,8 +119,9 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
 
 def test_tensorboard_stream_per_run(tmp_path, tiny):
     pytest.importorskip("tensorboard")
-    import fedsim
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import fedsim
 
     r = fedsim.run(tiny(output={"tensorboard": True}), out=tmp_path / "tb")
     acc = EventAccumulator(str(r.run_dir / "tensorboard"))

@@ -52,7 +52,7 @@ def shakespeare_text(seed: int, n: int, length: int) -> tuple[list[str], list[st
     rng = np.random.default_rng(seed)
     letters = np.array(list(ALPHABET))
     stream = "".join(rng.choice(letters[1:], n + length))  # no newlines: easier to read in a failure
-    return [stream[i:i + length] for i in range(n)], [stream[i + length] for i in range(n)]
+    return [stream[i : i + length] for i in range(n)], [stream[i + length] for i in range(n)]
 
 
 def write_leaf_shakespeare(root: Path, users: dict = SHAKESPEARE_USERS, length: int = 20) -> dict:

@@ -39,8 +39,9 @@ def write_cifar100(root, n_train=N_TRAIN, n_test=N_TEST):
         fine = rng.integers(0, 100, n)
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, b"fine_labels": fine.tolist(), b"coarse_labels": nest[fine].tolist()}, f,
-                        protocol=2)
+            pickle.dump(
+                {b"data": data, b"fine_labels": fine.tolist(), b"coarse_labels": nest[fine].tolist()}, f, protocol=2
+            )
         out[name] = (fine, nest[fine])
     return out
 
@@ -68,16 +69,20 @@ def test_a_fine_class_in_two_superclasses_is_refused(tmp_path):
 
 def test_each_party_sees_some_superclasses(tmp_path):
     write_cifar100(tmp_path)
-    cfg = load_config({"data": {"dataset": "cifar100", "root": str(tmp_path)},
-                       "partition": {"scheme": "label-quantity", "n_parties": 10, "classes_per_party": 2,
-                                     "by": "superclass"}, "seed": 4})
+    cfg = load_config(
+        {
+            "data": {"dataset": "cifar100", "root": str(tmp_path)},
+            "partition": {"scheme": "label-quantity", "n_parties": 10, "classes_per_party": 2, "by": "superclass"},
+            "seed": 4,
+        }
+    )
     bundle = load_dataset(cfg.data, 0, 10)
     dataidxs = compute_dataidxs(cfg, bundle)
     # the same split as label-quantity over the superclass ids themselves
     want = partitioners.partition(bundle.superclasses, "label-quantity", 10, seed=4, classes_per_party=2)
     assert all(np.array_equal(dataidxs[j], want[j]) for j in range(10))
     nest = fine_to_coarse()
-    for j, idx in dataidxs.items():
+    for idx in dataidxs.values():
         supers = set(bundle.superclasses[idx].tolist())
         assert len(supers) == 2  # two superclasses per party...
         # ...with all of their fine classes: every fine label of the party nests in them

@@ -14,8 +14,9 @@ import torch
 
 datasets = pytest.importorskip("datasets", reason="the hf extra is not installed (pip install 'fedsim[hf]')")
 
-import fedsim  # noqa: E402
 from data_writers import png_images, shakespeare_text  # noqa: E402
+
+import fedsim  # noqa: E402
 from fedsim.config import DataConfig  # noqa: E402
 from fedsim.data import clear_cache, hf, load_dataset  # noqa: E402
 from fedsim.data.cache import CACHE_DIR  # noqa: E402
@@ -40,10 +41,12 @@ def image_split(split: str, rgb: bool = False) -> tuple[datasets.Dataset, np.nda
     arr = png_images(n, 1 if split == "train" else 2, (12, 12, 3 if rgb else 1))
     labels = [(i * 5) % 3 for i in range(n)]
     writers = [f"w{(i * 3) % 5}" for i in range(n)] if split == "train" else [f"w{i % 4}" for i in range(n)]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES),
-                                  "writer": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in arr], "label": labels, "writer": writers},
-                                    features=features)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES), "writer": datasets.Value("string")}
+    )
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(a) for a in arr], "label": labels, "writer": writers}, features=features
+    )
     return ds, arr, labels, writers
 
 
@@ -61,7 +64,9 @@ def check_images(b, parts):
     _, arr_tr, y_tr, w_tr = parts["train"]
     _, arr_te, y_te, w_te = parts["test"]
     assert b.x_train.dtype == torch.uint8 and tuple(b.x_train.shape) == (24, 1, 12, 12)
-    assert torch.equal(b.x_train[:, 0], torch.from_numpy(arr_tr)) and torch.equal(b.x_test[:, 0], torch.from_numpy(arr_te))
+    assert torch.equal(b.x_train[:, 0], torch.from_numpy(arr_tr)) and torch.equal(
+        b.x_test[:, 0], torch.from_numpy(arr_te)
+    )
     assert b.y_train.tolist() == y_tr and b.y_test.tolist() == y_te and b.num_classes == 3
     names = sorted(set(w_tr) | set(w_te))  # w0..w4
     assert b.groups.tolist() == [names.index(w) for w in w_tr]
@@ -133,8 +138,10 @@ def test_local_hub_cache_is_used_offline(tmp_path, image_dict, monkeypatch):
     b = load(hf_path="fedsim-test/tiny", hf_group_key="writer", root=str(tmp_path / "root"))
     check_images(b, parts)
     assert (tmp_path / "root" / CACHE_DIR).is_dir()  # a Hub copy's decoded cache goes under data.root
-    with pytest.raises(DataError, match="neither a local directory nor a Hub dataset in the local Hugging Face cache"
-                                         ".*set data.download: true"):
+    with pytest.raises(
+        DataError,
+        match="neither a local directory nor a Hub dataset in the local Hugging Face cache.*set data.download: true",
+    ):
         load(hf_path="fedsim-test/absent", root=str(tmp_path / "root"))
 
 
@@ -160,10 +167,12 @@ def test_text_columns_become_tokens(tmp_path):
 
 
 def test_string_class_names_and_integer_labels(tmp_path):
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"x": ["ab", "cd", "ef"], "y": ["dog", "cat", "dog"], "k": [0, 4, 2]}),
-        "test": datasets.Dataset.from_dict({"x": ["gh"], "y": ["emu"], "k": [1]}),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"x": ["ab", "cd", "ef"], "y": ["dog", "cat", "dog"], "k": [0, 4, 2]}),
+            "test": datasets.Dataset.from_dict({"x": ["gh"], "y": ["emu"], "k": [1]}),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "ds"))
     b = load(hf_path=str(tmp_path / "ds"), hf_text_key="x", hf_label_key="y")
     assert b.y_train.tolist() == [1, 0, 1] and b.y_test.tolist() == [2] and b.num_classes == 3  # cat, dog, emu
@@ -175,7 +184,10 @@ def test_string_class_names_and_integer_labels(tmp_path):
 @pytest.mark.parametrize(
     "kw, fragment",
     [
-        ({"hf_label_key": "class"}, "'data.hf_label_key' = 'class' is not a column of split 'train' .*columns: image, label, writer"),
+        (
+            {"hf_label_key": "class"},
+            "'data.hf_label_key' = 'class' is not a column of split 'train' .*columns: image, label, writer",
+        ),
         ({"hf_image_key": "img"}, "'data.hf_image_key' = 'img' is not a column"),
         ({"hf_group_key": "user"}, "'data.hf_group_key' = 'user' is not a column"),
         ({"hf_split_test": "validation"}, "'data.hf_split_test' = 'validation' is not a split .*splits: train, test"),
@@ -203,8 +215,11 @@ def test_missing_paths_and_single_datasets(tmp_path, image_dict):
 
 
 def _run_cfg(tiny, data, model, n_parties=3, scheme="natural"):
-    cfg = tiny(model={"name": model}, partition={"scheme": scheme, "n_parties": n_parties, "min_size": 2},
-               train={"epochs": 1, "batch_size": 8, "lr": 0.05})
+    cfg = tiny(
+        model={"name": model},
+        partition={"scheme": scheme, "n_parties": n_parties, "min_size": 2},
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+    )
     cfg["data"] = {"dataset": "hf", **data}
     return cfg
 
@@ -212,9 +227,10 @@ def _run_cfg(tiny, data, model, n_parties=3, scheme="natural"):
 def test_two_rounds_on_images_with_writers_as_parties(tmp_path, tiny, image_dict):
     dd, _ = image_dict
     dd.save_to_disk(str(tmp_path / "ds"))
-    r = fedsim.run(_run_cfg(tiny, {"hf_path": str(tmp_path / "ds"), "hf_group_key": "writer", "image_size": 16},
-                            "simple-cnn", 5),
-                   out=tmp_path / "run")
+    r = fedsim.run(
+        _run_cfg(tiny, {"hf_path": str(tmp_path / "ds"), "hf_group_key": "writer", "image_size": 16}, "simple-cnn", 5),
+        out=tmp_path / "run",
+    )
     assert r.summary["status"] == "finished" and r.summary["rounds"] == 2
     assert r.summary["test_accuracy"] * 10 == pytest.approx(round(r.summary["test_accuracy"] * 10))
     counts = np.array(json.loads((r.run_dir / "partition.json").read_text())["class_counts"])
@@ -239,9 +255,18 @@ def test_scheme_flwr_reproduces_flwr_datasets_on_the_hf_dataset(tmp_path, image_
 
     dd, _ = image_dict
     dd.save_to_disk(str(tmp_path / "ds"))
-    cfg = load_config({"seed": 5, "data": {"dataset": "hf", "hf_path": str(tmp_path / "ds")},
-                       "partition": {"scheme": "flwr", "n_parties": 3, "flwr_partitioner": "DirichletPartitioner",
-                                     "flwr_args": {"alpha": 1.0, "min_partition_size": 2}}})
+    cfg = load_config(
+        {
+            "seed": 5,
+            "data": {"dataset": "hf", "hf_path": str(tmp_path / "ds")},
+            "partition": {
+                "scheme": "flwr",
+                "n_parties": 3,
+                "flwr_partitioner": "DirichletPartitioner",
+                "flwr_args": {"alpha": 1.0, "min_partition_size": 2},
+            },
+        }
+    )
     ours = compute_dataidxs(cfg, load_bundle(cfg))
     # what a Flower app does with the same dataset and seed
     part = fp.DirichletPartitioner(num_partitions=3, partition_by="label", alpha=1.0, min_partition_size=2, seed=5)

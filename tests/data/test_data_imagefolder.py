@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_writers import png_images, write_png
 
 import fedsim
-from data_writers import png_images, write_png
 from fedsim.config import DataConfig
 from fedsim.data import clear_cache, imagefolder, load_dataset
 from fedsim.data.cache import CACHE_DIR
@@ -123,8 +123,9 @@ def test_cached_second_load(tmp_path, monkeypatch):
 
 def test_two_rounds(tmp_path, tiny):
     write_folders(tmp_path / "imgs", shape=(10, 10, 3))
-    cfg = tiny(model={"name": "simple-cnn"}, partition={"scheme": "iid", "n_parties": 2},
-               train={"epochs": 1, "batch_size": 4})
+    cfg = tiny(
+        model={"name": "simple-cnn"}, partition={"scheme": "iid", "n_parties": 2}, train={"epochs": 1, "batch_size": 4}
+    )
     cfg["data"] = {"dataset": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16}
     r = fedsim.run(cfg, out=tmp_path / "run")
     assert r.summary["status"] == "finished" and r.summary["rounds"] == 2
@@ -141,6 +142,7 @@ def test_listing_is_torchvisions(tmp_path):
     classes, entries = imagefolder.list_train(tmp_path)
     tv_classes, class_to_idx = find_classes(tmp_path / "train")
     assert imagefolder.IMG_EXTENSIONS == IMG_EXTENSIONS and classes == tv_classes
-    assert [(p, k) for p, k, _, _ in entries] == make_dataset(str(tmp_path / "train"), class_to_idx,
-                                                             extensions=IMG_EXTENSIONS)
+    assert [(p, k) for p, k, _, _ in entries] == make_dataset(
+        str(tmp_path / "train"), class_to_idx, extensions=IMG_EXTENSIONS
+    )
     assert len(entries) == 14

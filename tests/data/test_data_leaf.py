@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from data_writers import FEMNIST_USERS, SHAKESPEARE_USERS, write_leaf_femnist, write_leaf_shakespeare
 
 import fedsim
 import partitioners
-from data_writers import FEMNIST_USERS, SHAKESPEARE_USERS, write_leaf_femnist, write_leaf_shakespeare
 from fedsim.cli import main
 from fedsim.config import DataConfig
 from fedsim.data import clear_cache, leaf, load_dataset
@@ -66,7 +66,14 @@ def test_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch):
     first = load("leaf-femnist", tmp_path)
     entries = list((tmp_path / CACHE_DIR).iterdir())
     assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == [
-        "groups.npy", "groups_test.npy", "meta.json", "x_test.npy", "x_train.npy", "y_test.npy", "y_train.npy"]
+        "groups.npy",
+        "groups_test.npy",
+        "meta.json",
+        "x_test.npy",
+        "x_train.npy",
+        "y_test.npy",
+        "y_train.npy",
+    ]
     clear_cache()
     monkeypatch.setattr(leaf, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
     second = load("leaf-femnist", tmp_path)
@@ -100,11 +107,16 @@ def test_an_unwritable_folder_still_loads(tmp_path, caplog):
     "corrupt, fragment",
     [
         (lambda p: p.write_text('{"users": ["u0"], "user_data": {'), "is not valid JSON: Expecting property name"),
-        (lambda p: p.write_text('[1, 2]'), "needs keys 'users'"),
+        (lambda p: p.write_text("[1, 2]"), "needs keys 'users'"),
         (lambda p: p.write_text('{"users": ["u9"], "user_data": {}}'), "user 'u9' has no 'x' and 'y'"),
-        (lambda p: p.write_text('{"users": ["u0"], "user_data": {"u0": {"x": [[0.5]], "y": [1]}}}'), "784 pixel values"),
-        (lambda p: p.write_text('{"users": ["u0"], "user_data": {"u0": {"x": [[0.5]], "y": [1, 2]}}}'),
-         "1 samples in 'x' but 2 in 'y'"),
+        (
+            lambda p: p.write_text('{"users": ["u0"], "user_data": {"u0": {"x": [[0.5]], "y": [1]}}}'),
+            "784 pixel values",
+        ),
+        (
+            lambda p: p.write_text('{"users": ["u0"], "user_data": {"u0": {"x": [[0.5]], "y": [1, 2]}}}'),
+            "1 samples in 'x' but 2 in 'y'",
+        ),
     ],
 )
 def test_bad_files_name_the_file(tmp_path, corrupt, fragment):
@@ -132,8 +144,9 @@ def test_cli_reports_malformed_json_in_one_line(tmp_path, capsys):
     write_leaf_femnist(tmp_path / "leaf")
     (tmp_path / "leaf" / "test" / "broken.json").write_text("{not json")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"data: {{dataset: leaf-femnist, root: '{tmp_path / 'leaf'}'}}\n"
-                   "partition: {scheme: natural, n_parties: 4}\n")
+    cfg.write_text(
+        f"data: {{dataset: leaf-femnist, root: '{tmp_path / 'leaf'}'}}\npartition: {{scheme: natural, n_parties: 4}}\n"
+    )
     code = main(["partition", str(cfg), "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "broken.json' is not valid JSON" in err
@@ -156,8 +169,12 @@ def test_natural_partition_gives_users_to_parties(tmp_path):
 
 
 def _run_cfg(tiny, name, root, model, **over):
-    cfg = tiny(model={"name": model}, partition={"scheme": "natural", "n_parties": 3},
-               train={"epochs": 1, "batch_size": 8, "lr": 0.05}, **over)
+    cfg = tiny(
+        model={"name": model},
+        partition={"scheme": "natural", "n_parties": 3},
+        train={"epochs": 1, "batch_size": 8, "lr": 0.05},
+        **over,
+    )
     cfg["data"] = {"dataset": name, "root": str(root)}
     return cfg
 
@@ -190,8 +207,14 @@ def test_batched_trainer_falls_back_for_the_lstm_with_a_logged_reason(tmp_path, 
     import logging
 
     write_leaf_shakespeare(tmp_path / "leaf", length=8)
-    cfg = _run_cfg(tiny, "leaf-shakespeare", tmp_path / "leaf", "char-lstm", engine={"batch_clients": "on"},
-                   federation={"rounds": 1})
+    cfg = _run_cfg(
+        tiny,
+        "leaf-shakespeare",
+        tmp_path / "leaf",
+        "char-lstm",
+        engine={"batch_clients": "on"},
+        federation={"rounds": 1},
+    )
     with caplog.at_level(logging.WARNING, logger="fedsim.engine.batched"):
         r = fedsim.run(cfg, out=tmp_path / "run")
     assert r.summary["rounds"] == 1
@@ -202,8 +225,14 @@ def test_batched_trainer_runs_femnist_cnn_like_the_sequential_one(tmp_path, tiny
     write_leaf_femnist(tmp_path / "leaf")
     weights = {}
     for mode in ("off", "on"):
-        cfg = _run_cfg(tiny, "leaf-femnist", tmp_path / "leaf", "femnist-cnn", engine={"batch_clients": mode},
-                       federation={"rounds": 1})
+        cfg = _run_cfg(
+            tiny,
+            "leaf-femnist",
+            tmp_path / "leaf",
+            "femnist-cnn",
+            engine={"batch_clients": mode},
+            federation={"rounds": 1},
+        )
         r = fedsim.run(cfg, out=tmp_path / mode)
         weights[mode] = torch.load(r.run_dir / "model.pt", weights_only=True)
     for k in weights["off"]:

@@ -22,8 +22,19 @@ def _fresh_cache():
 
 
 def test_available_lists_every_family():
-    assert available() == ["cifar10", "cifar100", "mnist", "fmnist", "svhn", "synthetic", "synthetic-images",
-                           "leaf-femnist", "leaf-shakespeare", "hf", "imagefolder"]
+    assert available() == [
+        "cifar10",
+        "cifar100",
+        "mnist",
+        "fmnist",
+        "svhn",
+        "synthetic",
+        "synthetic-images",
+        "leaf-femnist",
+        "leaf-shakespeare",
+        "hf",
+        "imagefolder",
+    ]
 
 
 def test_load_dataset_caches_the_same_object():
@@ -31,8 +42,12 @@ def test_load_dataset_caches_the_same_object():
     a = load_dataset(cfg, 0, 5)
     assert load_dataset(DataConfig(dataset="synthetic-images", n_train=200, n_test=20), 0, 5) is a
     # per-party settings do not change the data, so they do not miss the cache
-    assert load_dataset(DataConfig(dataset="synthetic-images", n_train=200, n_test=20, val_fraction=0.2,
-                                   feature_noise=0.1), 0, 5) is a
+    assert (
+        load_dataset(
+            DataConfig(dataset="synthetic-images", n_train=200, n_test=20, val_fraction=0.2, feature_noise=0.1), 0, 5
+        )
+        is a
+    )
     assert load_dataset(DataConfig(dataset="synthetic-images", n_train=200, n_test=20, noise=0.3), 0, 5) is not a
     clear_cache()
     assert load_dataset(cfg, 0, 5) is not a

@@ -39,7 +39,7 @@ def test_synthetic_sizes_dtypes_groups():
     assert b.x_test.shape == (500, 60) and b.y_test.dtype == torch.int64
     assert b.input_shape == (60,) and not b.is_image
     assert b.num_classes == 10 and b.mean is None and b.std is None and b.augment is False
-    assert 0 <= int(b.y_train.min()) and int(b.y_train.max()) < 10
+    assert int(b.y_train.min()) >= 0 and int(b.y_train.max()) < 10
     assert b.groups is not None and len(b.groups) == 3000
     assert sorted(np.unique(b.groups)) == list(range(7))  # one group per party, none empty
 

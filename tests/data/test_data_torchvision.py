@@ -15,8 +15,17 @@ import torch
 
 from fedsim.config import DataConfig
 from fedsim.data import clear_cache, load_dataset
-from fedsim.data.torchvision_sets import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, FMNIST_MEAN, MNIST_MEAN,
-                                          MNIST_STD, SVHN_MEAN, read_idx, safe_load_pickle)
+from fedsim.data.torchvision_sets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    FMNIST_MEAN,
+    MNIST_MEAN,
+    MNIST_STD,
+    SVHN_MEAN,
+    read_idx,
+    safe_load_pickle,
+)
 from fedsim.errors import DataError
 
 
@@ -34,8 +43,9 @@ def cfg(name: str, root: Path, **kw) -> DataConfig:
 # ---------------------------------------------------------------- file writers
 
 
-def write_cifar_batch(path: Path, data: np.ndarray, labels: list[int], label_key: bytes = b"labels",
-                      protocol: int = 2) -> None:
+def write_cifar_batch(
+    path: Path, data: np.ndarray, labels: list[int], label_key: bytes = b"labels", protocol: int = 2
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # like the originals: a dict with byte-string keys, the images as uint8 (N, 3072)
     entry = {b"batch_label": b"tiny batch", b"data": data, label_key: labels, b"filenames": [b"a.png"] * len(data)}
@@ -49,15 +59,20 @@ def py2_cifar_pickle(data: np.ndarray, labels: list[int]) -> bytes:
     Hand-assembled protocol-2 opcodes: byte-string (py2 ``str``) keys and array data,
     ``numpy.core.multiarray._reconstruct``, and the ndarray/dtype ``__setstate__`` tuples.
     """
+
     def sbs(b: bytes) -> bytes:  # SHORT_BINSTRING
         return b"U" + bytes([len(b)]) + b
 
     n, d = data.shape
-    arr = (b"cnumpy.core.multiarray\n_reconstruct\n" b"cnumpy\nndarray\n" b"K\x00\x85" + sbs(b"b") + b"\x87R"
-           b"(K\x01J" + struct.pack("<i", n) + b"J" + struct.pack("<i", d) + b"\x86"
-           b"cnumpy\ndtype\n" + sbs(b"u1") + b"K\x00K\x01\x87R"
-           b"(K\x03" + sbs(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-           b"\x89T" + struct.pack("<i", data.nbytes) + data.tobytes() + b"tb")
+    arr = (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        b"cnumpy\nndarray\n"
+        b"K\x00\x85" + sbs(b"b") + b"\x87R"
+        b"(K\x01J" + struct.pack("<i", n) + b"J" + struct.pack("<i", d) + b"\x86"
+        b"cnumpy\ndtype\n" + sbs(b"u1") + b"K\x00K\x01\x87R"
+        b"(K\x03" + sbs(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        b"\x89T" + struct.pack("<i", data.nbytes) + data.tobytes() + b"tb"
+    )
     lab = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
     return b"\x80\x02}(" + sbs(b"data") + arr + sbs(b"labels") + lab + b"u."
 

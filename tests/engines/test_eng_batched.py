@@ -41,8 +41,15 @@ def test_batched_updates_equal_sequential(tmp_path, tiny, name, data):
         ({"strategy": {"name": "scaffold"}}, "gradient hooks"),
         ({"train": {"optimizer": "adam"}}, "SGD only"),
         ({"model": {"dropout": 0.2}}, "dropout"),
-        ({"model": {"name": "resnet18"}, "data": {"image_shape": [3, 8, 8], "n_train": 80, "n_test": 20},
-          "partition": {"min_size": 5}, "eval": {"train_sample": 0}}, "BatchNorm"),
+        (
+            {
+                "model": {"name": "resnet18"},
+                "data": {"image_shape": [3, 8, 8], "n_train": 80, "n_test": 20},
+                "partition": {"min_size": 5},
+                "eval": {"train_sample": 0},
+            },
+            "BatchNorm",
+        ),
     ],
 )
 def test_falls_back_with_a_logged_reason(tmp_path, tiny, caplog, over, fragment):
@@ -57,7 +64,7 @@ def test_falls_back_with_a_logged_reason(tmp_path, tiny, caplog, over, fragment)
 
 def test_auto_batches_on_cuda_only(tmp_path, tiny):
     from fedsim.client import runtime_for
-    from fedsim.config import load_config, to_yaml
+    from fedsim.config import load_config
     from fedsim.experiment import RunSettings
     from fedsim.preflight import prepare_run_dir
     from fedsim.store import RunStore

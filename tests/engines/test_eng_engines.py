@@ -21,7 +21,7 @@ def _weights(run_dir):
 
 
 def _metrics(run_dir):
-    return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 def _cfg(tiny, **engine):
@@ -42,11 +42,17 @@ def test_local_and_ray_give_the_same_run_under_default_settings(tmp_path, tiny):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
     for ra, rb in zip(_metrics(local.run_dir), _metrics(ray_run.run_dir)):
-        assert ra["clients"] == rb["clients"] and ra["bytes_up"] == rb["bytes_up"] and ra["bytes_down"] == rb["bytes_down"]
+        assert (
+            ra["clients"] == rb["clients"] and ra["bytes_up"] == rb["bytes_up"] and ra["bytes_down"] == rb["bytes_down"]
+        )
         for key in ("test_accuracy", "test_loss", "train_loss", "test_f1_macro"):
             assert ra[key] == pytest.approx(rb[key], abs=1e-5), key
-    ca = sorted((c["round"], c["party"]) for c in map(json.loads, (local.run_dir / "clients.jsonl").read_text().splitlines()))
-    cb = sorted((c["round"], c["party"]) for c in map(json.loads, (ray_run.run_dir / "clients.jsonl").read_text().splitlines()))
+    ca = sorted(
+        (c["round"], c["party"]) for c in map(json.loads, (local.run_dir / "clients.jsonl").read_text().splitlines())
+    )
+    cb = sorted(
+        (c["round"], c["party"]) for c in map(json.loads, (ray_run.run_dir / "clients.jsonl").read_text().splitlines())
+    )
     assert ca == cb  # the same parties were sampled on both engines
 
 
@@ -55,7 +61,10 @@ def test_two_workers_equal_one(tmp_path, tiny):
     two = fedsim.run(_cfg(tiny, workers=2), out=tmp_path / "two")
     a, b = _weights(one.run_dir), _weights(two.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in rows]
+
     assert strip(_metrics(one.run_dir)) == strip(_metrics(two.run_dir))
 
 
@@ -70,7 +79,12 @@ def test_the_flwr_run_apps_read_the_pyproject_run_config(tmp_path, tiny):
 
     cfg_path = tmp_path / "exp.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny()))
-    run_config = {"config": str(cfg_path), "overrides": "federation.rounds=1 seed=3", "run-dir": str(tmp_path / "out"), "resume": False}
+    run_config = {
+        "config": str(cfg_path),
+        "overrides": "federation.rounds=1 seed=3",
+        "run-dir": str(tmp_path / "out"),
+        "resume": False,
+    }
     set_task_identity(7)
     grid = LocalGrid(SequentialExecutor(client_app), 4, run_config, run_id=7)
     server_app(grid, Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config=run_config))
@@ -90,9 +104,16 @@ def test_flwr_run_dot(tmp_path):
         FLWR_LOCAL_CONTROL_API_PORT="39193",
     )
     out = tmp_path / "out"
-    cmd = [shutil.which("flwr") or "flwr", "run", str(ROOT), "--stream",
-           "--run-config", f'overrides="federation.rounds=1 data.n_train=500 data.n_test=100" run-dir="{out}"',
-           "--federation-config", "num-supernodes=10"]
+    cmd = [
+        shutil.which("flwr") or "flwr",
+        "run",
+        str(ROOT),
+        "--stream",
+        "--run-config",
+        f'overrides="federation.rounds=1 data.n_train=500 data.n_test=100" run-dir="{out}"',
+        "--federation-config",
+        "num-supernodes=10",
+    ]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert (out / "summary.json").exists(), proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -1,6 +1,5 @@
 """GPU paths. Marked `gpu` and skipped without CUDA; the CPU halves run everywhere."""
 
-
 import pytest
 import torch
 
@@ -32,8 +31,8 @@ def test_cuda_oom_in_one_client_is_a_recorded_failure(tmp_path, tiny, monkeypatc
 @cuda
 def test_gpu_run_places_model_and_data_on_cuda(tmp_path, tiny):
     from fedsim.client import runtime_for
+    from fedsim.config import load_config
     from fedsim.experiment import RunSettings
-    from fedsim.config import load_config, to_yaml
 
     cfg = tiny(engine={"device": "cuda"}, train={"amp": True})
     r = fedsim.run(cfg, out=tmp_path / "r")
@@ -48,7 +47,10 @@ def test_gpu_run_places_model_and_data_on_cuda(tmp_path, tiny):
 def test_batched_clients_on_cuda_equal_sequential(tmp_path, tiny, name):
     runs = {}
     for mode in ("off", "auto"):
-        cfg = tiny(engine={"device": "cuda", "batch_clients": mode, "deterministic": True}, strategy={"name": name, **({"mu": 0.1} if name == "fedprox" else {})})
+        cfg = tiny(
+            engine={"device": "cuda", "batch_clients": mode, "deterministic": True},
+            strategy={"name": name, **({"mu": 0.1} if name == "fedprox" else {})},
+        )
         res = fedsim.run(cfg, out=tmp_path / mode)
         runs[mode] = torch.load(res.run_dir / "model.pt", weights_only=True)
     for k in runs["off"]:
@@ -58,8 +60,12 @@ def test_batched_clients_on_cuda_equal_sequential(tmp_path, tiny, name):
 @pytest.mark.gpu
 @cuda
 def test_deterministic_mode_repeats_on_gpu(tmp_path, tiny):
-    cfg = tiny(engine={"device": "cuda", "deterministic": True, "batch_clients": "off"}, model={"name": "resnet18"},
-               data={"image_shape": [3, 16, 16]}, federation={"rounds": 1})
+    cfg = tiny(
+        engine={"device": "cuda", "deterministic": True, "batch_clients": "off"},
+        model={"name": "resnet18"},
+        data={"image_shape": [3, 16, 16]},
+        federation={"rounds": 1},
+    )
     a = fedsim.run(cfg, out=tmp_path / "a")
     b = fedsim.run(cfg, out=tmp_path / "b")
     assert (a.run_dir / "model.pt").read_bytes() == (b.run_dir / "model.pt").read_bytes()

@@ -30,7 +30,9 @@ def test_node_info_is_built_from_a_node_id():
 def test_a_grid_can_give_a_message_its_id_and_replies_point_back_to_it():
     msg = _msg()
     fc.set_message_id(msg, "abc123")
-    assert msg.metadata.message_id == "abc123", UPGRADE.format(flwr.__version__, "Message metadata's private _message_id")
+    assert msg.metadata.message_id == "abc123", UPGRADE.format(
+        flwr.__version__, "Message metadata's private _message_id"
+    )
     reply = Message(RecordDict(), reply_to=msg)
     assert reply.metadata.reply_to_message_id == "abc123", UPGRADE.format(flwr.__version__, "reply_to_message_id")
 
@@ -45,20 +47,26 @@ def test_messages_read_the_task_identity():
 
 def test_an_empty_run_and_the_constants():
     assert fc.empty_run(7).run_id == 7, UPGRADE.format(flwr.__version__, "Run.create_empty")
-    assert fc.SUPERLINK_NODE_ID == 1 and hasattr(fc.ErrorCode, "CLIENT_APP_RAISED_EXCEPTION"), UPGRADE.format(flwr.__version__, "constants")
+    assert fc.SUPERLINK_NODE_ID == 1 and hasattr(fc.ErrorCode, "CLIENT_APP_RAISED_EXCEPTION"), UPGRADE.format(
+        flwr.__version__, "constants"
+    )
     assert isinstance(fc.NUMPY_STYPE, str) and fc.NUMPY_STYPE, UPGRADE.format(flwr.__version__, "SType.NUMPY")
 
 
 def test_strategy_start_still_takes_what_fedsims_round_loop_mirrors():
     params = tuple(inspect.signature(Strategy.start).parameters)
-    assert params == fc.STRATEGY_START_PARAMETERS, UPGRADE.format(flwr.__version__, f"Strategy.start's parameters to {params}")
+    assert params == fc.STRATEGY_START_PARAMETERS, UPGRADE.format(
+        flwr.__version__, f"Strategy.start's parameters to {params}"
+    )
 
 
 @pytest.mark.parametrize("name", ["configure_train", "aggregate_train", "configure_evaluate", "aggregate_evaluate"])
 def test_the_strategy_methods_the_round_loop_calls(name):
     params = tuple(inspect.signature(getattr(Strategy, name)).parameters)
-    expected = {"configure_train": ("self", "server_round", "arrays", "config", "grid"),
-                "aggregate_train": ("self", "server_round", "replies"),
-                "configure_evaluate": ("self", "server_round", "arrays", "config", "grid"),
-                "aggregate_evaluate": ("self", "server_round", "replies")}[name]
+    expected = {
+        "configure_train": ("self", "server_round", "arrays", "config", "grid"),
+        "aggregate_train": ("self", "server_round", "replies"),
+        "configure_evaluate": ("self", "server_round", "arrays", "config", "grid"),
+        "aggregate_evaluate": ("self", "server_round", "replies"),
+    }[name]
     assert params == expected, UPGRADE.format(flwr.__version__, f"Strategy.{name}'s parameters to {params}")

@@ -44,7 +44,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,shape,head", CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize(
+    "name,shape,head", CASES, ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+)
 def test_shapes_and_state_dict_layout(name, shape, head):
     num_classes, proj_dim, batch = 7, 32, 3
     torch.manual_seed(0)
@@ -110,9 +112,13 @@ def test_resnet18_parameter_count_matches_torchvision_adjusted():
 def test_mlp_widths_and_logistic_regression():
     model = build_model(cfg("mlp", hidden=[200, 100]), (1, 28, 28), 10)
     linears = [m for m in model.encoder if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(784, 200), (200, 100)]
+    assert [(line.in_features, line.out_features) for line in linears] == [(784, 200), (200, 100)]
     assert [k for k in model.state_dict() if k.startswith("encoder.")] == [
-        "encoder.fc1.weight", "encoder.fc1.bias", "encoder.fc2.weight", "encoder.fc2.bias"]
+        "encoder.fc1.weight",
+        "encoder.fc1.bias",
+        "encoder.fc2.weight",
+        "encoder.fc2.bias",
+    ]
     assert model.feature_dim == 100
 
     logreg = build_model(cfg("mlp", hidden=[]), (60,), 10)

@@ -145,10 +145,10 @@ def test_format_report_table():
     model = build_model(ModelConfig(name="simple-cnn"), (3, 32, 32), 10)
     text = format_report(inspect_model(model, (3, 32, 32)))
     lines = text.splitlines()
-    header = next(l for l in lines if l.startswith("layer"))
+    header = next(line for line in lines if line.startswith("layer"))
     for col in ("type", "output shape", "params", "FLOPs"):
         assert col in header
-    conv1 = next(l for l in lines if l.startswith("encoder.conv1 "))
+    conv1 = next(line for line in lines if line.startswith("encoder.conv1 "))
     assert "Conv2d" in conv1 and "[1, 6, 28, 28]" in conv1 and "456" in conv1 and "705.60K" in conv1
     assert "62,006 (62.01K)" in text
     assert "1,303,440 (1.30 MFLOPs)" in text

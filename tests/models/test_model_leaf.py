@@ -13,8 +13,18 @@ from fedsim.models import build_model, format_report, inspect_model, takes_token
 def test_femnist_cnn_is_leafs_layout():
     model = build_model(ModelConfig(name="femnist-cnn"), (1, 28, 28), 62)
     enc = model.encoder
-    assert (enc.conv1.in_channels, enc.conv1.out_channels, enc.conv1.kernel_size, enc.conv1.padding) == (1, 32, (5, 5), (2, 2))
-    assert (enc.conv2.in_channels, enc.conv2.out_channels, enc.conv2.kernel_size, enc.conv2.padding) == (32, 64, (5, 5), (2, 2))
+    assert (enc.conv1.in_channels, enc.conv1.out_channels, enc.conv1.kernel_size, enc.conv1.padding) == (
+        1,
+        32,
+        (5, 5),
+        (2, 2),
+    )
+    assert (enc.conv2.in_channels, enc.conv2.out_channels, enc.conv2.kernel_size, enc.conv2.padding) == (
+        32,
+        64,
+        (5, 5),
+        (2, 2),
+    )
     assert (enc.fc.in_features, enc.fc.out_features) == (7 * 7 * 64, 2048)
     assert (model.classifier.in_features, model.classifier.out_features) == (2048, 62)
     # LEAF's FEMNIST CNN: 6,603,710 weights (conv 832 + 51,264, fc 6,424,576, out 127,038)
@@ -64,7 +74,9 @@ def test_char_lstm_inspect_counts_the_lstm_by_formula():
     lstm = 80 * (2 * 4 * 256 * (8 + 256) + 2 * 4 * 256 * (256 + 256))
     assert lstm == 127_139_840
     assert report.total_flops == lstm + 2 * 256 * 80 == sum(r.flops for r in report.rows)
-    assert report.total_params == 80 * 8 + 4 * 256 * (8 + 256 + 2) + 4 * 256 * (256 + 256 + 2) + 256 * 80 + 80 == 819_920
+    assert (
+        report.total_params == 80 * 8 + 4 * 256 * (8 + 256 + 2) + 4 * 256 * (256 + 256 + 2) + 256 * 80 + 80 == 819_920
+    )
     text = format_report(report)
     assert "127.18 MFLOPs" in text and "LSTM" in text
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -25,40 +23,74 @@ def direct(partitioner) -> dict[int, np.ndarray]:
 
 @pytest.mark.parametrize("seed", [0, 7])
 def test_dirichlet_equals_flwr_datasets_with_the_same_seed(seed):
-    ours = partitioners.partition(LABELS, "flwr", 5, seed=seed, flwr_partitioner="DirichletPartitioner",
-                                  flwr_args={"alpha": 0.5, "min_partition_size": 20})
-    theirs = direct(fp.DirichletPartitioner(num_partitions=5, partition_by="label", alpha=0.5,
-                                            min_partition_size=20, seed=seed))
+    ours = partitioners.partition(
+        LABELS,
+        "flwr",
+        5,
+        seed=seed,
+        flwr_partitioner="DirichletPartitioner",
+        flwr_args={"alpha": 0.5, "min_partition_size": 20},
+    )
+    theirs = direct(
+        fp.DirichletPartitioner(num_partitions=5, partition_by="label", alpha=0.5, min_partition_size=20, seed=seed)
+    )
     assert sorted(ours) == list(range(5))
     for j in range(5):
         assert np.array_equal(ours[j], theirs[j]), j
     assert sum(a.size for a in ours.values()) == LABELS.size  # Dirichlet assigns every sample
-    other = partitioners.partition(LABELS, "flwr", 5, seed=seed + 1, flwr_partitioner="DirichletPartitioner",
-                                   flwr_args={"alpha": 0.5, "min_partition_size": 20})
+    other = partitioners.partition(
+        LABELS,
+        "flwr",
+        5,
+        seed=seed + 1,
+        flwr_partitioner="DirichletPartitioner",
+        flwr_args={"alpha": 0.5, "min_partition_size": 20},
+    )
     assert not all(np.array_equal(ours[j], other[j]) for j in range(5))
 
 
 def test_pathological_and_shard_equal_flwr_datasets():
-    ours = partitioners.partition(LABELS, "flwr", 4, seed=3, flwr_partitioner="PathologicalPartitioner",
-                                  flwr_args={"num_classes_per_partition": 2})
-    theirs = direct(fp.PathologicalPartitioner(num_partitions=4, partition_by="label", num_classes_per_partition=2,
-                                               seed=3))
+    ours = partitioners.partition(
+        LABELS,
+        "flwr",
+        4,
+        seed=3,
+        flwr_partitioner="PathologicalPartitioner",
+        flwr_args={"num_classes_per_partition": 2},
+    )
+    theirs = direct(
+        fp.PathologicalPartitioner(num_partitions=4, partition_by="label", num_classes_per_partition=2, seed=3)
+    )
     assert all(np.array_equal(ours[j], theirs[j]) for j in range(4))
     assert all(len(np.unique(LABELS[ours[j]])) <= 2 for j in range(4))
-    ours = partitioners.partition(LABELS, "flwr", 4, seed=3, flwr_partitioner="ShardPartitioner",
-                                  flwr_args={"num_shards_per_partition": 3})
+    ours = partitioners.partition(
+        LABELS, "flwr", 4, seed=3, flwr_partitioner="ShardPartitioner", flwr_args={"num_shards_per_partition": 3}
+    )
     theirs = direct(fp.ShardPartitioner(num_partitions=4, partition_by="label", num_shards_per_partition=3, seed=3))
     assert all(np.array_equal(ours[j], theirs[j]) for j in range(4))
 
 
 def test_natural_ids_through_the_group_column():
     groups = np.arange(LABELS.size) % 6
-    out = partitioners.partition(LABELS, "flwr", 6, seed=0, flwr_partitioner="NaturalIdPartitioner",
-                                 flwr_args={"partition_by": "group"}, groups=groups)
+    out = partitioners.partition(
+        LABELS,
+        "flwr",
+        6,
+        seed=0,
+        flwr_partitioner="NaturalIdPartitioner",
+        flwr_args={"partition_by": "group"},
+        groups=groups,
+    )
     assert sorted(tuple(np.unique(groups[idx])) for idx in out.values()) == [(g,) for g in range(6)]
     with pytest.raises(ValueError, match="made 6 partitions; set partition.n_parties: 6"):
-        partitioners.partition(LABELS, "flwr", 4, flwr_partitioner="NaturalIdPartitioner",
-                               flwr_args={"partition_by": "group"}, groups=groups)
+        partitioners.partition(
+            LABELS,
+            "flwr",
+            4,
+            flwr_partitioner="NaturalIdPartitioner",
+            flwr_args={"partition_by": "group"},
+            groups=groups,
+        )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +102,11 @@ def test_natural_ids_through_the_group_column():
         ("DirichletPartitioner", {"alpha": 0.5, "num_partitions": 3}, "partition.n_parties sets it"),
         ("DirichletPartitioner", {"alpha": 0.5, "beta": 1}, "DirichletPartitioner takes no argument beta .*alpha"),
         ("DirichletPartitioner", {}, "flwr: DirichletPartitioner: .*alpha"),
-        ("DirichletPartitioner", {"alpha": 0.5, "partition_by": "fine"}, "partition_by = 'fine': the columns are label"),
+        (
+            "DirichletPartitioner",
+            {"alpha": 0.5, "partition_by": "fine"},
+            "partition_by = 'fine': the columns are label",
+        ),
         ("DirichletPartitioner", {"alpha": 0.01, "min_partition_size": 500}, "flwr: DirichletPartitioner: "),
     ],
 )

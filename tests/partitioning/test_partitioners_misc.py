@@ -13,8 +13,15 @@ from partitioners import registry
 
 
 def test_available_and_params():
-    assert set(partitioners.available()) == {"iid", "dirichlet", "label-quantity", "shards", "quantity-skew", "natural",
-                                             "flwr"}
+    assert set(partitioners.available()) == {
+        "iid",
+        "dirichlet",
+        "label-quantity",
+        "shards",
+        "quantity-skew",
+        "natural",
+        "flwr",
+    }
     assert partitioners.scheme_params("dirichlet") == ["beta", "min_size", "max_redraws"]
     assert partitioners.scheme_params("quantity-skew") == ["beta", "min_size", "max_redraws"]
     assert partitioners.scheme_params("label-quantity") == ["classes_per_party"]
@@ -82,5 +89,7 @@ def test_import_pulls_no_heavy_modules():
 def test_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "flwr_datasets.partitioner", None)
     with pytest.raises(ValueError, match=r"pip install 'fedsim\[hf\]'") as info:
-        partitioners.partition(np.arange(100) % 10, "flwr", 5, flwr_partitioner="DirichletPartitioner", flwr_args={"alpha": 1})
+        partitioners.partition(
+            np.arange(100) % 10, "flwr", 5, flwr_partitioner="DirichletPartitioner", flwr_args={"alpha": 1}
+        )
     assert isinstance(info.value, ImportError)

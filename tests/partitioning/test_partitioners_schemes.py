@@ -112,8 +112,13 @@ def test_seed_changes_split(scheme):
 
 
 @SETTINGS
-@given(k=st.integers(1, 8), n_parties=st.integers(1, 15), per_class=st.integers(15, 40),
-       seed=st.integers(0, 2**32 - 1), data=st.data())
+@given(
+    k=st.integers(1, 8),
+    n_parties=st.integers(1, 15),
+    per_class=st.integers(15, 40),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
 def test_label_quantity_exact_classes(k, n_parties, per_class, seed, data):
     values = np.sort(np.random.default_rng(seed).choice(1000, size=k, replace=False))
     labels = np.repeat(values, per_class)  # every class has >= n_parties samples
@@ -166,8 +171,13 @@ def _decomposes(party_vecs: list[tuple], shard_vecs: list[tuple], s: int) -> boo
 
 
 @settings(max_examples=25, deadline=None)
-@given(k=st.integers(1, 5), n_parties=st.integers(1, 5), s=st.integers(1, 3), n=st.integers(30, 200),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    k=st.integers(1, 5),
+    n_parties=st.integers(1, 5),
+    s=st.integers(1, 3),
+    n=st.integers(30, 200),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_shards_structure(k, n_parties, s, n, seed):
     labels = make_labels(seed, n, k)
     d = partitioners.partition(labels, "shards", n_parties, seed=seed, shards_per_party=s)

@@ -157,8 +157,10 @@ def test_dirichlet_draw_has_niid_bench_law_with_the_cap_in_play():
     rng = np.random.default_rng(11)
     ours = [draw_class_counts(sizes, n_parties, beta, rng) for _ in range(draws)]
     ref_rng = np.random.default_rng(12)
-    ref = [_niid_bench_counts(sizes, n_parties, lambda k, _: ref_rng.dirichlet(np.full(n_parties, beta)))
-           for _ in range(draws)]
+    ref = [
+        _niid_bench_counts(sizes, n_parties, lambda k, _: ref_rng.dirichlet(np.full(n_parties, beta)))
+        for _ in range(draws)
+    ]
     for stat in (lambda c: np.sort(c.sum(axis=0)), lambda c: np.array([(c > 0).sum(axis=0).mean()])):
         a, b = np.array([stat(c) for c in ours]), np.array([stat(c) for c in ref])
         se = np.sqrt(a.var(axis=0) / draws + b.var(axis=0) / draws)

@@ -11,10 +11,27 @@ import pytest
 import partitioners
 
 KEYS = {
-    "n_parties", "n_samples", "n_classes", "class_counts", "size_mean", "size_std", "size_cv",
-    "size_min", "size_max", "classes_per_party_mean", "classes_per_party_min",
-    "classes_per_party_max", "tv_mean", "tv_max", "js_mean", "js_max", "hellinger_mean",
-    "hellinger_max", "effective_classes_mean", "effective_classes_min", "global_effective_classes",
+    "n_parties",
+    "n_samples",
+    "n_classes",
+    "class_counts",
+    "size_mean",
+    "size_std",
+    "size_cv",
+    "size_min",
+    "size_max",
+    "classes_per_party_mean",
+    "classes_per_party_min",
+    "classes_per_party_max",
+    "tv_mean",
+    "tv_max",
+    "js_mean",
+    "js_max",
+    "hellinger_mean",
+    "hellinger_max",
+    "effective_classes_mean",
+    "effective_classes_min",
+    "global_effective_classes",
 }
 
 
@@ -102,7 +119,9 @@ def test_dirichlet_skew_decreases_with_beta():
     tv = []
     for beta in betas:
         vals = [
-            partitioners.heterogeneity(labels, partitioners.partition(labels, "dirichlet", 10, seed=s, beta=beta))["tv_mean"]
+            partitioners.heterogeneity(labels, partitioners.partition(labels, "dirichlet", 10, seed=s, beta=beta))[
+                "tv_mean"
+            ]
             for s in range(5)
         ]
         tv.append(float(np.mean(vals)))

@@ -247,7 +247,10 @@ CASES = [v for k, v in sorted(globals().items()) if k.startswith("c_")]
 
 
 def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in root.rglob("*")
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[2:] for c in CASES])
@@ -272,8 +275,14 @@ def test_table_is_large_enough():
 
 
 def test_a_real_process_exits_2_without_traceback(write_cfg):
-    proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", write_cfg(), "train.momentum=2"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", "run", write_cfg(), "train.momentum=2"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "train.momentum" in proc.stderr and "Traceback" not in proc.stderr
-    debug = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", write_cfg(), "train.momentum=2", "--debug"], capture_output=True, text=True)
+    debug = subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", "run", write_cfg(), "train.momentum=2", "--debug"],
+        capture_output=True,
+        text=True,
+    )
     assert "Traceback" in debug.stderr

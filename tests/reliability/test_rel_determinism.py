@@ -20,8 +20,14 @@ def _rows(path):
 
 
 def _cfg(tiny, needs, name, seed=0):
-    return tiny(seed=seed, **needs(name, strategy={"name": name, **({"mu": 0.5} if name == "moon" else {})},
-                                   federation={"rounds": 2, "fraction_fit": 0.75}))
+    return tiny(
+        seed=seed,
+        **needs(
+            name,
+            strategy={"name": name, **({"mu": 0.5} if name == "moon" else {})},
+            federation={"rounds": 2, "fraction_fit": 0.75},
+        ),
+    )
 
 
 @pytest.mark.parametrize("name", strategies.available())

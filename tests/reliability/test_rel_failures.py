@@ -22,10 +22,12 @@ def _expected_faults(seed, rounds, sampled_by_round, rate):
 
 
 def test_fault_rate_run_completes_counts_failures_and_never_aggregates_nan(tmp_path, tiny):
-    cfg = tiny(federation={"rounds": 6, "max_failure_fraction": 1.0}, engine={"fault_rate": 0.3}, partition={"n_parties": 6})
+    cfg = tiny(
+        federation={"rounds": 6, "max_failure_fraction": 1.0}, engine={"fault_rate": 0.3}, partition={"n_parties": 6}
+    )
     r = fedsim.run(cfg, out=tmp_path / "r")
     rows = r.history
-    clients = [json.loads(l) for l in (r.run_dir / "clients.jsonl").read_text().splitlines()]
+    clients = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
     sampled = {row["round"]: list(range(6)) for row in rows}
     expected = _expected_faults(0, 6, sampled, 0.3)
     assert expected, "the seed must inject some faults for this test to mean anything"

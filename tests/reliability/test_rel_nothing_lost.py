@@ -30,7 +30,10 @@ TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
 
 
 def _rows(path: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(l).items() if not any(t in k for t in TIMING)} for l in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if not any(t in k for t in TIMING)}
+        for line in path.read_text().splitlines()
+    ]
 
 
 def _weights(run_dir: Path) -> dict:
@@ -68,8 +71,12 @@ def test_a_second_process_is_refused_while_a_run_holds_the_directory_and_a_kill_
     cfg = tiny(federation={"rounds": 6}, data={"n_train": 1200})
     path = _cfg_file(tmp_path, cfg)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fedsim.cli", "run", path, "--out", str(out), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", "run", path, "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
     try:
         _wait_for_rows(out / "metrics.jsonl", 1, proc)
         with pytest.raises(RunDirError, match=rf"in use by process {proc.pid}"):
@@ -144,7 +151,7 @@ def test_a_bit_flipped_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny,
     state = run / "checkpoints" / "round_000002" / "state.pt"
     data = bytearray(state.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
     state.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="fedsim.checkpoint"):
         done = fedsim.run(cfg, out=run, resume=True)
@@ -174,7 +181,7 @@ def test_client_state_files_are_verified(tmp_path, tiny):
     assert load_tensors(party)
     data = bytearray(party.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 512] = bytes(b ^ 0xFF for b in data[mid:mid + 512])  # inside the tensor data
+    data[mid : mid + 512] = bytes(b ^ 0xFF for b in data[mid : mid + 512])  # inside the tensor data
     party.write_bytes(bytes(data))
     with pytest.raises(RunDirError, match="corrupt|not a fedsim tensor file"):
         load_tensors(party)
@@ -222,7 +229,9 @@ def test_resume_checks_the_partition_file_against_the_config(tmp_path, tiny, cap
 
     y = load_bundle(fedsim.load_config(cfg)).y_train.numpy()
     other = partitioners.partition(y, "dirichlet", 4, seed=7, beta=0.5, min_size=10)
-    partitioners.save_dataidxs(run / "dataidxs.npz", other, y, "dirichlet", {"beta": 0.5, "min_size": 10, "max_redraws": 1000}, 7)
+    partitioners.save_dataidxs(
+        run / "dataidxs.npz", other, y, "dirichlet", {"beta": 0.5, "min_size": 10, "max_redraws": 1000}, 7
+    )
     before = (run / "metrics.jsonl").read_bytes()
     assert main(["run", _cfg_file(tmp_path, cfg), "--out", str(run), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -255,8 +264,12 @@ def test_resume_names_the_differing_keys_says_where_it_goes_on_and_extends_a_fin
 
 
 def test_sweep_settings_that_resolve_to_one_config_get_one_directory_each(tmp_path, tiny):
-    spec = {"name": "dup", "base": tiny(federation={"rounds": 1}),
-            "grid": {"partition": [{"label": "a", "scheme": "iid"}, {"label": "b", "scheme": "iid"}]}, "seeds": [0]}
+    spec = {
+        "name": "dup",
+        "base": tiny(federation={"rounds": 1}),
+        "grid": {"partition": [{"label": "a", "scheme": "iid"}, {"label": "b", "scheme": "iid"}]},
+        "seeds": [0],
+    }
     res = fedsim.sweep(spec, out=tmp_path / "s")
     dirs = sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir())
     assert dirs == ["partition=a__seed=0", "partition=b__seed=0"]
@@ -266,20 +279,46 @@ def test_sweep_settings_that_resolve_to_one_config_get_one_directory_each(tmp_pa
 
 
 def test_sweep_workers_die_within_seconds_of_the_parents_sigkill(tmp_path, tiny):
-    spec = {"name": "slow", "base": tiny(federation={"rounds": 30}, data={"n_train": 1200}),
-            "grid": {"strategy.name": ["fedavg", "fedprox"]}, "seeds": [0]}
+    spec = {
+        "name": "slow",
+        "base": tiny(federation={"rounds": 30}, data={"n_train": 1200}),
+        "grid": {"strategy.name": ["fedavg", "fedprox"]},
+        "seeds": [0],
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.Popen([sys.executable, "-m", "fedsim.cli", "sweep", str(path), "--out", str(tmp_path / "s"), "--workers", "2", "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedsim.cli",
+            "sweep",
+            str(path),
+            "--out",
+            str(tmp_path / "s"),
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
     try:
         deadline = time.time() + 120
         workers: list[int] = []
         while time.time() < deadline and len(workers) < 2:
             time.sleep(0.2)
-            workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
-            workers = [w for w in workers if "fedsim" in Path(f"/proc/{w}/cmdline").read_text(errors="ignore") or
-                       "multiprocessing" in Path(f"/proc/{w}/cmdline").read_text(errors="ignore")]
+            workers = [
+                int(p)
+                for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            ]
+            workers = [
+                w
+                for w in workers
+                if "fedsim" in Path(f"/proc/{w}/cmdline").read_text(errors="ignore")
+                or "multiprocessing" in Path(f"/proc/{w}/cmdline").read_text(errors="ignore")
+            ]
         assert workers, "the sweep never started its workers"
         while time.time() < deadline and not list((tmp_path / "s").glob("*/metrics.jsonl")):
             time.sleep(0.2)  # the workers are training
@@ -308,8 +347,13 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path, tiny):
     cfg = tiny(federation={"rounds": 5}, data={"n_train": 1200})
     path = _cfg_file(tmp_path, cfg)
     out = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "fedsim.cli", "run", path, "--out", str(out), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", "run", path, "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     _wait_for_rows(out / "metrics.jsonl", 1, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -354,10 +398,24 @@ def test_a_read_only_out_is_one_line(tmp_path, tiny, capsys, monkeypatch):
     assert len(err) == 1 and "Read-only file system" in err[0]
 
 
-@pytest.mark.parametrize("values, fragment", [(np.array([0, 1, 2**62]), "class ids from 0 to"), (np.array([0.0, 1e8]), "float64 values")])
+@pytest.mark.parametrize(
+    "values, fragment", [(np.array([0, 1, 2**62]), "class ids from 0 to"), (np.array([0.0, 1e8]), "float64 values")]
+)
 def test_huge_or_float_label_files_are_refused(tmp_path, capsys, values, fragment):
     np.save(tmp_path / "labels.npy", values)
-    assert main(["partition", "--labels", str(tmp_path / "labels.npy"), "partition.n_parties=2", "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(
+            [
+                "partition",
+                "--labels",
+                str(tmp_path / "labels.npy"),
+                "partition.n_parties=2",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0]
     assert not (tmp_path / "p").exists()
@@ -366,7 +424,12 @@ def test_huge_or_float_label_files_are_refused(tmp_path, capsys, values, fragmen
 def test_a_dead_ray_head_is_one_line_in_bounded_time(tmp_path, tiny, capsys):
     path = _cfg_file(tmp_path, tiny())
     t0 = time.time()
-    assert main(["run", path, "engine.name=ray", "engine.ray_address=127.0.0.1:9", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert (
+        main(
+            ["run", path, "engine.name=ray", "engine.ray_address=127.0.0.1:9", "--out", str(tmp_path / "r"), "--quiet"]
+        )
+        == 2
+    )
     assert time.time() - t0 < 30
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the Ray head at 127.0.0.1:9" in err[0] and "ray start --head" in err[0]
@@ -392,7 +455,19 @@ def test_overrides_after_an_option_and_the_partition_label_form(tmp_path, tiny, 
     assert main(["run", path, "--quiet", "federation.rounds=1", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["rounds"] == 1
     np.save(tmp_path / "labels.npy", np.arange(60) % 3)
-    assert main(["partition", "--labels", str(tmp_path / "labels.npy"), "partition.n_parties=3", "--out", str(tmp_path / "p")]) == 0
+    assert (
+        main(
+            [
+                "partition",
+                "--labels",
+                str(tmp_path / "labels.npy"),
+                "partition.n_parties=3",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
     assert partitioners.read_dataidxs_meta(tmp_path / "p" / "dataidxs.npz")["n_parties"] == 3
 
 

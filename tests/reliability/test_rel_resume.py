@@ -19,17 +19,22 @@ TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
 
 
 def _rows(path):
-    return [{k: v for k, v in json.loads(l).items() if not any(t in k for t in TIMING)} for l in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if not any(t in k for t in TIMING)}
+        for line in path.read_text().splitlines()
+    ]
 
 
 def _config(tiny, name, needs):
-    return tiny(**needs(
-        name,
-        strategy={"name": name, **({"mu": 1.0} if name == "moon" else {})},
-        federation={"rounds": 5, "fraction_fit": 0.75},
-        # enough work per round that the kill lands inside a round, not between runs
-        data={"n_train": 1200},
-    ))
+    return tiny(
+        **needs(
+            name,
+            strategy={"name": name, **({"mu": 1.0} if name == "moon" else {})},
+            federation={"rounds": 5, "fraction_fit": 0.75},
+            # enough work per round that the kill lands inside a round, not between runs
+            data={"n_train": 1200},
+        )
+    )
 
 
 def _kill_after(cmd, metrics, k, env):
@@ -93,5 +98,7 @@ def test_checkpoints_keep_the_last_two_and_hold_the_server_state(tmp_path, tiny)
 
 
 def test_checkpoint_every_k(tmp_path, tiny):
-    r = fedsim.run(tiny(federation={"rounds": 5}, output={"checkpoint_every": 2, "keep_checkpoints": 5}), out=tmp_path / "r")
+    r = fedsim.run(
+        tiny(federation={"rounds": 5}, output={"checkpoint_every": 2, "keep_checkpoints": 5}), out=tmp_path / "r"
+    )
     assert [d.name for d in checkpoint_dirs(RunStore(r.run_dir))] == [f"round_00000{i}" for i in (0, 2, 4, 5)]

@@ -12,7 +12,12 @@ import yaml
 from fedsim.errors import RunDirError
 from fedsim.plots import run_figures, run_title
 from fedsim.report import accuracy_drops, load_sweep, report
-from fedsim.report.figures import accuracy_vs_heterogeneity_figure, curves_figure, drops_figure, model_heterogeneity_figure
+from fedsim.report.figures import (
+    accuracy_vs_heterogeneity_figure,
+    curves_figure,
+    drops_figure,
+    model_heterogeneity_figure,
+)
 from fedsim.report.load import layout_of
 from fedsim.store import read_jsonl
 
@@ -39,15 +44,35 @@ def fabricate_run(run_dir: Path, strategy: str, part: str, seed: int, acc: float
     rows = []
     for r in range(1, rounds + 1):
         frac = r / rounds
-        rows.append({"round": r, "test_accuracy": acc * frac, "test_loss": 2.0 - frac, "train_loss": 1.5 - frac / 2,
-                     "client_drift_mean": 0.1 * TV[part] + 0.01 * r, "update_cosine_mean": 1 - TV[part],
-                     "gradient_diversity": 0.3 + TV[part]})
+        rows.append(
+            {
+                "round": r,
+                "test_accuracy": acc * frac,
+                "test_loss": 2.0 - frac,
+                "train_loss": 1.5 - frac / 2,
+                "client_drift_mean": 0.1 * TV[part] + 0.01 * r,
+                "update_cosine_mean": 1 - TV[part],
+                "gradient_diversity": 0.3 + TV[part],
+            }
+        )
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    counts = [[25, 25, 25, 25]] * 4 if part == "iid" else [[100, 0, 0, 0], [0, 100, 0, 0], [0, 0, 100, 0], [0, 0, 0, 100]]
+    counts = (
+        [[25, 25, 25, 25]] * 4 if part == "iid" else [[100, 0, 0, 0], [0, 100, 0, 0], [0, 0, 100, 0], [0, 0, 0, 100]]
+    )
     (run_dir / "partition.json").write_text(json.dumps({"class_counts": counts, "tv_mean": TV[part]}))
-    summary = {"status": "finished", "rounds": rounds, "test_accuracy": acc, "best_test_accuracy": acc, "test_f1_macro": acc - 0.01,
-               "test_loss": 1.0, "strategy": strategy, "partition": p, "seed": seed, "heterogeneity": {"tv_mean": TV[part]},
-               "wall_time_s": 1.0}
+    summary = {
+        "status": "finished",
+        "rounds": rounds,
+        "test_accuracy": acc,
+        "best_test_accuracy": acc,
+        "test_f1_macro": acc - 0.01,
+        "test_loss": 1.0,
+        "strategy": strategy,
+        "partition": p,
+        "seed": seed,
+        "heterogeneity": {"tv_mean": TV[part]},
+        "wall_time_s": 1.0,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
@@ -65,7 +90,12 @@ def test_accuracy_drop_against_iid_has_the_right_numbers(fake_sweep):
     assert [f.key for f in view.factors] == ["strategy.name", "partition"]
     assert view.factors[1].labels[0] == "iid"
     drops = {(d.series, d.setting[0]): d for d in accuracy_drops(view)}
-    expected = {("fedavg", "Dir(0.5)"): 0.09, ("fedavg", "#C=1"): 0.46, ("scaffold", "Dir(0.5)"): 0.05, ("scaffold", "#C=1"): 0.58}
+    expected = {
+        ("fedavg", "Dir(0.5)"): 0.09,
+        ("fedavg", "#C=1"): 0.46,
+        ("scaffold", "Dir(0.5)"): 0.05,
+        ("scaffold", "#C=1"): 0.58,
+    }
     assert set(drops) == set(expected)
     for key, drop in expected.items():
         assert drops[key].drop == pytest.approx(drop)
@@ -84,8 +114,16 @@ def test_sweep_report_writes_every_figure(fake_sweep):
     path = report(fake_sweep)
     assert path == fake_sweep / "report.md"
     text = path.read_text()
-    figs = ["accuracy_curves", "loss_curves", "accuracy_vs_tv_mean", "accuracy_drop", "model_heterogeneity",
-            "label_iid", "label_Dir_0.5_", "label_nC_1"]
+    figs = [
+        "accuracy_curves",
+        "loss_curves",
+        "accuracy_vs_tv_mean",
+        "accuracy_drop",
+        "model_heterogeneity",
+        "label_iid",
+        "label_Dir_0.5_",
+        "label_nC_1",
+    ]
     for name in figs:
         png = fake_sweep / "figures" / f"{name}.png"
         assert png.exists() and png.stat().st_size > 1000, name
@@ -163,7 +201,9 @@ def test_curve_figures_draw_the_mean_of_each_strategy_in_each_partition_panel(fa
             assert list(line.get_ydata()) == pytest.approx([100 * mean * r / 3 for r in (1, 2, 3)])
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "test accuracy (%)")
         assert ax.get_yscale() == "linear" and ax.get_legend() is not None
-    loss = curves_figure(view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", yscale="log")
+    loss = curves_figure(
+        view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", yscale="log"
+    )
     for ax in loss.axes:
         assert ax.get_yscale() == "log"
         lines = _lines(ax)
@@ -192,7 +232,10 @@ def test_accuracy_against_beta_shows_iid_at_the_right_edge_and_names_what_is_not
     fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "beta")
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
-    assert ax.get_xlabel() == "Dirichlet concentration β (higher = closer to IID)" and "heterogeneity" not in ax.get_xlabel()
+    assert (
+        ax.get_xlabel() == "Dirichlet concentration β (higher = closer to IID)"
+        and "heterogeneity" not in ax.get_xlabel()
+    )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "IID"]
     beta_tick, iid_tick = ax.get_xticks()
     lines = _lines(ax)
@@ -237,7 +280,9 @@ def test_drop_figure_legend_covers_no_bar_and_stays_in_the_figure(tmp_path):
     assert len(bars) == 6
     assert not any(legend.overlaps(bar) for bar in bars)
     assert legend.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
-    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0 and legend.y1 <= fig.bbox.y1
+    assert (
+        fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0 and legend.y1 <= fig.bbox.y1
+    )
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fedavg", "fedprox", "scaffold"]
 
 
@@ -245,8 +290,12 @@ def test_model_heterogeneity_figure_has_a_row_per_measure_and_a_column_per_setti
     view = load_sweep(fake_sweep)
     fig = model_heterogeneity_figure(view, layout_of(view))
     assert len(fig.axes) == 9
-    grid = [fig.axes[i * 3:(i + 1) * 3] for i in range(3)]
-    assert [row[0].get_ylabel() for row in grid] == ["client drift (mean)", "update cosine (mean)", "gradient diversity"]
+    grid = [fig.axes[i * 3 : (i + 1) * 3] for i in range(3)]
+    assert [row[0].get_ylabel() for row in grid] == [
+        "client drift (mean)",
+        "update cosine (mean)",
+        "gradient diversity",
+    ]
     assert [ax.get_title() for ax in grid[0]] == ["iid", "Dir(0.5)", "#C=1"]
     cosine = _lines(grid[1][2])["fedavg"]
     assert list(cosine.get_ydata()) == pytest.approx([1 - TV["#C=1"]] * 3)
@@ -304,7 +353,10 @@ def test_curve_panels_name_what_their_lines_share(tmp_path):
     partitions = tmp_path / "partitions"
     for part in ("iid", "Dir(0.5)"):
         fabricate_run(partitions / part.replace("(", "").replace(")", ""), "fedprox", part, 0, 0.8)
-    for d, title, lines in ((strategies, "Dir(0.5)", ["fedavg", "scaffold"]), (partitions, "fedprox", ["iid", "Dir(0.5)"])):
+    for d, title, lines in (
+        (strategies, "Dir(0.5)", ["fedavg", "scaffold"]),
+        (partitions, "fedprox", ["iid", "Dir(0.5)"]),
+    ):
         view = load_sweep(d)
         (ax,) = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)").axes
         assert ax.get_title() == title and list(_lines(ax)) == lines
@@ -317,10 +369,19 @@ def test_curve_panels_of_a_non_partition_factor_say_which_factor(tmp_path):
         for lr in ("0.01", "0.1"):
             name = f"strategy={strategy}__lr={lr}__seed=0"
             fabricate_run(d / name, strategy, "Dir(0.5)", 0, 0.8)
-            runs.append({"name": name, "factors": {"strategy.name": strategy, "train.lr": lr}, "seed": 0, "status": "finished"})
-    index = {"name": "lr", "factors": [{"key": "strategy.name", "short": "strategy", "labels": ["fedavg", "scaffold"]},
-                                       {"key": "train.lr", "short": "lr", "labels": ["0.01", "0.1"]}],
-             "seeds": [0], "tune": [], "runs": runs}
+            runs.append(
+                {"name": name, "factors": {"strategy.name": strategy, "train.lr": lr}, "seed": 0, "status": "finished"}
+            )
+    index = {
+        "name": "lr",
+        "factors": [
+            {"key": "strategy.name", "short": "strategy", "labels": ["fedavg", "scaffold"]},
+            {"key": "train.lr", "short": "lr", "labels": ["0.01", "0.1"]},
+        ],
+        "seeds": [0],
+        "tune": [],
+        "runs": runs,
+    }
     (d / "sweep.json").write_text(json.dumps(index))
     view = load_sweep(d)
     fig = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)")

@@ -54,10 +54,15 @@ def test_select_by_val_accuracy_reads_validation_only(tiny, tmp_path, monkeypatc
     def fake_run(config, overrides=(), out=None, *, resume=False, overwrite=False, hooks=None):
         lr, strat = config["train"]["lr"], config["strategy"]["name"]
         good = lr == 0.1
-        summary = {"status": "finished", "rounds": 2, "strategy": strat, "seed": config["seed"],
-                   "val_accuracy": (0.9 if good else 0.5) + 0.01 * config["seed"],
-                   "test_accuracy": (0.3 if good else 0.8) + 0.01 * config["seed"],
-                   "heterogeneity": {}}
+        summary = {
+            "status": "finished",
+            "rounds": 2,
+            "strategy": strat,
+            "seed": config["seed"],
+            "val_accuracy": (0.9 if good else 0.5) + 0.01 * config["seed"],
+            "test_accuracy": (0.3 if good else 0.8) + 0.01 * config["seed"],
+            "heterogeneity": {},
+        }
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "summary.json").write_text(json.dumps(summary))
         return SimpleNamespace(summary=summary)

@@ -154,12 +154,20 @@ def test_failing_run_is_recorded_and_the_others_go_on(tiny, tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump(tiny()))
     sweep_file = tmp_path / "fail.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "base": "base.yaml",  # relative to the sweep file
-        "grid": {"data": [{"label": "synthetic", "dataset": "synthetic-images"},
-                          {"label": "mnist", "dataset": "mnist", "root": str(empty)}]},
-        "seeds": [0],
-    }))
+    sweep_file.write_text(
+        yaml.safe_dump(
+            {
+                "base": "base.yaml",  # relative to the sweep file
+                "grid": {
+                    "data": [
+                        {"label": "synthetic", "dataset": "synthetic-images"},
+                        {"label": "mnist", "dataset": "mnist", "root": str(empty)},
+                    ]
+                },
+                "seeds": [0],
+            }
+        )
+    )
     from fedsim.cli import main
 
     code = main(["sweep", str(sweep_file), "--out", str(tmp_path / "out"), "--quiet"])
@@ -217,8 +225,13 @@ def test_plan_names_labels_and_precedence(tiny):
     spec = {
         "base": tiny(),
         "overrides": ["federation.rounds=3", "train.lr=0.5"],
-        "grid": {"train.lr": [1e-06, 0.1],
-                 "partition": [{"scheme": "dirichlet", "beta": 0.5}, {"label": "#C=1", "scheme": "label-quantity", "classes_per_party": 1}]},
+        "grid": {
+            "train.lr": [1e-06, 0.1],
+            "partition": [
+                {"scheme": "dirichlet", "beta": 0.5},
+                {"label": "#C=1", "scheme": "label-quantity", "classes_per_party": 1},
+            ],
+        },
         "seeds": [3],
     }
     parsed = parse_sweep(spec)
@@ -254,7 +267,15 @@ def test_report_on_the_sweep_and_one_of_its_runs(grid_sweep):
 
     path = report(grid_sweep.sweep_dir)
     text = path.read_text()
-    for fig in ("accuracy_curves", "loss_curves", "accuracy_vs_tv_mean", "accuracy_drop", "model_heterogeneity", "label_iid", "label_Dir_0.5_"):
+    for fig in (
+        "accuracy_curves",
+        "loss_curves",
+        "accuracy_vs_tv_mean",
+        "accuracy_drop",
+        "model_heterogeneity",
+        "label_iid",
+        "label_Dir_0.5_",
+    ):
         png = grid_sweep.sweep_dir / "figures" / f"{fig}.png"
         assert png.exists() and png.stat().st_size > 1000, fig
         assert f"(figures/{fig}.png)" in text
@@ -279,4 +300,8 @@ def test_shipped_sweep_files_plan_and_validate(name, n_runs):
     if name == "moon-cifar10":
         assert all(r.config["model"]["projection_head"] for r in runs)
         # the base (MOON, mu 5) is MOON's: FedAvg has no mu, FedProx its own
-        assert {r.factors["strategy"]: r.config["strategy"].get("mu") for r in runs} == {"fedavg": None, "fedprox": 0.01, "moon": 5.0}
+        assert {r.factors["strategy"]: r.config["strategy"].get("mu") for r in runs} == {
+            "fedavg": None,
+            "fedprox": 0.01,
+            "moon": 5.0,
+        }
