@@ -166,7 +166,15 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
                 cfg.output.keep_checkpoints,
             )
     client_state.discard_pending()
-    recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks.on_round)
+    recorder = Recorder(
+        exp,
+        strategy,
+        evaluator,
+        history,
+        wall_offset + (time.perf_counter() - t0),
+        hooks.on_round,
+        tracking=settings.tracking,
+    )
     recorder.last_state = state
     if hooks.on_start:
         hooks.on_start(start_round, cfg.federation.rounds)
@@ -213,6 +221,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     atomic_write_json(store.summary, summary)
     if cfg.output.plots:
         plot_run(store)
+    recorder.finish(summary)
     return RunOutcome(summary, history)
 
 
