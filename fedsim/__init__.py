@@ -21,7 +21,7 @@ def __getattr__(name: str):
 
         return sweep
     if name == "tune":
-        from .tune import tune
+        from .tuning import tune
 
         return tune
     if name == "load_config":

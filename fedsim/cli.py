@@ -407,7 +407,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tune import tune
+    from .tuning import tune
 
     def on_trial(entry: dict) -> None:
         value = entry.get("value")

@@ -65,7 +65,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
         "mlflow.db",
         "mlartifacts/",
     ),
-    # fedsim tune (fedsim/tune/): the study, its trials' run directories, the final sweep
+    # fedsim tune (fedsim/tuning/): the study, its trials' run directories, the final sweep
     "tune": (
         "tune.json",
         "study.db",

@@ -30,6 +30,7 @@ from ..api import run
 from ..lifecycle import die_with_parent
 from ..seeding import derive
 from ..server import RunHooks
+from ..store import read_jsonl
 from ..trackers import TrackingContext
 from .spec import PRUNERS, SAMPLERS, TuneSpec
 
@@ -116,21 +117,30 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
     values = []
     for (config, run_dir, offset), tracking in zip(job.runs, job.tracking):
 
-        def on_round(row: dict, offset: int = offset) -> None:
+        def report(row: dict, offset: int = offset) -> None:
             value = row.get(job.metric)
-            if value is None or row.get("aborted"):
-                return
             step = offset + int(row["round"])
-            if step not in reported:
+            if value is not None and not row.get("aborted") and step not in reported:
                 trial.report(float(value), step)
                 reported.add(step)
+
+        def on_start(start_round: int, rounds: int, run_dir: str = run_dir) -> None:
+            # a resumed run: the rounds up to its checkpoint that a kill kept from Optuna
+            for row in read_jsonl(Path(run_dir) / "metrics.jsonl"):
+                if row["round"] < start_round:
+                    report(row)
+
+        def on_round(row: dict, offset: int = offset) -> None:
+            report(row)
             if trial.should_prune():
+                step = offset + int(row["round"])
                 pruned.append(step)
                 raise TrialPruned(f"pruned at step {step}")
 
         resume = Path(run_dir).is_dir() and any(Path(run_dir).iterdir())
         try:
-            result = run(config, out=run_dir, resume=resume, hooks=RunHooks(on_round=on_round), tracking=tracking)
+            hooks = RunHooks(on_start=on_start, on_round=on_round)
+            result = run(config, out=run_dir, resume=resume, hooks=hooks, tracking=tracking)
         except Exception as exc:  # the pruner's stop, or any failure of the run: the trial's, not the study's
             if pruned:
                 return {"status": "pruned", "step": pruned[0]}

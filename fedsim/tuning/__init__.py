@@ -1,4 +1,5 @@
-"""Hyperparameter tuning with Optuna under honest selection: :func:`tune`.
+"""Hyperparameter tuning with Optuna under honest selection: :func:`tune` (``fedsim.tune``;
+the package is ``fedsim.tuning``).
 
 ``tune(file)`` parses the tune file and validates the corners of its space
 (:mod:`.spec`), claims and locks the tune directory (:mod:`fedsim.rundir`, kind
