@@ -48,7 +48,9 @@ def _run_one(
         # the engine (Flower) loads with the first run: parsing, planning and the tables need none of it
         from ..api import run
 
-        result = run(config, out=run_dir, resume=resume, hooks=hooks, tracking=tracking)
+        # tracking only when the sweep has trackers: run()'s signature without them is unchanged
+        extra = {"tracking": tracking} if tracking is not None else {}
+        result = run(config, out=run_dir, resume=resume, hooks=hooks, **extra)
         return {"status": "finished", "summary": result.summary}
     except Exception as exc:  # any failure of one run is that run's, not the sweep's
         return {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}

@@ -34,7 +34,7 @@ class WandbTracker(Tracker):
             name=run.name,
             group=run.context.group,
             job_type=run.context.job_type,
-            tags=[f"{k}={v}" for k, v in run.context.tags],
+            tags=[f"{k}={v}"[:64] for k, v in run.context.tags],  # W&B's limit of a tag
             resume="allow",
             reinit="create_new",  # a sweep runs many fedsim runs in one process
             # fedsim owns the terminal (progress bar) and measures its own resources

@@ -24,27 +24,27 @@ def write_figures(study, out: Path) -> dict[str, str]:
     """Optuna's optimisation history and parameter importance (fANOVA, Optuna's
     default) as PNG in ``out``; file name -> "" when written, or why it was not."""
     import matplotlib
-
-    matplotlib.use("Agg")  # Optuna's plots use pyplot: never a window
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
     out.mkdir(parents=True, exist_ok=True)
     notes: dict[str, str] = {}
     for fname, fn in FIGURES.items():
+        before = set(plt.get_fignums())
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
-                ax = getattr(ovm, fn)(study)
-            fig = ax.figure
-            fig.set_size_inches(7, 4.5)
-            fig.tight_layout()
-            fig.savefig(out / fname, dpi=110)
+            # Optuna's plots set pyplot's style for the process: keep it to these figures
+            with warnings.catch_warnings(), matplotlib.rc_context():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                fig = getattr(ovm, fn)(study).figure
+                fig.set_size_inches(7, 4.5)
+                fig.tight_layout()
+                fig.savefig(out / fname, dpi=110)
             plt.close(fig)
             notes[fname] = ""
         except Exception as exc:  # too few completed trials for importance, ...
             notes[fname] = " ".join(str(exc).split()) or type(exc).__name__
-            plt.close("all")
+            for num in set(plt.get_fignums()) - before:  # only the figure Optuna opened, not the caller's
+                plt.close(num)
     return notes
 
 

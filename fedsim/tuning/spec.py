@@ -121,6 +121,7 @@ class TuneSpec:
         """What a resume must share with the study it continues (``n_trials`` and the
         final ``seeds`` may change)."""
         return {
+            "name": self.name,  # the study's name in study.db
             "base": self.base,
             "overrides": self.overrides,
             "space": [asdict(p) | {"choices": list(p.choices)} for p in self.space],

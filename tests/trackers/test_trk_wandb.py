@@ -1,4 +1,5 @@
-"""Weights & Biases offline: the run's files under RUN_DIR/wandb, with the rows of metrics.jsonl."""
+"""Weights & Biases offline: the run's files under RUN_DIR/wandb, with the rows of
+metrics.jsonl, in its sweep's group."""
 
 from __future__ import annotations
 
@@ -42,17 +43,24 @@ def read_wandb_records(path):
 def test_wandb_offline_writes_the_runs_files(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    r = fedsim.run(tiny(federation={"rounds": 2}, output={"trackers": ["wandb"]}), out=tmp_path / "run")
-    record = json.loads((r.run_dir / "trackers.json").read_text())["wandb"]
+    spec = {
+        "name": "grp",
+        "base": tiny(federation={"rounds": 2}, output={"trackers": ["wandb"]}),
+        "grid": {"train.lr": [0.1]},
+        "seeds": [0],
+    }
+    res = fedsim.sweep(spec, out=tmp_path / "sw")
+    run_dir = res.sweep_dir / "lr=0.1__seed=0"
+    record = json.loads((run_dir / "trackers.json").read_text())["wandb"]
     assert record["status"] == "finished"
-    (offline,) = (r.run_dir / "wandb").glob(f"offline-run-*-{record['ids']['id']}")
+    (offline,) = (run_dir / "wandb").glob(f"offline-run-*-{record['ids']['id']}")
     records = read_wandb_records(offline / f"run-{record['ids']['id']}.wandb")
     history = {}
     for rec in records:
         if rec.WhichOneof("record_type") == "history":
             items = {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
             history[rec.history.step.num] = items
-    rows = read_jsonl(r.run_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     assert sorted(history) == [row["round"] for row in rows] == [1, 2]
     for row in rows:
         assert history[row["round"]]["test_accuracy"] == pytest.approx(row["test_accuracy"])
@@ -64,3 +72,5 @@ def test_wandb_offline_writes_the_runs_files(tiny, tmp_path, monkeypatch):
     assert config["train.lr"] == 0.1
     kinds = {rec.WhichOneof("record_type") for rec in records}
     assert {"summary", "artifact"} <= kinds
+    (run,) = [rec.run for rec in records if rec.WhichOneof("record_type") == "run"]
+    assert (run.run_group, run.job_type, run.display_name) == ("grp", "grid", "lr=0.1__seed=0")
