@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .version import __version__
 
-__all__ = ["run", "sweep", "load_config", "RunResult", "__version__"]
+__all__ = ["run", "sweep", "tune", "load_config", "RunResult", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,6 +20,10 @@ def __getattr__(name: str):
         from .sweeps import sweep
 
         return sweep
+    if name == "tune":
+        from .tuning import tune
+
+        return tune
     if name == "load_config":
         from .config import load_config
 

@@ -23,6 +23,7 @@ from .flwr_app import quiet_flower
 from .preflight import open_run, saved_config
 from .server import RunHooks
 from .store import RunStore, read_json, read_jsonl
+from .trackers import TrackingContext
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,15 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     hooks: RunHooks | None = None,
+    tracking: TrackingContext | None = None,
 ) -> RunResult:
     """Run one federated experiment and return its summary and history.
 
     ``config`` is a YAML path, a mapping or an ExperimentConfig; ``overrides`` are
     dotted ``key=value`` strings. ``out`` is the run directory (default
     ``runs/<dataset>-<scheme>-<strategy>-s<seed>-<time>``; an existing non-empty one
-    needs ``resume`` or ``overwrite``).
+    needs ``resume`` or ``overwrite``). ``tracking`` places the run in a sweep's or
+    tune's trackers (set by them; see :mod:`fedsim.trackers`).
     """
     cfg = load_config(config, overrides)
     quiet_flower()
@@ -83,5 +86,5 @@ def run(
             return load_result(run_dir, opened.done)
         if hooks is not None and hooks.on_open is not None:
             hooks.on_open(run_dir)
-        outcome = get_engine(cfg.engine.name)(RunSettings(cfg, str(run_dir.resolve()), resume), hooks)
+        outcome = get_engine(cfg.engine.name)(RunSettings(cfg, str(run_dir.resolve()), resume, tracking), hooks)
     return RunResult(outcome.summary, outcome.history, run_dir, cfg)

@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "tune",
+        help="tune hyperparameters with Optuna, choose by validation, test once",
+        description="Search a space of hyperparameters with Optuna (a seeded TPE sampler and a pruner on the "
+        "per-round validation value), choose by validation only, retrain the choice on all training data and test it once.",
+    )
+    p.add_argument("tune", help="tune YAML (base, overrides, space, n_trials, seed, ...)")
+    p.add_argument("--out", help="tune directory (default: runs/tune-<name>)")
+    p.add_argument("--workers", type=int, default=1, help="trials at once, each in its own process")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_common(p)
+
+    p = sub.add_parser(
         "report",
         help="tables and plots of a run or sweep directory",
         description="Tables and plots of a run or a sweep.",
@@ -411,6 +424,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if result.n_failed == 0 else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import tune
+
+    def on_trial(entry: dict) -> None:
+        value = entry.get("value")
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry["params"].items())
+        shown = f" {value:.4f}" if isinstance(value, float) else ""
+        sys.stderr.write(f"trial {entry['number']}: {entry['state'].lower()}{shown}  {params}\n")
+
+    result = tune(
+        args.tune,
+        out=args.out,
+        workers=args.workers,
+        resume=args.resume,
+        progress=not args.quiet,
+        on_trial=None if args.quiet else on_trial,
+    )
+    print(result.markdown)
+    print(f"{result.tune_dir / 'tune.md'} ({result.wall_time_s:.1f} s)")
+    return 0 if result.best_params is not None and result.n_final_failed == 0 else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
@@ -425,6 +460,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "sweep": cmd_sweep,
     "report": cmd_report,
+    "tune": cmd_tune,
     "strategies": cmd_strategies,
 }
 

@@ -29,6 +29,7 @@ from .errors import ConfigError, DataError
 from .localtest import LocalTest, make_local_test
 from .seeding import derive
 from .store import RunStore
+from .trackers import TrackingContext
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class RunSettings:
     config: ExperimentConfig
     run_dir: str
     resume: bool = False
+    #: the sweep or tune the run belongs to, for its trackers (fedsim/trackers/)
+    tracking: TrackingContext | None = None
 
     def to_user_config(self) -> dict[str, Any]:
         """The Flower run_config of the nodes' Contexts (the apps read the bound settings)."""

@@ -22,7 +22,7 @@ import numpy as np
 import partitioners
 import strategies
 
-from . import rundir
+from . import rundir, trackers
 from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
 from .errors import ConfigError, RunDirError
 from .experiment import compute_partition, load_bundle, read_dataidxs, resolve_device
@@ -101,6 +101,14 @@ def check_partition_file(cfg: ExperimentConfig, store: RunStore) -> None:
             )
 
 
+def check_trackers_installed(cfg: ExperimentConfig) -> None:
+    """ConfigError naming the extra when a chosen tracker's library is not installed."""
+    for name in trackers.chosen(cfg.output):
+        t = trackers.get(name)
+        if importlib.util.find_spec(t.module) is None:
+            raise ConfigError(f"output.trackers: {name} needs {t.module}: pip install 'fedsim[{t.extra}]'")
+
+
 def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     """Everything that can fail on the user's input, before anything is written.
 
@@ -112,6 +120,7 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
         check_reachable(cfg.engine.ray_address)
     if cfg.output.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
+    check_trackers_installed(cfg)
     bundle = load_bundle(cfg)
     partition = None if (resume and store.dataidxs.exists()) else compute_partition(cfg, bundle)
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)

@@ -4,13 +4,15 @@ For every round it builds the ``metrics.jsonl`` row (training metrics of the coh
 failures, bytes, model heterogeneity, central evaluation, every party's own test data
 (:mod:`fedsim.parties`, rows in ``parties.jsonl``), local validation), checks
 for divergence (README "Reliability"), appends the ``clients.jsonl`` rows, writes the
-checkpoint and the TensorBoard scalars, and tells the caller (the CLI's progress bar).
+checkpoint, hands the row to the run's trackers (:mod:`fedsim.trackers`) and tells the
+caller (the CLI's progress bar).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,22 +25,13 @@ from strategies.strategy import RoundLog
 
 from .checkpoint import save_checkpoint
 from .config import config_hash
-from .errors import ConfigError
 from .evaluation import CentralEvaluator, round_heterogeneity
 from .experiment import Experiment
 from .metrics import spread
 from .parties import PartyEvaluator
+from .trackers import RunTrackers, TrackingContext
 
 log = logging.getLogger(__name__)
-
-
-def open_tensorboard(store):
-    """One TensorBoard event stream per run, in ``run_dir/tensorboard`` (the extra)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'") from exc
-    return SummaryWriter(log_dir=str(store.root / "tensorboard"))
 
 
 def nonfinite_failures(rl: RoundLog) -> int:
@@ -62,6 +55,7 @@ class Recorder:
         wall_offset: float,
         on_round: Callable[[dict], None] | None = None,
         parties: PartyEvaluator | None = None,
+        tracking: TrackingContext | None = None,
     ) -> None:
         self.exp, self.cfg, self.store = exp, exp.cfg, exp.store
         self.strategy = strategy
@@ -77,11 +71,22 @@ class Recorder:
         self.diverged: dict[str, Any] | None = next(
             ({"round": r["round"], "reason": r["diverged"]} for r in history if r.get("diverged")), None
         )
-        self.tensorboard = open_tensorboard(self.store) if self.cfg.output.tensorboard else None
+        # experiment trackers (MLflow, W&B, TensorBoard) get every row as it is written
+        self.trackers = RunTrackers(self.cfg, self.store.root, history, tracking)
 
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        """Called in the server's ``finally``: a run stopped by an exception (aborted,
+        interrupted, a pruned trial) ends its trackers' runs as failed or killed."""
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            status = getattr(exc, "tracker_status", None) or (
+                "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+            )
+            self.trackers.end(status)
+
+    def finish(self, summary: dict) -> None:
+        """The run's summary and files to its trackers (after summary.json and the plots)."""
+        self.trackers.finish(summary)
 
     def wall_time(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t_start
@@ -199,16 +204,7 @@ class Recorder:
                 self.hash,
                 cfg.output.keep_checkpoints,
             )
-        if self.tensorboard is not None:
-            for key, value in row.items():
-                if (
-                    isinstance(value, (int, float))
-                    and not isinstance(value, bool)
-                    and key != "round"
-                    and math.isfinite(value)
-                ):
-                    self.tensorboard.add_scalar(key, value, server_round)
-            self.tensorboard.flush()
+        self.trackers.log_round(row)
         if self.on_round is not None:
             self.on_round(row)
         return stop

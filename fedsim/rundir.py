@@ -45,9 +45,40 @@ CONTRACT: dict[str, tuple[str, ...]] = {
         "client_state/",
         "plots/",
         "tensorboard/",
+        # experiment trackers (fedsim/trackers/): ids and failures, MLflow's default
+        # store and artifacts, W&B's files
+        "trackers.json",
+        "mlflow.db",
+        "mlartifacts/",
+        "wandb/",
     ),
     "partition": ("dataidxs.npz", "partition.json", "label_distribution.png"),
-    "sweep": ("sweep.json", "summary.csv", "table.md", "selection.md", "selection.csv", "report.md", "figures/", "cv/"),
+    "sweep": (
+        "sweep.json",
+        "summary.csv",
+        "table.md",
+        "selection.md",
+        "selection.csv",
+        "report.md",
+        "figures/",
+        "cv/",
+        "trackers.json",
+        "mlflow.db",
+        "mlartifacts/",
+    ),
+    # fedsim tune (fedsim/tuning/): the study, its trials' run directories, the final sweep
+    "tune": (
+        "tune.json",
+        "study.db",
+        "tune.md",
+        "trials.csv",
+        "figures/",
+        "trials/",
+        "final/",
+        "trackers.json",
+        "mlflow.db",
+        "mlartifacts/",
+    ),
 }
 
 
@@ -116,7 +147,7 @@ def claim(
     entries = [c for c in root.iterdir() if c.name != LOCK] if root.is_dir() else []
     if entries:
         marker = read_marker(root)
-        what = {"run": "run", "sweep": "sweep", "partition": "partition"}[kind]
+        what = {"run": "run", "sweep": "sweep", "partition": "partition", "tune": "tune"}[kind]
         if marker is None:
             first = foreign_entries(root, kind)
             hint = f" (it holds '{first[0]}')" if first else ""

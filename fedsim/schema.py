@@ -191,6 +191,14 @@ class OutputConfig:
     keep_checkpoints: int = 2
     tensorboard: bool = False
     plots: bool = True
+    # experiment trackers (fedsim/trackers/): any of mlflow, wandb, tensorboard
+    trackers: list[str] = field(default_factory=list)
+    # MLflow's store: None = MLFLOW_TRACKING_URI, else a SQLite database in the sweep or run directory
+    mlflow_uri: str | None = None
+    mlflow_experiment: str = "fedsim"
+    wandb_project: str = "fedsim"
+    # model.pt among the files handed to MLflow / W&B
+    track_model: bool = False
 
 
 @dataclass

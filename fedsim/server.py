@@ -176,6 +176,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
         wall_offset + (time.perf_counter() - t0),
         hooks.on_round,
         PartyEvaluator(exp, device, client_state) if exp.local_test is not None else None,
+        tracking=settings.tracking,
     )
     recorder.last_state = state
     if hooks.on_start:
@@ -223,6 +224,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     atomic_write_json(store.summary, summary)
     if cfg.output.plots:
         plot_run(store)
+    recorder.finish(summary)
     return RunOutcome(summary, history)
 
 

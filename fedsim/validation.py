@@ -19,6 +19,7 @@ from strategies.params import out_of_range
 
 from . import data as data_registry
 from . import models as model_registry
+from . import trackers
 from .errors import ConfigError
 from .schema import ExperimentConfig, epoch_range
 
@@ -248,6 +249,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_local_test(cfg)
     _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
     _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
+    _check_trackers(cfg.output)
 
 
 LOCAL_TEST_MODES = ("none", "split", "match", "natural")
@@ -283,3 +285,33 @@ def _check_holdout(value: float, n_parties: int) -> None:
             f"config key 'federation.holdout_parties' = {value!r}: a share in [0, 1) or a whole number "
             f"of parties from 1 to {n_parties - 1}"
         )
+
+
+#: output.* keys read only by some trackers
+_TRACKER_KEYS = {
+    "mlflow_uri": ("mlflow",),
+    "mlflow_experiment": ("mlflow",),
+    "wandb_project": ("wandb",),
+    "track_model": ("mlflow", "wandb"),
+}
+
+
+def _check_trackers(out: Any) -> None:
+    """``output.trackers``: known names, each once; a tracker's own keys only with it."""
+    for name in out.trackers:
+        _one_of("output.trackers", name, trackers.available())
+    dup = sorted({n for n in out.trackers if list(out.trackers).count(n) > 1})
+    if dup:
+        raise ConfigError(f"config key 'output.trackers' names {', '.join(dup)} twice")
+    names = trackers.chosen(out)
+    defaults = {f.name: f.default for f in dataclasses.fields(out) if f.name in _TRACKER_KEYS}
+    for key, readers in _TRACKER_KEYS.items():
+        if getattr(out, key) != defaults[key] and not any(r in names for r in readers):
+            raise ConfigError(
+                f"config key 'output.{key}' is read only with output.trackers containing {' or '.join(readers)}: "
+                "add the tracker or remove the key"
+            )
+    if not out.mlflow_experiment:
+        raise ConfigError("config key 'output.mlflow_experiment' must be a non-empty name")
+    if not out.wandb_project:
+        raise ConfigError("config key 'output.wandb_project' must be a non-empty name")

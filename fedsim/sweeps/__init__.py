@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import rundir
+from ..config import load_config
 from ..errors import ConfigError
 from ..store import atomic_write_text
+from ..trackers import GroupTracking, TrackingContext, chosen
 from .execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
 from .selection import Choice, minimize_metric, select_settings, selection_outputs
 from .spec import (
@@ -116,6 +118,7 @@ def sweep(
     select_by: str | None = None,
     folds: int = 0,
     progress: bool = False,
+    tracking: TrackingContext | None = None,
 ) -> SweepResult:
     """Run every experiment of a sweep; write ``summary.csv``, ``table.md`` and ``sweep.json``.
 
@@ -130,6 +133,10 @@ def sweep(
     Worker processes are started with the ``spawn`` method, which re-imports the
     calling script: a script that calls ``sweep(..., workers>1)`` needs the usual
     ``if __name__ == "__main__":`` guard (the ``fedsim`` command has it).
+
+    With ``output.trackers`` the sweep is a parent MLflow run (in the sweep's
+    ``mlflow.db`` unless a store is named) with its runs nested, and a W&B group;
+    ``tracking`` nests the sweep itself (a tune's final runs).
     """
     t0 = time.perf_counter()
     if not isinstance(workers, int) or workers < 1:
@@ -180,9 +187,23 @@ def sweep(
     lock = rundir.DirLock(sweep_dir, "sweep").acquire()
     try:
         rundir.claim(sweep_dir, "sweep", resume=resume, overwrite=False)
-        return _sweep_in(spec, runs, sweep_dir, workers, select_by, folds, progress, final_plans if folds else {}, t0)
+        group = _group_tracking(spec, runs, sweep_dir, tracking)
+        return _sweep_in(
+            spec, runs, sweep_dir, workers, select_by, folds, progress, final_plans if folds else {}, t0, group
+        )
     finally:
         lock.release()
+
+
+def _group_tracking(
+    spec: SweepSpec, runs: list[PlannedRun], sweep_dir: Path, parent: TrackingContext | None
+) -> GroupTracking | None:
+    """The sweep in the trackers its runs use (None when they use none)."""
+    output = load_config(runs[0].config).output if runs else None
+    if output is None or not chosen(output):
+        return None
+    params = {f"grid.{f.key}": ", ".join(f.labels) for f in spec.factors}
+    return GroupTracking(sweep_dir, "sweep", spec.name, output, parent, params)
 
 
 def _sweep_in(
@@ -195,13 +216,14 @@ def _sweep_in(
     progress: bool,
     final_plans: dict,
     t0: float,
+    group: GroupTracking | None = None,
 ) -> SweepResult:
     """The sweep's work in its claimed and locked directory."""
     index = Index(sweep_dir, spec, {"select_by": select_by, "folds": folds})
     assign_dirs(runs, sweep_dir)
     index.runs = list(runs)
     title = f"sweep {spec.name}" + (" (cross-validation)" if folds else "")
-    execute_runs(runs, sweep_dir, workers, index, progress, title)
+    execute_runs(runs, sweep_dir, workers, index, progress, title, group)
 
     choices: list[Choice] | None = None
     sel_md = None
@@ -227,7 +249,7 @@ def _sweep_in(
                 finals += final_plans[key]
             assign_dirs(finals, sweep_dir)
             index.runs = runs + finals
-            execute_runs(finals, sweep_dir, workers, index, progress, f"sweep {spec.name} (chosen settings)")
+            execute_runs(finals, sweep_dir, workers, index, progress, f"sweep {spec.name} (chosen settings)", group)
             table_runs = finals
             table_factors = group_factors
             runs = runs + finals
@@ -261,5 +283,8 @@ def _sweep_in(
     n_failed = sum(r.status == "failed" for r in runs)
     n_finished = sum(r.status == "finished" for r in runs)
     wall = time.perf_counter() - t0
+    if group is not None:
+        names = ("table.md", "summary.csv", "selection.md", "selection.csv", INDEX_FILE)
+        group.finish([sweep_dir / n for n in names], {"runs_finished": n_finished, "runs_failed": n_failed})
     log.info("sweep %s: %d finished, %d failed in %.1f s (%s)", spec.name, n_finished, n_failed, wall, sweep_dir)
     return SweepResult(sweep_dir, rows, table, n_finished, n_failed, choices, sel_md, wall)

@@ -23,6 +23,7 @@ import torch
 from ..config import config_hash, load_config
 from ..lifecycle import die_with_parent
 from ..store import atomic_write_json
+from ..trackers import GroupTracking, TrackingContext
 from .spec import PlannedRun, SweepSpec
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,17 @@ def _one_line_error(exc: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def _run_one(config: dict, run_dir: str, resume: bool, hooks: Any = None) -> dict:
+def _run_one(
+    config: dict, run_dir: str, resume: bool, hooks: Any = None, tracking: TrackingContext | None = None
+) -> dict:
     """Run one experiment; never raises (the sweep records the failure and goes on)."""
     try:
         # the engine (Flower) loads with the first run: parsing, planning and the tables need none of it
         from ..api import run
 
-        result = run(config, out=run_dir, resume=resume, hooks=hooks)
+        # tracking only when the sweep has trackers: run()'s signature without them is unchanged
+        extra = {"tracking": tracking} if tracking is not None else {}
+        result = run(config, out=run_dir, resume=resume, hooks=hooks, **extra)
         return {"status": "finished", "summary": result.summary}
     except Exception as exc:  # any failure of one run is that run's, not the sweep's
         return {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}
@@ -213,9 +218,20 @@ def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
 
 
 def execute_runs(
-    runs: list[PlannedRun], sweep_dir: Path, workers: int, index: Index, display_enabled: bool, title: str
+    runs: list[PlannedRun],
+    sweep_dir: Path,
+    workers: int,
+    index: Index,
+    display_enabled: bool,
+    title: str,
+    group: GroupTracking | None = None,
 ) -> None:
-    """Run what is not finished yet: in this process (workers=1) or in a spawn pool."""
+    """Run what is not finished yet: in this process (workers=1) or in a spawn pool;
+    ``group`` places each run in the sweep's trackers (its MLflow parent, its W&B group)."""
+
+    def tracking(r: PlannedRun) -> TrackingContext | None:
+        return group.context_for(r.name, r.phase) if group is not None else None
+
     todo: list[tuple[PlannedRun, bool]] = []
     for r in runs:
         run_dir = sweep_dir / r.name
@@ -250,7 +266,10 @@ def execute_runs(
         if workers <= 1 or len(todo) <= 1:
             for r, resume_it in todo:
                 display.update(done, 1)
-                record(r, _run_one(r.config, str(sweep_dir / r.name), resume_it, display.run_started(r.name)))
+                record(
+                    r,
+                    _run_one(r.config, str(sweep_dir / r.name), resume_it, display.run_started(r.name), tracking(r)),
+                )
                 display.update(done, 0)
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
@@ -263,7 +282,8 @@ def execute_runs(
                 initargs=(threads, flwr_level),
             ) as pool:
                 pending: dict[Future, PlannedRun] = {
-                    pool.submit(_run_one, r.config, str(sweep_dir / r.name), resume_it): r for r, resume_it in todo
+                    pool.submit(_run_one, r.config, str(sweep_dir / r.name), resume_it, None, tracking(r)): r
+                    for r, resume_it in todo
                 }
                 try:
                     while pending:

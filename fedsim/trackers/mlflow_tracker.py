@@ -1,0 +1,164 @@
+"""MLflow: a run per fedsim run, nested under its sweep's or tune's run.
+
+Params are the flattened resolved config (``train.lr``), metrics every
+``metrics.jsonl`` scalar with ``step=round``, the summary's numbers as metrics and its
+strings as tags, and the files as artifacts (``config.yaml``, ``partition.json``,
+``summary.json``, the plots; ``model.pt`` with ``output.track_model``).
+
+The store is ``output.mlflow_uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite
+database beside the run: the sweep's or tune's ``mlflow.db`` for their runs, the run's
+own ``mlflow.db`` otherwise (a real database: ``mlflow ui --backend-store-uri
+sqlite:///RUN_DIR/mlflow.db`` or ``MlflowClient`` query it), with artifacts in
+``mlartifacts/`` beside it. The run id is kept in ``trackers.json``: a resumed fedsim
+run continues the same MLflow run, and logs only the rounds MLflow does not have yet
+(a resumed run repeats the rounds after its checkpoint exactly, so they are already
+there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .base import TrackedRun, Tracker, register, round_metrics, summary_values
+
+#: a metric every recorded round has: its history says which rounds MLflow holds
+ROUND_MARKER = "round_time_s"
+#: MLflow's limit of metrics, params or tags in one log_batch call
+BATCH = 1000
+#: MLflow's limit of a param value's length (6000 in MLflow 2, 8000 in 3)
+PARAM_CHARS = 6000
+
+
+def sqlite_uri(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def resolve_uri(configured: str | None, context_uri: str | None, run_dir: Path) -> str:
+    """``output.mlflow_uri`` > ``MLFLOW_TRACKING_URI`` > the group's store > the run's ``mlflow.db``."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or context_uri or sqlite_uri(run_dir / "mlflow.db")
+
+
+def artifact_root(uri: str) -> str | None:
+    """``mlartifacts/`` beside a local SQLite store (MLflow's own default is relative to
+    the working directory); None for a server, whose experiments have their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def quiet_mlflow() -> None:
+    """MLflow logs the creation of a database's tables at INFO; fedsim's CLI shows warnings only."""
+    for name in ("mlflow", "alembic"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def client_for(uri: str):
+    """An ``MlflowClient`` on ``uri`` (MLflow imported here: it is an optional extra)."""
+    quiet_mlflow()
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a local store) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    except Exception:  # another process of the sweep created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@register
+class MlflowTracker(Tracker):
+    name = "mlflow"
+    extra = "mlflow"
+    module = "mlflow"
+
+    def start(self, run: TrackedRun) -> dict[str, Any]:
+        from mlflow.entities import Param, RunStatus
+
+        out = run.config.output
+        self.uri = resolve_uri(out.mlflow_uri, run.context.mlflow_uri, run.run_dir)
+        self.client = client = client_for(self.uri)
+        run_id = run.state.get("run_id") if run.state.get("tracking_uri") == self.uri else None
+        existing = None
+        if run_id:
+            try:
+                existing = client.get_run(run_id)
+            except Exception:  # deleted, or another store: start a new MLflow run
+                existing = None
+        if existing is None:
+            exp_id = experiment_id(client, out.mlflow_experiment, self.uri)
+            tags = {"fedsim.run_dir": str(run.run_dir.resolve()), **dict(run.context.tags)}
+            if run.context.mlflow_parent_run_id:
+                tags["mlflow.parentRunId"] = run.context.mlflow_parent_run_id
+            created = client.create_run(exp_id, run_name=run.name, tags=tags)
+            self.run_id = created.info.run_id
+            have_params: dict[str, str] = {}
+        else:
+            self.run_id = existing.info.run_id
+            exp_id = existing.info.experiment_id
+            have_params = dict(existing.data.params)
+            client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        # params are immutable in MLflow: a resume logs the new ones; a value it changed
+        # (federation.rounds raised to train on, an output key) becomes a tag
+        params = {k: str(v)[:PARAM_CHARS] for k, v in run.params.items()}
+        new = [Param(k, v) for k, v in params.items() if k not in have_params]
+        changed = {f"resumed.{k}": v for k, v in params.items() if k in have_params and have_params[k] != v}
+        for i in range(0, len(new), BATCH):
+            client.log_batch(self.run_id, params=new[i : i + BATCH])
+        for k, v in changed.items():
+            client.set_tag(self.run_id, k, v)
+        steps = [m.step for m in client.get_metric_history(self.run_id, ROUND_MARKER)] if existing else []
+        self.logged_through = max(steps, default=0)
+        for row in run.history:
+            self.log_round(row)
+        return {"run_id": self.run_id, "experiment_id": exp_id, "tracking_uri": self.uri}
+
+    def log_round(self, row: Mapping[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step = int(row["round"])
+        if step <= self.logged_through or row.get("aborted"):
+            return
+        ts = now_ms()
+        metrics = [Metric(k, v, ts, step) for k, v in round_metrics(row).items()]
+        for i in range(0, len(metrics), BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + BATCH])
+        self.logged_through = step
+
+    def finish(self, summary: Mapping[str, Any], files: Iterable[Path]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        numbers, strings = summary_values(summary)
+        step = int(summary.get("rounds") or 0)
+        ts = now_ms()
+        # the final round's values are already there under their own keys; the rest of
+        # the summary (best round, totals, heterogeneity) goes in under summary.*
+        metrics = [Metric(f"summary.{k}", v, ts, step) for k, v in numbers.items()]
+        tags = [RunTag(f"fedsim.{k}", v[:5000]) for k, v in strings.items()]
+        for i in range(0, max(len(metrics), len(tags)), BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + BATCH], tags=tags[i : i + BATCH])
+        for f in files:
+            self.client.log_artifact(self.run_id, str(f), artifact_path="plots" if f.parent.name == "plots" else None)
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, {"killed": "KILLED"}.get(status, "FAILED"))
