@@ -29,6 +29,7 @@ from strategies.rule import TrainContext
 from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
 from .flwr_app import settings_from_context
 from .models import build_model, has_batchnorm
+from .privacy.mods import privacy_mod
 from .schema import epoch_range
 from .seeding import derive, seed_torch, torch_generator, uniform
 from .store import ClientStateStore
@@ -252,6 +253,8 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
+            if self.cfg.privacy.mode == "dpsgd":
+                return self.finish(job, self.train_dpsgd(job))
             stats = train_local(
                 self.model,
                 job.rule,
@@ -270,6 +273,28 @@ class ClientRuntime:
                 "so fewer clients share the GPU, or train.amp: true"
             ) from exc
         return self.finish(job, stats)
+
+    def train_dpsgd(self, job: PartyRound) -> TrainStats:
+        """``privacy.mode: dpsgd``: the party trains with Opacus (``fedsim.privacy.dpsgd``)."""
+        from .privacy.dpsgd import train_dpsgd
+        from .privacy.run import SIGMA_KEY
+
+        p = self.cfg.privacy
+        sigma = float(job.ctx.config.get(SIGMA_KEY, p.noise_multiplier))  # calibrated on the server
+        return train_dpsgd(
+            self.model,
+            job.rule,
+            job.data,
+            self.cfg.train,
+            job.epochs,
+            job.gen,
+            self.device,
+            sigma,
+            p.max_grad_norm,
+            torch_generator(self.cfg.seed, "dpsgd-batches", job.server_round, job.party),
+            torch_generator(self.cfg.seed, "dpsgd-noise", job.server_round, job.party, device=self.device),
+            job.max_steps,
+        )
 
     def evaluate(self, msg: Message, context: Context) -> Message:
         party = int(context.node_config[PARTITION_KEY])
@@ -321,7 +346,8 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
-    app = ClientApp()
+    # Flower's client-side clipping when the server's DP wrapper asks for it (privacy.mode client-*)
+    app = ClientApp(mods=[privacy_mod])
 
     def _rt(context: Context) -> ClientRuntime:
         return runtime_for(settings or settings_from_context(context))

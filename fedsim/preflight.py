@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 
 import partitioners
+import strategies
 
 from . import rundir
 from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
 from .errors import ConfigError, RunDirError
 from .experiment import compute_dataidxs, load_bundle, read_dataidxs, resolve_device
-from .models import build_model
+from .models import build_model, has_batchnorm
+from .privacy import compat as privacy_compat
+from .privacy.run import PrivacyRun
 from .ray_address import check_reachable
 from .resources import check_model_fits
 from .store import RunStore, atomic_write_json, atomic_write_text, read_json
@@ -66,6 +69,8 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
     done = int(summary.get("rounds") or 0)
     if summary.get("status") == "diverged":
         return f"ended as diverged in round {summary.get('diverged_round')}; nothing to resume"
+    if summary.get("privacy_stop"):
+        return f"stopped at privacy.target_epsilon after {done} rounds ({summary['privacy_stop']}); nothing to resume"
     if cfg.federation.rounds < done:
         raise RunDirError(
             f"--resume: federation.rounds={cfg.federation.rounds} is below the {done} rounds the run has done; "
@@ -113,8 +118,30 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     bundle = load_bundle(cfg)
     dataidxs = None if (resume and store.dataidxs.exists()) else compute_dataidxs(cfg, bundle)
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
-    build_model(cfg.model, bundle.input_shape, bundle.num_classes)
+    model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
+    if cfg.privacy.mode != "none":
+        sizes = read_dataidxs(store, bundle.y_train.numpy()) if dataidxs is None else dataidxs
+        check_privacy(cfg, model, {k: len(v) for k, v in sizes.items()}, fresh=not (resume and store.dataidxs.exists()))
     return dataidxs
+
+
+def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool) -> None:
+    """``privacy.*`` beyond the config: the extra is installed, the model has no
+    BatchNorm, the noise can be calibrated and one round fits the budget."""
+    problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name), has_batchnorm(model))
+    if problem:
+        raise ConfigError(problem)
+    for module, what in (("dp_accounting", "Google's dp-accounting"), ("opacus", "Opacus")):
+        if module == "opacus" and cfg.privacy.mode != "dpsgd":
+            continue
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"privacy.mode {cfg.privacy.mode!r} needs {what}: pip install 'fedsim[privacy]'")
+    try:
+        run = PrivacyRun(cfg, party_sizes)
+    except ValueError as exc:  # Flower's adaptive noise split with a calibrated sigma
+        raise ConfigError(f"privacy: {exc}") from exc
+    if fresh:
+        run.check_start()
 
 
 def write_partition(

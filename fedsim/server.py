@@ -37,6 +37,7 @@ from .flwr_app import quiet_flower, settings_from_context
 from .models import build_model
 from .plots import plot_run
 from .preflight import open_run
+from .privacy.run import PrivacyRun
 from .recorder import Recorder, nonfinite_failures
 from .seeding import derive
 from .store import ClientStateStore, atomic_torch_save, atomic_write_json
@@ -132,6 +133,10 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             device=str(device),
         )
     )
+    # differential privacy (privacy.mode): the strategy's cohort, aggregate and ledger
+    privacy = None
+    if cfg.privacy.mode != "none":
+        privacy = strategy.privacy = PrivacyRun(cfg, {k: len(v) for k, v in exp.dataidxs.items()})
     client_state = ClientStateStore(store.client_state)
     history: list[dict] = []
     start_round, wall_offset = 1, 0.0
@@ -177,9 +182,10 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     round_hooks = RoundHooks(
         # only the parties whose replies were aggregated keep the state they computed
         after_aggregate=lambda rl: client_state.commit(rl.round, [o.party for o in rl.outcomes]),
-        after_round=recorder,
+        after_round=recorder if privacy is None else privacy.after_round(recorder),
     )
     stopped = recorder.diverged is not None and cfg.federation.on_divergence == "stop"
+    stopped = stopped or any(r.get("privacy_stop") for r in history)
     if start_round <= cfg.federation.rounds and not stopped:
         try:
             strategy.start(

@@ -48,6 +48,11 @@ class Algorithm:
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     Rule: ClassVar[type[ClientRule]] = ClientRule
     Server: ClassVar[type[FedsimStrategy]] = FedAvgServer
+    #: client-level DP (``privacy.mode`` central-*/client-*) hands the server half a cohort whose models
+    #: average to the noised mean of the clipped updates: private when the server reads the replies only
+    #: through their mean. Why this algorithm's server does not (it picks among the clients, weighs them by
+    #: what they report, or uses arrays uploaded besides the model), or None.
+    client_dp_refusal: ClassVar[str | None] = None
 
     def server(self, params: StrategyParams) -> FedsimStrategy:
         """The server half for these hyperparameters."""
