@@ -29,7 +29,9 @@ from strategies.rule import TrainContext
 from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
 from .flwr_app import settings_from_context
 from .models import build_model, has_batchnorm
+from .privacy.dpsgd import train_dpsgd
 from .privacy.mods import privacy_mod
+from .privacy.run import SIGMA_KEY
 from .schema import epoch_range
 from .seeding import derive, seed_torch, torch_generator, uniform
 from .store import ClientStateStore
@@ -276,9 +278,6 @@ class ClientRuntime:
 
     def train_dpsgd(self, job: PartyRound) -> TrainStats:
         """``privacy.mode: dpsgd``: the party trains with Opacus (``fedsim.privacy.dpsgd``)."""
-        from .privacy.dpsgd import train_dpsgd
-        from .privacy.run import SIGMA_KEY
-
         p = self.cfg.privacy
         sigma = float(job.ctx.config.get(SIGMA_KEY, p.noise_multiplier))  # calibrated on the server
         return train_dpsgd(

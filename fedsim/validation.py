@@ -21,6 +21,7 @@ from . import data as data_registry
 from . import models as model_registry
 from .errors import ConfigError
 from .privacy import compat as privacy_compat
+from .privacy.accounting import ACCOUNTANTS
 from .schema import ExperimentConfig, epoch_range
 
 
@@ -253,7 +254,7 @@ def _validate_privacy(cfg: ExperimentConfig) -> None:
         _in_range("privacy.target_delta", p.target_delta, 0.0, 1.0, lo_open=True, hi_open=True)
     if p.target_epsilon is not None:
         _in_range("privacy.target_epsilon", p.target_epsilon, 0.0, None, lo_open=True)
-    _one_of("privacy.accountant", p.accountant, privacy_compat.ACCOUNTANTS)
+    _one_of("privacy.accountant", p.accountant, ACCOUNTANTS)
     _only_where_read(p, "privacy", p.mode, "privacy.mode", privacy_compat.MODE_KEYS)
     problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name))
     if problem:

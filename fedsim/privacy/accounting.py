@@ -36,14 +36,16 @@ ACCOUNTANTS = ("rdp", "pld")
 
 
 class _OrderDropped(logging.Filter):
-    """dp-accounting logs on the root logger when a fractional RDP order's series does not
-    converge and it leaves that order out (the bound stays valid): not a user's concern."""
+    """dp-accounting warns (through absl's logger, or the root one without absl) when a
+    fractional RDP order's series does not converge and it leaves that order out: the
+    bound stays valid, so it is not a user's concern."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "failed to converge" not in record.getMessage()
 
 
-logging.getLogger().addFilter(_OrderDropped())
+for _name in ("absl", ""):
+    logging.getLogger(_name).addFilter(_OrderDropped())
 INSTALL = "pip install 'fedsim[privacy]'"
 
 

@@ -27,6 +27,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..training import PartyData, TrainStats, make_optimizer
 from .accounting import INSTALL
 
@@ -46,8 +47,6 @@ def _opacus():
         from opacus.optimizers import DPOptimizer
         from opacus.utils.uniform_sampler import UniformWithReplacementSampler
     except ImportError as exc:
-        from ..errors import ConfigError
-
         raise ConfigError(f"privacy.mode 'dpsgd' trains with Opacus: {INSTALL}") from exc
     return GradSampleModule, DPOptimizer, UniformWithReplacementSampler
 

@@ -27,6 +27,7 @@ import torch
 
 from strategies.strategy import Aggregate
 
+from ..errors import ConfigError
 from ..schema import ExperimentConfig, epoch_range
 from .accounting import calibrate_sigma, default_delta, epsilon
 from .central import ClientLevelDP
@@ -128,8 +129,6 @@ class PrivacyRun:
 
     def check_start(self) -> None:
         """The target allows at least one round (ConfigError otherwise)."""
-        from ..errors import ConfigError
-
         reason = self.next_round_exceeds()
         if reason is not None and self.rounds == 0 and not self.steps.any():
             raise ConfigError(f"privacy.target_epsilon allows no round: {reason}")

@@ -82,7 +82,8 @@ def privacy_figure(view: SweepView) -> Figure | None:
     if not any(p["mode"] != "none" and p["epsilon"] is not None and math.isfinite(p["epsilon"]) for p in points):
         return None
     parts = sorted({p["partition"] for p in points})
-    fig = new_figure(5.2 * len(parts) + 1.8, 4.0)
+    width = 5.2 * len(parts) + 2.6
+    fig = new_figure(width, 4.0)
     axes = fig.subplots(1, len(parts), squeeze=False)[0]
     series = sorted({(p["strategy"], p["mode"]) for p in points if p["mode"] != "none"})
     refs = sorted({p["strategy"] for p in points if p["mode"] == "none"})
@@ -108,6 +109,8 @@ def privacy_figure(view: SweepView) -> Figure | None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final test accuracy (%)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    # the legend in a margin of its own, right of the panels, where it covers no point
+    fig.subplots_adjust(right=1 - 2.5 / width, wspace=0.25)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - 2.45 / width, 0.5), frameon=False)
     fig.suptitle("Privacy against utility")
     return fig
