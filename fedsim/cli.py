@@ -253,7 +253,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from . import rundir
     from .config import load_config, partition_params
     from .errors import ConfigError, DataError
-    from .experiment import compute_dataidxs
+    from .experiment import compute_partition
     from .preflight import write_partition
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
@@ -280,26 +280,44 @@ def cmd_partition(args: argparse.Namespace) -> int:
             raise ConfigError(f"partition: {exc}") from exc
         num_classes = None
         name = path.stem
+        local_test = None
+        if cfg.eval.local_test == "split":
+            from .localtest import LocalTest, split_local_test
+
+            dataidxs, held = split_local_test(dataidxs, labels, cfg.eval.local_test_fraction, cfg.seed)
+            local_test = LocalTest(held, "train")
+        elif cfg.eval.local_test != "none":
+            raise ConfigError(
+                f"eval.local_test '{cfg.eval.local_test}' needs the data set's test set; with --labels only split works"
+            )
     else:
         from .experiment import load_bundle
 
         bundle = load_bundle(cfg)
         labels = bundle.y_train.numpy()
-        dataidxs = compute_dataidxs(cfg, bundle)
+        dataidxs, local_test = compute_partition(cfg, bundle)
         num_classes = bundle.num_classes
         name = cfg.data.dataset
     out = Path(args.out) if args.out else Path("partitions") / default_partition_dir(cfg, name)
     rundir.claim(out, "partition", resume=False, overwrite=args.overwrite, check_only=True)
     with rundir.DirLock(out, "partition"):
         rundir.claim(out, "partition", resume=False, overwrite=args.overwrite)
-        het = write_partition(out, dataidxs, labels, num_classes, cfg, name, plot=out / "label_distribution.png")
+        het = write_partition(
+            out, dataidxs, labels, num_classes, cfg, name, plot=out / "label_distribution.png", local_test=local_test
+        )
     print(partitioners.format_class_counts(het["class_counts"]))
     print()
     print(f"{'measure':<28}{'value':>12}")
     for key, value in het.items():
-        if key == "class_counts":
+        if key in ("class_counts", "local_test"):
             continue
         print(f"{key:<28}{_fmt(value):>12}")
+    if "local_test" in het:
+        sizes = het["local_test"]["sizes"]
+        print(
+            f"{'local test (' + het['local_test']['mode'] + ')':<28}{sum(sizes):>12}  per party {min(sizes)}..{max(sizes)}"
+            f" (from the {'training' if het['local_test']['source'] == 'train' else 'test'} set)"
+        )
     print(f"\nwrote {out / 'dataidxs.npz'}, {out / 'partition.json'}, {out / 'label_distribution.png'}")
     return 0
 

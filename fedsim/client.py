@@ -26,9 +26,18 @@ import strategies
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
 
-from .experiment import Experiment, RunSettings, apply_determinism, bounded_get, experiment_for, resolve_device
+from .experiment import (
+    Experiment,
+    RunSettings,
+    apply_determinism,
+    bounded_get,
+    experiment_for,
+    on_device,
+    resolve_device,
+)
 from .flwr_app import settings_from_context
 from .models import build_model, has_batchnorm
+from .parties import party_view
 from .privacy.dpsgd import train_dpsgd
 from .privacy.mods import privacy_mod
 from .privacy.run import SIGMA_KEY
@@ -86,8 +95,8 @@ class ClientRuntime:
             torch.set_num_threads(cfg.engine.threads)
         self.device = resolve_device(cfg.engine.device)
         bundle = exp.bundle
-        self.x = _on_device(bundle.x_train, self.device)
-        self.y = _on_device(bundle.y_train, self.device)
+        self.x = on_device(bundle.x_train, self.device)
+        self.y = on_device(bundle.y_train, self.device)
         torch.manual_seed(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
         self.has_bn = has_batchnorm(self.model)
@@ -113,16 +122,7 @@ class ClientRuntime:
 
     def party_data(self, party: int, val: bool = False) -> PartyData:
         tr, va = self.party_indices(party)
-        b = self.exp.bundle
-        return PartyData(
-            x=self.x,
-            y=self.y,
-            indices=va if val else tr,
-            mean=b.mean,
-            std=b.std,
-            augment=b.augment and not val,
-            noise=float(self.exp.noise_levels[party]) if self.cfg.data.feature_noise > 0 else 0.0,
-        )
+        return party_view(self.exp, self.x, self.y, va if val else tr, party, train=not val)
 
     # ------------------------------------------------------------ local work
     def local_plan(self, party: int, server_round: int, n_train: int) -> tuple[int, int | None]:
@@ -227,6 +227,8 @@ class ClientRuntime:
             self.store.save_pending(job.party, job.server_round, out.state)
         if weights is None:
             weights = self.model.state_dict()
+        if out.shared_keys is not None:  # a personalised algorithm keeps the other layers at home
+            weights = OrderedDict((k, weights[k]) for k in out.shared_keys)
         if job.fault == "nan":
             weights = OrderedDict(weights)
             first = next(k for k, v in weights.items() if torch.is_floating_point(v))
@@ -320,16 +322,6 @@ class ClientRuntime:
             {"num-examples": n, "val_loss": float(loss), "val_accuracy": acc, "party-id": int(party)}
         )
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
-
-
-_DEVICE_DATA: dict[tuple[int, str], torch.Tensor] = {}
-
-
-def _on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One copy of a dataset tensor per device and process, shared by every party."""
-    if device.type == "cpu":
-        return t
-    return bounded_get(_DEVICE_DATA, (id(t), str(device)), 8, lambda: t.to(device))
 
 
 _RUNTIMES: dict[str, ClientRuntime] = {}

@@ -26,6 +26,7 @@ import partitioners
 from .config import ExperimentConfig, partition_params, to_yaml
 from .data import DatasetBundle, load_dataset
 from .errors import ConfigError, DataError
+from .localtest import LocalTest, make_local_test
 from .seeding import derive
 from .store import RunStore
 
@@ -147,6 +148,23 @@ def compute_dataidxs(cfg: ExperimentConfig, bundle: DatasetBundle) -> dict[int, 
         raise ConfigError(f"partition: {exc}") from exc
 
 
+def compute_partition(cfg: ExperimentConfig, bundle: DatasetBundle) -> tuple[dict[int, np.ndarray], LocalTest | None]:
+    """(the parties' training indices, their own test data) of the config: the scheme's
+    dataidxs, with ``eval.local_test: split`` taking each party's test share out."""
+    return make_local_test(cfg, compute_dataidxs(cfg, bundle), bundle)
+
+
+def holdout_parties(value: float, n_parties: int, seed: int) -> list[int]:
+    """The held-out parties: ``round(value * n)`` of them for a share in (0, 1), ``value``
+    for a count >= 1, drawn without replacement from (seed, "holdout"); sorted."""
+    k = int(value) if value >= 1 else int(round(value * n_parties))
+    k = min(max(k, 0), n_parties - 1)
+    if k == 0:
+        return []
+    rng = np.random.default_rng(derive(seed, "holdout"))
+    return sorted(int(p) for p in rng.choice(n_parties, size=k, replace=False))
+
+
 def read_dataidxs(store: RunStore, labels: np.ndarray) -> dict[int, np.ndarray]:
     """The run's saved ``dataidxs.npz``, checked against the dataset's labels (a
     DataError, not a silent mis-split, when they differ)."""
@@ -172,7 +190,23 @@ class Experiment:
     def dataidxs(self) -> dict[int, np.ndarray]:
         if self.store.dataidxs.exists():
             return read_dataidxs(self.store, self.bundle.y_train.numpy())
-        return compute_dataidxs(self.cfg, self.bundle)
+        return compute_partition(self.cfg, self.bundle)[0]
+
+    @cached_property
+    def local_test(self) -> LocalTest | None:
+        """Each party's own test data (``eval.local_test``), from ``dataidxs.npz``."""
+        if self.store.dataidxs.exists():
+            try:
+                found = partitioners.load_local_test(self.store.dataidxs)
+            except ValueError as exc:
+                raise DataError(str(exc)) from exc
+            return LocalTest(*found) if found is not None else None
+        return compute_partition(self.cfg, self.bundle)[1]
+
+    @cached_property
+    def holdout(self) -> list[int]:
+        """The parties ``federation.holdout_parties`` keeps out of training (sorted)."""
+        return holdout_parties(self.cfg.federation.holdout_parties, self.cfg.partition.n_parties, self.cfg.seed)
 
     @cached_property
     def noise_levels(self) -> np.ndarray:
@@ -212,3 +246,14 @@ _EXPERIMENTS: dict[str, Experiment] = {}
 def experiment_for(settings: RunSettings) -> Experiment:
     """The process-wide Experiment of these settings."""
     return bounded_get(_EXPERIMENTS, settings.key, 4, lambda: Experiment(settings))
+
+
+_DEVICE_DATA: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One copy of a dataset tensor per device and process, shared by every party
+    (and by the server's per-party evaluation in the same process)."""
+    if device.type == "cpu":
+        return t
+    return bounded_get(_DEVICE_DATA, (id(t), str(device)), 8, lambda: t.to(device))

@@ -25,7 +25,8 @@ import strategies
 from . import rundir
 from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
 from .errors import ConfigError, RunDirError
-from .experiment import compute_dataidxs, load_bundle, read_dataidxs, resolve_device
+from .experiment import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
+from .localtest import LocalTest
 from .models import build_model, has_batchnorm
 from .privacy import compat as privacy_compat
 from .privacy.run import PrivacyRun
@@ -116,13 +117,17 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     if cfg.output.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
     bundle = load_bundle(cfg)
-    dataidxs = None if (resume and store.dataidxs.exists()) else compute_dataidxs(cfg, bundle)
+    partition = None if (resume and store.dataidxs.exists()) else compute_partition(cfg, bundle)
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
     model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
+    problem = strategies.get(cfg.strategy.name).check_model(cfg.strategy, model)
+    if problem:
+        raise ConfigError(problem)
     if cfg.privacy.mode != "none":
-        sizes = read_dataidxs(store, bundle.y_train.numpy()) if dataidxs is None else dataidxs
-        check_privacy(cfg, model, {k: len(v) for k, v in sizes.items()}, fresh=not (resume and store.dataidxs.exists()))
-    return dataidxs
+        sizes = read_dataidxs(store, bundle.y_train.numpy()) if partition is None else partition[0]
+        held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
+        check_privacy(cfg, model, {k: len(v) for k, v in sizes.items() if k not in held}, fresh=partition is not None)
+    return partition
 
 
 def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool) -> None:
@@ -152,13 +157,26 @@ def write_partition(
     cfg: ExperimentConfig,
     dataset: str,
     plot: Path | None,
+    local_test: LocalTest | None = None,
 ) -> dict:
     """``dataidxs.npz`` and ``partition.json`` (the class counts and heterogeneity
     measures) in ``out``, and the label-distribution plot at ``plot``: the same files
     for a run directory and for ``fedsim partition``. Returns the measures."""
     params = partition_params(cfg)
-    partitioners.save_dataidxs(out / "dataidxs.npz", dataidxs, labels, cfg.partition.scheme, params, cfg.seed)
+    partitioners.save_dataidxs(
+        out / "dataidxs.npz",
+        dataidxs,
+        labels,
+        cfg.partition.scheme,
+        params,
+        cfg.seed,
+        local_test.indices if local_test else None,
+        local_test.source if local_test else "",
+    )
     het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
+    if local_test is not None:
+        sizes = [int(local_test.indices.get(j, np.empty(0)).size) for j in range(len(dataidxs))]
+        het["local_test"] = {"mode": cfg.eval.local_test, "source": local_test.source, "sizes": sizes}
     noise = cfg.data.feature_noise
     atomic_write_json(
         out / "partition.json",
@@ -189,7 +207,9 @@ def partition_title(cfg: ExperimentConfig, dataset: str) -> str:
     return f"{dataset}: {cfg.partition.scheme}{f'({params})' if params else ''}, {cfg.partition.n_parties} parties"
 
 
-def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, dataidxs: dict[int, np.ndarray] | None = None) -> None:
+def prepare_run_dir(
+    cfg: ExperimentConfig, store: RunStore, partition: tuple[dict[int, np.ndarray], LocalTest | None] | None = None
+) -> None:
     """Write ``config.yaml`` (the resolved config of this start: a resume may raise the
     rounds or the tolerances) and, on a fresh start, the partition files. A resumed
     run keeps its ``dataidxs.npz``, checked against the data set's labels."""
@@ -199,10 +219,9 @@ def prepare_run_dir(cfg: ExperimentConfig, store: RunStore, dataidxs: dict[int, 
     if store.dataidxs.exists():
         read_dataidxs(store, labels)
         return
-    if dataidxs is None:
-        dataidxs = compute_dataidxs(cfg, bundle)
+    dataidxs, local_test = partition if partition is not None else compute_partition(cfg, bundle)
     plot = store.plots / "label_distribution.png" if cfg.output.plots else None
-    write_partition(store.root, dataidxs, labels, bundle.num_classes, cfg, cfg.data.dataset, plot)
+    write_partition(store.root, dataidxs, labels, bundle.num_classes, cfg, cfg.data.dataset, plot, local_test)
 
 
 @dataclass
@@ -225,12 +244,12 @@ def open_run(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, overwrite: b
     if note is not None:
         yield OpenedRun(store, note)
         return
-    dataidxs = check_runnable(cfg, store, resume)
+    partition = check_runnable(cfg, store, resume)
     with rundir.DirLock(run_dir, "run"):
         note = check_resume(cfg, store) if resume else None
         if note is not None:
             yield OpenedRun(store, note)
             return
         rundir.claim(run_dir, "run", resume=resume, overwrite=overwrite)
-        prepare_run_dir(cfg, store, dataidxs)
+        prepare_run_dir(cfg, store, partition)
         yield OpenedRun(store)

@@ -1,7 +1,8 @@
 """A run's records, round by round: the strategy's ``after_round`` hook.
 
 For every round it builds the ``metrics.jsonl`` row (training metrics of the cohort,
-failures, bytes, model heterogeneity, central evaluation, local validation), checks
+failures, bytes, model heterogeneity, central evaluation, every party's own test data
+(:mod:`fedsim.parties`, rows in ``parties.jsonl``), local validation), checks
 for divergence (README "Reliability"), appends the ``clients.jsonl`` rows, writes the
 checkpoint and the TensorBoard scalars, and tells the caller (the CLI's progress bar).
 """
@@ -26,6 +27,7 @@ from .errors import ConfigError
 from .evaluation import CentralEvaluator, round_heterogeneity
 from .experiment import Experiment
 from .metrics import spread
+from .parties import PartyEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,12 @@ class Recorder:
         history: list[dict],
         wall_offset: float,
         on_round: Callable[[dict], None] | None = None,
+        parties: PartyEvaluator | None = None,
     ) -> None:
         self.exp, self.cfg, self.store = exp, exp.cfg, exp.store
         self.strategy = strategy
         self.evaluator = evaluator
+        self.parties = parties if parties is not None and parties.enabled else None
         self.history = history
         self.on_round = on_round
         self.t_start = time.perf_counter()
@@ -147,6 +151,10 @@ class Recorder:
         )
         if evaluated:
             row.update(self.evaluator(state))
+            if self.parties is not None:
+                summary, party_rows = self.parties(server_round, state)
+                row.update(summary)
+                self.store.append_jsonl(self.store.parties, party_rows)
             if reason is None:
                 reason = self.divergence(row, rl)
                 stop = reason is not None and cfg.federation.on_divergence == "stop"

@@ -37,6 +37,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
         "partition.json",
         "metrics.jsonl",
         "clients.jsonl",
+        "parties.jsonl",
         "summary.json",
         "model.pt",
         "report.md",

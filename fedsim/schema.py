@@ -92,7 +92,10 @@ class ModelConfig:
     projection_head: bool = False
     proj_dim: int = 256
     dropout: float = 0.0
+    # mlp: the hidden layers' widths
     hidden: list[int] = field(default_factory=lambda: [200, 200])
+    # simple-cnn: BatchNorm after each conv and hidden FC layer (FedBN's CNN)
+    batch_norm: bool = False
 
 
 @dataclass
@@ -129,6 +132,9 @@ class FederationConfig:
     divergence_factor: float = 10.0
     # stop: end the run with status "diverged"; continue: warn, record it, train on
     on_divergence: str = "stop"
+    # parties that never train, evaluated like the others (the participation gap):
+    # a share in [0, 1) or a count >= 1, drawn from the seed
+    holdout_parties: float = 0.0
 
 
 @dataclass
@@ -153,13 +159,25 @@ class EngineConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval.*``: central evaluation of the global model."""
+    """``eval.*``: central evaluation of the global model, and every party's own test data."""
 
     batch_size: int = 1024
     fbeta: float = 2.0
     train_sample: int = 10000
     # client drift, update cosine, gradient diversity each round (O(K P) per round)
     model_heterogeneity: bool = True
+    # each party's own test data: none; split (a share of its data, per class);
+    # match (drawn from the central test set with its label proportions); natural (its
+    # groups' own test samples: LEAF's users)
+    local_test: str = "none"
+    local_test_fraction: float = 0.2
+    # match: test samples per party; None = proportional to the party's training share
+    local_test_size: int | None = None
+    # parties evaluated each time (a cohort drawn from the seed); 0 = every party
+    local_parties: int = 0
+    # local epochs of fine-tuning of the global model before the finetune_* evaluation
+    # (FedAvg+FT); 0 = no fine-tuning evaluation
+    finetune_epochs: int = 0
 
 
 @dataclass

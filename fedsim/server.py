@@ -35,6 +35,7 @@ from .evaluation import CentralEvaluator
 from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
 from .flwr_app import quiet_flower, settings_from_context
 from .models import build_model
+from .parties import PartyEvaluator
 from .plots import plot_run
 from .preflight import open_run
 from .privacy.run import PrivacyRun
@@ -131,12 +132,15 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             max_failure_fraction=cfg.federation.max_failure_fraction,
             param_keys=frozenset(n for n, p in evaluator.model.named_parameters() if p.requires_grad),
             device=str(device),
+            holdout=frozenset(exp.holdout),
         )
     )
     # differential privacy (privacy.mode): the strategy's cohort, aggregate and ledger
     privacy = None
     if cfg.privacy.mode != "none":
-        privacy = strategy.privacy = PrivacyRun(cfg, {k: len(v) for k, v in exp.dataidxs.items()})
+        # the parties that train (held-out ones never send anything)
+        sizes = {k: len(v) for k, v in exp.dataidxs.items() if k not in set(exp.holdout)}
+        privacy = strategy.privacy = PrivacyRun(cfg, sizes)
     client_state = ClientStateStore(store.client_state)
     history: list[dict] = []
     start_round, wall_offset = 1, 0.0
@@ -171,7 +175,15 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
                 cfg.output.keep_checkpoints,
             )
     client_state.discard_pending()
-    recorder = Recorder(exp, strategy, evaluator, history, wall_offset + (time.perf_counter() - t0), hooks.on_round)
+    recorder = Recorder(
+        exp,
+        strategy,
+        evaluator,
+        history,
+        wall_offset + (time.perf_counter() - t0),
+        hooks.on_round,
+        PartyEvaluator(exp, device, client_state) if exp.local_test is not None else None,
+    )
     recorder.last_state = state
     if hooks.on_start:
         hooks.on_start(start_round, cfg.federation.rounds)

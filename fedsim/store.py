@@ -2,7 +2,7 @@
 
 Layout (README "Run directory")::
 
-    config.yaml  dataidxs.npz  partition.json  metrics.jsonl  clients.jsonl
+    config.yaml  dataidxs.npz  partition.json  metrics.jsonl  clients.jsonl  parties.jsonl
     summary.json  model.pt  checkpoints/round_000010/  client_state/  plots/
 
 Every file that is replaced is written to a temporary file in the same directory
@@ -15,6 +15,8 @@ sent.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import math
@@ -22,6 +24,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -105,10 +108,11 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
-def safe_torch_load(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; a corrupt file is a RunDirError."""
+def safe_torch_load(path: Path, raw: bytes | None = None) -> Any:
+    """``torch.load`` with ``weights_only=True`` (of ``raw``, the file's bytes, when
+    given); a corrupt file is a RunDirError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path if raw is None else io.BytesIO(raw), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunDirError(f"file '{path}' does not exist") from None
     except Exception as exc:  # torch raises many kinds for a corrupt file
@@ -180,15 +184,23 @@ def tensors_crc32(state: Mapping[str, torch.Tensor]) -> int:
     return crc
 
 
+def encode_tensors(state: Mapping[str, torch.Tensor]) -> bytes:
+    """The bytes :func:`save_tensors` writes: the tensors with their CRC32."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    buf = io.BytesIO()
+    torch.save({"fedsim_tensors": 1, "crc32": tensors_crc32(tensors), "tensors": tensors}, buf)
+    return buf.getvalue()
+
+
 def save_tensors(path: Path, state: Mapping[str, torch.Tensor]) -> None:
     """Tensors with their CRC32, written atomically."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_torch_save(path, {"fedsim_tensors": 1, "crc32": tensors_crc32(tensors), "tensors": tensors})
+    atomic_write_bytes(path, encode_tensors(state))
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """What :func:`save_tensors` wrote; RunDirError when the file is damaged."""
-    data = safe_torch_load(path)
+def load_tensors(path: Path, raw: bytes | None = None) -> dict[str, torch.Tensor]:
+    """What :func:`save_tensors` wrote (``raw``: its bytes, already read); RunDirError
+    when the file is damaged."""
+    data = safe_torch_load(path, raw)
     if not isinstance(data, dict) or data.get("fedsim_tensors") != 1 or not isinstance(data.get("tensors"), dict):
         raise RunDirError(f"file '{path}' is not a fedsim tensor file")
     tensors = data["tensors"]
@@ -215,6 +227,7 @@ class RunStore:
     partition = _Path("partition.json")
     metrics = _Path("metrics.jsonl")
     clients = _Path("clients.jsonl")
+    parties = _Path("parties.jsonl")
     summary = _Path("summary.json")
     model = _Path("model.pt")
     checkpoints = _Path("checkpoints")
@@ -236,7 +249,7 @@ class RunStore:
             fh.write(text)
 
     def sync_records(self) -> None:
-        for path in (self.metrics, self.clients):
+        for path in (self.metrics, self.clients, self.parties):
             if path.exists():
                 fd = os.open(path, os.O_RDONLY)
                 try:
@@ -248,19 +261,50 @@ class RunStore:
         """The records up to ``last_round`` (resume from a checkpoint).
 
         ``metrics.jsonl`` is rebuilt from the checkpoint's ``history`` (every row of those
-        rounds, whatever the file holds); ``clients.jsonl`` keeps every readable line of
+        rounds, whatever the file holds); ``clients.jsonl`` and ``parties.jsonl`` keep every readable line of
         those rounds and reports the unreadable ones.
         """
         if history is not None:
             atomic_write_text(
                 self.metrics, "".join(dumps(r) + "\n" for r in history if int(r.get("round", 0)) <= last_round)
             )
-        for path in (self.clients,) if history is not None else (self.metrics, self.clients):
+        paths = (self.clients, self.parties) if history is not None else (self.metrics, self.clients, self.parties)
+        for path in paths:
+            if path == self.parties and not path.exists():  # written only with eval.local_test
+                continue
             rows, bad = read_jsonl_counted(path)
             if bad:
                 log.warning("%s: %d unreadable line(s) dropped while resuming from round %d", path, bad, last_round)
             kept = [r for r in rows if isinstance(r.get("round"), int) and r["round"] <= last_round]
             atomic_write_text(path, "".join(dumps(r) + "\n" for r in kept))
+
+
+# Client states this process wrote, by the digest of their file's bytes: a load whose
+# bytes are ones this process wrote is a copy in memory instead of a torch.load (the
+# digest, not the inode and mtime, names the content: inodes are reused and mtimes are
+# coarse). The server's per-party evaluation reads every party's state each time
+# (benchmarks/party_eval.py: for 100 FedPer heads a torch.load each cost more than
+# evaluating them). Bounded in bytes; another process simply misses.
+_RECENT: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
+_RECENT_LIMIT = 256 * 2**20
+_recent_bytes = 0
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def _remember(key: bytes, state: Mapping[str, torch.Tensor]) -> None:
+    global _recent_bytes
+    copy = {k: v.detach().cpu().clone() for k, v in state.items()}
+    size = sum(t.numel() * t.element_size() for t in copy.values())
+    if size > _RECENT_LIMIT // 4 or key in _RECENT:
+        return
+    _RECENT[key] = copy
+    _recent_bytes += size
+    while _recent_bytes > _RECENT_LIMIT and _RECENT:
+        _, old = _RECENT.popitem(last=False)
+        _recent_bytes -= sum(t.numel() * t.element_size() for t in old.values())
 
 
 class ClientStateStore:
@@ -287,16 +331,29 @@ class ClientStateStore:
 
     def load(self, party: int) -> dict[str, torch.Tensor] | None:
         p = self.path(party)
-        if not p.exists():
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
             return None
-        return load_tensors(p)
+        key = _digest(raw)
+        hit = _RECENT.get(key)
+        if hit is not None:
+            _RECENT.move_to_end(key)
+            return {k: v.clone() for k, v in hit.items()}
+        return load_tensors(p, raw)
 
     def save(self, party: int, state: Mapping[str, torch.Tensor]) -> None:
-        save_tensors(self.path(party), state)
+        self._write(self.path(party), state)
 
     def save_pending(self, party: int, server_round: int, state: Mapping[str, torch.Tensor]) -> None:
         """The state a party computed in ``server_round``, until the server commits it."""
-        save_tensors(self.pending_dir(server_round) / f"party_{party:06d}.pt", state)
+        self._write(self.pending_dir(server_round) / f"party_{party:06d}.pt", state)
+
+    @staticmethod
+    def _write(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+        raw = encode_tensors(state)
+        atomic_write_bytes(path, raw)
+        _remember(_digest(raw), state)
 
     def verify(self) -> None:
         """Load every party file once (a resume checks what it restored)."""

@@ -29,7 +29,7 @@ def build_summary(
         if k not in ("class_counts", "scheme", "params", "seed", "dataset", "noise_levels", "feature_noise")
     }
     n_params = int(sum(v.numel() for v in final_state.values() if is_float(v)))
-    return {
+    out = {
         "status": "diverged" if diverged else "finished",
         "diverged_round": diverged["round"] if diverged else None,
         "divergence_reason": diverged["reason"] if diverged else None,
@@ -68,3 +68,22 @@ def build_summary(
         # privacy.mode: privacy_mode, epsilon, delta, accountant, noise_multiplier, privacy_stop
         **summary_fields(cfg, history),
     }
+    if cfg.eval.local_test != "none":
+        out.update(party_summary(history, exp.holdout))
+    return out
+
+
+def party_summary(history: list[dict], holdout: list[int]) -> dict[str, Any]:
+    """The last per-party evaluation (:mod:`fedsim.parties`): for each mode the pooled
+    accuracy over the parties' own test samples (``wmean``: PFLlib's and FL-bench's
+    number), its std and worst 10% over parties; the held-out parties' likewise."""
+    last = next((r for r in reversed(history) if r.get("local_accuracy_wmean") is not None), {})
+    out: dict[str, Any] = {"holdout_parties": list(holdout)}
+    for mode in ("local", "personal", "finetune"):
+        for prefix in (mode, f"holdout_{mode}"):
+            name = prefix.replace(mode, f"{mode}_test")
+            out[f"{name}_accuracy"] = last.get(f"{prefix}_accuracy_wmean")
+            out[f"{name}_accuracy_std"] = last.get(f"{prefix}_accuracy_std")
+            out[f"{name}_accuracy_worst10"] = last.get(f"{prefix}_accuracy_worst10")
+            out[f"{name}_f1_macro"] = last.get(f"{prefix}_f1_macro_mean")
+    return out

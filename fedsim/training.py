@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -185,6 +185,88 @@ def batch_stream(
         yield data.batch(data.indices[pos], generator, train=True)
 
 
+@dataclass
+class LocalTrainer:
+    """One party's round of local training: its data, its random generator, ``train.*``.
+
+    :meth:`run` is the mini-batch loop; a client rule runs it once (the default) or
+    several times (FedRep's head then body, Ditto's global then personal model), each
+    run drawing its shuffles from the party's generator, so every run repeats exactly.
+    """
+
+    data: PartyData
+    cfg: TrainConfig
+    generator: torch.Generator
+    device: torch.device
+    criterion: Criterion
+    has_bn: bool = False
+
+    def run(
+        self,
+        model: nn.Module,
+        loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        epochs: int,
+        params: Iterable[nn.Parameter] | None = None,
+        after_backward: Callable[[], None] | None = None,
+        max_steps: int | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> TrainStats:
+        """``epochs`` epochs (at most ``max_steps`` steps) of ``loss(x, y) -> (loss, logits)``
+        minimised over ``params`` (default: all of ``model``'s) by ``train.optimizer``.
+
+        Returns the mean task loss (the criterion alone: comparable across algorithms),
+        the mean objective and the accuracy over the samples seen.
+        """
+        model.train()
+        if optimizer is None:
+            optimizer = make_optimizer(model.parameters() if params is None else list(params), self.cfg)
+        amp = self.cfg.amp and self.device.type == "cuda"
+
+        def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
+                objective, logits = loss(xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if after_backward is not None:
+                after_backward()
+            optimizer.step()
+            return objective, logits
+
+        return self.loop(step, epochs, max_steps)
+
+    def loop(
+        self,
+        step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        epochs: int,
+        max_steps: int | None = None,
+    ) -> TrainStats:
+        """The party's mini-batches of ``epochs`` epochs, each given to ``step(x, y) ->
+        (objective, logits)``, which does the update itself (pFedMe's inner solver)."""
+        t0 = time.perf_counter()
+        # per-step values are kept as tensors and reduced once at the end: no
+        # synchronisation per step, and two tensor ops per step instead of six
+        objectives: list[torch.Tensor] = []
+        losses: list[torch.Tensor] = []
+        hits: list[torch.Tensor] = []
+        sizes: list[int] = []
+        for xb, yb in batch_stream(self.data, self.cfg, epochs, self.generator, self.device, max_steps, self.has_bn):
+            objective, logits = step(xb, yb)
+            objectives.append(objective.detach())
+            with torch.no_grad():
+                losses.append(self.criterion(logits.detach().float(), yb))
+            hits.append(logits.detach().argmax(dim=1) == yb)
+            sizes.append(yb.numel())
+        seen = sum(sizes)
+        if seen:
+            w = torch.tensor(sizes, device=self.device, dtype=torch.float64)
+            mean_loss = float((torch.stack(losses).double() * w).sum()) / seen
+            mean_objective = float((torch.stack(objectives).double() * w).sum()) / seen
+            acc = float(torch.cat(hits).sum()) / seen
+        else:
+            mean_loss = mean_objective = acc = float("nan")
+        return TrainStats(len(self.data), len(sizes), epochs, mean_loss, acc, time.perf_counter() - t0, mean_objective)
+
+
 def train_local(
     model: nn.Module,
     rule,  # strategies.ClientRule
@@ -196,46 +278,16 @@ def train_local(
     max_steps: int | None = None,
     has_bn: bool = False,
 ) -> TrainStats:
-    """Run ``epochs`` epochs (at most ``max_steps`` steps) of mini-batch training.
+    """One party's local training under its algorithm's rule.
 
-    The loss of each step is ``rule.loss`` (the task loss plus the algorithm's
-    terms); ``rule.on_after_backward`` may correct the gradients before the step.
-    Returns the mean task loss (the criterion alone: comparable across algorithms),
-    the mean objective and the accuracy over the samples seen.
+    The rule gets a :class:`LocalTrainer` in ``rule.ctx.trainer``, then
+    ``on_train_begin()`` and ``fit(epochs, max_steps)``: by default one run of the
+    loop minimising ``rule.loss`` (the task loss plus the algorithm's terms) over all
+    weights, with ``rule.on_after_backward`` between backward and step.
     """
-    t0 = time.perf_counter()
-    model.train()
-    optimizer = make_optimizer(model.parameters(), cfg)
+    rule.ctx.trainer = LocalTrainer(data, cfg, generator, device, rule.ctx.criterion, has_bn)
     rule.on_train_begin()
-    amp = cfg.amp and device.type == "cuda"
-    # per-step values are kept as tensors and reduced once at the end: no
-    # synchronisation per step, and two tensor ops per step instead of six
-    objectives: list[torch.Tensor] = []
-    losses: list[torch.Tensor] = []
-    hits: list[torch.Tensor] = []
-    sizes: list[int] = []
-    criterion = rule.ctx.criterion
-    for xb, yb in batch_stream(data, cfg, epochs, generator, device, max_steps, has_bn):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, logits = rule.loss(xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        rule.on_after_backward()
-        optimizer.step()
-        objectives.append(loss.detach())
-        with torch.no_grad():
-            losses.append(criterion(logits.detach().float(), yb))
-        hits.append(logits.detach().argmax(dim=1) == yb)
-        sizes.append(yb.numel())
-    seen = sum(sizes)
-    if seen:
-        w = torch.tensor(sizes, device=device, dtype=torch.float64)
-        mean_loss = float((torch.stack(losses).double() * w).sum()) / seen
-        mean_objective = float((torch.stack(objectives).double() * w).sum()) / seen
-        acc = float(torch.cat(hits).sum()) / seen
-    else:
-        mean_loss = mean_objective = acc = float("nan")
-    return TrainStats(len(data), len(sizes), epochs, mean_loss, acc, time.perf_counter() - t0, mean_objective)
+    return rule.fit(epochs, max_steps)
 
 
 @torch.inference_mode()

@@ -163,6 +163,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
     if any(h < 1 for h in m.hidden):
         raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
+    _only_where_read(m, "model", m.name, "model.name", {"hidden": ("mlp",), "batch_norm": ("simple-cnn",)})
     tokens = model_registry.takes_tokens(m.name)
     if text and not tokens:
         raise ConfigError(
@@ -205,6 +206,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("federation.max_failure_fraction", f.max_failure_fraction, 0.0, 1.0)
     _in_range("federation.divergence_factor", f.divergence_factor, 0.0, None)
     _one_of("federation.on_divergence", f.on_divergence, DIVERGENCE_ACTIONS)
+    _check_holdout(f.holdout_parties, cfg.partition.n_parties)
     if f.fraction_evaluate > 0 and d.val_fraction == 0:
         raise ConfigError(
             "config key 'federation.fraction_evaluate' > 0 needs local validation data: set data.val_fraction in (0, 1)"
@@ -234,6 +236,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)
     _in_range("eval.fbeta", cfg.eval.fbeta, 0.0, None, lo_open=True)
     _in_range("eval.train_sample", cfg.eval.train_sample, 0, None)
+    _check_local_test(cfg)
     _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
     _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
     _validate_privacy(cfg)
@@ -259,3 +262,38 @@ def _validate_privacy(cfg: ExperimentConfig) -> None:
     problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name))
     if problem:
         raise ConfigError(problem)
+
+
+LOCAL_TEST_MODES = ("none", "split", "match", "natural")
+
+
+def _check_local_test(cfg: ExperimentConfig) -> None:
+    """``eval.local_*``: the mode, its own keys, and no key the mode does not read."""
+    ev = cfg.eval
+    _one_of("eval.local_test", ev.local_test, LOCAL_TEST_MODES)
+    _in_range("eval.local_test_fraction", ev.local_test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+    if ev.local_test_size is not None:
+        _in_range("eval.local_test_size", ev.local_test_size, 1, None)
+    _in_range("eval.local_parties", ev.local_parties, 0, None)
+    _in_range("eval.finetune_epochs", ev.finetune_epochs, 0, None)
+    readers = {
+        "local_test_fraction": ("split",),
+        "local_test_size": ("match",),
+        "local_parties": LOCAL_TEST_MODES[1:],
+        "finetune_epochs": LOCAL_TEST_MODES[1:],
+    }
+    _only_where_read(ev, "eval", ev.local_test, "eval.local_test", readers)
+    if cfg.federation.holdout_parties and ev.local_test == "none":
+        raise ConfigError(
+            "config key 'federation.holdout_parties' needs each party's own test data to evaluate the "
+            "held-out parties on: set eval.local_test (split, match or natural)"
+        )
+
+
+def _check_holdout(value: float, n_parties: int) -> None:
+    """``federation.holdout_parties``: a share in [0, 1) or a whole count below the party count."""
+    if value < 0 or (value >= 1 and (value != int(value) or value >= n_parties)):
+        raise ConfigError(
+            f"config key 'federation.holdout_parties' = {value!r}: a share in [0, 1) or a whole number "
+            f"of parties from 1 to {n_parties - 1}"
+        )

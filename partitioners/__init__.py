@@ -28,7 +28,7 @@ from . import shards as _shards  # noqa: F401
 from ._validate import as_int, check_labels
 from .feature_noise import noise_levels
 from .flower import MissingExtraError, from_flwr, to_flwr
-from .io import PartitionFileError, load_dataidxs, read_dataidxs_meta, save_dataidxs
+from .io import PartitionFileError, load_dataidxs, load_local_test, read_dataidxs_meta, save_dataidxs
 from .natural import group_test_indices
 from .plot import plot_label_distribution
 from .registry import available, get_scheme, promises_sorted, register, required_params, scheme_params, takes_seed
@@ -44,6 +44,7 @@ __all__ = [
     "group_test_indices",
     "heterogeneity",
     "load_dataidxs",
+    "load_local_test",
     "noise_levels",
     "partition",
     "plot_label_distribution",

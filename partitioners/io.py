@@ -6,7 +6,10 @@ n_parties + 1 bounds (party j is ``indices[offsets[j]:offsets[j+1]]``) — two a
 whatever the number of parties; ``scheme``, ``params_json`` (the scheme parameters as
 JSON; an array-valued one such as ``groups`` is replaced by its shape, dtype and
 sha256), ``seed``, ``n_samples``, ``labels_sha256`` (sha256 of the labels as
-little-endian int64 bytes), ``version``.
+little-endian int64 bytes), ``version``; optionally each party's own test data
+(``local_test_indices``/``local_test_offsets`` as above, and ``local_test_source``:
+``train`` when they index the training set, ``test`` when they index the test set),
+which never overlaps the party's training indices.
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _flat(parts: Mapping[int, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parties 0..n-1's index arrays as (concatenated indices, offsets)."""
+    arrays = [np.asarray(parts.get(j, ()), dtype=np.int64).reshape(-1) for j in range(n)]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    return (np.concatenate(arrays) if arrays else np.empty(0, np.int64)), offsets
+
+
 def save_dataidxs(
     path: str | os.PathLike,
     dataidxs: Mapping[int, Any],
@@ -75,16 +86,17 @@ def save_dataidxs(
     scheme: str,
     params: Mapping[str, Any],
     seed: int,
+    local_test: Mapping[int, Any] | None = None,
+    local_test_source: str = "",
 ) -> None:
-    """Write ``dataidxs`` (keys 0..n-1) to ``path`` atomically (temp file + os.replace)."""
+    """Write ``dataidxs`` (keys 0..n-1) to ``path`` atomically (temp file + os.replace),
+    with each party's own test indices when given (``local_test_source``: ``train`` or
+    ``test``, the set they index)."""
     labels = check_labels(labels)
     n = len(dataidxs)
     if sorted(dataidxs) != list(range(n)):
         raise ValueError(f"dataidxs keys must be the party ids 0..{n - 1}")
-    arrays = [np.asarray(dataidxs[j], dtype=np.int64).reshape(-1) for j in range(n)]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum([a.size for a in arrays], out=offsets[1:])
-    indices = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    indices, offsets = _flat(dataidxs, n)
     if indices.size and (indices.min() < 0 or indices.max() >= labels.size):
         raise ValueError(f"dataidxs hold an index outside 0..{labels.size - 1}")
     payload = {
@@ -97,6 +109,15 @@ def save_dataidxs(
         "labels_sha256": np.array(labels_sha256(labels)),
         "version": np.array(FORMAT_VERSION, dtype=np.int64),
     }
+    if local_test is not None:
+        if local_test_source not in ("train", "test"):
+            raise ValueError(f"local_test_source must be 'train' or 'test', got {local_test_source!r}")
+        if local_test_source == "train":
+            for j in range(n):
+                if np.intersect1d(np.asarray(local_test.get(j, ()), dtype=np.int64), np.asarray(dataidxs[j])).size:
+                    raise ValueError(f"party {j}'s local test indices overlap its training indices")
+        payload["local_test_indices"], payload["local_test_offsets"] = _flat(local_test, n)
+        payload["local_test_source"] = np.array(local_test_source)
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=os.path.dirname(os.path.abspath(path)))
     try:
@@ -131,6 +152,21 @@ def _read(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{name} has format version {int(data['version'])}; this fedsim reads {FORMAT_VERSION}"
         )
     return data
+
+
+def load_local_test(path: str | os.PathLike) -> tuple[dict[int, np.ndarray], str] | None:
+    """Each party's own test indices and the set they index (``train``/``test``), or
+    None when the file holds none."""
+    name = os.fspath(path)
+    try:
+        with np.load(name, allow_pickle=False) as z:
+            if "local_test_indices" not in z.files:
+                return None
+            idx, off, source = z["local_test_indices"], z["local_test_offsets"], str(z["local_test_source"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise PartitionFileError(f"{name} is not a readable partition file ({type(e).__name__}: {e})") from None
+    idx = idx.astype(np.int64, copy=False)
+    return {j: idx[off[j] : off[j + 1]] for j in range(off.size - 1)}, source
 
 
 def read_dataidxs_meta(path: str | os.PathLike) -> dict[str, Any]:

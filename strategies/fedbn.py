@@ -7,7 +7,9 @@ received global weights before training and before local evaluation, so they are
 never replaced by an average. Everything else is FedAvg. The server still averages
 the BatchNorm entries of the replies, only to give its global model (used for
 central evaluation, and by a party's first round) some statistics; no party ever
-trains with them once it has its own.
+trains with them once it has its own. Its paper's metric is each party's own model
+(the global weights with the party's BatchNorm layers) on the party's own test data:
+fedsim's ``personal_*`` metrics (``eval.local_test``).
 """
 
 from __future__ import annotations
@@ -55,3 +57,6 @@ class FedBN(Algorithm):
     summary = "BatchNorm layers stay local"
     paper = "Li et al. 2021, FedBN: Federated Learning on Non-IID Features via Local Batch Normalization"
     Rule = FedBNRule
+    #: the paper's metric: each party's model (the global one with its own BatchNorm
+    #: layers) on its own test data, evaluated as ``personal_*``
+    personal = True

@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
+
+import torch
 
 from .params import StrategyParams, hyperparameters, out_of_range
 from .rule import ClientRule
@@ -39,7 +42,10 @@ class Algorithm:
             # Server: default FedAvg's float64 weighted average
 
     ``check(cfg)`` returns why the rest of the config cannot run this algorithm
-    (FedNova needs SGD, MOON a projection head), or None.
+    (FedNova needs SGD, MOON a projection head), or None; ``check_model(params,
+    model)`` the same for the built model (layer names). A personalised algorithm
+    (``personal = True``) says what each party's own model is with ``personalize``,
+    evaluated as ``personal_*`` on the party's own test data (``eval.local_test``).
     """
 
     name: ClassVar[str]
@@ -48,6 +54,8 @@ class Algorithm:
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     Rule: ClassVar[type[ClientRule]] = ClientRule
     Server: ClassVar[type[FedsimStrategy]] = FedAvgServer
+    #: whether each party has a model of its own (evaluated as ``personal_*``)
+    personal: ClassVar[bool] = False
     #: client-level DP (``privacy.mode`` central-*/client-*) hands the server half a cohort whose models
     #: average to the noised mean of the clipped updates: private when the server reads the replies only
     #: through their mean. Why this algorithm's server does not (it picks among the clients, weighs them by
@@ -61,6 +69,32 @@ class Algorithm:
     def check(self, cfg: Any) -> str | None:
         """Why ``cfg`` (fedsim's ExperimentConfig) cannot run this algorithm, or None."""
         return None
+
+    def check_model(self, params: StrategyParams, model: torch.nn.Module) -> str | None:
+        """Why this model cannot run the algorithm with ``params`` (a layer that is
+        not there), or None. Runs before anything is written."""
+        return None
+
+    def personalize(
+        self,
+        params: StrategyParams,
+        global_state: Mapping[str, torch.Tensor],
+        client_state: Mapping[str, torch.Tensor] | None,
+        finetune: Callable[[Mapping[str, torch.Tensor], int], Mapping[str, torch.Tensor]],
+    ) -> Mapping[str, torch.Tensor] | None:
+        """A party's own model from the global weights and its client state (None when
+        it has not trained yet); None when the algorithm has no personal models.
+
+        By default (``personal = True``) the party's saved entries replace the global
+        ones: its personal layers (FedPer, FedRep, LG-FedAvg), its BatchNorm layers
+        (FedBN) or its whole model (local, Ditto, pFedMe). ``finetune(state, epochs)``
+        fine-tunes a state on the party's training data (FedBABU)."""
+        if not self.personal:
+            return None
+        out = dict(global_state)
+        if client_state:
+            out.update({k: v for k, v in client_state.items() if k in out})
+        return out
 
 
 def register(cls: A) -> A:

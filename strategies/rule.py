@@ -3,15 +3,18 @@
 The trainer (``fedsim.training.train_local``) runs, for one party and one round::
 
     rule.on_train_begin()                      # load state, set up references
-    for each mini-batch (x, y):
-        loss, logits = rule.loss(x, y)         # the task loss plus the rule's terms
-        loss.backward()
-        rule.on_after_backward()               # gradient corrections
-        optimizer.step()
+    stats = rule.fit(epochs, max_steps)        # by default one run of the loop below
+        for each mini-batch (x, y):
+            loss, logits = rule.loss(x, y)     # the task loss plus the rule's terms
+            loss.backward()
+            rule.on_after_backward()           # gradient corrections
+            optimizer.step()
     out = rule.on_train_end(steps)             # metrics, extra arrays, the party's new state
 
-``on_evaluate_begin`` runs before a party evaluates the global model on its own
-validation data (FedBN loads its BatchNorm layers there).
+A rule that trains in phases or trains a second model (FedRep, Ditto, APFL, pFedMe)
+overrides ``fit`` and calls ``self.ctx.trainer.run(model, loss, epochs, params=...)``
+as often as it needs. ``on_evaluate_begin`` runs before a party evaluates the global
+model on its own validation data (FedBN loads its BatchNorm layers there).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class TrainContext:
     #: labels of the party's training samples (int64, on the device)
     train_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     num_classes: int = 0
+    #: the party's mini-batch loop (``fedsim.training.LocalTrainer``), set before training
+    trainer: Any = None
 
 
 @dataclass
@@ -63,6 +68,9 @@ class RuleOutput:
     metrics: dict[str, float] = field(default_factory=dict)
     records: dict[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
     state: dict[str, torch.Tensor] | None = None
+    #: the weights the reply carries (personalised algorithms keep the others at home);
+    #: None: all of them
+    shared_keys: list[str] | None = None
 
 
 class ClientRule:
@@ -94,6 +102,13 @@ class ClientRule:
 
     def on_after_backward(self) -> None:
         """Called between ``backward()`` and ``optimizer.step()``."""
+
+    def fit(self, epochs: int, max_steps: int | None = None):
+        """The round's local training: one run of the loop over all weights (returns
+        ``fedsim.training.TrainStats``; ``stats.steps`` reaches ``on_train_end``)."""
+        return self.ctx.trainer.run(
+            self.ctx.model, self.loss, epochs, after_backward=self.on_after_backward, max_steps=max_steps
+        )
 
     def on_train_end(self, steps: int) -> RuleOutput:
         """Called after the last step; ``steps`` is the number of optimiser steps."""

@@ -11,7 +11,9 @@ the server state.
 An algorithm changes the server through three small hooks: :meth:`client_config`
 (values sent to the clients), :meth:`extra_records` (arrays sent besides the model)
 and :meth:`aggregate` (the new global state from the decoded replies; FedAvg's
-float64 weighted average by default).
+float64 weighted average by default). Replies may carry only some of the model's
+entries (personalised algorithms keep their personal layers at home): an entry no
+reply carries keeps its global value.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ class FederationSetup:
     param_keys: frozenset[str] | None = None
     #: where the server aggregates (the run's device: flattened tensors on the GPU)
     device: str = "cpu"
+    #: parties that never train nor validate (``federation.holdout_parties``)
+    holdout: frozenset[int] = frozenset()
 
     def is_param(self, key: str) -> bool:
         return self.param_keys is None or key in self.param_keys
@@ -196,8 +200,9 @@ class FedsimStrategy:
         self.round_log = RoundLog(round=0)
 
     def sample(self, server_round: int, purpose: str, fraction: float, minimum: int) -> list[int]:
-        """Sorted party ids of this round's cohort, drawn from (seed, purpose, round)."""
-        parties = sorted(self.setup.node_of_party)
+        """Sorted party ids of this round's cohort, drawn from (seed, purpose, round)
+        among the parties that are not held out."""
+        parties = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
         k = cohort_size(len(parties), fraction, minimum)
         if k >= len(parties):
             return parties
@@ -233,7 +238,8 @@ class FedsimStrategy:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.round_log = RoundLog(round=server_round, global_state=record_to_state(arrays))
-        parties = self.privacy.sample(server_round, sorted(self.setup.node_of_party)) if self.privacy else None
+        training = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
+        parties = self.privacy.sample(server_round, training) if self.privacy else None
         if parties is None:
             parties = self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
         self.round_log.sampled = parties
@@ -342,11 +348,15 @@ class FedsimStrategy:
         if not outcomes and self.privacy is None:
             rl.agg_state = rl.global_state
             return None, None
+        global_state = rl.global_state or OrderedDict()
         if self.privacy is not None:  # client-level DP releases even for an empty cohort
-            agg = self.privacy.aggregate(self, server_round, rl.global_state or OrderedDict(), outcomes)
+            agg = self.privacy.aggregate(self, server_round, global_state, outcomes)
         else:
-            agg = self.aggregate(server_round, rl.global_state or OrderedDict(), outcomes)
-        state = restore_dtypes(agg.state, rl.global_state or {})
+            agg = self.aggregate(server_round, global_state, outcomes)
+        # entries no reply carries (a personalised algorithm's personal layers) keep
+        # their global value: the aggregate is always a whole state_dict
+        merged = OrderedDict((k, agg.state.get(k, v)) for k, v in global_state.items())
+        state = restore_dtypes(merged if global_state else agg.state, global_state)
         if not all_finite(state):
             raise NonFiniteModel(f"round {server_round}: the aggregated global model holds NaN or inf")
         rl.agg_state = state

@@ -5,6 +5,10 @@ conv(C, 6, 5) ReLU maxpool2 -> conv(6, 16, 5) ReLU maxpool2 -> flatten
 -> Linear(16 * h * w, 120) ReLU -> Linear(120, 84) ReLU = representation (d = 84).
 ``h = w = ((H - 4) // 2 - 4) // 2``: 5 at 32x32, 4 at 28x28. The classifier
 Linear(84, num_classes) belongs to :class:`FedModel`.
+
+``model.batch_norm: true`` puts a BatchNorm after each conv and hidden FC layer
+(before its ReLU), as the CNN of FedBN's experiments (Li et al. 2021) does: the model
+that gives FedBN local BatchNorm layers to keep.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ class SimpleCNNEncoder(nn.Module):
     dropout before the classifier, so the representation ``h`` itself is dropout-free.
     """
 
-    def __init__(self, in_channels: int, height: int, width: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: int, height: int, width: int, dropout: float = 0.0, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         h2 = _after_conv_pool(_after_conv_pool(height))
         w2 = _after_conv_pool(_after_conv_pool(width))
@@ -46,13 +52,19 @@ class SimpleCNNEncoder(nn.Module):
         self.drop1 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc2 = nn.Linear(120, FEATURE_DIM)
         self.relu4 = nn.ReLU()
+        # BatchNorm has no random initialisation: without it, the weights are unchanged
+        self.bn1, self.bn2, self.bn3, self.bn4 = (
+            (nn.BatchNorm2d(6), nn.BatchNorm2d(16), nn.BatchNorm1d(120), nn.BatchNorm1d(FEATURE_DIM))
+            if batch_norm
+            else (nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity())
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pool1(self.relu1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
         x = self.flatten(x)
-        x = self.drop1(self.relu3(self.fc1(x)))
-        return self.relu4(self.fc2(x))
+        x = self.drop1(self.relu3(self.bn3(self.fc1(x))))
+        return self.relu4(self.bn4(self.fc2(x)))
 
 
 @register("simple-cnn")
@@ -67,4 +79,4 @@ def build_simple_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes
         raise ModelError(
             f"model 'simple-cnn' needs images of at least 14x14 (two 5x5 convs and two 2x2 pools); got {h}x{w}"
         )
-    return SimpleCNNEncoder(c, h, w, dropout=float(cfg.dropout)), FEATURE_DIM
+    return SimpleCNNEncoder(c, h, w, dropout=float(cfg.dropout), batch_norm=bool(cfg.batch_norm)), FEATURE_DIM

@@ -29,6 +29,11 @@ multiplier sigma does: the accountant composes sigma. (Flower 1.42's adaptive wr
 multiply C by exp(-eta (clipped share - gamma)), which moves C away from the quantile:
 with most updates clipped, C shrinks further; fedsim follows the paper.)
 
+Personalised algorithms send only their shared entries (``strategy.personal_layers``
+names the others): updates, norms, clipping and noise cover exactly those
+(:func:`shared_keys`), and a reply carrying anything else is an error rather than a
+leak. With ``federation.holdout_parties`` N counts the parties that train.
+
 Noise and the count's noise are drawn from (seed, round), so a run repeats and
 resumes exactly.
 """
@@ -43,6 +48,7 @@ import torch
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from strategies.arrays import is_float, state_to_record
+from strategies.personal import resolve_layers
 from strategies.strategy import Aggregate, ClientOutcome
 
 from ..flower_compat import KEY_CLIPPING_NORM, KEY_NORM_BIT, compute_adaptive_noise_params, compute_stdv
@@ -56,13 +62,27 @@ MODE_KEY = "privacy-mode"
 NORM_SLACK = 1e-4
 
 
-def update_norm(state, global_state) -> float:
-    """||w_k - w|| over every float entry, accumulated in float64."""
+def update_norm(state, global_state, keys=None) -> float:
+    """||w_k - w|| over the float entries among ``keys`` (default: all), accumulated in float64."""
     total = 0.0
-    for key, g in global_state.items():
+    for key in global_state if keys is None else keys:
+        g = global_state[key]
         if is_float(g):
             total += float((state[key].double() - g.double()).pow(2).sum())
     return math.sqrt(total)
+
+
+def shared_keys(cfg: ExperimentConfig, keys) -> list[str]:
+    """The entries every party sends, in ``keys``' order: all of them, but for a
+    personalised algorithm (``strategy.personal_layers``) the layers that are not
+    personal. Only these are clipped and noised: the personal layers never leave the
+    party, and the server keeps their global values (``FedsimStrategy.aggregate_train``)."""
+    keys = list(keys)
+    spec = getattr(cfg.strategy, "personal_layers", None)
+    if not spec:
+        return keys
+    personal = set(resolve_layers(spec, keys))
+    return [k for k in keys if k not in personal]
 
 
 class ClientLevelDP:
@@ -71,6 +91,7 @@ class ClientLevelDP:
     def __init__(self, cfg: ExperimentConfig, sigma: float | None = None) -> None:
         p = cfg.privacy
         self.mode = p.mode
+        self.cfg = cfg
         self.seed = cfg.seed
         self.q = cfg.federation.fraction_fit
         self.expected = expected_cohort(cfg)
@@ -105,12 +126,13 @@ class ClientLevelDP:
     def noise_std(self) -> float:
         return compute_stdv(self.update_sigma, self.clipping_norm, self.expected)
 
-    def noise(self, server_round: int, global_state, device) -> dict[str, torch.Tensor]:
-        """z ~ N(0, std^2 I) on every float entry, from (seed, round)."""
+    def noise(self, server_round: int, global_state, keys: list[str]) -> dict[str, torch.Tensor]:
+        """z ~ N(0, std^2 I) on every float entry among ``keys``, from (seed, round)."""
         gen = torch.Generator().manual_seed(derive(self.seed, "privacy", "noise", server_round))
         std = self.noise_std()
         out = {}
-        for key, g in global_state.items():
+        for key in keys:
+            g = global_state[key]
             if is_float(g):
                 out[key] = (torch.randn(g.shape, generator=gen, dtype=torch.float64) * std).to(g.dtype).to(g.device)
         return out
@@ -120,12 +142,18 @@ class ClientLevelDP:
         C = self.clipping_norm
         m = len(outcomes)
         factor_all = m / self.expected if self.expected > 0 else 1.0
-        z = self.noise(server_round, global_state, next(iter(global_state.values())).device)
+        keys = shared_keys(self.cfg, global_state)
+        z = self.noise(server_round, global_state, keys)
         unclipped = 0
         clipped_shares = []
         private: list[ClientOutcome] = []
         for o in outcomes:
-            norm = update_norm(o.state, global_state)
+            if set(o.state) != set(keys):  # an entry outside the clipped, noised ones would leak
+                raise RuntimeError(
+                    f"party {o.party} sent entries {sorted(set(o.state) ^ set(keys))[:3]} other than the shared "
+                    "ones the client-level DP release clips and noises"
+                )
+            norm = update_norm(o.state, global_state, keys)
             if self.client_side:
                 if norm > C * (1 + NORM_SLACK) + 1e-12:
                     raise RuntimeError(
@@ -142,8 +170,8 @@ class ClientLevelDP:
                 clipped_shares.append(float(clipped))
             factor = scale * factor_all
             state = OrderedDict()
-            for key, w in o.state.items():
-                g = global_state[key]
+            for key in keys:
+                w, g = o.state[key], global_state[key]
                 if not is_float(g):
                     state[key] = w
                     continue
@@ -152,7 +180,7 @@ class ClientLevelDP:
                 state[key] = base + z[key]
             private.append(self._outcome(o.party, o.node_id, o.metrics, state))
         if not private:  # nobody was sampled (or replied): the release is w + z
-            state = OrderedDict((k, g + z[k] if is_float(g) else g) for k, g in global_state.items())
+            state = OrderedDict((k, global_state[k] + z[k] if k in z else global_state[k]) for k in keys)
             private.append(self._outcome(-1, 0, {}, state))
         agg = strategy.aggregate(server_round, global_state, private)
         metrics = {

@@ -12,6 +12,11 @@
   which reads no data. Rules that change gradients or the loss through the model
   (SCAFFOLD, MOON, FedDyn, ...: not ``batchable``) are refused. Every server half is
   post-processing of the parties' private models and combines with it.
+* **Personalised algorithms** (``Algorithm.personal``) send only their shared entries
+  (``RuleOutput.shared_keys``): the client-level modes clip and noise exactly those
+  (the personal layers never leave the party); ``local`` shares nothing and is refused.
+  ``dpsgd`` refuses them: their local training (phases over layer groups, Ditto's and
+  APFL's second model, pFedMe's inner solver) is not the DP-SGD trainer's loop.
 * Every mode refuses BatchNorm: Opacus computes no per-sample gradients through it, and
   noise on running variances makes them negative.
 """
@@ -40,9 +45,17 @@ MODE_KEYS = {
 }
 
 
+def training_parties(cfg: ExperimentConfig) -> int:
+    """N: the parties that train, all but ``federation.holdout_parties`` (the count
+    ``fedsim.experiment.holdout_parties`` draws; a test checks they agree)."""
+    n, value = cfg.partition.n_parties, cfg.federation.holdout_parties
+    held = int(value) if value >= 1 else int(round(value * n))
+    return n - min(max(held, 0), n - 1)
+
+
 def expected_cohort(cfg: ExperimentConfig) -> float:
     """q N: the expected number of clients a round (the fixed denominator of DP-FedAvg)."""
-    return cfg.federation.fraction_fit * cfg.partition.n_parties
+    return cfg.federation.fraction_fit * training_parties(cfg)
 
 
 def count_stddev(cfg: ExperimentConfig) -> float:
@@ -90,6 +103,12 @@ def why_not(cfg: ExperimentConfig, algorithm, has_batchnorm: bool | None = None)
                     "raise privacy.clipped_count_stddev, sample more clients, or lower the noise"
                 )
     if mode == "dpsgd":
+        if getattr(algorithm, "personal", False):
+            return (
+                f"privacy.mode 'dpsgd' cannot train personalised strategy '{name}': its own local steps (some layers "
+                "at a time, a personal model beside the global one, an inner solver) run outside the DP-SGD trainer; "
+                "a client-level mode (central-*, client-*) privatises the layers it shares"
+            )
         if not algorithm.Rule.batchable:
             return (
                 f"privacy.mode 'dpsgd' cannot train strategy '{name}': its client rule changes gradients or the loss "

@@ -13,8 +13,10 @@
   final test accuracy against a data-heterogeneity measure (``tv_mean`` by default, or
   any key of summary.json's ``heterogeneity``, or ``beta``), the accuracy drop of every
   setting relative to the IID setting of the same strategy (bar chart and table), model
-  heterogeneity over rounds (client drift, update cosine, gradient diversity) and
-  the label distribution of each partition setting (its first seed).
+  heterogeneity over rounds (client drift, update cosine, gradient diversity),
+  with ``eval.local_test`` the accuracy on the parties' own test data (own model and
+  global model per algorithm) and its per-party distribution (box plots), and the
+  label distribution of each partition setting (its first seed).
 
 Reading the directories is :mod:`.load`, the drop against IID :mod:`.drops`, the
 figures :mod:`.figures`; this module writes the Markdown.
@@ -31,7 +33,7 @@ from matplotlib.figure import Figure
 from ..errors import RunDirError
 from ..plots import plot_run
 from ..store import RunStore, atomic_write_text, read_json
-from ..sweeps import INDEX_FILE, make_table
+from ..sweeps import INDEX_FILE, make_table, personal_table
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
     MEASURE_AXIS,
@@ -42,6 +44,7 @@ from .figures import (
     label_distribution,
     model_heterogeneity_figure,
     off_axis_settings,
+    party_distribution_figure,
     save_figure,
 )
 from .load import (
@@ -96,11 +99,33 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         {
             **r.factors,
             "status": r.status,
-            **{k: r.value(k) for k in ("test_accuracy", "best_test_accuracy", "test_f1_macro", "test_loss")},
+            **{
+                k: r.value(k)
+                for k in (
+                    "test_accuracy",
+                    "best_test_accuracy",
+                    "test_f1_macro",
+                    "test_loss",
+                    "local_test_accuracy",
+                    "personal_test_accuracy",
+                    "finetune_test_accuracy",
+                )
+            },
         }
         for r in view.runs
     ]
     md.append(make_table(rows, view.factors, view.seeds))
+    personal = personal_table(rows, view.factors, view.seeds)
+    if personal:
+        md += ["## Accuracy on the parties' own test data", "", personal]
+        if _save(party_distribution_figure(view, layout), figs / "party_accuracy.png"):
+            md += [
+                "Each party's accuracy on its own test data after the last round (its own model; +FT: the global "
+                "model fine-tuned; (global): the global model), every seed's parties pooled; the triangle is the mean.",
+                "",
+                _img(f"{FIGURES}/party_accuracy.png", "per-party accuracy"),
+                "",
+            ]
     sel = sweep_dir / "selection.md"
     if sel.exists():
         text = sel.read_text().split("\n", 1)
@@ -228,6 +253,15 @@ _RUN_KEYS = (
     "train_accuracy",
     "train_test_gap",
     "val_accuracy",
+    "local_test_accuracy",
+    "local_test_accuracy_std",
+    "local_test_accuracy_worst10",
+    "personal_test_accuracy",
+    "personal_test_accuracy_std",
+    "personal_test_accuracy_worst10",
+    "finetune_test_accuracy",
+    "holdout_local_test_accuracy",
+    "holdout_personal_test_accuracy",
     "model_parameters",
     "bytes_up_total",
     "bytes_down_total",

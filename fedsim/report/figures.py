@@ -1,6 +1,6 @@
 """The sweep report's matplotlib figures: curves over rounds, accuracy against a
-heterogeneity measure, the accuracy drop against IID, model heterogeneity, and the
-label distributions.
+heterogeneity measure, the accuracy drop against IID, model heterogeneity, the
+per-party accuracy distribution, and the label distributions.
 
 Each ``*_figure`` function builds and returns a :class:`matplotlib.figure.Figure` (None
 when there is nothing to draw) on its own Agg canvas, without pyplot's global state, so
@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from partitioners import plot_label_distribution
 
 from ..plots import log_y_axis
+from ..store import read_jsonl
 from ..sweeps import STRATEGY_FACTORS, mean_std
 from .drops import DropRow, drop_grid
 from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, partition_factors, read_json_or_none
@@ -363,6 +364,62 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout) -> Figure | None
         return None
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def party_accuracies(run: RunInfo) -> dict[str, list[float]]:
+    """A run's per-party accuracies of its last per-party evaluation (``parties.jsonl``),
+    by mode, over the parties that train (not the held-out ones)."""
+    rows = [r for r in read_jsonl(run.path / "parties.jsonl") if not r.get("holdout")]
+    if not rows:
+        return {}
+    last = max(r["round"] for r in rows)
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        if r["round"] == last:
+            out.setdefault(r["mode"], []).append(float(r["accuracy"]))
+    return out
+
+
+def party_distribution_figure(view: SweepView, layout: Layout) -> Figure | None:
+    """Per-party accuracy on the parties' own test data: one box per algorithm (its own
+    model; ``+FT`` boxes for fine-tuned global models, ``(global)`` for an algorithm
+    without personal models), one panel per setting; parties of every seed pooled.
+    The spread and the lower whisker show what a mean hides: the parties left behind."""
+    runs = [r for r in finished_runs(view) if (r.path / "parties.jsonl").exists()]
+    if not runs:
+        return None
+    combos = layout.panel_combos() or [()]
+    nrows, ncols = _grid(len(combos))
+    fig = new_figure(max(5.0, 0.9 * len(layout.series_labels(view)) + 2) * ncols, 3.8 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    drawn = False
+    for i, combo in enumerate(combos):
+        ax = axes[i // ncols][i % ncols]
+        in_panel = [r for r in runs if layout.panel_of(r) == tuple(combo)]
+        boxes: dict[str, list[float]] = {}
+        for lbl in layout.series_labels(view):
+            for r in (r for r in in_panel if layout.series_of(r) == lbl):
+                accs = party_accuracies(r)
+                own = accs.get("personal")
+                boxes.setdefault(lbl if own is not None else f"{lbl} (global)", []).extend(
+                    100 * a for a in (own if own is not None else accs.get("local", []))
+                )
+                if accs.get("finetune"):
+                    boxes.setdefault(f"{lbl}+FT", []).extend(100 * a for a in accs["finetune"])
+        boxes = {k: v for k, v in boxes.items() if v}
+        if boxes:
+            drawn = True
+            ax.boxplot(list(boxes.values()), tick_labels=list(boxes), showmeans=True)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        ax.set_title(panel_title(view, layout, combo, in_panel))
+        ax.set_ylabel("party's test accuracy (%)")
+        ax.grid(alpha=0.3, axis="y")
+    for j in range(len(combos), nrows * ncols):
+        axes[j // ncols][j % ncols].axis("off")
+    if not drawn:
+        return None
     fig.tight_layout()
     return fig
 

@@ -47,9 +47,11 @@ from .tables import (
     ABLATION_COLUMNS,
     HETEROGENEITY_COLUMNS,
     METRIC_COLUMNS,
+    PARTY_COLUMNS,
     format_mean_std,
     make_table,
     mean_std,
+    personal_table,
     read_summary_csv,
     summary_row,
     to_csv,
@@ -61,6 +63,7 @@ __all__ = [
     "HETEROGENEITY_COLUMNS",
     "INDEX_FILE",
     "METRIC_COLUMNS",
+    "PARTY_COLUMNS",
     "STRATEGY_FACTORS",
     "Choice",
     "Factor",
@@ -75,6 +78,7 @@ __all__ = [
     "mean_std",
     "minimize_metric",
     "parse_sweep",
+    "personal_table",
     "plan_sweep",
     "read_summary_csv",
     "safe_name",
@@ -242,6 +246,9 @@ def _sweep_in(
     table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
     extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
     table = make_table(table_rows, table_factors, spec.seeds, extra)
+    personal = personal_table(table_rows, table_factors, spec.seeds)
+    if personal:
+        table += "\n## Accuracy on the parties' own test data\n\n" + personal
     atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
     title_line = f"# {spec.name}\n\n"
     atomic_write_text(sweep_dir / "table.md", title_line + table)

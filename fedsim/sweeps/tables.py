@@ -33,6 +33,11 @@ METRIC_COLUMNS = (
     "val_accuracy",
     "wall_time_s",
 )
+#: summary.json keys of the per-party evaluation (``eval.local_test``), copied into
+#: summary.csv when a run has them
+PARTY_COLUMNS = tuple(
+    f"{mode}_test_accuracy{stat}" for mode in ("local", "personal", "finetune") for stat in ("", "_std", "_worst10")
+)
 #: summary.json["heterogeneity"] keys copied into summary.csv
 HETEROGENEITY_COLUMNS = ("tv_mean", "hellinger_mean", "js_mean", "size_cv")
 #: the ablation table's columns: (summary key, header, shown in percent)
@@ -156,6 +161,57 @@ def make_table(
     return "\n".join(lines) + "\n"
 
 
+def personal_table(
+    rows: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seeds: Sequence[int] | None = None
+) -> str:
+    """Accuracy on the parties' own test data (``eval.local_test``), or "" when no
+    finished run has it.
+
+    One row per strategy (and ``<strategy>+FT`` where runs fine-tuned the global
+    model, ``eval.finetune_epochs``), two columns per setting of the other factors: the
+    party's own model (``personal_test_accuracy``; the fine-tuned model on a +FT row)
+    and the global model (``local_test_accuracy``). Each cell is the pooled accuracy
+    over the parties' test samples in %, mean ± sample std over seeds.
+    """
+    ok = [r for r in rows if r.get("status") == "finished" and r.get("local_test_accuracy") is not None]
+    if not ok:
+        return ""
+    strat = next((f for f in factors if f.key in STRATEGY_FACTORS), None)
+    others = [f for f in factors if f is not strat]
+    strategies = strat.labels if strat is not None else ["all"]
+    groups = _group(ok, [f.key for f in others] + ([strat.key] if strat is not None else []))
+    combos = _ordered_combos(others) or [()]
+    head = ["algorithm"]
+    for combo in combos:
+        label = " / ".join(combo)
+        head += [f"{label}: own model".strip(": "), f"{label}: global model".strip(": ")]
+    lines = [
+        "Accuracy (%) on the parties' own test data after the last round (pooled over their test samples), "
+        f"{std_note(seeds)}. Own model: the party's personalised model (+FT: the global model fine-tuned on the "
+        "party's data); global model: the same global model for every party.",
+        "",
+        md_row(head),
+        md_row(["---"] + ["---:"] * (len(head) - 1)),
+    ]
+
+    def cell(members, key) -> str:
+        m, sd, _ = mean_std(r.get(key) for r in members)
+        return format_mean_std(m, sd)
+
+    for s in strategies:
+        members_of = [groups.get(tuple(combo) + ((s,) if strat is not None else ()), []) for combo in combos]
+        cells = [s]
+        for members in members_of:
+            cells += [cell(members, "personal_test_accuracy"), cell(members, "local_test_accuracy")]
+        lines.append(md_row(cells))
+        if any(r.get("finetune_test_accuracy") is not None for ms in members_of for r in ms):
+            ft = [f"{s}+FT"]
+            for members in members_of:
+                ft += [cell(members, "finetune_test_accuracy"), cell(members, "local_test_accuracy")]
+            lines.append(md_row(ft))
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------- summary.csv
 
 
@@ -177,6 +233,9 @@ def summary_row(r: PlannedRun, factors: Sequence[Factor], with_phase: bool) -> d
         row[k] = s.get(k)
     for k in HETEROGENEITY_COLUMNS:
         row[k] = het.get(k)
+    for k in PARTY_COLUMNS:
+        if k in s:
+            row[k] = s[k]
     row["config_hash"] = r.hash
     return row
 
@@ -205,7 +264,7 @@ def read_summary_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
             for k, v in r.items():
                 if v == "":
                     row[k] = None
-                elif k in METRIC_COLUMNS or k in HETEROGENEITY_COLUMNS:
+                elif k in METRIC_COLUMNS or k in HETEROGENEITY_COLUMNS or k in PARTY_COLUMNS:
                     row[k] = float(v)
                 elif k in ("seed", "fold"):
                     row[k] = int(v)

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fedsim.config import ModelConfig
+from fedsim.config import ModelConfig, load_config
 from fedsim.errors import ConfigError
 from fedsim.models import FedModel, ModelError, available, build_model, register
 from fedsim.models import registry as registry_mod
@@ -201,3 +201,28 @@ def test_register_a_new_architecture():
     finally:
         registry_mod._REGISTRY.pop("tiny-test-net", None)
     assert available() == ALL
+
+
+def test_simple_cnn_batch_norm_adds_fedbns_layers_and_leaves_the_weights_alone():
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(name="simple-cnn"), (1, 28, 28), 10)
+    torch.manual_seed(0)
+    bn = build_model(ModelConfig(name="simple-cnn", batch_norm=True), (1, 28, 28), 10)
+    extra = [k for k in bn.state_dict() if k not in plain.state_dict()]
+    assert sorted({k.split(".")[1] for k in extra}) == ["bn1", "bn2", "bn3", "bn4"]
+    assert len(extra) == 4 * 5  # weight, bias, running_mean, running_var, num_batches_tracked
+    for k, v in plain.state_dict().items():  # BatchNorm draws nothing from the RNG
+        assert torch.equal(v, bn.state_dict()[k])
+    assert bn(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"name": "simple-cnn", "hidden": [50]}, "model.hidden' is read only with model.name mlp"),
+        ({"name": "mlp", "batch_norm": True}, "model.batch_norm' is read only with model.name simple-cnn"),
+    ],
+)
+def test_model_keys_of_another_model_are_refused(model, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config({"model": model})

@@ -18,8 +18,9 @@ import strategies  # noqa: E402
 from fedsim.cli import main  # noqa: E402
 from fedsim.config import load_config  # noqa: E402
 from fedsim.errors import ConfigError  # noqa: E402
+from fedsim.experiment import holdout_parties  # noqa: E402
 from fedsim.privacy.accounting import default_delta, epsilon  # noqa: E402
-from fedsim.privacy.compat import why_not  # noqa: E402
+from fedsim.privacy.compat import expected_cohort, training_parties, why_not  # noqa: E402
 from strategies.strategy import FedsimStrategy  # noqa: E402
 
 TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
@@ -44,7 +45,7 @@ def _same(a: Path, b: Path) -> bool:
 IID = {"scheme": "iid", "n_parties": 4}  # 100 samples each: FedAvg's weights are uniform
 
 
-@pytest.mark.parametrize("name", ["fedavg", "fedadam"])
+@pytest.mark.parametrize("name", ["fedavg", "fedadam", "fedper"])
 def test_noise_zero_and_a_huge_norm_equal_the_wrapped_algorithm(tmp_path, tiny, name):
     base = tiny(partition=IID, strategy={"name": name}, federation={"rounds": 2})
     plain = fedsim.run(base, out=tmp_path / "plain").run_dir
@@ -195,6 +196,9 @@ def test_dpsgd_batched_falls_back_to_one_client_at_a_time(tmp_path, tiny, caplog
         ({"mode": "central-fixed", "noise_multiplier": 0.0, "target_epsilon": 1.0}, {}, "noise_multiplier > 0"),
         ({"mode": "central-fixed", "target_epsilon": 2.0, "calibrate": True, "noise_multiplier": 2.0}, {}, "chooses"),
         ({"mode": "dp"}, {}, "privacy.mode"),
+        ({"mode": "dpsgd"}, {"strategy": {"name": "fedper"}}, "personalised strategy 'fedper'"),
+        ({"mode": "dpsgd"}, {"strategy": {"name": "ditto"}}, "outside the DP-SGD trainer"),
+        ({"mode": "central-fixed"}, {"strategy": {"name": "local"}}, "shares nothing"),
         ({"mode": "dpsgd", "accountant": "moments"}, {}, "privacy.accountant"),
     ],
 )
@@ -212,7 +216,7 @@ def test_batchnorm_models_are_refused(tiny):
 #: algorithms whose server has its own aggregate and reads the cohort only through its
 #: mean (reviewed): client-level DP may wrap them. A new algorithm with its own server
 #: must be reviewed and added here, or declare client_dp_refusal.
-MEAN_BASED = {"feddyn", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedbn", "fedprox", "moon", "fedlc"}
+MEAN_BASED = {"pfedme", "feddyn", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedbn", "fedprox", "moon", "fedlc"}
 
 
 def test_every_algorithm_declares_whether_client_level_dp_can_wrap_it():
@@ -221,3 +225,32 @@ def test_every_algorithm_declares_whether_client_level_dp_can_wrap_it():
         custom = algo.Server.aggregate is not FedsimStrategy.aggregate
         if custom and algo.client_dp_refusal is None:
             assert name in MEAN_BASED, f"review {name}'s server for client-level DP (strategies/registry.py)"
+
+
+def test_personal_layers_are_neither_noised_nor_sent(tmp_path, tiny):
+    """FedPer under client-level DP: the body (shared) carries the noise, the head
+    (personal) stays at the global initial value, as without DP."""
+    base = tiny(partition=IID, strategy={"name": "fedper"}, federation={"rounds": 2})
+    plain = _weights(fedsim.run(base, out=tmp_path / "plain").run_dir)
+    noisy = _weights(
+        fedsim.run({**base, "privacy": {"mode": "central-fixed", "noise_multiplier": 1.0}}, out=tmp_path / "dp").run_dir
+    )
+    head = [k for k in plain if k.startswith("classifier")]
+    body = [k for k in plain if not k.startswith("classifier") and plain[k].is_floating_point()]
+    assert head and body
+    assert all(torch.equal(plain[k], noisy[k]) for k in head)
+    assert not any(torch.equal(plain[k], noisy[k]) for k in body)
+
+
+@pytest.mark.parametrize("value, n", [(0.0, 10), (0.25, 4), (0.3, 10), (1, 4), (3, 4), (0.99, 5)])
+def test_the_training_population_excludes_the_held_out_parties(tiny, value, n):
+    cfg = load_config(
+        tiny(
+            partition={"scheme": "iid", "n_parties": n},
+            federation={"holdout_parties": value, "fraction_fit": 0.5},
+            eval={"local_test": "split"} if value else {},
+        )
+    )
+    held = holdout_parties(value, n, cfg.seed)
+    assert training_parties(cfg) == n - len(held)
+    assert expected_cohort(cfg) == 0.5 * (n - len(held))

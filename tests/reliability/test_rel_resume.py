@@ -33,6 +33,9 @@ def _config(tiny, name, needs):
             federation={"rounds": 5, "fraction_fit": 0.75},
             # enough work per round that the kill lands inside a round, not between runs
             data={"n_train": 1200},
+            # a personalised algorithm: its personal models are client state, evaluated
+            # every round on each party's own test data (parties.jsonl)
+            **({"eval": {"local_test": "split", "finetune_epochs": 1}} if name == "ditto" else {}),
         )
     )
 
@@ -55,7 +58,12 @@ def _kill_after(cmd, metrics, k, env):
     "name",
     # FedAvg in the default run; the stateful strategies (server c, client-state store)
     # are the slow variants: python -m pytest -m slow
-    ["fedavg", pytest.param("scaffold", marks=pytest.mark.slow), pytest.param("moon", marks=pytest.mark.slow)],
+    [
+        "fedavg",
+        "ditto",
+        pytest.param("scaffold", marks=pytest.mark.slow),
+        pytest.param("moon", marks=pytest.mark.slow),
+    ],
 )
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name):
     cfg = _config(tiny, name, needs)
@@ -75,6 +83,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(ref.run_dir / "metrics.jsonl") == _rows(out / "metrics.jsonl")
     assert _rows(ref.run_dir / "clients.jsonl") == _rows(out / "clients.jsonl")
+    if name == "ditto":
+        assert len(_rows(out / "parties.jsonl")) == 5 * 4 * 3  # rounds x parties x modes
+        assert _rows(ref.run_dir / "parties.jsonl") == _rows(out / "parties.jsonl")
 
 
 def test_resume_of_a_finished_run_is_a_noop(tmp_path, tiny):

@@ -17,6 +17,7 @@ from fedsim.report.figures import (
     curves_figure,
     drops_figure,
     model_heterogeneity_figure,
+    party_distribution_figure,
 )
 from fedsim.report.load import layout_of
 from fedsim.store import read_jsonl
@@ -386,3 +387,67 @@ def test_curve_panels_of_a_non_partition_factor_say_which_factor(tmp_path):
     view = load_sweep(d)
     fig = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)")
     assert [ax.get_title() for ax in fig.axes] == ["lr=0.01, Dir(0.5)", "lr=0.1, Dir(0.5)"]
+
+
+def _add_parties(run_dir: Path, local: list[float], personal: list[float] | None, finetune: list[float] | None = None):
+    """Per-party rows of rounds 2 (ignored: not the last) and 3, and the summary keys."""
+    rows = []
+    for rnd in (2, 3):
+        for mode, accs in (("local", local), ("personal", personal), ("finetune", finetune)):
+            for p, a in enumerate(accs or []):
+                rows.append(
+                    {
+                        "round": rnd,
+                        "party": p,
+                        "mode": mode,
+                        "holdout": False,
+                        "n_test": 10,
+                        "accuracy": a if rnd == 3 else 0.0,
+                        "loss": 1.0,
+                        "f1_macro": a,
+                    }
+                )
+    rows.append(
+        {
+            "round": 3,
+            "party": 9,
+            "mode": "local",
+            "holdout": True,
+            "n_test": 10,
+            "accuracy": 0.01,
+            "loss": 1.0,
+            "f1_macro": 0.0,
+        }
+    )
+    (run_dir / "parties.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = json.loads((run_dir / "summary.json").read_text())
+    s["local_test_accuracy"] = statistics.fmean(local)
+    if personal:
+        s["personal_test_accuracy"] = statistics.fmean(personal)
+    if finetune:
+        s["finetune_test_accuracy"] = statistics.fmean(finetune)
+    (run_dir / "summary.json").write_text(json.dumps(s))
+
+
+def test_personal_table_and_per_party_boxes(fake_sweep):
+    for run_dir in sorted(fake_sweep.iterdir()):
+        seed = int(run_dir.name[-1])
+        if run_dir.name.startswith("fedavg"):
+            _add_parties(run_dir, [0.5 + 0.1 * seed, 0.7], None, [0.8, 0.9 + 0.02 * seed])
+        else:  # "scaffold" plays a personalised algorithm here
+            _add_parties(run_dir, [0.4, 0.6], [0.95, 0.97 - 0.02 * seed])
+    text = report(fake_sweep).read_text()
+    assert "| algorithm | iid: own model | iid: global model |" in text
+    # fedavg: global 0.60 and 0.65 over the seeds, no own model; fedavg+FT: 0.85 and 0.86
+    assert "| fedavg | – | 62.50 ± 3.54 |" in text
+    assert "| fedavg+FT | 85.50 ± 0.71 | 62.50 ± 3.54 |" in text
+    assert "| scaffold | 95.50 ± 0.71 | 50.00 ± 0.00 |" in text
+    view = load_sweep(fake_sweep)
+    fig = party_distribution_figure(view, layout_of(view))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["fedavg (global)", "fedavg+FT", "scaffold"]
+    # the boxes pool both seeds' parties of the last round, held-out party left out:
+    # fedavg (global) 50, 70, 60, 70 -> median 65
+    medians = [line.get_ydata()[0] for line in ax.lines if line.get_color() in ("C1", "#ff7f0e")]
+    assert medians[0] == pytest.approx(65.0)
+    assert (fake_sweep / "figures" / "party_accuracy.png").exists()
