@@ -219,7 +219,13 @@ def test_pfedme_server_step_beta():
 # ------------------------------------------------------------------ whole runs
 
 
-@pytest.mark.parametrize("name", PERSONAL)
+# the algorithms another test here already runs whole are slow-only (suite time)
+_RUN_ELSEWHERE = {"local", "fedper", "fedbabu", "lg-fedavg", "apfl"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _RUN_ELSEWHERE else n for n in PERSONAL]
+)
 def test_every_personal_algorithm_reports_personal_metrics(tmp_path, tiny, name):
     cfg = tiny(strategy={"name": name}, eval={"local_test": "split"}, data={"n_train": 320})
     res = fedsim.run(cfg, out=tmp_path / "run")
