@@ -14,7 +14,9 @@
   post-processing of the parties' private models and combines with it.
 * **Personalised algorithms** (``Algorithm.personal``) send only their shared entries
   (``RuleOutput.shared_keys``): the client-level modes clip and noise exactly those
-  (the personal layers never leave the party); ``local`` shares nothing and is refused.
+  (the personal layers never leave the party) on the server; Flower's client-side mods
+  (``client-*``) clip whole models and refuse partial replies, so they run only where
+  ``strategy.personal_layers`` is empty; ``local`` shares nothing and is refused.
   ``dpsgd`` refuses them: their local training (phases over layer groups, Ditto's and
   APFL's second model, pFedMe's inner solver) is not the DP-SGD trainer's loop.
 * Every mode refuses BatchNorm: Opacus computes no per-sample gradients through it, and
@@ -88,6 +90,12 @@ def why_not(cfg: ExperimentConfig, algorithm, has_batchnorm: bool | None = None)
         refusal = getattr(algorithm, "client_dp_refusal", None)
         if refusal:
             return f"privacy.mode {mode!r} cannot wrap strategy '{name}': {refusal}"
+        if mode in CLIENT_SIDE and getattr(cfg.strategy, "personal_layers", ""):
+            return (
+                f"privacy.mode {mode!r} cannot wrap strategy '{name}' with personal layers: Flower's client-side "
+                "clipping mods clip the whole model the client received and reject a reply that keeps layers at "
+                "home; use central-fixed or central-adaptive (the server clips the shared layers)"
+            )
         if cfg.federation.min_fit_clients > 1:
             return (
                 f"privacy.mode {mode!r} samples each party with probability federation.fraction_fit (Poisson, as "

@@ -199,6 +199,7 @@ def test_dpsgd_batched_falls_back_to_one_client_at_a_time(tmp_path, tiny, caplog
         ({"mode": "dpsgd"}, {"strategy": {"name": "fedper"}}, "personalised strategy 'fedper'"),
         ({"mode": "dpsgd"}, {"strategy": {"name": "ditto"}}, "outside the DP-SGD trainer"),
         ({"mode": "central-fixed"}, {"strategy": {"name": "local"}}, "shares nothing"),
+        ({"mode": "client-fixed"}, {"strategy": {"name": "fedrep"}}, "reject a reply that keeps layers at home"),
         ({"mode": "dpsgd", "accountant": "moments"}, {}, "privacy.accountant"),
     ],
 )
@@ -254,3 +255,13 @@ def test_the_training_population_excludes_the_held_out_parties(tiny, value, n):
     held = holdout_parties(value, n, cfg.seed)
     assert training_parties(cfg) == n - len(held)
     assert expected_cohort(cfg) == 0.5 * (n - len(held))
+
+
+def test_client_side_clipping_wraps_a_personalised_algorithm_that_sends_the_whole_model(tmp_path, tiny):
+    """Ditto sends its global model w whole: Flower's clipping mod clips it on the client."""
+    base = tiny(partition=IID, strategy={"name": "ditto"}, federation={"rounds": 1})
+    cfg = {**base, "privacy": {"mode": "client-fixed", "noise_multiplier": 0.0, "clipping_norm": 0.05}}
+    run = fedsim.run(cfg, out=tmp_path / "dp").run_dir
+    row = _rows(run / "metrics.jsonl")[-1]
+    assert not row["failures"] and row["clients"] == 4
+    assert row["dp_clipping_norm"] == 0.05
