@@ -96,6 +96,9 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [200, 200])
     # simple-cnn: BatchNorm after each conv and hidden FC layer (FedBN's CNN)
     batch_norm: bool = False
+    # resnet*: the normalisation layers, batch or group, and GroupNorm's groups
+    norm: str = "batch"
+    norm_groups: int = 2
 
 
 @dataclass

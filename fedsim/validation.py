@@ -163,7 +163,18 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
     if any(h < 1 for h in m.hidden):
         raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
-    _only_where_read(m, "model", m.name, "model.name", {"hidden": ("mlp",), "batch_norm": ("simple-cnn",)})
+    resnets = ("resnet18", "resnet34", "resnet50")
+    _only_where_read(
+        m, "model", m.name, "model.name", {"hidden": ("mlp",), "batch_norm": ("simple-cnn",), "norm": resnets}
+    )
+    _one_of("model.norm", m.norm, ("batch", "group"))
+    _only_where_read(m, "model", m.norm, "model.norm", {"norm_groups": ("group",)})
+    if m.norm_groups < 1 or 64 % m.norm_groups:
+        # every norm layer of the CIFAR ResNets is 64, 128, ... 2048 channels wide
+        raise ConfigError(
+            f"config key 'model.norm_groups' = {m.norm_groups}: must divide 64 (1, 2, 4, 8, 16, 32, 64), "
+            "the width of every ResNet norm layer being a multiple of 64"
+        )
     tokens = model_registry.takes_tokens(m.name)
     if text and not tokens:
         raise ConfigError(

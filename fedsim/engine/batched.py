@@ -14,7 +14,8 @@ padded with zero-weight samples, so each client's loss is the mean over its real
 samples. The updates equal the sequential engine's up to floating-point rounding.
 
 Where the lockstep form does not hold, the cohort runs one client at a time and the
-reason is logged once: BatchNorm (running statistics are buffers updated in place),
+reason is logged once: BatchNorm (running statistics are buffers updated in place;
+the ResNets with `model.norm: group` have none and batch),
 dropout (masks would come from another generator), a recurrent layer (the character
 LSTM: torch.func has no batching rule for the fused LSTM kernel, so vmap would run it
 client by client anyway), optimisers other than SGD, a loss other than cross-entropy,
@@ -64,7 +65,7 @@ def why_not_batched(rt, mode: str) -> str | None:
     if cfg.train.loss != "ce":
         return f"the batched path implements cross-entropy only (train.loss={cfg.train.loss})"
     if rt.has_bn:
-        return "the model has BatchNorm, whose running statistics vmap cannot update per client"
+        return "the model has BatchNorm, whose running statistics vmap cannot update per client (resnet*: model.norm=group batches)"
     if cfg.model.dropout > 0:
         return "model.dropout > 0: dropout masks would differ from the sequential engine's"
     if any(isinstance(m, torch.nn.RNNBase) for m in rt.model.modules()):

@@ -4,7 +4,15 @@ torchvision's ``resnet{18,34,50}(weights=None)`` with the ImageNet stem replaced
 small images: conv1 becomes a 3x3, stride 1, padding 1 conv (no bias) from C input
 channels and the max-pool is removed, so a 32x32 input reaches layer4 at 4x4. ``fc`` is
 an Identity, so the encoder returns the pooled 512 (r18/34) or 2048 (r50) features.
-BatchNorm is kept (FedBN keeps those layers local). Nothing is downloaded.
+Nothing is downloaded.
+
+``model.norm``: ``batch`` keeps torchvision's BatchNorm (FedBN keeps those layers
+local); ``group`` puts GroupNorm with ``model.norm_groups`` groups (2: Hsieh et al.,
+ICML 2020, "The Non-IID Data Quagmire of Decentralized Machine Learning", and the
+ResNet-18-GN of Reddi et al., ICLR 2021, and FLUTE's Fed-CIFAR-100) in every BatchNorm's
+place. GroupNorm has no running statistics, so it normalises non-IID batches the same
+way in training and test, and a cohort of GroupNorm ResNets can train batched
+(``engine.batch_clients``), which BatchNorm's in-place statistics forbid.
 """
 
 from __future__ import annotations
@@ -18,14 +26,16 @@ from .registry import ModelError, register
 _ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
-def cifar_resnet(arch: str, in_channels: int) -> tuple[nn.Module, int]:
+def cifar_resnet(arch: str, in_channels: int, norm: str = "batch", groups: int = 2) -> tuple[nn.Module, int]:
     """torchvision ResNet with the CIFAR stem and no fc; returns (encoder, feature_dim)."""
     # imported here: torchvision costs ~1.4 s, and config validation imports this
     # package just to list the model names
     import torchvision
 
     feature_dim = _ARCHS[arch]
-    net = getattr(torchvision.models, arch)(weights=None)
+    # every norm layer's width is a multiple of 64, so any divisor of 64 fits (validated)
+    norm_layer = nn.BatchNorm2d if norm == "batch" else (lambda width: nn.GroupNorm(groups, width))
+    net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm_layer)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     # the same init torchvision gives every other conv of the network (global RNG only)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -41,7 +51,7 @@ def _builder(arch: str):
                 f"model '{arch}' is a CNN and needs image input (C, H, W); got input_shape {tuple(input_shape)}"
                 " — use model.name=mlp for tabular data"
             )
-        return cifar_resnet(arch, int(input_shape[0]))
+        return cifar_resnet(arch, int(input_shape[0]), cfg.norm, cfg.norm_groups)
 
     build.__name__ = f"build_{arch}"
     build.__doc__ = f"{arch}, CIFAR form."

@@ -78,3 +78,23 @@ def test_auto_batches_on_cuda_only(tmp_path, tiny):
     else:
         assert "CUDA only" in reason
     assert why_not_batched(rt, "on") is None
+
+
+def test_groupnorm_resnet_trains_batched_with_the_sequential_weights(tmp_path, tiny, caplog):
+    """ResNet-18 with GroupNorm (``model.norm: group``) has no running statistics, so
+    its cohort trains in lockstep; the weights equal the one-at-a-time engine's."""
+    over = dict(
+        model={"name": "resnet18", "norm": "group"},
+        data={"image_shape": [3, 8, 8], "n_train": 48, "n_test": 16},
+        partition={"min_size": 4},
+        eval={"train_sample": 0},
+        train={"epochs": 1, "batch_size": 8},
+        federation={"rounds": 1, "straggler_fraction": 0.0},
+    )
+    seq_w, _ = _run(tiny, tmp_path, "off", **over)
+    with caplog.at_level(logging.INFO, logger="fedsim.engine.batched"):
+        bat_w, _ = _run(tiny, tmp_path, "on", **over)
+    assert "one at a time" not in caplog.text
+    assert any(isinstance(k, str) and k.endswith("bn1.weight") for k in bat_w)  # GroupNorm keeps torchvision's names
+    for k in seq_w:
+        torch.testing.assert_close(bat_w[k], seq_w[k], rtol=0, atol=1e-5)

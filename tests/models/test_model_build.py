@@ -109,6 +109,23 @@ def test_resnet18_parameter_count_matches_torchvision_adjusted():
     assert sum(p.numel() for p in model.parameters()) == expected == 11_173_962
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_groupnorm_resnet_replaces_every_batchnorm(arch):
+    """model.norm=group: GroupNorm (2 groups, Hsieh et al. 2020) wherever torchvision
+    puts BatchNorm; the same parameters (GroupNorm's affine weight and bias are
+    BatchNorm's), no running statistics."""
+    bn = build_model(cfg(arch), (3, 32, 32), 10)
+    gn = build_model(ModelConfig(name=arch, norm="group"), (3, 32, 32), 10)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules())
+    gns = [m for m in gn.modules() if isinstance(m, nn.GroupNorm)]
+    assert n_bn > 0 and len(gns) == n_bn and not any(isinstance(m, nn.BatchNorm2d) for m in gn.modules())
+    assert {m.num_groups for m in gns} == {2}
+    assert [(k, v.shape) for k, v in gn.named_parameters()] == [(k, v.shape) for k, v in bn.named_parameters()]
+    assert not any("running" in k for k in gn.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert gn(x).shape == (2, 10)
+
+
 def test_mlp_widths_and_logistic_regression():
     model = build_model(cfg("mlp", hidden=[200, 100]), (1, 28, 28), 10)
     linears = [m for m in model.encoder if isinstance(m, nn.Linear)]
@@ -221,6 +238,10 @@ def test_simple_cnn_batch_norm_adds_fedbns_layers_and_leaves_the_weights_alone()
     [
         ({"name": "simple-cnn", "hidden": [50]}, "model.hidden' is read only with model.name mlp"),
         ({"name": "mlp", "batch_norm": True}, "model.batch_norm' is read only with model.name simple-cnn"),
+        ({"name": "simple-cnn", "norm": "group"}, "model.norm' is read only with model.name resnet18"),
+        ({"name": "resnet18", "norm_groups": 4}, "model.norm_groups' is read only with model.norm group"),
+        ({"name": "resnet18", "norm": "group", "norm_groups": 3}, "must divide 64"),
+        ({"name": "resnet18", "norm": "layer"}, "allowed: batch, group"),
     ],
 )
 def test_model_keys_of_another_model_are_refused(model, message):
