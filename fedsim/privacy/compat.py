@@ -126,4 +126,10 @@ def why_not(cfg: ExperimentConfig, algorithm, has_batchnorm: bool | None = None)
             )
         if cfg.train.amp:
             return "privacy.mode 'dpsgd' trains in float32: remove train.amp"
+        if cfg.model.name.startswith("resnet"):
+            return (
+                f"privacy.mode 'dpsgd' cannot train {cfg.model.name}: torchvision's residual blocks add the shortcut "
+                "in place onto layer outputs that Opacus's per-sample hooks wrap, which autograd forbids; use "
+                "simple-cnn, mlp or another model (client-level modes run ResNets with model.norm=group)"
+            )
     return None

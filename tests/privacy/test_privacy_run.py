@@ -200,6 +200,7 @@ def test_dpsgd_batched_falls_back_to_one_client_at_a_time(tmp_path, tiny, caplog
         ({"mode": "dpsgd"}, {"strategy": {"name": "ditto"}}, "outside the DP-SGD trainer"),
         ({"mode": "central-fixed"}, {"strategy": {"name": "local"}}, "shares nothing"),
         ({"mode": "client-fixed"}, {"strategy": {"name": "fedrep"}}, "reject a reply that keeps layers at home"),
+        ({"mode": "dpsgd"}, {"model": {"name": "resnet18", "norm": "group"}}, "shortcut in place"),
         ({"mode": "dpsgd", "accountant": "moments"}, {}, "privacy.accountant"),
     ],
 )
