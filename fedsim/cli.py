@@ -183,6 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.append(f"test acc {row['test_accuracy']:.4f}")
         if row.get("train_loss") is not None:
             status.append(f"local train loss {row['train_loss']:.4f}")
+        if row.get("epsilon") is not None:  # privacy.mode: the privacy spent so far
+            status.append(f"ε {row['epsilon']:.2f}")
         if row.get("failures"):
             status.append(f"{len(row['failures'])} failed")
         progress.update(task["id"], completed=row["round"], status="  ".join(status))
@@ -246,6 +248,9 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
         "wall_time_s",
     ):
         table.add_row(key, _fmt(summary.get(key)))
+    for key in ("privacy_mode", "epsilon", "epsilon_mean", "delta", "accountant", "privacy_stop"):
+        if summary.get(key) is not None:
+            table.add_row(key, _fmt(summary[key]) if key != "delta" else f"{summary[key]:.3g}")
     het = summary.get("heterogeneity", {})
     for key in ("tv_mean", "hellinger_mean", "size_cv"):
         if key in het:

@@ -38,6 +38,9 @@ from .experiment import (
 from .flwr_app import settings_from_context
 from .models import build_model, has_batchnorm
 from .parties import party_view
+from .privacy.dpsgd import train_dpsgd
+from .privacy.mods import privacy_mod
+from .privacy.run import SIGMA_KEY
 from .schema import epoch_range
 from .seeding import derive, seed_torch, torch_generator, uniform
 from .store import ClientStateStore
@@ -254,6 +257,8 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
+            if self.cfg.privacy.mode == "dpsgd":
+                return self.finish(job, self.train_dpsgd(job))
             stats = train_local(
                 self.model,
                 job.rule,
@@ -272,6 +277,25 @@ class ClientRuntime:
                 "so fewer clients share the GPU, or train.amp: true"
             ) from exc
         return self.finish(job, stats)
+
+    def train_dpsgd(self, job: PartyRound) -> TrainStats:
+        """``privacy.mode: dpsgd``: the party trains with Opacus (``fedsim.privacy.dpsgd``)."""
+        p = self.cfg.privacy
+        sigma = float(job.ctx.config.get(SIGMA_KEY, p.noise_multiplier))  # calibrated on the server
+        return train_dpsgd(
+            self.model,
+            job.rule,
+            job.data,
+            self.cfg.train,
+            job.epochs,
+            job.gen,
+            self.device,
+            sigma,
+            p.max_grad_norm,
+            torch_generator(self.cfg.seed, "dpsgd-batches", job.server_round, job.party),
+            torch_generator(self.cfg.seed, "dpsgd-noise", job.server_round, job.party, device=self.device),
+            job.max_steps,
+        )
 
     def evaluate(self, msg: Message, context: Context) -> Message:
         party = int(context.node_config[PARTITION_KEY])
@@ -313,7 +337,8 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
-    app = ClientApp()
+    # Flower's client-side clipping when the server's DP wrapper asks for it (privacy.mode client-*)
+    app = ClientApp(mods=[privacy_mod])
 
     def _rt(context: Context) -> ClientRuntime:
         return runtime_for(settings or settings_from_context(context))

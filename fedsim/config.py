@@ -38,6 +38,7 @@ from .schema import (
     ModelConfig,
     OutputConfig,
     PartitionConfig,
+    PrivacyConfig,
     TrainConfig,
     epoch_range,
 )
@@ -97,6 +98,7 @@ _SECTIONS = {
         EngineConfig,
         EvalConfig,
         OutputConfig,
+        PrivacyConfig,
     )
 }
 

@@ -14,6 +14,10 @@ file, not hunting through the code.
   in-process Grid sets it, as Flower's runtimes do.
 * :func:`empty_run`: the ``Run`` a Grid reports.
 * :data:`ErrorCode`, :data:`SUPERLINK_NODE_ID`, :data:`NUMPY_STYPE`: constants.
+* :data:`KEY_CLIPPING_NORM`, :data:`KEY_NORM_BIT`, :func:`compute_stdv`,
+  :func:`compute_adaptive_noise_params` (``flwr.supercore.differential_privacy``): the
+  config and metric keys of Flower's client-side clipping mods and the noise formulas of
+  its DP strategy wrappers, which ``fedsim.privacy`` applies around fedsim's aggregation.
 * :data:`STRATEGY_START_PARAMETERS`: fedsim's round loop
   (``strategies.strategy.FedsimStrategy.start``) mirrors Flower's ``Strategy.start``
   and adds ``start_round`` (resume) and round hooks; the test checks that Flower's
@@ -25,16 +29,26 @@ from __future__ import annotations
 from flwr.app import Message
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode, SType
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
+from flwr.supercore.differential_privacy import (
+    KEY_CLIPPING_NORM,
+    KEY_NORM_BIT,
+    compute_adaptive_noise_params,
+    compute_stdv,
+)
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 __all__ = [
+    "KEY_CLIPPING_NORM",
+    "KEY_NORM_BIT",
     "NUMPY_STYPE",
     "NodeInfo",
     "Run",
     "STRATEGY_START_PARAMETERS",
     "SUPERLINK_NODE_ID",
     "ErrorCode",
+    "compute_adaptive_noise_params",
+    "compute_stdv",
     "empty_run",
     "set_message_id",
     "set_task_identity",

@@ -25,9 +25,11 @@ import strategies
 from . import rundir, trackers
 from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
 from .errors import ConfigError, RunDirError
-from .experiment import compute_partition, load_bundle, read_dataidxs, resolve_device
+from .experiment import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
 from .localtest import LocalTest
-from .models import build_model
+from .models import build_model, has_batchnorm
+from .privacy import compat as privacy_compat
+from .privacy.run import PrivacyRun
 from .ray_address import check_reachable
 from .resources import check_model_fits
 from .store import RunStore, atomic_write_json, atomic_write_text, read_json
@@ -68,6 +70,8 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
     done = int(summary.get("rounds") or 0)
     if summary.get("status") == "diverged":
         return f"ended as diverged in round {summary.get('diverged_round')}; nothing to resume"
+    if summary.get("privacy_stop"):
+        return f"stopped at privacy.target_epsilon after {done} rounds ({summary['privacy_stop']}); nothing to resume"
     if cfg.federation.rounds < done:
         raise RunDirError(
             f"--resume: federation.rounds={cfg.federation.rounds} is below the {done} rounds the run has done; "
@@ -128,7 +132,30 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     problem = strategies.get(cfg.strategy.name).check_model(cfg.strategy, model)
     if problem:
         raise ConfigError(problem)
+    if cfg.privacy.mode != "none":
+        sizes = read_dataidxs(store, bundle.y_train.numpy()) if partition is None else partition[0]
+        held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
+        check_privacy(cfg, model, {k: len(v) for k, v in sizes.items() if k not in held}, fresh=partition is not None)
     return partition
+
+
+def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool) -> None:
+    """``privacy.*`` beyond the config: the extra is installed, the model has no
+    BatchNorm, the noise can be calibrated and one round fits the budget."""
+    problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name), has_batchnorm(model))
+    if problem:
+        raise ConfigError(problem)
+    for module, what in (("dp_accounting", "Google's dp-accounting"), ("opacus", "Opacus")):
+        if module == "opacus" and cfg.privacy.mode != "dpsgd":
+            continue
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"privacy.mode {cfg.privacy.mode!r} needs {what}: pip install 'fedsim[privacy]'")
+    try:
+        run = PrivacyRun(cfg, party_sizes)
+    except ValueError as exc:  # Flower's adaptive noise split with a calibrated sigma
+        raise ConfigError(f"privacy: {exc}") from exc
+    if fresh:
+        run.check_start()
 
 
 def write_partition(

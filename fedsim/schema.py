@@ -202,6 +202,37 @@ class OutputConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """``privacy.*``: differential privacy and its accounting (README "Differential privacy").
+
+    ``mode``: none; client-level DP-FedAvg with the clipping on the server
+    (``central-fixed``, ``central-adaptive``) or in the clients' mods (``client-fixed``,
+    ``client-adaptive``); sample-level DP-SGD on every party with Opacus (``dpsgd``).
+    """
+
+    mode: str = "none"
+    # sigma: noise std over the clipping norm (of the update for client-level modes, of a
+    # per-sample gradient for dpsgd)
+    noise_multiplier: float = 1.0
+    # C of client-level modes (the adaptive modes' initial C)
+    clipping_norm: float = 0.1
+    # adaptive modes (Andrew et al. 2021): the share of updates left unclipped that C tracks,
+    # its geometric learning rate, and the std of the noised count (None = cohort / 20)
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clipped_count_stddev: float | None = None
+    # dpsgd: per-sample gradient clipping norm
+    max_grad_norm: float = 1.0
+    # delta of the reported epsilon; None = 1 / n^1.1 (n: parties, or the largest party's samples)
+    target_delta: float | None = None
+    # stop before the round that would spend more, or with calibrate: choose noise_multiplier
+    # up front so that federation.rounds rounds spend exactly this
+    target_epsilon: float | None = None
+    calibrate: bool = False
+    accountant: str = "rdp"
+
+
+@dataclass
 class ExperimentConfig:
     """One federated experiment. See README "Config reference" for every key."""
 
@@ -216,6 +247,7 @@ class ExperimentConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:

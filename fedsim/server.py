@@ -38,6 +38,7 @@ from .models import build_model
 from .parties import PartyEvaluator
 from .plots import plot_run
 from .preflight import open_run
+from .privacy.run import PrivacyRun
 from .recorder import Recorder, nonfinite_failures
 from .seeding import derive
 from .store import ClientStateStore, atomic_torch_save, atomic_write_json
@@ -134,6 +135,12 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             holdout=frozenset(exp.holdout),
         )
     )
+    # differential privacy (privacy.mode): the strategy's cohort, aggregate and ledger
+    privacy = None
+    if cfg.privacy.mode != "none":
+        # the parties that train (held-out ones never send anything)
+        sizes = {k: len(v) for k, v in exp.dataidxs.items() if k not in set(exp.holdout)}
+        privacy = strategy.privacy = PrivacyRun(cfg, sizes)
     client_state = ClientStateStore(store.client_state)
     history: list[dict] = []
     start_round, wall_offset = 1, 0.0
@@ -188,9 +195,10 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     round_hooks = RoundHooks(
         # only the parties whose replies were aggregated keep the state they computed
         after_aggregate=lambda rl: client_state.commit(rl.round, [o.party for o in rl.outcomes]),
-        after_round=recorder,
+        after_round=recorder if privacy is None else privacy.after_round(recorder),
     )
     stopped = recorder.diverged is not None and cfg.federation.on_divergence == "stop"
+    stopped = stopped or any(r.get("privacy_stop") for r in history)
     if start_round <= cfg.federation.rounds and not stopped:
         try:
             strategy.start(

@@ -11,6 +11,7 @@ from strategies.arrays import is_float
 
 from .config import config_hash
 from .experiment import Experiment
+from .privacy.run import summary_fields
 
 
 def build_summary(
@@ -64,6 +65,8 @@ def build_summary(
         "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
+        # privacy.mode: privacy_mode, epsilon, delta, accountant, noise_multiplier, privacy_stop
+        **summary_fields(cfg, history),
     }
     if cfg.eval.local_test != "none":
         out.update(party_summary(history, exp.holdout))

@@ -21,6 +21,8 @@ from . import data as data_registry
 from . import models as model_registry
 from . import trackers
 from .errors import ConfigError
+from .privacy import compat as privacy_compat
+from .privacy.accounting import ACCOUNTANTS
 from .schema import ExperimentConfig, epoch_range
 
 
@@ -250,6 +252,29 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
     _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
     _check_trackers(cfg.output)
+    _validate_privacy(cfg)
+
+
+def _validate_privacy(cfg: ExperimentConfig) -> None:
+    """``privacy.*``: ranges, the keys the mode reads, and the mode against the algorithm."""
+    p = cfg.privacy
+    _one_of("privacy.mode", p.mode, privacy_compat.MODES)
+    _in_range("privacy.noise_multiplier", p.noise_multiplier, 0.0, None)
+    _in_range("privacy.clipping_norm", p.clipping_norm, 0.0, None, lo_open=True)
+    _in_range("privacy.target_quantile", p.target_quantile, 0.0, 1.0)
+    _in_range("privacy.clip_lr", p.clip_lr, 0.0, None, lo_open=True)
+    if p.clipped_count_stddev is not None:
+        _in_range("privacy.clipped_count_stddev", p.clipped_count_stddev, 0.0, None, lo_open=True)
+    _in_range("privacy.max_grad_norm", p.max_grad_norm, 0.0, None, lo_open=True)
+    if p.target_delta is not None:
+        _in_range("privacy.target_delta", p.target_delta, 0.0, 1.0, lo_open=True, hi_open=True)
+    if p.target_epsilon is not None:
+        _in_range("privacy.target_epsilon", p.target_epsilon, 0.0, None, lo_open=True)
+    _one_of("privacy.accountant", p.accountant, ACCOUNTANTS)
+    _only_where_read(p, "privacy", p.mode, "privacy.mode", privacy_compat.MODE_KEYS)
+    problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name))
+    if problem:
+        raise ConfigError(problem)
 
 
 LOCAL_TEST_MODES = ("none", "split", "match", "natural")

@@ -202,6 +202,10 @@ class FedMedian(Algorithm):
     summary = "coordinate-wise median"
     paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
     Server = FedMedianServer
+    client_dp_refusal = (
+        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
+        "C / (qN) bounds the mean only"
+    )
 
 
 @register
@@ -210,6 +214,10 @@ class FedTrimmedAvg(Algorithm):
     summary = "coordinate-wise trimmed mean"
     paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
     Params = FedTrimmedAvgParams
+    client_dp_refusal = (
+        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
+        "C / (qN) bounds the mean only"
+    )
 
     def server(self, p):
         return FedTrimmedAvgServer(p, beta=p.beta)
@@ -221,6 +229,10 @@ class Krum(Algorithm):
     summary = "the client model with the smallest distance to its neighbours"
     paper = "Blanchard et al. 2017, Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent"
     Params = KrumParams
+    client_dp_refusal = (
+        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
+        "C / (qN) bounds the mean only"
+    )
 
     def server(self, p):
         return KrumServer(p, num_malicious_nodes=p.num_malicious)

@@ -154,6 +154,9 @@ class FedDC(Algorithm):
     Params = FedDCParams
     Rule = FedDCRule
     Server = FedDCServer
+    client_dp_refusal = (
+        "each client uploads its gradient-correction change dg_i besides the model, unclipped and un-noised"
+    )
 
     def check(self, cfg) -> str | None:
         if cfg.train.optimizer != "sgd":

@@ -73,6 +73,9 @@ class FedNova(Algorithm):
     paper = "Wang et al. 2020, Tackling the Objective Inconsistency Problem in Heterogeneous Federated Optimization"
     Rule = FedNovaRule
     Server = FedNovaServer
+    client_dp_refusal = (
+        "its server weighs each update by the local steps the client reports (a_i), not by the cohort's mean"
+    )
 
     def check(self, cfg) -> str | None:
         if cfg.train.optimizer != "sgd":

@@ -37,3 +37,6 @@ class Local(Algorithm):
     paper = "the no-collaboration baseline of personalised FL (e.g. Collins et al. 2021)"
     Rule = LocalRule
     personal = True
+    client_dp_refusal = (
+        "it shares nothing with the server, so there is nothing to clip and noise (use privacy.mode none)"
+    )

@@ -56,6 +56,11 @@ class Algorithm:
     Server: ClassVar[type[FedsimStrategy]] = FedAvgServer
     #: whether each party has a model of its own (evaluated as ``personal_*``)
     personal: ClassVar[bool] = False
+    #: client-level DP (``privacy.mode`` central-*/client-*) hands the server half a cohort whose models
+    #: average to the noised mean of the clipped updates: private when the server reads the replies only
+    #: through their mean. Why this algorithm's server does not (it picks among the clients, weighs them by
+    #: what they report, or uses arrays uploaded besides the model), or None.
+    client_dp_refusal: ClassVar[str | None] = None
 
     def server(self, params: StrategyParams) -> FedsimStrategy:
         """The server half for these hyperparameters."""

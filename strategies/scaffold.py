@@ -139,6 +139,10 @@ class Scaffold(Algorithm):
     Params = ScaffoldParams
     Rule = ScaffoldRule
     Server = ScaffoldServer
+    client_dp_refusal = (
+        "each client uploads its control-variate change dc_i besides the model, unclipped and un-noised "
+        "(it reveals the client's gradients); use privacy.mode dpsgd"
+    )
 
     def check(self, cfg) -> str | None:
         if cfg.train.optimizer != "sgd":

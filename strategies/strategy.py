@@ -184,6 +184,10 @@ class FedsimStrategy:
 
     setup: FederationSetup
     round_log: RoundLog
+    #: differential privacy of the run (``fedsim.privacy.run.PrivacyRun``), set before ``start``; None = off.
+    #: It may draw the cohort, adds to the clients' config, wraps :meth:`aggregate` (client-level DP
+    #: privatises the cohort the algorithm aggregates) and keeps its ledger in :meth:`state_dict`.
+    privacy: Any = None
 
     def __init__(self, params: StrategyParams | None = None, **flower_kwargs: Any) -> None:
         super().__init__(**{**FLOWER_SAMPLING, **flower_kwargs})  # type: ignore[call-arg]
@@ -234,11 +238,16 @@ class FedsimStrategy:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.round_log = RoundLog(round=server_round, global_state=record_to_state(arrays))
-        parties = self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
+        training = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
+        parties = self.privacy.sample(server_round, training) if self.privacy else None
+        if parties is None:
+            parties = self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
         self.round_log.sampled = parties
         cohort = CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         config = ConfigRecord(dict(config))
         for key, value in self.client_config(server_round).items():
+            config[key] = value
+        for key, value in (self.privacy.client_config(server_round) if self.privacy else {}).items():
             config[key] = value
         messages = list(super().configure_train(server_round, arrays, config, cohort))  # type: ignore[misc]
         extra = self.extra_records(server_round)
@@ -336,11 +345,14 @@ class FedsimStrategy:
         outcomes = self._screen(replies, rl.sampled, "train")
         rl.outcomes = outcomes
         self._check_failures(rl.sampled, "train")
-        if not outcomes:
+        if not outcomes and self.privacy is None:
             rl.agg_state = rl.global_state
             return None, None
         global_state = rl.global_state or OrderedDict()
-        agg = self.aggregate(server_round, global_state, outcomes)
+        if self.privacy is not None:  # client-level DP releases even for an empty cohort
+            agg = self.privacy.aggregate(self, server_round, global_state, outcomes)
+        else:
+            agg = self.aggregate(server_round, global_state, outcomes)
         # entries no reply carries (a personalised algorithm's personal layers) keep
         # their global value: the aggregate is always a whole state_dict
         merged = OrderedDict((k, agg.state.get(k, v)) for k, v in global_state.items())
@@ -349,7 +361,7 @@ class FedsimStrategy:
             raise NonFiniteModel(f"round {server_round}: the aggregated global model holds NaN or inf")
         rl.agg_state = state
         rl.server_metrics.update(agg.metrics)
-        return state_to_record(state), weighted_metrics(outcomes)
+        return state_to_record(state), weighted_metrics(outcomes) if outcomes else None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         outcomes = self._screen(replies, self.round_log.eval_sampled, "evaluate")
@@ -363,12 +375,17 @@ class FedsimStrategy:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Server state for checkpoints: tensors, lists and dicts of tensors, scalars."""
-        return {name: _to_portable(getattr(self, name, None)) for name in self.state_attributes}
+        out = {name: _to_portable(getattr(self, name, None)) for name in self.state_attributes}
+        if self.privacy is not None:
+            out["__privacy__"] = _to_portable(self.privacy.state_dict())
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name in self.state_attributes:
             if name in state:
                 setattr(self, name, _from_portable(state[name]))
+        if self.privacy is not None and "__privacy__" in state:
+            self.privacy.load_state_dict(_from_portable(state["__privacy__"]))
 
     # ------------------------------------------------------------------ start
     def start(  # type: ignore[override]

@@ -58,6 +58,7 @@ from .load import (
     load_sweep,
     partition_factors,
 )
+from .privacy import has_privacy, privacy_figure, privacy_table
 
 __all__ = ["DropRow", "RunInfo", "SweepView", "accuracy_drops", "load_sweep", "report", "report_run", "report_sweep"]
 
@@ -182,6 +183,16 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     if off:
         caption += f" Not on this axis: {'; '.join(off)}."
     fig(title, fname, ok, missing + (f" Not on this axis: {'; '.join(off)}." if off else ""), caption=caption)
+    if has_privacy(view):  # a sweep over privacy.*: accuracy against the epsilon spent
+        md += ["## Privacy against utility", "", privacy_table(view), ""]
+        ok = _save(privacy_figure(view), figs / "privacy_utility.png")
+        fig(
+            "Accuracy against epsilon",
+            "privacy_utility.png",
+            ok,
+            "No run with a finite epsilon.",
+            caption="Final test accuracy against the epsilon spent (mean over seeds); dashed: the same strategy without DP.",
+        )
     drops = accuracy_drops(view)
     md += ["## Accuracy drop relative to IID", ""]
     if drops:

@@ -212,7 +212,12 @@ def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
         return None
     if not isinstance(summary, dict) or summary.get("status") not in DONE:
         return None
-    if summary.get("status") == "finished" and int(summary.get("rounds") or 0) < rounds:
+    # a run stopped at privacy.target_epsilon has ended with fewer rounds
+    if (
+        summary.get("status") == "finished"
+        and int(summary.get("rounds") or 0) < rounds
+        and not summary.get("privacy_stop")
+    ):
         return None
     return summary
 

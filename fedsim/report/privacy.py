@@ -1,0 +1,116 @@
+"""Privacy against utility: the table and the figure of a sweep over ``privacy.*``.
+
+Each setting (partition, strategy, privacy mode, noise multiplier) is one point: the
+final test accuracy (mean over seeds) against the epsilon spent at the end of the run
+(summary.json's ``epsilon`` at ``delta``, mean over seeds). Runs without DP
+(``privacy.mode: none``) are the reference: epsilon is infinite, drawn as a dashed line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from matplotlib.figure import Figure
+
+from ..sweeps import mean_std
+from .figures import colors_of, new_figure
+from .load import RunInfo, SweepView, finished_runs
+
+
+def _key(r: RunInfo) -> tuple[str, str, str, float | None]:
+    mode = r.value("privacy_mode") or "none"
+    sigma = r.value("noise_multiplier") if mode != "none" else None
+    return r.partition, r.strategy, mode, sigma
+
+
+def has_privacy(view: SweepView) -> bool:
+    return any(r.value("privacy_mode") for r in finished_runs(view))
+
+
+def privacy_points(view: SweepView) -> list[dict]:
+    """One row per setting: partition, strategy, mode, sigma, epsilon, delta, accuracy (%), seeds."""
+    groups: dict[tuple, list[RunInfo]] = defaultdict(list)
+    for r in finished_runs(view):
+        groups[_key(r)].append(r)
+    rows = []
+    for (part, strat, mode, sigma), runs in groups.items():
+        acc, acc_sd, n = mean_std(r.value("test_accuracy") for r in runs)
+        eps, _, _ = mean_std(r.value("epsilon") for r in runs)
+        rows.append(
+            {
+                "partition": part,
+                "strategy": strat,
+                "mode": mode,
+                "sigma": sigma,
+                "epsilon": eps if mode != "none" else math.inf,
+                "delta": runs[0].value("delta"),
+                "accuracy": None if acc is None else 100 * acc,
+                "accuracy_std": None if acc_sd is None else 100 * acc_sd,
+                "seeds": n,
+            }
+        )
+    order = {"none": 0}
+    return sorted(
+        rows,
+        key=lambda r: (r["partition"], r["strategy"], order.get(r["mode"], 1), r["mode"], -(r["sigma"] or 0)),
+    )
+
+
+def privacy_table(view: SweepView) -> str:
+    """Markdown: every setting's accuracy and epsilon (delta), the no-DP reference first."""
+    lines = [
+        "| partition | strategy | privacy | noise multiplier | epsilon (delta) | test accuracy (%) |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for p in privacy_points(view):
+        eps = "∞ (no DP)" if p["mode"] == "none" else ("∞" if p["epsilon"] is None else f"{p['epsilon']:.2f}")
+        if p["mode"] != "none" and p["delta"] is not None:
+            eps += f" ({p['delta']:.1e})"
+        acc = "–" if p["accuracy"] is None else f"{p['accuracy']:.2f}"
+        if p["accuracy_std"] is not None:
+            acc += f" ± {p['accuracy_std']:.2f}"
+        sigma = "–" if p["sigma"] is None else f"{p['sigma']:g}"
+        lines.append(f"| {p['partition']} | {p['strategy']} | {p['mode']} | {sigma} | {eps} | {acc} |")
+    return "\n".join(lines)
+
+
+def privacy_figure(view: SweepView) -> Figure | None:
+    """Accuracy against epsilon (log axis), one panel per partition, one line per
+    strategy and privacy mode through its noise levels; no DP as a dashed line."""
+    points = [p for p in privacy_points(view) if p["accuracy"] is not None]
+    if not any(p["mode"] != "none" and p["epsilon"] is not None and math.isfinite(p["epsilon"]) for p in points):
+        return None
+    parts = sorted({p["partition"] for p in points})
+    width = 5.2 * len(parts) + 2.6
+    fig = new_figure(width, 4.0)
+    axes = fig.subplots(1, len(parts), squeeze=False)[0]
+    series = sorted({(p["strategy"], p["mode"]) for p in points if p["mode"] != "none"})
+    refs = sorted({p["strategy"] for p in points if p["mode"] == "none"})
+    colors = colors_of([f"{s}, {m}" for s, m in series] + [f"{s}, none" for s in refs])
+    for ax, part in zip(axes, parts):
+        for strat, mode in series:
+            pts = sorted(
+                (p["epsilon"], p["accuracy"])
+                for p in points
+                if (p["partition"], p["strategy"], p["mode"]) == (part, strat, mode)
+                and p["epsilon"] is not None
+                and math.isfinite(p["epsilon"])
+            )
+            if pts:
+                ax.plot(*zip(*pts), "o-", color=colors[f"{strat}, {mode}"], label=f"{strat}, {mode}")
+        for strat in refs:
+            ref = [p["accuracy"] for p in points if (p["partition"], p["strategy"], p["mode"]) == (part, strat, "none")]
+            if ref:
+                ax.axhline(ref[0], ls="--", color=colors[f"{strat}, none"], label=f"{strat}, no DP")
+        ax.set_xscale("log")
+        ax.set_xlabel("epsilon spent (log scale)")
+        ax.set_title(part)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("final test accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    # the legend in a margin of its own, right of the panels, where it covers no point
+    fig.subplots_adjust(right=1 - 2.5 / width, wspace=0.25)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - 2.45 / width, 0.5), frameon=False)
+    fig.suptitle("Privacy against utility")
+    return fig
