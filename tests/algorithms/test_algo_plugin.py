@@ -16,6 +16,7 @@ import strategies
 from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.errors import ConfigError
+from fedsim.store import load_tensors, read_jsonl
 from strategies import Algorithm, ClientRule, StrategyParams, hp, register, unregister
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,6 +135,8 @@ def test_every_hyperparameter_is_declared_with_a_meaning_and_a_source():
             assert h.info.admits(h.default), (name, h.name)
 
 
+_PERSONAL = {"eval": {"local_test": "split"}}
+
 # (algorithm, key, another allowed value, rounds, overrides): the value must change the run
 CHANGES = [
     ("fedprox", "mu", 0.5, 1, {}),
@@ -162,6 +165,22 @@ CHANGES = [
     ("fedtrimmedavg", "beta", 0.0, 1, {"partition": {"n_parties": 10}}),
     # Krum scores each client over its n - f - 2 nearest: with 6 clients f = 3 leaves 1 (f = 0: 4)
     ("krum", "num_malicious", 3, 1, {"partition": {"n_parties": 6}}),
+    # personalised algorithms: a key may change only the parties' own models (client
+    # state) or their evaluation (parties.jsonl), which the test compares too
+    ("fedper", "personal_layers", "body", 1, _PERSONAL),
+    ("fedrep", "personal_layers", "body", 1, _PERSONAL),
+    ("fedrep", "head_epochs", 0, 1, _PERSONAL),
+    ("fedbabu", "personal_layers", "body", 1, _PERSONAL),
+    ("fedbabu", "finetune_epochs", 0, 1, _PERSONAL),
+    ("lg-fedavg", "personal_layers", "head", 1, _PERSONAL),
+    ("ditto", "lamda", 0.1, 1, _PERSONAL),
+    ("ditto", "personal_epochs", 2, 1, _PERSONAL),
+    ("apfl", "alpha", 0.2, 1, _PERSONAL),
+    ("apfl", "adaptive_alpha", False, 1, _PERSONAL),
+    ("pfedme", "lamda", 5.0, 1, {}),
+    ("pfedme", "personal_lr", 0.05, 1, {}),
+    ("pfedme", "inner_steps", 2, 1, {}),
+    ("pfedme", "beta", 0.5, 1, {}),
 ]
 
 
@@ -187,13 +206,19 @@ def test_every_hyperparameter_changes_the_run(tmp_path, tiny, name, key, value, 
             sections.setdefault(section, {}).update(values)
         cfg = tiny(strategy={"name": name, **extra}, output={"plots": False, "checkpoint_every": 0}, **sections)
         r = fedsim.run(cfg, out=tmp_path / tag)
-        return torch.load(r.run_dir / "model.pt", weights_only=True)
+        seen = dict(torch.load(r.run_dir / "model.pt", weights_only=True))
+        for f in sorted((r.run_dir / "client_state").glob("party_*.pt")):
+            seen.update({f"{f.name}/{k}": v for k, v in load_tensors(f).items()})
+        if (r.run_dir / "parties.jsonl").exists():
+            rows = read_jsonl(r.run_dir / "parties.jsonl")
+            seen["parties/loss"] = torch.tensor([row["loss"] for row in rows])
+        return seen
 
     # one run at the defaults per algorithm and setting, shared by its hyperparameters
     ref = (name, rounds, repr(over))
     if ref not in _DEFAULT_RUNS:
         _DEFAULT_RUNS[ref] = run("default")
     default, changed = _DEFAULT_RUNS[ref], run("changed", **{key: value})
-    assert any(not torch.equal(default[k], changed[k]) for k in default), (
+    assert default.keys() != changed.keys() or any(not torch.equal(default[k], changed[k]) for k in default), (
         f"{name}: strategy.{key}={value} changed nothing"
     )
