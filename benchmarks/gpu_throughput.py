@@ -1,6 +1,6 @@
 """Training throughput on a GPU: fedsim against a standalone loop, and batched clients.
 
-    python benchmarks/gpu_throughput.py [--quick] [--ray | --no-ray] [--cohorts 16,64,256] [--skip-a] [--skip-b] [--skip-c]
+    python benchmarks/gpu_throughput.py [--quick] [--ray | --no-ray] [--cohorts 16,64,256] [--skip-a] [--skip-b] [--skip-c] [--skip-d] [--skip-e]
 
 A device script: meant for a CUDA machine, but it also runs on a CPU (``--quick``
 with tiny sizes, so it can be tried anywhere). It never asserts; every part catches
@@ -26,6 +26,13 @@ its own errors, prints them and the script goes on.
     a reply (``state_to_record``) and decoding it (``record_to_state``), the
     non-finite screen (``all_finite``), the FedAvg average (``weighted_average``) and
     the model-heterogeneity measures of the round (``fedsim.evaluation.round_heterogeneity``).
+(d) ResNet-18 with GroupNorm (``model.norm=group``), a cohort of 16 clients batched
+    against one at a time (goal >= 3x), their weights' difference and the peak GPU
+    memory (``torch.cuda.max_memory_allocated``).
+(e) ``engine.deterministic: true``: two runs of resnet18 + head give identical weights.
+
+(a) runs with and without ``train.amp``; (b) also prints the batched cohort's peak GPU
+memory.
 """
 
 from __future__ import annotations
@@ -136,53 +143,81 @@ def part_a(quick: bool, with_ray: bool, tmp: Path) -> None:
     per_party = 32 if quick else 1000
     batch = 16 if quick else 64
     rounds = 2 if quick else 3
-    cfg = _bench.base_config(
-        data={"n_train": n_parties * per_party, "image_shape": [3, 32, 32], "num_classes": 10},
-        partition={"n_parties": n_parties},
-        model={"name": "resnet18", "projection_head": True},
-        train={"lr": 0.01, "momentum": 0.9, "batch_size": batch, "amp": True},
-        federation={"rounds": rounds},
-        engine={"threads": 0},
-    )
     print(
         f"\n(a) resnet18 + projection head, {n_parties} parties x {per_party} synthetic 3x32x32, batch {batch}, "
-        f"bf16 autocast on CUDA, {rounds} rounds; samples/s over rounds 2..{rounds}"
+        f"{rounds} rounds; samples/s over rounds 2..{rounds}; bf16 autocast (train.amp) on CUDA only"
     )
-    results: dict[str, float] = {}
-    try:
-        st = standalone_throughput(cfg, rounds)
-        results["standalone"] = st["samples_per_s"]
-        print(f"    standalone loop   {st['samples_per_s']:10.1f} samples/s  rounds {fmt_times(st['round_times'])} s")
-    except Exception as exc:
-        print(f"    standalone loop failed: {type(exc).__name__}: {exc}")
-        traceback.print_exc(limit=3)
-    try:
-        fr = fedsim_throughput(cfg, tmp / "a-local")
-        results["fedsim"] = fr["samples_per_s"]
-        print(f"    fedsim local      {fr['samples_per_s']:10.1f} samples/s  rounds {fmt_times(fr['round_times'])} s")
-    except Exception as exc:
-        print(f"    fedsim local failed: {type(exc).__name__}: {exc}")
-        traceback.print_exc(limit=3)
-    if with_ray:
+    for amp in (True, False):
+        cfg = _bench.base_config(
+            data={"n_train": n_parties * per_party, "image_shape": [3, 32, 32], "num_classes": 10},
+            partition={"n_parties": n_parties},
+            model={"name": "resnet18", "projection_head": True},
+            train={"lr": 0.01, "momentum": 0.9, "batch_size": batch, "amp": amp},
+            federation={"rounds": rounds},
+            engine={"threads": 0},
+        )
+        print(f"  train.amp={str(amp).lower()}")
+        results: dict[str, dict] = {}
         try:
-            ray_cfg = _bench.deep_update(
-                cfg,
-                {"engine": {"name": "ray", "num_gpus": 0.25 if torch.cuda.is_available() else 0.0, "num_cpus": 1.0}},
-            )
-            rr = fedsim_throughput(ray_cfg, tmp / "a-ray")
-            results["fedsim-ray"] = rr["samples_per_s"]
+            st = standalone_throughput(cfg, rounds)
+            results["standalone"] = st
             print(
-                f"    fedsim Ray        {rr['samples_per_s']:10.1f} samples/s  rounds {fmt_times(rr['round_times'])} s "
-                f"(engine.num_gpus={ray_cfg['engine']['num_gpus']})"
+                f"    standalone loop   {st['samples_per_s']:10.1f} samples/s  rounds {fmt_times(st['round_times'])} s"
             )
         except Exception as exc:
-            print(f"    fedsim Ray failed: {type(exc).__name__}: {exc}")
+            print(f"    standalone loop failed: {type(exc).__name__}: {exc}")
             traceback.print_exc(limit=3)
-    if "standalone" in results and "fedsim" in results:
-        ratio = results["fedsim"] / results["standalone"]
-        print(f"    fedsim/standalone = {ratio:.2f} (goal >= 0.9: {'met' if ratio >= 0.9 else 'MISSED'})")
-        if "fedsim-ray" in results:
-            print(f"    fedsim-Ray/standalone = {results['fedsim-ray'] / results['standalone']:.2f}")
+        try:
+            fr = fedsim_throughput(cfg, tmp / f"a-local-{amp}")
+            results["fedsim"] = fr
+            print(
+                f"    fedsim local      {fr['samples_per_s']:10.1f} samples/s  rounds {fmt_times(fr['round_times'])} s"
+            )
+        except Exception as exc:
+            print(f"    fedsim local failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc(limit=3)
+        if with_ray and amp:
+            try:
+                ray_cfg = _bench.deep_update(
+                    cfg,
+                    {
+                        "engine": {
+                            "name": "ray",
+                            "num_gpus": 0.25 if torch.cuda.is_available() else 0.0,
+                            "num_cpus": 1.0,
+                        }
+                    },
+                )
+                rr = fedsim_throughput(ray_cfg, tmp / "a-ray")
+                results["fedsim-ray"] = rr
+                print(
+                    f"    fedsim Ray        {rr['samples_per_s']:10.1f} samples/s  rounds {fmt_times(rr['round_times'])} s "
+                    f"(engine.num_gpus={ray_cfg['engine']['num_gpus']})"
+                )
+            except Exception as exc:
+                print(f"    fedsim Ray failed: {type(exc).__name__}: {exc}")
+                traceback.print_exc(limit=3)
+        if "standalone" in results and "fedsim" in results:
+            ratio = results["fedsim"]["samples_per_s"] / results["standalone"]["samples_per_s"]
+            print(f"    fedsim/standalone = {ratio:.2f} (goal >= 0.9: {'met' if ratio >= 0.9 else 'MISSED'})")
+        if "fedsim-ray" in results and "fedsim" in results:
+            ray, local = results["fedsim-ray"], results["fedsim"]
+            diff = _bench.max_abs_diff(local["state"], ray["state"])
+            print(
+                f"    Ray (num_gpus=0.25) / local time = {local['samples_per_s'] / ray['samples_per_s']:.2f}; "
+                f"max |diff| of models {diff:.2e} (goal <= 1e-5 in fp32; bf16 autocast may differ more)"
+            )
+
+
+def peak_mib() -> float:
+    """The peak CUDA memory since the last reset, in MiB (nan on a CPU)."""
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
+
+
+def reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 # -------------------------------------------------------------------------- (b)
@@ -226,9 +261,11 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
         got: dict[str, dict] = {}
         for mode in ("off", "on"):
             try:
+                reset_peak()
                 got[mode] = fedsim_throughput(
                     _bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), tmp / f"b-{c}-{mode}"
                 )
+                got[mode]["peak_mib"] = peak_mib()
             except Exception as exc:
                 print(f"    {c} clients, batch_clients={mode} failed: {type(exc).__name__}: {exc}")
                 traceback.print_exc(limit=3)
@@ -242,6 +279,7 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
                     f"{got['on']['samples_per_s']:.0f}",
                     f"{speed:.2f}",
                     f"{diff:.2e}",
+                    f"{got['on']['peak_mib']:.0f}",
                 ]
             )
             print(
@@ -256,10 +294,12 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
                     "batched samples/s",
                     "batched/one",
                     "max |diff| of models",
+                    "batched peak MiB",
                 ],
                 rows,
             )
         )
+        print("    goal: batched/one >= 10 at 64 clients; max |diff| <= 1e-5 (fp32)")
 
 
 # -------------------------------------------------------------------------- (c)
@@ -311,6 +351,73 @@ def part_c(quick: bool) -> None:
     print(_bench.fmt_table(["step", "ms"], table))
 
 
+# -------------------------------------------------------------------------- (d)
+
+
+def part_d(quick: bool, tmp: Path) -> None:
+    """ResNet-18 with GroupNorm (model.norm=group): cohorts batched against one at a time."""
+    c = 4 if quick else 16
+    per_client = 16 if quick else 256
+    size = 8 if quick else 32
+    rounds = 2 if quick else 3
+    print(
+        f"\n(d) resnet18-GN (model.norm=group), {c} clients x {per_client} synthetic 3x{size}x{size}, batch 64, "
+        f"fp32, {rounds} rounds: batched (engine.batch_clients=on) vs one at a time; goal >= 3x"
+    )
+    cfg = _bench.base_config(
+        data={"n_train": c * per_client, "image_shape": [3, size, size], "num_classes": 10},
+        partition={"n_parties": c},
+        model={"name": "resnet18", "norm": "group"},
+        train={"lr": 0.01, "momentum": 0.9, "batch_size": 64},
+        federation={"rounds": rounds},
+        engine={"threads": 0},
+    )
+    got: dict[str, dict] = {}
+    for mode in ("off", "on"):
+        try:
+            reset_peak()
+            got[mode] = fedsim_throughput(
+                _bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), tmp / f"d-{mode}"
+            )
+            got[mode]["peak_mib"] = peak_mib()
+            print(
+                f"    batch_clients={mode:<3} {got[mode]['samples_per_s']:10.1f} samples/s  "
+                f"rounds {fmt_times(got[mode]['round_times'])} s  peak {got[mode]['peak_mib']:.0f} MiB"
+            )
+        except Exception as exc:
+            print(f"    batch_clients={mode} failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc(limit=3)
+    if len(got) == 2:
+        speed = got["on"]["samples_per_s"] / got["off"]["samples_per_s"]
+        diff = _bench.max_abs_diff(got["off"]["state"], got["on"]["state"])
+        print(f"    batched/one = {speed:.2f} ({'met' if speed >= 3 else 'MISSED'}); max |diff| of models {diff:.2e}")
+
+
+# -------------------------------------------------------------------------- (e)
+
+
+def part_e(quick: bool, tmp: Path) -> None:
+    """engine.deterministic=true: two runs of the same config give identical weights."""
+    n, per_party, size = (2, 16, 8) if quick else (4, 64, 32)
+    cfg = _bench.base_config(
+        data={"n_train": n * per_party, "image_shape": [3, size, size], "num_classes": 10},
+        partition={"n_parties": n},
+        model={"name": "resnet18", "projection_head": True},
+        train={"lr": 0.01, "momentum": 0.9, "batch_size": 32},
+        federation={"rounds": 2},
+        engine={"threads": 0, "deterministic": True},
+    )
+    print(f"\n(e) engine.deterministic=true, resnet18 + head, {n} parties, 2 rounds, run twice")
+    try:
+        a = fedsim_throughput(cfg, tmp / "e-1")["state"]
+        b = fedsim_throughput(cfg, tmp / "e-2")["state"]
+        diff = _bench.max_abs_diff(a, b)
+        print(f"    max |diff| between the two runs {diff:.2e} ({'identical' if diff == 0 else 'NOT identical'})")
+    except Exception as exc:
+        print(f"    failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc(limit=3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a CPU smoke test)")
@@ -320,6 +427,8 @@ def main() -> None:
     ap.add_argument("--skip-a", action="store_true")
     ap.add_argument("--skip-b", action="store_true")
     ap.add_argument("--skip-c", action="store_true")
+    ap.add_argument("--skip-d", action="store_true")
+    ap.add_argument("--skip-e", action="store_true")
     args = ap.parse_args()
     with_ray = args.ray if args.ray is not None else torch.cuda.is_available()
     cohorts = [int(c) for c in args.cohorts.split(",")] if args.cohorts else ([4, 8] if args.quick else [16, 64, 256])
@@ -346,6 +455,16 @@ def main() -> None:
                 part_c(args.quick)
             except Exception as exc:
                 print(f"(c) failed: {type(exc).__name__}: {exc}")
+        if not args.skip_d:
+            try:
+                part_d(args.quick, tmp)
+            except Exception as exc:
+                print(f"(d) failed: {type(exc).__name__}: {exc}")
+        if not args.skip_e:
+            try:
+                part_e(args.quick, tmp)
+            except Exception as exc:
+                print(f"(e) failed: {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

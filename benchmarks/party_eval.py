@@ -1,6 +1,6 @@
 """Per-party evaluation (``eval.local_test``) against one model on the same samples.
 
-    python benchmarks/party_eval.py [--parties 100] [--repeats 5] [--quick]
+    python benchmarks/party_eval.py [--parties 100] [--repeats 5] [--quick] [--device cuda]
 
 A FedPer run of one round on MNIST-shaped synthetic images (simple-cnn, 100 parties,
 ``eval.local_test: split`` at 0.2) leaves 100 personal heads in the client-state
@@ -41,7 +41,14 @@ def main() -> None:
     ap.add_argument("--parties", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="20 parties, 2 repeats")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: the per-party models then run as one vmap pass")
     args = ap.parse_args()
+    device = torch.device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     parties, repeats = (20, 2) if args.quick else (args.parties, args.repeats)
     torch.set_num_threads(1)
     cfg = {
@@ -65,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res = fedsim.run(cfg, out=Path(tmp) / "run")
         exp = experiment_for(RunSettings(res.config, str(res.run_dir)))
-        ev = PartyEvaluator(exp, torch.device("cpu"), ClientStateStore(res.run_dir / "client_state"))
+        ev = PartyEvaluator(exp, device, ClientStateStore(res.run_dir / "client_state"))
         state = torch.load(res.run_dir / "model.pt", weights_only=True)
         idx = torch.cat([ev._test_indices(p) for p in ev.parties])
         b = exp.bundle
@@ -73,7 +80,7 @@ def main() -> None:
         ev.model.load_state_dict(state)
 
         def reference() -> None:
-            evaluate(ev.model, x, y, b.mean, b.std, b.num_classes, res.config.eval.batch_size, torch.device("cpu"))
+            evaluate(ev.model, x, y, b.mean, b.std, b.num_classes, res.config.eval.batch_size, device)
 
         def local() -> None:
             ev._pooled(state, ev.parties, "local")
@@ -88,11 +95,16 @@ def main() -> None:
         times: dict[str, list[float]] = {"one model": [], "local": [], "personal": []}
         for _ in range(repeats + 1):  # the first pass warms up and is dropped
             for name, fn in (("one model", reference), ("local", local), ("personal", personal)):
+                sync()
                 t0 = time.perf_counter()
                 fn()
+                sync()
                 times[name].append(time.perf_counter() - t0)
         print(setup_line())
-        print(f"{parties} parties, {idx.numel()} local test samples (simple-cnn, 1x28x28), medians of {repeats}")
+        print(
+            f"{parties} parties, {idx.numel()} local test samples (simple-cnn, 1x28x28), on {device}, "
+            f"medians of {repeats}"
+        )
         ref = statistics.median(times["one model"][1:])
         print(f"{'mode':<12}{'ms':>10}{'ratio':>8}  goal <= {GOAL}")
         for name, ts in times.items():
