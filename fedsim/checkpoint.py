@@ -208,8 +208,10 @@ def latest_checkpoint(store: RunStore) -> Checkpoint | None:
             ckpt = load_checkpoint(path)
         except RunDirError as exc:
             problems.append(str(exc))
-            log.warning("%s; falling back to an older checkpoint", exc)
             continue
+        # said only when a fallback is found: with none intact, the error is the one line
+        for problem in problems:
+            log.warning("%s; falling back to an older checkpoint", problem)
         if problems:
             log.warning("resuming from the older checkpoint '%s'", path)
         return ckpt

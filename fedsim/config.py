@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -326,12 +326,42 @@ def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
 
 
-def config_hash(cfg: ExperimentConfig) -> str:
+def config_hash(cfg: ExperimentConfig, keys: Collection[str] | None = None) -> str:
     """A stable hash of everything that changes the results of a run (:func:`identity`):
     a sweep resumed on another machine, with more workers, a higher failure tolerance
-    or more rounds still recognises its runs."""
-    text = yaml.safe_dump(identity(cfg), sort_keys=True)
+    or more rounds still recognises its runs. ``keys``: only those dotted keys (a run's
+    own, :func:`yaml_keys` of its ``config.yaml``): a run started by an older fedsim
+    lacks the keys added since, whose defaults keep its behaviour, and its checkpoints
+    must still match after an upgrade."""
+    ident = identity(cfg)
+    if keys is not None:
+        ident = {k: v for k, v in ident.items() if k in keys}
+    text = yaml.safe_dump(ident, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def yaml_keys(path: Path) -> set[str]:
+    """The dotted keys a config file spells out (a run's ``config.yaml``)."""
+    return set(_flat(load_yaml_mapping(path, "config")))
+
+
+def merge_into_saved(cfg: ExperimentConfig, path: Path) -> str:
+    """``config.yaml`` of a resumed run: the saved file with the values this start
+    changes (more rounds, another engine), without the keys it never had that are at
+    their defaults (added to fedsim since: their defaults keep the run's behaviour, and
+    :func:`config_hash` over the file's keys stays the run's)."""
+    saved = load_yaml_mapping(path, "config")
+    have = _flat(saved)
+    defaults = _flat(to_dict(ExperimentConfig()))
+    for key, value in _flat(to_dict(cfg)).items():
+        if key not in have and value == defaults.get(key):
+            continue
+        node = saved
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return yaml.safe_dump(saved, sort_keys=False)
 
 
 def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:

@@ -23,7 +23,17 @@ import partitioners
 import strategies
 
 from . import rundir, trackers
-from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
+from .checkpoint import latest_checkpoint
+from .config import (
+    ExperimentConfig,
+    config_diff,
+    config_hash,
+    load_config,
+    merge_into_saved,
+    partition_params,
+    to_yaml,
+    yaml_keys,
+)
 from .errors import ConfigError, RunDirError
 from .experiment import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
 from .localtest import LocalTest
@@ -64,6 +74,12 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
         )
     if store.dataidxs.exists():
         check_partition_file(cfg, store)
+    ckpt = latest_checkpoint(store)
+    if ckpt is not None and ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
+        raise RunDirError(
+            f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
+            "resume with the run's own config.yaml"
+        )
     if not store.summary.exists():
         return None
     summary = read_json(store.summary, "summary")
@@ -224,7 +240,8 @@ def prepare_run_dir(
     run keeps its ``dataidxs.npz``, checked against the data set's labels."""
     bundle = load_bundle(cfg)
     labels = bundle.y_train.numpy()
-    atomic_write_text(store.config, to_yaml(cfg))
+    # a resume changes only what this start changes: the saved keys stay the run's own
+    atomic_write_text(store.config, merge_into_saved(cfg, store.config) if store.config.exists() else to_yaml(cfg))
     if store.dataidxs.exists():
         read_dataidxs(store, labels)
         return

@@ -24,7 +24,7 @@ import torch
 from strategies.strategy import RoundLog
 
 from .checkpoint import save_checkpoint
-from .config import config_hash
+from .config import config_hash, yaml_keys
 from .evaluation import CentralEvaluator, round_heterogeneity
 from .experiment import Experiment
 from .metrics import spread
@@ -66,7 +66,8 @@ class Recorder:
         self.t_start = time.perf_counter()
         self.t_prev = self.t_start
         self.wall_offset = wall_offset
-        self.hash = config_hash(self.cfg)
+        # over the run's own keys (config.yaml): a run an older fedsim started keeps its hash
+        self.hash = config_hash(self.cfg, yaml_keys(self.store.config) if self.store.config.exists() else None)
         self.last_state: OrderedDict[str, torch.Tensor] | None = None
         self.diverged: dict[str, Any] | None = next(
             ({"round": r["round"], "reason": r["diverged"]} for r in history if r.get("diverged")), None

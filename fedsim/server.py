@@ -29,7 +29,7 @@ from strategies.arrays import state_to_record
 from strategies.strategy import CohortFailure, FederationSetup, NonFiniteModel, RoundHooks
 
 from .checkpoint import latest_checkpoint, save_checkpoint
-from .config import config_hash
+from .config import config_hash, yaml_keys
 from .errors import RunAborted, RunDirError
 from .evaluation import CentralEvaluator
 from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
@@ -147,7 +147,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     state = initial_state(exp)
     ckpt = latest_checkpoint(store) if settings.resume else None
     if ckpt is not None:
-        if ckpt.config_hash and ckpt.config_hash != config_hash(cfg):
+        if ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
             raise RunDirError(
                 f"checkpoint '{ckpt.path}' was made with another config; resume with the run's own config.yaml"
             )

@@ -265,6 +265,15 @@ class RunStore:
         those rounds and reports the unreadable ones.
         """
         if history is not None:
+            if self.metrics.exists():  # nothing is lost, but damage is reported
+                bad = read_jsonl_counted(self.metrics)[1]
+                if bad:
+                    log.warning(
+                        "%s: %d unreadable line(s), rebuilt from the checkpoint's history while resuming from round %d",
+                        self.metrics,
+                        bad,
+                        last_round,
+                    )
             atomic_write_text(
                 self.metrics, "".join(dumps(r) + "\n" for r in history if int(r.get("round", 0)) <= last_round)
             )

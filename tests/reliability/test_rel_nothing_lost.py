@@ -146,6 +146,38 @@ def _interrupted(tmp_path: Path, tiny, rounds: int = 3) -> tuple[dict, Path, Pat
     return cfg, ref, run
 
 
+def test_a_run_an_older_fedsim_started_resumes_after_an_upgrade(tmp_path, tiny, monkeypatch):
+    """A run started before fedsim had ``model.norm`` (its config.yaml and checkpoint
+    hashes lack the key) resumes exactly after the upgrade, and its config.yaml keeps
+    only its own keys (the new one is at its default)."""
+    import fedsim.config as config_mod
+    import fedsim.preflight as preflight_mod
+
+    new = ("model.norm", "model.norm_groups")
+    with monkeypatch.context() as m:  # "the older fedsim": no such keys anywhere
+        identity = config_mod.identity
+        m.setattr(config_mod, "identity", lambda cfg: {k: v for k, v in identity(cfg).items() if k not in new})
+        to_yaml = config_mod.to_yaml
+
+        def old_yaml(cfg):
+            tree = yaml.safe_load(to_yaml(cfg))
+            for key in ("norm", "norm_groups"):
+                tree["model"].pop(key)
+            return yaml.safe_dump(tree)
+
+        m.setattr(preflight_mod, "to_yaml", old_yaml)
+        cfg, ref, run = _interrupted(tmp_path, tiny)
+    assert "norm" not in yaml.safe_load((run / "config.yaml").read_text())["model"]
+    done = fedsim.run(cfg, out=run, resume=True)
+    assert done.summary["status"] == "finished"
+    assert (run / "model.pt").read_bytes() == (ref / "model.pt").read_bytes()
+    assert "norm" not in yaml.safe_load((run / "config.yaml").read_text())["model"]
+    # and the checkpoint it wrote after the upgrade resumes too (same keys, same hash)
+    shutil.rmtree(run / "checkpoints" / "round_000003")
+    (run / "summary.json").unlink()
+    assert fedsim.run(cfg, out=run, resume=True).summary["status"] == "finished"
+
+
 def test_a_bit_flipped_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny, caplog):
     cfg, ref, run = _interrupted(tmp_path, tiny)
     state = run / "checkpoints" / "round_000002" / "state.pt"
@@ -161,15 +193,18 @@ def test_a_bit_flipped_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny,
     assert _rows(run / "metrics.jsonl") == _rows(ref / "metrics.jsonl")
 
 
-def test_a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path, tiny, capsys):
+def test_a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path, tiny, capsys, caplog):
     cfg, ref, run = _interrupted(tmp_path, tiny)
     for d in (run / "checkpoints").glob("round_*"):
         state = d / "state.pt"
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     path = _cfg_file(tmp_path, cfg)
-    assert main(["run", path, "--out", str(run), "--resume", "--quiet"]) == 2
+    with caplog.at_level(logging.WARNING, logger="fedsim.checkpoint"):
+        assert main(["run", path, "--out", str(run), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no checkpoint of" in err[0] and "is intact" in err[0]
+    # no "falling back" warning either (the log goes to the real stderr, not capsys)
+    assert not [r for r in caplog.records if r.name == "fedsim.checkpoint"]
 
 
 def test_client_state_files_are_verified(tmp_path, tiny):
@@ -205,7 +240,8 @@ def test_garbled_record_lines_lose_no_rows_on_resume(tmp_path, tiny, caplog):
     assert _rows(run / "metrics.jsonl") == _rows(ref / "metrics.jsonl")
     # clients.jsonl keeps every readable line (all but the garbled one) and says so
     assert len(_rows(run / "clients.jsonl")) == len(_rows(ref / "clients.jsonl")) - 1
-    assert any("unreadable line" in m for m in caplog.messages)
+    assert any("clients.jsonl" in m and "unreadable line" in m for m in caplog.messages)
+    assert any("metrics.jsonl" in m and "rebuilt from the checkpoint" in m for m in caplog.messages)
     assert _same_weights(run, ref)
 
 
