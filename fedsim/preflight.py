@@ -22,6 +22,7 @@ import numpy as np
 import partitioners
 
 from . import rundir
+from .adversary import check_attack_data
 from .config import ExperimentConfig, config_diff, load_config, partition_params, to_yaml
 from .errors import ConfigError, RunDirError
 from .experiment import compute_dataidxs, load_bundle, read_dataidxs, resolve_device
@@ -113,6 +114,7 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     bundle = load_bundle(cfg)
     dataidxs = None if (resume and store.dataidxs.exists()) else compute_dataidxs(cfg, bundle)
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
+    check_attack_data(cfg, bundle)
     build_model(cfg.model, bundle.input_shape, bundle.num_classes)
     return dataidxs
 

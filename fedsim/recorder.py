@@ -20,6 +20,7 @@ import torch
 
 from strategies.strategy import RoundLog
 
+from .adversary import AttackEvaluator, malicious_parties
 from .checkpoint import save_checkpoint
 from .config import config_hash
 from .errors import ConfigError
@@ -74,6 +75,9 @@ class Recorder:
             ({"round": r["round"], "reason": r["diverged"]} for r in history if r.get("diverged")), None
         )
         self.tensorboard = open_tensorboard(self.store) if self.cfg.output.tensorboard else None
+        # attacks: the malicious parties (marked in clients.jsonl) and the attack's success
+        self.malicious = frozenset(malicious_parties(self.cfg))
+        self.attack_eval = AttackEvaluator(self.cfg, exp.bundle, evaluator.device)
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -135,6 +139,8 @@ class Recorder:
         row["bytes_up"] = int(rl.bytes_up)
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
         row.update(rl.server_metrics)
+        if cfg.attack.name != "none":
+            row["malicious_clients"] = sum(1 for o in outcomes if o.party in self.malicious)
         if cfg.eval.model_heterogeneity and state is not None:
             row.update(round_heterogeneity(rl.global_state, outcomes, state))
         reason = forced_reason or self.divergence(row, rl)
@@ -147,6 +153,7 @@ class Recorder:
         )
         if evaluated:
             row.update(self.evaluator(state))
+            row.update(self.attack_eval(self.evaluator.model))  # the weights just evaluated
             if reason is None:
                 reason = self.divergence(row, rl)
                 stop = reason is not None and cfg.federation.on_divergence == "stop"
@@ -270,4 +277,7 @@ class Recorder:
             rows.append(
                 {"round": server_round, "party": f.party, "stage": f.stage, "status": "failed", "reason": f.reason}
             )
+        for r in rows:
+            if r["party"] in self.malicious:
+                r["malicious"] = True
         return rows

@@ -9,6 +9,7 @@ import torch
 
 from strategies.arrays import is_float
 
+from .adversary import summary_fields
 from .config import config_hash
 from .experiment import Experiment
 
@@ -60,6 +61,8 @@ def build_summary(
         "bytes_down_total": int(sum(r.get("bytes_down", 0) for r in history)),
         "failures_total": int(sum(len(r.get("failures", [])) for r in history)),
         "config_hash": config_hash(cfg),
+        # attack, malicious_parties, defence, attack_success_rate (runs with an attack or a defence)
+        **summary_fields(cfg, last),
         # what exact repeats depend on besides the config (README "Reliability")
         "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from ..errors import RunDirError
 from ..plots import plot_run
 from ..store import RunStore, atomic_write_text, read_json
-from ..sweeps import INDEX_FILE, make_table
+from ..sweeps import INDEX_FILE, attack_table, make_table
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
     MEASURE_AXIS,
@@ -95,11 +95,17 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         {
             **r.factors,
             "status": r.status,
-            **{k: r.value(k) for k in ("test_accuracy", "best_test_accuracy", "test_f1_macro", "test_loss")},
+            **{
+                k: r.value(k)
+                for k in ("test_accuracy", "best_test_accuracy", "test_f1_macro", "test_loss", "attack_success_rate")
+            },
         }
         for r in view.runs
     ]
     md.append(make_table(rows, view.factors, view.seeds))
+    attacked = attack_table(rows, view.factors, view.seeds)
+    if attacked is not None:
+        md += ["## Attacks and defences", "", attacked]
     sel = sweep_dir / "selection.md"
     if sel.exists():
         text = sel.read_text().split("\n", 1)
@@ -224,6 +230,10 @@ _RUN_KEYS = (
     "wall_time_s",
     "seed",
     "config_hash",
+    "attack",
+    "malicious_parties",
+    "defence",
+    "attack_success_rate",
 )
 
 

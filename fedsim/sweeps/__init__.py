@@ -27,6 +27,7 @@ from typing import Any
 from .. import rundir
 from ..errors import ConfigError
 from ..store import atomic_write_text
+from .attack_tables import attack_table
 from .execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
 from .selection import Choice, minimize_metric, select_settings, selection_outputs
 from .spec import (
@@ -68,6 +69,7 @@ __all__ = [
     "Setting",
     "SweepResult",
     "SweepSpec",
+    "attack_table",
     "compose",
     "default_label",
     "format_mean_std",
@@ -242,6 +244,9 @@ def _sweep_in(
     table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
     extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
     table = make_table(table_rows, table_factors, spec.seeds, extra)
+    attacked = attack_table(table_rows, table_factors, spec.seeds)
+    if attacked is not None:  # attacks x defences first, then the table of every setting
+        table = attacked + "\n" + table
     atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
     title_line = f"# {spec.name}\n\n"
     atomic_write_text(sweep_dir / "table.md", title_line + table)

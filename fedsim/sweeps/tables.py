@@ -32,6 +32,7 @@ METRIC_COLUMNS = (
     "train_accuracy",
     "val_accuracy",
     "wall_time_s",
+    "attack_success_rate",
 )
 #: summary.json["heterogeneity"] keys copied into summary.csv
 HETEROGENEITY_COLUMNS = ("tv_mean", "hellinger_mean", "js_mean", "size_cv")

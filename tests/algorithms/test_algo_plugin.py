@@ -162,6 +162,11 @@ CHANGES = [
     ("fedtrimmedavg", "beta", 0.0, 1, {"partition": {"n_parties": 10}}),
     # Krum scores each client over its n - f - 2 nearest: with 6 clients f = 3 leaves 1 (f = 0: 4)
     ("krum", "num_malicious", 3, 1, {"partition": {"n_parties": 6}}),
+    # Multi-Krum averages m = n - f of the n replies: f = 1 drops one of 4 (f = 0: plain FedAvg)
+    ("multi-krum", "num_malicious", 1, 1, {}),
+    ("multi-krum", "num_selected", 2, 1, {}),
+    # Bulyan needs n >= 4f + 3: f = 1 with 7 clients (f = 0: the mean of the beta = n closest)
+    ("bulyan", "num_malicious", 1, 1, {"partition": {"n_parties": 7}}),
 ]
 
 
