@@ -51,7 +51,13 @@ def test_each_attack_takes_its_own_parameters_with_their_defaults(tiny):
             {"attack": {"name": "ipm", "parties": [1], "fraction": 0.5}},
             r"'attack.fraction' and 'attack.parties' exclude each other",
         ),
+        # written at their defaults, the keys still exclude each other (nothing accepted and ignored)
+        (
+            {"attack": {"name": "ipm", "parties": [1], "fraction": 0.2}},
+            r"'attack.fraction' and 'attack.parties' exclude each other",
+        ),
         ({"attack": {"name": "label-flip", "mode": "all", "source_class": 1}}, r"read only with attack.mode: pair"),
+        ({"attack": {"name": "label-flip", "mode": "all", "target_class": 3}}, r"read only with attack.mode: pair"),
         ({"attack": {"name": "label-flip", "source_class": 3, "target_class": 3}}, r"both are 3"),
         (
             {"attack": {"name": "label-flip", "mode": "some"}},
