@@ -9,8 +9,9 @@ results use (2 of the N parties malicious): sign-flip, ALIE, norm bounding, ALIE
 norm bounding, centred clipping. The replies are the model's initial weights plus
 Gaussian noise (0.01), built as Flower ``Message`` objects as the engine delivers them.
 Models: NIID-Bench's simple CNN for MNIST (44k weights) and the CIFAR-form resnet18
-(11.2M; skipped with ``--quick``). Each line is the median of ``--repeats`` rounds and
-its ratio to the no-rule round measured in the same process. Client training, which
+(11.2M; skipped with ``--quick``). Each line is the median of ``--repeats`` rounds with
+the rule and without it, alternating in the same process, and the median of the paired
+ratios. Client training, which
 the rules do not touch, is not included: a round of local training is seconds (MNIST,
 800 images a party) to minutes (resnet18), so the ratios here bound the rules' share
 from above.
@@ -69,20 +70,34 @@ def rules_of(name: str, n: int) -> tuple:
     return tuple(made[name])
 
 
-def time_round(global_state: OrderedDict, msgs: list[Message], rule_name: str, repeats: int) -> float:
-    n = len(msgs)
+def strategy_with(global_state: OrderedDict, n: int, rule_name: str):
     strat = strategies.build(strategies.make_params({"name": "fedavg"}))
     keys = frozenset(k for k, v in global_state.items() if v.is_floating_point())
     strat.bind(FederationSetup(seed=0, node_of_party={i: 100 + i for i in range(n)}, param_keys=keys))
     strat.reply_rules = rules_of(rule_name, n)
-    times = []
-    for rnd in range(1, repeats + 2):
-        strat.round_log = RoundLog(round=rnd, global_state=OrderedDict(global_state), sampled=list(range(n)))
-        t0 = time.perf_counter()
-        strat.aggregate_train(rnd, msgs)
-        if rnd > 1:  # the first round warms up
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return strat
+
+
+def one_round(strat, global_state: OrderedDict, msgs: list[Message], rnd: int) -> float:
+    strat.round_log = RoundLog(round=rnd, global_state=OrderedDict(global_state), sampled=list(range(len(msgs))))
+    t0 = time.perf_counter()
+    strat.aggregate_train(rnd, msgs)
+    return time.perf_counter() - t0
+
+
+def paired(global_state: OrderedDict, n: int, rule_name: str, repeats: int) -> tuple[float, float, float]:
+    """(median seconds without a rule, with it, median of the paired ratios): the two
+    rounds alternate, so that a load that changes during the measurement hits both."""
+    plain, ruled = strategy_with(global_state, n, "none"), strategy_with(global_state, n, rule_name)
+    # fresh replies for each: a rule rewrites the replies it changes
+    msgs_plain, msgs_ruled = replies(global_state, n), replies(global_state, n)
+    one_round(plain, global_state, msgs_plain, 1)  # warm-up
+    one_round(ruled, global_state, msgs_ruled, 1)
+    a, b = [], []
+    for rnd in range(2, repeats + 2):
+        a.append(one_round(plain, global_state, msgs_plain, rnd))
+        b.append(one_round(ruled, global_state, msgs_ruled, rnd))
+    return statistics.median(a), statistics.median(b), statistics.median(y / x for x, y in zip(a, b))
 
 
 def main() -> None:
@@ -101,12 +116,9 @@ def main() -> None:
         g = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
         n_weights = sum(v.numel() for v in g.values() if v.is_floating_point())
         print(f"\n{model_name}: {n_weights:,} weights, {args.clients} replies, median of {repeats} rounds")
-        base = None
-        for name in names:
-            # fresh replies for each rule: a rule rewrites the replies it changes
-            t = time_round(g, replies(g, args.clients), name, repeats)
-            base = base if base is not None else t
-            print(f"  {name:<18} {t * 1000:9.1f} ms  {t / base:5.2f}x the round without a rule")
+        for name in names[1:]:
+            t0, t1, ratio = paired(g, args.clients, name, repeats)
+            print(f"  {name:<18} {t1 * 1000:9.1f} ms against {t0 * 1000:9.1f} ms without a rule: {ratio:5.2f}x")
 
 
 if __name__ == "__main__":

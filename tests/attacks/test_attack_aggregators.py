@@ -106,6 +106,13 @@ def test_the_median_is_coordinate_wise_by_hand():
     np.testing.assert_array_equal(w, [1.0, 4.0])
 
 
+def test_the_trimmed_mean_drops_the_malicious_extreme_by_hand():
+    # beta = 0.2 of 5 replies trims int(0.2 x 5) = 1 value per side and coordinate:
+    # x: -10, [0, 1, 1], 3 -> 2/3; y: -10, [0, 1, 1], 1 -> 2/3
+    w, _ = aggregate("fedtrimmedavg", [_state(w) for w in HONEST + [OWN]], rules=[_signflip_rule()])
+    np.testing.assert_allclose(w, [2 / 3, 2 / 3], rtol=1e-6)
+
+
 def test_multi_krum_averages_the_n_minus_f_best_by_hand():
     # the scores of the Krum test: c 2, a 3, b 3, d 9, e 442; m = n - f = 4 keeps a, b, c, d
     w, rl = aggregate(
