@@ -52,11 +52,6 @@ class LabelFlip(Attack):
     Params = LabelFlipParams
     poisons_data = True
 
-    def check_keys(self, written) -> str | None:
-        if written.get("mode") == "all" and ({"source_class", "target_class"} & set(written)):
-            return "config keys 'attack.source_class' and 'attack.target_class' are read only with attack.mode: pair: remove them"
-        return super().check_keys(written)
-
     def check(self, cfg) -> str | None:
         p, default = cfg.attack, LabelFlipParams()
         if p.mode == "all" and (p.source_class, p.target_class) != (default.source_class, default.target_class):

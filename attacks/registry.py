@@ -119,15 +119,6 @@ class Attack:
         """Why ``cfg`` (fedsim's ExperimentConfig) cannot run this attack, or None."""
         return None
 
-    def check_keys(self, written: Mapping[str, Any]) -> str | None:
-        """Why the ``attack.*`` keys a config writes (``written``: key -> value, ``name``
-        left out) cannot go together, or None. Read before the defaults fill in, so a key
-        written at its default value still counts: ``fraction`` and ``parties`` exclude
-        each other."""
-        if written.get("parties") is not None and "fraction" in written:
-            return "config keys 'attack.fraction' and 'attack.parties' exclude each other: give one"
-        return None
-
     def check_data(self, params: AttackParams, data: DataInfo) -> str | None:
         """Why this data set cannot be attacked so (a class id out of range), or None."""
         return None

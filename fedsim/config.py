@@ -204,13 +204,6 @@ def _plugin_params(section: str, *trees: Mapping[str, Any]) -> Any:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 has = ", ".join(own) if own else "none"
                 raise ConfigError(f"{section} '{name}' has no parameter '{section}.{key}'{hint}; its parameters: {has}")
-    # keys written together that exclude each other (attack.fraction with attack.parties,
-    # label-flip's classes with mode: all), caught even when a value equals its default
-    written = {k: v for sec in sections for k, v in sec.items() if k != "name"}
-    check_keys = getattr(registry.get(name), "check_keys", None)
-    problem = check_keys(written) if check_keys is not None else None
-    if problem:
-        raise ConfigError(problem)
     return params_cls(name=name)
 
 
