@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "attacks",
+        help="every attack and defence with its parameters and defaults",
+        description="List the attacks (attack.*) and defences (defence.*), their parameters, defaults and allowed values.",
+    )
+    p.add_argument("name", nargs="?", help="show one attack or defence only")
+    _add_common(p)
+
+    p = sub.add_parser(
         "inspect",
         help="parameters, FLOPs and size of a model",
         description="Parameters, FLOPs and size per layer and in total.",
@@ -181,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         status = []
         if row.get("test_accuracy") is not None:
             status.append(f"test acc {row['test_accuracy']:.4f}")
+        if row.get("attack_success_rate") is not None:
+            status.append(f"attack success {row['attack_success_rate']:.4f}")
         if row.get("train_loss") is not None:
             status.append(f"local train loss {row['train_loss']:.4f}")
         if row.get("epsilon") is not None:  # privacy.mode: the privacy spent so far
@@ -251,6 +261,9 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     for key in ("privacy_mode", "epsilon", "epsilon_mean", "delta", "accountant", "privacy_stop"):
         if summary.get(key) is not None:
             table.add_row(key, _fmt(summary[key]) if key != "delta" else f"{summary[key]:.3g}")
+    for key in ("attack", "malicious_parties", "defence", "attack_success_rate"):
+        if key in summary:  # runs with an attack or a defence
+            table.add_row(key, _fmt(summary[key]))
     het = summary.get("heterogeneity", {})
     for key in ("tv_mean", "hellinger_mean", "size_cv"):
         if key in het:
@@ -407,6 +420,41 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attacks(args: argparse.Namespace) -> int:
+    import attacks
+    from strategies import defences
+    from strategies.params import hyperparameters
+
+    from .errors import ConfigError
+
+    entries = [("attack", n, attacks.get(n)) for n in attacks.available()]
+    entries += [("defence", n, defences.get(n)) for n in defences.available()]
+    if args.name is not None:
+        entries = [e for e in entries if e[1] == args.name]
+        if not entries:
+            names = sorted(set(attacks.available()) | set(defences.available()))
+            raise ConfigError(f"unknown attack or defence '{args.name}'; allowed: {', '.join(names)}")
+    for section, name, item in entries:
+        print(f"{section}.name={name}: {item.summary}")
+        if item.paper:
+            print(f"  {item.paper}")
+        hps = hyperparameters(item.Params)
+        if not hps:
+            print("  (no parameters)")
+        for h in hps:
+            default = (
+                "null" if h.default is None else (f"{h.default:g}" if isinstance(h.default, float) else str(h.default))
+            )
+            allowed = (
+                attacks.allowed_text(item.Params, h.name)
+                if section == "attack"
+                else h.info.allowed() + (" or null" if h.default is None else "")
+            )
+            print(f"  {section}.{h.name} = {default}  ({allowed})  {h.info.help}; default: {h.info.source}")
+        print()
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps import sweep
 
@@ -467,6 +515,7 @@ COMMANDS = {
     "report": cmd_report,
     "tune": cmd_tune,
     "strategies": cmd_strategies,
+    "attacks": cmd_attacks,
 }
 
 

@@ -26,6 +26,7 @@ import strategies
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
 
+from .adversary import poison_training_set
 from .experiment import (
     Experiment,
     RunSettings,
@@ -97,6 +98,9 @@ class ClientRuntime:
         bundle = exp.bundle
         self.x = on_device(bundle.x_train, self.device)
         self.y = on_device(bundle.y_train, self.device)
+        # a data-poisoning attack's labels and triggers on the malicious parties' samples
+        # (fedsim/adversary.py); every party of every engine indexes these tensors
+        self.x, self.y = poison_training_set(cfg, exp.dataidxs, self.x, self.y, bundle.num_classes)
         torch.manual_seed(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
         self.has_bn = has_batchnorm(self.model)

@@ -24,8 +24,12 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import attacks
 import partitioners
 import strategies
+from attacks.params import AttackParams
+from strategies import defences
+from strategies.defences import DefenceParams
 from strategies.params import StrategyParams, hyperparameters
 
 from .errors import ConfigError
@@ -94,6 +98,8 @@ _SECTIONS = {
         ModelConfig,
         TrainConfig,
         StrategyParams,
+        AttackParams,
+        DefenceParams,
         FederationConfig,
         EngineConfig,
         EvalConfig,
@@ -101,6 +107,11 @@ _SECTIONS = {
         PrivacyConfig,
     )
 }
+
+
+#: sections whose keys are the chosen plug-in's own dataclass, as strategy.* is the
+#: algorithm's: attack.* (attacks/) and defence.* (strategies/defences.py)
+_PLUGINS: dict[str, Any] = {"attack": attacks, "defence": defences}
 
 
 def all_keys() -> list[str]:
@@ -111,6 +122,10 @@ def all_keys() -> list[str]:
     extra = {
         f"strategy.{h.name}" for name in strategies.available() for h in hyperparameters(strategies.get(name).Params)
     }
+    for section, registry in _PLUGINS.items():
+        extra |= {
+            f"{section}.{h.name}" for name in registry.available() for h in hyperparameters(registry.get(name).Params)
+        }  # type: ignore[arg-type]
     return keys + sorted(extra - set(keys))
 
 
@@ -135,7 +150,7 @@ def _check_known_keys(tree: Any, prefix: str = "") -> None:
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{dotted}' is a section; expected a mapping of keys, got {value!r}")
-            if dotted != "strategy":
+            if dotted not in ("strategy", *_PLUGINS):
                 _check_known_keys(value, dotted + ".")
 
 
@@ -165,6 +180,32 @@ def _strategy_params(*trees: Mapping[str, Any]) -> StrategyParams:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 has = ", ".join(own) if own else "none"
                 raise ConfigError(f"strategy '{name}' has no parameter 'strategy.{key}'{hint}; its parameters: {has}")
+    return params_cls(name=name)
+
+
+def _plugin_params(section: str, *trees: Mapping[str, Any]) -> Any:
+    """The chosen attack's or defence's params dataclass (defaults), after checking that
+    every ``<section>.*`` key written in ``trees`` (later ones win) is one of its own."""
+    registry = _PLUGINS[section]
+    sections = [t.get(section) or {} for t in trees if isinstance(t, Mapping)]
+    name = "none"
+    for sec in sections:
+        if "name" in sec:
+            name = sec["name"]
+    allowed = registry.available()
+    if not isinstance(name, str) or name not in allowed:
+        close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"config key '{section}.name' = {name!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
+    params_cls = registry.get(name).Params
+    own = [h.name for h in hyperparameters(params_cls)]
+    for sec in sections:
+        for key in sec:
+            if key != "name" and key not in own:
+                close = difflib.get_close_matches(str(key), own, n=1, cutoff=0.5)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                has = ", ".join(own) if own else "none"
+                raise ConfigError(f"{section} '{name}' has no parameter '{section}.{key}'{hint}; its parameters: {has}")
     return params_cls(name=name)
 
 
@@ -245,7 +286,13 @@ def load_config(source: Any = None, overrides: Sequence[str] = ()) -> Experiment
         ) from exc
     over_tree = OmegaConf.to_container(over, resolve=False)
     _check_known_keys(over_tree)
-    base = OmegaConf.structured(ExperimentConfig(strategy=_strategy_params(tree, over_tree)))
+    base = OmegaConf.structured(
+        ExperimentConfig(
+            strategy=_strategy_params(tree, over_tree),
+            attack=_plugin_params("attack", tree, over_tree),
+            defence=_plugin_params("defence", tree, over_tree),
+        )
+    )
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(tree), over)
         OmegaConf.resolve(merged)
@@ -320,10 +367,20 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: keys at these values are left out of a run's identity: a run without an attack or a
+#: defence keeps the hash it had before those sections existed (its sweep still resumes)
+NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none"}
+
+
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """The dotted keys and values that make a run what it is (see NOT_IDENTITY)."""
     flat = _flat(to_dict(cfg))
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+    return {
+        k: v
+        for k, v in flat.items()
+        if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)
+        and not (k in NOT_IDENTITY_AT and v == NOT_IDENTITY_AT[k])
+    }
 
 
 def config_hash(cfg: ExperimentConfig, keys: Collection[str] | None = None) -> str:

@@ -23,7 +23,12 @@ RUN_PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "accuracy.png": (
         "accuracy",
         "linear",
-        [("test_accuracy", "test"), ("train_accuracy", "train (global model)"), ("val_accuracy", "local validation")],
+        [
+            ("test_accuracy", "test"),
+            ("train_accuracy", "train (global model)"),
+            ("val_accuracy", "local validation"),
+            ("attack_success_rate", "attack success rate"),
+        ],
     ),
     "loss.png": ("loss (log scale)", "log", [("test_loss", "test"), ("train_loss", "local training")]),
     "heterogeneity.png": (

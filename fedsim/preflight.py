@@ -23,6 +23,7 @@ import partitioners
 import strategies
 
 from . import rundir, trackers
+from .adversary import check_attack_data
 from .checkpoint import latest_checkpoint
 from .config import (
     ExperimentConfig,
@@ -144,6 +145,7 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     bundle = load_bundle(cfg)
     partition = None if (resume and store.dataidxs.exists()) else compute_partition(cfg, bundle)
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
+    check_attack_data(cfg, bundle)
     model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
     problem = strategies.get(cfg.strategy.name).check_model(cfg.strategy, model)
     if problem:

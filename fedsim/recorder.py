@@ -23,6 +23,7 @@ import torch
 
 from strategies.strategy import RoundLog
 
+from .adversary import AttackEvaluator, malicious_parties
 from .checkpoint import save_checkpoint
 from .config import config_hash, yaml_keys
 from .evaluation import CentralEvaluator, round_heterogeneity
@@ -74,6 +75,9 @@ class Recorder:
         )
         # experiment trackers (MLflow, W&B, TensorBoard) get every row as it is written
         self.trackers = RunTrackers(self.cfg, self.store.root, history, tracking)
+        # attacks: the malicious parties (marked in clients.jsonl) and the attack's success
+        self.malicious = frozenset(malicious_parties(self.cfg))
+        self.attack_eval = AttackEvaluator(self.cfg, exp.bundle, evaluator.device)
 
     def close(self) -> None:
         """Called in the server's ``finally``: a run stopped by an exception (aborted,
@@ -145,6 +149,8 @@ class Recorder:
         row["bytes_up"] = int(rl.bytes_up)
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
         row.update(rl.server_metrics)
+        if cfg.attack.name != "none":
+            row["malicious_clients"] = sum(1 for o in outcomes if o.party in self.malicious)
         if cfg.eval.model_heterogeneity and state is not None:
             row.update(round_heterogeneity(rl.global_state, outcomes, state))
         reason = forced_reason or self.divergence(row, rl)
@@ -157,6 +163,7 @@ class Recorder:
         )
         if evaluated:
             row.update(self.evaluator(state))
+            row.update(self.attack_eval(self.evaluator.model))  # the weights just evaluated
             if self.parties is not None:
                 summary, party_rows = self.parties(server_round, state)
                 row.update(summary)
@@ -275,4 +282,7 @@ class Recorder:
             rows.append(
                 {"round": server_round, "party": f.party, "stage": f.stage, "status": "failed", "reason": f.reason}
             )
+        for r in rows:
+            if r["party"] in self.malicious:
+                r["malicious"] = True
         return rows

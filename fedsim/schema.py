@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import ListConfig
 
+from attacks.params import AttackParams
+from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
 
 from .errors import ConfigError
@@ -243,6 +245,10 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # the chosen algorithm's own dataclass (strategies/<name>.py): name + its hyperparameters
     strategy: StrategyParams = field(default_factory=StrategyParams)
+    # the chosen attack's own dataclass (attacks/<name>.py): name, malicious parties, its parameters
+    attack: AttackParams = field(default_factory=AttackParams)
+    # the chosen defence's own dataclass (strategies/<name>.py): a server rule before aggregate
+    defence: DefenceParams = field(default_factory=DefenceParams)
     federation: FederationConfig = field(default_factory=FederationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -28,6 +28,7 @@ import strategies
 from strategies.arrays import state_to_record
 from strategies.strategy import CohortFailure, FederationSetup, NonFiniteModel, RoundHooks
 
+from .adversary import server_rules
 from .checkpoint import latest_checkpoint, save_checkpoint
 from .config import config_hash, yaml_keys
 from .errors import RunAborted, RunDirError
@@ -122,6 +123,8 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     node_of_party = discover_partitions(grid, cfg.partition.n_parties)
     evaluator = CentralEvaluator(exp, device)
     strategy = strategies.build(cfg.strategy)
+    # an attack's model poisoning, then a defence, on each round's replies (fedsim/adversary.py)
+    strategy.reply_rules = server_rules(cfg)
     strategy.bind(
         FederationSetup(
             seed=cfg.seed,

@@ -9,9 +9,10 @@ import torch
 
 from strategies.arrays import is_float
 
+from .adversary import summary_fields as attack_summary
 from .config import config_hash
 from .experiment import Experiment
-from .privacy.run import summary_fields
+from .privacy.run import summary_fields as privacy_summary
 
 
 def build_summary(
@@ -61,12 +62,14 @@ def build_summary(
         "bytes_down_total": int(sum(r.get("bytes_down", 0) for r in history)),
         "failures_total": int(sum(len(r.get("failures", [])) for r in history)),
         "config_hash": config_hash(cfg),
+        # attack, malicious_parties, defence, attack_success_rate (runs with an attack or a defence)
+        **attack_summary(cfg, last),
         # what exact repeats depend on besides the config (README "Reliability")
         "torch_version": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         # privacy.mode: privacy_mode, epsilon, delta, accountant, noise_multiplier, privacy_stop
-        **summary_fields(cfg, history),
+        **privacy_summary(cfg, history),
     }
     if cfg.eval.local_test != "none":
         out.update(party_summary(history, exp.holdout))

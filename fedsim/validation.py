@@ -13,8 +13,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attacks
 import partitioners
 import strategies
+from attacks.params import MaliciousParams
+from strategies import defences
 from strategies.params import out_of_range
 
 from . import data as data_registry
@@ -253,6 +256,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
     _check_trackers(cfg.output)
     _validate_privacy(cfg)
+    validate_attack_and_defence(cfg)
 
 
 def _validate_privacy(cfg: ExperimentConfig) -> None:
@@ -340,3 +344,28 @@ def _check_trackers(out: Any) -> None:
         raise ConfigError("config key 'output.mlflow_experiment' must be a non-empty name")
     if not out.wandb_project:
         raise ConfigError("config key 'output.wandb_project' must be a non-empty name")
+
+
+def validate_attack_and_defence(cfg: ExperimentConfig) -> None:
+    """``attack.*`` and ``defence.*``: each against its own dataclass, the malicious
+    parties against the federation, and each against the rest of the config."""
+    a, n = cfg.attack, cfg.partition.n_parties
+    _one_of("attack.name", a.name, attacks.available())
+    problem = attacks.out_of_range(a)
+    if problem:
+        raise ConfigError(problem)
+    if isinstance(a, MaliciousParams) and a.parties is not None:
+        bad = [p for p in a.parties if not 0 <= p < n]
+        if bad:
+            raise ConfigError(f"config key 'attack.parties' names {bad}; the parties are 0..{n - 1}")
+        if len(set(a.parties)) != len(a.parties):
+            raise ConfigError(f"config key 'attack.parties' = {list(a.parties)} names a party twice")
+        if a.fraction != type(a)().fraction:
+            raise ConfigError("config keys 'attack.fraction' and 'attack.parties' exclude each other: give one")
+    problem = attacks.get(a.name).check(cfg)
+    if problem:
+        raise ConfigError(problem)
+    _one_of("defence.name", cfg.defence.name, defences.available())
+    problem = defences.out_of_range(cfg.defence) or defences.get(cfg.defence.name).check(cfg)
+    if problem:
+        raise ConfigError(problem)

@@ -75,6 +75,13 @@ class ClientOutcome:
     #: the reply as received (for strategies that aggregate through Flower's own chain)
     message: Message | None = None
 
+    def replace_state(self, state: OrderedDict[str, torch.Tensor]) -> None:
+        """Replace the reply's weights (a reply rule: an attack, a defence), in the decoded
+        state and in the message, which Flower's own aggregations read."""
+        self.state = state
+        if self.message is not None:
+            self.message.content["arrays"] = state_to_record(state)
+
 
 @dataclass
 class Aggregate:
@@ -176,11 +183,47 @@ def _bytes_of(messages: list[Message]) -> int:
     return total
 
 
+class ReplyRule:
+    """A server rule on a round's screened replies, run before :meth:`FedsimStrategy.aggregate`
+    (an attack's model poisoning, a defence; helpers in ``strategies/replies.py``).
+
+    ``apply`` may replace replies' weights with :meth:`ClientOutcome.replace_state`
+    and returns values to record in ``metrics.jsonl``; ``after_aggregate`` sees the
+    accepted new global model (centred clipping keeps its update as the next centre).
+    State in ``state_attributes`` is checkpointed with the strategy's.
+    """
+
+    #: names the rule's state in checkpoints ("attack", "defence")
+    key: str = "rule"
+    state_attributes: tuple[str, ...] = ()
+
+    def apply(
+        self,
+        server_round: int,
+        global_state: Mapping[str, torch.Tensor],
+        outcomes: list[ClientOutcome],
+        setup: FederationSetup,
+    ) -> dict[str, float]:
+        return {}
+
+    def after_aggregate(
+        self,
+        server_round: int,
+        global_state: Mapping[str, torch.Tensor],
+        agg_state: Mapping[str, torch.Tensor],
+        setup: FederationSetup,
+    ) -> None:
+        """Called once the round's aggregate is accepted (finite)."""
+
+
 class FedsimStrategy:
     """Mixin for Flower strategies; see the module docstring."""
 
     #: names of attributes that hold server state (checkpointed and restored)
     state_attributes: tuple[str, ...] = ()
+    #: rules run on the screened replies before :meth:`aggregate` (strategies/replies.py):
+    #: an attack's model poisoning, then a defence; set by the caller after ``build``
+    reply_rules: tuple[ReplyRule, ...] = ()
 
     setup: FederationSetup
     round_log: RoundLog
@@ -349,6 +392,10 @@ class FedsimStrategy:
             rl.agg_state = rl.global_state
             return None, None
         global_state = rl.global_state or OrderedDict()
+        # reply rules first (an attack simulated at the server, a defence): the
+        # algorithm, and client-level DP around it, aggregate what they leave
+        for rule in self.reply_rules:
+            rl.server_metrics.update(rule.apply(server_round, global_state, outcomes, self.setup))
         if self.privacy is not None:  # client-level DP releases even for an empty cohort
             agg = self.privacy.aggregate(self, server_round, global_state, outcomes)
         else:
@@ -361,6 +408,8 @@ class FedsimStrategy:
             raise NonFiniteModel(f"round {server_round}: the aggregated global model holds NaN or inf")
         rl.agg_state = state
         rl.server_metrics.update(agg.metrics)
+        for rule in self.reply_rules:
+            rule.after_aggregate(server_round, global_state, state, self.setup)
         return state_to_record(state), weighted_metrics(outcomes) if outcomes else None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -374,8 +423,12 @@ class FedsimStrategy:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Server state for checkpoints: tensors, lists and dicts of tensors, scalars."""
+        """Server state for checkpoints: tensors, lists and dicts of tensors, scalars
+        (a reply rule's under ``<rule key>.<attribute>``)."""
         out = {name: _to_portable(getattr(self, name, None)) for name in self.state_attributes}
+        for rule in self.reply_rules:
+            for name in rule.state_attributes:
+                out[f"{rule.key}.{name}"] = _to_portable(getattr(rule, name, None))
         if self.privacy is not None:
             out["__privacy__"] = _to_portable(self.privacy.state_dict())
         return out
@@ -386,6 +439,10 @@ class FedsimStrategy:
                 setattr(self, name, _from_portable(state[name]))
         if self.privacy is not None and "__privacy__" in state:
             self.privacy.load_state_dict(_from_portable(state["__privacy__"]))
+        for rule in self.reply_rules:
+            for name in rule.state_attributes:
+                if f"{rule.key}.{name}" in state:
+                    setattr(rule, name, _from_portable(state[f"{rule.key}.{name}"]))
 
     # ------------------------------------------------------------------ start
     def start(  # type: ignore[override]

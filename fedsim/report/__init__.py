@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from ..errors import RunDirError
 from ..plots import plot_run
 from ..store import RunStore, atomic_write_text, read_json
-from ..sweeps import INDEX_FILE, make_table, personal_table
+from ..sweeps import INDEX_FILE, attack_table, make_table, personal_table
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
     MEASURE_AXIS,
@@ -109,12 +109,16 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
                     "local_test_accuracy",
                     "personal_test_accuracy",
                     "finetune_test_accuracy",
+                    "attack_success_rate",
                 )
             },
         }
         for r in view.runs
     ]
     md.append(make_table(rows, view.factors, view.seeds))
+    attacked = attack_table(rows, view.factors, view.seeds)
+    if attacked is not None:
+        md += ["## Attacks and defences", "", attacked]
     personal = personal_table(rows, view.factors, view.seeds)
     if personal:
         md += ["## Accuracy on the parties' own test data", "", personal]
@@ -269,6 +273,10 @@ _RUN_KEYS = (
     "wall_time_s",
     "seed",
     "config_hash",
+    "attack",
+    "malicious_parties",
+    "defence",
+    "attack_success_rate",
 )
 
 

@@ -29,6 +29,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..store import atomic_write_text
 from ..trackers import GroupTracking, TrackingContext, chosen
+from .attack_tables import attack_table
 from .execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
 from .selection import Choice, minimize_metric, select_settings, selection_outputs
 from .spec import (
@@ -73,6 +74,7 @@ __all__ = [
     "Setting",
     "SweepResult",
     "SweepSpec",
+    "attack_table",
     "compose",
     "default_label",
     "format_mean_std",
@@ -268,6 +270,9 @@ def _sweep_in(
     table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
     extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
     table = make_table(table_rows, table_factors, spec.seeds, extra)
+    attacked = attack_table(table_rows, table_factors, spec.seeds)
+    if attacked is not None:  # attacks x defences first, then the table of every setting
+        table = attacked + "\n" + table
     personal = personal_table(table_rows, table_factors, spec.seeds)
     if personal:
         table += "\n## Accuracy on the parties' own test data\n\n" + personal

@@ -37,7 +37,20 @@ from ..config import ExperimentConfig, all_keys, config_hash, load_config, load_
 from ..errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "seeds", "tune")
-SECTIONS = ("data", "partition", "model", "train", "strategy", "federation", "engine", "eval", "output", "privacy")
+SECTIONS = (
+    "data",
+    "partition",
+    "model",
+    "train",
+    "strategy",
+    "attack",
+    "defence",
+    "federation",
+    "engine",
+    "eval",
+    "output",
+    "privacy",
+)
 #: grid keys whose values are strategies (the tables' columns, the figures' lines)
 STRATEGY_FACTORS = ("strategy.name", "strategy")
 

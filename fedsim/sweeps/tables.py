@@ -32,6 +32,7 @@ METRIC_COLUMNS = (
     "train_accuracy",
     "val_accuracy",
     "wall_time_s",
+    "attack_success_rate",
 )
 #: summary.json keys of the per-party evaluation (``eval.local_test``), copied into
 #: summary.csv when a run has them

@@ -181,6 +181,11 @@ CHANGES = [
     ("pfedme", "personal_lr", 0.05, 1, {}),
     ("pfedme", "inner_steps", 2, 1, {}),
     ("pfedme", "beta", 0.5, 1, {}),
+    # Multi-Krum averages m = n - f of the n replies: f = 1 drops one of 4 (f = 0: plain FedAvg)
+    ("multi-krum", "num_malicious", 1, 1, {}),
+    ("multi-krum", "num_selected", 2, 1, {}),
+    # Bulyan needs n >= 4f + 3: f = 1 with 7 clients (f = 0: the mean of the beta = n closest)
+    ("bulyan", "num_malicious", 1, 1, {"partition": {"n_parties": 7}}),
 ]
 
 

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fedsim", "strategies", "partitioners")
+PACKAGES = ("fedsim", "strategies", "partitioners", "attacks")
 
 #: what may be imported inside a function: optional extras and heavy libraries whose
 #: import a light code path should not pay (Ray and flwr.simulation ~1 s, matplotlib,
@@ -161,9 +161,9 @@ def test_deferred_imports_are_only_of_optional_or_heavy_libraries():
     assert bad == [], "import these at module level (or add a heavy/optional library to DEFERRABLE with the reason)"
 
 
-def test_strategies_and_partitioners_do_not_import_the_engine_cli_or_run_store():
+def test_strategies_partitioners_and_attacks_do_not_import_the_engine_cli_or_run_store():
     edges, _ = _graph()
     forbidden = ("fedsim.engine", "fedsim.cli", "fedsim.store", "fedsim.api", "fedsim.server", "fedsim.rundir")
     for mod, targets in edges.items():
-        if mod.startswith(("strategies", "partitioners")):
+        if mod.startswith(("strategies", "partitioners", "attacks")):
             assert not [t for t in targets if t.startswith(forbidden)], mod

@@ -1,0 +1,127 @@
+"""The defence registry: ``defence.name`` -> a :class:`Defence`, a server rule on the
+replies that composes with the chosen algorithm.
+
+A defence is one file in ``strategies/`` (discovered with the algorithms): a params
+dataclass (``defence.*`` of a config, declared with :func:`strategies.params.hp`), the
+:class:`~strategies.replies.ReplyRule` it builds, and ``check(cfg)`` for the
+algorithms it cannot run with. The rule runs on the screened replies before the
+algorithm's ``aggregate`` (after an attack's model poisoning), so norm bounding before
+FedAvg, FedProx or the median is one config: ``strategy.name`` and ``defence.name``.
+
+Robust aggregators that *replace* the average (Krum, Multi-Krum, Bulyan, the median,
+the trimmed mean) are algorithms (``strategy.name``), not defences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from . import registry
+from .params import HpInfo, hyperparameters
+from .replies import ReplyRule
+
+_DEFENCES: dict[str, Defence] = {}
+
+D = TypeVar("D", bound=type)
+
+#: algorithms that aggregate by a robust statistic instead of a (weighted) mean
+ROBUST_AGGREGATORS = ("krum", "multi-krum", "bulyan", "fedmedian", "fedtrimmedavg")
+
+
+@dataclass
+class DefenceParams:
+    """``defence.*`` of a config: the defence's name, then its own parameters."""
+
+    name: str = "none"
+
+
+class Defence:
+    """One defence. Subclass it in the defence's file and decorate it with :func:`register`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Params: ClassVar[type[DefenceParams]] = DefenceParams
+
+    def rule(self, params: DefenceParams) -> ReplyRule | None:
+        """The server rule for these parameters (None: no rule)."""
+        return None
+
+    def check(self, cfg: Any) -> str | None:
+        """Why ``cfg`` (fedsim's ExperimentConfig) cannot run this defence, or None."""
+        return None
+
+
+def register(cls: D) -> D:
+    """Class decorator: register a :class:`Defence` subclass under its ``name``."""
+    defence = cls()
+    name = getattr(defence, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    if name in _DEFENCES and type(_DEFENCES[name]) is not cls:
+        raise ValueError(f"defence '{name}' is registered twice")
+    hyperparameters(defence.Params)  # type: ignore[arg-type]
+    _DEFENCES[name] = defence
+    return cls
+
+
+def unregister(name: str) -> None:
+    _DEFENCES.pop(name, None)
+
+
+def _discover() -> None:
+    registry.available()  # imports every module of the package: the defences register themselves
+
+
+def available() -> list[str]:
+    _discover()
+    return sorted(_DEFENCES)
+
+
+def get(name: str) -> Defence:
+    _discover()
+    try:
+        return _DEFENCES[name]
+    except KeyError:
+        raise ValueError(f"unknown defence '{name}'; allowed: {', '.join(available())}") from None
+
+
+def out_of_range(params: DefenceParams) -> str | None:
+    """The first parameter outside its allowed range, as an error text; None if all fit.
+    A parameter whose default is None (an automatic value) also admits None."""
+    for hf in hyperparameters(type(params)):  # type: ignore[arg-type]
+        value = getattr(params, hf.name)
+        if value is None and hf.default is None:
+            continue
+        info: HpInfo = hf.info
+        if value is None or not info.admits(value):
+            return f"config key 'defence.{hf.name}' = {value!r} is out of range for defence '{params.name}'; allowed: {info.allowed()}{' or null' if hf.default is None else ''}"
+    return None
+
+
+def build_rule(params: DefenceParams) -> ReplyRule | None:
+    """The rule of ``params.name`` with these parameters (None for ``none``)."""
+    rule = get(params.name).rule(params)
+    if rule is not None:
+        rule.key = "defence"
+    return rule
+
+
+@register
+class NoDefence(Defence):
+    name = "none"
+    summary = "no rule: the algorithm aggregates the replies as they come"
+
+
+__all__ = [
+    "ROBUST_AGGREGATORS",
+    "Defence",
+    "DefenceParams",
+    "available",
+    "build_rule",
+    "get",
+    "out_of_range",
+    "register",
+    "unregister",
+]
