@@ -60,6 +60,10 @@ class Bulyan(Algorithm):
     paper = "El Mhamdi et al. 2018, The Hidden Vulnerability of Distributed Learning in Byzantium"
     Params = BulyanParams
     Server = BulyanServer
+    client_dp_refusal = (
+        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
+        "C / (qN) bounds the mean only"
+    )
 
     def check(self, cfg) -> str | None:
         f = cfg.strategy.num_malicious

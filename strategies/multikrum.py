@@ -57,3 +57,7 @@ class MultiKrum(Algorithm):
     paper = "Blanchard et al. 2017, Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent"
     Params = MultiKrumParams
     Server = MultiKrumServer
+    client_dp_refusal = (
+        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
+        "C / (qN) bounds the mean only"
+    )
