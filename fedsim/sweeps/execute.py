@@ -306,7 +306,13 @@ def execute_runs(
                                 }
                             record(r, out)
                 except BaseException:
+                    # a stopped sweep (Ctrl-C, SIGTERM) stops its running runs now, which
+                    # resume from their checkpoints; else leaving the pool would wait for
+                    # every running run to finish (shutdown forgets the processes: taken first)
+                    workers_now = list((getattr(pool, "_processes", None) or {}).values())
                     pool.shutdown(wait=False, cancel_futures=True)
+                    for worker in workers_now:
+                        worker.terminate()
                     raise
         display.update(done, 0)
     finally:

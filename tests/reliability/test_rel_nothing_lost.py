@@ -314,10 +314,15 @@ def test_sweep_settings_that_resolve_to_one_config_get_one_directory_each(tmp_pa
     assert again.n_finished == 2 and all(r.get("status") == "finished" for r in again.rows)
 
 
-def test_sweep_workers_die_within_seconds_of_the_parents_sigkill(tmp_path, tiny):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_sweep_workers_die_within_seconds_of_the_parents_sigkill(tmp_path, tiny, sig):
+    """SIGKILL: the workers die with their parent; SIGTERM (a scheduler's preemption):
+    the sweep stops now, its runs too (they resume from their checkpoints), with one
+    line and exit code 143, not after its running runs have finished."""
     spec = {
         "name": "slow",
-        "base": tiny(federation={"rounds": 30}, data={"n_train": 1200}),
+        # runs far longer than the test waits: whatever ends them is the signal
+        "base": tiny(federation={"rounds": 1000}, data={"n_train": 1200}),
         "grid": {"strategy.name": ["fedavg", "fedprox"]},
         "seeds": [0],
     }
@@ -358,8 +363,8 @@ def test_sweep_workers_die_within_seconds_of_the_parents_sigkill(tmp_path, tiny)
         assert workers, "the sweep never started its workers"
         while time.time() < deadline and not list((tmp_path / "s").glob("*/metrics.jsonl")):
             time.sleep(0.2)  # the workers are training
-        proc.kill()
-        proc.wait()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
         gone = time.time() + 10
         while time.time() < gone and any(Path(f"/proc/{w}").exists() and "zombie" not in _state(w) for w in workers):
             time.sleep(0.2)
