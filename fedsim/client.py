@@ -101,7 +101,7 @@ class ClientRuntime:
         # a data-poisoning attack's labels and triggers on the malicious parties' samples
         # (fedsim/adversary.py); every party of every engine indexes these tensors
         self.x, self.y = poison_training_set(cfg, exp.dataidxs, self.x, self.y, bundle.num_classes)
-        torch.manual_seed(derive(cfg.seed, "client-model"))
+        seed_torch(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
         self.has_bn = has_batchnorm(self.model)
         self.algo = strategies.get(cfg.strategy.name)

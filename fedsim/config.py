@@ -333,7 +333,10 @@ def from_yaml_text(text: str) -> ExperimentConfig:
 
 
 def to_dict(cfg: ExperimentConfig) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+    # the dataclasses hold plain, already-validated values (load_config resolved them
+    # through OmegaConf), so asdict gives what OmegaConf.to_container did, 100x faster:
+    # a run hashes its config three times (0.15 s of a tiny test run's 0.9 s)
+    return dataclasses.asdict(cfg)
 
 
 #: keys that do not make a run another run (left out of its identity): where it runs

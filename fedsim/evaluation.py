@@ -15,7 +15,7 @@ from .experiment import Experiment
 from .heterogeneity import heterogeneity_of_states
 from .metrics import classification_metrics
 from .models import build_model
-from .seeding import derive
+from .seeding import derive, seed_torch
 from .training import evaluate, make_criterion
 
 
@@ -26,7 +26,7 @@ class CentralEvaluator:
         cfg = exp.cfg
         b = exp.bundle
         self.cfg, self.bundle, self.device = cfg, b, device
-        torch.manual_seed(derive(cfg.seed, "server-model"))
+        seed_torch(derive(cfg.seed, "server-model"))
         self.model = build_model(cfg.model, b.input_shape, b.num_classes).to(device)
         self.criterion = make_criterion(cfg.train)
         n = int(b.y_train.numel())

@@ -174,7 +174,7 @@ class PartyEvaluator:
         self.x_src, self.y_src = (
             (b.x_train, b.y_train) if self.local and self.local.source == "train" else (b.x_test, b.y_test)
         )
-        torch.manual_seed(derive(cfg.seed, "party-eval-model"))
+        seed_torch(derive(cfg.seed, "party-eval-model"))
         self.model = build_model(cfg.model, b.input_shape, b.num_classes).to(device)
         self.has_bn = has_batchnorm(self.model)
         self.criterion: Criterion = make_criterion(cfg.train)

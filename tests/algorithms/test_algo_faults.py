@@ -34,7 +34,9 @@ def _is_buffer(key: str) -> bool:
     return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
-@pytest.mark.parametrize("name", ["fedavgm", "fedadam", "fedyogi", "fedadagrad"])
+@pytest.mark.parametrize(
+    "name", ["fedadam", *(pytest.param(n, marks=pytest.mark.slow) for n in ("fedavgm", "fedyogi", "fedadagrad"))]
+)
 def test_server_optimisers_leave_batchnorm_buffers_to_fedavg(tmp_path_factory, tiny, name):
     if "fedavg" not in _REFERENCE:  # one FedAvg run for the four optimisers
         _REFERENCE["fedavg"] = fedsim.run(

@@ -199,7 +199,25 @@ def test_the_change_table_covers_every_declared_hyperparameter():
 _DEFAULT_RUNS: dict = {}
 
 
-@pytest.mark.parametrize("name, key, value, rounds, over", CHANGES, ids=[f"{n}.{k}" for n, k, *_ in CHANGES])
+# a representative set in the default run (client term, server state, contrastive,
+# server optimiser, robust, personal); every key with python -m pytest -m slow
+_DEFAULT_RUN = {
+    ("fedprox", "mu"),
+    ("scaffold", "server_lr"),
+    ("moon", "mu"),
+    ("fedadam", "eta"),
+    ("fedtrimmedavg", "beta"),
+    ("fedrep", "head_epochs"),
+    ("ditto", "lamda"),
+    ("bulyan", "num_malicious"),
+}
+
+
+@pytest.mark.parametrize(
+    "name, key, value, rounds, over",
+    [c if c[:2] in _DEFAULT_RUN else pytest.param(*c, marks=pytest.mark.slow) for c in CHANGES],
+    ids=[f"{n}.{k}" for n, k, *_ in CHANGES],
+)
 def test_every_hyperparameter_changes_the_run(tmp_path, tiny, name, key, value, rounds, over):
     def run(tag, **extra):
         sections = {

@@ -181,7 +181,14 @@ def test_the_change_table_covers_every_declared_parameter():
 _DEFAULT_RUNS: dict = {}
 
 
-@pytest.mark.parametrize("section, name, key, value, over", CHANGES, ids=[f"{n}.{k}" for _, n, k, *_ in CHANGES])
+_DEFAULT_RUN = {("sign-flip", "fraction"), ("alie", "z"), ("backdoor", "target_class"), ("norm-bound", "norm_bound")}
+
+
+@pytest.mark.parametrize(
+    "section, name, key, value, over",
+    [c if c[1:3] in _DEFAULT_RUN else pytest.param(*c, marks=pytest.mark.slow) for c in CHANGES],
+    ids=[f"{n}.{k}" for _, n, k, *_ in CHANGES],
+)
 def test_every_parameter_changes_the_run(tmp_path, tiny, section, name, key, value, over):
     def run(tag, **extra):
         values = {"name": name, **NEEDS.get(name, {}), **extra}

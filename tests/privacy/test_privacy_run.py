@@ -45,7 +45,7 @@ def _same(a: Path, b: Path) -> bool:
 IID = {"scheme": "iid", "n_parties": 4}  # 100 samples each: FedAvg's weights are uniform
 
 
-@pytest.mark.parametrize("name", ["fedavg", "fedadam", "fedper"])
+@pytest.mark.parametrize("name", ["fedavg", pytest.param("fedadam", marks=pytest.mark.slow), "fedper"])
 def test_noise_zero_and_a_huge_norm_equal_the_wrapped_algorithm(tmp_path, tiny, name):
     base = tiny(partition=IID, strategy={"name": name}, federation={"rounds": 2})
     plain = fedsim.run(base, out=tmp_path / "plain").run_dir

@@ -30,7 +30,14 @@ def _cfg(tiny, needs, name, seed=0):
     )
 
 
-@pytest.mark.parametrize("name", strategies.available())
+# a representative set in the default run (plain, server state, client state, personal,
+# MOON's model); every algorithm with python -m pytest -m slow
+_DEFAULT_RUN = {"fedavg", "scaffold", "moon", "fedrep", "ditto", "pfedme", "fedbn"}
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in _DEFAULT_RUN else pytest.param(n, marks=pytest.mark.slow) for n in strategies.available()]
+)
 def test_two_runs_are_identical(tmp_path, tiny, needs, name):
     a = fedsim.run(_cfg(tiny, needs, name), out=tmp_path / "a")
     b = fedsim.run(_cfg(tiny, needs, name), out=tmp_path / "b")

@@ -56,10 +56,10 @@ def _kill_after(cmd, metrics, k, env):
 
 @pytest.mark.parametrize(
     "name",
-    # FedAvg in the default run; the stateful strategies (server c, client-state store)
-    # are the slow variants: python -m pytest -m slow
+    # Ditto in the default run (FedAvg's global update plus personal models in the
+    # client-state store and parties.jsonl); the others are the slow variants
     [
-        "fedavg",
+        pytest.param("fedavg", marks=pytest.mark.slow),
         "ditto",
         pytest.param("scaffold", marks=pytest.mark.slow),
         pytest.param("moon", marks=pytest.mark.slow),

@@ -180,6 +180,7 @@ def test_failing_run_is_recorded_and_the_others_go_on(tiny, tmp_path):
     assert [r["status"] for r in index["runs"]] == ["finished", "failed"]
 
 
+@pytest.mark.slow  # engine workers: test_eng_engines.py; sweep workers run in test_rel_nothing_lost.py
 def test_workers_2_gives_the_same_numbers_as_workers_1(tiny, tmp_path):
     spec = {"base": tiny(engine={"threads": 1}), "grid": {"strategy.name": ["fedavg", "scaffold"]}, "seeds": [0]}
     one = sweep(spec, out=tmp_path / "w1", workers=1)
@@ -292,7 +293,9 @@ def test_report_on_the_sweep_and_one_of_its_runs(grid_sweep):
     assert f"| test_accuracy | {summary['test_accuracy']:.4f} |" in text
 
 
-@pytest.mark.parametrize("name, n_runs", [("quick", 18), ("niid-bench-cifar10", 60), ("moon-cifar10", 9)])
+@pytest.mark.parametrize(
+    "name, n_runs", [("quick", 18), pytest.param("niid-bench-cifar10", 60, marks=pytest.mark.slow), ("moon-cifar10", 9)]
+)
 def test_shipped_sweep_files_plan_and_validate(name, n_runs):
     root = Path(__file__).resolve().parents[2]
     spec, runs = plan_sweep(root / "configs" / "sweeps" / f"{name}.yaml")

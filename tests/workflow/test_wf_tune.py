@@ -151,6 +151,7 @@ def test_toy_tune_finds_the_better_lr_prunes_and_resumes_after_a_kill(toy, tmp_p
         fedsim.tune(changed, out=out, resume=True)
 
 
+@pytest.mark.slow  # the K-fold path itself is in the default run: test_wf_selection.py
 def test_kfold_tune_reads_only_training_folds_and_nests_its_runs(toy, tmp_path, timeline):
     mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'fedsim[mlflow]')")
     spec = toy(
