@@ -20,28 +20,20 @@ read, so an attack's file registers itself with ``@register`` (as algorithms do 
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from fedsim.seeding import derive
-from strategies.params import hyperparameters
+from strategies.plugins import Registry
 from strategies.replies import UpdateSpace
 from strategies.strategy import ClientOutcome
 
 from .params import AttackParams, MaliciousParams
-
-_REGISTRY: dict[str, Attack] = {}
-_DISCOVERED = False
-
-A = TypeVar("A", bound=type)
 
 #: predict(x) -> predicted labels, for a batch of raw test inputs (uint8 images)
 Predict = Callable[[torch.Tensor], torch.Tensor]
@@ -124,47 +116,12 @@ class Attack:
         return None
 
 
-def register(cls: A) -> A:
-    """Class decorator: register an :class:`Attack` subclass under its ``name``."""
-    attack = cls()
-    name = getattr(attack, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
-    if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-        raise ValueError(
-            f"attack '{name}' is registered twice ({type(_REGISTRY[name]).__module__} and {cls.__module__})"
-        )
-    hyperparameters(attack.Params)  # type: ignore[arg-type]
-    _REGISTRY[name] = attack
-    return cls
-
-
-def unregister(name: str) -> None:
-    """Remove an attack (tests that define their own)."""
-    _REGISTRY.pop(name, None)
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    for mod in pkgutil.iter_modules([os.path.dirname(__file__)]):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{mod.name}")
-
-
-def available() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> Attack:
-    _discover()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown attack '{name}'; allowed: {', '.join(available())}") from None
+_PLUGINS: Registry[Attack] = Registry("attack", __package__)
+#: class decorator: register an :class:`Attack` subclass under its ``name``
+register = _PLUGINS.register
+unregister = _PLUGINS.unregister
+available = _PLUGINS.available
+get = _PLUGINS.get
 
 
 def malicious_count(fraction: float, n_parties: int) -> int:

@@ -15,15 +15,11 @@ the trimmed mean) are algorithms (``strategy.name``), not defences.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from . import registry
 from .params import HpInfo, hyperparameters
+from .plugins import Registry
 from .replies import ReplyRule
-
-_DEFENCES: dict[str, Defence] = {}
-
-D = TypeVar("D", bound=type)
 
 #: algorithms that aggregate by a robust statistic instead of a (weighted) mean
 ROBUST_AGGREGATORS = ("krum", "multi-krum", "bulyan", "fedmedian", "fedtrimmedavg")
@@ -53,38 +49,13 @@ class Defence:
         return None
 
 
-def register(cls: D) -> D:
-    """Class decorator: register a :class:`Defence` subclass under its ``name``."""
-    defence = cls()
-    name = getattr(defence, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
-    if name in _DEFENCES and type(_DEFENCES[name]) is not cls:
-        raise ValueError(f"defence '{name}' is registered twice")
-    hyperparameters(defence.Params)  # type: ignore[arg-type]
-    _DEFENCES[name] = defence
-    return cls
-
-
-def unregister(name: str) -> None:
-    _DEFENCES.pop(name, None)
-
-
-def _discover() -> None:
-    registry.available()  # imports every module of the package: the defences register themselves
-
-
-def available() -> list[str]:
-    _discover()
-    return sorted(_DEFENCES)
-
-
-def get(name: str) -> Defence:
-    _discover()
-    try:
-        return _DEFENCES[name]
-    except KeyError:
-        raise ValueError(f"unknown defence '{name}'; allowed: {', '.join(available())}") from None
+# the defences are files of the strategies package, discovered with the algorithms
+_PLUGINS: Registry[Defence] = Registry("defence", __package__)
+#: class decorator: register a :class:`Defence` subclass under its ``name``
+register = _PLUGINS.register
+unregister = _PLUGINS.unregister
+available = _PLUGINS.available
+get = _PLUGINS.get
 
 
 def out_of_range(params: DefenceParams) -> str | None:

@@ -10,22 +10,15 @@ every worker process, for ``engine.workers > 1`` or Ray).
 
 from __future__ import annotations
 
-import importlib
-import os
-import pkgutil
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 
-from .params import StrategyParams, hyperparameters, out_of_range
+from .params import StrategyParams, out_of_range
+from .plugins import Registry
 from .rule import ClientRule
 from .strategy import FedAvgServer, FedsimStrategy
-
-_REGISTRY: dict[str, Algorithm] = {}
-_DISCOVERED = False
-
-A = TypeVar("A", bound=type)
 
 
 class Algorithm:
@@ -97,47 +90,12 @@ class Algorithm:
         return out
 
 
-def register(cls: A) -> A:
-    """Class decorator: register an :class:`Algorithm` subclass under its ``name``."""
-    algo = cls()
-    name = getattr(algo, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
-    if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-        raise ValueError(
-            f"strategy '{name}' is registered twice ({type(_REGISTRY[name]).__module__} and {cls.__module__})"
-        )
-    hyperparameters(algo.Params)  # every field declared with hp(): fails at import, not at run time
-    _REGISTRY[name] = algo
-    return cls
-
-
-def unregister(name: str) -> None:
-    """Remove an algorithm (tests that define their own)."""
-    _REGISTRY.pop(name, None)
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    for mod in pkgutil.iter_modules([os.path.dirname(__file__)]):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{mod.name}")
-
-
-def available() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> Algorithm:
-    _discover()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy '{name}'; allowed: {', '.join(available())}") from None
+_PLUGINS: Registry[Algorithm] = Registry("strategy", __package__)
+#: class decorator: register an :class:`Algorithm` subclass under its ``name``
+register = _PLUGINS.register
+unregister = _PLUGINS.unregister
+available = _PLUGINS.available
+get = _PLUGINS.get
 
 
 def params_of(name: str) -> type[StrategyParams]:
