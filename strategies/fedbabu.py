@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .params import StrategyParams, hp
-from .personal import check_layers, personal_layers_hp, resolve_layers
-from .registry import Algorithm, register
+from .personal import PersonalLayersAlgorithm, personal_layers_hp, resolve_layers
+from .registry import register
 from .rule import ClientRule, RuleOutput
 
 
@@ -48,16 +48,12 @@ class FedBABURule(ClientRule):
 
 
 @register
-class FedBABU(Algorithm):
+class FedBABU(PersonalLayersAlgorithm):
     name = "fedbabu"
     summary = "head frozen at its initialisation, body shared; personalised by fine-tuning"
     paper = "Oh et al. 2022, FedBABU: Towards Enhanced Representation for Federated Image Classification"
     Params = FedBABUParams
     Rule = FedBABURule
-    personal = True
-
-    def check_model(self, params, model) -> str | None:
-        return check_layers(params.personal_layers, model)
 
     def personalize(self, params, global_state, client_state, finetune):
         return finetune(global_state, int(params.finetune_epochs))

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .params import StrategyParams
-from .personal import PersonalLayersRule, check_layers, personal_layers_hp
-from .registry import Algorithm, register
+from .personal import PersonalLayersAlgorithm, personal_layers_hp
+from .registry import register
 
 
 @dataclass
@@ -27,13 +27,8 @@ class FedPerParams(StrategyParams):
 
 
 @register
-class FedPer(Algorithm):
+class FedPer(PersonalLayersAlgorithm):
     name = "fedper"
     summary = "shared body, personal head (kept by each party)"
     paper = "Arivazhagan et al. 2019, Federated Learning with Personalization Layers"
     Params = FedPerParams
-    Rule = PersonalLayersRule
-    personal = True
-
-    def check_model(self, params, model) -> str | None:
-        return check_layers(params.personal_layers, model)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .params import StrategyParams, hp
-from .personal import PersonalLayersRule, check_layers, personal_layers_hp
-from .registry import Algorithm, register
+from .personal import PersonalLayersAlgorithm, PersonalLayersRule, personal_layers_hp
+from .registry import register
 
 
 @dataclass
@@ -41,13 +41,9 @@ class FedRepRule(PersonalLayersRule):
 
 
 @register
-class FedRep(Algorithm):
+class FedRep(PersonalLayersAlgorithm):
     name = "fedrep"
     summary = "head trained first, then the body; only the body is shared"
     paper = "Collins et al. 2021, Exploiting Shared Representations for Personalized Federated Learning"
     Params = FedRepParams
     Rule = FedRepRule
-    personal = True
-
-    def check_model(self, params, model) -> str | None:
-        return check_layers(params.personal_layers, model)

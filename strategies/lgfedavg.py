@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .params import StrategyParams
-from .personal import PersonalLayersRule, check_layers, personal_layers_hp
-from .registry import Algorithm, register
+from .personal import PersonalLayersAlgorithm, personal_layers_hp
+from .registry import register
 
 
 @dataclass
@@ -25,13 +25,8 @@ class LGFedAvgParams(StrategyParams):
 
 
 @register
-class LGFedAvg(Algorithm):
+class LGFedAvg(PersonalLayersAlgorithm):
     name = "lg-fedavg"
     summary = "personal body (local representation), shared head"
     paper = "Liang et al. 2020, Think Locally, Act Globally: Federated Learning with Local and Global Representations"
     Params = LGFedAvgParams
-    Rule = PersonalLayersRule
-    personal = True
-
-    def check_model(self, params, model) -> str | None:
-        return check_layers(params.personal_layers, model)

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import torch
 
 from .params import hp
+from .registry import Algorithm
 from .rule import ClientRule, RuleOutput
 
 HEAD_PREFIX = "classifier"
@@ -107,3 +108,15 @@ class PersonalLayersRule(ClientRule):
         sd = self.ctx.model.state_dict()
         state = {k: sd[k].detach().cpu().clone() for k in self.personal}
         return RuleOutput(state=state or None, shared_keys=self.shared)
+
+
+class PersonalLayersAlgorithm(Algorithm):
+    """An algorithm whose parties keep ``strategy.personal_layers`` (FedPer, FedRep,
+    FedBABU, LG-FedAvg): each party has its own model, and a layer the model lacks is
+    refused before anything is written."""
+
+    Rule = PersonalLayersRule
+    personal = True
+
+    def check_model(self, params, model) -> str | None:
+        return check_layers(params.personal_layers, model)
