@@ -109,9 +109,14 @@ _SECTIONS = {
 }
 
 
-#: sections whose keys are the chosen plug-in's own dataclass, as strategy.* is the
-#: algorithm's: attack.* (attacks/) and defence.* (strategies/defences.py)
-_PLUGINS: dict[str, Any] = {"attack": attacks, "defence": defences}
+#: sections whose keys are the chosen plug-in's own dataclass: strategy.* (the
+#: algorithm's), attack.* (attacks/) and defence.* (strategies/defences.py); the
+#: registry and the name chosen when the config names none
+_PLUGINS: dict[str, tuple[Any, str]] = {
+    "strategy": (strategies, "fedavg"),
+    "attack": (attacks, "none"),
+    "defence": (defences, "none"),
+}
 
 
 def all_keys() -> list[str]:
@@ -119,10 +124,8 @@ def all_keys() -> list[str]:
     algorithm's hyperparameters (each is valid only with its own algorithm)."""
     schema = _schema_keys()
     keys = [k for k, t in schema.items() if not (isinstance(t, type) and dataclasses.is_dataclass(t))]
-    extra = {
-        f"strategy.{h.name}" for name in strategies.available() for h in hyperparameters(strategies.get(name).Params)
-    }
-    for section, registry in _PLUGINS.items():
+    extra: set[str] = set()
+    for section, (registry, _) in _PLUGINS.items():
         extra |= {
             f"{section}.{h.name}" for name in registry.available() for h in hyperparameters(registry.get(name).Params)
         }  # type: ignore[arg-type]
@@ -131,7 +134,7 @@ def all_keys() -> list[str]:
 
 def _check_known_keys(tree: Any, prefix: str = "") -> None:
     """Raise ConfigError for the first key of ``tree`` that the schema lacks
-    (``strategy.*`` is checked against the chosen algorithm: :func:`_strategy_params`)."""
+    (``strategy.*`` is checked against the chosen algorithm: :func:`_plugin_params`)."""
     schema = _schema_keys()
     if not isinstance(tree, Mapping):
         return
@@ -150,50 +153,23 @@ def _check_known_keys(tree: Any, prefix: str = "") -> None:
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{dotted}' is a section; expected a mapping of keys, got {value!r}")
-            if dotted not in ("strategy", *_PLUGINS):
+            if dotted not in _PLUGINS:
                 _check_known_keys(value, dotted + ".")
 
 
-def _strategy_params(*trees: Mapping[str, Any]) -> StrategyParams:
-    """The chosen algorithm's params dataclass (defaults), after checking that every
-    ``strategy.*`` key written in ``trees`` (later ones win) is one of its own."""
-    sections = [t.get("strategy") or {} for t in trees if isinstance(t, Mapping)]
-    name = "fedavg"
-    for sec in sections:
-        if "name" in sec:
-            name = sec["name"]
-    if not isinstance(name, str):
-        raise ConfigError(
-            f"config key 'strategy.name' = {name!r} must be a string; allowed: {', '.join(strategies.available())}"
-        )
-    allowed = strategies.available()
-    if name not in allowed:
-        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"config key 'strategy.name' = {name!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
-    params_cls = strategies.get(name).Params
-    own = [h.name for h in hyperparameters(params_cls)]
-    for sec in sections:
-        for key in sec:
-            if key != "name" and key not in own:
-                close = difflib.get_close_matches(str(key), own, n=1, cutoff=0.5)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                has = ", ".join(own) if own else "none"
-                raise ConfigError(f"strategy '{name}' has no parameter 'strategy.{key}'{hint}; its parameters: {has}")
-    return params_cls(name=name)
-
-
 def _plugin_params(section: str, *trees: Mapping[str, Any]) -> Any:
-    """The chosen attack's or defence's params dataclass (defaults), after checking that
-    every ``<section>.*`` key written in ``trees`` (later ones win) is one of its own."""
-    registry = _PLUGINS[section]
+    """The chosen algorithm's, attack's or defence's params dataclass (defaults), after
+    checking that every ``<section>.*`` key written in ``trees`` (later ones win) is one
+    of its own."""
+    registry, name = _PLUGINS[section]
     sections = [t.get(section) or {} for t in trees if isinstance(t, Mapping)]
-    name = "none"
     for sec in sections:
         if "name" in sec:
             name = sec["name"]
     allowed = registry.available()
-    if not isinstance(name, str) or name not in allowed:
+    if not isinstance(name, str):
+        raise ConfigError(f"config key '{section}.name' = {name!r} must be a string; allowed: {', '.join(allowed)}")
+    if name not in allowed:
         close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"config key '{section}.name' = {name!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
@@ -288,7 +264,7 @@ def load_config(source: Any = None, overrides: Sequence[str] = ()) -> Experiment
     _check_known_keys(over_tree)
     base = OmegaConf.structured(
         ExperimentConfig(
-            strategy=_strategy_params(tree, over_tree),
+            strategy=_plugin_params("strategy", tree, over_tree),
             attack=_plugin_params("attack", tree, over_tree),
             defence=_plugin_params("defence", tree, over_tree),
         )
