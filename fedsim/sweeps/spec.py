@@ -203,6 +203,20 @@ def _short_names(keys: Sequence[str]) -> dict[str, str]:
     return {k: (s if counts[s] == 1 and s != "seed" else k) for k, s in shorts.items()}
 
 
+def check_seeds(seeds: Any, kind: str) -> None:
+    """``seeds`` of a sweep or tune file: None, or a non-empty list of distinct integers >= 0."""
+    if seeds is None:
+        return
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ConfigError(f"{kind} key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{kind} key 'seeds' lists a seed twice: {seeds}")
+
+
 def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
     """Read and check a sweep file or mapping (not yet the configs it plans)."""
     if isinstance(source, Mapping):
@@ -251,15 +265,7 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
         raise ConfigError("sweep 'grid': give either 'strategy.name' or the 'strategy' section, not both")
 
     seeds = raw.get("seeds")
-    if seeds is not None:
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        ):
-            raise ConfigError(f"sweep key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"sweep key 'seeds' lists a seed twice: {seeds}")
+    check_seeds(seeds, "sweep")
 
     tune = raw.get("tune") or []
     if isinstance(tune, str):

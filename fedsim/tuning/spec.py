@@ -37,6 +37,7 @@ from typing import Any
 from ..config import ExperimentConfig, all_keys, load_yaml_mapping
 from ..errors import ConfigError
 from ..sweeps import SweepSpec, compose
+from ..sweeps.spec import check_seeds
 
 TUNE_KEYS = (
     "name",
@@ -272,15 +273,7 @@ def parse_tune(source: str | os.PathLike | Mapping[str, Any]) -> TuneSpec:
     n_trials = _int(raw["n_trials"], "n_trials", 1)
     seed = _int(raw.get("seed", 0), "seed", 0)
     seeds = raw.get("seeds")
-    if seeds is not None:
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        ):
-            raise ConfigError(f"tune key 'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"tune key 'seeds' lists a seed twice: {seeds}")
+    check_seeds(seeds, "tune")
     select_by = raw.get("select_by", "val_accuracy")
     if not isinstance(select_by, str) or not select_by.startswith("val_"):
         raise ConfigError(
