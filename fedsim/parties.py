@@ -40,7 +40,7 @@ import strategies
 from .experiment import Experiment, on_device
 from .models import build_model, has_batchnorm
 from .seeding import derive, seed_torch, torch_generator
-from .store import ClientStateStore
+from .store import ClientStateStore, remember_writes
 from .training import Criterion, LocalTrainer, PartyData, make_criterion
 
 MODES = ("local", "personal", "finetune")
@@ -183,6 +183,7 @@ class PartyEvaluator:
         self.modes = ["local"]
         if self.algo.personal:
             self.modes.append("personal")
+            remember_writes()  # every party's state is read back each evaluation
         if cfg.eval.finetune_epochs > 0:
             self.modes.append("finetune")
         self.batched = device.type == "cuda" and not any(isinstance(m, nn.RNNBase) for m in self.model.modules())

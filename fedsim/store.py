@@ -293,10 +293,19 @@ class RunStore:
 # digest, not the inode and mtime, names the content: inodes are reused and mtimes are
 # coarse). The server's per-party evaluation reads every party's state each time
 # (benchmarks/party_eval.py: for 100 FedPer heads a torch.load each cost more than
-# evaluating them). Bounded in bytes; another process simply misses.
+# evaluating them). Bounded in bytes; another process simply misses. Off until the
+# process evaluates personal models (remember_writes): a worker process that only
+# writes keeps no copies.
 _RECENT: OrderedDict[bytes, dict[str, torch.Tensor]] = OrderedDict()
 _RECENT_LIMIT = 256 * 2**20
 _recent_bytes = 0
+_remembering = False
+
+
+def remember_writes() -> None:
+    """Keep the client states this process writes from now on (see above)."""
+    global _remembering
+    _remembering = True
 
 
 def _digest(raw: bytes) -> bytes:
@@ -305,11 +314,10 @@ def _digest(raw: bytes) -> bytes:
 
 def _remember(key: bytes, state: Mapping[str, torch.Tensor]) -> None:
     global _recent_bytes
-    copy = {k: v.detach().cpu().clone() for k, v in state.items()}
-    size = sum(t.numel() * t.element_size() for t in copy.values())
+    size = sum(t.numel() * t.element_size() for t in state.values())
     if size > _RECENT_LIMIT // 4 or key in _RECENT:
         return
-    _RECENT[key] = copy
+    _RECENT[key] = {k: v.detach().cpu().clone() for k, v in state.items()}
     _recent_bytes += size
     while _recent_bytes > _RECENT_LIMIT and _RECENT:
         _, old = _RECENT.popitem(last=False)
@@ -344,11 +352,12 @@ class ClientStateStore:
             raw = p.read_bytes()
         except FileNotFoundError:
             return None
-        key = _digest(raw)
-        hit = _RECENT.get(key)
-        if hit is not None:
-            _RECENT.move_to_end(key)
-            return {k: v.clone() for k, v in hit.items()}
+        if _RECENT:
+            key = _digest(raw)
+            hit = _RECENT.get(key)
+            if hit is not None:
+                _RECENT.move_to_end(key)
+                return {k: v.clone() for k, v in hit.items()}
         return load_tensors(p, raw)
 
     def save(self, party: int, state: Mapping[str, torch.Tensor]) -> None:
@@ -362,7 +371,8 @@ class ClientStateStore:
     def _write(path: Path, state: Mapping[str, torch.Tensor]) -> None:
         raw = encode_tensors(state)
         atomic_write_bytes(path, raw)
-        _remember(_digest(raw), state)
+        if _remembering:
+            _remember(_digest(raw), state)
 
     def verify(self) -> None:
         """Load every party file once (a resume checks what it restored)."""

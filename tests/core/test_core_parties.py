@@ -187,8 +187,9 @@ def test_client_state_cache_is_keyed_by_content(tmp_path):
     """A state this process wrote comes back from memory only while the file still holds
     those bytes: a copy (changing it changes nothing stored), and a file replaced
     behind the store's back (another writer, same size) is read from disk."""
-    from fedsim.store import save_tensors
+    from fedsim.store import remember_writes, save_tensors
 
+    remember_writes()  # as a process that evaluates personal models does
     store = ClientStateStore(tmp_path)
     store.save(3, {"w": torch.ones(4)})
     first = store.load(3)
