@@ -236,6 +236,21 @@ def batched_available() -> str | None:
     return None
 
 
+def batched_and_one_at_a_time(cfg: dict, out: Path, what: str = "") -> dict[str, dict]:
+    """``cfg`` run one client at a time (``off``) and batched (``on``): each run's
+    throughput, final model and peak GPU memory; a run that fails is printed and left out."""
+    got: dict[str, dict] = {}
+    for mode in ("off", "on"):
+        try:
+            reset_peak()
+            got[mode] = fedsim_throughput(_bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), out / mode)
+            got[mode]["peak_mib"] = peak_mib()
+        except Exception as exc:
+            print(f"    {what}batch_clients={mode} failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc(limit=3)
+    return got
+
+
 def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
     print("\n(b) batched clients (engine.batch_clients=on) vs one at a time (off), simple-cnn")
     why = batched_available()
@@ -258,17 +273,7 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
             federation={"rounds": rounds},
             engine={"threads": 0},
         )
-        got: dict[str, dict] = {}
-        for mode in ("off", "on"):
-            try:
-                reset_peak()
-                got[mode] = fedsim_throughput(
-                    _bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), tmp / f"b-{c}-{mode}"
-                )
-                got[mode]["peak_mib"] = peak_mib()
-            except Exception as exc:
-                print(f"    {c} clients, batch_clients={mode} failed: {type(exc).__name__}: {exc}")
-                traceback.print_exc(limit=3)
+        got = batched_and_one_at_a_time(cfg, tmp / f"b-{c}", f"{c} clients, ")
         if len(got) == 2:
             diff = _bench.max_abs_diff(got["off"]["state"], got["on"]["state"])
             speed = got["on"]["samples_per_s"] / got["off"]["samples_per_s"]
@@ -372,21 +377,12 @@ def part_d(quick: bool, tmp: Path) -> None:
         federation={"rounds": rounds},
         engine={"threads": 0},
     )
-    got: dict[str, dict] = {}
-    for mode in ("off", "on"):
-        try:
-            reset_peak()
-            got[mode] = fedsim_throughput(
-                _bench.deep_update(cfg, {"engine": {"batch_clients": mode}}), tmp / f"d-{mode}"
-            )
-            got[mode]["peak_mib"] = peak_mib()
-            print(
-                f"    batch_clients={mode:<3} {got[mode]['samples_per_s']:10.1f} samples/s  "
-                f"rounds {fmt_times(got[mode]['round_times'])} s  peak {got[mode]['peak_mib']:.0f} MiB"
-            )
-        except Exception as exc:
-            print(f"    batch_clients={mode} failed: {type(exc).__name__}: {exc}")
-            traceback.print_exc(limit=3)
+    got = batched_and_one_at_a_time(cfg, tmp / "d")
+    for mode, r in got.items():
+        print(
+            f"    batch_clients={mode:<3} {r['samples_per_s']:10.1f} samples/s  "
+            f"rounds {fmt_times(r['round_times'])} s  peak {r['peak_mib']:.0f} MiB"
+        )
     if len(got) == 2:
         speed = got["on"]["samples_per_s"] / got["off"]["samples_per_s"]
         diff = _bench.max_abs_diff(got["off"]["state"], got["on"]["state"])
