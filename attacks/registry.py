@@ -20,7 +20,6 @@ read, so an attack's file registers itself with ``@register`` (as algorithms do 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from fedsim.seeding import derive
+from strategies.cohort import malicious_count
 from strategies.plugins import Registry
 from strategies.replies import UpdateSpace
 from strategies.strategy import ClientOutcome
@@ -122,14 +122,6 @@ register = _PLUGINS.register
 unregister = _PLUGINS.unregister
 available = _PLUGINS.available
 get = _PLUGINS.get
-
-
-def malicious_count(fraction: float, n_parties: int) -> int:
-    """floor(fraction x n_parties), at least one for a fraction above 0 (0.2 x 10 = 2,
-    0.2 x 4 = 1; the epsilon keeps 0.3 x 10 from flooring to 2)."""
-    if fraction <= 0:
-        return 0
-    return min(n_parties, max(1, int(math.floor(fraction * n_parties + 1e-9))))
 
 
 def malicious_parties(params: AttackParams, n_parties: int, seed: int) -> list[int]:

@@ -26,6 +26,6 @@ class AttackRule(ReplyRule):
         if not bad:
             return {}
         good = [o for o in outcomes if o.party not in self.malicious]
-        ctx = ReplyAttack(server_round, self.seed, UpdateSpace(global_state, setup), good, bad)
+        ctx = ReplyAttack(server_round, self.seed, UpdateSpace(global_state, setup, outcomes), good, bad)
         self.attack.poison_replies(self.params, ctx)
         return {}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import strategies
+
 from .config import ExperimentConfig, load_config
 from .engine import get_engine
 from .errors import RunDirError
@@ -86,5 +88,8 @@ def run(
             return load_result(run_dir, opened.done)
         if hooks is not None and hooks.on_open is not None:
             hooks.on_open(run_dir)
+        if hooks is not None and hooks.on_note is not None:
+            for line in strategies.resolve(cfg)[1]:  # what the config decided (a robust rule's f)
+                hooks.on_note(line)
         outcome = get_engine(cfg.engine.name)(RunSettings(cfg, str(run_dir.resolve()), resume, tracking), hooks)
     return RunResult(outcome.summary, outcome.history, run_dir, cfg)

@@ -176,6 +176,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_open(run_dir: Path) -> None:
         console.print(f"run directory: {run_dir}", style="dim")
 
+    def on_note(line: str) -> None:
+        console.print(line, style="dim")
+
     def on_start(start_round: int, rounds: int) -> None:
         if start_round > 1:
             console.print(f"resuming from round {start_round - 1} of {rounds}", style="dim")
@@ -213,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             console=console,
             transient=False,
         )
-    hooks = RunHooks(on_open=on_open, on_start=on_start, on_round=on_round)
+    hooks = RunHooks(on_open=on_open, on_start=on_start, on_round=on_round, on_note=on_note)
     try:
         result = run(args.config, args.overrides, args.out, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     finally:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import partitioners
+from strategies.cohort import holdout_count
 
 from .config import ExperimentConfig, partition_params, to_yaml
 from .data import DatasetBundle, load_dataset
@@ -160,8 +161,7 @@ def compute_partition(cfg: ExperimentConfig, bundle: DatasetBundle) -> tuple[dic
 def holdout_parties(value: float, n_parties: int, seed: int) -> list[int]:
     """The held-out parties: ``round(value * n)`` of them for a share in (0, 1), ``value``
     for a count >= 1, drawn without replacement from (seed, "holdout"); sorted."""
-    k = int(value) if value >= 1 else int(round(value * n_parties))
-    k = min(max(k, 0), n_parties - 1)
+    k = holdout_count(value, n_parties)
     if k == 0:
         return []
     rng = np.random.default_rng(derive(seed, "holdout"))

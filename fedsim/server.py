@@ -55,6 +55,7 @@ class RunHooks:
     on_open: Callable[[Path], None] | None = None  # the run directory, checked and prepared
     on_start: Callable[[int, int], None] | None = None  # (start_round, rounds)
     on_round: Callable[[dict], None] | None = None  # the metrics row
+    on_note: Callable[[str], None] | None = None  # a line about the run's settings, before it starts
 
 
 @dataclass
@@ -122,7 +123,9 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     device = resolve_device(cfg.engine.device)
     node_of_party = discover_partitions(grid, cfg.partition.n_parties)
     evaluator = CentralEvaluator(exp, device)
-    strategy = strategies.build(cfg.strategy)
+    # the hyperparameters as the run uses them (a robust aggregator's f from the attack)
+    params, _ = strategies.resolve(cfg)
+    strategy = strategies.build(params)
     # an attack's model poisoning, then a defence, on each round's replies (fedsim/adversary.py)
     strategy.reply_rules = server_rules(cfg)
     strategy.bind(

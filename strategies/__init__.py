@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .params import HpField, StrategyParams, hp, hyperparameters, out_of_range
-from .registry import Algorithm, available, get, make_params, register, unregister
+from .registry import Algorithm, available, get, make_params, register, resolve, unregister
 from .rule import ClientRule, RuleOutput, TrainContext, trainable
 from .strategy import (
     Aggregate,
@@ -51,6 +51,7 @@ __all__ = [
     "make_params",
     "out_of_range",
     "register",
+    "resolve",
     "table_markdown",
     "trainable",
     "unregister",

@@ -9,7 +9,6 @@ fedyogi         FedYogi (Reddi et al. 2021)                          Yogi step o
 fedadagrad      FedAdagrad (Reddi et al. 2021)                       Adagrad step on delta
 fedmedian       FedMedian (Yin et al. 2018)                          coordinate-wise median
 fedtrimmedavg   FedTrimmedAvg (Yin et al. 2018)                      coordinate-wise trimmed mean
-krum            Krum (Blanchard et al. 2017)                         the client with the best score
 =============== ==================================================== ==============================
 
 Each is :class:`~strategies.strategy.FedsimStrategy` mixed into the Flower class, so
@@ -38,6 +37,7 @@ from flwr.serverapp import strategy as fs
 from .arrays import record_to_state
 from .params import StrategyParams, hp
 from .registry import Algorithm, register
+from .robust import DP_REFUSAL
 from .strategy import Aggregate, ClientOutcome, FedsimStrategy
 
 
@@ -121,16 +121,6 @@ class FedTrimmedAvgParams(StrategyParams):
     )
 
 
-@dataclass
-class KrumParams(StrategyParams):
-    num_malicious: int = hp(
-        0,
-        ge=0,
-        help="f, the number of Byzantine clients Krum tolerates (score over n - f - 2 neighbours)",
-        source="Flower's Krum",
-    )
-
-
 def _mix(flower_cls: type, base: type, state: tuple[str, ...]) -> type:
     return type(
         flower_cls.__name__ + "Server",
@@ -145,7 +135,6 @@ FedYogiServer = _mix(fs.FedYogi, ServerOptimizer, ("current_arrays", "m_t", "v_t
 FedAdagradServer = _mix(fs.FedAdagrad, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
 FedMedianServer = _mix(fs.FedMedian, FlowerAggregation, ())
 FedTrimmedAvgServer = _mix(fs.FedTrimmedAvg, FlowerAggregation, ())
-KrumServer = _mix(fs.Krum, FlowerAggregation, ())
 
 REDDI = "Reddi et al. 2021, Adaptive Federated Optimization"
 
@@ -202,10 +191,8 @@ class FedMedian(Algorithm):
     summary = "coordinate-wise median"
     paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
     Server = FedMedianServer
-    client_dp_refusal = (
-        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
-        "C / (qN) bounds the mean only"
-    )
+    client_dp_refusal = DP_REFUSAL
+    robust = True
 
 
 @register
@@ -214,25 +201,8 @@ class FedTrimmedAvg(Algorithm):
     summary = "coordinate-wise trimmed mean"
     paper = "Yin et al. 2018, Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"
     Params = FedTrimmedAvgParams
-    client_dp_refusal = (
-        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
-        "C / (qN) bounds the mean only"
-    )
+    client_dp_refusal = DP_REFUSAL
+    robust = True
 
     def server(self, p):
         return FedTrimmedAvgServer(p, beta=p.beta)
-
-
-@register
-class Krum(Algorithm):
-    name = "krum"
-    summary = "the client model with the smallest distance to its neighbours"
-    paper = "Blanchard et al. 2017, Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent"
-    Params = KrumParams
-    client_dp_refusal = (
-        "a robust aggregator picks among the individual client updates; the Gaussian mechanism's sensitivity "
-        "C / (qN) bounds the mean only"
-    )
-
-    def server(self, p):
-        return KrumServer(p, num_malicious_nodes=p.num_malicious)

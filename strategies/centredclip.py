@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .defences import ROBUST_AGGREGATORS, Defence, DefenceParams, register
+from . import registry as algorithms
+from .defences import Defence, DefenceParams, register
 from .params import hp
 from .replies import ReplyRule, UpdateSpace
 
@@ -57,13 +58,16 @@ class CentredClipRule(ReplyRule):
     def __init__(self, radius: float | None, iterations: int) -> None:
         self.radius = radius
         self.iterations = iterations
-        #: the previous round's aggregated update over the trainable parameters (CPU)
+        #: the previous round's aggregated update over the trainable parameters the replies carry (CPU)
         self.centre: torch.Tensor | None = None
+        #: those parameters (a personalised algorithm's shared layers), from the round's replies
+        self.keys: list[str] | None = None
 
     def apply(self, server_round, global_state, outcomes, setup) -> dict[str, float]:
         if not outcomes:
             return {}
-        space = UpdateSpace(global_state, setup)
+        space = UpdateSpace(global_state, setup, outcomes)
+        self.keys = space.keys
         d = space.matrix(outcomes)
         v = torch.zeros(space.dim, device=d.device) if self.centre is None else self.centre.to(d.device)
         w = torch.tensor([float(o.num_examples) for o in outcomes], device=d.device)
@@ -83,7 +87,7 @@ class CentredClipRule(ReplyRule):
         return {"defence_radius": float(tau), "defence_clipped": float(sum(far))}
 
     def after_aggregate(self, server_round, global_state, agg_state, setup) -> None:
-        space = UpdateSpace(global_state, setup)
+        space = UpdateSpace(global_state, setup, keys=self.keys)
         self.centre = space.vector(agg_state).cpu()
 
 
@@ -98,7 +102,7 @@ class CentredClip(Defence):
         return CentredClipRule(params.radius, params.iterations)
 
     def check(self, cfg) -> str | None:
-        if cfg.strategy.name in ROBUST_AGGREGATORS:
+        if algorithms.get(cfg.strategy.name).robust:
             return (
                 f"defence 'centred-clip' is an aggregator built on the mean; strategy '{cfg.strategy.name}' "
                 "aggregates by a robust statistic instead: use an averaging strategy (fedavg, fedprox, ...)"

@@ -18,6 +18,22 @@ def cohort_size(n: int, fraction: float, minimum: int) -> int:
     return max(min(n, minimum), min(n, int(math.floor(n * fraction + 1e-9))))
 
 
+def holdout_count(value: float, n_parties: int) -> int:
+    """The parties ``federation.holdout_parties`` holds out: ``round(value * n)`` for a
+    share in (0, 1), ``value`` for a count >= 1; at most n - 1."""
+    k = int(value) if value >= 1 else int(round(value * n_parties))
+    return min(max(k, 0), n_parties - 1)
+
+
+def malicious_count(fraction: float, n_parties: int) -> int:
+    """The malicious parties of ``attack.fraction``: floor(fraction x n_parties), at least
+    one for a fraction above 0 (0.2 x 10 = 2, 0.2 x 4 = 1; the epsilon keeps 0.3 x 10
+    from flooring to 2)."""
+    if fraction <= 0:
+        return 0
+    return min(n_parties, max(1, int(math.floor(fraction * n_parties + 1e-9))))
+
+
 class CohortGrid(Grid):
     """A view of a Grid that shows only the sampled nodes.
 

@@ -21,9 +21,6 @@ from .params import HpInfo, hyperparameters
 from .plugins import Registry
 from .replies import ReplyRule
 
-#: algorithms that aggregate by a robust statistic instead of a (weighted) mean
-ROBUST_AGGREGATORS = ("krum", "multi-krum", "bulyan", "fedmedian", "fedtrimmedavg")
-
 
 @dataclass
 class DefenceParams:
@@ -86,7 +83,6 @@ class NoDefence(Defence):
 
 
 __all__ = [
-    "ROBUST_AGGREGATORS",
     "Defence",
     "DefenceParams",
     "available",

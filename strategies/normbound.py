@@ -35,7 +35,7 @@ class NormBoundRule(ReplyRule):
         self.bound = bound
 
     def apply(self, server_round, global_state, outcomes, setup) -> dict[str, float]:
-        keys = trainable_keys(global_state, setup)
+        keys = trainable_keys(global_state, setup, outcomes)
         norms = update_norms(outcomes, global_state, keys)
         if not norms:
             return {}

@@ -54,6 +54,9 @@ class Algorithm:
     #: through their mean. Why this algorithm's server does not (it picks among the clients, weighs them by
     #: what they report, or uses arrays uploaded besides the model), or None.
     client_dp_refusal: ClassVar[str | None] = None
+    #: aggregates by a robust statistic instead of a (weighted) mean (Krum, the median, ...):
+    #: defences built on the mean (centred clipping) refuse it
+    robust: ClassVar[bool] = False
 
     def server(self, params: StrategyParams) -> FedsimStrategy:
         """The server half for these hyperparameters."""
@@ -62,6 +65,12 @@ class Algorithm:
     def check(self, cfg: Any) -> str | None:
         """Why ``cfg`` (fedsim's ExperimentConfig) cannot run this algorithm, or None."""
         return None
+
+    def resolve(self, params: StrategyParams, cfg: Any) -> tuple[StrategyParams, list[str]]:
+        """The hyperparameters a run of ``cfg`` uses: ``params`` with what the rest of the
+        config decides filled in (a robust aggregator's f from the attack), and one line
+        per value so decided, printed when the run starts. By default ``params`` as they are."""
+        return params, []
 
     def check_model(self, params: StrategyParams, model: torch.nn.Module) -> str | None:
         """Why this model cannot run the algorithm with ``params`` (a layer that is
@@ -102,10 +111,26 @@ def params_of(name: str) -> type[StrategyParams]:
     return get(name).Params
 
 
+def resolve(cfg: Any) -> tuple[StrategyParams, list[str]]:
+    """``cfg.strategy`` as the run uses it, and the lines saying what the config decided
+    (:meth:`Algorithm.resolve`)."""
+    return get(cfg.strategy.name).resolve(cfg.strategy, cfg)
+
+
 def make_params(values: dict[str, Any]) -> StrategyParams:
     """The hyperparameters of ``values['name']`` from a mapping of already-typed values."""
     algo = get(values.get("name", "fedavg"))
     return algo.Params(**values)
 
 
-__all__ = ["Algorithm", "available", "get", "make_params", "out_of_range", "params_of", "register", "unregister"]
+__all__ = [
+    "Algorithm",
+    "available",
+    "get",
+    "make_params",
+    "out_of_range",
+    "params_of",
+    "register",
+    "resolve",
+    "unregister",
+]

@@ -11,9 +11,11 @@ of them before the algorithm aggregates. Two kinds plug in here, in this order:
    the bounded updates.
 
 Rules work on updates d_k = w_k - w (w: the weights sent this round) over the
-trainable parameters (``FederationSetup.is_param``); buffers (BatchNorm's running
-statistics, step counters) pass unchanged: a flipped or clipped running variance is
-not an update and can turn negative.
+trainable parameters (``FederationSetup.is_param``) that the replies carry: a
+personalised algorithm's replies hold only its shared layers (its personal layers
+never leave the party), so its updates live in the space of the shared entries.
+Buffers (BatchNorm's running statistics, step counters) pass unchanged: a flipped or
+clipped running variance is not an update and can turn negative.
 """
 
 from __future__ import annotations
@@ -37,9 +39,15 @@ class UpdateSpace:
     rebuilt from a vector is computed as w + d in float64 and cast back, key by key.
     """
 
-    def __init__(self, global_state: Mapping[str, torch.Tensor], setup: FederationSetup) -> None:
+    def __init__(
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        setup: FederationSetup,
+        outcomes: Sequence[ClientOutcome] = (),
+        keys: Sequence[str] | None = None,
+    ) -> None:
         self.global_state = global_state
-        self.keys = [k for k, v in global_state.items() if is_float(v) and setup.is_param(k)]
+        self.keys = list(keys) if keys is not None else trainable_keys(global_state, setup, outcomes)
         self.sizes = [global_state[k].numel() for k in self.keys]
         self.device = torch.device(setup.device)
         self.base = self._flat(global_state)
@@ -99,6 +107,13 @@ def update_norms(outcomes: Sequence[ClientOutcome], global_state: Mapping[str, t
     return norms
 
 
-def trainable_keys(global_state: Mapping[str, torch.Tensor], setup: FederationSetup) -> list[str]:
-    """The float entries of the model that are trainable parameters."""
-    return [k for k, v in global_state.items() if is_float(v) and setup.is_param(k)]
+def trainable_keys(
+    global_state: Mapping[str, torch.Tensor], setup: FederationSetup, outcomes: Sequence[ClientOutcome] = ()
+) -> list[str]:
+    """The float entries of the model that are trainable parameters and that every reply
+    of ``outcomes`` carries (the shared layers of a personalised algorithm)."""
+    return [
+        k
+        for k, v in global_state.items()
+        if is_float(v) and setup.is_param(k) and all(o.state is not None and k in o.state for o in outcomes)
+    ]

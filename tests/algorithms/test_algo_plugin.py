@@ -163,8 +163,9 @@ CHANGES = [
     ("fedadagrad", "tau", 0.1, 1, {}),
     # FedTrimmedAvg trims int(beta n) per side: 0 of 4 clients at the default 0.2
     ("fedtrimmedavg", "beta", 0.0, 1, {"partition": {"n_parties": 10}}),
-    # Krum scores each client over its n - f - 2 nearest: with 6 clients f = 3 leaves 1 (f = 0: 4)
-    ("krum", "num_malicious", 3, 1, {"partition": {"n_parties": 6}}),
+    # Krum scores each client over its n - f - 2 nearest: with 6 clients the default f = 1
+    # (the most 6 tolerate, n > 2f + 2) leaves 3, f = 0 leaves 4
+    ("krum", "num_malicious", 0, 1, {"partition": {"n_parties": 6}}),
     # personalised algorithms: a key may change only the parties' own models (client
     # state) or their evaluation (parties.jsonl), which the test compares too
     ("fedper", "personal_layers", "body", 1, _PERSONAL),
@@ -181,11 +182,12 @@ CHANGES = [
     ("pfedme", "personal_lr", 0.05, 1, {}),
     ("pfedme", "inner_steps", 2, 1, {}),
     ("pfedme", "beta", 0.5, 1, {}),
-    # Multi-Krum averages m = n - f of the n replies: f = 1 drops one of 4 (f = 0: plain FedAvg)
-    ("multi-krum", "num_malicious", 1, 1, {}),
+    # Multi-Krum averages m = n - f of the n replies: the default f = 1 of 6 clients drops
+    # one (f = 0: plain FedAvg)
+    ("multi-krum", "num_malicious", 0, 1, {"partition": {"n_parties": 6}}),
     ("multi-krum", "num_selected", 2, 1, {}),
-    # Bulyan needs n >= 4f + 3: f = 1 with 7 clients (f = 0: the mean of the beta = n closest)
-    ("bulyan", "num_malicious", 1, 1, {"partition": {"n_parties": 7}}),
+    # Bulyan needs n >= 4f + 3: the default f = 1 with 7 clients (f = 0: the mean of the beta = n closest)
+    ("bulyan", "num_malicious", 0, 1, {"partition": {"n_parties": 7}}),
 ]
 
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 import attacks
 import strategies
@@ -125,20 +125,63 @@ def test_multi_krum_averages_the_n_minus_f_best_by_hand():
     np.testing.assert_allclose(w, [1.0, 0.5], rtol=1e-6)
 
 
-def _bulyan_by_hand(vectors: np.ndarray, f: int) -> np.ndarray:
-    """El Mhamdi et al. 2018: theta = n - 2f replies chosen by repeated Krum... as Flower does
-    it, the theta best Krum scores (f malicious, n - f - 2 neighbours); then per coordinate the
-    mean of the beta = theta - 2f values closest to the coordinate-wise median."""
+def test_krum_distances_do_not_cancel_when_updates_are_small_next_to_the_weights():
+    # weights ~10, updates ~1e-3: ||x||^2 + ||y||^2 - 2 x.y in float32 (Flower's
+    # compute_distances) cancels; fedsim sums (w_i - w_j)^2 in float64
+    from flwr.serverapp.strategy.multikrum import compute_distances
+
+    from strategies.arrays import array_from_numpy
+    from strategies.robust import squared_distances
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal(50_000) * 10).astype(np.float32)
+    states = [
+        OrderedDict(w=torch.from_numpy(w + rng.standard_normal(50_000).astype(np.float32) * 1e-3)) for _ in range(5)
+    ]
+    flat = np.stack([s["w"].numpy().astype(np.float64) for s in states])
+    brute = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+    off = ~np.eye(5, dtype=bool)
+    flower = compute_distances([ArrayRecord({"w": array_from_numpy(s["w"].numpy())}) for s in states])
+    assert np.max(np.abs(flower[off] - brute[off]) / brute[off]) > 0.1  # Flower's is off by more than 10%
+    ours = squared_distances(states, ["w"]).numpy()
+    np.testing.assert_allclose(ours[off], brute[off], rtol=1e-9)
+    assert (np.diag(ours) == 0).all()
+
+
+def test_krum_never_counts_a_reply_as_its_own_neighbour():
+    from strategies.robust import krum_scores
+
+    # a reply's own entry made smaller than every other (Flower's negative self-distances):
+    # the score still sums the n - f - 2 = 2 nearest *other* replies
+    dist = torch.tensor([[-5.0, 1, 2, 9], [1, -5.0, 4, 16], [2, 4, -5.0, 25], [9, 16, 25, -5.0]], dtype=torch.float64)
+    np.testing.assert_array_equal(krum_scores(dist, 0).numpy(), [3, 5, 6, 25])
+
+
+def _krum_scores(vectors: np.ndarray, idx: list[int], f: int) -> list[float]:
+    """Krum's scores of the replies ``idx`` among themselves: the n - f - 2 nearest others."""
+    k = min(max(len(idx) - f - 2, 1), len(idx) - 1)
+    return [sum(sorted(float(((vectors[i] - vectors[j]) ** 2).sum()) for j in idx if j != i)[:k]) for i in idx]
+
+
+def _bulyan_by_hand(vectors: np.ndarray, f: int, iterate: bool = True) -> np.ndarray:
+    """El Mhamdi et al. 2018: theta = n - 2f replies chosen by Krum applied again and again
+    to the replies not chosen yet (``iterate=False``: the theta best scores of one pass,
+    Flower's shortcut); then per coordinate the mean of the beta = theta - 2f values
+    closest to the coordinate-wise median. Ties go to the lower index."""
     n = len(vectors)
-    d = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(-1)
-    k = max(1, n - f - 2)
-    scores = [np.sort(np.delete(d[i], i))[:k].sum() for i in range(n)]
-    chosen = vectors[np.argsort(scores, kind="stable")[: n - 2 * f]]
-    med = np.median(chosen, axis=0)
-    beta = n - 2 * f - 2 * f
+    theta, beta = n - 2 * f, n - 4 * f
+    if iterate:
+        remaining, chosen = list(range(n)), []
+        while len(chosen) < theta:
+            scores = _krum_scores(vectors, remaining, f)
+            chosen.append(remaining.pop(scores.index(min(scores))))
+    else:
+        chosen = list(np.argsort(_krum_scores(vectors, list(range(n)), f), kind="stable")[:theta])
+    picked = vectors[sorted(chosen)]
+    med = np.median(picked, axis=0)
     out = []
     for j in range(vectors.shape[1]):
-        col = chosen[:, j]
+        col = picked[:, j]
         out.append(col[np.argsort(np.abs(col - med[j]), kind="stable")[:beta]].mean())
     return np.array(out)
 
@@ -148,8 +191,37 @@ def test_bulyan_against_its_definition():
     states = [_state(w) for w in honest + [OWN]]
     params = attacks.get("sign-flip").Params(name="sign-flip", parties=[6], scale=5.0)
     rule = attacks.build_rule(params, n_parties=7, seed=0)
-    w, _ = aggregate("bulyan", states, params={"num_malicious": 1}, rules=[rule])
-    np.testing.assert_allclose(w, _bulyan_by_hand(np.array(honest + [[-10, -10]], dtype=float), 1), rtol=1e-6)
+    w, rl = aggregate("bulyan", states, params={"num_malicious": 1}, rules=[rule])
+    sent = np.array(honest + [[-10, -10]], dtype=float)
+    np.testing.assert_allclose(w, _bulyan_by_hand(sent, 1), rtol=1e-6)
+    # the one-pass selection (Flower's Bulyan) differs here: 1.0 against 0.5 in y
+    assert not np.allclose(_bulyan_by_hand(sent, 1), _bulyan_by_hand(sent, 1, iterate=False))
+    assert rl.server_metrics["robust_f"] == 1
+
+
+def test_bulyan_selects_by_repeated_krum_by_hand():
+    # 1-D replies 3, 1, 0, -2, -2, -4, -4 (parties 0-6), f = 1: theta = 5, beta = 3.
+    # One pass (4 nearest each): scores 63, 23, 18, 12, 12, 24, 24 -> {1, 2, 3, 4, 5}.
+    # Repeated Krum over what is left: pick 3 (12); of {0,1,2,4,5,6} with 3 neighbours:
+    # 38, 14, 14, 12, 20, 20 -> 4; of {0,1,2,5,6} with 2: 13, 5, 10, 16, 16 -> 1;
+    # of {0,2,5,6} with 1: 9, 9, 0, 0 -> 5; of {0,2,6} with 1: 9, 9, 16 -> 0.
+    # Chosen 3, 1, -2, -2, -4: median -2, the 3 closest -2, -2, -4: mean -8/3
+    # (one pass: 1, 0, -2, -2, -4 -> -2, -2, 0: mean -4/3)
+    values = [3, 1, 0, -2, -2, -4, -4]
+    w, _ = aggregate("bulyan", [_state([v, 0]) for v in values], params={"num_malicious": 1})
+    np.testing.assert_allclose(w, [-8 / 3, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(_bulyan_by_hand(np.array([[v] for v in values], float), 1, iterate=False), [-4 / 3])
+
+
+def test_bulyan_matches_the_definition_on_random_replies_where_one_pass_differs():
+    rng = np.random.default_rng(3)
+    vectors = (rng.standard_normal((11, 6)) * rng.choice([1.0, 5.0], size=(11, 1))).astype(np.float32)
+    w, _ = aggregate(
+        "bulyan", [_state(v.tolist()) for v in vectors], params={"num_malicious": 2}, global_state=_state([0.0] * 6)
+    )
+    exact = _bulyan_by_hand(vectors.astype(np.float64), 2)
+    np.testing.assert_allclose(w, exact, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(exact, _bulyan_by_hand(vectors.astype(np.float64), 2, iterate=False))
 
 
 def test_bulyan_with_too_few_replies_keeps_the_global_model():
