@@ -212,6 +212,15 @@ class Experiment:
         return holdout_parties(self.cfg.federation.holdout_parties, self.cfg.partition.n_parties, self.cfg.seed)
 
     @cached_property
+    def party_weights(self) -> dict[int, float]:
+        """n_k / mean(n) over the parties that train (held-out ones left out): the per-party
+        weight of Acar et al.'s and Gao et al.'s code (``weight_list``), 1 for equal sizes."""
+        out = set(self.holdout)
+        sizes = {p: len(idx) for p, idx in self.dataidxs.items() if p not in out}
+        mean = sum(sizes.values()) / len(sizes) if sizes else 0.0
+        return {p: (n / mean if mean > 0 else 1.0) for p, n in sizes.items()}
+
+    @cached_property
     def noise_levels(self) -> np.ndarray:
         return partitioners.noise_levels(self.cfg.data.feature_noise, self.cfg.partition.n_parties)
 

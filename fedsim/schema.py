@@ -76,7 +76,7 @@ class PartitionConfig:
     classes_per_party: int = 2
     min_size: int = 10
     shards_per_party: int = 2
-    max_redraws: int = 1000
+    max_redraws: int = 100000
     # what the label-skew schemes split by: the training labels, or the dataset's
     # superclasses (cifar100) so that each party sees some superclasses
     by: str = "label"
@@ -173,8 +173,9 @@ class EvalConfig:
     model_heterogeneity: bool = True
     # each party's own test data: none; split (a share of its data, per class);
     # match (drawn from the central test set with its label proportions); natural (its
-    # groups' own test samples: LEAF's users)
-    local_test: str = "none"
+    # groups' own test samples: LEAF's users); auto = split for a personalised
+    # algorithm (whose own models are what it trains), none otherwise
+    local_test: str = "auto"
     local_test_fraction: float = 0.2
     # match: test samples per party; None = proportional to the party's training share
     local_test_size: int | None = None

@@ -285,9 +285,19 @@ LOCAL_TEST_MODES = ("none", "split", "match", "natural")
 
 
 def _check_local_test(cfg: ExperimentConfig) -> None:
-    """``eval.local_*``: the mode, its own keys, and no key the mode does not read."""
+    """``eval.local_*``: the mode (``auto`` resolved: split for a personalised algorithm,
+    none otherwise), its own keys, and no key the mode does not read."""
     ev = cfg.eval
-    _one_of("eval.local_test", ev.local_test, LOCAL_TEST_MODES)
+    personal = strategies.get(cfg.strategy.name).personal
+    _one_of("eval.local_test", ev.local_test, ("auto", *LOCAL_TEST_MODES))
+    if ev.local_test == "auto":
+        ev.local_test = "split" if personal else "none"
+    if personal and ev.local_test == "none":
+        raise ConfigError(
+            f"config key 'eval.local_test' = 'none' with strategy '{cfg.strategy.name}', a personalised algorithm: "
+            "its parties' own models are what it trains and the global model alone says little about them; "
+            "use split, match or natural (or leave it at its default, auto = split)"
+        )
     _in_range("eval.local_test_fraction", ev.local_test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
     if ev.local_test_size is not None:
         _in_range("eval.local_test_size", ev.local_test_size, 1, None)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("partitioners")
 
 
 def check_labels(labels: Any, name: str = "labels") -> np.ndarray:
@@ -77,6 +82,45 @@ def redraw_params(beta: Any, min_size: Any, max_redraws: Any, n_parties: int, n_
         check_min_size(min_size, n_parties, n_samples),
         as_int("partition.max_redraws", max_redraws, 1),
     )
+
+
+#: redraws a Dirichlet scheme tries before it gives up (``partition.max_redraws``):
+#: NIID-Bench's own loop needed 831-4,327 draws for 100 parties, beta 0.1, min_size 10
+#: on MNIST's 10,000 test labels (seeds 0-4), at about 0.25 ms a draw
+MAX_REDRAWS = 100_000
+
+
+class Redraws:
+    """The draws of a redrawing scheme, up to ``max_redraws``: iterate over it and call
+    :meth:`found` on success. After ``report_after`` seconds without a split it says once,
+    on the ``partitioners`` logger, that it is drawing on, and then after how many draws
+    the split came."""
+
+    def __init__(self, scheme: str, max_redraws: int, min_size: int, report_after: float = 1.0) -> None:
+        self.scheme, self.max_redraws, self.min_size = scheme, max_redraws, min_size
+        self.report_after = report_after
+        self.start = time.monotonic()
+        self.told = False
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.max_redraws):
+            if not self.told and i % 256 == 255 and time.monotonic() - self.start > self.report_after:
+                self.told = True
+                log.warning(
+                    "partition %s: %d draws so far without every party >= min_size=%d; drawing on "
+                    "(at most partition.max_redraws=%d)",
+                    self.scheme,
+                    i,
+                    self.min_size,
+                    self.max_redraws,
+                )
+            yield i
+
+    def found(self, i: int) -> None:
+        if self.told:
+            log.warning(
+                "partition %s: split found after %d draws (%.1f s)", self.scheme, i + 1, time.monotonic() - self.start
+            )
 
 
 def no_split_error(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import no_split_error, redraw_params
+from ._validate import MAX_REDRAWS, Redraws, no_split_error, redraw_params
 from .registry import register
 from .split import deal_classes, shuffled_by_class
 
@@ -28,7 +28,7 @@ def dirichlet(
     *,
     beta: float,
     min_size: int = 10,
-    max_redraws: int = 1000,
+    max_redraws: int = MAX_REDRAWS,
 ) -> dict[int, np.ndarray]:
     """NIID-Bench Dirichlet label skew; every sample is assigned.
 
@@ -40,9 +40,11 @@ def dirichlet(
     # NIID-Bench reshuffles each class on every redraw; shuffling once is the same law,
     # since whether a draw is accepted depends on its counts only, not on the order
     ids, sizes = shuffled_by_class(labels, rng)
-    for _ in range(max_redraws):
+    draws = Redraws("dirichlet", max_redraws, min_size)
+    for i in draws:
         counts = draw_class_counts(sizes, n_parties, beta, rng)
         if counts.sum(axis=0).min() >= min_size:
+            draws.found(i)
             return deal_classes(ids, sizes, counts)
     raise no_split_error("dirichlet", beta, min_size, max_redraws, n_parties, n_samples)
 

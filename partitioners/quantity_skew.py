@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import no_split_error, redraw_params
+from ._validate import MAX_REDRAWS, Redraws, no_split_error, redraw_params
 from .registry import register
 
 
@@ -21,7 +21,7 @@ def quantity_skew(
     *,
     beta: float,
     min_size: int = 10,
-    max_redraws: int = 1000,
+    max_redraws: int = MAX_REDRAWS,
 ) -> dict[int, np.ndarray]:
     """Dirichlet party sizes with IID labels; every sample is assigned.
 
@@ -31,10 +31,12 @@ def quantity_skew(
     """
     n_samples = labels.size
     beta, min_size, max_redraws = redraw_params(beta, min_size, max_redraws, n_parties, n_samples)
-    for _ in range(max_redraws):
+    draws = Redraws("quantity-skew", max_redraws, min_size)
+    for i in draws:
         q = rng.dirichlet(np.full(n_parties, beta))
         cuts = (np.cumsum(q)[:-1] * n_samples).astype(np.int64)  # floor: q >= 0
         if np.diff(cuts, prepend=0, append=n_samples).min() >= min_size:
+            draws.found(i)
             parts = np.split(rng.permutation(n_samples), cuts)
             return {j: np.sort(part) for j, part in enumerate(parts)}
     raise no_split_error("quantity-skew", beta, min_size, max_redraws, n_parties, n_samples)

@@ -13,10 +13,15 @@ g - g_i, as SCAFFOLD does), then updates
     h_i <- h_i + (theta_i - w)                                  (drift)
     g_i <- g_i - g + (w - theta_i) / (a lr)                     (a = K for plain SGD,
                                                                  FedNova's a(K, rho) with momentum)
-Server, over the cohort S of N parties:
+Server, over the cohort S of the N parties that train (held-out parties never do):
 
-    g <- g + (1/N) sum_{i in S} dg_i,   H <- H + sum_{i in S} (theta_i - w)
+    g <- g + (1/N) sum_{i in S} w_i dg_i,   H <- H + sum_{i in S} (theta_i - w)
     w  = (1/|S|) sum_{i in S} theta_i + H / N
+
+As in Gao et al.'s code, party i uses its weight w_i = n_i / mean(n) over the parties
+that train (``weight_list``): alpha_i = alpha / w_i in the penalty, g / w_i in place of
+g (in the correction and in g_i's update), and its change dg_i counts w_i times in g;
+for equal sizes w_i = 1 and these are the formulas above.
 
 The paper aggregates the drift-corrected models theta_i + h_i of the cohort; with
 every party in every round that is the formula above, and with partial
@@ -74,7 +79,8 @@ class FedDCRule(ClientRule):
     needs_global = True
 
     def on_train_begin(self) -> None:
-        self.alpha = float(self.ctx.params.alpha)
+        self.weight = self.ctx.party_weight  # w_i = n_i / mean(n), the authors' weight_list
+        self.alpha = float(self.ctx.params.alpha) / self.weight
         self.params = trainable(self.ctx.model)
         g_server = self.ctx.records.get(G_KEY, {})
         h, g_i = _split(self.ctx.state, "h."), _split(self.ctx.state, "g.")
@@ -82,7 +88,8 @@ class FedDCRule(ClientRule):
         dev = self.ctx.device
         self.h = {n: h[n].to(dev) if n in h else zeros(p) for n, p in self.params}
         self.g_i = {n: g_i[n].to(dev) if n in g_i else zeros(p) for n, p in self.params}
-        self.g = {n: g_server[n] if n in g_server else zeros(p) for n, p in self.params}
+        # the server's g as this party sees it: g / w_i (the code's global_update_last)
+        self.g = {n: g_server[n] / self.weight if n in g_server else zeros(p) for n, p in self.params}
         w = self.ctx.global_state
         # the penalty's centre w - h_i and the correction g - g_i are fixed for the round
         self.centre = {n: w[n] - self.h[n] for n, _ in self.params}
@@ -107,7 +114,7 @@ class FedDCRule(ClientRule):
         else:
             scale = 1.0 / (normalizing_factor(steps, self.ctx.momentum) * self.ctx.lr)
             g_new = {n: self.g_i[n] - self.g[n] - delta[n] * scale for n, _ in self.params}
-        dg = {n: g_new[n] - self.g_i[n] for n, _ in self.params}
+        dg = {n: (g_new[n] - self.g_i[n]) * self.weight for n, _ in self.params}
         state = {**{f"h.{n}": v for n, v in h_new.items()}, **{f"g.{n}": v for n, v in g_new.items()}}
         return RuleOutput(records={DG_KEY: dg}, state=state)
 
@@ -124,7 +131,7 @@ class FedDCServer(FedAvgServer):
         return {G_KEY: state_to_record(self.g)} if self.g else {}
 
     def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
-        n_parties = len(self.setup.node_of_party)
+        n_parties = self.setup.n_training
         # the paper's uniform mean of the cohort: theta_i and h_i must carry the same
         # weights for theta_i + h_i to be the corrected model
         avg = weighted_average([o.state for o in outcomes], [1.0] * len(outcomes), self.setup.device)

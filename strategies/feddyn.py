@@ -3,21 +3,27 @@
 Client k keeps g_k, the gradient of its local loss at its last local model (zero at
 first, in the client-state store), and solves, from the global model theta:
 
-    theta_k = argmin  L_k(theta) - <g_k, theta> + alpha/2 ||theta - theta^{t-1}||^2
-    g_k    <- g_k - alpha (theta_k - theta^{t-1})
+    theta_k = argmin  L_k(theta) - <g_k, theta> + alpha_k/2 ||theta - theta^{t-1}||^2
+    g_k    <- g_k - alpha_k (theta_k - theta^{t-1})
 
-Server, over the cohort P of m parties, with state h (zero at first):
+with the authors' per-party coefficient alpha_k = alpha / w_k, w_k = n_k / mean(n) over
+the parties that train (``alpha_coef_adpt`` in Acar et al.'s code; alpha_k = alpha for
+equal sizes). Server, over the cohort P of the m parties that train (held-out parties
+never do), with state h (zero at first):
 
     h       <- h - alpha (1/m) sum_{k in P} (theta_k - theta^{t-1})
     theta^t  = sum_{k in P} p_k theta_k - h / alpha
 
-The paper averages the cohort uniformly; fedsim weights it by examples
-(p_k = n_k / n, FedAvg's weights), which is the paper's mean for equal party sizes.
-h is alpha times the accumulated mean update of all parties, so ``h / alpha`` does
-not depend on alpha; at ``alpha = 0`` the regulariser is switched off (g_k and h stay
-0 and the ``h / alpha`` term is dropped), which is FedAvg (with ``max_grad_norm = 0``:
-the authors' code clips each step's gradient at norm 10, and so does fedsim by
-default). The terms cover the trainable parameters; buffers are averaged as in FedAvg.
+h / alpha is minus the mean over all m parties of their accumulated updates, which is
+what the authors' server adds (``np.mean(local_param_list)``) whatever each alpha_k.
+The paper and the code average the cohort uniformly; fedsim weights it by examples
+(p_k = n_k / n, FedAvg's weights), which is their mean for equal party sizes.
+At ``alpha = 0`` the regulariser is switched off (g_k and h stay 0 and the
+``h / alpha`` term is dropped), which is FedAvg (with ``max_grad_norm = 0``).
+Clipping follows the authors' code: each step's gradient of the task loss and the
+linear term, grad L_k - g_k - alpha_k theta^{t-1}, is clipped at norm 10, and the
+quadratic's alpha_k theta (their optimiser's weight decay) is added after the clip.
+The terms cover the trainable parameters; buffers are averaged as in FedAvg.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ class FedDynRule(ClientRule):
     needs_global = True
 
     def on_train_begin(self) -> None:
-        self.alpha = float(self.ctx.params.alpha)
+        self.alpha = float(self.ctx.params.alpha) / self.ctx.party_weight  # alpha_k
         state = self.ctx.state or {}
         g = self.ctx.global_state
         self.triples = [
@@ -73,8 +79,18 @@ class FedDynRule(ClientRule):
         return loss, logits
 
     def on_after_backward(self) -> None:
-        if self.ctx.params.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_([p for _, p, _, _ in self.triples], self.ctx.params.max_grad_norm)
+        if self.ctx.params.max_grad_norm <= 0:
+            return
+        # the authors clip grad L_k - g_k - alpha_k w and add alpha_k theta after the clip
+        # (their optimiser's weight decay): the quadratic's alpha_k theta leaves the clip
+        params = [p for _, p, _, _ in self.triples if p.grad is not None]
+        if self.alpha > 0:
+            for p in params:
+                p.grad.sub_(p.detach(), alpha=self.alpha)
+        torch.nn.utils.clip_grad_norm_(params, self.ctx.params.max_grad_norm)
+        if self.alpha > 0:
+            for p in params:
+                p.grad.add_(p.detach(), alpha=self.alpha)
 
     def on_train_end(self, steps: int) -> RuleOutput:
         new = {n: gk - self.alpha * (p.detach() - w) for n, p, w, gk in self.triples}
@@ -93,7 +109,7 @@ class FedDynServer(FedAvgServer):
         alpha = self.params.alpha
         if alpha == 0:
             return Aggregate(avg)
-        m = len(self.setup.node_of_party)
+        m = self.setup.n_training
         keys = [k for k, v in global_state.items() if is_float(v) and self.setup.is_param(k)]
         if self.h is None:
             self.h = {k: torch.zeros(global_state[k].shape, dtype=torch.float64) for k in keys}

@@ -38,6 +38,9 @@ def normalizing_factor(tau: int, rho: float) -> float:
 
 
 class FedNovaRule(ClientRule):
+    # plain training; on_train_end reads only the step count
+    batchable = True
+
     def on_train_end(self, steps: int) -> RuleOutput:
         return RuleOutput(metrics={A_KEY: normalizing_factor(steps, self.ctx.momentum)})
 

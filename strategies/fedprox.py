@@ -30,6 +30,8 @@ class FedProxParams(StrategyParams):
 class FedProxRule(ClientRule):
     """Adds ``mu/2 ||w - w^t||^2`` to every mini-batch loss."""
 
+    # the proximal term is functional_penalty: the batched path adds it in the vmapped loss
+    batchable = True
     needs_global = True
 
     def on_train_begin(self) -> None:

@@ -53,6 +53,9 @@ class TrainContext:
     #: labels of the party's training samples (int64, on the device)
     train_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     num_classes: int = 0
+    #: n_k / mean(n) over the parties that train: the per-party weight of FedDyn's and
+    #: FedDC's reference code (their alpha_k = alpha / weight)
+    party_weight: float = 1.0
     #: the party's mini-batch loop (``fedsim.training.LocalTrainer``), set before training
     trainer: Any = None
 
@@ -78,13 +81,20 @@ class ClientRule:
 
     #: whether the rule reads or writes the party's entry in the client-state store
     uses_state: bool = False
-    #: whether the batched (vmap) engine path can run this rule: its ``loss`` is the
-    #: task's cross-entropy plus :meth:`functional_penalty`, it has no gradient hook and
-    #: its ``on_train_end`` does not read ``ctx.model``
+    #: whether the batched (vmap) engine path (and DP-SGD) can run this rule: its ``loss``
+    #: is the task's cross-entropy plus :meth:`functional_penalty`, it has no gradient
+    #: hook and its ``on_train_end`` does not read ``ctx.model``. Plain training is; a
+    #: subclass is only when it says so itself (``batchable = True`` in its own body), so a
+    #: new rule with a loss of its own is never batched as plain cross-entropy by mistake
     batchable: bool = True
     #: whether the rule reads ``ctx.global_state`` (a copy of the received weights on the
     #: device); rules that do not get an empty mapping and save the copy
     needs_global: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "batchable" not in cls.__dict__:
+            cls.batchable = False
 
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx

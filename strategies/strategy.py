@@ -152,6 +152,11 @@ class FederationSetup:
     def is_param(self, key: str) -> bool:
         return self.param_keys is None or key in self.param_keys
 
+    @property
+    def n_training(self) -> int:
+        """The parties that train (held-out ones never do): N of FedDyn's and FedDC's means."""
+        return len(self.node_of_party) - len(self.holdout)
+
 
 def weighted_metrics(outcomes: list[ClientOutcome]) -> MetricRecord:
     """Flower's ``aggregate_metricrecords`` on already-decoded replies: the

@@ -84,3 +84,46 @@ def test_runs_and_learns(tmp_path, tiny):
     assert res.summary["status"] == "finished" and res.summary["test_accuracy"] > 0.25
     state = load_tensors(next((res.run_dir / "client_state").glob("party_*.pt")))
     assert any(k.startswith("h.") for k in state) and any(k.startswith("g.") for k in state)
+
+
+def test_held_out_parties_are_not_in_n():
+    # 4 parties, party 3 held out, three replies of +1 from w = 0: H = 3, w+ = 1 + H / 3 = 2
+    strat = FedDCServer(FedDCParams(name="feddc"))
+    strat.bind(
+        FederationSetup(
+            seed=0, node_of_party={p: 100 + p for p in range(4)}, param_keys=frozenset({"w"}), holdout=frozenset({3})
+        )
+    )
+    glob = OrderedDict(w=torch.tensor([0.0]))
+    outs = [_outcome(p, 10, {"w": torch.tensor([1.0])}, {"w": torch.tensor([0.3])}) for p in range(3)]
+    new = strat.aggregate(1, glob, outs).state
+    torch.testing.assert_close(new["w"], torch.tensor([2.0]))
+    torch.testing.assert_close(strat.g["w"], torch.tensor([0.3]))  # (1/3) x 3 x 0.3
+
+
+def test_the_authors_party_weight_by_hand():
+    # Gao et al.'s code with w_i = n_i / mean n: alpha_i = alpha / w_i, the server's g seen as
+    # g / w_i, and dg_i = w_i (g_i+ - g_i)
+    alpha, K, wt = 0.4, 3, 0.5
+    state = {**{f"h.{k}": v for k, v in H.items()}, **{f"g.{k}": v for k, v in G_I.items()}}
+    model, w0, rule, stats = train_toy(
+        FedDCRule, K, params=FedDCParams(name="feddc", alpha=alpha), state=state, records={G_KEY: G}, party_weight=wt
+    )
+    a = alpha / wt
+    gw, gb = flat(w0)
+    hw, hb = flat(H)
+    (giw, gib), (cw, cb) = flat(G_I), flat(G)
+    cw, cb = cw / wt, cb / wt
+    w, b = gw.clone(), gb.clone()
+    for _ in range(K):
+        dw, db = grad(w, b)
+        w = w - LR * (dw + a * (w + hw - gw) + cw - giw)
+        b = b - LR * (db + a * (b + hb - gb) + cb - gib)
+    got_w, _ = flat(model.state_dict())
+    torch.testing.assert_close(got_w, w, rtol=0, atol=1e-6)
+    out = rule.on_train_end(stats.steps)
+    exp_gw = giw - cw + (gw - w) / (K * LR)
+    torch.testing.assert_close(out.state["g.weight"].double().reshape(-1), exp_gw, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        out.records[DG_KEY]["weight"].double().reshape(-1), wt * (exp_gw - giw), rtol=0, atol=1e-5
+    )

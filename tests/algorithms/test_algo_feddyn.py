@@ -80,3 +80,56 @@ def test_default_alpha_runs_and_keeps_a_state_per_trained_party(tmp_path, tiny):
         f"party_{p:06d}.pt" for p in sorted(trained)
     ]
     assert res.summary["test_accuracy"] > 0.25
+
+
+def test_held_out_parties_are_not_in_m():
+    # 4 parties, party 3 held out, three updates of +1 from w = 0 (alpha 1, h = 0):
+    # h = -alpha (1/3) 3 = -1, w+ = 1 - h / alpha = 2 (m = 4 would give 1.75)
+    strat = FedDynServer(FedDynParams(name="feddyn", alpha=1.0))
+    setup = FederationSetup(
+        seed=0, node_of_party={p: 100 + p for p in range(4)}, param_keys=frozenset({"w"}), holdout=frozenset({3})
+    )
+    strat.bind(setup)
+    glob = OrderedDict(w=torch.tensor([0.0]))
+    new = strat.aggregate(1, glob, [_outcome(p, 10, {"w": torch.tensor([1.0])}) for p in range(3)]).state
+    torch.testing.assert_close(new["w"], torch.tensor([2.0]))
+
+
+def test_the_authors_per_party_alpha_and_clipping_by_hand():
+    # Acar et al.'s code: alpha_k = alpha / w_k (w_k = n_k / mean n); the clip covers
+    # grad L - g_k - alpha_k w, and alpha_k theta (their weight decay) is added after it
+    alpha, K, weight, clip = 0.3, 3, 2.0, 0.5
+    model, w0, rule, stats = train_toy(
+        FedDynRule,
+        K,
+        params=FedDynParams(name="feddyn", alpha=alpha, max_grad_norm=clip),
+        state=G_K,
+        party_weight=weight,
+    )
+    a = alpha / weight
+    gw0, gb0 = flat(w0)
+    kw, kb = flat(G_K)
+    w, b = gw0.clone(), gb0.clone()
+    for _ in range(K):
+        dw, db = grad(w, b)
+        cw, cb = dw - kw - a * gw0, db - kb - a * gb0
+        norm = torch.sqrt((cw**2).sum() + (cb**2).sum())
+        scale = min(1.0, clip / (float(norm) + 1e-6))  # torch's clip_grad_norm_
+        w, b = w - LR * (scale * cw + a * w), b - LR * (scale * cb + a * b)
+    got_w, got_b = flat(model.state_dict())
+    torch.testing.assert_close(got_w, w, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got_b, b, rtol=0, atol=1e-6)
+    nw, _ = flat(rule.on_train_end(stats.steps).state)
+    torch.testing.assert_close(nw, kw - a * (w - gw0), rtol=0, atol=1e-6)
+
+
+def test_party_weights_are_sizes_over_the_mean_of_the_training_parties(tmp_path, tiny):
+    from fedsim.experiment import RunSettings, experiment_for
+
+    cfg = fedsim.load_config(tiny(eval={"local_test": "split"}, federation={"holdout_parties": 1}))
+    exp = experiment_for(RunSettings(cfg, str(tmp_path / "r"), False))
+    sizes = {p: len(v) for p, v in exp.dataidxs.items() if p not in exp.holdout}
+    mean = sum(sizes.values()) / 3
+    assert set(exp.party_weights) == set(sizes) and len(sizes) == 3
+    for p, n in sizes.items():
+        assert abs(exp.party_weights[p] - n / mean) < 1e-12

@@ -19,7 +19,7 @@ from torch import nn
 
 import fedsim
 import strategies
-from fedsim.config import ConfigError, TrainConfig
+from fedsim.config import ConfigError, TrainConfig, load_config
 from fedsim.experiment import RunSettings, experiment_for
 from fedsim.server import initial_state
 from fedsim.store import load_tensors, read_jsonl
@@ -110,7 +110,8 @@ def test_a_layer_the_model_lacks_is_refused_before_the_run(tmp_path, tiny):
 
 @pytest.fixture(scope="module")
 def fedavg_run(tmp_path_factory, tiny):
-    return fedsim.run(tiny(), out=tmp_path_factory.mktemp("fedavg") / "run")
+    # on the same partition as the personalised runs (eval.local_test auto = split for them)
+    return fedsim.run(tiny(eval={"local_test": "split"}), out=tmp_path_factory.mktemp("fedavg") / "run")
 
 
 @pytest.mark.parametrize("name", ["fedper", "lg-fedavg"])
@@ -262,3 +263,19 @@ def test_personal_evaluation_is_recorded_per_party(tmp_path, tiny):
     assert metrics["local_accuracy_worst10"] == min(r["accuracy"] for r in local)  # 4 parties: the worst one
     assert res.summary["local_test_accuracy"] == metrics["local_accuracy_wmean"]
     assert res.summary["finetune_test_accuracy"] == metrics["finetune_accuracy_wmean"]
+
+
+@pytest.mark.parametrize("name", ["fedper", "local", "fedbn"])
+def test_a_personalised_algorithm_reports_its_personal_metrics_by_default(tiny, name):
+    # eval.local_test defaults to auto: split for a personalised algorithm (its parties' own
+    # models are what it trains), none for the others; none with one is refused
+    assert load_config(tiny(strategy={"name": name})).eval.local_test == "split"
+    assert load_config(tiny()).eval.local_test == "none"
+    with pytest.raises(ConfigError, match=r"'eval.local_test' = 'none' with strategy '" + name):
+        load_config(tiny(strategy={"name": name}, eval={"local_test": "none"}))
+
+
+def test_fedper_at_its_defaults_records_personal_accuracy(tmp_path, tiny):
+    res = fedsim.run(tiny(strategy={"name": "fedper"}, federation={"rounds": 1}), out=tmp_path / "run")
+    assert 0.25 < res.summary["personal_test_accuracy"] <= 1.0
+    assert (res.run_dir / "parties.jsonl").exists()

@@ -247,3 +247,16 @@ def test_every_hyperparameter_changes_the_run(tmp_path, tiny, name, key, value, 
     assert default.keys() != changed.keys() or any(not torch.equal(default[k], changed[k]) for k in default), (
         f"{name}: strategy.{key}={value} changed nothing"
     )
+
+
+def test_a_rule_with_a_loss_of_its_own_gives_the_same_weights_on_both_engines(tmp_path, tiny, toy):
+    # SmoothRule overrides loss and says nothing about batching: the batched engine must
+    # not train it as plain cross-entropy (it runs it one party at a time)
+    assert SmoothRule.batchable is False and strategies.get("fedprox").Rule.batchable is True
+    cfg = tiny(strategy={"name": "toy-smooth", "eps": 0.3}, model={"name": "mlp"}, federation={"rounds": 1})
+    one = fedsim.run(cfg, ["engine.batch_clients=off"], out=tmp_path / "one")
+    batched = fedsim.run(cfg, ["engine.batch_clients=on"], out=tmp_path / "batched")
+    w1 = torch.load(one.run_dir / "model.pt", weights_only=True)
+    wb = torch.load(batched.run_dir / "model.pt", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(wb[k], w1[k], rtol=0, atol=1e-6)

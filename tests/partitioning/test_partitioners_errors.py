@@ -73,3 +73,35 @@ def test_impossible_min_size_is_bounded_and_explained():
         assert word in msg, msg
     with pytest.raises(ValueError, match="quantity-skew: no split"):
         P(labels, "quantity-skew", 100, beta=0.01, min_size=10, max_redraws=50)
+
+
+# MNIST's 10,000 test labels, class by class: a Dirichlet draw's acceptance depends on the
+# class sizes only, so these labels need as many draws as MNIST's own
+MNIST_T10K_CLASS_SIZES = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_a_setting_niid_bench_completes_gets_a_split(caplog):
+    # NIID-Bench's settings (100 parties, beta 0.1, min_size 10) on MNIST's test labels:
+    # seed 1 needs 3,960 draws (the old bound of 1,000 gave up); a line says it is drawing on
+    labels = np.repeat(np.arange(10), MNIST_T10K_CLASS_SIZES)
+    with caplog.at_level("WARNING", logger="partitioners"):
+        parts = P(labels, "dirichlet", 100, seed=1, beta=0.1, min_size=10)
+    assert min(len(v) for v in parts.values()) >= 10
+    assert sum(len(v) for v in parts.values()) == 10_000
+    with pytest.raises(ValueError, match="after 1000 draws"):
+        P(labels, "dirichlet", 100, seed=1, beta=0.1, min_size=10, max_redraws=1000)
+    from partitioners._validate import Redraws
+
+    # the progress lines: once after the time limit, then the draw count of the split
+    draws = Redraws("dirichlet", 10_000, 10, report_after=0.0)
+    with caplog.at_level("WARNING", logger="partitioners"):
+        caplog.clear()
+        for i in draws:
+            if i == 999:
+                draws.found(i)
+                break
+    assert [r.getMessage() for r in caplog.records] == [
+        "partition dirichlet: 255 draws so far without every party >= min_size=10; drawing on "
+        "(at most partition.max_redraws=10000)",
+        "partition dirichlet: split found after 1000 draws (0.0 s)",
+    ]
