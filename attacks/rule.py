@@ -28,4 +28,6 @@ class AttackRule(ReplyRule):
         good = [o for o in outcomes if o.party not in self.malicious]
         ctx = ReplyAttack(server_round, self.seed, UpdateSpace(global_state, setup, outcomes), good, bad)
         self.attack.poison_replies(self.params, ctx)
+        for o in bad:
+            o.poisoned = True  # sent by a malicious party, whatever its own mods would have done
         return {}

@@ -74,6 +74,8 @@ class ClientOutcome:
     bytes_up: int = 0
     #: the reply as received (for strategies that aggregate through Flower's own chain)
     message: Message | None = None
+    #: replaced by an attack's model poisoning at the server (a malicious party's reply)
+    poisoned: bool = False
 
     def replace_state(self, state: OrderedDict[str, torch.Tensor]) -> None:
         """Replace the reply's weights (a reply rule: an attack, a defence), in the decoded

@@ -90,6 +90,13 @@ def why_not(cfg: ExperimentConfig, algorithm, has_batchnorm: bool | None = None)
         refusal = getattr(algorithm, "client_dp_refusal", None)
         if refusal:
             return f"privacy.mode {mode!r} cannot wrap strategy '{name}': {refusal}"
+        if cfg.defence.name != "none":
+            return (
+                f"privacy.mode {mode!r} cannot run with defence '{cfg.defence.name}': the release's sensitivity "
+                "C / (qN) holds when each party's update enters it alone, clipped to privacy.clipping_norm; a defence "
+                "first transforms each update with the others' (the round's median norm, the centre), or after a "
+                "client-side clip; client-level DP's clipping is itself a norm bound: use privacy.clipping_norm"
+            )
         if mode in CLIENT_SIDE and getattr(cfg.strategy, "personal_layers", ""):
             return (
                 f"privacy.mode {mode!r} cannot wrap strategy '{name}' with personal layers: Flower's client-side "
