@@ -54,6 +54,8 @@ class Alie(Attack):
 
     def poison_replies(self, params, ctx) -> None:
         d = ctx.honest_updates()
+        if d.shape[1] == 0:  # the algorithm shares no parameter (local): nothing to poison
+            return
         mu = d.mean(dim=0)
         sigma = d.std(dim=0, correction=1) if d.shape[0] > 1 else d.new_zeros(d.shape[1])
         z = params.z if params.z is not None else z_max(ctx.cohort, len(ctx.malicious))

@@ -34,16 +34,17 @@ def pairwise(factors: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
             if k in row:
                 continue
 
-            def gain(level: int, k: int = k) -> int:
-                return sum(
-                    (((m, v), (k, level)) if m < k else ((k, level), (m, v))) in uncovered for m, v in row.items()
-                )
-
-            row[k] = max(range(len(levels[k])), key=lambda level: (gain(level), -level))
+            gains = [_gain(row, k, level, uncovered) for level in range(len(levels[k]))]
+            row[k] = max(range(len(levels[k])), key=lambda level: (gains[level], -level))
         for p, q in combinations(sorted(row), 2):
             uncovered.discard(((p, row[p]), (q, row[q])))
         rows.append({names[k]: levels[k][v] for k, v in sorted(row.items())})
     return rows
+
+
+def _gain(row: dict[int, int], k: int, level: int, uncovered: set) -> int:
+    """The uncovered pairs that ``level`` of factor ``k`` would cover with ``row``'s levels."""
+    return sum((((m, v), (k, level)) if m < k else ((k, level), (m, v))) in uncovered for m, v in row.items())
 
 
 def covers_all_pairs(rows: Sequence[Mapping[str, Any]], factors: Mapping[str, Sequence[Any]]) -> bool:
