@@ -22,9 +22,18 @@ file, not hunting through the code.
   (``strategies.strategy.FedsimStrategy.start``) mirrors Flower's ``Strategy.start``
   and adds ``start_round`` (resume) and round hooks; the test checks that Flower's
   loop still takes these parameters.
+* :data:`SERVER_STATE_ATTRIBUTES`, :data:`FEDAVGM_STATE`, :data:`FEDOPT_STATE`,
+  :func:`get_server_state`, :func:`set_server_state`, :func:`remembered_global`,
+  :func:`set_remembered_global`: Flower's FedAvgM and FedOpt family (FedAdam, FedYogi,
+  FedAdagrad) keep their server state in undocumented attributes (the global model the
+  step starts from, the momentum, the moments); fedsim checkpoints and restores them
+  and trims the remembered global model to the trainable parameters
+  (``strategies/builtins.py``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flwr.app import Message
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode, SType
@@ -39,18 +48,25 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 __all__ = [
+    "FEDAVGM_STATE",
+    "FEDOPT_STATE",
     "KEY_CLIPPING_NORM",
     "KEY_NORM_BIT",
     "NUMPY_STYPE",
     "NodeInfo",
     "Run",
+    "SERVER_STATE_ATTRIBUTES",
     "STRATEGY_START_PARAMETERS",
     "SUPERLINK_NODE_ID",
     "ErrorCode",
     "compute_adaptive_noise_params",
     "compute_stdv",
     "empty_run",
+    "get_server_state",
+    "remembered_global",
     "set_message_id",
+    "set_remembered_global",
+    "set_server_state",
     "set_task_identity",
 ]
 
@@ -82,3 +98,48 @@ def set_task_identity(run_id: int) -> None:
 
 def empty_run(run_id: int) -> Run:
     return Run.create_empty(run_id)
+
+
+# ------------------------------------------------------------- server optimisers' state
+
+#: fedsim's name for a piece of server state (its key in checkpoints) -> the attribute of
+#: Flower's strategy that holds it. Should Flower rename one, change the value here: the
+#: checkpoint key stays, so runs checkpointed before the upgrade still resume.
+SERVER_STATE_ATTRIBUTES: dict[str, str] = {
+    # FedAvgM and FedOpt: the global model the server step starts from (FedOpt sets it
+    # in every configure_train, a dict of ndarrays; FedAvgM once, then after each step,
+    # an ArrayRecord)
+    "current_arrays": "current_arrays",
+    # FedAvgM: the server momentum, a list of ndarrays in the model's order
+    "momentum_vector": "momentum_vector",
+    # FedOpt: the first and second moments, dicts of ndarrays
+    "m_t": "m_t",
+    "v_t": "v_t",
+}
+#: what Flower's FedAvgM keeps from round to round
+FEDAVGM_STATE = ("current_arrays", "momentum_vector")
+#: what Flower's FedAdam, FedYogi and FedAdagrad keep from round to round
+FEDOPT_STATE = ("current_arrays", "m_t", "v_t")
+
+
+def get_server_state(strategy: Any, name: str) -> Any:
+    """The server state ``name`` (a key of :data:`SERVER_STATE_ATTRIBUTES`) of a Flower
+    strategy; None before the first round sets it."""
+    return getattr(strategy, SERVER_STATE_ATTRIBUTES[name], None)
+
+
+def set_server_state(strategy: Any, name: str, value: Any) -> None:
+    """Restore the server state ``name`` of a Flower strategy."""
+    setattr(strategy, SERVER_STATE_ATTRIBUTES[name], value)
+
+
+def remembered_global(strategy: Any) -> Any:
+    """The global model a Flower server optimiser takes its next step from (after its
+    ``configure_train``: the model sent this round); None before the first round."""
+    return get_server_state(strategy, "current_arrays")
+
+
+def set_remembered_global(strategy: Any, arrays: Any) -> None:
+    """Replace the global model a Flower server optimiser steps from (fedsim trims it to
+    the trainable parameters)."""
+    set_server_state(strategy, "current_arrays", arrays)
