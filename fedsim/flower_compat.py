@@ -1,10 +1,10 @@
 """Every use of Flower's internals, in one place.
 
 Everything else in fedsim uses Flower's public API (``flwr.app``, ``flwr.clientapp``,
-``flwr.serverapp``, ``flwr.simulation.run_simulation``). What follows reaches inside
-Flower 1.42; ``tests/engines/test_flower_compat.py`` checks each item and fails with a
-message naming it when a Flower upgrade changes one, so an upgrade means reading this
-file, not hunting through the code.
+``flwr.serverapp``) and no deprecated one. What follows reaches inside Flower 1.42;
+``tests/engines/test_flower_compat.py`` checks each item and fails with a message naming
+it when a Flower upgrade changes one, so an upgrade means reading this file, not hunting
+through the code.
 
 * :data:`NodeInfo` (``flwr.proto``): what ``Grid.get_nodes()`` returns; fedsim's Grids
   build them.
@@ -29,6 +29,11 @@ file, not hunting through the code.
   step starts from, the momentum, the moments); fedsim checkpoints and restores them
   and trims the remembered global model to the trainable parameters
   (``strategies/builtins.py``).
+* :func:`run_simulation_runtime`: Flower's Simulation Runtime on the Ray backend.
+  ``flwr.simulation.run_simulation`` is deprecated (Flower points to ``flwr run``, which
+  runs the apps in other processes, out of reach of a run's in-process hooks); the
+  runtime underneath it is ``flwr.simulation.run_simulation._run_simulation``, which
+  ``flwr-simulation`` (the process ``flwr run`` starts) calls too.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from flwr.supercore.differential_privacy import (
 )
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.telemetry import EventType, event
 
 __all__ = [
     "FEDAVGM_STATE",
@@ -56,6 +62,7 @@ __all__ = [
     "NodeInfo",
     "Run",
     "SERVER_STATE_ATTRIBUTES",
+    "SIMULATION_RUNTIME_PARAMETERS",
     "STRATEGY_START_PARAMETERS",
     "SUPERLINK_NODE_ID",
     "ErrorCode",
@@ -64,6 +71,7 @@ __all__ = [
     "empty_run",
     "get_server_state",
     "remembered_global",
+    "run_simulation_runtime",
     "set_message_id",
     "set_remembered_global",
     "set_server_state",
@@ -143,3 +151,51 @@ def set_remembered_global(strategy: Any, arrays: Any) -> None:
     """Replace the global model a Flower server optimiser steps from (fedsim trims it to
     the trainable parameters)."""
     set_server_state(strategy, "current_arrays", arrays)
+
+
+# ----------------------------------------------------------------- simulation runtime
+
+#: the parameters of ``_run_simulation`` in Flower 1.42 (the test compares them)
+SIMULATION_RUNTIME_PARAMETERS = (
+    "num_supernodes",
+    "exit_event",
+    "client_app",
+    "server_app",
+    "backend_name",
+    "backend_config",
+    "client_app_attr",
+    "server_app_attr",
+    "server_app_context",
+    "app_dir",
+    "run",
+    "enable_tf_gpu_growth",
+    "verbose_logging",
+    "is_app",
+    "metrics",
+)
+
+
+def run_simulation_runtime(server_app: Any, client_app: Any, num_supernodes: int, backend_config: dict) -> None:
+    """Run ``server_app`` against ``num_supernodes`` ClientApps on Flower's Simulation
+    Runtime with its Ray backend, and return when the ServerApp has finished.
+
+    This is what the deprecated ``flwr.simulation.run_simulation`` did, without its
+    deprecation notice: the telemetry event on entry, then the runtime itself, with the
+    keyword arguments ``run_simulation`` passes (Flower creates the run and its task
+    identity, the ServerApp runs in a thread of this process, each ClientApp in a Ray
+    actor). Flower's simulation package (0.8 s) is imported here, for Ray runs only.
+    """
+    from flwr.simulation.run_simulation import _run_simulation
+
+    event(
+        EventType.PYTHON_API_RUN_SIMULATION_ENTER,
+        event_details={"backend": "ray", "num-supernodes": num_supernodes},
+    )
+    _run_simulation(
+        num_supernodes=num_supernodes,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client_app,
+        server_app=server_app,
+        backend_name="ray",
+        backend_config=backend_config,
+    )

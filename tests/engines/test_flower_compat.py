@@ -6,6 +6,7 @@ adapt the item named in the message, and nothing else in fedsim should need to c
 
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import flwr
@@ -189,3 +190,26 @@ def test_the_server_state_names_are_the_attributes_flower_sets():
     assert declared == set(fc.SERVER_STATE_ATTRIBUTES.values()), "flower_compat declares state no optimiser keeps"
     with pytest.raises(KeyError):
         fc.get_server_state(fs.FedAdam(), "momentum")  # only declared names are reachable
+
+
+# ----------------------------------------------------------------- simulation runtime
+
+
+def test_the_simulation_runtime_still_takes_what_fedsim_passes():
+    # the modules (flwr.simulation's run_simulation attribute is the function)
+    module = importlib.import_module("flwr.simulation.run_simulation")
+    simulation_process = importlib.import_module("flwr.simulation.app")
+
+    params = inspect.signature(module._run_simulation).parameters
+    assert tuple(params) == fc.SIMULATION_RUNTIME_PARAMETERS, UPGRADE.format(
+        flwr.__version__, f"_run_simulation's parameters to {tuple(params)}"
+    )
+    # fedsim leaves the run to Flower (as run_simulation did): Flower must still create one
+    assert params["run"].default is None and params["server_app_context"].default is None, UPGRADE.format(
+        flwr.__version__, "_run_simulation: it needs a run from its caller"
+    )
+    # the function is the runtime of Flower's supported path (flwr run -> flwr-simulation),
+    # not a leftover of the deprecated one
+    assert simulation_process._run_simulation is module._run_simulation, UPGRADE.format(
+        flwr.__version__, "the function flwr-simulation runs the Simulation Runtime with"
+    )
