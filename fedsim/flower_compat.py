@@ -34,6 +34,9 @@ through the code.
   runs the apps in other processes, out of reach of a run's in-process hooks); the
   runtime underneath it is ``flwr.simulation.run_simulation._run_simulation``, which
   ``flwr-simulation`` (the process ``flwr run`` starts) calls too.
+* :data:`DEPRECATION_MARKER`, :func:`warn_deprecated_feature`: how Flower says a
+  feature is deprecated (a WARNING record on the ``flwr`` logger, not a
+  ``DeprecationWarning``); the test suite fails on any (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ from flwr.supercore.differential_privacy import (
     compute_adaptive_noise_params,
     compute_stdv,
 )
+from flwr.supercore.logger import warn_deprecated_feature
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.telemetry import EventType, event
 
 __all__ = [
+    "DEPRECATION_MARKER",
     "FEDAVGM_STATE",
     "FEDOPT_STATE",
     "KEY_CLIPPING_NORM",
@@ -76,6 +81,7 @@ __all__ = [
     "set_remembered_global",
     "set_server_state",
     "set_task_identity",
+    "warn_deprecated_feature",
 ]
 
 NUMPY_STYPE = SType.NUMPY
@@ -199,3 +205,11 @@ def run_simulation_runtime(server_app: Any, client_app: Any, num_supernodes: int
         backend_name="ray",
         backend_config=backend_config,
     )
+
+
+# ----------------------------------------------------------------------- deprecation
+
+#: what every deprecation notice of Flower's begins with: Flower logs deprecations as
+#: WARNING records on its ``flwr`` logger (``warn_deprecated_feature``), not as Python
+#: ``DeprecationWarning``s, so a filter on warnings alone would never see them
+DEPRECATION_MARKER = "DEPRECATED FEATURE"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 
 import flwr
 import numpy as np
@@ -213,3 +214,20 @@ def test_the_simulation_runtime_still_takes_what_fedsim_passes():
     assert simulation_process._run_simulation is module._run_simulation, UPGRADE.format(
         flwr.__version__, "the function flwr-simulation runs the Simulation Runtime with"
     )
+
+
+# ----------------------------------------------------------------------- deprecation
+
+
+def test_flower_logs_a_deprecation_the_suite_catches(flower_deprecations):
+    """tests/conftest.py fails any test during which Flower logs a deprecation notice;
+    this one provokes one and checks that the watch sees it."""
+    fc.warn_deprecated_feature("fedsim's probe")
+    messages = [r.getMessage() for r in flower_deprecations]
+    assert len(messages) == 1 and "fedsim's probe" in messages[0], UPGRADE.format(
+        flwr.__version__, f"the deprecation notice (it no longer says '{fc.DEPRECATION_MARKER}')"
+    )
+    assert flower_deprecations[0].levelno == logging.WARNING, UPGRADE.format(
+        flwr.__version__, "the level of its deprecation notices"
+    )
+    flower_deprecations.clear()  # provoked on purpose
