@@ -181,7 +181,9 @@ SIMULATION_RUNTIME_PARAMETERS = (
 )
 
 
-def run_simulation_runtime(server_app: Any, client_app: Any, num_supernodes: int, backend_config: dict) -> None:
+def run_simulation_runtime(
+    server_app: Any, client_app: Any, num_supernodes: int, backend_config: dict[str, Any]
+) -> None:
     """Run ``server_app`` against ``num_supernodes`` ClientApps on Flower's Simulation
     Runtime with its Ray backend, and return when the ServerApp has finished.
 
@@ -189,7 +191,7 @@ def run_simulation_runtime(server_app: Any, client_app: Any, num_supernodes: int
     deprecation notice: the telemetry event on entry, then the runtime itself, with the
     keyword arguments ``run_simulation`` passes (Flower creates the run and its task
     identity, the ServerApp runs in a thread of this process, each ClientApp in a Ray
-    actor). Flower's simulation package (0.8 s) is imported here, for Ray runs only.
+    actor). Flower's simulation package (1.2 s) is imported here, for Ray runs only.
     """
     from flwr.simulation.run_simulation import _run_simulation
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message
@@ -63,10 +64,10 @@ class ServerOptimizer(FlowerAggregation):
     is read and restored through the compat accessors, not as attributes of fedsim's own.
     """
 
-    def get_state(self, name: str):
+    def get_state(self, name: str) -> Any:
         return fc.get_server_state(self, name)
 
-    def set_state(self, name: str, value) -> None:
+    def set_state(self, name: str, value: Any) -> None:
         fc.set_server_state(self, name, value)
 
     def _params_only(self, arrays):
