@@ -22,8 +22,9 @@ For each workload:
 (iii) Flower-Ray: a minimal Flower 1.42 Message-API app written here (``ClientApp``
       with ``@app.train()`` running the same plain loop on data loaded once per
       actor; ``ServerApp`` running ``flwr.serverapp.strategy.FedAvg(...).start`` with
-      a timestamp per round in ``evaluate_fn``) under
-      ``flwr.simulation.run_simulation`` with ``client_resources = {num_cpus: 1,
+      a timestamp per round in ``evaluate_fn``) on Flower's Simulation Runtime (what
+      ``flwr.simulation.run_simulation``, now deprecated, runs: the Ray engine's
+      ``fedsim.flower_compat.run_simulation_runtime``) with ``client_resources = {num_cpus: 1,
       num_gpus: 0}``: on 2 cores that is 2 Ray actors training in parallel, each with
       one thread (OMP_NUM_THREADS=1), while (i) and (ii) use one core. For the same
       two cores, fedsim is also run with ``engine.workers=2`` (two worker processes).
@@ -247,7 +248,8 @@ def run_flower_ray(cfg_dict: Mapping, rounds: int, num_cpus: float = 1) -> dict[
     ``num_cpus``: each ClientApp's Ray resources (Flower's default is 2: one actor on
     a 2-core machine; 1: one actor per core)."""
     import ray
-    from flwr.simulation import run_simulation
+
+    from fedsim.flower_compat import run_simulation_runtime
 
     parties = _bench.load_parties(cfg_dict)
     n = parties.cfg.partition.n_parties
@@ -255,7 +257,7 @@ def run_flower_ray(cfg_dict: Mapping, rounds: int, num_cpus: float = 1) -> dict[
     final: dict = {}
     t0 = time.perf_counter()
     try:
-        run_simulation(
+        run_simulation_runtime(
             server_app=make_vanilla_server_app(n, rounds, parties.initial_state(), stamps, final),
             client_app=make_vanilla_client_app(cfg_dict),
             num_supernodes=n,

@@ -1,10 +1,10 @@
 """Every use of Flower's internals, in one place.
 
 Everything else in fedsim uses Flower's public API (``flwr.app``, ``flwr.clientapp``,
-``flwr.serverapp``, ``flwr.simulation.run_simulation``). What follows reaches inside
-Flower 1.42; ``tests/engines/test_flower_compat.py`` checks each item and fails with a
-message naming it when a Flower upgrade changes one, so an upgrade means reading this
-file, not hunting through the code.
+``flwr.serverapp``) and no deprecated one. What follows reaches inside Flower 1.42;
+``tests/engines/test_flower_compat.py`` checks each item and fails with a message naming
+it when a Flower upgrade changes one, so an upgrade means reading this file, not hunting
+through the code.
 
 * :data:`NodeInfo` (``flwr.proto``): what ``Grid.get_nodes()`` returns; fedsim's Grids
   build them.
@@ -22,9 +22,26 @@ file, not hunting through the code.
   (``strategies.strategy.FedsimStrategy.start``) mirrors Flower's ``Strategy.start``
   and adds ``start_round`` (resume) and round hooks; the test checks that Flower's
   loop still takes these parameters.
+* :data:`SERVER_STATE_ATTRIBUTES`, :data:`FEDAVGM_STATE`, :data:`FEDOPT_STATE`,
+  :func:`get_server_state`, :func:`set_server_state`, :func:`remembered_global`,
+  :func:`set_remembered_global`: Flower's FedAvgM and FedOpt family (FedAdam, FedYogi,
+  FedAdagrad) keep their server state in undocumented attributes (the global model the
+  step starts from, the momentum, the moments); fedsim checkpoints and restores them
+  and trims the remembered global model to the trainable parameters
+  (``strategies/builtins.py``).
+* :func:`run_simulation_runtime`: Flower's Simulation Runtime on the Ray backend.
+  ``flwr.simulation.run_simulation`` is deprecated (Flower points to ``flwr run``, which
+  runs the apps in other processes, out of reach of a run's in-process hooks); the
+  runtime underneath it is ``flwr.simulation.run_simulation._run_simulation``, which
+  ``flwr-simulation`` (the process ``flwr run`` starts) calls too.
+* :data:`DEPRECATION_MARKER`, :func:`warn_deprecated_feature`: how Flower says a
+  feature is deprecated (a WARNING record on the ``flwr`` logger, not a
+  ``DeprecationWarning``); the test suite fails on any (``tests/conftest.py``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flwr.app import Message
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode, SType
@@ -35,23 +52,36 @@ from flwr.supercore.differential_privacy import (
     compute_adaptive_noise_params,
     compute_stdv,
 )
+from flwr.supercore.logger import warn_deprecated_feature
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.telemetry import EventType, event
 
 __all__ = [
+    "DEPRECATION_MARKER",
+    "FEDAVGM_STATE",
+    "FEDOPT_STATE",
     "KEY_CLIPPING_NORM",
     "KEY_NORM_BIT",
     "NUMPY_STYPE",
     "NodeInfo",
     "Run",
+    "SERVER_STATE_ATTRIBUTES",
+    "SIMULATION_RUNTIME_PARAMETERS",
     "STRATEGY_START_PARAMETERS",
     "SUPERLINK_NODE_ID",
     "ErrorCode",
     "compute_adaptive_noise_params",
     "compute_stdv",
     "empty_run",
+    "get_server_state",
+    "remembered_global",
+    "run_simulation_runtime",
     "set_message_id",
+    "set_remembered_global",
+    "set_server_state",
     "set_task_identity",
+    "warn_deprecated_feature",
 ]
 
 NUMPY_STYPE = SType.NUMPY
@@ -82,3 +112,106 @@ def set_task_identity(run_id: int) -> None:
 
 def empty_run(run_id: int) -> Run:
     return Run.create_empty(run_id)
+
+
+# ------------------------------------------------------------- server optimisers' state
+
+#: fedsim's name for a piece of server state (its key in checkpoints) -> the attribute of
+#: Flower's strategy that holds it. Should Flower rename one, change the value here: the
+#: checkpoint key stays, so runs checkpointed before the upgrade still resume.
+SERVER_STATE_ATTRIBUTES: dict[str, str] = {
+    # FedAvgM and FedOpt: the global model the server step starts from (FedOpt sets it
+    # in every configure_train, a dict of ndarrays; FedAvgM once, then after each step,
+    # an ArrayRecord)
+    "current_arrays": "current_arrays",
+    # FedAvgM: the server momentum, a list of ndarrays in the model's order
+    "momentum_vector": "momentum_vector",
+    # FedOpt: the first and second moments, dicts of ndarrays
+    "m_t": "m_t",
+    "v_t": "v_t",
+}
+#: what Flower's FedAvgM keeps from round to round
+FEDAVGM_STATE = ("current_arrays", "momentum_vector")
+#: what Flower's FedAdam, FedYogi and FedAdagrad keep from round to round
+FEDOPT_STATE = ("current_arrays", "m_t", "v_t")
+
+
+def get_server_state(strategy: Any, name: str) -> Any:
+    """The server state ``name`` (a key of :data:`SERVER_STATE_ATTRIBUTES`) of a Flower
+    strategy; None before the first round sets it."""
+    return getattr(strategy, SERVER_STATE_ATTRIBUTES[name], None)
+
+
+def set_server_state(strategy: Any, name: str, value: Any) -> None:
+    """Restore the server state ``name`` of a Flower strategy."""
+    setattr(strategy, SERVER_STATE_ATTRIBUTES[name], value)
+
+
+def remembered_global(strategy: Any) -> Any:
+    """The global model a Flower server optimiser takes its next step from (after its
+    ``configure_train``: the model sent this round); None before the first round."""
+    return get_server_state(strategy, "current_arrays")
+
+
+def set_remembered_global(strategy: Any, arrays: Any) -> None:
+    """Replace the global model a Flower server optimiser steps from (fedsim trims it to
+    the trainable parameters)."""
+    set_server_state(strategy, "current_arrays", arrays)
+
+
+# ----------------------------------------------------------------- simulation runtime
+
+#: the parameters of ``_run_simulation`` in Flower 1.42 (the test compares them)
+SIMULATION_RUNTIME_PARAMETERS = (
+    "num_supernodes",
+    "exit_event",
+    "client_app",
+    "server_app",
+    "backend_name",
+    "backend_config",
+    "client_app_attr",
+    "server_app_attr",
+    "server_app_context",
+    "app_dir",
+    "run",
+    "enable_tf_gpu_growth",
+    "verbose_logging",
+    "is_app",
+    "metrics",
+)
+
+
+def run_simulation_runtime(
+    server_app: Any, client_app: Any, num_supernodes: int, backend_config: dict[str, Any]
+) -> None:
+    """Run ``server_app`` against ``num_supernodes`` ClientApps on Flower's Simulation
+    Runtime with its Ray backend, and return when the ServerApp has finished.
+
+    This is what the deprecated ``flwr.simulation.run_simulation`` did, without its
+    deprecation notice: the telemetry event on entry, then the runtime itself, with the
+    keyword arguments ``run_simulation`` passes (Flower creates the run and its task
+    identity, the ServerApp runs in a thread of this process, each ClientApp in a Ray
+    actor). Flower's simulation package (1.2 s) is imported here, for Ray runs only.
+    """
+    from flwr.simulation.run_simulation import _run_simulation
+
+    event(
+        EventType.PYTHON_API_RUN_SIMULATION_ENTER,
+        event_details={"backend": "ray", "num-supernodes": num_supernodes},
+    )
+    _run_simulation(
+        num_supernodes=num_supernodes,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client_app,
+        server_app=server_app,
+        backend_name="ray",
+        backend_config=backend_config,
+    )
+
+
+# ----------------------------------------------------------------------- deprecation
+
+#: what every deprecation notice of Flower's begins with: Flower logs deprecations as
+#: WARNING records on its ``flwr`` logger (``warn_deprecated_feature``), not as Python
+#: ``DeprecationWarning``s, so a filter on warnings alone would never see them
+DEPRECATION_MARKER = "DEPRECATED FEATURE"

@@ -11,9 +11,11 @@ fedmedian       FedMedian (Yin et al. 2018)                          coordinate-
 fedtrimmedavg   FedTrimmedAvg (Yin et al. 2018)                      coordinate-wise trimmed mean
 =============== ==================================================== ==============================
 
-Each is :class:`~strategies.strategy.FedsimStrategy` mixed into the Flower class, so
-Flower's aggregation runs unchanged on the cohort's replies; its server state
-(momentum, moments) is checkpointed.
+Each is a class of its own, :class:`~strategies.strategy.FedsimStrategy` mixed into the
+Flower class (``class FedAdamServer(ServerOptimizer, fs.FedAdam)``), so Flower's
+aggregation runs unchanged on the cohort's replies; its server state (momentum,
+moments), which Flower keeps in undocumented attributes, is read and written through
+``fedsim.flower_compat`` and checkpointed.
 
 Server optimisers (FedAvgM and the FedOpt family) step only the trainable
 parameters: Flower sees the replies and its remembered global model without the
@@ -29,10 +31,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import strategy as fs
+
+from fedsim import flower_compat as fc
 
 from .arrays import record_to_state
 from .params import StrategyParams, hp
@@ -53,7 +58,17 @@ class FlowerAggregation(FedsimStrategy):
 
 
 class ServerOptimizer(FlowerAggregation):
-    """A Flower server optimiser restricted to the trainable parameters (see module doc)."""
+    """A Flower server optimiser restricted to the trainable parameters (see module doc).
+
+    ``state_attributes`` name Flower's server state (``fedsim.flower_compat``), which
+    is read and restored through the compat accessors, not as attributes of fedsim's own.
+    """
+
+    def get_state(self, name: str) -> Any:
+        return fc.get_server_state(self, name)
+
+    def set_state(self, name: str, value: Any) -> None:
+        fc.set_server_state(self, name, value)
 
     def _params_only(self, arrays):
         """The trainable entries of an ArrayRecord or a dict of arrays."""
@@ -63,8 +78,9 @@ class ServerOptimizer(FlowerAggregation):
     def configure_train(self, server_round, arrays, config, grid):
         messages = super().configure_train(server_round, arrays, config, grid)
         # the global model Flower remembers (FedOpt: set every round; FedAvgM: once)
-        if getattr(self, "current_arrays", None) is not None:
-            self.current_arrays = self._params_only(self.current_arrays)
+        remembered = fc.remembered_global(self)
+        if remembered is not None:
+            fc.set_remembered_global(self, self._params_only(remembered))
         return messages
 
     def aggregate(self, server_round: int, global_state, outcomes: list[ClientOutcome]) -> Aggregate:
@@ -121,20 +137,37 @@ class FedTrimmedAvgParams(StrategyParams):
     )
 
 
-def _mix(flower_cls: type, base: type, state: tuple[str, ...]) -> type:
-    return type(
-        flower_cls.__name__ + "Server",
-        (base, flower_cls),
-        {"state_attributes": state, "__doc__": flower_cls.__doc__, "__module__": __name__},
-    )
+class FedAvgMServer(ServerOptimizer, fs.FedAvgM):
+    """Flower's FedAvgM (Hsu et al. 2019) on the trainable parameters, its momentum checkpointed."""
+
+    state_attributes = fc.FEDAVGM_STATE
 
 
-FedAvgMServer = _mix(fs.FedAvgM, ServerOptimizer, ("current_arrays", "momentum_vector"))
-FedAdamServer = _mix(fs.FedAdam, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
-FedYogiServer = _mix(fs.FedYogi, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
-FedAdagradServer = _mix(fs.FedAdagrad, ServerOptimizer, ("current_arrays", "m_t", "v_t"))
-FedMedianServer = _mix(fs.FedMedian, FlowerAggregation, ())
-FedTrimmedAvgServer = _mix(fs.FedTrimmedAvg, FlowerAggregation, ())
+class FedAdamServer(ServerOptimizer, fs.FedAdam):
+    """Flower's FedAdam (Reddi et al. 2021) on the trainable parameters, its moments checkpointed."""
+
+    state_attributes = fc.FEDOPT_STATE
+
+
+class FedYogiServer(ServerOptimizer, fs.FedYogi):
+    """Flower's FedYogi (Reddi et al. 2021) on the trainable parameters, its moments checkpointed."""
+
+    state_attributes = fc.FEDOPT_STATE
+
+
+class FedAdagradServer(ServerOptimizer, fs.FedAdagrad):
+    """Flower's FedAdagrad (Reddi et al. 2021) on the trainable parameters, its moments checkpointed."""
+
+    state_attributes = fc.FEDOPT_STATE
+
+
+class FedMedianServer(FlowerAggregation, fs.FedMedian):
+    """Flower's FedMedian (Yin et al. 2018): the coordinate-wise median of the screened replies."""
+
+
+class FedTrimmedAvgServer(FlowerAggregation, fs.FedTrimmedAvg):
+    """Flower's FedTrimmedAvg (Yin et al. 2018): the coordinate-wise trimmed mean of the screened replies."""
+
 
 REDDI = "Reddi et al. 2021, Adaptive Federated Optimization"
 

@@ -429,10 +429,19 @@ class FedsimStrategy:
         return metrics
 
     # ------------------------------------------------------------------ state
+    def get_state(self, name: str) -> Any:
+        """The server state ``name`` of :attr:`state_attributes` (an attribute of the
+        strategy; a class whose state Flower holds reads it through fedsim.flower_compat)."""
+        return getattr(self, name, None)
+
+    def set_state(self, name: str, value: Any) -> None:
+        """Restore the server state ``name`` of :attr:`state_attributes`."""
+        setattr(self, name, value)
+
     def state_dict(self) -> dict[str, Any]:
         """Server state for checkpoints: tensors, lists and dicts of tensors, scalars
         (a reply rule's under ``<rule key>.<attribute>``)."""
-        out = {name: _to_portable(getattr(self, name, None)) for name in self.state_attributes}
+        out = {name: _to_portable(self.get_state(name)) for name in self.state_attributes}
         for rule in self.reply_rules:
             for name in rule.state_attributes:
                 out[f"{rule.key}.{name}"] = _to_portable(getattr(rule, name, None))
@@ -443,7 +452,7 @@ class FedsimStrategy:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name in self.state_attributes:
             if name in state:
-                setattr(self, name, _from_portable(state[name]))
+                self.set_state(name, _from_portable(state[name]))
         if self.privacy is not None and "__privacy__" in state:
             self.privacy.load_state_dict(_from_portable(state["__privacy__"]))
         for rule in self.reply_rules:

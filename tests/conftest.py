@@ -5,6 +5,8 @@ import logging
 import pytest
 import torch
 
+from fedsim.flower_compat import DEPRECATION_MARKER
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -20,6 +22,36 @@ def _one_thread():
 def _quiet_flower():
     logging.getLogger("flwr").setLevel(logging.WARNING)
     yield
+
+
+class _Notices(logging.Handler):
+    """Flower's deprecation notices: WARNING records on its logger (not Python warnings)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if DEPRECATION_MARKER in record.getMessage():
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def flower_deprecations():
+    """Every test fails if Flower logs a deprecation notice while it runs: fedsim uses no
+    deprecated Flower API. The list of notices is the fixture's value (a test that
+    provokes one on purpose clears it)."""
+    notices = _Notices()
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.addHandler(notices)
+    try:
+        yield notices.records
+    finally:
+        flwr_log.removeHandler(notices)
+    if notices.records:
+        pytest.fail(
+            "Flower logged a deprecation: " + " | ".join(" ".join(r.getMessage().split()) for r in notices.records)
+        )
 
 
 def tiny_config(**sections) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from flower_watch import watching_flower
 from flwr.app import Context, RecordDict
 
 import fedsim
@@ -30,13 +31,17 @@ def _cfg(tiny, **engine):
 
 
 @pytest.mark.ray
-def test_local_and_ray_give_the_same_run_under_default_settings(tmp_path, tiny):
+def test_local_and_ray_give_the_same_run_under_default_settings(tmp_path, tiny, flower_deprecations):
     # what a user's process has: torch's default thread count, not the suite's one
     # thread; engine.threads (default 1) must make the local clients match Ray's actors
     torch.set_num_threads(os.cpu_count() or 2)
     assert fedsim.load_config(_cfg(tiny)).engine.threads == 1
     local = fedsim.run(_cfg(tiny), out=tmp_path / "local")
-    ray_run = fedsim.run(_cfg(tiny, name="ray"), out=tmp_path / "ray")
+    # Flower's Ray runtime through no deprecated API, its warnings shown (flower_watch.py)
+    with watching_flower() as watch:
+        ray_run = fedsim.run(_cfg(tiny, name="ray"), out=tmp_path / "ray", hooks=watch.hooks)
+    watch.check(rounds=2)
+    assert [r.getMessage() for r in flower_deprecations] == []
     a, b = _weights(local.run_dir), _weights(ray_run.run_dir)
     assert a.keys() == b.keys()
     for k in a:
