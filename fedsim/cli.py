@@ -470,10 +470,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(result.table_markdown)
     if result.selection_markdown:
         print(result.selection_markdown)
-    print(f"{result.n_finished} finished, {result.n_failed} failed in {result.wall_time_s:.1f} s: {result.sweep_dir}")
+    print(
+        f"{result.n_finished} finished, {result.n_diverged} diverged, {result.n_failed} failed "
+        f"in {result.wall_time_s:.1f} s: {result.sweep_dir}"
+    )
     for row in result.rows:
         if row.get("status") == "failed":
             print(f"  failed: {row['run']}: {row.get('error')}")
+        elif row.get("status") == "diverged":  # a result, marked † in the tables: which run, when, why
+            print(f"  diverged: {row['run']}: round {row.get('diverged_round')}: {row.get('divergence_reason')}")
     return 0 if result.n_failed == 0 else 1
 
 
