@@ -21,6 +21,21 @@ class DropRow:
     iid_mean: float
     mean: float
     drop: float  # iid_mean - mean, in accuracy units (x100 for percentage points)
+    #: sample std (ddof=1) over seeds of the per-seed drop IID(seed) - setting(seed), None under 2 seeds
+    std: float | None = None
+    #: seeds with both an IID run and a run of the setting (the pairs behind ``std``)
+    n_pairs: int = 0
+    #: diverged runs among the IID runs and the setting's runs (the means include them: marked †)
+    diverged: int = 0
+
+
+def _by_seed(runs: Sequence[RunInfo]) -> dict[int, float]:
+    """Each seed's test accuracy (the mean when a seed has several runs)."""
+    per: dict[int, list[float]] = {}
+    for r in runs:
+        if r.seed is not None and r.value("test_accuracy") is not None:
+            per.setdefault(int(r.seed), []).append(float(r.value("test_accuracy")))
+    return {s: sum(v) / len(v) for s, v in per.items()}
 
 
 def accuracy_drops(view: SweepView) -> list[DropRow]:
@@ -29,7 +44,9 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
     For every series (strategy) and every combination of the factors that are neither the
     series nor partition factors (the context), the reference is the mean over seeds of
     the runs whose partition scheme is ``iid``; ``drop = mean(IID) - mean(setting)``.
-    Empty when the sweep has no IID setting.
+    Its spread is the sample std over seeds of the paired drops IID(seed) - setting(seed)
+    (a seed fixes the initial model and the cohorts in both). Empty when the sweep has
+    no IID setting.
     """
     layout = drop_layout(view)
     pfactors = partition_factors(view)
@@ -52,12 +69,19 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
             iid = [s for s in settings if all(r.scheme == "iid" for r in groups[(series, ctx, s)])]
             if not iid:
                 continue
-            ref, _, _ = mean_std(r.value("test_accuracy") for s in iid for r in groups[(series, ctx, s)])
+            ref_runs = [r for s in iid for r in groups[(series, ctx, s)]]
+            ref, _, _ = mean_std(r.value("test_accuracy") for r in ref_runs)
+            ref_seeds = _by_seed(ref_runs)
             for s in settings:
                 if s in iid:
                     continue
-                m, _, _ = mean_std(r.value("test_accuracy") for r in groups[(series, ctx, s)])
-                out.append(DropRow(tuple(ctx), tuple(s), series, ref, m, ref - m))
+                runs_s = groups[(series, ctx, s)]
+                m, _, _ = mean_std(r.value("test_accuracy") for r in runs_s)
+                seeds = _by_seed(runs_s)
+                pairs = [ref_seeds[k] - seeds[k] for k in sorted(seeds) if k in ref_seeds]
+                _, sd, _ = mean_std(pairs)
+                n_div = sum(r.diverged for r in ref_runs + runs_s)
+                out.append(DropRow(tuple(ctx), tuple(s), series, ref, m, ref - m, sd, len(pairs), n_div))
     return out
 
 
@@ -90,7 +114,8 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
         iid_ref.setdefault((d.context, d.series), d.iid_mean)
     lines = [
         "Accuracy drop against IID: mean final test accuracy of the IID setting minus that of each setting, "
-        "in percentage points (positive = worse than IID), same strategy, means over seeds.",
+        "in percentage points (positive = worse than IID), same strategy, means over seeds; ± the sample std "
+        "(ddof=1) over seeds of the paired drop IID(seed) - setting(seed).",
         "",
     ]
     lines.append("| setting | " + " | ".join(series) + " |")
@@ -109,6 +134,14 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
         for c, setting in keys:
             if c != ctx:
                 continue
-            cells = [f"{100 * by[(ctx, setting, s)].drop:.2f}" if (ctx, setting, s) in by else "–" for s in series]
+            cells = [_drop_cell(by[(ctx, setting, s)]) if (ctx, setting, s) in by else "–" for s in series]
             lines.append(f"| {prefix}{' / '.join(setting)} | " + " | ".join(cells) + " |")
+    if any(d.diverged for d in drops):
+        lines += ["", "† the IID or the setting's runs include runs whose training diverged (status 'diverged')."]
     return "\n".join(lines) + "\n"
+
+
+def _drop_cell(d: DropRow) -> str:
+    """``33.00 ± 6.10``, with ``† (1 diverged)`` when a diverged run is in either mean."""
+    text = f"{100 * d.drop:.2f}" + (f" ± {100 * d.std:.2f}" if d.std is not None else "")
+    return text + (f" † ({d.diverged} diverged)" if d.diverged else "")

@@ -48,6 +48,7 @@ def privacy_points(view: SweepView) -> list[dict]:
                 "accuracy": None if acc is None else 100 * acc,
                 "accuracy_std": None if acc_sd is None else 100 * acc_sd,
                 "seeds": n,
+                "diverged": sum(r.diverged for r in runs),
             }
         )
     order = {"none": 0}
@@ -58,7 +59,8 @@ def privacy_points(view: SweepView) -> list[dict]:
 
 
 def privacy_table(view: SweepView) -> str:
-    """Markdown: every setting's accuracy and epsilon (delta), the no-DP reference first."""
+    """Markdown: every setting's accuracy and epsilon (delta), the no-DP reference first; a
+    mean that includes a diverged run is marked †."""
     lines = [
         "| partition | strategy | privacy | noise multiplier | epsilon (delta) | test accuracy (%) |",
         "| --- | --- | --- | ---: | ---: | ---: |",
@@ -70,6 +72,8 @@ def privacy_table(view: SweepView) -> str:
         acc = "–" if p["accuracy"] is None else f"{p['accuracy']:.2f}"
         if p["accuracy_std"] is not None:
             acc += f" ± {p['accuracy_std']:.2f}"
+        if p["diverged"] and p["accuracy"] is not None:
+            acc += f" † ({p['diverged']} diverged)"
         sigma = "–" if p["sigma"] is None else f"{p['sigma']:g}"
         lines.append(f"| {p['partition']} | {p['strategy']} | {p['mode']} | {sigma} | {eps} | {acc} |")
     return "\n".join(lines)
@@ -99,6 +103,16 @@ def privacy_figure(view: SweepView) -> Figure | None:
             )
             if pts:
                 ax.plot(*zip(*pts), "o-", color=colors[f"{strat}, {mode}"], label=f"{strat}, {mode}")
+            marked = [
+                (p["epsilon"], p["accuracy"])
+                for p in points
+                if (p["partition"], p["strategy"], p["mode"]) == (part, strat, mode)
+                and p["diverged"]
+                and p["epsilon"] is not None
+                and math.isfinite(p["epsilon"])
+            ]
+            if marked:  # a mean with a diverged run in it: an X over its point
+                ax.plot(*zip(*marked), "X", color="black", ms=8, linestyle="none", label="† includes a diverged run")
         for strat in refs:
             ref = [p["accuracy"] for p in points if (p["partition"], p["strategy"], p["mode"]) == (part, strat, "none")]
             if ref:
@@ -108,7 +122,12 @@ def privacy_figure(view: SweepView) -> Figure | None:
         ax.set_title(part)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("final test accuracy (%)")
-    handles, labels = axes[0].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes:  # every panel's entries once (a diverged mark may be in any panel)
+        for h, lbl in zip(*ax.get_legend_handles_labels()):
+            if lbl not in labels:
+                handles.append(h)
+                labels.append(lbl)
     # the legend in a margin of its own, right of the panels, where it covers no point
     fig.subplots_adjust(right=1 - 2.5 / width, wspace=0.25)
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - 2.45 / width, 0.5), frameon=False)
