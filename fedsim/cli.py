@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -166,15 +167,23 @@ def _console():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .api import run
+    from .api import resolve_run_dir, run
+    from .config import load_config
     from .server import RunHooks
 
     console = _console()
+    cfg = load_config(args.config, args.overrides)
+    # chosen before the run starts, so that an interrupt can name it (continue_command)
+    args.run_dir, chosen = resolve_run_dir(cfg, args.out, args.resume)
+    if chosen:
+        console.print(
+            f"--resume: continuing the newest unfinished run of this config, {args.run_dir}", style="dim", soft_wrap=True
+        )
     progress = None
     task: dict = {}
 
     def on_open(run_dir: Path) -> None:
-        console.print(f"run directory: {run_dir}", style="dim")
+        console.print(f"run directory: {run_dir}", style="dim", soft_wrap=True)  # a path is never broken
 
     def on_start(start_round: int, rounds: int) -> None:
         if start_round > 1:
@@ -215,7 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     hooks = RunHooks(on_open=on_open, on_start=on_start, on_round=on_round)
     try:
-        result = run(args.config, args.overrides, args.out, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
+        result = run(cfg, out=args.run_dir, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     finally:
         if progress is not None and task:  # stopping a progress that never started prints a blank line
             progress.stop()
@@ -547,10 +556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"fedsim: error: {exc}\n")
         return exc.exit_code
     except Terminated:
-        sys.stderr.write("fedsim: terminated (SIGTERM); continue with --resume\n")
+        sys.stderr.write(f"fedsim: terminated (SIGTERM); {continue_command(args)}\n")
         return 143
     except KeyboardInterrupt:
-        sys.stderr.write("fedsim: interrupted; continue with --resume\n")
+        sys.stderr.write(f"fedsim: interrupted; {continue_command(args)}\n")
         return 130
     except MemoryError:
         if debug:
@@ -565,6 +574,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def continue_command(args: argparse.Namespace) -> str:
+    """How to go on after an interrupt: the command that resumes what was stopped, with
+    the run directory named (a run without ``--out`` lives in a timestamped one)."""
+    if args.command == "run":
+        run_dir = getattr(args, "run_dir", None) or args.out
+        if run_dir is None:  # stopped before the directory was chosen: nothing was written
+            return "nothing was written; run the command again"
+        words = ["fedsim", "run", args.config, *args.overrides, "--out", str(run_dir), "--resume"]
+        words += ["--quiet"] if args.quiet else []
+    elif args.command in ("sweep", "tune"):
+        words = ["fedsim", args.command, getattr(args, args.command)]
+        words += ["--out", args.out] if args.out else []
+        words += ["--workers", str(args.workers)] if args.workers != 1 else []
+        if args.command == "sweep":
+            words += ["--select-by", args.select_by] if args.select_by else []
+            words += ["--folds", str(args.folds)] if args.folds else []
+        words += ["--resume"] + (["--quiet"] if args.quiet else [])
+    else:
+        return "nothing to resume"
+    return f"continue with: {shlex.join(words)}"
 
 
 def _is_main_thread() -> bool:
