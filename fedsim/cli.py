@@ -196,6 +196,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if progress is None:
             return
         status = []
+        if row.get("personal_accuracy_wmean") is not None:  # a personalised run: its own models first
+            status.append(f"own models {row['personal_accuracy_wmean']:.4f}")
         if row.get("test_accuracy") is not None:
             status.append(f"test acc {row['test_accuracy']:.4f}")
         if row.get("attack_success_rate") is not None:
@@ -245,17 +247,48 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+#: the parties' own test data (``eval.local_test``): what a personalised run is for, so
+#: its headline, before the global model's test accuracy
+PARTY_KEYS = (
+    "personal_test_accuracy",
+    "personal_test_accuracy_worst10",
+    "finetune_test_accuracy",
+    "finetune_test_accuracy_worst10",
+    "local_test_accuracy",
+    "local_test_accuracy_worst10",
+    "holdout_personal_test_accuracy",
+    "holdout_finetune_test_accuracy",
+    "holdout_local_test_accuracy",
+)
+PARTY_CAPTION = (
+    "On the parties' own test data, pooled: personal_ each party's own model, finetune_ the global model "
+    "fine-tuned by each party, local_ the global model (holdout_: parties that never trained). "
+    "test_: the global model on the test set."
+)
+
+
 def _print_summary(console, summary: dict, run_dir: Path) -> None:
+    """The run's summary table: its status, for runs with ``eval.local_test`` the accuracy
+    on the parties' own test data first (a personalised run's headline), then the global
+    model's on the test set, privacy, attack and partition measures; then the run
+    directory on a line of its own."""
     from rich.table import Table
 
-    table = Table(title=f"fedsim run: {run_dir}", show_header=True)
+    from .plots import partition_label
+
+    party = [k for k in PARTY_KEYS if summary.get(k) is not None]
+    # the path is not in the title: rich wraps a title to the table's width
+    title = f"fedsim run: {summary.get('strategy')}, {partition_label(summary.get('partition') or {})}"
+    table = Table(title=title, show_header=True, caption=PARTY_CAPTION if party else None, caption_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    status = summary.get("status") or "finished"
+    if status == "diverged":
+        status = f"diverged in round {summary.get('diverged_round')}"
+    table.add_row("status", status)
+    for key in ("strategy", "dataset", "model", "rounds", *party):
+        table.add_row(key, _fmt(summary.get(key)))
     for key in (
-        "strategy",
-        "dataset",
-        "model",
-        "rounds",
         "test_accuracy",
         "best_test_accuracy",
         "test_f1_macro",
@@ -278,6 +311,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
         if key in het:
             table.add_row(f"partition {key}", _fmt(het[key]))
     console.print(table)
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
 
 
 def cmd_partition(args: argparse.Namespace) -> int:

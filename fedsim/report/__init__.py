@@ -303,6 +303,8 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
 
 _RUN_KEYS = (
     "status",
+    "diverged_round",
+    "divergence_reason",
     "strategy",
     "dataset",
     "model",

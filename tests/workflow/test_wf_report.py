@@ -355,12 +355,25 @@ def test_run_figures_draw_the_runs_curves(tmp_path):
     assert list(figs) == ["accuracy.png", "loss.png", "heterogeneity.png"]
     assert {ax.get_title() for fig in figs.values() for ax in fig.axes} == {"fedprox, Dir(0.5)"}
     (acc,) = figs["accuracy.png"].axes
-    assert list(_lines(acc)) == ["test"]
-    assert list(_lines(acc)["test"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
+    assert list(_lines(acc)) == ["test (global model)"]
+    assert list(_lines(acc)["test (global model)"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
     (loss,) = figs["loss.png"].axes
     assert list(_lines(loss)) == ["test", "local training"]
     assert (loss.get_xlabel(), loss.get_ylabel()) == ("round", "loss (log scale)")
     assert loss.get_yscale() == "log" and acc.get_yscale() == "linear"
+
+
+def test_a_diverged_runs_own_plots_mark_the_round_it_diverged(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, "fedavg", "iid", 0, 0.9)
+    diverge(run, at=2)
+    figs = run_figures(read_jsonl(run / "metrics.jsonl"), "fedavg, iid")
+    for name in ("accuracy.png", "loss.png", "heterogeneity.png"):
+        (ax,) = figs[name].axes
+        mark = _lines(ax)["diverged (round 2)"]
+        assert list(mark.get_xdata()) == [2, 2] and mark.get_linestyle() == ":"
+    text = report(run).read_text()
+    assert "| status | diverged |" in text and "| diverged_round | 2 |" in text
 
 
 def test_a_diverged_runs_loss_stays_readable_on_the_log_axis(tmp_path):
