@@ -177,7 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.run_dir, chosen = resolve_run_dir(cfg, args.out, args.resume)
     if chosen:
         console.print(
-            f"--resume: continuing the newest unfinished run of this config, {args.run_dir}", style="dim", soft_wrap=True
+            f"--resume: continuing the newest unfinished run of this config, {args.run_dir}",
+            style="dim",
+            soft_wrap=True,
         )
     progress = None
     task: dict = {}
