@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from ..plots import log_y_axis
 from ..sweeps import mean_std
-from .figures import colors_of, integer_rounds, markers_of, new_figure, panel_grid, panel_title
+from .figures import colors_of, integer_rounds, markers_of, new_figure, panel_grid, panel_title, styles_of
 from .load import Layout, RunInfo, SweepView, finished_runs
 
 HETEROGENEITY_SERIES = (
@@ -248,7 +248,7 @@ def curves_figure(
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
     labels = layout.series_labels(view)
-    colors, markers = colors_of(labels), markers_of(labels)
+    colors, markers, styles = colors_of(labels), markers_of(labels), styles_of(labels)
     nrows, ncols = panel_grid(len(combos))
     fig = new_figure(4.6 * ncols + 2.0, 3.4 * nrows, constrained=True)  # + 2 in for the shared legend
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -273,7 +273,7 @@ def curves_figure(
                     ax,
                     members,
                     key,
-                    style,
+                    styles[lbl] if len(keys) == 1 else style,  # the style tells series apart unless it tells keys
                     colors[lbl],
                     f"{lbl}{suffix}",
                     scale,
@@ -309,7 +309,7 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
     labels = layout.series_labels(view)
-    colors, markers = colors_of(labels), markers_of(labels)
+    colors, markers, styles = colors_of(labels), markers_of(labels), styles_of(labels)
     ncols = len(combos)
     fig = new_figure(3.8 * ncols + 2.0, 2.6 * len(HETEROGENEITY_SERIES) + 0.3, constrained=True)
     axes = fig.subplots(len(HETEROGENEITY_SERIES), ncols, squeeze=False, sharex="col")
@@ -325,7 +325,14 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
             for lbl in labels:
                 members = [r for r in in_panel if layout.series_of(r) == lbl]
                 vals, curves = draw_curves(
-                    ax, members, key, "-", colors[lbl], lbl, marker=markers[lbl], where=title if ncols > 1 else ""
+                    ax,
+                    members,
+                    key,
+                    styles[lbl],
+                    colors[lbl],
+                    lbl,
+                    marker=markers[lbl],
+                    where=title if ncols > 1 else "",
                 )
                 drawn = drawn or bool(vals or curves)
                 shown += vals

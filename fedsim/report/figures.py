@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.transforms import ScaledTranslation
 
 from partitioners import plot_label_distribution
 
@@ -47,9 +48,19 @@ def new_figure(width: float, height: float, constrained: bool = False) -> Figure
 SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "*", "<", ">", "h")
 
 
+#: one line style per series where the style says nothing else (one metric a panel):
+#: a dashed line over a solid one shows both where two series coincide
+SERIES_STYLES = ("-", "--", "-.", ":")
+
+
 def markers_of(labels: Sequence[str]) -> dict[str, str]:
     """One marker per series label, in order."""
     return {lbl: SERIES_MARKERS[i % len(SERIES_MARKERS)] for i, lbl in enumerate(labels)}
+
+
+def styles_of(labels: Sequence[str]) -> dict[str, str]:
+    """One line style per series label, in order."""
+    return {lbl: SERIES_STYLES[i % len(SERIES_STYLES)] for i, lbl in enumerate(labels)}
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
@@ -167,6 +178,7 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
 
     labels = layout.series_labels(view)
     colors = colors_of(labels)
+    series = [lbl for lbl in labels if any(layout.series_of(r) == lbl for r in on_axis + iid)]
     off = off_axis_settings(view, measure)
     fig = new_figure(7.5, 4.6 + (0.3 if off else 0.0), constrained=True)
     ax = fig.subplots()
@@ -205,22 +217,27 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
                 marked.add(name)
             pts.append((x, 100 * y, 100 * sd if sd is not None else 0.0))
         pts.sort()
-        handles.append(
-            ax.errorbar(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                yerr=[p[2] for p in pts],
-                fmt="s",
-                linestyle="none",
-                color=colors[lbl],
-                ms=6,
-                mec="black",
-                mew=0.5,
-                capsize=3,
-                elinewidth=1,
-                label=lbl,
-            )
+        means = ax.errorbar(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            yerr=[p[2] for p in pts],
+            fmt="s",
+            linestyle="none",
+            color=colors[lbl],
+            ms=6,
+            mec="black",
+            mew=0.5,
+            capsize=3,
+            elinewidth=1,
+            label=lbl,
         )
+        # side by side, a few points apart, where series share a setting (the same partition
+        # gives every strategy the same measure: one square would hide the others); the data
+        # stay at their measure, only the drawing moves
+        shift = ScaledTranslation((len(handles) - (len(series) - 1) / 2) * 6 / 72, 0, fig.dpi_scale_trans)
+        for artist in [means.lines[0], *means.lines[1], *means.lines[2]]:
+            artist.set_transform(ax.transData + shift)
+        handles.append(means)
     names = {n: f"{n} †" if n in marked else n for n in settings}
     if measure == "beta":
         ax.set_xscale("log")

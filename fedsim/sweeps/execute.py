@@ -263,10 +263,8 @@ def execute_runs(
         if r.status == "failed":
             display.failed += 1
             log.warning("run %s failed: %s", r.name, r.error)
-        elif r.status == "diverged":
+        elif r.status == "diverged":  # the run warned, naming itself; the sweep counts it and lists it at the end
             display.diverged += 1
-            s = r.summary or {}
-            log.warning("run %s diverged in round %s: %s", r.name, s.get("diverged_round"), s.get("divergence_reason"))
         else:
             acc = (r.summary or {}).get("test_accuracy")
             log.info("run %d/%d finished: %s (test_accuracy %s)", done, len(runs), r.name, acc)
