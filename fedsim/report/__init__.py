@@ -210,7 +210,7 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band + _cut_caption(cut),
     )
     fname = f"accuracy_vs_{fig_name(measure)}.png"
-    ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
+    ok = _save(accuracy_vs_heterogeneity_figure(view, measure), figs / fname)
     off = off_axis_settings(view, measure)
     points = (
         " Dots are runs; a square with an error bar is a setting's mean ± sample std over seeds (settings named "

@@ -22,7 +22,17 @@ from matplotlib.figure import Figure
 
 from ..plots import log_y_axis
 from ..sweeps import mean_std
-from .figures import colors_of, integer_rounds, markers_of, new_figure, panel_grid, panel_title, styles_of
+from .figures import (
+    colors_of,
+    fixed_settings,
+    integer_rounds,
+    markers_of,
+    new_figure,
+    panel_grid,
+    panel_key,
+    panel_title,
+    styles_of,
+)
 from .load import Layout, RunInfo, SweepView, finished_runs
 
 HETEROGENEITY_SERIES = (
@@ -280,7 +290,7 @@ def curves_figure(
                     band=first,
                     label_diverged=first,
                     marker=markers[lbl],
-                    where=title if len(combos) > 1 else "",
+                    where=panel_key(layout, combo),
                 )
                 drawn = drawn or bool(vals or curves)
                 shown += vals
@@ -298,6 +308,8 @@ def curves_figure(
     if not drawn:
         return None
     shared_legend(fig, [ax for row in axes for ax in row], layout.series.short if layout.series is not None else None)
+    if fixed_settings(view, layout):  # what every panel shares, said once
+        fig.suptitle(fixed_settings(view, layout), fontsize=10)
     return fig
 
 
@@ -353,4 +365,6 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
         return None
     fig.align_ylabels(axes[:, 0])
     shared_legend(fig, [ax for row in axes for ax in row], layout.series.short if layout.series is not None else None)
+    if fixed_settings(view, layout):  # what every panel shares, said once
+        fig.suptitle(fixed_settings(view, layout), fontsize=10)
     return fig

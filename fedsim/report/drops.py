@@ -27,6 +27,8 @@ class DropRow:
     n_pairs: int = 0
     #: diverged runs among the IID runs and the setting's runs (the means include them: marked †)
     diverged: int = 0
+    #: of those, the IID runs'
+    iid_diverged: int = 0
 
 
 def _by_seed(runs: Sequence[RunInfo]) -> dict[int, float]:
@@ -52,7 +54,8 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
     pfactors = partition_factors(view)
     if not pfactors:
         return []
-    ctx_factors = [f for f in view.factors if f is not layout.series and f not in pfactors]
+    # a factor with one value (the attack of a defences sweep) tells no setting from another
+    ctx_factors = [f for f in view.factors if f is not layout.series and f not in pfactors and len(f.labels) > 1]
     runs = [r for r in finished_runs(view) if r.value("test_accuracy") is not None]
     groups: dict[tuple, list[RunInfo]] = {}
     for r in runs:
@@ -80,19 +83,22 @@ def accuracy_drops(view: SweepView) -> list[DropRow]:
                 seeds = _by_seed(runs_s)
                 pairs = [ref_seeds[k] - seeds[k] for k in sorted(seeds) if k in ref_seeds]
                 _, sd, _ = mean_std(pairs)
-                n_div = sum(r.diverged for r in ref_runs + runs_s)
-                out.append(DropRow(tuple(ctx), tuple(s), series, ref, m, ref - m, sd, len(pairs), n_div))
+                n_iid = sum(r.diverged for r in ref_runs)
+                n_div = n_iid + sum(r.diverged for r in runs_s)
+                out.append(DropRow(tuple(ctx), tuple(s), series, ref, m, ref - m, sd, len(pairs), n_div, n_iid))
     return out
 
 
 def drop_layout(view: SweepView) -> Layout:
-    """The figures' layout, except that a partition factor is never the series here:
-    in a sweep over partitions alone, the lines are the strategy (one) and the IID
-    setting is every other setting's reference."""
+    """The figures' layout, except that a partition factor is never the series here (IID
+    is every other partition's reference): then the series is the first other factor
+    that varies (the defences of a defences x partitions sweep), or, without one, the
+    strategies run (a sweep over partitions alone)."""
     layout = layout_of(view)
-    if layout.series is not None and layout.series in partition_factors(view):
-        return Layout(None, [])
-    return layout
+    pf = partition_factors(view)
+    if layout.series is not None and layout.series not in pf:
+        return layout
+    return Layout(next((f for f in view.factors if f not in pf and len(f.labels) > 1), None), [])
 
 
 def drop_grid(drops: Sequence[DropRow], view: SweepView) -> tuple[Layout, list[str], list[tuple], dict[tuple, DropRow]]:
@@ -111,7 +117,7 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
     layout, series, keys, by = drop_grid(drops, view)
     iid_ref = {}
     for d in drops:
-        iid_ref.setdefault((d.context, d.series), d.iid_mean)
+        iid_ref.setdefault((d.context, d.series), f"{100 * d.iid_mean:.2f}" + (" †" if d.iid_diverged else ""))
     lines = [
         "Accuracy drop against IID: mean final test accuracy of the IID setting minus that of each setting, "
         "in percentage points (positive = worse than IID), same strategy, means over seeds; ± the sample std "
@@ -126,11 +132,7 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
             contexts.append(ctx)
     for ctx in contexts:
         prefix = (" / ".join(ctx) + " / ") if ctx else ""
-        lines.append(
-            f"| {prefix}IID accuracy (%) | "
-            + " | ".join(f"{100 * iid_ref[(ctx, s)]:.2f}" if (ctx, s) in iid_ref else "–" for s in series)
-            + " |"
-        )
+        lines.append(f"| {prefix}IID accuracy (%) | " + " | ".join(iid_ref.get((ctx, s), "–") for s in series) + " |")
         for c, setting in keys:
             if c != ctx:
                 continue

@@ -11,9 +11,11 @@ that a test can read what is drawn (lines, labels, scales, legend boxes);
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import shutil
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
@@ -81,12 +84,35 @@ def panel_grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo]) -> str:
-    """What a panel's runs share: its settings (``lr=0.1``; a partition label as it is,
-    ``Dir(0.5)``), plus the strategy and the partition when all its runs have the same one
-    and the lines do not already tell (``fedprox, Dir(0.5)``)."""
+def _setting(view: SweepView, key: str, short: str, label: str) -> str:
+    """``lr=0.1``; a partition label as it is (``Dir(0.5)``)."""
+    return label if key in {f.key for f in partition_factors(view)} else f"{short}={label}"
+
+
+def varying_panels(layout: Layout, combo: Sequence[str]) -> list[tuple[Any, str]]:
+    """(factor, label) of a panel's factors that take more than one value in the sweep."""
+    return [(f, label) for f, label in zip(layout.panels, combo) if len(f.labels) > 1]
+
+
+def panel_key(layout: Layout, combo: Sequence[str]) -> str:
+    """The labels that tell a panel from the others (``Dir(0.5), FedAvg``), for legend entries."""
+    return ", ".join(label for _, label in varying_panels(layout, combo))
+
+
+def fixed_settings(view: SweepView, layout: Layout) -> str:
+    """The panel factors with one value in the whole sweep (``attack=sign-flip s=10``):
+    said once above the panels, not in every panel's title."""
+    return ", ".join(_setting(view, f.key, f.short, f.labels[0]) for f in layout.panels if len(f.labels) == 1)
+
+
+def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo], width: int = 40) -> str:
+    """What a panel's runs share: its settings that vary between panels (``lr=0.1``; a
+    partition label as it is, ``Dir(0.5)``; the fixed ones are :func:`fixed_settings`),
+    plus the strategy and the partition when all its runs have the same one and the lines
+    do not already tell (``fedprox, Dir(0.5)``); wrapped at ``width`` characters, so that
+    neighbouring panels' titles never run into each other."""
     partition_keys = {f.key for f in partition_factors(view)}
-    parts = [label if f.key in partition_keys else f"{f.short}={label}" for f, label in zip(layout.panels, combo)]
+    parts = [_setting(view, f.key, f.short, label) for f, label in varying_panels(layout, combo)]
     strategies = {r.strategy for r in runs}
     if (layout.series is None or layout.series.key not in STRATEGY_FACTORS) and len(strategies) == 1:
         parts.insert(0, strategies.pop())
@@ -97,7 +123,7 @@ def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Seq
         and len(partitions) == 1
     ):
         parts.append(partitions.pop())
-    return ", ".join(parts) or combo_label(combo)
+    return textwrap.fill(", ".join(parts) or combo_label(combo), width, break_long_words=False)
 
 
 def integer_rounds(ax: Axes) -> None:
@@ -149,8 +175,32 @@ def off_axis_settings(view: SweepView, measure: str) -> list[str]:
     return out
 
 
-def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: str) -> Figure | None:
-    """Final test accuracy of every run against a data-heterogeneity measure, per series.
+def comparison_series(view: SweepView) -> tuple[list[str], Any, str | None]:
+    """(labels, run -> label, legend title) of the series of a figure whose x is the
+    partition: every combination of the factors that vary and do not set the partition
+    (the strategies of a strategies x partitions sweep; the defences of a defences x
+    partitions one), or, without any, the strategies run."""
+    pf = partition_factors(view)
+    others = [f for f in view.factors if f not in pf and len(f.labels) > 1]
+    if others:
+        labels = [" / ".join(c) for c in itertools.product(*[f.labels for f in others])]
+        return (
+            labels,
+            lambda r: " / ".join(r.factors.get(f.key, "?") for f in others),
+            " / ".join(f.short for f in others),
+        )
+    return list(dict.fromkeys(r.strategy for r in view.runs)), lambda r: r.strategy, None
+
+
+def partition_of(view: SweepView, r: RunInfo) -> str:
+    """A run's partition setting: its partition factors' labels (``Dir(0.5)``), else its partition."""
+    pf = partition_factors(view)
+    return " / ".join(str(r.factors.get(f.key, "?")) for f in pf) if pf else r.partition
+
+
+def accuracy_vs_heterogeneity_figure(view: SweepView, measure: str) -> Figure | None:
+    """Final test accuracy of every run against a data-heterogeneity measure, one colour
+    per series (:func:`comparison_series`: the strategies, say), one setting per partition.
 
     Small dots are runs (an x for a diverged run); a square with an error bar is a
     setting's mean ± sample std over seeds, at the mean of its runs' measure, and is
@@ -176,19 +226,20 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
     def x_of(r: RunInfo) -> float:
         return x_iid if _on_iid_edge(r, measure) else het_value(r, measure)
 
-    labels = layout.series_labels(view)
+    labels, series_of, title = comparison_series(view)
     colors = colors_of(labels)
-    series = [lbl for lbl in labels if any(layout.series_of(r) == lbl for r in on_axis + iid)]
+    series = [lbl for lbl in labels if any(series_of(r) == lbl for r in on_axis + iid)]
+    # whether two series share a setting (strategies on one partition), which then stand side by side
+    settings_of = [{partition_of(view, r) for r in on_axis + iid if series_of(r) == lbl} for lbl in series]
+    shared = any(a & b for i, a in enumerate(settings_of) for b in settings_of[i + 1 :])
     off = off_axis_settings(view, measure)
     fig = new_figure(7.5, 4.6 + (0.3 if off else 0.0), constrained=True)
     ax = fig.subplots()
     handles = []
     settings: dict[str, list[float]] = {}  # a setting's name -> the x of its means (one per series)
     marked: set[str] = set()
-    for lbl in labels:
-        members = [r for r in on_axis + iid if layout.series_of(r) == lbl]
-        if not members:
-            continue
+    for lbl in series:
+        members = [r for r in on_axis + iid if series_of(r) == lbl]
         for group, marker, size in (
             ([r for r in members if not r.diverged], "o", 16),
             ([r for r in members if r.diverged], "x", 36),
@@ -205,13 +256,10 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
                     gid="diverged" if marker == "x" else None,
                 )
         pts = []
-        for combo in layout.panel_combos() or [()]:
-            group = [r for r in members if layout.panel_of(r) == tuple(combo)]
-            if not group:
-                continue
+        for name in dict.fromkeys(partition_of(view, r) for r in members):
+            group = [r for r in members if partition_of(view, r) == name]
             x, _, _ = mean_std(x_of(r) for r in group)
             y, sd, _ = mean_std(r.value("test_accuracy") for r in group)
-            name = combo_label(combo) if combo else lbl
             settings.setdefault(name, []).append(x)
             if any(r.diverged for r in group):
                 marked.add(name)
@@ -234,9 +282,10 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
         # side by side, a few points apart, where series share a setting (the same partition
         # gives every strategy the same measure: one square would hide the others); the data
         # stay at their measure, only the drawing moves
-        shift = ScaledTranslation((len(handles) - (len(series) - 1) / 2) * 6 / 72, 0, fig.dpi_scale_trans)
-        for artist in [means.lines[0], *means.lines[1], *means.lines[2]]:
-            artist.set_transform(ax.transData + shift)
+        if shared:
+            shift = ScaledTranslation((len(handles) - (len(series) - 1) / 2) * 6 / 72, 0, fig.dpi_scale_trans)
+            for artist in [means.lines[0], *means.lines[1], *means.lines[2]]:
+                artist.set_transform(ax.transData + shift)
         handles.append(means)
     names = {n: f"{n} †" if n in marked else n for n in settings}
     if measure == "beta":
@@ -272,6 +321,8 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
             loc="upper left",
             bbox_to_anchor=(1.02, 1.0),
             borderaxespad=0.0,
+            title=title,
+            title_fontsize=8,
         )
     if off:
         fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
@@ -337,8 +388,10 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
             ha="left",
             va="bottom",
         )
-    # outside the axes, right of them: inside, the legend covers whichever bar is tallest in its corner
+    # outside the axes, right of them: inside, the legend covers whichever bar is tallest in its corner;
+    # plain swatches (a series' first bar may be hatched, which means a diverged run, not the series)
     ax.legend(
+        handles=[Patch(facecolor=colors[s], label=s) for s in series],
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         borderaxespad=0.0,

@@ -234,7 +234,7 @@ def _dots(ax) -> int:
 
 def test_accuracy_against_tv_draws_each_settings_mean_with_its_spread_unjoined_and_named(fake_sweep):
     view = load_sweep(fake_sweep)
-    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "tv_mean")
+    fig = accuracy_vs_heterogeneity_figure(view, "tv_mean")
     ax = fig.axes[0]
     means = _means(ax)
     assert list(means) == ["fedavg", "scaffold"]
@@ -260,7 +260,7 @@ def test_accuracy_against_tv_draws_each_settings_mean_with_its_spread_unjoined_a
 
 def test_accuracy_against_beta_shows_iid_at_the_right_edge_and_names_what_is_not_on_the_axis(fake_sweep):
     view = load_sweep(fake_sweep)
-    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "beta")
+    fig = accuracy_vs_heterogeneity_figure(view, "beta")
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     assert (
@@ -591,7 +591,7 @@ def test_a_diverged_run_stays_out_of_the_mean_and_off_the_loss_axis(diverged_swe
 def test_a_diverged_run_is_marked_in_the_other_figures(diverged_sweep):
     view = load_sweep(diverged_sweep)
     layout = layout_of(view)
-    ax = accuracy_vs_heterogeneity_figure(view, layout, "tv_mean").axes[0]
+    ax = accuracy_vs_heterogeneity_figure(view, "tv_mean").axes[0]
     top = next(c for c in ax.child_axes)
     assert [t.get_text() for t in top.get_xticklabels()] == ["iid", "Dir(0.5) †", "#C=1"]
     (crosses,) = [c for c in ax.collections if c.get_gid() == "diverged"]  # the diverged run, an x
@@ -616,3 +616,37 @@ def test_a_diverged_run_is_marked_in_the_other_figures(diverged_sweep):
     for t in texts + list(fig.legends[0].get_texts()):
         ext = t.get_window_extent(renderer)
         assert fig.bbox.x0 <= ext.x0 and ext.x1 <= fig.bbox.x1 and fig.bbox.y0 <= ext.y0 and ext.y1 <= fig.bbox.y1
+
+
+def test_a_sweep_without_a_strategy_factor_compares_its_varying_factor_across_partitions(tmp_path):
+    """Defences x partitions under one attack (the mnist-signflip-scale layout): the defences
+    are the series of the figures that compare partitions, the attack (one value) is said once."""
+    d = tmp_path / "defences"
+    accs = {("FedAvg", "iid"): 0.9, ("FedAvg", "Dir(0.5)"): 0.6, ("median", "iid"): 0.95, ("median", "Dir(0.5)"): 0.8}
+    runs = []
+    for (defence, part), acc in accs.items():
+        name = f"partition={part}__attack=flip__defence={defence}__seed=0"
+        fabricate_run(d / name, {"FedAvg": "fedavg", "median": "fedmedian"}[defence], part, 0, acc)
+        runs.append({"name": name, "factors": {"partition": part, "attack": "flip", "defence": defence}, "seed": 0})
+    factors = [("partition", ["iid", "Dir(0.5)"]), ("attack", ["flip"]), ("defence", ["FedAvg", "median"])]
+    index = {
+        "name": "defences",
+        "factors": [{"key": k, "short": k, "labels": labels} for k, labels in factors],
+        "seeds": [0],
+        "tune": [],
+        "runs": [{**r, "status": "finished"} for r in runs],
+    }
+    (d / "sweep.json").write_text(json.dumps(index))
+    view = load_sweep(d)
+    ax = accuracy_vs_heterogeneity_figure(view, "tv_mean").axes[0]
+    means = _means(ax)
+    assert list(means) == ["FedAvg", "median"] and ax.get_legend().get_title().get_text() == "defence"
+    assert list(means["median"].lines[0].get_xdata()) == pytest.approx([TV["iid"], TV["Dir(0.5)"]])
+    assert [t.get_text() for t in next(iter(ax.child_axes)).get_xticklabels()] == ["iid", "Dir(0.5)"]
+    drops = {(x.series, x.setting): x.drop for x in accuracy_drops(view)}
+    assert drops == {("FedAvg", ("Dir(0.5)",)): pytest.approx(0.3), ("median", ("Dir(0.5)",)): pytest.approx(0.15)}
+    assert "| setting | FedAvg | median |" in report(d).read_text()
+    fig = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)")
+    # the attack, one value, above the panels; each panel's title only what tells it apart
+    assert fig.get_suptitle() == "attack=flip"
+    assert [ax.get_title() for ax in fig.axes] == ["fedavg, defence=FedAvg", "fedmedian, defence=median"]
