@@ -344,7 +344,7 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
                     colors[lbl],
                     lbl,
                     marker=markers[lbl],
-                    where=title if ncols > 1 else "",
+                    where=panel_key(layout, combo),
                 )
                 drawn = drawn or bool(vals or curves)
                 shown += vals
