@@ -427,8 +427,11 @@ def party_distribution_figure(view: SweepView, layout: Layout) -> Figure | None:
     if not runs:
         return None
     combos = layout.panel_combos() or [()]
-    nrows, ncols = panel_grid(len(combos))
-    fig = new_figure(max(5.0, 0.9 * len(layout.series_labels(view)) + 2) * ncols, 3.8 * nrows)
+    n_boxes = 2 * len(layout.series_labels(view))  # at most: each algorithm, and its +FT
+    # many boxes: one panel a row, stacked (side by side they made a strip 22 in wide and 4 high)
+    ncols = 1 if len(layout.series_labels(view)) > 5 else panel_grid(len(combos))[1]
+    nrows = math.ceil(len(combos) / ncols)
+    fig = new_figure(min(10.0, max(5.0, 0.55 * n_boxes + 1.5)) * ncols, 3.6 * nrows + 0.4)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     drawn = False
     for i, combo in enumerate(combos):
@@ -450,7 +453,9 @@ def party_distribution_figure(view: SweepView, layout: Layout) -> Figure | None:
         if boxes:
             drawn = True
             ax.boxplot(list(boxes.values()), tick_labels=list(boxes), showmeans=True)
-            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=9)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
         ax.set_title(panel_title(view, layout, combo, in_panel))
         ax.set_ylabel("party's test accuracy (%)")
         ax.grid(alpha=0.3, axis="y")

@@ -650,3 +650,22 @@ def test_a_sweep_without_a_strategy_factor_compares_its_varying_factor_across_pa
     # the attack, one value, above the panels; each panel's title only what tells it apart
     assert fig.get_suptitle() == "attack=flip"
     assert [ax.get_title() for ax in fig.axes] == ["fedavg, defence=FedAvg", "fedmedian, defence=median"]
+
+
+def test_per_party_boxes_of_many_algorithms_stack_their_panels_in_a_printable_shape(tmp_path):
+    """Ten algorithms x two settings: one panel a row (side by side they made a strip
+    22 in wide and 3.8 high, its labels unreadable at a column's width)."""
+    d = tmp_path / "personal"
+    algorithms = ["fedavg", "fedprox", "scaffold", "fednova", "moon", "fedbn"]
+    for strategy in algorithms:
+        for part in ("iid", "Dir(0.5)"):
+            run = d / f"{strategy}-{part}"
+            fabricate_run(run, strategy, part, 0, 0.8)
+            _add_parties(run, [0.5, 0.6], [0.9, 0.95])
+    view = load_sweep(d)
+    fig = party_distribution_figure(view, layout_of(view))
+    width, height = fig.get_size_inches()
+    assert width / height <= 1.5 and width <= 10
+    top, bottom = fig.axes
+    assert top.get_position().y0 > bottom.get_position().y1  # stacked, not side by side
+    assert sorted(t.get_text() for t in top.get_xticklabels()) == sorted(algorithms)
