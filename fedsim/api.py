@@ -114,9 +114,15 @@ def newest_unfinished_run(cfg: ExperimentConfig, root: Path = RUNS) -> Path:
     )
 
 
-def resolve_run_dir(cfg: ExperimentConfig, out: str | Path | None, resume: bool) -> tuple[Path, bool]:
+def resolve_run_dir(
+    cfg: ExperimentConfig, out: str | Path | None, resume: bool, overwrite: bool = False
+) -> tuple[Path, bool]:
     """The run directory of a run, and whether ``resume`` chose it (no ``out``: the
-    newest unfinished run of the config, :func:`newest_unfinished_run`)."""
+    newest unfinished run of the config, :func:`newest_unfinished_run`). ``resume`` and
+    ``overwrite`` together are refused: one continues a run, the other deletes it, and
+    fedsim must never pick a directory to delete."""
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite contradict each other (continue a run, or replace it); give one")
     if out is not None:
         return Path(out), False
     if resume:
@@ -155,7 +161,7 @@ def run(
     """
     cfg = load_config(config, overrides)
     quiet_flower()
-    run_dir, chosen = resolve_run_dir(cfg, out, resume)
+    run_dir, chosen = resolve_run_dir(cfg, out, resume, overwrite)
     if chosen:
         log.info("--resume without --out: continuing the newest unfinished run of this config, '%s'", run_dir)
     with open_run(cfg, run_dir, resume=resume, overwrite=overwrite) as opened:

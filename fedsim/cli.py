@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     cfg = load_config(args.config, args.overrides)
     # chosen before the run starts, so that an interrupt can name it (continue_command)
-    args.run_dir, chosen = resolve_run_dir(cfg, args.out, args.resume)
+    args.run_dir, chosen = resolve_run_dir(cfg, args.out, args.resume, args.overwrite)
     if chosen:
         console.print(
             f"--resume: continuing the newest unfinished run of this config, {args.run_dir}",

@@ -94,6 +94,9 @@ def test_resume_without_out_refuses_when_nothing_is_unfinished_and_extends_a_rai
         "or leave out --resume to start a new run"
     )
     assert not (tmp_path / "runs").exists()  # refused before anything was written
+    # with --overwrite as well, fedsim would pick a directory to delete: refused, whatever --out
+    assert main(["run", path, "--resume", "--overwrite", "--quiet"]) == 2
+    assert "--resume and --overwrite contradict each other" in capsys.readouterr().err
     done = fedsim.run(path).run_dir
     capsys.readouterr()
     assert main(["run", path, "--resume", "--quiet"]) == 2
