@@ -105,7 +105,7 @@ def fixed_settings(view: SweepView, layout: Layout) -> str:
     return ", ".join(_setting(view, f.key, f.short, f.labels[0]) for f in layout.panels if len(f.labels) == 1)
 
 
-def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo], width: int = 40) -> str:
+def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo], width: int = 36) -> str:
     """What a panel's runs share: its settings that vary between panels (``lr=0.1``; a
     partition label as it is, ``Dir(0.5)``; the fixed ones are :func:`fixed_settings`),
     plus the strategy and the partition when all its runs have the same one and the lines

@@ -29,6 +29,12 @@ def has_privacy(view: SweepView) -> bool:
     return any(r.value("privacy_mode") for r in finished_runs(view))
 
 
+def _partition_order(view: SweepView, parts: set[str]) -> list[str]:
+    """The partitions in the sweep's order (IID first as in its tables), the rest sorted."""
+    order = [lbl for f in partition_factors(view) for lbl in f.labels]
+    return sorted(parts, key=lambda p: (order.index(p) if p in order else len(order), p))
+
+
 def privacy_points(view: SweepView) -> list[dict]:
     """One row per setting: partition, strategy, mode, sigma, epsilon, delta, accuracy (%), seeds."""
     groups: dict[tuple, list[RunInfo]] = defaultdict(list)
@@ -53,9 +59,16 @@ def privacy_points(view: SweepView) -> list[dict]:
             }
         )
     order = {"none": 0}
+    parts = _partition_order(view, {r["partition"] for r in rows})
     return sorted(
         rows,
-        key=lambda r: (r["partition"], r["strategy"], order.get(r["mode"], 1), r["mode"], -(r["sigma"] or 0)),
+        key=lambda r: (
+            parts.index(r["partition"]),
+            r["strategy"],
+            order.get(r["mode"], 1),
+            r["mode"],
+            -(r["sigma"] or 0),
+        ),
     )
 
 
@@ -93,12 +106,6 @@ def _x_plain(ax: Axes) -> None:
     ax.xaxis.set_minor_formatter(Plain(minor_thresholds=(2, 0.5)))
 
 
-def _partition_order(view: SweepView, parts: set[str]) -> list[str]:
-    """The partitions in the sweep's order (IID first as in its tables), the rest sorted."""
-    order = [lbl for f in partition_factors(view) for lbl in f.labels]
-    return sorted(parts, key=lambda p: (order.index(p) if p in order else len(order), p))
-
-
 def privacy_figure(view: SweepView) -> Figure | None:
     """Accuracy against epsilon (log axis), one panel per partition, one line per
     strategy and privacy mode through its noise levels, each point labelled with its
@@ -113,7 +120,7 @@ def privacy_figure(view: SweepView) -> Figure | None:
     refs = sorted({p["strategy"] for p in points if p["mode"] == "none"})
     colors = colors_of([f"{s}, {m}" for s, m in series] + [f"{s}, none" for s in refs])
     for ax, part in zip(axes, parts):
-        for strat, mode in series:
+        for j, (strat, mode) in enumerate(series):
             mine = sorted(
                 (p["epsilon"], p["accuracy"], p["sigma"], p["diverged"])
                 for p in points
@@ -125,11 +132,11 @@ def privacy_figure(view: SweepView) -> Figure | None:
                 color = colors[f"{strat}, {mode}"]
                 ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-", color=color, label=f"{strat}, {mode}")
                 for eps, acc, sigma, _ in mine:  # which noise gave which point
-                    if sigma is not None:
+                    if sigma is not None:  # above the point, or below for every other series (they meet)
                         ax.annotate(
                             f"σ={sigma:g}",
                             (eps, acc),
-                            xytext=(4, 4),
+                            xytext=(4, 4 if j % 2 == 0 else -12),
                             textcoords="offset points",
                             fontsize=8,
                             color=color,
