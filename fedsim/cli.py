@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -166,15 +167,25 @@ def _console():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .api import run
+    from .api import resolve_run_dir, run
+    from .config import load_config
     from .server import RunHooks
 
     console = _console()
+    cfg = load_config(args.config, args.overrides)
+    # chosen before the run starts, so that an interrupt can name it (continue_command)
+    args.run_dir, chosen = resolve_run_dir(cfg, args.out, args.resume, args.overwrite)
+    if chosen:
+        console.print(
+            f"--resume: continuing the newest unfinished run of this config, {args.run_dir}",
+            style="dim",
+            soft_wrap=True,
+        )
     progress = None
     task: dict = {}
 
     def on_open(run_dir: Path) -> None:
-        console.print(f"run directory: {run_dir}", style="dim")
+        console.print(f"run directory: {run_dir}", style="dim", soft_wrap=True)  # a path is never broken
 
     def on_note(line: str) -> None:
         console.print(line, style="dim")
@@ -190,6 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if progress is None:
             return
         status = []
+        if row.get("personal_accuracy_wmean") is not None:  # a personalised run: its own models first
+            status.append(f"own models {row['personal_accuracy_wmean']:.4f}")
         if row.get("test_accuracy") is not None:
             status.append(f"test acc {row['test_accuracy']:.4f}")
         if row.get("attack_success_rate") is not None:
@@ -218,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     hooks = RunHooks(on_open=on_open, on_start=on_start, on_round=on_round, on_note=on_note)
     try:
-        result = run(args.config, args.overrides, args.out, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
+        result = run(cfg, out=args.run_dir, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     finally:
         if progress is not None and task:  # stopping a progress that never started prints a blank line
             progress.stop()
@@ -239,17 +252,48 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+#: the parties' own test data (``eval.local_test``): what a personalised run is for, so
+#: its headline, before the global model's test accuracy
+PARTY_KEYS = (
+    "personal_test_accuracy",
+    "personal_test_accuracy_worst10",
+    "finetune_test_accuracy",
+    "finetune_test_accuracy_worst10",
+    "local_test_accuracy",
+    "local_test_accuracy_worst10",
+    "holdout_personal_test_accuracy",
+    "holdout_finetune_test_accuracy",
+    "holdout_local_test_accuracy",
+)
+PARTY_CAPTION = (
+    "On the parties' own test data, pooled: personal_ each party's own model, finetune_ the global model "
+    "fine-tuned by each party, local_ the global model (holdout_: parties that never trained). "
+    "test_: the global model on the test set."
+)
+
+
 def _print_summary(console, summary: dict, run_dir: Path) -> None:
+    """The run's summary table: its status, for runs with ``eval.local_test`` the accuracy
+    on the parties' own test data first (a personalised run's headline), then the global
+    model's on the test set, privacy, attack and partition measures; then the run
+    directory on a line of its own."""
     from rich.table import Table
 
-    table = Table(title=f"fedsim run: {run_dir}", show_header=True)
+    from .plots import partition_label
+
+    party = [k for k in PARTY_KEYS if summary.get(k) is not None]
+    # the path is not in the title: rich wraps a title to the table's width
+    title = f"fedsim run: {summary.get('strategy')}, {partition_label(summary.get('partition') or {})}"
+    table = Table(title=title, show_header=True, caption=PARTY_CAPTION if party else None, caption_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    status = summary.get("status") or "finished"
+    if status == "diverged":
+        status = f"diverged in round {summary.get('diverged_round')}"
+    table.add_row("status", status)
+    for key in ("strategy", "dataset", "model", "rounds", *party):
+        table.add_row(key, _fmt(summary.get(key)))
     for key in (
-        "strategy",
-        "dataset",
-        "model",
-        "rounds",
         "test_accuracy",
         "best_test_accuracy",
         "test_f1_macro",
@@ -272,6 +316,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
         if key in het:
             table.add_row(f"partition {key}", _fmt(het[key]))
     console.print(table)
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -473,10 +518,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(result.table_markdown)
     if result.selection_markdown:
         print(result.selection_markdown)
-    print(f"{result.n_finished} finished, {result.n_failed} failed in {result.wall_time_s:.1f} s: {result.sweep_dir}")
+    print(
+        f"{result.n_finished} finished, {result.n_diverged} diverged, {result.n_failed} failed "
+        f"in {result.wall_time_s:.1f} s: {result.sweep_dir}"
+    )
     for row in result.rows:
         if row.get("status") == "failed":
             print(f"  failed: {row['run']}: {row.get('error')}")
+        elif row.get("status") == "diverged":  # a result, marked † in the tables: which run, when, why
+            print(f"  diverged: {row['run']}: round {row.get('diverged_round')}: {row.get('divergence_reason')}")
     return 0 if result.n_failed == 0 else 1
 
 
@@ -545,10 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"fedsim: error: {exc}\n")
         return exc.exit_code
     except Terminated:
-        sys.stderr.write("fedsim: terminated (SIGTERM); continue with --resume\n")
+        sys.stderr.write(f"fedsim: terminated (SIGTERM); {continue_command(args)}\n")
         return 143
     except KeyboardInterrupt:
-        sys.stderr.write("fedsim: interrupted; continue with --resume\n")
+        sys.stderr.write(f"fedsim: interrupted; {continue_command(args)}\n")
         return 130
     except MemoryError:
         if debug:
@@ -563,6 +613,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def continue_command(args: argparse.Namespace) -> str:
+    """How to go on after an interrupt: the command that resumes what was stopped, with
+    the run directory named (a run without ``--out`` lives in a timestamped one)."""
+    if args.command == "run":
+        run_dir = getattr(args, "run_dir", None) or args.out
+        if run_dir is None:  # stopped before the directory was chosen: nothing was written
+            return "nothing was written; run the command again"
+        words = ["fedsim", "run", args.config, *args.overrides, "--out", str(run_dir), "--resume"]
+        words += ["--quiet"] if args.quiet else []
+    elif args.command in ("sweep", "tune"):
+        words = ["fedsim", args.command, getattr(args, args.command)]
+        words += ["--out", args.out] if args.out else []
+        words += ["--workers", str(args.workers)] if args.workers != 1 else []
+        if args.command == "sweep":
+            words += ["--select-by", args.select_by] if args.select_by else []
+            words += ["--folds", str(args.folds)] if args.folds else []
+        words += ["--resume"] + (["--quiet"] if args.quiet else [])
+    else:
+        return "nothing to resume"
+    return f"continue with: {shlex.join(words)}"
 
 
 def _is_main_thread() -> bool:

@@ -24,7 +24,12 @@ RUN_PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "accuracy",
         "linear",
         [
-            ("test_accuracy", "test"),
+            # with eval.local_test the parties' own test data (pooled) first: a personalised
+            # run's own models are what it is for, its global model often far below them
+            ("personal_accuracy_wmean", "own models (parties' test data)"),
+            ("finetune_accuracy_wmean", "global model fine-tuned (parties' test data)"),
+            ("local_accuracy_wmean", "global model (parties' test data)"),
+            ("test_accuracy", "test (global model)"),
             ("train_accuracy", "train (global model)"),
             ("val_accuracy", "local validation"),
             ("attack_success_rate", "attack success rate"),
@@ -93,10 +98,15 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for r in rows:
         v = r.get(key)
-        if v is not None:
+        if v is not None and not r.get("aborted"):
             xs.append(r["round"])
             ys.append(v)
     return xs, ys
+
+
+def diverged_round(rows: list[dict]) -> int | None:
+    """The first round a run's records mark as diverged (README "Reliability"), or None."""
+    return next((int(r["round"]) for r in rows if r.get("diverged")), None)
 
 
 def run_figures(rows: list[dict], title: str = "") -> dict[str, Figure]:
@@ -108,7 +118,7 @@ def run_figures(rows: list[dict], title: str = "") -> dict[str, Figure]:
 
     out: dict[str, Figure] = {}
     for fname, (ylabel, yscale, series) in RUN_PANELS.items():
-        fig = Figure(figsize=(6, 4))
+        fig = Figure(figsize=(7.5, 4))
         FigureCanvasAgg(fig)
         ax = fig.subplots()
         drawn = False
@@ -118,6 +128,9 @@ def run_figures(rows: list[dict], title: str = "") -> dict[str, Figure]:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
                 drawn = True
         if drawn:
+            at = diverged_round(rows)
+            if at is not None:  # where the numbers stop meaning training: marked, not hidden
+                ax.axvline(at, color="crimson", linestyle=":", linewidth=1.2, label=f"diverged (round {at})")
             ax.set_title(title)
             ax.set_xlabel("round")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -126,7 +139,8 @@ def run_figures(rows: list[dict], title: str = "") -> dict[str, Figure]:
                 log_y_axis(ax)
             else:
                 ax.grid(alpha=0.3)
-            ax.legend()
+            # right of the axes: inside, the legend covers whichever curve runs through its corner
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
             fig.tight_layout()
             out[fname] = fig
     return out

@@ -175,11 +175,13 @@ class Recorder:
             row["diverged"] = reason
             if self.diverged is None:
                 self.diverged = {"round": server_round, "reason": reason}
+                # the run's directory in the line: a sweep's workers log into one terminal
                 log.warning(
-                    "run diverged in round %d: %s (federation.on_divergence: %s)",
+                    "run diverged in round %d: %s (federation.on_divergence: %s; run %s)",
                     server_round,
                     reason,
                     "stop" if stop else cfg.federation.on_divergence,
+                    self.store.root.name,
                 )
         if rl.eval_outcomes:
             accs = [o.metrics.get("val_accuracy") for o in rl.eval_outcomes]

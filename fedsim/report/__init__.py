@@ -19,11 +19,13 @@
   label distribution of each partition setting (its first seed).
 
 Reading the directories is :mod:`.load`, the drop against IID :mod:`.drops`, the
-figures :mod:`.figures`; this module writes the Markdown.
+curves over rounds :mod:`.curves`, the other figures :mod:`.figures`; this module
+writes the Markdown.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,16 +35,15 @@ from matplotlib.figure import Figure
 from ..errors import RunDirError
 from ..plots import plot_run
 from ..store import RunStore, atomic_write_text, read_json
-from ..sweeps import INDEX_FILE, attack_table, make_table, personal_table
+from ..sweeps import DONE, INDEX_FILE, attack_table, make_table, personal_table
+from .curves import curves_figure, model_heterogeneity_figure
 from .drops import DropRow, accuracy_drops, drop_table
 from .figures import (
     MEASURE_AXIS,
     accuracy_vs_heterogeneity_figure,
-    curves_figure,
     drops_figure,
     fig_name,
     label_distribution,
-    model_heterogeneity_figure,
     off_axis_settings,
     party_distribution_figure,
     save_figure,
@@ -72,6 +73,17 @@ def _img(rel: str, alt: str) -> str:
     return f"![{alt}]({rel})"
 
 
+def _cut_caption(cut: list[str]) -> str:
+    """The words for the diverged runs a figure's y axis leaves out."""
+    if not cut:
+        return ""
+    n = len(cut)
+    return (
+        f" The y axis covers the runs that did not diverge: {n} diverged run{'s' if n > 1 else ''} "
+        f"({', '.join(cut)}) leave{'' if n > 1 else 's'} it where the triangle is."
+    )
+
+
 def _save(fig: Figure | None, path: Path) -> bool:
     """Write ``fig`` to ``path`` if there is one; whether there was."""
     if fig is None:
@@ -86,19 +98,23 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     layout = layout_of(view)
     figs = sweep_dir / FIGURES
     figs.mkdir(exist_ok=True)
-    finished = finished_runs(view)
-    failed = [r for r in view.runs if r.status != "finished"]
+    ended = finished_runs(view)
+    diverged = [r for r in ended if r.diverged]
+    failed = [r for r in view.runs if r.status not in DONE]
     md = [f"# Sweep report: {view.name}", ""]
     md.append(
-        f"{len(view.runs)} runs: {len(finished)} finished, {len(failed)} not finished"
+        f"{len(view.runs)} runs: {len(ended) - len(diverged)} finished, {len(diverged)} diverged, "
+        f"{len(failed)} not finished"
         + (f"; seeds {view.seeds}" if view.seeds else "")
         + "."
+        + (" Every mean that includes a diverged run is marked † (see Diverged runs)." if diverged else "")
     )
     md += ["", "## Results", ""]
     rows = [
         {
             **r.factors,
             "status": r.status,
+            "diverged_round": r.diverged_round,
             **{
                 k: r.value(k)
                 for k in (
@@ -116,6 +132,21 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         for r in view.runs
     ]
     md.append(make_table(rows, view.factors, view.seeds))
+    if diverged:
+        md += [
+            "## Diverged runs",
+            "",
+            "Their accuracies are in the means marked †; fedsim stopped each at the round named "
+            "(`federation.on_divergence: stop`) or trained on and kept the mark (`continue`).",
+            "",
+            "| run | round | reason | final test accuracy (%) |",
+            "| --- | ---: | --- | ---: |",
+        ]
+        for r in diverged:
+            acc = r.value("test_accuracy")
+            reason = str(r.value("divergence_reason") or "").replace("|", "/")
+            md.append(f"| {r.name} | {r.diverged_round} | {reason} | {'–' if acc is None else f'{100 * acc:.2f}'} |")
+        md.append("")
     attacked = attack_table(rows, view.factors, view.seeds)
     if attacked is not None:
         md += ["## Attacks and defences", "", attacked]
@@ -125,7 +156,8 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         if _save(party_distribution_figure(view, layout), figs / "party_accuracy.png"):
             md += [
                 "Each party's accuracy on its own test data after the last round (its own model; +FT: the global "
-                "model fine-tuned; (global): the global model), every seed's parties pooled; the triangle is the mean.",
+                "model fine-tuned; (global): the global model), every seed's parties pooled; the triangle is the mean"
+                + ("; † a box pools the parties of a diverged run." if diverged else "."),
                 "",
                 _img(f"{FIGURES}/party_accuracy.png", "per-party accuracy"),
                 "",
@@ -150,10 +182,16 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     by = f", one line per {layout.series.short}" if layout.series is not None else ""
     panels = f"one panel per {' / '.join(f.short for f in layout.panels)}" if layout.panels else "one panel"
     band = f"Mean over seeds with a ± sample-std band; {panels}{by}."
+    if diverged:
+        band = (
+            f"Mean over the seeds that did not diverge, with a ± sample-std band; {panels}{by}. A diverged run "
+            "is not in the mean: it is its own thin line with an X at the round it diverged."
+        )
     ok = _save(
         curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png"
     )
     fig("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
+    cut: list[str] = []
     ok = _save(
         curves_figure(
             view,
@@ -161,6 +199,7 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
             [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")],
             "loss (log scale)",
             yscale="log",
+            cut=cut,
         ),
         figs / "loss_curves.png",
     )
@@ -168,21 +207,26 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         "Loss over rounds",
         "loss_curves.png",
         ok,
-        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band,
+        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band + _cut_caption(cut),
     )
     fname = f"accuracy_vs_{fig_name(measure)}.png"
-    ok = _save(accuracy_vs_heterogeneity_figure(view, layout, measure), figs / fname)
+    ok = _save(accuracy_vs_heterogeneity_figure(view, measure), figs / fname)
     off = off_axis_settings(view, measure)
+    points = (
+        " Dots are runs; a square with an error bar is a setting's mean ± sample std over seeds (settings named "
+        "above the axes, not joined: they are different partitions)"
+        + ("; x: a diverged run, † a mean that includes one." if diverged else ".")
+    )
     if measure == "beta":
         title = "Accuracy against the Dirichlet concentration beta"
         caption = (
             "Final test accuracy against beta, the concentration of the partition's Dirichlet draw: the higher, the "
-            "closer to IID. IID runs (beta -> infinity) stand at the right edge."
+            "closer to IID. IID runs (beta -> infinity) stand at the right edge." + points
         )
         missing = "No run has a Dirichlet beta."
     else:
         title = f"Accuracy against data heterogeneity ({measure})"
-        caption = f"Final test accuracy against {MEASURE_AXIS.get(measure, measure)}."
+        caption = f"Final test accuracy against {MEASURE_AXIS.get(measure, measure)}." + points
         missing = f"No run reports the heterogeneity measure '{measure}'."
     if off:
         caption += f" Not on this axis: {'; '.join(off)}."
@@ -201,11 +245,25 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     md += ["## Accuracy drop relative to IID", ""]
     if drops:
         _save(drops_figure(drops, view), figs / "accuracy_drop.png")
-        md += [drop_table(drops, view), _img(f"{FIGURES}/accuracy_drop.png", "accuracy drop vs IID"), ""]
+        md += [
+            drop_table(drops, view),
+            "Error bars: the sample std over seeds of the paired drop"
+            + ("; a hatched bar with † includes a diverged run." if any(d.diverged for d in drops) else "."),
+            "",
+            _img(f"{FIGURES}/accuracy_drop.png", "accuracy drop vs IID"),
+            "",
+        ]
     else:
         md += ["No IID setting in this sweep: no drop to compute.", ""]
-    ok = _save(model_heterogeneity_figure(view, layout), figs / "model_heterogeneity.png")
-    fig("Model heterogeneity over rounds", "model_heterogeneity.png", ok)
+    cut = []
+    ok = _save(model_heterogeneity_figure(view, layout, cut), figs / "model_heterogeneity.png")
+    fig(
+        "Model heterogeneity over rounds",
+        "model_heterogeneity.png",
+        ok,
+        caption="Client drift (mean distance of the client models to the aggregate, relative), mean pairwise cosine "
+        "of the updates and gradient diversity, each round. " + band + _cut_caption(cut),
+    )
     # label distributions: one per partition setting, from its first finished (lowest-seed) run
     md += ["## Label distribution", ""]
     pf = partition_factors(view)
@@ -214,6 +272,8 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         key = tuple(r.factors.get(f.key) for f in pf)
         if key not in settings and (r.path / "partition.json").exists():
             settings[key] = r
+    order = {combo: i for i, combo in enumerate(itertools.product(*[f.labels for f in pf]))}
+    settings = dict(sorted(settings.items(), key=lambda kv: order.get(kv[0], len(order))))
     if not pf and settings:
         settings = dict(list(settings.items())[:1])
     for key, r in settings.items():
@@ -243,6 +303,8 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
 
 _RUN_KEYS = (
     "status",
+    "diverged_round",
+    "divergence_reason",
     "strategy",
     "dataset",
     "model",

@@ -1,6 +1,7 @@
-"""The sweep report's matplotlib figures: curves over rounds, accuracy against a
-heterogeneity measure, the accuracy drop against IID, model heterogeneity, the
-per-party accuracy distribution, and the label distributions.
+"""The sweep report's matplotlib figures: accuracy against a heterogeneity measure,
+the accuracy drop against IID, the per-party accuracy distribution, the label
+distributions, and the helpers every figure shares (the curves over rounds are
+:mod:`.curves`).
 
 Each ``*_figure`` function builds and returns a :class:`matplotlib.figure.Figure` (None
 when there is nothing to draw) on its own Agg canvas, without pyplot's global state, so
@@ -10,9 +11,11 @@ that a test can read what is drawn (lines, labels, scales, legend boxes);
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import shutil
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,28 +24,46 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.transforms import ScaledTranslation
 
 from partitioners import plot_label_distribution
 
-from ..plots import log_y_axis
 from ..store import read_jsonl
 from ..sweeps import STRATEGY_FACTORS, mean_std
 from .drops import DropRow, drop_grid
 from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, partition_factors, read_json_or_none
 
-HETEROGENEITY_SERIES = (
-    ("client_drift_mean", "client drift (mean)"),
-    ("update_cosine_mean", "update cosine (mean)"),
-    ("gradient_diversity", "gradient diversity"),
-)
 
+def new_figure(width: float, height: float, constrained: bool = False) -> Figure:
+    """An empty figure on its own Agg canvas (no pyplot state to leak or close).
 
-def new_figure(width: float, height: float) -> Figure:
-    """An empty figure on its own Agg canvas (no pyplot state to leak or close)."""
-    fig = Figure(figsize=(width, height))
+    ``constrained``: matplotlib's constrained layout, which keeps every label, title and
+    a legend placed ``"outside ..."`` inside the figure (the multi-panel figures)."""
+    fig = Figure(figsize=(width, height), layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
+
+
+#: one marker per series, so that lines that coincide (FedProx at a small mu on FedAvg)
+#: and a page printed in grey still tell the series apart
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "*", "<", ">", "h")
+
+
+#: one line style per series where the style says nothing else (one metric a panel):
+#: a dashed line over a solid one shows both where two series coincide
+SERIES_STYLES = ("-", "--", "-.", ":")
+
+
+def markers_of(labels: Sequence[str]) -> dict[str, str]:
+    """One marker per series label, in order."""
+    return {lbl: SERIES_MARKERS[i % len(SERIES_MARKERS)] for i, lbl in enumerate(labels)}
+
+
+def styles_of(labels: Sequence[str]) -> dict[str, str]:
+    """One line style per series label, in order."""
+    return {lbl: SERIES_STYLES[i % len(SERIES_STYLES)] for i, lbl in enumerate(labels)}
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
@@ -57,40 +78,41 @@ def colors_of(labels: Sequence[str]) -> dict[str, Any]:
     return {lbl: cmap(i % cmap.N) for i, lbl in enumerate(labels)}
 
 
-def aggregate_curves(runs: Sequence[RunInfo], key: str) -> tuple[list[int], list[float], list[float]]:
-    """Rounds every run recorded ``key`` in, the mean over runs and the sample std (0 for one run)."""
-    per_run = []
-    for r in runs:
-        d = {
-            int(row["round"]): float(row[key])
-            for row in r.history
-            if row.get(key) is not None and math.isfinite(float(row[key]))
-        }
-        if d:
-            per_run.append(d)
-    if not per_run:
-        return [], [], []
-    rounds = sorted(set.intersection(*[set(d) for d in per_run]))
-    means, stds = [], []
-    for x in rounds:
-        m, sd, _ = mean_std(d[x] for d in per_run)
-        means.append(m)
-        stds.append(sd or 0.0)
-    return rounds, means, stds
-
-
-def _grid(n: int) -> tuple[int, int]:
+def panel_grid(n: int) -> tuple[int, int]:
     """(rows, columns) of a grid of ``n`` panels, at most three a row."""
     ncols = min(3, max(1, n))
     return math.ceil(n / ncols), ncols
 
 
-def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo]) -> str:
-    """What a panel's runs share: its settings (``lr=0.1``; a partition label as it is,
-    ``Dir(0.5)``), plus the strategy and the partition when all its runs have the same one
-    and the lines do not already tell (``fedprox, Dir(0.5)``)."""
+def _setting(view: SweepView, key: str, short: str, label: str) -> str:
+    """``lr=0.1``; a partition label as it is (``Dir(0.5)``)."""
+    return label if key in {f.key for f in partition_factors(view)} else f"{short}={label}"
+
+
+def varying_panels(layout: Layout, combo: Sequence[str]) -> list[tuple[Any, str]]:
+    """(factor, label) of a panel's factors that take more than one value in the sweep."""
+    return [(f, label) for f, label in zip(layout.panels, combo) if len(f.labels) > 1]
+
+
+def panel_key(layout: Layout, combo: Sequence[str]) -> str:
+    """The labels that tell a panel from the others (``Dir(0.5), FedAvg``), for legend entries."""
+    return ", ".join(label for _, label in varying_panels(layout, combo))
+
+
+def fixed_settings(view: SweepView, layout: Layout) -> str:
+    """The panel factors with one value in the whole sweep (``attack=sign-flip s=10``):
+    said once above the panels, not in every panel's title."""
+    return ", ".join(_setting(view, f.key, f.short, f.labels[0]) for f in layout.panels if len(f.labels) == 1)
+
+
+def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Sequence[RunInfo], width: int = 36) -> str:
+    """What a panel's runs share: its settings that vary between panels (``lr=0.1``; a
+    partition label as it is, ``Dir(0.5)``; the fixed ones are :func:`fixed_settings`),
+    plus the strategy and the partition when all its runs have the same one and the lines
+    do not already tell (``fedprox, Dir(0.5)``); wrapped at ``width`` characters, so that
+    neighbouring panels' titles never run into each other."""
     partition_keys = {f.key for f in partition_factors(view)}
-    parts = [label if f.key in partition_keys else f"{f.short}={label}" for f, label in zip(layout.panels, combo)]
+    parts = [_setting(view, f.key, f.short, label) for f, label in varying_panels(layout, combo)]
     strategies = {r.strategy for r in runs}
     if (layout.series is None or layout.series.key not in STRATEGY_FACTORS) and len(strategies) == 1:
         parts.insert(0, strategies.pop())
@@ -101,75 +123,12 @@ def panel_title(view: SweepView, layout: Layout, combo: Sequence[str], runs: Seq
         and len(partitions) == 1
     ):
         parts.append(partitions.pop())
-    return ", ".join(parts) or combo_label(combo)
+    return textwrap.fill(", ".join(parts) or combo_label(combo), width, break_long_words=False)
 
 
-def _int_rounds(ax: Axes) -> None:
+def integer_rounds(ax: Axes) -> None:
+    """Round numbers on the x axis: integers only."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def curves_figure(
-    view: SweepView, layout: Layout, keys: Sequence[tuple[str, str, str]], ylabel: str, yscale: str = "linear"
-) -> Figure | None:
-    """One panel per setting, one line per series (mean over seeds, ± std band).
-
-    ``keys``: (metrics key, line style, legend suffix); accuracies are drawn in %.
-    ``yscale="log"`` for losses: a diverging run is then a rising line, not one spike
-    that flattens every other curve (a band reaching below zero runs off the axis).
-    """
-    runs = finished_runs(view)
-    combos = layout.panel_combos() or [()]
-    labels = layout.series_labels(view)
-    colors = colors_of(labels)
-    nrows, ncols = _grid(len(combos))
-    fig = new_figure(5 * ncols, 3.6 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    drawn = False
-    for i, combo in enumerate(combos):
-        ax = axes[i // ncols][i % ncols]
-        in_panel = [r for r in runs if layout.panel_of(r) == tuple(combo)]
-        for lbl in labels:
-            members = [r for r in in_panel if layout.series_of(r) == lbl]
-            for key, style, suffix in keys:
-                xs, ms, sds = aggregate_curves(members, key)
-                if not xs:
-                    continue
-                drawn = True
-                scale = 100 if "accuracy" in key else 1
-                ax.plot(
-                    xs,
-                    [m * scale for m in ms],
-                    style,
-                    color=colors[lbl],
-                    label=f"{lbl}{suffix}",
-                    marker="o" if len(xs) < 25 else None,
-                    ms=3,
-                )
-                if any(sds) and key == keys[0][0]:  # one band per line keeps the panel readable
-                    ax.fill_between(
-                        xs,
-                        [(m - s) * scale for m, s in zip(ms, sds)],
-                        [(m + s) * scale for m, s in zip(ms, sds)],
-                        color=colors[lbl],
-                        alpha=0.15,
-                        linewidth=0,
-                    )
-        ax.set_title(panel_title(view, layout, combo, in_panel))
-        ax.set_xlabel("round")
-        _int_rounds(ax)
-        ax.set_ylabel(ylabel)
-        if yscale == "log":
-            log_y_axis(ax)
-        else:
-            ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    for j in range(len(combos), nrows * ncols):
-        axes[j // ncols][j % ncols].axis("off")
-    if not drawn:
-        return None
-    fig.tight_layout()
-    return fig
 
 
 def het_value(r: RunInfo, measure: str) -> float | None:
@@ -216,15 +175,43 @@ def off_axis_settings(view: SweepView, measure: str) -> list[str]:
     return out
 
 
-def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: str) -> Figure | None:
-    """Final test accuracy of every run against a data-heterogeneity measure, per series.
+def comparison_series(view: SweepView) -> tuple[list[str], Any, str | None]:
+    """(labels, run -> label, legend title) of the series of a figure whose x is the
+    partition: every combination of the factors that vary and do not set the partition
+    (the strategies of a strategies x partitions sweep; the defences of a defences x
+    partitions one), or, without any, the strategies run."""
+    pf = partition_factors(view)
+    others = [f for f in view.factors if f not in pf and len(f.labels) > 1]
+    if others:
+        labels = [" / ".join(c) for c in itertools.product(*[f.labels for f in others])]
+        return (
+            labels,
+            lambda r: " / ".join(r.factors.get(f.key, "?") for f in others),
+            " / ".join(f.short for f in others),
+        )
+    return list(dict.fromkeys(r.strategy for r in view.runs)), lambda r: r.strategy, None
 
-    Dots are runs; the line joins the mean (over seeds) of each setting, sorted by the
-    setting's mean measure. For ``beta`` (a log axis) the IID runs, beta -> infinity,
-    stand at the right edge past a dashed rule, under the tick ``IID``, joined to the
-    largest beta by a dotted line. Runs without a value (``#C=1`` has no beta) are named
-    under the axes (:func:`off_axis_settings`).
+
+def partition_of(view: SweepView, r: RunInfo) -> str:
+    """A run's partition setting: its partition factors' labels (``Dir(0.5)``), else its partition."""
+    pf = partition_factors(view)
+    return " / ".join(str(r.factors.get(f.key, "?")) for f in pf) if pf else r.partition
+
+
+def accuracy_vs_heterogeneity_figure(view: SweepView, measure: str) -> Figure | None:
+    """Final test accuracy of every run against a data-heterogeneity measure, one colour
+    per series (:func:`comparison_series`: the strategies, say), one setting per partition.
+
+    Small dots are runs (an x for a diverged run); a square with an error bar is a
+    setting's mean ± sample std over seeds, at the mean of its runs' measure, and is
+    not joined to the other settings' (different partitions are not points of one
+    curve). The settings are named above the axes (with † when a diverged run is in
+    the mean). For ``beta`` (a log axis) the IID runs, beta -> infinity, stand at the
+    right edge past a dashed rule, under the tick ``IID``. Runs without a value
+    (``#C=1`` has no beta) are named under the axes (:func:`off_axis_settings`).
     """
+    from matplotlib.lines import Line2D
+
     done = [r for r in finished_runs(view) if r.value("test_accuracy") is not None]
     on_axis = [r for r in done if het_value(r, measure) is not None]
     if not on_axis:
@@ -239,56 +226,107 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, layout: Layout, measure: s
     def x_of(r: RunInfo) -> float:
         return x_iid if _on_iid_edge(r, measure) else het_value(r, measure)
 
-    labels = layout.series_labels(view)
+    labels, series_of, title = comparison_series(view)
     colors = colors_of(labels)
+    series = [lbl for lbl in labels if any(series_of(r) == lbl for r in on_axis + iid)]
+    # whether two series share a setting (strategies on one partition), which then stand side by side
+    settings_of = [{partition_of(view, r) for r in on_axis + iid if series_of(r) == lbl} for lbl in series]
+    shared = any(a & b for i, a in enumerate(settings_of) for b in settings_of[i + 1 :])
     off = off_axis_settings(view, measure)
-    fig = new_figure(6.5, 4.2 + (0.3 if off else 0.0))
+    fig = new_figure(7.5, 4.6 + (0.3 if off else 0.0), constrained=True)
     ax = fig.subplots()
     handles = []
-    for lbl in labels:
-        members = [r for r in on_axis + iid if layout.series_of(r) == lbl]
-        if not members:
-            continue
-        ax.scatter(
-            [x_of(r) for r in members],
-            [100 * r.value("test_accuracy") for r in members],
-            color=colors[lbl],
-            alpha=0.45,
-            s=18,
-        )
-        pts, edge = [], []
-        for combo in layout.panel_combos() or [()]:
-            group = [r for r in members if layout.panel_of(r) == tuple(combo)]
+    settings: dict[str, list[float]] = {}  # a setting's name -> the x of its means (one per series)
+    marked: set[str] = set()
+    for lbl in series:
+        members = [r for r in on_axis + iid if series_of(r) == lbl]
+        for group, marker, size in (
+            ([r for r in members if not r.diverged], "o", 16),
+            ([r for r in members if r.diverged], "x", 36),
+        ):
             if group:
-                x, _, _ = mean_std(x_of(r) for r in group)
-                y, _, _ = mean_std(r.value("test_accuracy") for r in group)
-                (edge if all(_on_iid_edge(r, measure) for r in group) else pts).append((x, 100 * y))
+                ax.scatter(
+                    [x_of(r) for r in group],
+                    [100 * r.value("test_accuracy") for r in group],
+                    color=colors[lbl],
+                    alpha=0.5,
+                    s=size,
+                    marker=marker,
+                    linewidths=1.2 if marker == "x" else 0,
+                    gid="diverged" if marker == "x" else None,
+                )
+        pts = []
+        for name in dict.fromkeys(partition_of(view, r) for r in members):
+            group = [r for r in members if partition_of(view, r) == name]
+            x, _, _ = mean_std(x_of(r) for r in group)
+            y, sd, _ = mean_std(r.value("test_accuracy") for r in group)
+            settings.setdefault(name, []).append(x)
+            if any(r.diverged for r in group):
+                marked.add(name)
+            pts.append((x, 100 * y, 100 * sd if sd is not None else 0.0))
         pts.sort()
-        if pts:
-            handles += ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=colors[lbl], label=lbl, ms=4)
-        if edge:
-            ax.plot([p[0] for p in edge], [p[1] for p in edge], "D", color=colors[lbl], label=f"{lbl} (IID)", ms=5)
-            if pts:  # IID is the limit beta -> infinity of the line
-                ax.plot([pts[-1][0], edge[0][0]], [pts[-1][1], edge[0][1]], ":", color=colors[lbl])
+        means = ax.errorbar(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            yerr=[p[2] for p in pts],
+            fmt="s",
+            linestyle="none",
+            color=colors[lbl],
+            ms=6,
+            mec="black",
+            mew=0.5,
+            capsize=3,
+            elinewidth=1,
+            label=lbl,
+        )
+        # side by side, a few points apart, where series share a setting (the same partition
+        # gives every strategy the same measure: one square would hide the others); the data
+        # stay at their measure, only the drawing moves
+        if shared:
+            shift = ScaledTranslation((len(handles) - (len(series) - 1) / 2) * 6 / 72, 0, fig.dpi_scale_trans)
+            for artist in [means.lines[0], *means.lines[1], *means.lines[2]]:
+                artist.set_transform(ax.transData + shift)
+        handles.append(means)
+    names = {n: f"{n} †" if n in marked else n for n in settings}
     if measure == "beta":
         ax.set_xscale("log")
-        ticks, names = list(xs), [f"{x:g}" for x in xs]
+        ticks, tick_names = list(xs), [f"{x:g}" for x in xs]
         if x_iid is not None:
             ax.axvline(math.sqrt(xs[-1] * x_iid), color="gray", linestyle="--", linewidth=0.8)
             ticks.append(x_iid)
-            names.append("IID")
-        ax.set_xticks(ticks, names)  # the settings' betas: log-axis minor ticks would label values nobody ran
+            tick_names.append("IID")
+        ax.set_xticks(ticks, tick_names)  # the settings' betas: log-axis minor ticks would label values nobody ran
         ax.xaxis.set_minor_locator(NullLocator())
+    # the settings by name above the axes, at the mean of their means' x
+    top = ax.secondary_xaxis("top")
+    where = sorted((sum(v) / len(v), names[n]) for n, v in settings.items())
+    top.set_xticks([w for w, _ in where], [n for _, n in where], fontsize=8, rotation=30 if len(where) > 4 else 0)
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(length=3)
     ax.set_xlabel(MEASURE_AXIS.get(measure, measure))
     ax.set_ylabel("final test accuracy (%)")
     ax.grid(alpha=0.3)
+    extra = [Line2D([], [], marker="o", color="gray", alpha=0.5, linestyle="none", ms=4)]
+    extra_labels = ["a run"]
+    extra.append(Line2D([], [], marker="s", color="gray", mec="black", mew=0.5, linestyle="none", ms=6))
+    extra_labels.append("mean ± sample std over seeds")
+    if any(r.diverged for r in on_axis + iid):
+        extra.append(Line2D([], [], marker="x", color="gray", linestyle="none", ms=6, mew=1.2))
+        extra_labels.append("a diverged run († its setting's mean includes it)")
     if handles:
-        ax.legend(handles=handles, fontsize=8)
+        ax.legend(
+            handles + extra,
+            [h.get_label() for h in handles] + extra_labels,
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            title=title,
+            title_fontsize=8,
+        )
     if off:
+        fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
         fig.text(0.01, 0.01, "not on this axis: " + "; ".join(off), fontsize=7, color="dimgray", ha="left", va="bottom")
-        fig.tight_layout(rect=(0, 0.05, 1, 1))
-    else:
-        fig.tight_layout()
     return fig
 
 
@@ -301,17 +339,59 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
     fig = new_figure(max(5.0, 1.2 * len(keys) * max(1, len(series)) / 2 + 2) + 1.5, 4)  # + 1.5 in for the legend
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
+    marked = False
     for j, s in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(keys))]
-        ys = [100 * by[(c, st, s)].drop if (c, st, s) in by else 0.0 for c, st in keys]
-        ax.bar(xs, ys, width=width, color=colors[s], label=s)
+        cells = [by.get((c, st, s)) for c, st in keys]
+        ys = [100 * d.drop if d is not None else 0.0 for d in cells]
+        # the error bar: sample std over seeds of the paired drop (none under two seeds)
+        err = [100 * d.std if d is not None and d.std is not None else 0.0 for d in cells]
+        bars = ax.bar(
+            xs,
+            ys,
+            width=width,
+            color=colors[s],
+            label=s,
+            yerr=err if any(err) else None,
+            capsize=3,
+            error_kw={"elinewidth": 1, "ecolor": "black"},
+        )
+        for bar, d in zip(bars, cells):
+            if d is not None and d.diverged:  # a mean with a diverged run in it: hatched and marked
+                marked = True
+                bar.set_hatch("//")
+                bar.set_edgecolor("black")
+                top = bar.get_height() + (100 * d.std if d.std is not None else 0.0)
+                ax.annotate(
+                    "†",
+                    (bar.get_x() + bar.get_width() / 2, top),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=10,
+                )
+    if marked:
+        ax.margins(y=0.12)  # room above the tallest error bar for its †
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([" / ".join(c + st) for c, st in keys], rotation=20, ha="right")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("accuracy drop vs IID (pp)")
     ax.grid(axis="y", alpha=0.3)
-    # outside the axes, right of them: inside, the legend covers whichever bar is tallest in its corner
+    if marked:
+        fig.text(
+            0.01,
+            0.01,
+            "† hatched: the mean includes a diverged run",
+            fontsize=7,
+            color="dimgray",
+            ha="left",
+            va="bottom",
+        )
+    # outside the axes, right of them: inside, the legend covers whichever bar is tallest in its corner;
+    # plain swatches (a series' first bar may be hatched, which means a diverged run, not the series)
     ax.legend(
+        handles=[Patch(facecolor=colors[s], label=s) for s in series],
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         borderaxespad=0.0,
@@ -319,52 +399,8 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
         title=layout.series.short if layout.series is not None else None,
         title_fontsize=8,
     )
-    fig.tight_layout()  # counts the legend: the axes shrink to leave it room inside the figure
-    return fig
-
-
-def model_heterogeneity_figure(view: SweepView, layout: Layout) -> Figure | None:
-    """Rows: client drift, update cosine, gradient diversity; columns: settings; lines: series."""
-    runs = finished_runs(view)
-    combos = layout.panel_combos() or [()]
-    labels = layout.series_labels(view)
-    colors = colors_of(labels)
-    ncols = len(combos)
-    fig = new_figure(4.2 * ncols, 2.8 * len(HETEROGENEITY_SERIES))
-    axes = fig.subplots(len(HETEROGENEITY_SERIES), ncols, squeeze=False)
-    drawn = False
-    for j, combo in enumerate(combos):
-        for i, (key, name) in enumerate(HETEROGENEITY_SERIES):
-            ax = axes[i][j]
-            for lbl in labels:
-                members = [r for r in runs if layout.series_of(r) == lbl and layout.panel_of(r) == tuple(combo)]
-                xs, ms, sds = aggregate_curves(members, key)
-                if not xs:
-                    continue
-                drawn = True
-                ax.plot(xs, ms, color=colors[lbl], label=lbl)
-                if any(sds):
-                    ax.fill_between(
-                        xs,
-                        [m - s for m, s in zip(ms, sds)],
-                        [m + s for m, s in zip(ms, sds)],
-                        color=colors[lbl],
-                        alpha=0.15,
-                        linewidth=0,
-                    )
-            if i == 0:
-                ax.set_title(panel_title(view, layout, combo, [r for r in runs if layout.panel_of(r) == tuple(combo)]))
-            if j == 0:
-                ax.set_ylabel(name)
-            if i == len(HETEROGENEITY_SERIES) - 1:
-                ax.set_xlabel("round")
-            _int_rounds(ax)
-            ax.grid(alpha=0.3)
-    if not drawn:
-        return None
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    # counts the legend: the axes shrink to leave it room inside the figure (and the note below)
+    fig.tight_layout(rect=(0, 0.04, 1, 1) if marked else (0, 0, 1, 1))
     return fig
 
 
@@ -391,28 +427,35 @@ def party_distribution_figure(view: SweepView, layout: Layout) -> Figure | None:
     if not runs:
         return None
     combos = layout.panel_combos() or [()]
-    nrows, ncols = _grid(len(combos))
-    fig = new_figure(max(5.0, 0.9 * len(layout.series_labels(view)) + 2) * ncols, 3.8 * nrows)
+    n_boxes = 2 * len(layout.series_labels(view))  # at most: each algorithm, and its +FT
+    # many boxes: one panel a row, stacked (side by side they made a strip 22 in wide and 4 high)
+    ncols = 1 if len(layout.series_labels(view)) > 5 else panel_grid(len(combos))[1]
+    nrows = math.ceil(len(combos) / ncols)
+    fig = new_figure(min(10.0, max(5.0, 0.55 * n_boxes + 1.5)) * ncols, 3.6 * nrows + 0.4)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     drawn = False
     for i, combo in enumerate(combos):
         ax = axes[i // ncols][i % ncols]
         in_panel = [r for r in runs if layout.panel_of(r) == tuple(combo)]
         boxes: dict[str, list[float]] = {}
+        marked: set[str] = set()  # boxes that pool a diverged run's parties
         for lbl in layout.series_labels(view):
             for r in (r for r in in_panel if layout.series_of(r) == lbl):
                 accs = party_accuracies(r)
                 own = accs.get("personal")
-                boxes.setdefault(lbl if own is not None else f"{lbl} (global)", []).extend(
-                    100 * a for a in (own if own is not None else accs.get("local", []))
-                )
+                name = lbl if own is not None else f"{lbl} (global)"
+                boxes.setdefault(name, []).extend(100 * a for a in (own if own is not None else accs.get("local", [])))
                 if accs.get("finetune"):
                     boxes.setdefault(f"{lbl}+FT", []).extend(100 * a for a in accs["finetune"])
-        boxes = {k: v for k, v in boxes.items() if v}
+                if r.diverged:
+                    marked.update({name, f"{lbl}+FT"})
+        boxes = {(f"{k} †" if k in marked else k): v for k, v in boxes.items() if v}
         if boxes:
             drawn = True
             ax.boxplot(list(boxes.values()), tick_labels=list(boxes), showmeans=True)
-            ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=9)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
         ax.set_title(panel_title(view, layout, combo, in_panel))
         ax.set_ylabel("party's test accuracy (%)")
         ax.grid(alpha=0.3, axis="y")

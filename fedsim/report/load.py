@@ -70,6 +70,17 @@ class RunInfo:
         """A summary.json value (None when absent or the run has no summary)."""
         return (self.summary or {}).get(key)
 
+    @property
+    def diverged(self) -> bool:
+        """Whether the run's training diverged (summary.json's status, or its diverged_round)."""
+        return self.status == "diverged" or self.value("diverged_round") is not None
+
+    @property
+    def diverged_round(self) -> int | None:
+        """The round the run diverged in (None when it did not)."""
+        v = self.value("diverged_round")
+        return int(v) if v is not None else None
+
 
 @dataclass
 class SweepView:
@@ -121,7 +132,7 @@ def load_sweep(sweep_dir: Path) -> SweepView:
                 continue
             path = sweep_dir / r["name"]
             summary = read_json_or_none(path / "summary.json")
-            status = "finished" if is_done(summary) else ("failed" if r.get("status") == "failed" else "missing")
+            status = summary["status"] if is_done(summary) else ("failed" if r.get("status") == "failed" else "missing")
             runs.append(
                 RunInfo(r["name"], path, dict(r.get("factors") or {}), r.get("seed"), status, r.get("error"), summary)
             )
@@ -139,7 +150,7 @@ def load_sweep(sweep_dir: Path) -> SweepView:
         strategy = (summary or {}).get("strategy") or (cfg.get("strategy") or {}).get("name") or "?"
         part = (summary or {}).get("partition") or cfg.get("partition") or {}
         seed = (summary or {}).get("seed", cfg.get("seed"))
-        status = "finished" if is_done(summary) else "missing"
+        status = summary["status"] if is_done(summary) else "missing"
         runs.append(
             RunInfo(
                 sub.name,
@@ -234,5 +245,6 @@ def layout_of(view: SweepView) -> Layout:
 
 
 def finished_runs(view: SweepView) -> list[RunInfo]:
-    """The runs that ended (finished or diverged): the ones with results to show."""
-    return [r for r in view.runs if r.status == "finished"]
+    """The runs that ended (finished or diverged): the ones with results to show; every
+    table and figure marks the diverged ones (:attr:`RunInfo.diverged`)."""
+    return [r for r in view.runs if r.status in DONE]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..sweeps import mean_std
 from .figures import colors_of, new_figure
-from .load import RunInfo, SweepView, finished_runs
+from .load import RunInfo, SweepView, finished_runs, partition_factors
 
 
 def _key(r: RunInfo) -> tuple[str, str, str, float | None]:
@@ -26,6 +27,12 @@ def _key(r: RunInfo) -> tuple[str, str, str, float | None]:
 
 def has_privacy(view: SweepView) -> bool:
     return any(r.value("privacy_mode") for r in finished_runs(view))
+
+
+def _partition_order(view: SweepView, parts: set[str]) -> list[str]:
+    """The partitions in the sweep's order (IID first as in its tables), the rest sorted."""
+    order = [lbl for f in partition_factors(view) for lbl in f.labels]
+    return sorted(parts, key=lambda p: (order.index(p) if p in order else len(order), p))
 
 
 def privacy_points(view: SweepView) -> list[dict]:
@@ -48,17 +55,26 @@ def privacy_points(view: SweepView) -> list[dict]:
                 "accuracy": None if acc is None else 100 * acc,
                 "accuracy_std": None if acc_sd is None else 100 * acc_sd,
                 "seeds": n,
+                "diverged": sum(r.diverged for r in runs),
             }
         )
     order = {"none": 0}
+    parts = _partition_order(view, {r["partition"] for r in rows})
     return sorted(
         rows,
-        key=lambda r: (r["partition"], r["strategy"], order.get(r["mode"], 1), r["mode"], -(r["sigma"] or 0)),
+        key=lambda r: (
+            parts.index(r["partition"]),
+            r["strategy"],
+            order.get(r["mode"], 1),
+            r["mode"],
+            -(r["sigma"] or 0),
+        ),
     )
 
 
 def privacy_table(view: SweepView) -> str:
-    """Markdown: every setting's accuracy and epsilon (delta), the no-DP reference first."""
+    """Markdown: every setting's accuracy and epsilon (delta), the no-DP reference first; a
+    mean that includes a diverged run is marked †."""
     lines = [
         "| partition | strategy | privacy | noise multiplier | epsilon (delta) | test accuracy (%) |",
         "| --- | --- | --- | ---: | ---: | ---: |",
@@ -70,47 +86,80 @@ def privacy_table(view: SweepView) -> str:
         acc = "–" if p["accuracy"] is None else f"{p['accuracy']:.2f}"
         if p["accuracy_std"] is not None:
             acc += f" ± {p['accuracy_std']:.2f}"
+        if p["diverged"] and p["accuracy"] is not None:
+            acc += f" † ({p['diverged']} diverged)"
         sigma = "–" if p["sigma"] is None else f"{p['sigma']:g}"
         lines.append(f"| {p['partition']} | {p['strategy']} | {p['mode']} | {sigma} | {eps} | {acc} |")
     return "\n".join(lines)
 
 
+def _x_plain(ax: Axes) -> None:
+    """A log x axis labelled with plain numbers (3, 6, 10, 20), not ``6 x 10^0``."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(Plain())
+    ax.xaxis.set_minor_formatter(Plain(minor_thresholds=(2, 0.5)))
+
+
 def privacy_figure(view: SweepView) -> Figure | None:
     """Accuracy against epsilon (log axis), one panel per partition, one line per
-    strategy and privacy mode through its noise levels; no DP as a dashed line."""
+    strategy and privacy mode through its noise levels, each point labelled with its
+    noise multiplier; no DP as a dashed line. Constrained layout: every label inside."""
     points = [p for p in privacy_points(view) if p["accuracy"] is not None]
     if not any(p["mode"] != "none" and p["epsilon"] is not None and math.isfinite(p["epsilon"]) for p in points):
         return None
-    parts = sorted({p["partition"] for p in points})
-    width = 5.2 * len(parts) + 2.6
-    fig = new_figure(width, 4.0)
+    parts = _partition_order(view, {p["partition"] for p in points})
+    fig = new_figure(4.6 * len(parts) + 2.4, 4.2, constrained=True)
     axes = fig.subplots(1, len(parts), squeeze=False)[0]
     series = sorted({(p["strategy"], p["mode"]) for p in points if p["mode"] != "none"})
     refs = sorted({p["strategy"] for p in points if p["mode"] == "none"})
     colors = colors_of([f"{s}, {m}" for s, m in series] + [f"{s}, none" for s in refs])
     for ax, part in zip(axes, parts):
-        for strat, mode in series:
-            pts = sorted(
-                (p["epsilon"], p["accuracy"])
+        for j, (strat, mode) in enumerate(series):
+            mine = sorted(
+                (p["epsilon"], p["accuracy"], p["sigma"], p["diverged"])
                 for p in points
                 if (p["partition"], p["strategy"], p["mode"]) == (part, strat, mode)
                 and p["epsilon"] is not None
                 and math.isfinite(p["epsilon"])
             )
-            if pts:
-                ax.plot(*zip(*pts), "o-", color=colors[f"{strat}, {mode}"], label=f"{strat}, {mode}")
+            if mine:
+                color = colors[f"{strat}, {mode}"]
+                ax.plot([m[0] for m in mine], [m[1] for m in mine], "o-", color=color, label=f"{strat}, {mode}")
+                for eps, acc, sigma, _ in mine:  # which noise gave which point
+                    if sigma is not None:  # above the point, or below for every other series (they meet)
+                        ax.annotate(
+                            f"σ={sigma:g}",
+                            (eps, acc),
+                            xytext=(4, 4 if j % 2 == 0 else -12),
+                            textcoords="offset points",
+                            fontsize=8,
+                            color=color,
+                        )
+            marked = [(m[0], m[1]) for m in mine if m[3]]
+            if marked:  # a mean with a diverged run in it: an X over its point
+                ax.plot(*zip(*marked), "X", color="black", ms=8, linestyle="none", label="† includes a diverged run")
         for strat in refs:
             ref = [p["accuracy"] for p in points if (p["partition"], p["strategy"], p["mode"]) == (part, strat, "none")]
             if ref:
                 ax.axhline(ref[0], ls="--", color=colors[f"{strat}, none"], label=f"{strat}, no DP")
-        ax.set_xscale("log")
+        _x_plain(ax)
         ax.set_xlabel("epsilon spent (log scale)")
         ax.set_title(part)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("final test accuracy (%)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    # the legend in a margin of its own, right of the panels, where it covers no point
-    fig.subplots_adjust(right=1 - 2.5 / width, wspace=0.25)
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1 - 2.45 / width, 0.5), frameon=False)
+    handles, labels = [], []
+    for ax in axes:  # every panel's entries once (a diverged mark may be in any panel)
+        for h, lbl in zip(*ax.get_legend_handles_labels()):
+            if lbl not in labels:
+                handles.append(h)
+                labels.append(lbl)
+    # the legend right of the panels, where it covers no point
+    fig.legend(handles, labels, loc="outside right center", frameon=False, fontsize=9)
     fig.suptitle("Privacy against utility")
     return fig

@@ -48,10 +48,14 @@ from .spec import (
 )
 from .tables import (
     ABLATION_COLUMNS,
+    DAGGER_NOTE,
     HETEROGENEITY_COLUMNS,
     METRIC_COLUMNS,
     PARTY_COLUMNS,
+    dagger,
     format_mean_std,
+    has_result,
+    is_diverged,
     make_table,
     mean_std,
     personal_table,
@@ -62,6 +66,7 @@ from .tables import (
 
 __all__ = [
     "ABLATION_COLUMNS",
+    "DAGGER_NOTE",
     "DONE",
     "HETEROGENEITY_COLUMNS",
     "INDEX_FILE",
@@ -76,8 +81,11 @@ __all__ = [
     "SweepSpec",
     "attack_table",
     "compose",
+    "dagger",
     "default_label",
     "format_mean_std",
+    "has_result",
+    "is_diverged",
     "make_table",
     "mean_std",
     "minimize_metric",
@@ -100,11 +108,19 @@ class SweepResult:
     sweep_dir: Path
     rows: list[dict[str, Any]]
     table_markdown: str
+    #: runs that finished (status ``finished``); diverged runs are counted apart
     n_finished: int
     n_failed: int
     selection: list[Choice] | None = None
     selection_markdown: str | None = None
     wall_time_s: float = 0.0
+    #: runs whose training diverged (status ``diverged``): results, marked † in the tables
+    n_diverged: int = 0
+
+    @property
+    def diverged(self) -> list[dict[str, Any]]:
+        """The summary.csv rows of the runs that diverged (run, diverged_round, divergence_reason, ...)."""
+        return [r for r in self.rows if r.get("status") == "diverged"]
 
     @property
     def n_runs(self) -> int:
@@ -236,8 +252,8 @@ def _sweep_in(
     if select_by is not None:
         score_key = ("test_" + select_by[len("val_") :]) if folds else select_by
         # honest selection: the selector sees factor labels and the validation score only
-        visible = [{**r.factors, "score": (r.summary or {}).get(score_key)} for r in runs if r.status == "finished"]
-        if not any(v["score"] is not None for v in visible) and any(r.status == "finished" for r in runs):
+        visible = [{**r.factors, "score": (r.summary or {}).get(score_key)} for r in runs if r.status in DONE]
+        if not any(v["score"] is not None for v in visible) and any(r.status in DONE for r in runs):
             raise ConfigError(f"--select-by '{select_by}': no finished run reports it in summary.json")
         choices = select_settings(
             visible, [f.key for f in group_factors], tune_keys, "score", minimize_metric(select_by)
@@ -259,12 +275,10 @@ def _sweep_in(
             if c.chosen is None:
                 continue
             target = {**c.group, **c.chosen}
-            m, sd, n = mean_std(
-                (r.summary or {}).get("test_accuracy")
-                for r in table_runs
-                if r.status == "finished" and all(r.factors[k] == v for k, v in target.items())
-            )
+            members = [r for r in table_runs if r.status in DONE and all(r.factors[k] == v for k, v in target.items())]
+            m, sd, n = mean_std((r.summary or {}).get("test_accuracy") for r in members)
             c.test_mean, c.test_std, c.test_n = m, sd, n
+            c.test_diverged = sum(r.status == "diverged" for r in members)
 
     rows = [summary_row(r, spec.factors, with_phase=bool(folds)) for r in runs]
     table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
@@ -287,9 +301,21 @@ def _sweep_in(
     index.write()
     n_failed = sum(r.status == "failed" for r in runs)
     n_finished = sum(r.status == "finished" for r in runs)
+    n_diverged = sum(r.status == "diverged" for r in runs)
     wall = time.perf_counter() - t0
     if group is not None:
         names = ("table.md", "summary.csv", "selection.md", "selection.csv", INDEX_FILE)
-        group.finish([sweep_dir / n for n in names], {"runs_finished": n_finished, "runs_failed": n_failed})
-    log.info("sweep %s: %d finished, %d failed in %.1f s (%s)", spec.name, n_finished, n_failed, wall, sweep_dir)
-    return SweepResult(sweep_dir, rows, table, n_finished, n_failed, choices, sel_md, wall)
+        group.finish(
+            [sweep_dir / n for n in names],
+            {"runs_finished": n_finished, "runs_diverged": n_diverged, "runs_failed": n_failed},
+        )
+    log.info(
+        "sweep %s: %d finished, %d diverged, %d failed in %.1f s (%s)",
+        spec.name,
+        n_finished,
+        n_diverged,
+        n_failed,
+        wall,
+        sweep_dir,
+    )
+    return SweepResult(sweep_dir, rows, table, n_finished, n_failed, choices, sel_md, wall, n_diverged)

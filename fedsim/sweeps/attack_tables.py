@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .spec import STRATEGY_FACTORS, Factor
-from .tables import format_mean_std, md_row, mean_std, std_note
+from .tables import DAGGER_NOTE, dagger, format_mean_std, has_result, is_diverged, md_row, mean_std, std_note
 
 ATTACK_FACTORS = ("attack", "attack.name")
 DEFENCE_FACTORS = ("defence", "defence.name")
@@ -32,7 +32,7 @@ def attack_table(
         (f for f in factors if f.key in STRATEGY_FACTORS), None
     )
     panels = [f for f in factors if f is not atk and f is not col]
-    ok = [r for r in rows if r.get("status") == "finished"]
+    ok = [r for r in rows if has_result(r)]
     expected = len(seeds) if seeds else None
     lines = [
         f"Clean test accuracy / attack success rate (%) after the last round, {std_note(seeds)}; "
@@ -62,11 +62,9 @@ def attack_table(
                 text = f"{format_mean_std(acc_m, acc_s)} / {format_mean_std(asr_m, asr_s)}"
                 if acc_m is not None and expected is not None and n < expected:
                     text += f" (n={n})"
-                if any(r.get("diverged_round") is not None for r in members):
-                    text += " †"
-                cells.append(text)
+                cells.append(text + (dagger(members) if acc_m is not None else ""))
             lines.append(md_row([a] + cells))
         lines.append("")
-    if any(r.get("diverged_round") is not None for r in ok):
-        lines.append("† some runs of the cell diverged (summary status 'diverged').")
+    if any(is_diverged(r) for r in ok):
+        lines.append(DAGGER_NOTE)
     return "\n".join(lines).rstrip() + "\n"

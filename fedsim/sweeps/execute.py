@@ -25,12 +25,11 @@ from ..lifecycle import die_with_parent
 from ..store import atomic_write_json
 from ..trackers import GroupTracking, TrackingContext
 from .spec import PlannedRun, SweepSpec
+from .tables import DONE
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "sweep.json"
-#: summary.json statuses of a run that has ended (a diverged run is a result, marked in the table)
-DONE = ("finished", "diverged")
 
 
 def _one_line_error(exc: BaseException) -> str:
@@ -51,7 +50,8 @@ def _run_one(
         # tracking only when the sweep has trackers: run()'s signature without them is unchanged
         extra = {"tracking": tracking} if tracking is not None else {}
         result = run(config, out=run_dir, resume=resume, hooks=hooks, **extra)
-        return {"status": "finished", "summary": result.summary}
+        # the run's own status (finished, diverged): the index and summary.csv say what summary.json says
+        return {"status": result.summary.get("status") or "finished", "summary": result.summary}
     except Exception as exc:  # any failure of one run is that run's, not the sweep's
         return {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}
 
@@ -70,6 +70,7 @@ class _Display:
     def __init__(self, enabled: bool, total: int, done: int, title: str) -> None:
         self.enabled = enabled and total > 0
         self.failed = 0
+        self.diverged = 0
         if not self.enabled:
             return
         # rich only when a display is shown (the tests and --quiet need none)
@@ -99,7 +100,7 @@ class _Display:
 
     def update(self, done: int, running: int) -> None:
         if self.enabled:
-            info = f"running {running}  failed {self.failed}"
+            info = f"running {running}  failed {self.failed}" + (f"  diverged {self.diverged}" if self.diverged else "")
             self.progress.update(self.task, completed=done, info=info)
 
     def run_started(self, name: str) -> Any:
@@ -242,7 +243,7 @@ def execute_runs(
         run_dir = sweep_dir / r.name
         summary = _finished_summary(run_dir, int(r.config["federation"]["rounds"]))
         if summary is not None:
-            r.status, r.summary, r.error, r.skipped = "finished", summary, None, True
+            r.status, r.summary, r.error, r.skipped = summary["status"], summary, None, True
             continue
         resume_it = run_dir.is_dir() and any(run_dir.iterdir())
         todo.append((r, resume_it))
@@ -262,6 +263,8 @@ def execute_runs(
         if r.status == "failed":
             display.failed += 1
             log.warning("run %s failed: %s", r.name, r.error)
+        elif r.status == "diverged":  # the run warned, naming itself; the sweep counts it and lists it at the end
+            display.diverged += 1
         else:
             acc = (r.summary or {}).get("test_accuracy")
             log.info("run %d/%d finished: %s (test_accuracy %s)", done, len(runs), r.name, acc)

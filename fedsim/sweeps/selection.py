@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .spec import SweepSpec
-from .tables import format_mean_std, md_row, mean_std, std_note, to_csv
+from .tables import DAGGER_NOTE, format_mean_std, md_row, mean_std, std_note, to_csv
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Choice:
     test_mean: float | None = None
     test_std: float | None = None
     test_n: int = 0
+    #: how many of the chosen setting's runs diverged (their accuracies are in test_mean, marked †)
+    test_diverged: int = 0
 
 
 def minimize_metric(metric: str) -> bool:
@@ -119,7 +121,8 @@ def selection_outputs(
                 + tcells
                 + [
                     format_mean_std(c.score_mean, c.score_std, percent=score_pct),
-                    format_mean_std(c.test_mean, c.test_std),
+                    format_mean_std(c.test_mean, c.test_std)
+                    + (f" † ({c.test_diverged} diverged)" if c.test_diverged and c.test_mean is not None else ""),
                 ]
             )
         )
@@ -134,8 +137,11 @@ def selection_outputs(
                 "test_accuracy_mean": c.test_mean,
                 "test_accuracy_std": c.test_std,
                 "test_n": c.test_n,
+                "test_diverged": c.test_diverged,
             }
         )
+    if any(c.test_diverged for c in choices):
+        lines += ["", DAGGER_NOTE]
     lines += [
         "",
         f"Candidates (validation score, mean ± sample std over {'seeds and folds' if folds else 'seeds'}):",

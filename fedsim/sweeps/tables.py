@@ -21,6 +21,15 @@ from typing import Any
 
 from .spec import STRATEGY_FACTORS, Factor, PlannedRun
 
+#: summary.json statuses of a run that has ended with results; a diverged run is a
+#: result too, marked with † wherever a number it enters is shown
+DONE = ("finished", "diverged")
+#: the footnote of every table that marks a diverged run
+DAGGER_NOTE = (
+    "† runs whose training diverged are in the mean (status 'diverged' in summary.csv, with diverged_round and "
+    "divergence_reason)."
+)
+
 #: summary.json keys copied into summary.csv, in this order
 METRIC_COLUMNS = (
     "test_accuracy",
@@ -51,6 +60,23 @@ ABLATION_COLUMNS = (
 
 
 # ------------------------------------------------------------------ statistics
+
+
+def has_result(row: Mapping[str, Any]) -> bool:
+    """Whether a row (of summary.csv, or a report's) is a run that ended with results."""
+    return row.get("status") in DONE
+
+
+def is_diverged(row: Mapping[str, Any]) -> bool:
+    """Whether a row is a run whose training diverged (its status, or for rows written
+    before the status said so, its ``diverged_round``)."""
+    return row.get("status") == "diverged" or row.get("diverged_round") is not None
+
+
+def dagger(rows: Iterable[Mapping[str, Any]]) -> str:
+    """`` † (2 diverged)`` when rows whose numbers enter a cell diverged, else ``""``."""
+    n = sum(1 for r in rows if is_diverged(r))
+    return f" † ({n} diverged)" if n else ""
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
@@ -109,7 +135,7 @@ def make_table(
     Otherwise an ablation table: one row per combination of the factors and the
     columns of :data:`ABLATION_COLUMNS`.
     """
-    ok = [r for r in rows if r.get("status") == "finished"]
+    ok = [r for r in rows if has_result(r)]
     strat = next((f for f in factors if f.key in STRATEGY_FACTORS), None)
     lines: list[str] = []
     if strat is not None:
@@ -126,7 +152,7 @@ def make_table(
             for s in strat.labels:
                 members = groups.get(tuple(combo) + (s,), [])
                 m, sd, n = mean_std(r.get("test_accuracy") for r in members)
-                stats.append((m, sd, n, sum(1 for r in members if r.get("diverged_round") is not None)))
+                stats.append((m, sd, n, dagger(members)))
             means = [m for m, _, _, _ in stats if m is not None]
             best = max(means) if means else None
             cells = []
@@ -136,15 +162,8 @@ def make_table(
                     text = f"**{text}**"
                 if m is not None and expected is not None and n < expected:
                     text += f" (n={n})"
-                if div:
-                    text += f" † ({div} diverged)"
-                cells.append(text)
+                cells.append(text + div)
             lines.append(md_row([" / ".join(combo) or "all"] + cells))
-        if any(r.get("diverged_round") is not None for r in ok):
-            lines += [
-                "",
-                "† runs whose training diverged (summary status 'diverged', see diverged_round in summary.csv).",
-            ]
     else:
         groups = _group(ok, [f.key for f in factors])
         caption = f"Final-round metrics, {std_note(seeds)}; accuracies and F1 in %."
@@ -154,11 +173,15 @@ def make_table(
         lines.append(md_row(["---"] + ["---:"] * (len(ABLATION_COLUMNS) + 1)))
         for combo in _ordered_combos(factors) or [()]:
             members = groups.get(tuple(combo), [])
+            n_div = sum(1 for r in members if is_diverged(r))
             cells = []
             for key, _, pct in ABLATION_COLUMNS:
                 m, sd, _ = mean_std(r.get(key) for r in members)
-                cells.append(format_mean_std(m, sd, percent=pct))
-            lines.append(md_row([" / ".join(combo) or "all"] + cells + [str(len(members))]))
+                cells.append(format_mean_std(m, sd, percent=pct) + (" †" if n_div and m is not None else ""))
+            n = f"{len(members)} ({n_div} diverged)" if n_div else str(len(members))
+            lines.append(md_row([" / ".join(combo) or "all"] + cells + [n]))
+    if any(is_diverged(r) for r in ok):
+        lines += ["", DAGGER_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +197,7 @@ def personal_table(
     and the global model (``local_test_accuracy``). Each cell is the pooled accuracy
     over the parties' test samples in %, mean ± sample std over seeds.
     """
-    ok = [r for r in rows if r.get("status") == "finished" and r.get("local_test_accuracy") is not None]
+    ok = [r for r in rows if has_result(r) and r.get("local_test_accuracy") is not None]
     if not ok:
         return ""
     strat = next((f for f in factors if f.key in STRATEGY_FACTORS), None)
@@ -197,7 +220,7 @@ def personal_table(
 
     def cell(members, key) -> str:
         m, sd, _ = mean_std(r.get(key) for r in members)
-        return format_mean_std(m, sd)
+        return format_mean_std(m, sd) + (dagger(members) if m is not None else "")
 
     for s in strategies:
         members_of = [groups.get(tuple(combo) + ((s,) if strat is not None else ()), []) for combo in combos]
@@ -210,6 +233,8 @@ def personal_table(
             for members in members_of:
                 ft += [cell(members, "finetune_test_accuracy"), cell(members, "local_test_accuracy")]
             lines.append(md_row(ft))
+    if any(is_diverged(r) for r in ok):
+        lines += ["", DAGGER_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -227,9 +252,11 @@ def summary_row(r: PlannedRun, factors: Sequence[Factor], with_phase: bool) -> d
     if with_phase:
         row["phase"] = r.phase
         row["fold"] = r.fold
-    row["status"] = r.status
+    # the run's own status: summary.json's (finished, diverged) once it has one
+    row["status"] = r.status if r.status == "failed" else (s.get("status") or r.status)
     row["error"] = r.error
     row["diverged_round"] = s.get("diverged_round")
+    row["divergence_reason"] = s.get("divergence_reason")
     for k in METRIC_COLUMNS:
         row[k] = s.get(k)
     for k in HETEROGENEITY_COLUMNS:
@@ -267,7 +294,7 @@ def read_summary_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
                     row[k] = None
                 elif k in METRIC_COLUMNS or k in HETEROGENEITY_COLUMNS or k in PARTY_COLUMNS:
                     row[k] = float(v)
-                elif k in ("seed", "fold"):
+                elif k in ("seed", "fold", "diverged_round"):
                     row[k] = int(v)
                 else:
                     row[k] = v

@@ -37,6 +37,11 @@ class TensorboardTracker(Tracker):
         self.writer.flush()
 
     def finish(self, summary: Mapping[str, Any], files: Iterable[Path]) -> None:
+        # the run's status beside its curves: a diverged run's curves just stop, which says nothing of why
+        status = str(summary.get("status") or "finished")
+        if summary.get("diverged_round") is not None:
+            status += f" in round {summary['diverged_round']}: {summary.get('divergence_reason')}"
+        self.writer.add_text("fedsim/status", status, int(summary.get("rounds") or 0))
         self.writer.close()
 
     def end(self, status: str) -> None:

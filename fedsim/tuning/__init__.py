@@ -266,6 +266,7 @@ def _tune_in(
             "dir": "final",
             "seeds": seeds,
             "per_seed": accs,
+            "diverged": [r["seed"] for r in result.rows if r.get("status") == "diverged"],
             "test_mean": m,
             "test_std": sd,
             "what": what,

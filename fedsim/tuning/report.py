@@ -107,16 +107,24 @@ def tune_markdown(
             "",
         ]
     if final is not None:
-        per_seed = ", ".join(f"seed {s}: {100 * a:.2f}" for s, a in final.get("per_seed", []) if a is not None)
+        diverged = list(final.get("diverged") or [])  # seeds whose final run diverged: in the mean, marked
+        per_seed = ", ".join(
+            f"seed {s}: {100 * a:.2f}" + (" †" if s in diverged else "")
+            for s, a in final.get("per_seed", [])
+            if a is not None
+        )
+        mark = f" † ({len(diverged)} diverged)" if diverged else ""
         lines += [
             "## Test result",
             "",
             f"The chosen setting retrained on all the training data ({final['what']}) and tested once "
             f"after its last round, seeds {final['seeds']}: test accuracy (%) "
-            f"**{format_mean_std(final.get('test_mean'), final.get('test_std'))}** "
+            f"**{format_mean_std(final.get('test_mean'), final.get('test_std'))}**{mark} "
             f"(mean ± sample std; {per_seed}). Runs in `{final['dir']}/`.",
             "",
         ]
+        if diverged:
+            lines += ["† the training of these seeds' runs diverged (status 'diverged' in the final runs).", ""]
     for fname, note in figure_notes.items():
         title = fname.removesuffix(".png").replace("_", " ")
         lines += [f"![{title}](figures/{fname})" if not note else f"({title}: not drawn: {note})", ""]

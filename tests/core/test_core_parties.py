@@ -3,9 +3,12 @@ per-party evaluation and its statistics."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import fedsim
 import partitioners
@@ -199,3 +202,36 @@ def test_client_state_cache_is_keyed_by_content(tmp_path):
     save_tensors(store.path(3), {"w": torch.full((4,), 2.0)})  # same shape and size
     assert torch.equal(store.load(3)["w"], torch.full((4,), 2.0))
     assert store.load(4) is None
+
+
+def test_a_personalised_runs_summary_and_plot_lead_with_the_parties_own_models(tmp_path, tiny, capsys):
+    """The CLI's summary and plots/accuracy.png show the own models' accuracy first (what
+    FedPer is for), beside the global model's; a long run directory stays on one line."""
+    from fedsim.cli import main
+    from fedsim.plots import run_figures
+
+    path = tmp_path / "fedper.yaml"
+    path.write_text(
+        yaml.safe_dump(tiny(strategy={"name": "fedper"}, eval={"local_test": "split"}, output={"plots": True}))
+    )
+    out = tmp_path / ("a-run-directory-whose-path-is-longer-than-the-eighty-columns-of-a-pipe-" + "x" * 20)
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    lines = capsys.readouterr().out.splitlines()
+
+    def row(key: str) -> int:
+        return next(i for i, ln in enumerate(lines) if ln.startswith(f"│ {key} "))
+
+    assert "fedsim run: fedper, Dir(0.5)" in lines[1]
+    assert f"{summary['personal_test_accuracy']:.4f}" in lines[row("personal_test_accuracy")]
+    assert f"{summary['local_test_accuracy']:.4f}" in lines[row("local_test_accuracy")]
+    assert row("personal_test_accuracy") < row("local_test_accuracy") < row("test_accuracy")
+    assert any(ln.startswith("On the parties' own test data, pooled: personal_") for ln in lines)
+    assert lines[-1] == f"run directory: {out}"  # not wrapped, though longer than the table
+    history = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    (ax,) = run_figures(history, "fedper")["accuracy.png"].axes
+    shown = [ln.get_label() for ln in ax.get_lines()]
+    assert shown[:2] == ["own models (parties' test data)", "global model (parties' test data)"]
+    assert list(ax.get_lines()[0].get_ydata()) == [r["personal_accuracy_wmean"] for r in history]
+    assert history[-1]["personal_accuracy_wmean"] == summary["personal_test_accuracy"]
+    assert (out / "plots" / "accuracy.png").stat().st_size > 1000

@@ -129,3 +129,6 @@ def test_tensorboard_stream_per_run(tmp_path, tiny):
     steps = [e.step for e in acc.Scalars("test_accuracy")]
     assert steps == [1, 2]
     assert acc.Scalars("test_accuracy")[-1].value == pytest.approx(r.summary["test_accuracy"], abs=1e-6)
+    # the run's status as text beside the curves (a diverged run's: "diverged in round N: why")
+    (status,) = acc.Tensors("fedsim/status/text_summary")
+    assert status.step == 2 and status.tensor_proto.string_val == [b"finished"]

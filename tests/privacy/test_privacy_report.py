@@ -56,6 +56,15 @@ def test_the_table_and_figure_show_accuracy_against_epsilon(sweep_dir):
     assert sorted(line.get_xdata()) == pytest.approx(sorted(p["epsilon"] for p in points[1:]))
     ref = next(ln for ln in ax.get_lines() if "no DP" in ln.get_label())
     assert ref.get_ydata()[0] == pytest.approx(points[0]["accuracy"])
+    # each point says which noise gave it; the axis reads in plain numbers; every label inside the figure
+    assert sorted(t.get_text() for t in ax.texts) == ["σ=0.5", "σ=2"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ticks and not any("times" in t or "^" in t for t in ticks)
+    for text in (ax.xaxis.label, ax.yaxis.label, fig.legends[0].get_texts()[0]):
+        ext = text.get_window_extent(renderer)
+        assert fig.bbox.y0 <= ext.y0 and ext.x1 <= fig.bbox.x1, text.get_text()
     md = report(sweep_dir).read_text()
     assert "## Privacy against utility" in md and "privacy_utility.png" in md
     assert f"{points[1]['epsilon']:.2f}" in md

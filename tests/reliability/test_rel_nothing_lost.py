@@ -399,7 +399,9 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path, tiny):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert err.strip().splitlines() == ["fedsim: terminated (SIGTERM); continue with --resume"]
+    assert err.strip().splitlines() == [
+        f"fedsim: terminated (SIGTERM); continue with: fedsim run {path} --out {out} --resume --quiet"
+    ]
     done = fedsim.run(cfg, out=out, resume=True)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     assert done.summary["rounds"] == 5 and _same_weights(out, ref.run_dir)

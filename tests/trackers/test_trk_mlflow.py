@@ -59,28 +59,33 @@ def test_mlflow_store_holds_the_metrics_of_metrics_jsonl(tiny, tmp_path):
     assert (r.run_dir / "mlartifacts").is_dir()  # beside the store, not in the working directory
 
 
-def test_a_sweep_nests_its_runs(tiny, tmp_path):
+def test_a_sweep_nests_its_runs_and_each_carries_its_status(tiny, tmp_path):
     spec = {
         "name": "nest",
-        "base": tiny(federation={"rounds": 1}, output={"trackers": ["mlflow"]}),
-        "grid": {"train.lr": [0.01, 0.1]},
+        # lr 3 makes the loss explode in round 2: that run ends as diverged
+        "base": tiny(federation={"rounds": 2}, train={"momentum": 0.9}, output={"trackers": ["mlflow"]}),
+        "grid": {"train.lr": [0.01, 3.0]},
         "seeds": [0],
     }
     res = fedsim.sweep(spec, out=tmp_path / "sw")
-    assert res.n_finished == 2
+    assert (res.n_finished, res.n_diverged) == (1, 1)
     client = _client(res.sweep_dir)
     runs = client.search_runs([client.get_experiment_by_name("fedsim").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.run_name == "sweep nest" and parent.info.status == "FINISHED"
-    assert sorted(c.info.run_name for c in children) == ["lr=0.01__seed=0", "lr=0.1__seed=0"]
+    assert sorted(c.info.run_name for c in children) == ["lr=0.01__seed=0", "lr=3.0__seed=0"]
     assert len(runs) == 3
     by_name = {c.info.run_name: c for c in children}
     for row in res.rows:
         assert by_name[row["run"]].data.metrics["test_accuracy"] == pytest.approx(row["test_accuracy"])
+        # the run's own status, as summary.json and summary.csv have it
+        assert by_name[row["run"]].data.tags["fedsim.status"] == row["status"]
+    assert by_name["lr=3.0__seed=0"].data.tags["fedsim.status"] == "diverged"
+    assert parent.data.metrics["runs_finished"] == 1 and parent.data.metrics["runs_diverged"] == 1
     assert {"table.md", "summary.csv"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     # the runs' store is the sweep's: no database of their own
-    assert not (res.sweep_dir / "lr=0.1__seed=0" / "mlflow.db").exists()
+    assert not (res.sweep_dir / "lr=0.01__seed=0" / "mlflow.db").exists()
 
 
 class Stop(KeyboardInterrupt):

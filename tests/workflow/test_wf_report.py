@@ -8,17 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from matplotlib.container import BarContainer
 
 from fedsim.errors import RunDirError
 from fedsim.plots import run_figures, run_title
 from fedsim.report import accuracy_drops, load_sweep, report
-from fedsim.report.figures import (
-    accuracy_vs_heterogeneity_figure,
-    curves_figure,
-    drops_figure,
-    model_heterogeneity_figure,
-    party_distribution_figure,
-)
+from fedsim.report.curves import curves_figure, model_heterogeneity_figure
+from fedsim.report.figures import accuracy_vs_heterogeneity_figure, drops_figure, party_distribution_figure
 from fedsim.report.load import layout_of
 from fedsim.store import read_jsonl
 
@@ -101,12 +97,16 @@ def test_accuracy_drop_against_iid_has_the_right_numbers(fake_sweep):
     for key, drop in expected.items():
         assert drops[key].drop == pytest.approx(drop)
         assert drops[key].iid_mean == pytest.approx(0.91)
+        assert drops[key].n_pairs == 2 and drops[key].diverged == 0
+    # the spread: sample std of the paired drops IID(seed) - setting(seed); fedavg #C=1: 0.50 and 0.42
+    assert drops[("fedavg", "#C=1")].std == pytest.approx(statistics.stdev([0.90 - 0.40, 0.92 - 0.50]))
+    assert drops[("scaffold", "Dir(0.5)")].std == pytest.approx(statistics.stdev([0.91 - 0.85, 0.91 - 0.87]))
 
     text = report(fake_sweep).read_text()
     assert "| setting | fedavg | scaffold |" in text
     assert "| IID accuracy (%) | 91.00 | 91.00 |" in text
-    assert "| Dir(0.5) | 9.00 | 5.00 |" in text
-    assert "| #C=1 | 46.00 | 58.00 |" in text
+    assert "| Dir(0.5) | 9.00 ± 1.41 | 5.00 ± 1.41 |" in text
+    assert "| #C=1 | 46.00 ± 5.66 | 58.00 ± 4.24 |" in text
     # the results table: mean ± sample std, best per row in bold
     assert "| #C=1 | **45.00 ± 7.07** | 33.00 ± 4.24 |" in text
 
@@ -177,7 +177,7 @@ def test_drop_against_iid_in_a_sweep_over_partitions_alone(tmp_path):
     assert drops["Dir(0.5)"].series == "fedavg"
     assert drops["Dir(0.5)"].drop == pytest.approx(0.09)
     assert drops["#C=1"].drop == pytest.approx(0.46)
-    assert "| #C=1 | 46.00 |" in report(d).read_text()
+    assert "| #C=1 | 46.00 ± 5.66 |" in report(d).read_text()
 
 
 # ------------------------------------------------------------ what the figures draw
@@ -200,8 +200,13 @@ def test_curve_figures_draw_the_mean_of_each_strategy_in_each_partition_panel(fa
             mean = statistics.fmean(ACC[(strategy, ax.get_title())])
             assert list(line.get_xdata()) == [1, 2, 3]
             assert list(line.get_ydata()) == pytest.approx([100 * mean * r / 3 for r in (1, 2, 3)])
+        # a marker per strategy: lines that coincide, or a page printed in grey, still tell them apart
+        assert (lines["fedavg"].get_marker(), lines["scaffold"].get_marker()) == ("o", "s")
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("round", "test accuracy (%)")
-        assert ax.get_yscale() == "linear" and ax.get_legend() is not None
+        assert ax.get_yscale() == "linear" and ax.get_legend() is None
+    # one legend for the panels, right of them (three copies covered data)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["fedavg", "scaffold"]
     loss = curves_figure(
         view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", yscale="log"
     )
@@ -213,24 +218,49 @@ def test_curve_figures_draw_the_mean_of_each_strategy_in_each_partition_panel(fa
         assert lines["fedavg (train)"].get_linestyle() == "--"
 
 
-def test_accuracy_against_tv_draws_each_strategys_setting_means(fake_sweep):
+def _means(ax) -> dict:
+    """The setting means of an accuracy-against-measure figure: series -> its error-bar container."""
+    from matplotlib.container import ErrorbarContainer
+
+    return {c.get_label(): c for c in ax.containers if isinstance(c, ErrorbarContainer)}
+
+
+def _dots(ax) -> int:
+    """How many runs an axes draws as scatter dots."""
+    from matplotlib.collections import PathCollection
+
+    return sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+
+
+def test_accuracy_against_tv_draws_each_settings_mean_with_its_spread_unjoined_and_named(fake_sweep):
     view = load_sweep(fake_sweep)
-    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "tv_mean")
-    (ax,) = fig.axes
-    lines = _lines(ax)
-    assert list(lines) == ["fedavg", "scaffold"]
-    for strategy, line in lines.items():
-        parts = sorted(TV, key=TV.get)
+    fig = accuracy_vs_heterogeneity_figure(view, "tv_mean")
+    ax = fig.axes[0]
+    means = _means(ax)
+    assert list(means) == ["fedavg", "scaffold"]
+    parts = sorted(TV, key=TV.get)
+    for strategy, container in means.items():
+        line = container.lines[0]
+        # different partitions are not points of one curve: the means are not joined
+        assert line.get_linestyle() == "None" and line.get_marker() == "s"
         assert list(line.get_xdata()) == pytest.approx([TV[p] for p in parts])
         assert list(line.get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, p)]) for p in parts])
+        # the error bars: mean ± sample std over the seeds, e.g. fedavg #C=1: 45 ± 7.07
+        (bars,) = container.lines[2]
+        spans = [seg[1][1] - seg[0][1] for seg in bars.get_segments()]
+        assert spans == pytest.approx([2 * 100 * statistics.stdev(ACC[(strategy, p)]) for p in parts])
+    # the settings are named above the axes, at their measure
+    top = next(c for c in ax.child_axes)
+    assert [t.get_text() for t in top.get_xticklabels()] == parts
+    assert list(top.get_xticks()) == pytest.approx([TV[p] for p in parts])
     assert ax.get_xlabel() == "data heterogeneity: tv_mean (higher = more heterogeneous)"
     assert ax.get_ylabel() == "final test accuracy (%)" and not fig.texts  # every run has a tv_mean
-    assert sum(len(c.get_offsets()) for c in ax.collections) == 12  # every run is a dot
+    assert _dots(ax) == 12  # every run is a dot
 
 
 def test_accuracy_against_beta_shows_iid_at_the_right_edge_and_names_what_is_not_on_the_axis(fake_sweep):
     view = load_sweep(fake_sweep)
-    fig = accuracy_vs_heterogeneity_figure(view, layout_of(view), "beta")
+    fig = accuracy_vs_heterogeneity_figure(view, "beta")
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     assert (
@@ -239,15 +269,19 @@ def test_accuracy_against_beta_shows_iid_at_the_right_edge_and_names_what_is_not
     )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "IID"]
     beta_tick, iid_tick = ax.get_xticks()
-    lines = _lines(ax)
-    assert list(lines) == ["fedavg", "fedavg (IID)", "scaffold", "scaffold (IID)"]
+    means = _means(ax)
+    assert list(means) == ["fedavg", "scaffold"]
     for strategy in ("fedavg", "scaffold"):
-        assert list(lines[strategy].get_xdata()) == [0.5]
-        assert list(lines[strategy].get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, "Dir(0.5)")])])
-        assert list(lines[f"{strategy} (IID)"].get_xdata()) == [iid_tick] and iid_tick > beta_tick
-        assert list(lines[f"{strategy} (IID)"].get_ydata()) == pytest.approx([91.0])
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fedavg", "scaffold"]
-    assert sum(len(c.get_offsets()) for c in ax.collections) == 8  # every Dir(0.5) and IID run is a dot
+        line = means[strategy].lines[0]
+        assert list(line.get_xdata()) == [0.5, iid_tick] and iid_tick > beta_tick
+        assert list(line.get_ydata()) == pytest.approx([100 * statistics.fmean(ACC[(strategy, "Dir(0.5)")]), 91.0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "fedavg",
+        "scaffold",
+        "a run",
+        "mean ± sample std over seeds",
+    ]
+    assert _dots(ax) == 8  # every Dir(0.5) and IID run is a dot
     (note,) = fig.texts
     assert note.get_text() == "not on this axis: #C=1 (label-quantity: no beta)"
     text = report(fake_sweep, measure="beta").read_text()
@@ -259,8 +293,14 @@ def test_drop_figure_draws_one_bar_per_strategy_and_setting(fake_sweep):
     view = load_sweep(fake_sweep)
     fig = drops_figure(accuracy_drops(view), view)
     (ax,) = fig.axes
-    bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
-    assert bars == {"fedavg": pytest.approx([9.0, 46.0]), "scaffold": pytest.approx([5.0, 58.0])}
+    bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+    heights = {k: [p.get_height() for p in c.patches] for k, c in bars.items()}
+    assert heights == {"fedavg": pytest.approx([9.0, 46.0]), "scaffold": pytest.approx([5.0, 58.0])}
+    # error bars: ± the sample std of the paired drops (fedavg #C=1: 50 and 42 points -> 5.66)
+    (err,) = bars["fedavg"].errorbar.lines[2]
+    assert [seg[1][1] - seg[0][1] for seg in err.get_segments()] == pytest.approx(
+        [2 * 100 * statistics.stdev([0.10, 0.08]), 2 * 100 * statistics.stdev([0.50, 0.42])]
+    )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Dir(0.5)", "#C=1"]
     assert ax.get_ylabel() == "accuracy drop vs IID (pp)"
 
@@ -277,7 +317,12 @@ def test_drop_figure_legend_covers_no_bar_and_stays_in_the_figure(tmp_path):
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     legend = ax.get_legend().get_window_extent(renderer)
-    bars = [patch.get_window_extent(renderer) for container in ax.containers for patch in container]
+    bars = [
+        patch.get_window_extent(renderer)
+        for container in ax.containers
+        if isinstance(container, BarContainer)
+        for patch in container
+    ]
     assert len(bars) == 6
     assert not any(legend.overlaps(bar) for bar in bars)
     assert legend.x0 >= ax.get_window_extent(renderer).x1  # right of the axes
@@ -310,12 +355,25 @@ def test_run_figures_draw_the_runs_curves(tmp_path):
     assert list(figs) == ["accuracy.png", "loss.png", "heterogeneity.png"]
     assert {ax.get_title() for fig in figs.values() for ax in fig.axes} == {"fedprox, Dir(0.5)"}
     (acc,) = figs["accuracy.png"].axes
-    assert list(_lines(acc)) == ["test"]
-    assert list(_lines(acc)["test"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
+    assert list(_lines(acc)) == ["test (global model)"]
+    assert list(_lines(acc)["test (global model)"].get_ydata()) == pytest.approx([0.77 * r / 3 for r in (1, 2, 3)])
     (loss,) = figs["loss.png"].axes
     assert list(_lines(loss)) == ["test", "local training"]
     assert (loss.get_xlabel(), loss.get_ylabel()) == ("round", "loss (log scale)")
     assert loss.get_yscale() == "log" and acc.get_yscale() == "linear"
+
+
+def test_a_diverged_runs_own_plots_mark_the_round_it_diverged(tmp_path):
+    run = tmp_path / "run"
+    fabricate_run(run, "fedavg", "iid", 0, 0.9)
+    diverge(run, at=2)
+    figs = run_figures(read_jsonl(run / "metrics.jsonl"), "fedavg, iid")
+    for name in ("accuracy.png", "loss.png", "heterogeneity.png"):
+        (ax,) = figs[name].axes
+        mark = _lines(ax)["diverged (round 2)"]
+        assert list(mark.get_xdata()) == [2, 2] and mark.get_linestyle() == ":"
+    text = report(run).read_text()
+    assert "| status | diverged |" in text and "| diverged_round | 2 |" in text
 
 
 def test_a_diverged_runs_loss_stays_readable_on_the_log_axis(tmp_path):
@@ -451,3 +509,163 @@ def test_personal_table_and_per_party_boxes(fake_sweep):
     medians = [line.get_ydata()[0] for line in ax.lines if line.get_color() in ("C1", "#ff7f0e")]
     assert medians[0] == pytest.approx(65.0)
     assert (fake_sweep / "figures" / "party_accuracy.png").exists()
+
+
+# ------------------------------------------------------------ a diverged run, everywhere
+
+
+def diverge(run_dir: Path, at: int = 3, reason: str = "train loss 1e+27 above 10 x round 1's") -> None:
+    """Make a fabricated run one that diverged in round ``at``: its loss and model
+    heterogeneity explode (to 1e28 in round 3), its accuracy falls to chance, and its
+    summary says so."""
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    for row, big in zip(rows, (None, 1e6, 1e28)):
+        if big is not None:
+            row.update(test_loss=big, train_loss=big / 10, client_drift_mean=big, gradient_diversity=big)
+        if row["round"] == at:
+            row.update(diverged=reason, test_accuracy=0.1)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = json.loads((run_dir / "summary.json").read_text())
+    s.update(status="diverged", diverged_round=at, divergence_reason=reason, test_accuracy=0.1)
+    (run_dir / "summary.json").write_text(json.dumps(s))
+
+
+@pytest.fixture
+def diverged_sweep(fake_sweep) -> Path:
+    """The fake sweep with scaffold's Dir(0.5) seed 1 diverged in round 3 (seed 0 finished)."""
+    diverge(fake_sweep / "scaffold-Dir(0.5)-s1")
+    return fake_sweep
+
+
+def test_a_diverged_run_is_marked_in_every_table_of_the_report(diverged_sweep):
+    text = report(diverged_sweep).read_text()
+    # the counts, the results table, the drop table and the list of diverged runs
+    assert "12 runs: 11 finished, 1 diverged, 0 not finished; seeds [0, 1]." in text
+    mean, sd = statistics.fmean([0.85, 0.1]), statistics.stdev([0.85, 0.1])
+    assert f"| Dir(0.5) | **82.00 ± 2.83** | {100 * mean:.2f} ± {100 * sd:.2f} † (1 diverged) |" in text
+    assert "† runs whose training diverged are in the mean" in text
+    drop = 100 * (0.91 - mean)
+    paired = 100 * statistics.stdev([0.91 - 0.85, 0.91 - 0.1])
+    assert f"| Dir(0.5) | 9.00 ± 1.41 | {drop:.2f} ± {paired:.2f} † (1 diverged) |" in text
+    assert "| scaffold-Dir(0.5)-s1 | 3 | train loss 1e+27 above 10 x round 1's | 10.00 |" in text
+    assert text.index("## Diverged runs") < text.index("## Test accuracy over rounds")
+    # the loss figure's caption says which run leaves its axis
+    assert "1 diverged run (scaffold-Dir(0.5)-s1) leaves it" in text
+
+
+def test_a_diverged_run_stays_out_of_the_mean_and_off_the_loss_axis(diverged_sweep):
+    view = load_sweep(diverged_sweep)
+    layout = layout_of(view)
+    cut: list[str] = []
+    fig = curves_figure(
+        view, layout, [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")], "loss", yscale="log", cut=cut
+    )
+    ax = fig.axes[1]
+    assert ax.get_title() == "Dir(0.5)\n1 diverged run off the axis (▲ where it leaves)"
+    lines = _lines(ax)
+    # scaffold's mean is seed 0's curve alone (2 - r/3), to the last round
+    assert list(lines["scaffold (test)"].get_xdata()) == [1, 2, 3]
+    assert list(lines["scaffold (test)"].get_ydata()) == pytest.approx([2 - r / 3 for r in (1, 2, 3)])
+    # the diverged run: its own line, named in the legend, an X at round 3
+    own = lines["scaffold (test), Dir(0.5), seed 1: diverged in round 3"]
+    assert list(own.get_ydata()) == pytest.approx([2 - 1 / 3, 1e6, 1e28])
+    xs = [(ln.get_xdata()[0], ln.get_marker()) for ln in ax.get_lines() if ln.get_gid() == "diverged"]
+    assert (3, "X") in xs and (2, "^") in xs  # X at its round (on the edge), ▲ where it leaves the axis
+    # the axis stays on the runs that did not diverge: 0.67 to 1.67, not 1e28
+    low, high = ax.get_ylim()
+    assert 0.5 < low < 1.0 and 1.6 < high < 2.5
+    assert cut == ["scaffold-Dir(0.5)-s1"]
+    # the other panels are untouched
+    assert fig.axes[0].get_title() == "iid" and fig.axes[0].get_ylim()[1] < 2.5
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "the round a run diverged" in legend and "a diverged run leaves the axis" in legend
+    # accuracy: bounded, so the diverged run's fall to 10% stays on the axis; the mean goes on
+    acc = curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)")
+    ax = acc.axes[1]
+    assert ax.get_title() == "Dir(0.5)"
+    assert list(_lines(ax)["scaffold"].get_xdata()) == [1, 2, 3]
+    assert list(_lines(ax)["scaffold"].get_ydata()) == pytest.approx([85 * r / 3 for r in (1, 2, 3)])
+    assert ax.get_ylim()[0] < 10
+
+
+def test_a_diverged_run_is_marked_in_the_other_figures(diverged_sweep):
+    view = load_sweep(diverged_sweep)
+    layout = layout_of(view)
+    ax = accuracy_vs_heterogeneity_figure(view, "tv_mean").axes[0]
+    top = next(c for c in ax.child_axes)
+    assert [t.get_text() for t in top.get_xticklabels()] == ["iid", "Dir(0.5) †", "#C=1"]
+    (crosses,) = [c for c in ax.collections if c.get_gid() == "diverged"]  # the diverged run, an x
+    assert [list(xy) for xy in crosses.get_offsets()] == [pytest.approx([0.4, 10.0])]
+    assert ax.get_legend().get_texts()[-1].get_text() == "a diverged run († its setting's mean includes it)"
+    # the drop figure: scaffold's Dir(0.5) bar hatched with a †
+    fig = drops_figure(accuracy_drops(view), view)
+    bars = {c.get_label(): c for c in fig.axes[0].containers if isinstance(c, BarContainer)}
+    assert [p.get_hatch() for p in bars["scaffold"].patches] == ["//", None]
+    assert [p.get_hatch() for p in bars["fedavg"].patches] == [None, None]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["†"]
+    # model heterogeneity: client drift of 1e28 leaves the axis, which stays near 0.05-0.07
+    cut: list[str] = []
+    fig = model_heterogeneity_figure(view, layout, cut)
+    drift = fig.axes[1]
+    assert drift.get_ylim()[1] < 0.1 and cut == ["scaffold-Dir(0.5)-s1"]
+    # every axis label, title and legend entry lies inside the figure (a label clipped at its edge was reported)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in (ax.yaxis.label, ax.xaxis.label, ax.title) if t.get_text()]
+    assert [t.get_text() for t in texts if t is fig.axes[3].yaxis.label] == ["update cosine (mean)"]
+    for t in texts + list(fig.legends[0].get_texts()):
+        ext = t.get_window_extent(renderer)
+        assert fig.bbox.x0 <= ext.x0 and ext.x1 <= fig.bbox.x1 and fig.bbox.y0 <= ext.y0 and ext.y1 <= fig.bbox.y1
+
+
+def test_a_sweep_without_a_strategy_factor_compares_its_varying_factor_across_partitions(tmp_path):
+    """Defences x partitions under one attack (the mnist-signflip-scale layout): the defences
+    are the series of the figures that compare partitions, the attack (one value) is said once."""
+    d = tmp_path / "defences"
+    accs = {("FedAvg", "iid"): 0.9, ("FedAvg", "Dir(0.5)"): 0.6, ("median", "iid"): 0.95, ("median", "Dir(0.5)"): 0.8}
+    runs = []
+    for (defence, part), acc in accs.items():
+        name = f"partition={part}__attack=flip__defence={defence}__seed=0"
+        fabricate_run(d / name, {"FedAvg": "fedavg", "median": "fedmedian"}[defence], part, 0, acc)
+        runs.append({"name": name, "factors": {"partition": part, "attack": "flip", "defence": defence}, "seed": 0})
+    factors = [("partition", ["iid", "Dir(0.5)"]), ("attack", ["flip"]), ("defence", ["FedAvg", "median"])]
+    index = {
+        "name": "defences",
+        "factors": [{"key": k, "short": k, "labels": labels} for k, labels in factors],
+        "seeds": [0],
+        "tune": [],
+        "runs": [{**r, "status": "finished"} for r in runs],
+    }
+    (d / "sweep.json").write_text(json.dumps(index))
+    view = load_sweep(d)
+    ax = accuracy_vs_heterogeneity_figure(view, "tv_mean").axes[0]
+    means = _means(ax)
+    assert list(means) == ["FedAvg", "median"] and ax.get_legend().get_title().get_text() == "defence"
+    assert list(means["median"].lines[0].get_xdata()) == pytest.approx([TV["iid"], TV["Dir(0.5)"]])
+    assert [t.get_text() for t in next(iter(ax.child_axes)).get_xticklabels()] == ["iid", "Dir(0.5)"]
+    drops = {(x.series, x.setting): x.drop for x in accuracy_drops(view)}
+    assert drops == {("FedAvg", ("Dir(0.5)",)): pytest.approx(0.3), ("median", ("Dir(0.5)",)): pytest.approx(0.15)}
+    assert "| setting | FedAvg | median |" in report(d).read_text()
+    fig = curves_figure(view, layout_of(view), [("test_accuracy", "-", "")], "test accuracy (%)")
+    # the attack, one value, above the panels; each panel's title only what tells it apart
+    assert fig.get_suptitle() == "attack=flip"
+    assert [ax.get_title() for ax in fig.axes] == ["fedavg, defence=FedAvg", "fedmedian, defence=median"]
+
+
+def test_per_party_boxes_of_many_algorithms_stack_their_panels_in_a_printable_shape(tmp_path):
+    """Ten algorithms x two settings: one panel a row (side by side they made a strip
+    22 in wide and 3.8 high, its labels unreadable at a column's width)."""
+    d = tmp_path / "personal"
+    algorithms = ["fedavg", "fedprox", "scaffold", "fednova", "moon", "fedbn"]
+    for strategy in algorithms:
+        for part in ("iid", "Dir(0.5)"):
+            run = d / f"{strategy}-{part}"
+            fabricate_run(run, strategy, part, 0, 0.8)
+            _add_parties(run, [0.5, 0.6], [0.9, 0.95])
+    view = load_sweep(d)
+    fig = party_distribution_figure(view, layout_of(view))
+    width, height = fig.get_size_inches()
+    assert width / height <= 1.5 and width <= 10
+    top, bottom = fig.axes
+    assert top.get_position().y0 > bottom.get_position().y1  # stacked, not side by side
+    assert sorted(t.get_text() for t in top.get_xticklabels()) == sorted(algorithms)

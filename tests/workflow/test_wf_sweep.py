@@ -308,3 +308,59 @@ def test_shipped_sweep_files_plan_and_validate(name, n_runs):
             "fedprox": 0.01,
             "moon": 5.0,
         }
+
+
+def test_a_diverged_run_keeps_its_status_in_summary_csv_the_tables_the_report_and_the_figures(tiny, tmp_path, capsys):
+    """lr 3 makes the tiny run's loss explode in round 2 (ended as diverged); lr 0.05 trains."""
+    from fedsim.cli import main
+    from fedsim.report import load_sweep
+    from fedsim.report.curves import curves_figure
+    from fedsim.report.load import layout_of
+
+    sweep_file = tmp_path / "div.yaml"
+    sweep_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "div",
+                "base": tiny(train={"momentum": 0.9}, federation={"rounds": 3, "max_failure_fraction": 1.0}),
+                "grid": {"train.lr": [0.05, 3.0]},  # an ablation: one panel, a line per lr
+                "seeds": [0],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_file), "--out", str(out), "--quiet"]) == 0  # a diverged run is a result
+    rows = {r["train.lr"]: r for r in read_summary_csv(out / "summary.csv")}
+    bad = rows["3.0"]
+    summary = json.loads((out / bad["run"] / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_round"] == 2
+    # summary.csv and sweep.json say what summary.json says
+    assert (bad["status"], bad["diverged_round"], bad["divergence_reason"]) == (
+        "diverged",
+        2,
+        summary["divergence_reason"],
+    )
+    assert rows["0.05"]["status"] == "finished" and rows["0.05"]["diverged_round"] is None
+    index = json.loads((out / "sweep.json").read_text())
+    assert sorted(r["status"] for r in index["runs"]) == ["diverged", "finished"]
+    # the command's last lines count it apart and name it
+    printed = capsys.readouterr().out
+    assert "1 finished, 1 diverged, 0 failed in" in printed
+    assert f"  diverged: {bad['run']}: round 2: {summary['divergence_reason']}" in printed
+    acc = 100 * summary["test_accuracy"]
+    cell = f"| 3.0 | {acc:.2f} † | {100 * summary['best_test_accuracy']:.2f} † |"
+    assert cell in (out / "table.md").read_text() and "| 1 (1 diverged) |" in (out / "table.md").read_text()
+    # report.md: the counts, the marked cell, the run named
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "2 runs: 1 finished, 1 diverged, 0 not finished; seeds [0]." in text
+    assert cell in text
+    assert f"| {bad['run']} | 2 | {summary['divergence_reason']} | {acc:.2f} |" in text
+    # the loss figure: the diverged run drawn apart, its X at round 2, the axis on the other run
+    view = load_sweep(out)
+    fig = curves_figure(view, layout_of(view), [("test_loss", "-", "")], "loss", yscale="log")
+    (ax,) = fig.axes
+    ok = [row["test_loss"] for row in read_jsonl(out / rows["0.05"]["run"] / "metrics.jsonl")]
+    low, high = ax.get_ylim()
+    assert low <= min(ok) and max(ok) <= high < 10 * max(ok)
+    assert [(ln.get_xdata()[0], ln.get_marker()) for ln in ax.get_lines() if ln.get_marker() == "X"] == [(2, "X")]

@@ -219,3 +219,25 @@ def test_bad_tune_files_are_one_line_and_exit_2(toy, tmp_path, capsys, change, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "never").exists()
+
+
+def test_tune_md_marks_a_final_test_mean_that_includes_a_diverged_run(toy):
+    from fedsim.tuning.report import tune_markdown
+    from fedsim.tuning.spec import parse_tune
+
+    spec = parse_tune(toy())
+    best = {"number": 3, "value": 0.9, "params": {"train.lr": 0.1}}
+    final = {
+        "dir": "final",
+        "seeds": [0, 1],
+        "per_seed": [(0, 0.9), (1, 0.25)],
+        "diverged": [1],
+        "test_mean": 0.575,
+        "test_std": 0.46,
+        "what": "no validation split",
+        "rounds": 4,
+        "grid_label": "lr0.1",
+    }
+    md = tune_markdown(spec, [], best, final, {})
+    assert "**57.50 ± 46.00** † (1 diverged) (mean ± sample std; seed 0: 90.00, seed 1: 25.00 †)" in md
+    assert "† the training of these seeds' runs diverged" in md
