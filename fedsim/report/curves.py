@@ -62,7 +62,13 @@ def shared_legend(fig: Figure, axes: Sequence[Axes], title: str | None = None) -
     if "^" in marks or "v" in marks:
         handles.append(Line2D([], [], color="gray", marker="^", linestyle="none", ms=7))
         labels.append("a diverged run leaves the axis")
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, title=title, title_fontsize=8)
+    # a column holds what the figure's height fits (about 0.19 in an entry at 8 pt): a
+    # legend taller than the figure is cut at its edges (29 settings of mnist-defaults)
+    rows = max(1, int((fig.get_figheight() - 0.4) / 0.19) - (1 if title else 0))
+    ncol = -(-len(handles) // rows)
+    if ncol > 1:
+        fig.set_figwidth(fig.get_figwidth() + 1.6 * (ncol - 1))
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, title=title, title_fontsize=8, ncol=ncol)
 
 
 def aggregate_curves(runs: Sequence[RunInfo], key: str) -> tuple[list[int], list[float], list[float]]:
