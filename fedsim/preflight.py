@@ -21,6 +21,7 @@ import numpy as np
 
 import partitioners
 import strategies
+from strategies.strategy import from_portable
 
 from . import rundir, trackers
 from .adversary import check_attack_data
@@ -75,7 +76,7 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
         )
     if store.dataidxs.exists():
         check_partition_file(cfg, store)
-    ckpt = latest_checkpoint(store)
+    ckpt = latest_checkpoint(store, warn=False)  # the resume itself says which checkpoint it falls back from
     if ckpt is not None and ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
         raise RunDirError(
             f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
@@ -153,13 +154,23 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     if cfg.privacy.mode != "none":
         sizes = read_dataidxs(store, bundle.y_train.numpy()) if partition is None else partition[0]
         held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
-        check_privacy(cfg, model, {k: len(v) for k, v in sizes.items() if k not in held}, fresh=partition is not None)
+        check_privacy(
+            cfg,
+            model,
+            {k: len(v) for k, v in sizes.items() if k not in held},
+            fresh=partition is not None,
+            store=store if resume else None,
+        )
     return partition
 
 
-def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool) -> None:
+def check_privacy(
+    cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool, store: RunStore | None = None
+) -> None:
     """``privacy.*`` beyond the config: the extra is installed, the model has no
-    BatchNorm, the noise can be calibrated and one round fits the budget."""
+    BatchNorm, delta is below 1/N, the noise can be calibrated and one round fits the
+    budget; a resume (``store``) that could not stay within the budget with the
+    checkpoint's ledger is refused."""
     problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name), has_batchnorm(model))
     if problem:
         raise ConfigError(problem)
@@ -170,10 +181,19 @@ def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fre
             raise ConfigError(f"privacy.mode {cfg.privacy.mode!r} needs {what}: pip install 'fedsim[privacy]'")
     try:
         run = PrivacyRun(cfg, party_sizes)
+        ckpt = latest_checkpoint(store, warn=False) if store is not None and not fresh else None
+        if ckpt is not None and "__privacy__" in ckpt.strategy:
+            run.load_state_dict(from_portable(ckpt.strategy["__privacy__"]))
+            run.check_resume(ckpt.history)
     except ValueError as exc:  # Flower's adaptive noise split with a calibrated sigma
         raise ConfigError(f"privacy: {exc}") from exc
-    if fresh:
+    if fresh or ckpt is None:
         run.check_start()
+    if run.sigma == 0:
+        log.warning(
+            "privacy.noise_multiplier=0 adds no noise: nothing is private and epsilon is infinite "
+            "(recorded as epsilon null, epsilon_infinite true)"
+        )
 
 
 def write_partition(

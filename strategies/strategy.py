@@ -521,6 +521,11 @@ def _to_portable(value: Any) -> Any:
     raise TypeError(f"cannot checkpoint server state of type {type(value).__name__}")
 
 
+def from_portable(value: Any) -> Any:
+    """What :func:`_to_portable` wrote, back as the server state (a checkpoint's)."""
+    return _from_portable(value)
+
+
 def _from_portable(value: Any) -> Any:
     if isinstance(value, dict):
         if "__ndarray__" in value:
