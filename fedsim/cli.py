@@ -245,6 +245,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in (
+        "status",
         "strategy",
         "dataset",
         "model",

@@ -217,11 +217,13 @@ class PrivacyRun:
         return stop is not None
 
     def after_round(self, record):
-        """``RoundHooks.after_round`` that accounts before the recorder writes the row."""
+        """``RoundHooks.after_round`` that accounts before the recorder writes the row; a
+        budget stop makes the round the run's last for the recorder (it evaluates and
+        checkpoints the final model)."""
 
         def hook(rl) -> bool:
             stop = self.account(rl)
-            return bool(record(rl)) or stop
+            return bool(record(rl, last=stop)) or stop
 
         return hook
 

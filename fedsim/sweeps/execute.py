@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "sweep.json"
 #: summary.json statuses of a run that has ended (a diverged run is a result, marked in the table)
-DONE = ("finished", "diverged")
+#: summary statuses of a run that has ended: all its rounds, stopped early on purpose
+#: (the privacy budget), diverged
+DONE = ("finished", "stopped", "diverged")
 
 
 def _one_line_error(exc: BaseException) -> str:
@@ -212,7 +214,8 @@ def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
         return None
     if not isinstance(summary, dict) or summary.get("status") not in DONE:
         return None
-    # a run stopped at privacy.target_epsilon has ended with fewer rounds
+    # a run stopped at privacy.target_epsilon has ended with fewer rounds (a run of an
+    # older fedsim says so in privacy_stop only)
     if (
         summary.get("status") == "finished"
         and int(summary.get("rounds") or 0) < rounds

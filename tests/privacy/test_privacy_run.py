@@ -111,7 +111,7 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it_and_resumes(
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     rows = _rows(ref.run_dir / "metrics.jsonl")
     assert [r["round"] for r in rows] == [1, 2, 3]
-    assert ref.summary["rounds"] == 3 and ref.summary["status"] == "finished"
+    assert ref.summary["rounds"] == 3 and ref.summary["status"] == "stopped"
     assert ref.summary["epsilon"] == pytest.approx(per_round[2]) and per_round[2] <= target
     assert "would spend epsilon" in ref.summary["privacy_stop"] and rows[-1]["privacy_stop"]
     # resuming the stopped run does nothing
@@ -363,3 +363,24 @@ def test_the_default_delta_is_meaningful_for_two_parties(tmp_path, tiny):
     )
     assert res.summary["delta"] == 1e-5
     assert res.summary["epsilon"] == pytest.approx(epsilon([(1.0, 1.0, 1)], 1e-5)) and res.summary["epsilon"] > 4
+
+
+def test_a_run_stopped_by_the_budget_is_tested_and_says_why(tmp_path, tiny):
+    """eval_every and checkpoint_every past the stop: the stopped run's final model is
+    still evaluated and checkpointed, and its status says why it ended early."""
+    per_round = [epsilon([(1.0, 1.0, r)], default_delta(4)) for r in (1, 2, 3)]
+    target = (per_round[1] + per_round[2]) / 2  # 2 rounds fit
+    cfg = tiny(
+        partition=IID,
+        federation={"rounds": 6, "eval_every": 6},
+        output={"checkpoint_every": 6},
+        privacy={"mode": "central-fixed", "target_epsilon": target},
+    )
+    res = fedsim.run(cfg, out=tmp_path / "r")
+    rows = _rows(res.run_dir / "metrics.jsonl")
+    s = res.summary
+    assert [r["round"] for r in rows] == [1, 2] and "test_accuracy" not in rows[0]
+    assert s["status"] == "stopped" and s["rounds"] == 2
+    assert s["stop_reason"] == f"privacy budget: {rows[-1]['privacy_stop']}"
+    assert s["test_accuracy"] == rows[-1]["test_accuracy"] and 0 <= s["test_accuracy"] <= 1
+    assert (res.run_dir / "checkpoints" / "round_000002").is_dir()

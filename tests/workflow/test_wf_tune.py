@@ -192,6 +192,28 @@ def test_kfold_tune_reads_only_training_folds_and_nests_its_runs(toy, tmp_path, 
     assert "tune.md" in {a.path for a in client.list_artifacts(tune_run.info.run_id)}
 
 
+def test_a_final_run_stopped_by_the_privacy_budget_is_tested(toy, tmp_path):
+    """The final runs evaluate only at federation.rounds; one stopped earlier by
+    privacy.target_epsilon is still tested (tune.md showed "-" with exit 0)."""
+    pytest.importorskip("dp_accounting", reason="pip install 'fedsim[privacy]'")
+    from fedsim.privacy.accounting import default_delta, epsilon
+
+    target = (epsilon([(1.0, 1.0, 2)], default_delta(4)) + epsilon([(1.0, 1.0, 3)], default_delta(4))) / 2
+    spec = toy(
+        overrides=[*toy()["overrides"], "privacy.mode=central-fixed", f"privacy.target_epsilon={target}"],
+        space={"train.lr": {"type": "categorical", "choices": [0.05, 0.1]}},
+        n_trials=1,
+        pruner="none",
+        sampler="random",
+    )
+    result = fedsim.tune(spec, out=tmp_path / "t")
+    final = next((tmp_path / "t" / "final").glob("*/summary.json"))
+    summary = json.loads(final.read_text())
+    assert summary["status"] == "stopped" and summary["rounds"] == 2 and summary["test_accuracy"] is not None
+    assert result.test_mean == summary["test_accuracy"] and result.n_final_failed == 0
+    assert f"{100 * summary['test_accuracy']:.2f}" in result.markdown
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
