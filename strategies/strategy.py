@@ -148,6 +148,9 @@ class FederationSetup:
     device: str = "cpu"
     #: parties that never train nor validate (``federation.holdout_parties``)
     holdout: frozenset[int] = frozenset()
+    #: raises when a round's failures are not the clients' but the run's (a full disk
+    #: on the machine that writes the client state): the round must not be aggregated
+    check_failures: Callable[[int, list[Failure]], None] | None = None
 
     def is_param(self, key: str) -> bool:
         return self.param_keys is None or key in self.param_keys
@@ -373,6 +376,8 @@ class FedsimStrategy:
         return outcomes
 
     def _check_failures(self, sampled: list[int], stage: str) -> None:
+        if self.setup.check_failures is not None:  # before any tolerance: the run's own failure ends it
+            self.setup.check_failures(self.round_log.round, self.round_log.failures)
         failed = sum(1 for f in self.round_log.failures if f.stage == stage)
         if sampled and failed > self.setup.max_failure_fraction * len(sampled):
             raise CohortFailure(
