@@ -4,6 +4,12 @@ never reads the test set, and bad tune files as one line with exit 2."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -212,6 +218,48 @@ def test_a_final_run_stopped_by_the_privacy_budget_is_tested(toy, tmp_path):
     assert summary["status"] == "stopped" and summary["rounds"] == 2 and summary["test_accuracy"] is not None
     assert result.test_mean == summary["test_accuracy"] and result.n_final_failed == 0
     assert f"{100 * summary['test_accuracy']:.2f}" in result.markdown
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return False
+    return "zombie" not in state.lower()
+
+
+def test_sigterm_stops_the_running_trials_at_once(toy, tmp_path):
+    """SIGTERM to `fedsim tune --workers 2` (a scheduler's preemption) stops its running
+    trials now: they continue from their checkpoints on --resume. The pool was shut down
+    without waiting and the `with` block then waited: workers wrote summaries 10 s later."""
+    spec = toy(base={**toy()["base"], "federation": {"rounds": 1000}}, n_trials=2, pruner="none")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "t"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "fedsim.cli", "tune", str(path), "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 180
+        rows = [out / "trials" / f"trial-000{i}" / "metrics.jsonl" for i in (0, 1)]
+        while time.time() < deadline and not all(r.exists() and r.stat().st_size for r in rows):
+            time.sleep(0.2)  # both workers are training
+        assert proc.poll() is None, proc.stderr.read()
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        stopped = time.time() - t0
+        assert proc.returncode == 143 and err.strip().splitlines()[-1].startswith("fedsim: terminated (SIGTERM)")
+        assert stopped < 5, f"the tune took {stopped:.1f} s to stop"
+        time.sleep(1)
+        assert not [w for w in workers if _alive(w)]
+        sizes = [r.stat().st_size for r in rows]
+        time.sleep(1)
+        assert [r.stat().st_size for r in rows] == sizes  # nothing writes on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 @pytest.mark.parametrize(
