@@ -314,6 +314,12 @@ def _check_holdout(value: float, n_parties: int) -> None:
             f"config key 'federation.holdout_parties' = {value!r}: a share in [0, 1) or a whole number "
             f"of parties from 1 to {n_parties - 1}"
         )
+    if 0 < value < 1 and int(round(value * n_parties)) == 0:  # a share that holds out nobody
+        raise ConfigError(
+            f"config key 'federation.holdout_parties' = {value!r} of {n_parties} parties holds out "
+            f"round({value * n_parties:g}) = 0 parties: give a whole count (1) or a share above "
+            f"0.5/{n_parties} = {0.5 / n_parties:g}"
+        )
 
 
 #: output.* keys read only by some trackers

@@ -220,6 +220,30 @@ def test_a_final_run_stopped_by_the_privacy_budget_is_tested(toy, tmp_path):
     assert f"{100 * summary['test_accuracy']:.2f}" in result.markdown
 
 
+@pytest.mark.parametrize(
+    "raw, high",
+    [
+        ({"type": "int", "low": 1, "high": 10, "step": 4}, 9),
+        ({"type": "float", "low": 0.1, "high": 0.5, "step": 0.3}, 0.4),
+    ],
+)
+def test_a_range_that_is_not_whole_steps_is_lowered_with_one_warning(toy, caplog, raw, high):
+    """Optuna lowers high itself, with a two-line UserWarning of its own; fedsim says it in one."""
+    import warnings
+
+    from fedsim.tuning import parse_tune
+
+    key = "train.epochs" if raw["type"] == "int" else "train.lr"
+    with caplog.at_level("WARNING", logger="fedsim.tuning.spec"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's own warning would fail here
+        spec = parse_tune(toy(space={key: raw}))
+        (param,) = spec.space
+        dist = param.distribution()
+    assert param.high == high and dist.high == high and type(param.high) is type(high)
+    (message,) = [m for m in caplog.messages if key in m]
+    assert f"values are drawn from [{raw['low']:g}, {high:g}]" in message
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
@@ -278,6 +302,10 @@ def test_sigterm_stops_the_running_trials_at_once(toy, tmp_path):
         ({"select_by": "test_accuracy"}, "not a validation metric"),
         ({"overrides": []}, "needs local validation"),
         ({"n_trial": 3}, "unknown tune key 'n_trial' (did you mean 'n_trials'?)"),
+        (
+            {"space": {"train.epochs": {"type": "int", "low": 1, "high": 2, "step": 5}}},
+            "step 5 is wider than the range [1, 2], which leaves only 1",
+        ),
         ({"pruner": {"type": "median", "startup": 3}}, "MedianPruner has no argument 'startup'"),
     ],
 )
