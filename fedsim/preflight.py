@@ -145,6 +145,8 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     check_trackers_installed(cfg)
     bundle = load_bundle(cfg)
     partition = None if (resume and store.dataidxs.exists()) else compute_partition(cfg, bundle)
+    if partition is not None:  # a resumed run keeps the partition it was started with
+        check_party_sizes(cfg, partition[0])
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
     check_attack_data(cfg, bundle)
     model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
@@ -162,6 +164,44 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
             store=store if resume else None,
         )
     return partition
+
+
+def check_party_sizes(cfg: ExperimentConfig, dataidxs: dict[int, np.ndarray]) -> None:
+    """Parties that cannot do what the config asks of them, before anything is written.
+
+    A party without training samples has nothing to train on (its update was NaN, and
+    the run reported a divergence in round 1): refused, naming the parties. With local
+    validation (``data.val_fraction``, ``federation.fraction_evaluate``) a party of one
+    sample has no validation sample: it is left out of the evaluation cohorts, said
+    once; when no party has one, the config is refused.
+    """
+    sizes = {p: int(np.asarray(idx).size) for p, idx in dataidxs.items()}
+    empty = sorted(p for p, n in sizes.items() if n == 0)
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        raise ConfigError(
+            f"partition.scheme '{cfg.partition.scheme}' gives {len(empty)} of {len(sizes)} parties no training "
+            f"sample (parties {shown}): an empty party has nothing to train on; raise partition.min_size "
+            "(dirichlet, quantity-skew) or beta, or use fewer parties"
+        )
+    if cfg.data.val_fraction > 0 and cfg.federation.fraction_evaluate > 0:
+        held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
+        evaluating = [p for p in sizes if p not in held]
+        single = sorted(p for p in evaluating if sizes[p] <= 1)
+        if single and len(single) == len(evaluating):
+            raise ConfigError(
+                f"data.val_fraction={cfg.data.val_fraction:g} gives no party a validation sample (each has one "
+                "sample, which it trains on): federation.fraction_evaluate would evaluate nothing; use larger "
+                "parties (fewer of them) or federation.fraction_evaluate=0"
+            )
+        if single:
+            log.warning(
+                "data.val_fraction=%g: %d of %d parties have one sample and no validation sample: they are "
+                "left out of the evaluation cohorts",
+                cfg.data.val_fraction,
+                len(single),
+                len(evaluating),
+            )
 
 
 def check_privacy(

@@ -138,6 +138,10 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             holdout=frozenset(exp.holdout),
             # a full disk is the run's failure, not the clients'
             check_failures=check_client_writes,
+            # one sample and data.val_fraction: nothing to validate on (preflight said so)
+            no_validation=frozenset(
+                p for p, idx in exp.dataidxs.items() if cfg.data.val_fraction > 0 and len(idx) <= 1
+            ),
         )
     )
     # differential privacy (privacy.mode): the strategy's cohort, aggregate and ledger
