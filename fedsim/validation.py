@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .privacy import compat as privacy_compat
 from .privacy.accounting import ACCOUNTANTS
 from .schema import ExperimentConfig, epoch_range
+from .trackers.mlflow_tracker import check_store
 
 
 def _in_range(
@@ -346,6 +347,11 @@ def _check_trackers(out: Any) -> None:
                 f"config key 'output.{key}' is read only with output.trackers containing {' or '.join(readers)}: "
                 "add the tracker or remove the key"
             )
+    if out.mlflow_uri and "mlflow" in names:
+        try:
+            check_store(out.mlflow_uri, "config key 'output.mlflow_uri' =")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not out.mlflow_experiment:
         raise ConfigError("config key 'output.mlflow_experiment' must be a non-empty name")
     if not out.wandb_project:
