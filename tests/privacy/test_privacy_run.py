@@ -295,7 +295,9 @@ def test_a_calibrated_run_extended_on_resume_accounts_every_round_with_its_own_n
     if mode == "dpsgd":
         pytest.importorskip("opacus", reason="pip install 'fedsim[privacy]'")
     privacy = {"mode": mode, "target_epsilon": target, "calibrate": True}
-    cfg = tiny(partition=IID, federation={"rounds": 2}, privacy=privacy, output={"keep_checkpoints": 3})
+    cfg = tiny(
+        partition=IID, train={"epochs": 1}, federation={"rounds": 2}, privacy=privacy, output={"keep_checkpoints": 3}
+    )
     run = fedsim.run(cfg, out=tmp_path / "r").run_dir
     shutil.rmtree(run / "checkpoints" / "round_000002")
     (run / "summary.json").unlink()

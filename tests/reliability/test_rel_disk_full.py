@@ -154,6 +154,7 @@ def _unshare_works() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow  # the injected ENOSPC tests above are its fast versions
 @pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm (user and mount namespaces) to mount a tmpfs")
 def test_a_real_tmpfs_that_fills_up_is_one_line_and_resumes_once_space_is_freed(tmp_path, tiny):
     """A run on a tmpfs of 60% of what the run needs (user and mount namespaces: no root),

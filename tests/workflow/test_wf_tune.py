@@ -252,6 +252,50 @@ def _alive(pid: int) -> bool:
     return "zombie" not in state.lower()
 
 
+def test_a_stopped_tune_terminates_its_workers_before_leaving_the_pool(monkeypatch):
+    """Ctrl-C or SIGTERM while trials run: the pool is shut down without waiting and its
+    workers are terminated before the pool's `with` block ends (which would wait for
+    every running trial). The end-to-end version with real processes is marked slow."""
+    from concurrent.futures import Future
+
+    events: list[tuple] = []
+
+    class Worker:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def terminate(self) -> None:
+            events.append(("terminate", self.pid))
+
+    class Pool:
+        def __init__(self, *args, **kwargs) -> None:
+            self._processes = {11: Worker(11), 12: Worker(12)}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> bool:
+            events.append(("leave the pool",))
+            return False
+
+        def submit(self, fn, job) -> Future:
+            return Future()
+
+        def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+            events.append(("shutdown", wait, cancel_futures))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # SIGTERM is KeyboardInterrupt in the CLI (Terminated)
+
+    monkeypatch.setattr(trials_mod, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(trials_mod, "wait", interrupted)
+    jobs = iter(["trial 0", "trial 1"])
+    with pytest.raises(KeyboardInterrupt):
+        trials_mod.execute_trials(lambda: next(jobs, None), lambda job: None, workers=2)
+    assert events == [("shutdown", False, True), ("terminate", 11), ("terminate", 12), ("leave the pool",)]
+
+
+@pytest.mark.slow  # spawns a tune and its two workers; the fast version is above
 def test_sigterm_stops_the_running_trials_at_once(toy, tmp_path):
     """SIGTERM to `fedsim tune --workers 2` (a scheduler's preemption) stops its running
     trials now: they continue from their checkpoints on --resume. The pool was shut down
