@@ -193,7 +193,7 @@ class PrivacyRun:
             done = f"the {self.round} round{'s' if self.round != 1 else ''} done spent epsilon {spent:.4g}"
             raise ConfigError(
                 f"--resume: federation.rounds={self.cfg.federation.rounds} cannot stay within "
-                f"privacy.target_epsilon={self.target:g}: {done} and {reason.removeprefix('the ')}; "
+                f"privacy.target_epsilon={self.target:g}: {done}, and {reason}; "
                 f"keep federation.rounds={self.round}"
             )
 
@@ -284,14 +284,15 @@ class PrivacyRun:
             if same_plan and saved_sigma is not None:
                 self._use_sigma(float(saved_sigma))  # the sigma this plan was calibrated with, bit for bit
             elif self.cfg.federation.rounds > self.round:
-                self._calibrate_extension()
+                self._calibrate_extension(int(state.get("planned_rounds", self.round)))
             self.planned_rounds = self.cfg.federation.rounds
         if self.release is not None:
             self.release.load_state_dict(state)
 
-    def _calibrate_extension(self) -> None:
+    def _calibrate_extension(self, planned: int) -> None:
         """The noise of rounds round+1..federation.rounds: the smallest that keeps the
-        whole ledger within target_epsilon; ConfigError when none can."""
+        whole ledger within target_epsilon; ConfigError when none can (``planned``: the
+        rounds the run was calibrated for)."""
         rounds = self.cfg.federation.rounds
         more = rounds - self.round
         spent = self.spent()["epsilon"]
@@ -299,7 +300,7 @@ class PrivacyRun:
         if spent >= self.target * (1 - SPENT_SHARE) or self.epsilon_after(SIGMA_MAX, more) > self.target:
             raise ConfigError(
                 f"--resume: federation.rounds={rounds} cannot stay within privacy.target_epsilon={self.target:g}: "
-                f"{done} (calibrated for {self.round} rounds), nothing is left for {more} more; keep "
+                f"{done} (calibrated for {planned} rounds), nothing is left for {more} more; keep "
                 f"federation.rounds={self.round}, or start a new run calibrated for {rounds} rounds"
             )
         sigma = calibrate_sigma(lambda s: self.epsilon_after(s, more), self.target, f"in {more} more rounds")
