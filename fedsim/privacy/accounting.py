@@ -24,8 +24,8 @@ publishes one random member of a population of n in the clear is (0, 1/n)-DP. So
 must be well below 1/n, n being the population the accountant protects (parties for
 client-level DP, the largest party's training samples for DP-SGD: each party's own
 samples are its population, and the largest has the smallest 1/n). It defaults to
-min(1e-5, 0.1/n), what Opacus's and TF Privacy's examples use for MNIST-sized data and
-ten times below 1/n for small federations; a delta >= 1/n is refused
+min(1e-5, 0.1/n): the 1e-5 of Opacus's and TF Privacy's examples, always at least ten
+times below 1/n (0.1/n takes over above n = 10,000); a delta >= 1/n is refused
 (:func:`check_delta`).
 """
 
