@@ -41,6 +41,7 @@ from .experiment import compute_partition, holdout_parties, load_bundle, read_da
 from .localtest import LocalTest
 from .models import build_model, has_batchnorm
 from .privacy import compat as privacy_compat
+from .privacy.accounting import DELTA_SHARE, default_delta
 from .privacy.run import PrivacyRun
 from .ray_address import check_reachable
 from .resources import check_model_fits
@@ -229,6 +230,17 @@ def check_privacy(
         raise ConfigError(f"privacy: {exc}") from exc
     if fresh or ckpt is None:
         run.check_start()
+    n = run.population
+    if cfg.privacy.target_delta is not None and cfg.privacy.target_delta > DELTA_SHARE / n:
+        log.warning(
+            "privacy.target_delta=%g is not well below 1/N = %.3g (N = %d %s): the guarantee may fail outright "
+            "with about that probability, so epsilon says little; the default is %.3g",
+            cfg.privacy.target_delta,
+            1.0 / n,
+            n,
+            run.population_what,
+            default_delta(n),
+        )
     if run.sigma == 0:
         log.warning(
             "privacy.noise_multiplier=0 adds no noise: nothing is private and epsilon is infinite "

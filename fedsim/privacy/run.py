@@ -89,6 +89,7 @@ class PrivacyRun:
             # the most steps a party can take in a round (the upper end of train.epochs)
             self.round_steps = np.array([epoch_range(cfg.train.epochs)[1] * steps_per_epoch(n, b) for n in sizes])
             population, what = (max(sizes) if sizes else 1), "training samples of the largest party"
+        self.population, self.population_what = population, what
         if p.target_delta is not None:
             check_delta(p.target_delta, population, what)
         self.delta = p.target_delta if p.target_delta is not None else default_delta(population)

@@ -357,6 +357,21 @@ def test_a_delta_not_below_one_over_the_population_is_refused_before_anything_is
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
+def test_a_delta_just_below_one_over_n_is_run_with_a_warning(tmp_path, tiny, caplog):
+    """delta 0.47 for 2 parties is below 1/N = 0.5 (allowed) but not well below: the
+    epsilon it gives (0.0) must not read as reassuring."""
+    cfg = tiny(
+        partition={"scheme": "iid", "n_parties": 2},
+        federation={"rounds": 1},
+        privacy={"mode": "central-fixed", "target_delta": 0.47},
+    )
+    with caplog.at_level("WARNING", logger="fedsim.preflight"):
+        res = fedsim.run(cfg, out=tmp_path / "r")
+    (warning,) = [m for m in caplog.messages if "target_delta" in m]
+    assert "0.47 is not well below 1/N = 0.5 (N = 2 parties that train)" in warning and "says little" in warning
+    assert res.summary["delta"] == 0.47
+
+
 def test_the_default_delta_is_meaningful_for_two_parties(tmp_path, tiny):
     """1/N^1.1 gave 2 parties delta 0.47 and an epsilon of 0.0; now delta is 1e-5."""
     res = fedsim.run(
