@@ -198,9 +198,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
     )
 
 
-def latest_checkpoint(store: RunStore) -> Checkpoint | None:
+def latest_checkpoint(store: RunStore, warn: bool = True) -> Checkpoint | None:
     """The newest checkpoint that verifies (older ones are the fallback); None when
-    there is none; RunDirError when there are some and none verifies."""
+    there is none; RunDirError when there are some and none verifies. ``warn``: say
+    which damaged checkpoints were skipped (the checks before a resume read the
+    checkpoint too, quietly: the resume itself says it once)."""
     dirs = checkpoint_dirs(store)
     problems = []
     for path in reversed(dirs):
@@ -210,9 +212,9 @@ def latest_checkpoint(store: RunStore) -> Checkpoint | None:
             problems.append(str(exc))
             continue
         # said only when a fallback is found: with none intact, the error is the one line
-        for problem in problems:
+        for problem in problems if warn else ():
             log.warning("%s; falling back to an older checkpoint", problem)
-        if problems:
+        if problems and warn:
             log.warning("resuming from the older checkpoint '%s'", path)
         return ckpt
     if problems:

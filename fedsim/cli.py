@@ -211,6 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.append(f"local train loss {row['train_loss']:.4f}")
         if row.get("epsilon") is not None:  # privacy.mode: the privacy spent so far
             status.append(f"ε {row['epsilon']:.2f}")
+        elif row.get("epsilon_infinite"):  # no noise
+            status.append("ε ∞")
         if row.get("failures"):
             status.append(f"{len(row['failures'])} failed")
         progress.update(task["id"], completed=row["round"], status="  ".join(status))
@@ -290,6 +292,8 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     status = summary.get("status") or "finished"
     if status == "diverged":
         status = f"diverged in round {summary.get('diverged_round')}"
+    elif status == "stopped" and summary.get("stop_reason"):
+        status = f"stopped: {summary['stop_reason']}"
     table.add_row("status", status)
     for key in ("strategy", "dataset", "model", "rounds", *party):
         table.add_row(key, _fmt(summary.get(key)))
@@ -306,7 +310,9 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     ):
         table.add_row(key, _fmt(summary.get(key)))
     for key in ("privacy_mode", "epsilon", "epsilon_mean", "delta", "accountant", "privacy_stop"):
-        if summary.get(key) is not None:
+        if key == "epsilon" and summary.get("epsilon_infinite"):
+            table.add_row(key, "∞ (no noise: nothing is private)")
+        elif summary.get(key) is not None:
             table.add_row(key, _fmt(summary[key]) if key != "delta" else f"{summary[key]:.3g}")
     for key in ("attack", "malicious_parties", "defence", "attack_success_rate"):
         if key in summary:  # runs with an attack or a defence

@@ -36,3 +36,9 @@ class RunAborted(FedsimError):
 
     The run directory holds a resumable checkpoint when this is raised.
     """
+
+
+class DiskFull(FedsimError):
+    """The disk that holds the run is full (or its quota exceeded): the machine's failure,
+    never a client's. The run stops before anything of the round is aggregated; the
+    last checkpoint is intact and ``--resume`` continues from it."""

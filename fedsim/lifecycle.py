@@ -4,7 +4,9 @@ A sweep's or the local engine's worker pool is spawned by fedsim; if fedsim is
 killed (``kill -9``, an OOM kill, a scheduler), its workers must not run on as
 orphans holding gigabytes and writing into run directories that a resumed fedsim
 is using. Each worker asks the kernel for SIGKILL when its parent dies (Linux's
-``PR_SET_PDEATHSIG``) and, everywhere, watches its parent pid from a thread.
+``PR_SET_PDEATHSIG``) and, everywhere, watches its parent pid from a thread. A parent
+that is stopped (Ctrl-C, SIGTERM) but lives on stops its pool's workers at once
+(:func:`stop_pool`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1
 
@@ -36,3 +39,15 @@ def die_with_parent(poll_s: float = 1.0) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="fedsim-parent-watch", daemon=True).start()
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now (a sweep or a tune stopped by Ctrl-C or SIGTERM): their
+    runs resume from their checkpoints. ``shutdown(wait=False)`` alone leaves them
+    running, and leaving the pool's ``with`` block then waits for every running run to
+    finish (a tune's workers wrote summaries 10 s after SIGTERM). The processes are
+    taken before ``shutdown``, which forgets them."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()

@@ -19,6 +19,7 @@ overlap them (``split``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,8 @@ import partitioners
 from .errors import ConfigError
 from .schema import ExperimentConfig
 from .seeding import derive
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,15 +106,50 @@ def make_local_test(
     labels = bundle.y_train.numpy()
     if mode == "split":
         train, test = split_local_test(dataidxs, labels, cfg.eval.local_test_fraction, cfg.seed)
+        check_coverage(mode, test)
         return train, LocalTest(test, "train")
     if mode == "match":
-        return dataidxs, LocalTest(
-            match_local_test(dataidxs, labels, bundle.y_test.numpy(), cfg.eval.local_test_size, cfg.seed), "test"
-        )
+        test = match_local_test(dataidxs, labels, bundle.y_test.numpy(), cfg.eval.local_test_size, cfg.seed)
+        check_coverage(mode, test)
+        return dataidxs, LocalTest(test, "test")
     groups_test = getattr(bundle, "groups_test", None)
     if bundle.groups is None or groups_test is None:
         raise ConfigError(
             f"eval.local_test 'natural' needs a data set whose test samples carry their groups (LEAF's "
             f"users, data.hf_group_key); '{bundle.name}' has none: use split or match"
         )
-    return dataidxs, LocalTest(partitioners.group_test_indices(bundle.groups, groups_test, dataidxs), "test")
+    test = partitioners.group_test_indices(bundle.groups, groups_test, dataidxs)
+    check_coverage(mode, test)
+    return dataidxs, LocalTest(test, "test")
+
+
+#: why a party can end up with no test sample of its own, per mode
+_NO_TEST = {
+    "split": "a class with one sample stays in training",
+    "match": "its share of the test set rounds to nothing, or the test set lacks its classes",
+    "natural": "its groups have no test samples",
+}
+
+
+def check_coverage(mode: str, test: dict[int, np.ndarray]) -> None:
+    """Parties without a test sample of their own are left out of the local metrics and
+    ``parties.jsonl``: said once (a warning); when no party has one, nothing could be
+    measured, and the config is refused."""
+    empty = sorted(p for p, idx in test.items() if np.asarray(idx).size == 0)
+    if not empty:
+        return
+    if len(empty) == len(test):
+        raise ConfigError(
+            f"eval.local_test={mode} gives none of the {len(test)} parties a test sample ({_NO_TEST[mode]}): "
+            "there would be no local metrics; use larger parties (fewer of them), another eval.local_test, or none"
+        )
+    shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+    log.warning(
+        "eval.local_test=%s: %d of %d parties have no test sample (%s): parties %s are left out of the "
+        "local metrics and parties.jsonl",
+        mode,
+        len(empty),
+        len(test),
+        _NO_TEST[mode],
+        shown,
+    )

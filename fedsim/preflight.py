@@ -21,6 +21,7 @@ import numpy as np
 
 import partitioners
 import strategies
+from strategies.strategy import from_portable
 
 from . import rundir, trackers
 from .adversary import check_attack_data
@@ -40,6 +41,7 @@ from .experiment import compute_partition, holdout_parties, load_bundle, read_da
 from .localtest import LocalTest
 from .models import build_model, has_batchnorm
 from .privacy import compat as privacy_compat
+from .privacy.accounting import DELTA_SHARE, default_delta
 from .privacy.run import PrivacyRun
 from .ray_address import check_reachable
 from .resources import check_model_fits
@@ -75,7 +77,7 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
         )
     if store.dataidxs.exists():
         check_partition_file(cfg, store)
-    ckpt = latest_checkpoint(store)
+    ckpt = latest_checkpoint(store, warn=False)  # the resume itself says which checkpoint it falls back from
     if ckpt is not None and ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
         raise RunDirError(
             f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
@@ -144,6 +146,8 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     check_trackers_installed(cfg)
     bundle = load_bundle(cfg)
     partition = None if (resume and store.dataidxs.exists()) else compute_partition(cfg, bundle)
+    if partition is not None:  # a resumed run keeps the partition it was started with
+        check_party_sizes(cfg, partition[0])
     check_model_fits(cfg.model, bundle.input_shape, bundle.num_classes)
     check_attack_data(cfg, bundle)
     model = build_model(cfg.model, bundle.input_shape, bundle.num_classes)
@@ -153,13 +157,61 @@ def check_runnable(cfg: ExperimentConfig, store: RunStore, resume: bool):
     if cfg.privacy.mode != "none":
         sizes = read_dataidxs(store, bundle.y_train.numpy()) if partition is None else partition[0]
         held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
-        check_privacy(cfg, model, {k: len(v) for k, v in sizes.items() if k not in held}, fresh=partition is not None)
+        check_privacy(
+            cfg,
+            model,
+            {k: len(v) for k, v in sizes.items() if k not in held},
+            fresh=partition is not None,
+            store=store if resume else None,
+        )
     return partition
 
 
-def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool) -> None:
+def check_party_sizes(cfg: ExperimentConfig, dataidxs: dict[int, np.ndarray]) -> None:
+    """Parties that cannot do what the config asks of them, before anything is written.
+
+    A party without training samples has nothing to train on (its update was NaN, and
+    the run reported a divergence in round 1): refused, naming the parties. With local
+    validation (``data.val_fraction``, ``federation.fraction_evaluate``) a party of one
+    sample has no validation sample: it is left out of the evaluation cohorts, said
+    once; when no party has one, the config is refused.
+    """
+    sizes = {p: int(np.asarray(idx).size) for p, idx in dataidxs.items()}
+    empty = sorted(p for p, n in sizes.items() if n == 0)
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        raise ConfigError(
+            f"partition.scheme '{cfg.partition.scheme}' gives {len(empty)} of {len(sizes)} parties no training "
+            f"sample (parties {shown}): an empty party has nothing to train on; raise partition.min_size "
+            "(dirichlet, quantity-skew) or beta, or use fewer parties"
+        )
+    if cfg.data.val_fraction > 0 and cfg.federation.fraction_evaluate > 0:
+        held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
+        evaluating = [p for p in sizes if p not in held]
+        single = sorted(p for p in evaluating if sizes[p] <= 1)
+        if single and len(single) == len(evaluating):
+            raise ConfigError(
+                f"data.val_fraction={cfg.data.val_fraction:g} gives no party a validation sample (each has one "
+                "sample, which it trains on): federation.fraction_evaluate would evaluate nothing; use larger "
+                "parties (fewer of them) or federation.fraction_evaluate=0"
+            )
+        if single:
+            log.warning(
+                "data.val_fraction=%g: %d of %d parties have one sample and no validation sample: they are "
+                "left out of the evaluation cohorts",
+                cfg.data.val_fraction,
+                len(single),
+                len(evaluating),
+            )
+
+
+def check_privacy(
+    cfg: ExperimentConfig, model, party_sizes: dict[int, int], fresh: bool, store: RunStore | None = None
+) -> None:
     """``privacy.*`` beyond the config: the extra is installed, the model has no
-    BatchNorm, the noise can be calibrated and one round fits the budget."""
+    BatchNorm, delta is below 1/N, the noise can be calibrated and one round fits the
+    budget; a resume (``store``) that could not stay within the budget with the
+    checkpoint's ledger is refused."""
     problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name), has_batchnorm(model))
     if problem:
         raise ConfigError(problem)
@@ -170,10 +222,30 @@ def check_privacy(cfg: ExperimentConfig, model, party_sizes: dict[int, int], fre
             raise ConfigError(f"privacy.mode {cfg.privacy.mode!r} needs {what}: pip install 'fedsim[privacy]'")
     try:
         run = PrivacyRun(cfg, party_sizes)
+        ckpt = latest_checkpoint(store, warn=False) if store is not None and not fresh else None
+        if ckpt is not None and "__privacy__" in ckpt.strategy:
+            run.load_state_dict(from_portable(ckpt.strategy["__privacy__"]))
+            run.check_resume(ckpt.history)
     except ValueError as exc:  # Flower's adaptive noise split with a calibrated sigma
         raise ConfigError(f"privacy: {exc}") from exc
-    if fresh:
+    if fresh or ckpt is None:
         run.check_start()
+    n = run.population
+    if cfg.privacy.target_delta is not None and cfg.privacy.target_delta > DELTA_SHARE / n:
+        log.warning(
+            "privacy.target_delta=%g is not well below 1/N = %.3g (N = %d %s): the guarantee may fail outright "
+            "with about that probability, so epsilon says little; the default is %.3g",
+            cfg.privacy.target_delta,
+            1.0 / n,
+            n,
+            run.population_what,
+            default_delta(n),
+        )
+    if run.sigma == 0:
+        log.warning(
+            "privacy.noise_multiplier=0 adds no noise: nothing is private and epsilon is infinite "
+            "(recorded as epsilon null, epsilon_infinite true)"
+        )
 
 
 def write_partition(

@@ -121,8 +121,12 @@ class Recorder:
             return f"the test loss {test_loss:.3g} is above {factor:g} x its first value {first_test:.3g}"
         return None
 
-    def __call__(self, rl: RoundLog, forced_reason: str | None = None) -> bool:
-        """Record round ``rl``; True when the run must stop (it diverged, ``on_divergence: stop``)."""
+    def __call__(self, rl: RoundLog, forced_reason: str | None = None, last: bool = False) -> bool:
+        """Record round ``rl``; True when the run must stop (it diverged, ``on_divergence: stop``).
+
+        ``last``: the run ends after this round although ``federation.rounds`` is not
+        reached (the privacy budget): its model is evaluated and checkpointed like a
+        final round's, whatever ``eval_every`` and ``checkpoint_every`` say."""
         cfg = self.cfg
         server_round = rl.round
         state = rl.agg_state if forced_reason is None else None
@@ -159,7 +163,7 @@ class Recorder:
         evaluated = (
             state is not None
             and every > 0
-            and (server_round % every == 0 or server_round == cfg.federation.rounds or stop)
+            and (server_round % every == 0 or server_round == cfg.federation.rounds or stop or last)
         )
         if evaluated:
             row.update(self.evaluator(state))
@@ -201,7 +205,7 @@ class Recorder:
         if (
             state is not None
             and ck_every
-            and (server_round % ck_every == 0 or server_round == cfg.federation.rounds or stop)
+            and (server_round % ck_every == 0 or server_round == cfg.federation.rounds or stop or last)
         ):
             self.store.sync_records()
             save_checkpoint(

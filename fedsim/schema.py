@@ -226,7 +226,8 @@ class PrivacyConfig:
     clipped_count_stddev: float | None = None
     # dpsgd: per-sample gradient clipping norm
     max_grad_norm: float = 1.0
-    # delta of the reported epsilon; None = 1 / n^1.1 (n: parties, or the largest party's samples)
+    # delta of the reported epsilon, below 1/N; None = min(1e-5, 0.1/N) (N: the parties that train,
+    # or the largest party's training samples for dpsgd)
     target_delta: float | None = None
     # stop before the round that would spend more, or with calibrate: choose noise_multiplier
     # up front so that federation.rounds rounds spend exactly this

@@ -42,7 +42,7 @@ from .preflight import open_run
 from .privacy.run import PrivacyRun
 from .recorder import Recorder, nonfinite_failures
 from .seeding import derive, seed_torch
-from .store import ClientStateStore, atomic_torch_save, atomic_write_json
+from .store import ClientStateStore, atomic_torch_save, atomic_write_json, check_client_writes
 from .summary import build_summary
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,12 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             param_keys=frozenset(n for n, p in evaluator.model.named_parameters() if p.requires_grad),
             device=str(device),
             holdout=frozenset(exp.holdout),
+            # a full disk is the run's failure, not the clients'
+            check_failures=check_client_writes,
+            # one sample and data.val_fraction: nothing to validate on (preflight said so)
+            no_validation=frozenset(
+                p for p, idx in exp.dataidxs.items() if cfg.data.val_fraction > 0 and len(idx) <= 1
+            ),
         )
     )
     # differential privacy (privacy.mode): the strategy's cohort, aggregate and ledger

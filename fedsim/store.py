@@ -15,6 +15,7 @@ sent.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -31,7 +32,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .errors import RunDirError
+from .errors import DiskFull, RunDirError
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,19 @@ _FILE_MODE = 0o666 & ~_umask()
 DIR_MODE = 0o777 & ~_umask()
 
 
+#: the errors of a write that found no room: a full disk, an exceeded quota
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """``write`` into a temporary file beside ``path``, fsync, then rename over it."""
+    """``write`` into a temporary file beside ``path``, fsync, then rename over it. An
+    OSError names ``path`` (a failed ``write()`` names no file: "No space left on
+    device" alone does not say which disk)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -84,10 +92,48 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fchmod(fh.fileno(), _FILE_MODE)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
         raise
+
+
+def check_client_writes(server_round: int, failures: Iterable[Any]) -> None:
+    """DiskFull when a client of the round failed because the disk is full (its reply's
+    reason carries the OSError's errno, from any engine): a full disk is never a client
+    failure, so the round is neither tolerated nor aggregated without those parties
+    (``FederationSetup.check_failures``)."""
+    marks = tuple(f"[Errno {e}]" for e in DISK_FULL)
+    full = [f for f in failures if any(m in f.reason for m in marks)]
+    if full:
+        first = full[0]
+        raise DiskFull(
+            f"round {server_round}: the disk is full: party {first.party} could not write its state "
+            f"({first.reason}){f' (and {len(full) - 1} more)' if len(full) > 1 else ''}; nothing of round "
+            f"{server_round} was aggregated: free space, then continue with --resume"
+        )
+
+
+class _RememberedWrites:
+    """A file object that keeps the OSError of its failed ``write``: ``torch.save``
+    turns one into ``RuntimeError: [enforce fail at inline_container.cc:672] .
+    unexpected pos ...``, without the cause (a full disk read as a 50-line traceback)."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -105,7 +151,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def atomic_torch_save(path: Path, obj: Any) -> None:
     # a file object, not the path: torch.save then names the archive "archive", not
     # after the random temporary name, so equal runs are equal in bytes
-    _atomic_write(path, lambda fh: torch.save(obj, fh))
+    def write(fh: BinaryIO) -> None:
+        out = _RememberedWrites(fh)
+        try:
+            torch.save(obj, out)
+        except RuntimeError as exc:
+            if out.error is not None:  # the write's own error (ENOSPC, EIO), not torch's wrapper
+                raise out.error from exc
+            raise
+
+    _atomic_write(path, write)
 
 
 def safe_torch_load(path: Path, raw: bytes | None = None) -> Any:
@@ -245,8 +300,13 @@ class RunStore:
         text = "".join(dumps(r) + "\n" for r in rows)
         if not text:
             return
-        with open(path, "a") as fh:
-            fh.write(text)
+        try:
+            with open(path, "a") as fh:
+                fh.write(text)
+        except OSError as exc:  # a failed write() names no file
+            if exc.filename is None:
+                exc.filename = str(path)
+            raise
 
     def sync_records(self) -> None:
         for path in (self.metrics, self.clients, self.parties):

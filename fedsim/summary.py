@@ -30,8 +30,11 @@ def build_summary(
         if k not in ("class_counts", "scheme", "params", "seed", "dataset", "noise_levels", "feature_noise")
     }
     n_params = int(sum(v.numel() for v in final_state.values() if is_float(v)))
+    # why a run ended before federation.rounds on purpose (a divergence has its own fields)
+    stop = next((r["privacy_stop"] for r in history if r.get("privacy_stop")), None)
     out = {
-        "status": "diverged" if diverged else "finished",
+        "status": "diverged" if diverged else ("stopped" if stop else "finished"),
+        "stop_reason": f"privacy budget: {stop}" if stop and not diverged else None,
         "diverged_round": diverged["round"] if diverged else None,
         "divergence_reason": diverged["reason"] if diverged else None,
         "rounds": len(history) and history[-1]["round"],

@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .privacy import compat as privacy_compat
 from .privacy.accounting import ACCOUNTANTS
 from .schema import ExperimentConfig, epoch_range
+from .trackers.mlflow_tracker import check_store
 
 
 def _in_range(
@@ -324,6 +325,12 @@ def _check_holdout(value: float, n_parties: int) -> None:
             f"config key 'federation.holdout_parties' = {value!r}: a share in [0, 1) or a whole number "
             f"of parties from 1 to {n_parties - 1}"
         )
+    if 0 < value < 1 and int(round(value * n_parties)) == 0:  # a share that holds out nobody
+        raise ConfigError(
+            f"config key 'federation.holdout_parties' = {value!r} of {n_parties} parties holds out "
+            f"round({value * n_parties:g}) = 0 parties: give a whole count (1) or a share above "
+            f"0.5/{n_parties} = {0.5 / n_parties:g}"
+        )
 
 
 #: output.* keys read only by some trackers
@@ -350,6 +357,11 @@ def _check_trackers(out: Any) -> None:
                 f"config key 'output.{key}' is read only with output.trackers containing {' or '.join(readers)}: "
                 "add the tracker or remove the key"
             )
+    if out.mlflow_uri and "mlflow" in names:
+        try:
+            check_store(out.mlflow_uri, "config key 'output.mlflow_uri' =")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not out.mlflow_experiment:
         raise ConfigError("config key 'output.mlflow_experiment' must be a non-empty name")
     if not out.wandb_project:

@@ -150,6 +150,11 @@ class FederationSetup:
     device: str = "cpu"
     #: parties that never train nor validate (``federation.holdout_parties``)
     holdout: frozenset[int] = frozenset()
+    #: parties with no validation sample (one sample with ``data.val_fraction``): never evaluated
+    no_validation: frozenset[int] = frozenset()
+    #: raises when a round's failures are not the clients' but the run's (a full disk
+    #: on the machine that writes the client state): the round must not be aggregated
+    check_failures: Callable[[int, list[Failure]], None] | None = None
 
     def is_param(self, key: str) -> bool:
         return self.param_keys is None or key in self.param_keys
@@ -249,10 +254,12 @@ class FedsimStrategy:
         self.party_of_node = {n: p for p, n in setup.node_of_party.items()}
         self.round_log = RoundLog(round=0)
 
-    def sample(self, server_round: int, purpose: str, fraction: float, minimum: int) -> list[int]:
+    def sample(
+        self, server_round: int, purpose: str, fraction: float, minimum: int, exclude: frozenset[int] = frozenset()
+    ) -> list[int]:
         """Sorted party ids of this round's cohort, drawn from (seed, purpose, round)
-        among the parties that are not held out."""
-        parties = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
+        among the parties that are not held out (nor in ``exclude``)."""
+        parties = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout and p not in exclude)
         k = cohort_size(len(parties), fraction, minimum)
         if k >= len(parties):
             return parties
@@ -316,7 +323,9 @@ class FedsimStrategy:
     ) -> Iterable[Message]:
         if self.setup.fraction_evaluate <= 0:
             return []
-        parties = self.sample(server_round, "evaluate", self.setup.fraction_evaluate, 1)
+        parties = self.sample(server_round, "evaluate", self.setup.fraction_evaluate, 1, self.setup.no_validation)
+        if not parties:
+            return []
         self.round_log.eval_sampled = parties
         cohort = CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         messages = list(super().configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), cohort))  # type: ignore[misc]
@@ -380,6 +389,8 @@ class FedsimStrategy:
         return outcomes
 
     def _check_failures(self, sampled: list[int], stage: str) -> None:
+        if self.setup.check_failures is not None:  # before any tolerance: the run's own failure ends it
+            self.setup.check_failures(self.round_log.round, self.round_log.failures)
         failed = sum(1 for f in self.round_log.failures if f.stage == stage)
         if sampled and failed > self.setup.max_failure_fraction * len(sampled):
             raise CohortFailure(
@@ -535,6 +546,11 @@ def _to_portable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return {"__list__": [_to_portable(v) for v in value]}
     raise TypeError(f"cannot checkpoint server state of type {type(value).__name__}")
+
+
+def from_portable(value: Any) -> Any:
+    """What :func:`_to_portable` wrote, back as the server state (a checkpoint's)."""
+    return _from_portable(value)
 
 
 def _from_portable(value: Any) -> Any:

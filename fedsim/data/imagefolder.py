@@ -20,6 +20,7 @@ training images' per-channel mean and std. Decoded once and cached beside the fo
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from ..schema import DataConfig
 from .cache import cache_key, cached, fingerprint
 from .images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
 from .registry import DatasetBundle, register
+
+log = logging.getLogger(__name__)
 
 ANNOTATIONS = "val_annotations.txt"
 
@@ -61,6 +64,7 @@ def scan(folder: Path, class_to_idx: dict[str, int]) -> list[Entry]:
     directories, then file names. One ``stat`` per file and no ``Path`` objects: on a
     warm cache the listing is what a second load of 100k images costs."""
     out: list[Entry] = []
+    skipped: list[str] = []
     for cls in sorted(class_to_idx):
         top = folder / cls
         if not top.is_dir():
@@ -74,11 +78,24 @@ def scan(folder: Path, class_to_idx: dict[str, int]) -> list[Entry]:
                     if e.is_dir():
                         stack.append(e.path)
                     elif e.name.lower().endswith(IMG_EXTENSIONS):
+                        if not e.is_file():  # a FIFO would block the load forever; a broken link has no stat
+                            skipped.append(e.path)
+                            continue
                         st = e.stat()
                         found.append((root, e.name, st.st_size, st.st_mtime_ns))
         found.sort()
         k = class_to_idx[cls]
         out.extend((os.path.join(r, n), k, size, mtime) for r, n, size, mtime in found)
+    if skipped:
+        log.warning(
+            "imagefolder '%s': skipped %d entr%s with an image name that %s not a regular file (a FIFO, socket, "
+            "device or broken link): %s",
+            folder,
+            len(skipped),
+            "y" if len(skipped) == 1 else "ies",
+            "is" if len(skipped) == 1 else "are",
+            ", ".join(sorted(skipped)[:3]) + (", ..." if len(skipped) > 3 else ""),
+        )
     return out
 
 

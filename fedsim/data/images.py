@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +47,32 @@ def pil_to_array(img: Any, size: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (symlinks followed) is a regular file: opening a FIFO blocks until
+    a writer comes, a device may never end; neither is a data set's file."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def open_image(source: Path | bytes, where: str) -> Any:
-    """``PIL.Image`` from a file or encoded bytes, fully read; DataError naming ``where``."""
+    """``PIL.Image`` from a file or encoded bytes, fully read; DataError naming ``where``:
+    undecodable, not a regular file (a FIFO would block the load forever), or larger
+    than PIL's decompression-bomb limit (a small file declaring 20000 x 20000 pixels)."""
     from PIL import Image, UnidentifiedImageError
 
+    if not isinstance(source, (bytes, bytearray)) and not is_regular_file(source):
+        raise DataError(f"image '{where}' is not a regular file (a FIFO, socket, device or broken link)")
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         img.load()
         return img
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"image '{where}' is refused as a possible decompression bomb: {exc.args[0].split(',')[0]} "
+            "(PIL's limit; a data set's images are far smaller)"
+        ) from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"image '{where}' cannot be decoded ({type(exc).__name__}: {exc})") from exc
 

@@ -27,6 +27,7 @@ seconds.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ from ..errors import DataError
 from ..schema import DataConfig
 from . import text
 from .cache import cache_key, cached, fingerprint
-from .images import channel_stats
+from .images import channel_stats, is_regular_file
 from .registry import DatasetBundle, register
+
+log = logging.getLogger(__name__)
 
 FEMNIST_CLASSES = 62
 FEMNIST_SIDE = 28
@@ -52,6 +55,15 @@ def _root(cfg: DataConfig) -> Path:
 def _files(root: Path, split: str, name: str) -> list[Path]:
     where = root / split
     files = sorted(where.glob("*.json")) if where.is_dir() else []
+    odd = [f for f in files if not is_regular_file(f)]
+    if odd:  # a FIFO would block the load forever
+        log.warning(
+            "dataset '%s': skipped %s in %s: not a regular file (a FIFO, socket, device or broken link)",
+            name,
+            ", ".join(f.name for f in odd[:3]) + (", ..." if len(odd) > 3 else ""),
+            where,
+        )
+        files = [f for f in files if f not in odd]
     if not files:
         raise DataError(
             f"dataset '{name}' not found: no {split}/*.json under data.root '{root}'; point data.root "
@@ -70,6 +82,10 @@ def read_leaf_json(path: Path) -> list[tuple[str, list, list]]:
         raise DataError(
             f"LEAF file '{path}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from exc
+    except RecursionError as exc:  # LEAF's layout is 4 levels deep; Python's parser recurses per level
+        raise DataError(
+            f"LEAF file '{path}' is nested too deeply to be LEAF's layout (users, user_data, x, y)"
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"LEAF file '{path}' cannot be read ({type(exc).__name__}: {exc})") from exc
     if (
@@ -80,7 +96,13 @@ def read_leaf_json(path: Path) -> list[tuple[str, list, list]]:
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise DataError(f"LEAF file '{path}' needs keys 'users' (a list) and 'user_data' (a mapping); has {keys}")
     out = []
+    seen: set = set()
     for user in doc["users"]:
+        if not isinstance(user, (str, int)) or isinstance(user, bool):
+            raise DataError(f"LEAF file '{path}': 'users' holds {user!r}; user ids are strings")
+        if user in seen:  # its samples would count twice
+            raise DataError(f"LEAF file '{path}': user {user!r} is listed twice in 'users'")
+        seen.add(user)
         data = doc["user_data"].get(user)
         if not isinstance(data, dict) or not isinstance(data.get("x"), list) or not isinstance(data.get("y"), list):
             raise DataError(f"LEAF file '{path}': user {user!r} has no 'x' and 'y' lists in 'user_data'")
@@ -123,23 +145,41 @@ def _femnist_arrays(rows: list[tuple[str, list, list, Path]]) -> tuple[np.ndarra
     for user, x, y, path in rows:
         if not x:
             continue
+        b = class_ids(y, FEMNIST_CLASSES, f"LEAF file '{path}': user {user!r}")
         try:
-            a = np.asarray(x, dtype=np.float32)
-            b = np.asarray(y, dtype=np.int64)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"LEAF file '{path}': user {user!r} has non-numeric x or y ({exc})") from exc
+            a = np.asarray(x, dtype=np.float32)  # null becomes NaN: refused below
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"LEAF file '{path}': user {user!r} has non-numeric x ({exc})") from exc
         if a.ndim != 2 or a.shape[1] != FEMNIST_SIDE * FEMNIST_SIDE:
             raise DataError(
                 f"LEAF file '{path}': user {user!r}: FEMNIST samples must be {FEMNIST_SIDE**2} pixel "
                 f"values, got shape {a.shape}"
             )
-        if b.ndim != 1 or b.min() < 0 or b.max() >= FEMNIST_CLASSES:
-            raise DataError(f"LEAF file '{path}': user {user!r}: FEMNIST labels must be in 0..{FEMNIST_CLASSES - 1}")
-        xs.append(np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8).reshape(-1, 1, FEMNIST_SIDE, FEMNIST_SIDE))
+        bad = ~((a >= 0.0) & (a <= 1.0))  # NaN included
+        if bad.any():
+            i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise DataError(
+                f"LEAF file '{path}': user {user!r}: pixel {j} of sample {i} is {json.dumps(x[i][j])}; FEMNIST pixels are "
+                "numbers in [0, 1] (LEAF's vec / 255), nothing is clipped or filled in"
+            )
+        xs.append(np.rint(a * 255).astype(np.uint8).reshape(-1, 1, FEMNIST_SIDE, FEMNIST_SIDE))
         ys.append(b)
     if not xs:
         return np.zeros((0, 1, FEMNIST_SIDE, FEMNIST_SIDE), np.uint8), np.zeros(0, np.int64)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def class_ids(values: list, n_classes: int, where: str) -> np.ndarray:
+    """Labels as int64 class ids in 0..n_classes-1; DataError naming the first that is
+    not one: a fraction (1.7 would silently become 1), a bool, null, a string, a number
+    out of range (10**30 would overflow int64). Whole floats (2.0) are class 2."""
+    for i, v in enumerate(values):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not isinstance(v, float) or v.is_integer())
+        if not ok or not 0 <= v < n_classes:
+            raise DataError(
+                f"{where}: label {json.dumps(v)} of sample {i} is not a class id (a whole number in 0..{n_classes - 1})"
+            )
+    return np.asarray([int(v) for v in values], dtype=np.int64)
 
 
 def _shakespeare_arrays(rows: list[tuple[str, list, list, Path]]) -> tuple[np.ndarray, np.ndarray]:

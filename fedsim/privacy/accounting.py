@@ -19,8 +19,14 @@ party for client-level DP, of a sample for DP-SGD). Two accountants of the libra
 * ``pld``: privacy loss distributions (Koskela et al. 2020; Doroshenko et al. 2022),
   numerically tight, slower.
 
-delta defaults to 1 / n^1.1 for a population of n (parties for client-level DP, the
-largest party's samples for DP-SGD): below 1/n, as a meaningful delta must be.
+delta is a probability with which the guarantee may fail outright: a mechanism that
+publishes one random member of a population of n in the clear is (0, 1/n)-DP. So delta
+must be well below 1/n, n being the population the accountant protects (parties for
+client-level DP, the largest party's training samples for DP-SGD: each party's own
+samples are its population, and the largest has the smallest 1/n). It defaults to
+min(1e-5, 0.1/n): the 1e-5 of Opacus's and TF Privacy's examples, always at least ten
+times below 1/n (0.1/n takes over above n = 10,000); a delta >= 1/n is refused
+(:func:`check_delta`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import logging
 import math
 from collections.abc import Iterable
 from functools import lru_cache
+
+import numpy as np
 
 from ..errors import ConfigError
 
@@ -58,9 +66,29 @@ def _lib():
     return dp_accounting, rdp, pld
 
 
+#: the largest default delta (Opacus's and TF Privacy's examples)
+DELTA_CAP = 1e-5
+#: the default delta is at most this share of 1/n ("well below 1/n")
+DELTA_SHARE = 0.1
+
+
 def default_delta(population: int) -> float:
-    """1 / n^1.1: the delta of the records when ``privacy.target_delta`` is not given."""
-    return 1.0 / max(int(population), 2) ** 1.1
+    """min(1e-5, 0.1/n): the delta of the records when ``privacy.target_delta`` is not
+    given (module docstring)."""
+    return min(DELTA_CAP, DELTA_SHARE / max(int(population), 1))
+
+
+def check_delta(delta: float, population: int, what: str) -> None:
+    """ConfigError when a user's delta is not below 1/n for the population of ``what``
+    (an (epsilon, delta) guarantee with delta >= 1/n allows publishing one member's
+    data in the clear, whatever epsilon says)."""
+    n = max(int(population), 1)
+    if delta >= 1.0 / n:
+        raise ConfigError(
+            f"privacy.target_delta={delta:g} is not below 1/N = {1.0 / n:.3g} (N = {n} {what}): with such a delta "
+            f"the guarantee allows publishing one of them outright, whatever epsilon says; use at most "
+            f"{default_delta(n):.3g} (the default) or remove privacy.target_delta"
+        )
 
 
 def dp_event(q: float, sigma: float, count: int):
@@ -82,11 +110,10 @@ def epsilon(events: Iterable[tuple[float, float, int]], delta: float, accountant
         return 0.0
     if any(s <= 0 for _, s, _ in events):
         return math.inf
-    if accountant == "rdp" and len({(q, s) for q, s, _ in events}) == 1:
-        q, s, _ = events[0]
-        return _rdp_epsilon(q, s, sum(c for _, _, c in events), delta)
-    _, rdp, pld = _lib()
-    acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
+    if accountant == "rdp":
+        return _rdp_epsilon(events, delta)
+    _, _, pld = _lib()
+    acc = pld.PLDAccountant()
     for q, s, c in events:
         acc.compose(dp_event(q, s, c))
     return float(acc.get_epsilon(delta))
@@ -101,20 +128,29 @@ def _rdp_per_release(q: float, sigma: float) -> tuple[tuple[float, ...], tuple[f
     return tuple(acc.orders), tuple(acc.rdp)
 
 
-def _rdp_epsilon(q: float, sigma: float, count: int, delta: float) -> float:
-    """RDP's epsilon of ``count`` identical releases: the per-release curve is computed
-    once per (q, sigma) and scaled (what the library's composition does), so a round of
-    DP-SGD accounting for 100 parties costs milliseconds."""
+def _rdp_epsilon(events: list[tuple[float, float, int]], delta: float) -> float:
+    """RDP's epsilon of a composition of ``(q, sigma, count)`` releases: each per-release
+    curve is computed once per (q, sigma) and the curves add up, ``count`` times each
+    (what the library's composition does: every accountant uses the same orders), so a
+    round of DP-SGD accounting for 100 parties costs milliseconds."""
     _, rdp, _ = _lib()
-    orders, per = _rdp_per_release(q, sigma)
-    eps, _ = rdp.rdp_privacy_accountant.compute_epsilon(orders, [count * r for r in per], delta)
+    total = None
+    for q, sigma, count in events:
+        orders, per = _rdp_per_release(q, sigma)
+        part = np.asarray(per) * count
+        total = part if total is None else total + part
+    eps, _ = rdp.rdp_privacy_accountant.compute_epsilon(orders, list(total), delta)
     return float(eps)
+
+
+#: the noise multipliers calibration searches between
+SIGMA_MIN, SIGMA_MAX = 1e-3, 1e4
 
 
 def calibrate_sigma(eps_of_sigma, target: float, what: str) -> float:
     """The smallest noise multiplier whose epsilon (``eps_of_sigma(sigma)``) is at most
     ``target``: bisection on log sigma (epsilon falls as sigma grows)."""
-    lo, hi = 1e-3, 1e4
+    lo, hi = SIGMA_MIN, SIGMA_MAX
     if eps_of_sigma(hi) > target:
         raise ConfigError(f"privacy.target_epsilon={target:g} cannot be met {what} even with noise_multiplier {hi:g}")
     if eps_of_sigma(lo) <= target:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..config import config_hash, load_config
-from ..lifecycle import die_with_parent
+from ..lifecycle import die_with_parent, stop_pool
 from ..store import atomic_write_json
 from ..trackers import GroupTracking, TrackingContext
 from .spec import PlannedRun, SweepSpec
@@ -213,7 +213,8 @@ def _finished_summary(run_dir: Path, rounds: int) -> dict | None:
         return None
     if not isinstance(summary, dict) or summary.get("status") not in DONE:
         return None
-    # a run stopped at privacy.target_epsilon has ended with fewer rounds
+    # a run stopped at privacy.target_epsilon has ended with fewer rounds (a run of an
+    # older fedsim says so in privacy_stop only)
     if (
         summary.get("status") == "finished"
         and int(summary.get("rounds") or 0) < rounds
@@ -310,12 +311,8 @@ def execute_runs(
                             record(r, out)
                 except BaseException:
                     # a stopped sweep (Ctrl-C, SIGTERM) stops its running runs now, which
-                    # resume from their checkpoints; else leaving the pool would wait for
-                    # every running run to finish (shutdown forgets the processes: taken first)
-                    workers_now = list((getattr(pool, "_processes", None) or {}).values())
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    for worker in workers_now:
-                        worker.terminate()
+                    # resume from their checkpoints
+                    stop_pool(pool)
                     raise
         display.update(done, 0)
     finally:

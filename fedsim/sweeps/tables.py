@@ -21,9 +21,10 @@ from typing import Any
 
 from .spec import STRATEGY_FACTORS, Factor, PlannedRun
 
-#: summary.json statuses of a run that has ended with results; a diverged run is a
-#: result too, marked with † wherever a number it enters is shown
-DONE = ("finished", "diverged")
+#: summary.json statuses of a run that has ended with results: all its rounds, stopped
+#: early on purpose (the privacy budget), or diverged, a result too, marked with †
+#: wherever a number it enters is shown
+DONE = ("finished", "stopped", "diverged")
 #: the footnote of every table that marks a diverged run
 DAGGER_NOTE = (
     "† runs whose training diverged are in the mean (status 'diverged' in summary.csv, with diverged_round and "

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .base import TrackedRun, Tracker, register, round_metrics, summary_values
 
@@ -51,6 +52,37 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+def missing_folder(uri: str) -> Path | None:
+    """The folder a local store at ``uri`` needs and that does not exist, or None.
+
+    MLflow creates whatever a local store's path lacks (``sqlite:////nonexistent/dir/x.db``
+    made ``/nonexistent/dir/`` and its ``mlartifacts/``): fedsim writes only where the user
+    pointed, so the folder that holds a SQLite database, or the parent of a file store's
+    root (the root itself is the target), must exist. Servers (http, databricks, ...)
+    are not checked."""
+    if uri.startswith("sqlite:"):
+        rest = uri[len("sqlite:") :]
+        if not rest.startswith("///") or rest == "///" or rest.startswith("///:memory:"):
+            return None
+        folder = Path(rest[3:]).expanduser().absolute().parent
+    else:
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file") or (parsed.scheme == "" and ":" in uri.split("/")[0]):
+            return None
+        folder = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().absolute().parent
+    return None if folder.is_dir() else folder
+
+
+def check_store(uri: str, where: str) -> None:
+    """ValueError naming ``where`` when a local store's folder does not exist (:func:`missing_folder`)."""
+    folder = missing_folder(uri)
+    if folder is not None:
+        raise ValueError(
+            f"{where} '{uri}': folder '{folder}' does not exist; create it or point the store elsewhere "
+            "(fedsim creates no folder outside the run directory and the store)"
+        )
+
+
 def quiet_mlflow() -> None:
     """MLflow logs the creation of a database's tables at INFO; fedsim's CLI shows warnings only."""
     for name in ("mlflow", "alembic"):
@@ -60,7 +92,9 @@ def quiet_mlflow() -> None:
 
 
 def client_for(uri: str):
-    """An ``MlflowClient`` on ``uri`` (MLflow imported here: it is an optional extra)."""
+    """An ``MlflowClient`` on ``uri`` (MLflow imported here: it is an optional extra);
+    never on a local store whose folder is missing (MLflow would create it)."""
+    check_store(uri, "the MLflow store")
     quiet_mlflow()
     from mlflow import MlflowClient
 

@@ -28,9 +28,11 @@ from __future__ import annotations
 import difflib
 import inspect
 import itertools
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from ..config import ExperimentConfig, all_keys, load_yaml_mapping
 from ..errors import ConfigError
 from ..sweeps import SweepSpec, compose
 from ..sweeps.spec import check_seeds
+
+log = logging.getLogger(__name__)
 
 TUNE_KEYS = (
     "name",
@@ -210,7 +214,37 @@ def _parse_param(key: Any, raw: Any, overrides: list[str]) -> SpaceParam:
             raise ConfigError(f"tune '{where}.step' must be > 0, got {step!r}")
         if log:
             raise ConfigError(f"tune '{where}': step and log exclude each other (Optuna's rule)")
+        high = _stepped_high(low, high, step, where)
     return SpaceParam(key, kind, low, high, log, step)
+
+
+def _stepped_high(low: float, high: float, step: float, where: str) -> float:
+    """The largest low + k step <= high: what Optuna draws up to (it lowers ``high`` with a
+    two-line warning of its own). A step wider than the range leaves only ``low``
+    (Optuna turned [1, 2] step 5 into [1, 1]): refused; a range that is not a whole
+    number of steps is lowered with one warning that says so."""
+    # exact decimal arithmetic, as Optuna's own adjustment: 0.1 + 3 x 0.1 must be 0.4
+    lo, hi, st = Decimal(str(low)), Decimal(str(high)), Decimal(str(step))
+    k = (hi - lo) // st
+    if k < 1:
+        raise ConfigError(
+            f"tune '{where}': step {step:g} is wider than the range [{low:g}, {high:g}], which leaves only {low:g}; "
+            "use a smaller step or a wider range (a fixed value belongs in 'overrides')"
+        )
+    top = lo + k * st
+    if top == hi:
+        return high
+    adjusted = int(top) if isinstance(high, int) and isinstance(step, int) else float(top)
+    log.warning(
+        "tune '%s': [%g, %g] is not a whole number of steps of %g from low: values are drawn from [%g, %g]",
+        where,
+        low,
+        high,
+        step,
+        low,
+        adjusted,
+    )
+    return adjusted
 
 
 def _parse_choice(raw: Any, what: str, table: Mapping[str, str]) -> tuple[str, dict]:

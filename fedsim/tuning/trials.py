@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..api import run
-from ..lifecycle import die_with_parent
+from ..lifecycle import die_with_parent, stop_pool
 from ..seeding import derive
 from ..server import RunHooks
 from ..store import read_jsonl
@@ -189,5 +189,7 @@ def execute_trials(next_job: Callable[[], TrialJob | None], finish: Callable[[Tr
                         job.result = {"status": "failed", "error": _one_line(exc)}
                     finish(job)
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # a stopped tune (Ctrl-C, SIGTERM) stops its running trials now: they continue
+            # from their checkpoints on --resume
+            stop_pool(pool)
             raise

@@ -71,6 +71,22 @@ def test_holdout_share_or_count():
     assert holdout_parties(3, 10, 0) != holdout_parties(3, 10, 1)
 
 
+@pytest.mark.parametrize("value, n", [(0.1, 4), (0.125, 4), (0.04, 10)])
+def test_a_holdout_share_that_holds_out_nobody_is_refused(tiny, value, n):
+    """0.1 of 4 parties rounds to 0: the run held out none and said nothing."""
+    from fedsim.config import load_config
+
+    with pytest.raises(ConfigError, match=rf"holds out round\(.*\) = 0 parties: .* share above 0.5/{n}"):
+        load_config(
+            tiny(
+                partition={"scheme": "iid", "n_parties": n},
+                federation={"holdout_parties": value},
+                eval={"local_test": "split"},
+            )
+        )
+    assert len(holdout_parties(0.2, 4, 0)) == 1  # round(0.8) = 1: allowed
+
+
 def test_eval_cohort_draws_training_and_held_out_parties_in_proportion():
     parties = list(range(100))
     held = list(range(80, 100))

@@ -85,3 +85,43 @@ def write_png(path: Path, arr: np.ndarray) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
+
+
+def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid PNG of a few dozen bytes that declares ``width`` x ``height`` grey pixels
+    (400 million by default: a decompression bomb; PIL refuses more than 179 million)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def call_releasing_fifo(fn, fifo: Path, timeout: float = 60.0):
+    """``fn()``, failing (not hanging) if it waits on ``fifo``: after ``timeout`` the FIFO
+    gets a writer, which releases a blocked reader, and the test fails."""
+    import os
+    import threading
+
+    import pytest
+
+    done: dict = {}
+
+    def target() -> None:
+        try:
+            done["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
+            done["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"waited on the FIFO '{fifo}'")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]

@@ -14,7 +14,7 @@ import torch
 
 datasets = pytest.importorskip("datasets", reason="the hf extra is not installed (pip install 'fedsim[hf]')")
 
-from data_writers import png_images, shakespeare_text  # noqa: E402
+from data_writers import bomb_png, png_images, shakespeare_text  # noqa: E402
 
 import fedsim  # noqa: E402
 from fedsim.config import DataConfig  # noqa: E402
@@ -273,3 +273,16 @@ def test_scheme_flwr_reproduces_flwr_datasets_on_the_hf_dataset(tmp_path, image_
     part.dataset = dd["train"].add_column("row", list(range(SIZES["train"])))
     for j in range(3):
         assert ours[j].tolist() == sorted(part.load_partition(j)["row"])
+
+
+def test_a_decompression_bomb_in_an_image_column_is_one_line(tmp_path, image_dict):
+    """PIL's DecompressionBombError was a 70-line traceback with exit 1."""
+    dd, _ = image_dict
+    train = dd["train"].cast_column("image", datasets.Image(decode=False))
+    rows = train.to_dict()
+    rows["image"][3] = {"bytes": bomb_png(), "path": None}
+    bad = datasets.Dataset.from_dict(rows, features=train.features)
+    datasets.DatasetDict({"train": bad, "test": dd["test"]}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(DataError, match="refused as a possible decompression bomb: Image size") as info:
+        load(hf_path=str(tmp_path / "ds"))
+    assert "\n" not in str(info.value) and "column 'image'" in str(info.value)

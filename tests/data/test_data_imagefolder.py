@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
-from data_writers import png_images, write_png
+import yaml
+from data_writers import bomb_png, call_releasing_fifo, png_images, write_png
 
 import fedsim
+from fedsim.cli import main
 from fedsim.config import DataConfig
 from fedsim.data import clear_cache, imagefolder, load_dataset
 from fedsim.data.cache import CACHE_DIR
@@ -146,3 +150,43 @@ def test_listing_is_torchvisions(tmp_path):
         str(tmp_path / "train"), class_to_idx, extensions=IMG_EXTENSIONS
     )
     assert len(entries) == 14
+
+
+def _partition(tmp_path, root, capsys) -> tuple[int, list[str]]:
+    """``fedsim partition`` of the image folder at ``root``: (exit code, stderr lines)."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        yaml.safe_dump({"data": {"dataset": "imagefolder", "root": str(root)}, "partition": {"n_parties": 2}})
+    )
+    code = main(["partition", str(cfg), "--out", str(tmp_path / "p")])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path, capsys):
+    """A 60-byte PNG declaring 20000 x 20000 pixels: PIL's DecompressionBombError was a
+    70-line traceback with exit 1."""
+    write_folders(tmp_path / "d")
+    (tmp_path / "d" / "train" / "cat" / "bomb.png").write_bytes(bomb_png())
+    code, err = _partition(tmp_path, tmp_path / "d", capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "bomb.png' is refused as a possible decompression bomb" in err[0] and "400000000 pixels" in err[0]
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_fifo_with_an_image_name_is_skipped_not_waited_on(tmp_path, caplog):
+    """A FIFO named pipe.png blocked the load forever (open() waits for a writer)."""
+    exp = write_folders(tmp_path)
+    fifo = tmp_path / "train" / "cat" / "pipe.png"
+    os.mkfifo(fifo)
+    with caplog.at_level("WARNING", logger="fedsim.data.imagefolder"):
+        b = call_releasing_fifo(lambda: load(tmp_path), fifo)
+    assert torch.equal(b.x_train, chw(exp["train"][0])) and b.y_train.tolist() == exp["train"][1]
+    assert any("skipped 1 entry" in m and "pipe.png" in m and "not a regular file" in m for m in caplog.messages)
+
+
+def test_an_image_that_is_not_a_regular_file_is_refused_not_read(tmp_path):
+    from fedsim.data.images import open_image
+
+    os.mkfifo(tmp_path / "x.png")
+    with pytest.raises(DataError, match="is not a regular file"):
+        call_releasing_fifo(lambda: open_image(tmp_path / "x.png", "x.png"), tmp_path / "x.png")

@@ -8,7 +8,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from data_writers import FEMNIST_USERS, SHAKESPEARE_USERS, write_leaf_femnist, write_leaf_shakespeare
+from data_writers import (
+    FEMNIST_USERS,
+    SHAKESPEARE_USERS,
+    call_releasing_fifo,
+    write_leaf_femnist,
+    write_leaf_shakespeare,
+)
 
 import fedsim
 import partitioners
@@ -237,3 +243,68 @@ def test_batched_trainer_runs_femnist_cnn_like_the_sequential_one(tmp_path, tiny
         weights[mode] = torch.load(r.run_dir / "model.pt", weights_only=True)
     for k in weights["off"]:
         torch.testing.assert_close(weights["on"][k], weights["off"][k], rtol=0, atol=1e-5)
+
+
+def _edit(change):
+    def apply(path):
+        doc = json.loads(path.read_text())
+        change(doc, doc["users"][0])
+        path.write_text(json.dumps(doc))
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    "corrupt, fragment",
+    [
+        # hostile: a traceback before (OverflowError, RecursionError)
+        (_edit(lambda d, u: d["user_data"][u]["y"].__setitem__(0, 10**30)), "label 10000000000000000000000000"),
+        (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "nested too deeply"),
+        # silently changed before: 1.7 became 1, NaN and null became 0, a user counted twice
+        (_edit(lambda d, u: d["user_data"][u]["y"].__setitem__(0, 1.7)), "label 1.7 of sample 0 is not a class id"),
+        (_edit(lambda d, u: d["user_data"][u]["y"].__setitem__(1, True)), "label true of sample 1 is not a class id"),
+        (_edit(lambda d, u: d["user_data"][u]["x"][0].__setitem__(5, float("nan"))), "pixel 5 of sample 0 is NaN"),
+        (_edit(lambda d, u: d["user_data"][u]["x"][1].__setitem__(0, None)), "pixel 0 of sample 1 is null"),
+        (_edit(lambda d, u: d["user_data"][u]["x"][0].__setitem__(0, 255.0)), "pixel 0 of sample 0 is 255.0"),
+        (_edit(lambda d, u: d["users"].append(u)), "user 'u0' is listed twice in 'users'"),
+    ],
+)
+def test_hostile_or_odd_values_are_one_line_and_exit_2(tmp_path, capsys, corrupt, fragment):
+    write_leaf_femnist(tmp_path / "leaf")
+    bad = sorted((tmp_path / "leaf" / "train").glob("*.json"))[0]
+    corrupt(bad)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"data: {{dataset: leaf-femnist, root: '{tmp_path / 'leaf'}'}}\npartition: {{scheme: natural, n_parties: 2}}\n"
+    )
+    code = main(["partition", str(cfg), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0] and bad.name in err[0], err
+    assert not (tmp_path / "p").exists()
+
+
+def test_whole_float_labels_are_class_ids_and_fractions_are_refused(tmp_path):
+    write_leaf_femnist(tmp_path)
+    want = load("leaf-femnist", tmp_path).y_train.clone()
+    paths = sorted((tmp_path / "train").glob("*.json"))
+    for path in paths:
+        doc = json.loads(path.read_text())
+        for data in doc["user_data"].values():
+            data["y"] = [float(v) for v in data["y"]]
+        path.write_text(json.dumps(doc))
+    clear_cache()
+    assert torch.equal(load("leaf-femnist", tmp_path).y_train, want)  # 2.0 is class 2
+    doc = json.loads(paths[0].read_text())
+    doc["user_data"][doc["users"][0]]["y"][0] += 0.7  # was truncated to the class below
+    paths[0].write_text(json.dumps(doc))
+    clear_cache()
+    with pytest.raises(DataError, match=r"label \d+\.7 of sample 0 is not a class id"):
+        load("leaf-femnist", tmp_path)
+
+
+def test_a_fifo_named_json_is_skipped_not_waited_on(tmp_path, caplog):
+    write_leaf_femnist(tmp_path)
+    os.mkfifo(tmp_path / "train" / "pipe.json")
+    with caplog.at_level("WARNING", logger="fedsim.data.leaf"):
+        b = call_releasing_fifo(lambda: load("leaf-femnist", tmp_path), tmp_path / "train" / "pipe.json")
+    assert len(b.y_train) == 22 and any("pipe.json" in m and "not a regular file" in m for m in caplog.messages)

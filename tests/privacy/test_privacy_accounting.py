@@ -17,7 +17,8 @@ import pytest
 
 pytest.importorskip("dp_accounting", reason="pip install 'fedsim[privacy]'")
 
-from fedsim.privacy.accounting import calibrate_sigma, default_delta, epsilon  # noqa: E402
+from fedsim.errors import ConfigError  # noqa: E402
+from fedsim.privacy.accounting import calibrate_sigma, check_delta, default_delta, epsilon  # noqa: E402
 
 
 def test_gaussian_without_sampling_by_hand():
@@ -66,10 +67,36 @@ def test_composition_adds_up_and_degenerate_cases():
     assert epsilon([(1.0, 2.0, 5)], 1e-3) < epsilon([(1.0, 1.0, 5)], 1e-3) < epsilon([(1.0, 1.0, 6)], 1e-3)
 
 
-def test_default_delta_is_one_over_n_to_the_1_1():
-    assert default_delta(10) == pytest.approx(10**-1.1)
-    assert default_delta(8000) == pytest.approx(8000**-1.1)
-    assert default_delta(8000) < 1 / 8000
+def test_default_delta_is_at_most_1e5_and_a_tenth_of_one_over_n():
+    # small federations: 1e-5, not 1/N^1.1 (0.079 for 10 parties, 0.47 for 2)
+    assert default_delta(2) == default_delta(10) == default_delta(8000) == 1e-5
+    # large populations: ten times below 1/N
+    assert default_delta(60_000) == pytest.approx(1 / 600_000)
+    assert all(default_delta(n) <= min(1e-5, 0.1 / n) for n in (1, 2, 10, 10_000, 10**7))
+
+
+def test_a_delta_not_below_one_over_n_is_refused():
+    check_delta(0.49, 2, "parties")  # below 1/2: allowed
+    with pytest.raises(ConfigError, match=r"target_delta=0.5 is not below 1/N = 0.5 \(N = 2 parties\)") as info:
+        check_delta(0.5, 2, "parties")
+    assert "publishing one of them outright" in str(info.value)
+    with pytest.raises(ConfigError, match="N = 800 training samples"):
+        check_delta(0.002, 800, "training samples")
+
+
+def test_mixed_noise_composes_as_the_library_composes_it():
+    """The RDP fast path (per-release curves added up) against dp-accounting's own
+    composition, for a ledger whose rounds used two noise multipliers."""
+    from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
+    from dp_accounting.rdp import RdpAccountant
+
+    acc = RdpAccountant()
+    acc.compose(SelfComposedDpEvent(PoissonSampledDpEvent(0.3, GaussianDpEvent(1.0)), 2))
+    acc.compose(SelfComposedDpEvent(PoissonSampledDpEvent(0.3, GaussianDpEvent(1.7)), 3))
+    mixed = epsilon([(0.3, 1.0, 2), (0.3, 1.7, 3)], 1e-5)
+    assert mixed == pytest.approx(acc.get_epsilon(1e-5), rel=1e-12)
+    # between all five rounds at the smaller and at the larger noise
+    assert epsilon([(0.3, 1.7, 5)], 1e-5) < mixed < epsilon([(0.3, 1.0, 5)], 1e-5)
 
 
 def test_calibration_finds_the_smallest_sufficient_noise():

@@ -114,7 +114,7 @@ def test_target_epsilon_stops_before_the_round_that_would_exceed_it_and_resumes(
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     rows = _rows(ref.run_dir / "metrics.jsonl")
     assert [r["round"] for r in rows] == [1, 2, 3]
-    assert ref.summary["rounds"] == 3 and ref.summary["status"] == "finished"
+    assert ref.summary["rounds"] == 3 and ref.summary["status"] == "stopped"
     assert ref.summary["epsilon"] == pytest.approx(per_round[2]) and per_round[2] <= target
     assert "would spend epsilon" in ref.summary["privacy_stop"] and rows[-1]["privacy_stop"]
     # resuming the stopped run does nothing
@@ -269,3 +269,138 @@ def test_client_side_clipping_wraps_a_personalised_algorithm_that_sends_the_whol
     row = _rows(run / "metrics.jsonl")[-1]
     assert not row["failures"] and row["clients"] == 4
     assert row["dp_clipping_norm"] == 0.05
+
+
+def _true_epsilons(run_dir: Path, mode: str, delta: float) -> list[float]:
+    """Each round's epsilon from an accountant fed the noise every round actually used
+    (``noise_multiplier`` of its row) and, for DP-SGD, each party's steps of that round
+    (``clients.jsonl``); IID, 100 samples a party, batch 32: q_k = 1/4."""
+    rows = _rows(run_dir / "metrics.jsonl")
+    if mode != "dpsgd":
+        return [epsilon([(1.0, r["noise_multiplier"], 1) for r in rows[: i + 1]], delta) for i in range(len(rows))]
+    clients = [json.loads(line) for line in (run_dir / "clients.jsonl").read_text().splitlines()]
+    sigma = {r["round"]: r["noise_multiplier"] for r in rows}
+    out = []
+    for r in rows:
+        per_party = {}
+        for c in clients:
+            if c["stage"] == "train" and c["status"] == "ok" and c["round"] <= r["round"]:
+                per_party.setdefault(c["party"], []).append((0.25, sigma[c["round"]], c["steps"]))
+        out.append(max(epsilon(events, delta) for events in per_party.values()))
+    return out
+
+
+@pytest.mark.parametrize("mode, target", [("central-fixed", 2.0), ("dpsgd", 4.0)])
+def test_a_calibrated_run_extended_on_resume_accounts_every_round_with_its_own_noise(tmp_path, tiny, mode, target):
+    """Killed after round 1 of 2, resumed with federation.rounds=4: round 1 keeps the
+    noise it was calibrated with, rounds 2-4 get the noise that spends what is left, and
+    every row's epsilon is the accountant's over the true noise of every round."""
+    if mode == "dpsgd":
+        pytest.importorskip("opacus", reason="pip install 'fedsim[privacy]'")
+    privacy = {"mode": mode, "target_epsilon": target, "calibrate": True}
+    cfg = tiny(
+        partition=IID, train={"epochs": 1}, federation={"rounds": 2}, privacy=privacy, output={"keep_checkpoints": 3}
+    )
+    run = fedsim.run(cfg, out=tmp_path / "r").run_dir
+    shutil.rmtree(run / "checkpoints" / "round_000002")
+    (run / "summary.json").unlink()
+    res = fedsim.run({**cfg, "federation": {"rounds": 4}}, out=run, resume=True)
+    rows = _rows(run / "metrics.jsonl")
+    sigmas = [r["noise_multiplier"] for r in rows]
+    assert len(rows) == 4 and sigmas[0] < sigmas[1] == sigmas[2] == sigmas[3]
+    eps = [r["epsilon"] for r in rows]
+    assert eps == pytest.approx(_true_epsilons(run, mode, rows[0]["delta"]), rel=1e-9)
+    assert eps == sorted(eps) and eps[-1] <= target and eps[-1] == pytest.approx(target, rel=1e-4)
+    assert res.summary["epsilon"] == eps[-1]
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_a_resume_that_cannot_stay_within_the_budget_is_refused(tmp_path, tiny, capsys, calibrate):
+    """A calibrated run has spent its budget in its rounds; an uncalibrated one whose next
+    round would exceed target_epsilon is also refused, before anything is written."""
+    delta = default_delta(4)
+    per_round = [epsilon([(1.0, 1.0, r)], delta) for r in (1, 2, 3)]
+    target = 2.0 if calibrate else (per_round[1] + per_round[2]) / 2  # 2 rounds fit, not 3
+    privacy = {"mode": "central-fixed", "target_epsilon": target, **({"calibrate": True} if calibrate else {})}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny(partition=IID, federation={"rounds": 2}, privacy=privacy)))
+    out = tmp_path / "r"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = main(["run", str(path), "federation.rounds=4", "--out", str(out), "--resume", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "cannot stay within privacy.target_epsilon" in err[0] and "keep federation.rounds=2" in err[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_no_noise_is_said_to_be_infinite_epsilon(tmp_path, tiny, caplog):
+    cfg = tiny(partition=IID, federation={"rounds": 1}, privacy={"mode": "central-fixed", "noise_multiplier": 0.0})
+    with caplog.at_level("WARNING"):
+        res = fedsim.run(cfg, out=tmp_path / "r")
+    row = _rows(res.run_dir / "metrics.jsonl")[0]
+    assert row["epsilon"] is None and row["epsilon_infinite"] is True
+    assert res.summary["epsilon"] is None and res.summary["epsilon_infinite"] is True
+    assert sum("epsilon is infinite" in m for m in caplog.messages) == 1
+
+
+@pytest.mark.parametrize(
+    "privacy, fragment",
+    [
+        ({"mode": "central-fixed", "target_delta": 0.25}, r"1/N = 0.25 \(N = 4 parties that train\)"),
+        ({"mode": "dpsgd", "target_delta": 0.02}, r"N = 100 training samples of the largest party"),
+    ],
+)
+def test_a_delta_not_below_one_over_the_population_is_refused_before_anything_is_written(
+    tmp_path, tiny, privacy, fragment
+):
+    with pytest.raises(ConfigError, match=fragment):
+        fedsim.run(tiny(partition=IID, privacy=privacy), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_a_delta_just_below_one_over_n_is_run_with_a_warning(tmp_path, tiny, caplog):
+    """delta 0.47 for 2 parties is below 1/N = 0.5 (allowed) but not well below: the
+    epsilon it gives (0.0) must not read as reassuring."""
+    cfg = tiny(
+        partition={"scheme": "iid", "n_parties": 2},
+        federation={"rounds": 1},
+        privacy={"mode": "central-fixed", "target_delta": 0.47},
+    )
+    with caplog.at_level("WARNING", logger="fedsim.preflight"):
+        res = fedsim.run(cfg, out=tmp_path / "r")
+    (warning,) = [m for m in caplog.messages if "target_delta" in m]
+    assert "0.47 is not well below 1/N = 0.5 (N = 2 parties that train)" in warning and "says little" in warning
+    assert res.summary["delta"] == 0.47
+
+
+def test_the_default_delta_is_meaningful_for_two_parties(tmp_path, tiny):
+    """1/N^1.1 gave 2 parties delta 0.47 and an epsilon of 0.0; now delta is 1e-5."""
+    res = fedsim.run(
+        tiny(partition={"scheme": "iid", "n_parties": 2}, federation={"rounds": 1}, privacy={"mode": "central-fixed"}),
+        out=tmp_path / "r",
+    )
+    assert res.summary["delta"] == 1e-5
+    assert res.summary["epsilon"] == pytest.approx(epsilon([(1.0, 1.0, 1)], 1e-5)) and res.summary["epsilon"] > 4
+
+
+def test_a_run_stopped_by_the_budget_is_tested_and_says_why(tmp_path, tiny):
+    """eval_every and checkpoint_every past the stop: the stopped run's final model is
+    still evaluated and checkpointed, and its status says why it ended early."""
+    per_round = [epsilon([(1.0, 1.0, r)], default_delta(4)) for r in (1, 2, 3)]
+    target = (per_round[1] + per_round[2]) / 2  # 2 rounds fit
+    cfg = tiny(
+        partition=IID,
+        federation={"rounds": 6, "eval_every": 6},
+        output={"checkpoint_every": 6},
+        privacy={"mode": "central-fixed", "target_epsilon": target},
+    )
+    res = fedsim.run(cfg, out=tmp_path / "r")
+    rows = _rows(res.run_dir / "metrics.jsonl")
+    s = res.summary
+    assert [r["round"] for r in rows] == [1, 2] and "test_accuracy" not in rows[0]
+    assert s["status"] == "stopped" and s["rounds"] == 2
+    assert s["stop_reason"] == f"privacy budget: {rows[-1]['privacy_stop']}"
+    assert s["test_accuracy"] == rows[-1]["test_accuracy"] and 0 <= s["test_accuracy"] <= 1
+    assert (res.run_dir / "checkpoints" / "round_000002").is_dir()

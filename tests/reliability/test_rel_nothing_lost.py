@@ -193,6 +193,25 @@ def test_a_bit_flipped_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny,
     assert _rows(run / "metrics.jsonl") == _rows(ref / "metrics.jsonl")
 
 
+@pytest.mark.parametrize("privacy", [{}, {"mode": "central-fixed"}], ids=["plain", "privacy"])
+def test_falling_back_to_an_older_checkpoint_is_said_once(tmp_path, tiny, capsys, caplog, privacy):
+    """The checks before a resume read the checkpoint too: the warning pair was printed
+    three times (each check, then the resume)."""
+    cfg = tiny(federation={"rounds": 3}, output={"keep_checkpoints": 3, "plots": False}, privacy=privacy)
+    path = _cfg_file(tmp_path, cfg)
+    run = tmp_path / "run"
+    assert main(["run", path, "--out", str(run), "--quiet"]) == 0
+    (run / "summary.json").unlink()
+    state = run / "checkpoints" / "round_000003" / "state.pt"
+    state.write_bytes(state.read_bytes()[:-10])
+    with caplog.at_level(logging.WARNING, logger="fedsim.checkpoint"):
+        assert main(["run", path, "--out", str(run), "--resume", "--quiet"]) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "fedsim.checkpoint"]
+    assert len(said) == 2, said
+    assert "does not match its sha256; falling back to an older checkpoint" in said[0]
+    assert "resuming from the older checkpoint" in said[1] and "round_000002" in said[1]
+
+
 def test_a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path, tiny, capsys, caplog):
     cfg, ref, run = _interrupted(tmp_path, tiny)
     for d in (run / "checkpoints").glob("round_*"):

@@ -119,3 +119,32 @@ def test_a_killed_and_resumed_run_keeps_one_mlflow_run(tiny, tmp_path):
     assert got == [(row["round"], pytest.approx(row["test_accuracy"])) for row in rows]
     assert [s for s, _ in _history(client, runs[0].info.run_id, "train_loss")] == [1, 2, 3, 4]
     assert r.summary["rounds"] == 4
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///{missing}/x.db", "file://{missing}/mlruns"])
+def test_a_store_in_a_missing_folder_is_refused_and_nothing_is_created(tiny, tmp_path, capsys, uri):
+    """output.mlflow_uri=sqlite:////nonexistent/dir/x.db made /nonexistent/dir/ and its
+    mlartifacts/: a tracker writes only where the user pointed, creating no folder."""
+    import yaml
+
+    from fedsim.cli import main
+
+    missing = tmp_path / "missing" / "dir"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(federation={"rounds": 1}, output={"trackers": ["mlflow"]})))
+    given = uri.format(missing=missing)
+    code = main(["run", str(cfg), f"output.mlflow_uri={given}", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"folder '{missing}' does not exist" in err[0], err
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_tracking_uri_in_a_missing_folder_is_a_tracker_failure_that_creates_nothing(tiny, tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI is not the config: the run goes on without MLflow (a tracker's
+    failure is a warning and a record), and MLflow never gets to create the folder."""
+    missing = tmp_path / "missing" / "dir"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}/x.db")
+    res = fedsim.run(tiny(federation={"rounds": 1}, output={"trackers": ["mlflow"]}), out=tmp_path / "r")
+    assert res.summary["rounds"] == 1 and not (tmp_path / "missing").exists()
+    record = json.loads((tmp_path / "r" / "trackers.json").read_text())["mlflow"]
+    assert record["status"] == "failed" and "does not exist" in json.dumps(record)

@@ -4,6 +4,12 @@ never reads the test set, and bad tune files as one line with exit 2."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -192,6 +198,138 @@ def test_kfold_tune_reads_only_training_folds_and_nests_its_runs(toy, tmp_path, 
     assert "tune.md" in {a.path for a in client.list_artifacts(tune_run.info.run_id)}
 
 
+def test_a_final_run_stopped_by_the_privacy_budget_is_tested(toy, tmp_path):
+    """The final runs evaluate only at federation.rounds; one stopped earlier by
+    privacy.target_epsilon is still tested (tune.md showed "-" with exit 0)."""
+    pytest.importorskip("dp_accounting", reason="pip install 'fedsim[privacy]'")
+    from fedsim.privacy.accounting import default_delta, epsilon
+
+    target = (epsilon([(1.0, 1.0, 2)], default_delta(4)) + epsilon([(1.0, 1.0, 3)], default_delta(4))) / 2
+    spec = toy(
+        overrides=[*toy()["overrides"], "privacy.mode=central-fixed", f"privacy.target_epsilon={target}"],
+        space={"train.lr": {"type": "categorical", "choices": [0.05, 0.1]}},
+        n_trials=1,
+        pruner="none",
+        sampler="random",
+    )
+    result = fedsim.tune(spec, out=tmp_path / "t")
+    final = next((tmp_path / "t" / "final").glob("*/summary.json"))
+    summary = json.loads(final.read_text())
+    assert summary["status"] == "stopped" and summary["rounds"] == 2 and summary["test_accuracy"] is not None
+    assert result.test_mean == summary["test_accuracy"] and result.n_final_failed == 0
+    assert f"{100 * summary['test_accuracy']:.2f}" in result.markdown
+
+
+@pytest.mark.parametrize(
+    "raw, high",
+    [
+        ({"type": "int", "low": 1, "high": 10, "step": 4}, 9),
+        ({"type": "float", "low": 0.1, "high": 0.5, "step": 0.3}, 0.4),
+    ],
+)
+def test_a_range_that_is_not_whole_steps_is_lowered_with_one_warning(toy, caplog, raw, high):
+    """Optuna lowers high itself, with a two-line UserWarning of its own; fedsim says it in one."""
+    import warnings
+
+    from fedsim.tuning import parse_tune
+
+    key = "train.epochs" if raw["type"] == "int" else "train.lr"
+    with caplog.at_level("WARNING", logger="fedsim.tuning.spec"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's own warning would fail here
+        spec = parse_tune(toy(space={key: raw}))
+        (param,) = spec.space
+        dist = param.distribution()
+    assert param.high == high and dist.high == high and type(param.high) is type(high)
+    (message,) = [m for m in caplog.messages if key in m]
+    assert f"values are drawn from [{raw['low']:g}, {high:g}]" in message
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return False
+    return "zombie" not in state.lower()
+
+
+def test_a_stopped_tune_terminates_its_workers_before_leaving_the_pool(monkeypatch):
+    """Ctrl-C or SIGTERM while trials run: the pool is shut down without waiting and its
+    workers are terminated before the pool's `with` block ends (which would wait for
+    every running trial). The end-to-end version with real processes is marked slow."""
+    from concurrent.futures import Future
+
+    events: list[tuple] = []
+
+    class Worker:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def terminate(self) -> None:
+            events.append(("terminate", self.pid))
+
+    class Pool:
+        def __init__(self, *args, **kwargs) -> None:
+            self._processes = {11: Worker(11), 12: Worker(12)}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> bool:
+            events.append(("leave the pool",))
+            return False
+
+        def submit(self, fn, job) -> Future:
+            return Future()
+
+        def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+            events.append(("shutdown", wait, cancel_futures))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # SIGTERM is KeyboardInterrupt in the CLI (Terminated)
+
+    monkeypatch.setattr(trials_mod, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(trials_mod, "wait", interrupted)
+    jobs = iter(["trial 0", "trial 1"])
+    with pytest.raises(KeyboardInterrupt):
+        trials_mod.execute_trials(lambda: next(jobs, None), lambda job: None, workers=2)
+    assert events == [("shutdown", False, True), ("terminate", 11), ("terminate", 12), ("leave the pool",)]
+
+
+@pytest.mark.slow  # spawns a tune and its two workers; the fast version is above
+def test_sigterm_stops_the_running_trials_at_once(toy, tmp_path):
+    """SIGTERM to `fedsim tune --workers 2` (a scheduler's preemption) stops its running
+    trials now: they continue from their checkpoints on --resume. The pool was shut down
+    without waiting and the `with` block then waited: workers wrote summaries 10 s later."""
+    spec = toy(base={**toy()["base"], "federation": {"rounds": 1000}}, n_trials=2, pruner="none")
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "t"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "fedsim.cli", "tune", str(path), "--out", str(out), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 180
+        rows = [out / "trials" / f"trial-000{i}" / "metrics.jsonl" for i in (0, 1)]
+        while time.time() < deadline and not all(r.exists() and r.stat().st_size for r in rows):
+            time.sleep(0.2)  # both workers are training
+        assert proc.poll() is None, proc.stderr.read()
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        stopped = time.time() - t0
+        assert proc.returncode == 143 and err.strip().splitlines()[-1].startswith("fedsim: terminated (SIGTERM)")
+        assert stopped < 5, f"the tune took {stopped:.1f} s to stop"
+        time.sleep(1)
+        assert not [w for w in workers if _alive(w)]
+        sizes = [r.stat().st_size for r in rows]
+        time.sleep(1)
+        assert [r.stat().st_size for r in rows] == sizes  # nothing writes on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -208,6 +346,10 @@ def test_kfold_tune_reads_only_training_folds_and_nests_its_runs(toy, tmp_path, 
         ({"select_by": "test_accuracy"}, "not a validation metric"),
         ({"overrides": []}, "needs local validation"),
         ({"n_trial": 3}, "unknown tune key 'n_trial' (did you mean 'n_trials'?)"),
+        (
+            {"space": {"train.epochs": {"type": "int", "low": 1, "high": 2, "step": 5}}},
+            "step 5 is wider than the range [1, 2], which leaves only 1",
+        ),
         ({"pruner": {"type": "median", "startup": 3}}, "MedianPruner has no argument 'startup'"),
     ],
 )
