@@ -5,8 +5,8 @@ both) and how its success is measured.
 An attack's file registers itself (``@register`` on an :class:`Attack` subclass); the
 registry imports every module of this package on first use, so adding an attack is
 adding its file. ``attacks`` reads only ``strategies`` (the replies, the update space)
-and ``fedsim.seeding``, never fedsim's engine; fedsim's server and clients reach the
-attacks through this registry (``fedsim/adversary.py``). Defences are server rules in
+and ``fedsim.util.seeding``, never fedsim's engine; fedsim's server and clients reach the
+attacks through this registry (``fedsim/prepare/adversary.py``). Defences are server rules in
 ``strategies/`` (``strategies.defences``).
 """
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedsim.seeding import derive
+from fedsim.util.seeding import derive
 from strategies.params import hp
 
 from .params import MaliciousParams

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from fedsim.seeding import derive
+from fedsim.util.seeding import derive
 
 from .registry import Attack, register
 

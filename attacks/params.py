@@ -52,7 +52,7 @@ def out_of_range(params: AttackParams) -> str | None:
     """The first parameter outside its allowed range, as an error text; None if all fit."""
     for hf in hyperparameters(type(params)):  # type: ignore[arg-type]
         if hf.name == "parties":
-            continue  # checked against the number of parties (fedsim.validation)
+            continue  # checked against the number of parties (fedsim.config.validate)
         value = getattr(params, hf.name)
         if value is None and hf.default is None:
             continue

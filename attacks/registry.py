@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from fedsim.seeding import derive
+from fedsim.util.seeding import derive
 from strategies.cohort import malicious_count
 from strategies.plugins import Registry
 from strategies.replies import UpdateSpace

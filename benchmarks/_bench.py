@@ -84,8 +84,8 @@ class Parties:
     """The dataset tensors and per-party index tensors of a fedsim config."""
 
     def __init__(self, cfg_dict: Mapping) -> None:
-        from fedsim.config import load_config
-        from fedsim.experiment import compute_dataidxs, load_bundle
+        from fedsim.config.load import load_config
+        from fedsim.prepare.run_inputs import compute_dataidxs, load_bundle
 
         self.cfg = load_config(dict(cfg_dict))
         bundle = load_bundle(self.cfg)
@@ -102,7 +102,7 @@ class Parties:
 
     def initial_state(self) -> OrderedDict[str, torch.Tensor]:
         """The global model before round 1, drawn as fedsim draws it (seed, "init")."""
-        from fedsim.seeding import derive
+        from fedsim.util.seeding import derive
 
         torch.manual_seed(derive(self.cfg.seed, "init"))
         model = self.build_model()
@@ -115,7 +115,7 @@ def load_parties(cfg_dict: Mapping) -> Parties:
 
 def shuffle_generator(seed: int, server_round: int, party: int, device: str | torch.device = "cpu") -> torch.Generator:
     """The shuffling generator fedsim gives a party in a round, so the batches are the same."""
-    from fedsim.seeding import torch_generator
+    from fedsim.util.seeding import torch_generator
 
     return torch_generator(seed, "train", server_round, party, device=device)
 

@@ -3,7 +3,7 @@
     python benchmarks/checkpoint_cost.py [--quick] [--repeats K] [--rounds R] [--skip-a] [--skip-b]
 
 (a) One fedsim checkpoint of resnet18 (CIFAR form, 10 classes, 11.2 M parameters):
-    ``fedsim.checkpoint.save_checkpoint`` / ``load_checkpoint`` with a RunStore in a
+    ``fedsim.rundir.checkpoint.save_checkpoint`` / ``load_checkpoint`` with a RunStore in a
     temporary directory, the resnet18 ``state_dict`` as the global arrays and
     SCAFFOLD's server state of the same size (its control variate ``c`` over every
     parameter, through the real ``strategies.build(...).state_dict()``), a 100-row
@@ -89,10 +89,10 @@ def mb(n: float) -> str:
 
 def part_a(repeats: int, client_files: int) -> None:
     import strategies
-    from fedsim.checkpoint import load_checkpoint, save_checkpoint
-    from fedsim.config import config_hash, load_config
+    from fedsim.config.load import config_hash, load_config
     from fedsim.models import build_model
-    from fedsim.store import ClientStateStore, RunStore
+    from fedsim.rundir.checkpoint import load_checkpoint, save_checkpoint
+    from fedsim.rundir.store import ClientStateStore, RunStore
 
     cfg = load_config(
         {

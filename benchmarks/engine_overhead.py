@@ -24,7 +24,7 @@ For each workload:
       actor; ``ServerApp`` running ``flwr.serverapp.strategy.FedAvg(...).start`` with
       a timestamp per round in ``evaluate_fn``) on Flower's Simulation Runtime (what
       ``flwr.simulation.run_simulation``, now deprecated, runs: the Ray engine's
-      ``fedsim.flower_compat.run_simulation_runtime``) with ``client_resources = {num_cpus: 1,
+      ``fedsim.util.flower_compat.run_simulation_runtime``) with ``client_resources = {num_cpus: 1,
       num_gpus: 0}``: on 2 cores that is 2 Ray actors training in parallel, each with
       one thread (OMP_NUM_THREADS=1), while (i) and (ii) use one core. For the same
       two cores, fedsim is also run with ``engine.workers=2`` (two worker processes).
@@ -142,7 +142,7 @@ def run_plain(cfg_dict: Mapping, rounds: int) -> tuple[list[float], OrderedDict[
 def run_fedsim(cfg_dict: Mapping, rounds: int, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """fedsim.run on the local engine: round_time_s per round, client time per round, final state."""
     import fedsim
-    from fedsim.store import safe_torch_load
+    from fedsim.rundir.store import safe_torch_load
 
     cfg = _bench.deep_update(dict(cfg_dict), {"federation": {"rounds": rounds}})
     with tempfile.TemporaryDirectory(prefix="fedsim-bench-") as tmp:
@@ -249,7 +249,7 @@ def run_flower_ray(cfg_dict: Mapping, rounds: int, num_cpus: float = 1) -> dict[
     a 2-core machine; 1: one actor per core)."""
     import ray
 
-    from fedsim.flower_compat import run_simulation_runtime
+    from fedsim.util.flower_compat import run_simulation_runtime
 
     parties = _bench.load_parties(cfg_dict)
     n = parties.cfg.partition.n_parties
@@ -363,7 +363,7 @@ def profile_round(key: str = "b", top: int = 15) -> None:
     import pstats
 
     import fedsim
-    from fedsim.server import RunHooks
+    from fedsim.server.app import RunHooks
 
     cfg = _bench.deep_update(WORKLOADS[key]["config"], {"federation": {"rounds": 3}})
     prof = cProfile.Profile()

@@ -25,7 +25,7 @@ its own errors, prints them and the script goes on.
     head with 10 clients (``--quick``: 2), timed with fedsim's own functions: encoding
     a reply (``state_to_record``) and decoding it (``record_to_state``), the
     non-finite screen (``all_finite``), the FedAvg average (``weighted_average``) and
-    the model-heterogeneity measures of the round (``fedsim.evaluation.round_heterogeneity``).
+    the model-heterogeneity measures of the round (``fedsim.server.evaluation.round_heterogeneity``).
 (d) ResNet-18 with GroupNorm (``model.norm=group``), a cohort of 16 clients batched
     against one at a time (goal >= 3x), their weights' difference and the peak GPU
     memory (``torch.cuda.max_memory_allocated``).
@@ -72,7 +72,7 @@ def sync() -> None:
 def fedsim_throughput(cfg: dict, out: Path) -> dict:
     """Run fedsim; samples/s over rounds 2..R from round_time_s (and from client time alone)."""
     import fedsim
-    from fedsim.store import safe_torch_load
+    from fedsim.rundir.store import safe_torch_load
 
     res = fedsim.run(cfg, out=out)
     rows = _bench.read_jsonl(res.run_dir / "metrics.jsonl")
@@ -88,7 +88,7 @@ def fedsim_throughput(cfg: dict, out: Path) -> dict:
 
 def standalone_throughput(cfg: dict, rounds: int) -> dict:
     """The same FedAvg rounds as a plain loop on the training device; samples/s over rounds 2..R."""
-    from fedsim.experiment import resolve_device
+    from fedsim.prepare.run_inputs import resolve_device
 
     parties = _bench.load_parties(cfg)
     c = parties.cfg
@@ -225,7 +225,7 @@ def reset_peak() -> None:
 
 def batched_available() -> str | None:
     """None if fedsim has the batched client path, else why not."""
-    from fedsim.config import EngineConfig
+    from fedsim.config.load import EngineConfig
 
     if "batch_clients" not in {f.name for f in dataclasses.fields(EngineConfig)}:
         return "no engine.batch_clients key"
@@ -311,9 +311,9 @@ def part_b(quick: bool, tmp: Path, cohorts: list[int]) -> None:
 
 
 def part_c(quick: bool) -> None:
-    from fedsim.config import load_config
-    from fedsim.evaluation import round_heterogeneity
+    from fedsim.config.load import load_config
     from fedsim.models import build_model
+    from fedsim.server.evaluation import round_heterogeneity
     from strategies.arrays import all_finite, record_to_state, state_to_record, weighted_average
     from strategies.strategy import ClientOutcome
 

@@ -7,7 +7,7 @@ A FedPer run of one round on MNIST-shaped synthetic images (simple-cnn, 100 part
 store. On the CPU the script then times, in one process, medians of ``--repeats``:
 
 * ``one model``: the global model on the concatenation of every party's local test
-  samples (``fedsim.training.evaluate``, ``eval.batch_size``): the reference;
+  samples (``fedsim.client.training.evaluate``, ``eval.batch_size``): the reference;
 * ``local``: fedsim's per-party evaluation of the global model (every party's
   confusion matrix and loss; one pooled pass);
 * ``personal``: every party's own model (its head from the client-state store on
@@ -28,10 +28,10 @@ import torch
 from _bench import setup_line
 
 import fedsim
-from fedsim.experiment import RunSettings, experiment_for
-from fedsim.parties import PartyEvaluator
-from fedsim.store import ClientStateStore
-from fedsim.training import evaluate
+from fedsim.client.training import evaluate
+from fedsim.prepare.run_inputs import RunSettings, experiment_for
+from fedsim.rundir.store import ClientStateStore
+from fedsim.server.party_eval import PartyEvaluator
 
 GOAL = 1.3
 

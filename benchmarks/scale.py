@@ -65,9 +65,9 @@ def child(n_parties: int, fraction: float, rounds: int, out_json: str, hidden: l
     import _bench
 
     import fedsim
-    from fedsim.config import load_config
-    from fedsim.experiment import load_bundle
-    from fedsim.server import RunHooks
+    from fedsim.config.load import load_config
+    from fedsim.prepare.run_inputs import load_bundle
+    from fedsim.server.app import RunHooks
 
     import_s = time.perf_counter() - t_import
     cfg = _bench.base_config(

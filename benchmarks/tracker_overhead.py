@@ -40,7 +40,7 @@ def main() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
     import fedsim
-    from fedsim.config import load_config
+    from fedsim.config.load import load_config
     from fedsim.trackers import RunTrackers
 
     print(_bench.setup_line())

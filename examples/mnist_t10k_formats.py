@@ -141,7 +141,7 @@ def cmd_write(args: argparse.Namespace) -> None:
 
 _LOAD = """
 import sys, time
-from fedsim.config import load_config
+from fedsim.config.load import load_config
 from fedsim.data import load_dataset
 cfg = load_config({}, sys.argv[1:])
 t = time.perf_counter()
@@ -154,7 +154,7 @@ print(f"load {t1 - t:.2f} s, + reading every image once {t2 - t1:.2f} s: {len(b.
 
 
 def cmd_time(args: argparse.Namespace) -> None:
-    from fedsim.config import load_config
+    from fedsim.config.load import load_config
 
     cfg = load_config({}, args.overrides)
     where = Path(cfg.data.hf_path if cfg.data.dataset == "hf" else cfg.data.root)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .version import __version__
+from fedsim.version import __version__
 
 __all__ = ["run", "sweep", "tune", "load_config", "RunResult", "__version__"]
 
@@ -13,19 +13,19 @@ def __getattr__(name: str):
     # modules load on first use. These are the package's only deferred imports of its
     # own modules (docs/architecture.md).
     if name in ("run", "RunResult"):
-        from . import api
+        from fedsim import api
 
         return getattr(api, name)
     if name == "sweep":
-        from .sweeps import sweep
+        from fedsim.sweeps import sweep
 
         return sweep
     if name == "tune":
-        from .tuning import tune
+        from fedsim.tuning import tune
 
         return tune
     if name == "load_config":
-        from .config import load_config
+        from fedsim.config.load import load_config
 
         return load_config
     raise AttributeError(f"module 'fedsim' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The Python API: ``fedsim.run(config, overrides=(), out=None) -> RunResult``.
 
 The one way of a run: the config is loaded and validated once; the run directory is
-checked, locked and prepared once (:func:`fedsim.preflight.open_run`); the engine
+checked, locked and prepared once (:func:`fedsim.prepare.preflight.open_run`); the engine
 chosen from the registry gets the validated config object and returns what the run
 produced.
 """
@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import strategies
-
-from . import rundir
-from .config import ExperimentConfig, config_diff, load_config
-from .engine import get_engine
-from .errors import FedsimError, RunDirError
-from .experiment import RunSettings
-from .flwr_app import quiet_flower
-from .preflight import open_run, saved_config
-from .server import RunHooks
-from .store import RunStore, read_json, read_jsonl
-from .trackers import TrackingContext
+from fedsim.config.load import ExperimentConfig, config_diff, load_config
+from fedsim.engine import get_engine
+from fedsim.errors import FedsimError, RunDirError
+from fedsim.prepare.flwr_app import quiet_flower
+from fedsim.prepare.preflight import open_run, saved_config
+from fedsim.prepare.run_inputs import RunSettings
+from fedsim.rundir import ownership as rundir
+from fedsim.rundir.store import RunStore, read_json, read_jsonl
+from fedsim.server.app import RunHooks
+from fedsim.trackers import TrackingContext
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 def _unfinished(store: RunStore, cfg: ExperimentConfig) -> bool | None:
     """Whether the run in ``store`` is ``cfg``'s and has more to do (None: not ``cfg``'s).
 
-    ``cfg``'s: the same identity as :func:`fedsim.preflight.check_resume` asks of a
+    ``cfg``'s: the same identity as :func:`fedsim.prepare.preflight.check_resume` asks of a
     resume (federation.rounds, placement and tolerances may differ). More to do: no
     summary yet, or one that finished fewer rounds than ``cfg`` asks for (a diverged run
     or one stopped at its privacy budget has ended)."""

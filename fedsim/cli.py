@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import FedsimError
-from .version import __version__
+from fedsim.errors import FedsimError
+from fedsim.version import __version__
 
 
 class Terminated(KeyboardInterrupt):
@@ -167,9 +167,9 @@ def _console():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .api import resolve_run_dir, run
-    from .config import load_config
-    from .server import RunHooks
+    from fedsim.api import resolve_run_dir, run
+    from fedsim.config.load import load_config
+    from fedsim.server.app import RunHooks
 
     console = _console()
     cfg = load_config(args.config, args.overrides)
@@ -281,7 +281,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     directory on a line of its own."""
     from rich.table import Table
 
-    from .plots import partition_label
+    from fedsim.rundir.plots import partition_label
 
     party = [k for k in PARTY_KEYS if summary.get(k) is not None]
     # the path is not in the title: rich wraps a title to the table's width
@@ -329,12 +329,11 @@ def cmd_partition(args: argparse.Namespace) -> int:
     import numpy as np
 
     import partitioners
-
-    from . import rundir
-    from .config import load_config, partition_params
-    from .errors import ConfigError, DataError
-    from .experiment import compute_partition
-    from .preflight import write_partition
+    from fedsim.config.load import load_config, partition_params
+    from fedsim.errors import ConfigError, DataError
+    from fedsim.prepare.preflight import write_partition
+    from fedsim.prepare.run_inputs import compute_partition
+    from fedsim.rundir import ownership as rundir
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         # `fedsim partition --labels x.npy partition.n_parties=3`: no config, only overrides
@@ -362,7 +361,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         name = path.stem
         local_test = None
         if cfg.eval.local_test == "split":
-            from .localtest import LocalTest, split_local_test
+            from fedsim.prepare.localtest import LocalTest, split_local_test
 
             dataidxs, held = split_local_test(dataidxs, labels, cfg.eval.local_test_fraction, cfg.seed)
             local_test = LocalTest(held, "train")
@@ -371,7 +370,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
                 f"eval.local_test '{cfg.eval.local_test}' needs the data set's test set; with --labels only split works"
             )
     else:
-        from .experiment import load_bundle
+        from fedsim.prepare.run_inputs import load_bundle
 
         bundle = load_bundle(cfg)
         labels = bundle.y_train.numpy()
@@ -404,7 +403,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 def default_partition_dir(cfg, name: str) -> str:
     """``<data>-<scheme>[-<param><value>...]-n<parties>-s<seed>``: another beta, another directory."""
-    from .config import partition_params
+    from fedsim.config.load import partition_params
 
     shown = [
         f"{k.replace('_', '')}{v}"
@@ -421,7 +420,7 @@ MAX_LABEL = 1_000_000
 def check_label_file(labels, path: Path) -> None:
     """--labels holds integer class ids in 0..MAX_LABEL (a huge id means a huge K)."""
 
-    from .errors import DataError
+    from fedsim.errors import DataError
 
     if labels.dtype.kind not in "iu":
         raise DataError(f"--labels '{path}' holds {labels.dtype} values; expected integer class ids 0..K-1")
@@ -435,14 +434,14 @@ def check_label_file(labels, path: Path) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .data import input_spec
-    from .models import build_model
-    from .models.inspect import format_report, inspect_model
+    from fedsim.config.load import load_config
+    from fedsim.data import input_spec
+    from fedsim.models import build_model
+    from fedsim.models.inspect import format_report, inspect_model
 
     cfg = load_config(None, [f"model.name={args.model}", *args.overrides])
     shape, num_classes = input_spec(cfg.data)
-    from .resources import check_model_fits
+    from fedsim.prepare.resources import check_model_fits
 
     check_model_fits(cfg.model, shape, num_classes, copies=2)
     model = build_model(cfg.model, shape, num_classes)
@@ -452,8 +451,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_strategies(args: argparse.Namespace) -> int:
     import strategies
-
-    from .errors import ConfigError
+    from fedsim.errors import ConfigError
 
     names = strategies.available()
     if args.name is not None:
@@ -476,10 +474,9 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def cmd_attacks(args: argparse.Namespace) -> int:
     import attacks
+    from fedsim.errors import ConfigError
     from strategies import defences
     from strategies.params import hyperparameters
-
-    from .errors import ConfigError
 
     entries = [("attack", n, attacks.get(n)) for n in attacks.available()]
     entries += [("defence", n, defences.get(n)) for n in defences.available()]
@@ -510,7 +507,7 @@ def cmd_attacks(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweeps import sweep
+    from fedsim.sweeps import sweep
 
     result = sweep(
         args.sweep,
@@ -537,7 +534,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tuning import tune
+    from fedsim.tuning import tune
 
     def on_trial(entry: dict) -> None:
         value = entry.get("value")
@@ -559,7 +556,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
+    from fedsim.report import report
 
     path = report(args.dir, measure=args.measure)
     print(path)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedsim.flower_compat import NUMPY_STYPE
+from fedsim.util.flower_compat import NUMPY_STYPE
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 

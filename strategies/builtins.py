@@ -15,7 +15,7 @@ Each is a class of its own, :class:`~strategies.strategy.FedsimStrategy` mixed i
 Flower class (``class FedAdamServer(ServerOptimizer, fs.FedAdam)``), so Flower's
 aggregation runs unchanged on the cohort's replies; its server state (momentum,
 moments), which Flower keeps in undocumented attributes, is read and written through
-``fedsim.flower_compat`` and checkpointed.
+``fedsim.util.flower_compat`` and checkpointed.
 
 Server optimisers (FedAvgM and the FedOpt family) step only the trainable
 parameters: Flower sees the replies and its remembered global model without the
@@ -37,7 +37,7 @@ import torch
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import strategy as fs
 
-from fedsim import flower_compat as fc
+from fedsim.util import flower_compat as fc
 
 from .arrays import record_to_state
 from .params import StrategyParams, hp
@@ -60,7 +60,7 @@ class FlowerAggregation(FedsimStrategy):
 class ServerOptimizer(FlowerAggregation):
     """A Flower server optimiser restricted to the trainable parameters (see module doc).
 
-    ``state_attributes`` name Flower's server state (``fedsim.flower_compat``), which
+    ``state_attributes`` name Flower's server state (``fedsim.util.flower_compat``), which
     is read and restored through the compat accessors, not as attributes of fedsim's own.
     """
 

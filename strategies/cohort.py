@@ -9,7 +9,7 @@ from typing import Any
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from fedsim.flower_compat import NodeInfo
+from fedsim.util.flower_compat import NodeInfo
 
 
 def cohort_size(n: int, fraction: float, minimum: int) -> int:

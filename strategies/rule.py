@@ -1,6 +1,6 @@
 """The client half of an algorithm: a rule the local trainer calls around its steps.
 
-The trainer (``fedsim.training.train_local``) runs, for one party and one round::
+The trainer (``fedsim.client.training.train_local``) runs, for one party and one round::
 
     rule.on_train_begin()                      # load state, set up references
     stats = rule.fit(epochs, max_steps)        # by default one run of the loop below
@@ -56,7 +56,7 @@ class TrainContext:
     #: n_k / mean(n) over the parties that train: the per-party weight of FedDyn's and
     #: FedDC's reference code (their alpha_k = alpha / weight)
     party_weight: float = 1.0
-    #: the party's mini-batch loop (``fedsim.training.LocalTrainer``), set before training
+    #: the party's mini-batch loop (``fedsim.client.training.LocalTrainer``), set before training
     trainer: Any = None
 
 
@@ -115,7 +115,7 @@ class ClientRule:
 
     def fit(self, epochs: int, max_steps: int | None = None):
         """The round's local training: one run of the loop over all weights (returns
-        ``fedsim.training.TrainStats``; ``stats.steps`` reaches ``on_train_end``)."""
+        ``fedsim.client.training.TrainStats``; ``stats.steps`` reaches ``on_train_end``)."""
         return self.ctx.trainer.run(
             self.ctx.model, self.loss, epochs, after_backward=self.on_after_backward, max_steps=max_steps
         )

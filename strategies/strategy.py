@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Result
 
-from fedsim.seeding import derive
+from fedsim.util.seeding import derive
 
 from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record, weighted_average
 from .cohort import CohortGrid, cohort_size
@@ -442,7 +442,7 @@ class FedsimStrategy:
     # ------------------------------------------------------------------ state
     def get_state(self, name: str) -> Any:
         """The server state ``name`` of :attr:`state_attributes` (an attribute of the
-        strategy; a class whose state Flower holds reads it through fedsim.flower_compat)."""
+        strategy; a class whose state Flower holds reads it through fedsim.util.flower_compat)."""
         return getattr(self, name, None)
 
     def set_state(self, name: str, value: Any) -> None:

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from fedsim.flower_compat import DEPRECATION_MARKER
+from fedsim.util.flower_compat import DEPRECATION_MARKER
 
 
 @pytest.fixture(autouse=True)

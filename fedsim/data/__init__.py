@@ -13,16 +13,16 @@ layout too). The file formats that need decoding are cached beside the data
 
 from __future__ import annotations
 
-from .registry import DatasetBundle, available, clear_cache, input_spec, is_text, load_dataset, register
+from fedsim.data.registry import DatasetBundle, available, clear_cache, input_spec, is_text, load_dataset, register
 
 # importing a family module registers its datasets (the order is available()'s order)
 # isort: off
-from . import torchvision_sets as _torchvision_sets  # noqa: F401
-from . import synthetic as _synthetic  # noqa: F401
-from . import synthetic_images as _synthetic_images  # noqa: F401
-from . import leaf as _leaf  # noqa: F401
-from . import hf as _hf  # noqa: F401
-from . import imagefolder as _imagefolder  # noqa: F401
+from fedsim.data import torchvision_sets as _torchvision_sets  # noqa: F401
+from fedsim.data import synthetic as _synthetic  # noqa: F401
+from fedsim.data import synthetic_images as _synthetic_images  # noqa: F401
+from fedsim.data import leaf as _leaf  # noqa: F401
+from fedsim.data import hf as _hf  # noqa: F401
+from fedsim.data import imagefolder as _imagefolder  # noqa: F401
 # isort: on
 
 __all__ = ["DatasetBundle", "available", "register", "load_dataset", "input_spec", "is_text", "clear_cache"]

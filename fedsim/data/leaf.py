@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..schema import DataConfig
-from . import text
-from .cache import cache_key, cached, fingerprint
-from .images import channel_stats, is_regular_file
-from .registry import DatasetBundle, register
+from fedsim.config.schema import DataConfig
+from fedsim.data import text
+from fedsim.data.cache import cache_key, cached, fingerprint
+from fedsim.data.images import channel_stats, is_regular_file
+from fedsim.data.registry import DatasetBundle, register
+from fedsim.errors import DataError
 
 log = logging.getLogger(__name__)
 

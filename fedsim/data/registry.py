@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..schema import DataConfig
+from fedsim.config.schema import DataConfig
+from fedsim.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from collections.abc import Hashable
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..resources import check_fits
-from ..schema import DataConfig
-from .registry import DatasetBundle, register
+from fedsim.config.schema import DataConfig
+from fedsim.data.registry import DatasetBundle, register
+from fedsim.errors import DataError
+from fedsim.prepare.resources import check_fits
 
 DIM = 60
 NUM_CLASSES = 10

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
-from ..resources import check_fits
-from ..schema import DataConfig
-from .registry import DatasetBundle, register
+from fedsim.config.schema import DataConfig
+from fedsim.data.registry import DatasetBundle, register
+from fedsim.errors import DataError
+from fedsim.prepare.resources import check_fits
 
 # Calibrated constants (see the module docstring); changing them changes every
 # synthetic-images dataset, so treat them as part of the data definition.

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..schema import DataConfig
-from .registry import DatasetBundle, register
+from fedsim.config.schema import DataConfig
+from fedsim.data.registry import DatasetBundle, register
+from fedsim.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..experiment import RunSettings
-from ..server import RunHooks, RunOutcome
-from .local import run_local
-from .ray import run_ray
+from fedsim.engine.local import run_local
+from fedsim.engine.ray import run_ray
+from fedsim.prepare.run_inputs import RunSettings
+from fedsim.server.app import RunHooks, RunOutcome
 
 Engine = Callable[[RunSettings, "RunHooks | None"], RunOutcome]
 

@@ -7,7 +7,7 @@ every client's gradients at once; a functional SGD (momentum, weight decay: exac
 ``torch.optim.SGD``'s update) steps each client's own parameters and momentum.
 
 Each client reads the same mini-batches as on the sequential engine: its batches come
-from :func:`fedsim.training.batch_stream` with its own generator, seeded from (seed,
+from :func:`fedsim.client.training.batch_stream` with its own generator, seeded from (seed,
 round, party). Clients with fewer samples or fewer local steps (``train.epochs`` ranges,
 stragglers) finish earlier: a per-client mask freezes them, and a short last batch is
 padded with zero-weight samples, so each client's loss is the mean over its real
@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from flwr.app import Context, Message, MessageType
 from torch.func import functional_call, grad_and_value, vmap
 
-from ..client import runtime_for
-from ..data.transforms import to_float
-from ..training import TrainStats, batch_positions, batch_stream
-from .executors import SequentialExecutor, error_reply
+from fedsim.client.app import runtime_for
+from fedsim.client.training import TrainStats, batch_positions, batch_stream
+from fedsim.data.transforms import to_float
+from fedsim.engine.executors import SequentialExecutor, error_reply
 
 log = logging.getLogger(__name__)
 

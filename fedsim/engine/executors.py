@@ -14,7 +14,7 @@ from typing import Protocol
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
 
-from ..flower_compat import ErrorCode
+from fedsim.util.flower_compat import ErrorCode
 
 log = logging.getLogger(__name__)
 

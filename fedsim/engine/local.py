@@ -17,13 +17,13 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
 
-from ..client import make_client_app
-from ..experiment import RunSettings
-from ..flower_compat import SUPERLINK_NODE_ID, NodeInfo, Run, empty_run, set_message_id, set_task_identity
-from ..server import RunHooks, RunOutcome, make_server_app
-from .batched import BatchedExecutor
-from .executors import Executor, SequentialExecutor
-from .workers import WorkerPoolExecutor
+from fedsim.client.app import make_client_app
+from fedsim.engine.batched import BatchedExecutor
+from fedsim.engine.executors import Executor, SequentialExecutor
+from fedsim.engine.workers import WorkerPoolExecutor
+from fedsim.prepare.run_inputs import RunSettings
+from fedsim.server.app import RunHooks, RunOutcome, make_server_app
+from fedsim.util.flower_compat import SUPERLINK_NODE_ID, NodeInfo, Run, empty_run, set_message_id, set_task_identity
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``engine.name = ray``: Flower's own simulation runtime on Ray.
 
 The same ServerApp and ClientApp as the local engine run on Flower's Simulation Runtime
-with its Ray backend (``fedsim.flower_compat.run_simulation_runtime``: the runtime under
+with its Ray backend (``fedsim.util.flower_compat.run_simulation_runtime``: the runtime under
 Flower's deprecated ``run_simulation``). Each client is executed by a Ray actor
 (``engine.num_cpus`` / ``engine.num_gpus`` per client, fractions allowed), and
 ``engine.ray_address`` joins an existing cluster (``ray start --head`` on one machine,
@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 
-from ..client import make_client_app
-from ..errors import ConfigError
-from ..experiment import RunSettings
-from ..flower_compat import run_simulation_runtime
-from ..server import RunHooks, RunOutcome, make_server_app
+from fedsim.client.app import make_client_app
+from fedsim.errors import ConfigError
+from fedsim.prepare.run_inputs import RunSettings
+from fedsim.server.app import RunHooks, RunOutcome, make_server_app
+from fedsim.util.flower_compat import run_simulation_runtime
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import time
 import torch
 from flwr.app import Context, Message
 
-from ..client import make_client_app
-from ..flower_compat import set_task_identity
-from ..lifecycle import die_with_parent
-from .executors import error_reply
+from fedsim.client.app import make_client_app
+from fedsim.engine.executors import error_reply
+from fedsim.util.flower_compat import set_task_identity
+from fedsim.util.lifecycle import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ..schema import ModelConfig
-from .registry import ModelError, register
+from fedsim.config.schema import ModelConfig
+from fedsim.models.registry import ModelError, register
 
 
 @register("mlp")

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..schema import ModelConfig
-from .heads import FedModel
+from fedsim.config.schema import ModelConfig
+from fedsim.errors import ConfigError
+from fedsim.models.heads import FedModel
 
 EncoderBuilder = Callable[[ModelConfig, tuple[int, ...], int], tuple[nn.Module, int]]
 

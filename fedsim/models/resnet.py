@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..schema import ModelConfig
-from .registry import ModelError, register
+from fedsim.config.schema import ModelConfig
+from fedsim.models.registry import ModelError, register
 
 # arch -> feature_dim (width of the pooled output of layer4)
 _ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}

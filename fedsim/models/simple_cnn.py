@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..schema import ModelConfig
-from .registry import ModelError, register
+from fedsim.config.schema import ModelConfig
+from fedsim.models.registry import ModelError, register
 
 FEATURE_DIM = 84
 

@@ -11,6 +11,6 @@ This package imports only the light :mod:`.compat` on import (the config's check
 it); the server, the client and the mods import the modules they need.
 """
 
-from .compat import CLIENT_LEVEL, MODES
+from fedsim.privacy.compat import CLIENT_LEVEL, MODES
 
 __all__ = ["CLIENT_LEVEL", "MODES"]

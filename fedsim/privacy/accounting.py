@@ -38,7 +38,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import ConfigError
+from fedsim.errors import ConfigError
 
 ACCOUNTANTS = ("rdp", "pld")
 

@@ -47,14 +47,13 @@ import numpy as np
 import torch
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
+from fedsim.config.schema import ExperimentConfig
+from fedsim.privacy.compat import ADAPTIVE, CLIENT_SIDE, count_stddev, expected_cohort
+from fedsim.util.flower_compat import KEY_CLIPPING_NORM, KEY_NORM_BIT, compute_adaptive_noise_params, compute_stdv
+from fedsim.util.seeding import derive
 from strategies.arrays import is_float, state_to_record
 from strategies.personal import resolve_layers
 from strategies.strategy import Aggregate, ClientOutcome
-
-from ..flower_compat import KEY_CLIPPING_NORM, KEY_NORM_BIT, compute_adaptive_noise_params, compute_stdv
-from ..schema import ExperimentConfig
-from ..seeding import derive
-from .compat import ADAPTIVE, CLIENT_SIDE, count_stddev, expected_cohort
 
 #: the config key that tells the client mod which of Flower's mods to run
 MODE_KEY = "privacy-mode"

@@ -25,7 +25,7 @@
 
 from __future__ import annotations
 
-from ..schema import ExperimentConfig, PrivacyConfig
+from fedsim.config.schema import ExperimentConfig, PrivacyConfig
 
 MODES = ("none", "central-fixed", "central-adaptive", "client-fixed", "client-adaptive", "dpsgd")
 CLIENT_LEVEL = ("central-fixed", "central-adaptive", "client-fixed", "client-adaptive")
@@ -49,7 +49,7 @@ MODE_KEYS = {
 
 def training_parties(cfg: ExperimentConfig) -> int:
     """N: the parties that train, all but ``federation.holdout_parties`` (the count
-    ``fedsim.experiment.holdout_parties`` draws; a test checks they agree)."""
+    ``fedsim.prepare.run_inputs.holdout_parties`` draws; a test checks they agree)."""
     n, value = cfg.partition.n_parties, cfg.federation.holdout_parties
     held = int(value) if value >= 1 else int(round(value * n))
     return n - min(max(held, 0), n - 1)

@@ -27,9 +27,9 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..training import PartyData, TrainStats, make_optimizer
-from .accounting import INSTALL
+from fedsim.client.training import PartyData, TrainStats, make_optimizer
+from fedsim.errors import ConfigError
+from fedsim.privacy.accounting import INSTALL
 
 
 def sample_rate(n: int, batch_size: int) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
-from .central import MODE_KEY
+from fedsim.privacy.central import MODE_KEY
 
 _MODS = {"client-fixed": fixedclipping_mod, "client-adaptive": adaptiveclipping_mod}
 

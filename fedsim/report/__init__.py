@@ -3,7 +3,7 @@
 ``report(dir)`` detects what ``dir`` is from its files:
 
 * a **run directory** (``config.yaml`` with ``metrics.jsonl`` or ``summary.json``): its
-  accuracy and loss curves and model heterogeneity over rounds (:func:`fedsim.plots.plot_run`,
+  accuracy and loss curves and model heterogeneity over rounds (:func:`fedsim.rundir.plots.plot_run`,
   into ``plots/``), its label distribution, and its summary and data heterogeneity as
   tables;
 * a **sweep directory** (``sweep.json`` or ``summary.csv``, or sub-directories that are
@@ -32,13 +32,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..errors import RunDirError
-from ..plots import plot_run
-from ..store import RunStore, atomic_write_text, read_json
-from ..sweeps import DONE, INDEX_FILE, attack_table, make_table, personal_table
-from .curves import curves_figure, model_heterogeneity_figure
-from .drops import DropRow, accuracy_drops, drop_table
-from .figures import (
+from fedsim.errors import RunDirError
+from fedsim.report.curves import curves_figure, model_heterogeneity_figure
+from fedsim.report.drops import DropRow, accuracy_drops, drop_table
+from fedsim.report.figures import (
     MEASURE_AXIS,
     accuracy_vs_heterogeneity_figure,
     drops_figure,
@@ -48,7 +45,7 @@ from .figures import (
     party_distribution_figure,
     save_figure,
 )
-from .load import (
+from fedsim.report.load import (
     RunInfo,
     SweepView,
     combo_label,
@@ -59,7 +56,10 @@ from .load import (
     load_sweep,
     partition_factors,
 )
-from .privacy import has_privacy, privacy_figure, privacy_table
+from fedsim.report.privacy import has_privacy, privacy_figure, privacy_table
+from fedsim.rundir.plots import plot_run
+from fedsim.rundir.store import RunStore, atomic_write_text, read_json
+from fedsim.sweeps import DONE, INDEX_FILE, attack_table, make_table, personal_table
 
 __all__ = ["DropRow", "RunInfo", "SweepView", "accuracy_drops", "load_sweep", "report", "report_run", "report_sweep"]
 

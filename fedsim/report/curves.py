@@ -20,9 +20,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..plots import log_y_axis
-from ..sweeps import mean_std
-from .figures import (
+from fedsim.report.figures import (
     colors_of,
     fixed_settings,
     integer_rounds,
@@ -33,7 +31,9 @@ from .figures import (
     panel_title,
     styles_of,
 )
-from .load import Layout, RunInfo, SweepView, finished_runs
+from fedsim.report.load import Layout, RunInfo, SweepView, finished_runs
+from fedsim.rundir.plots import log_y_axis
+from fedsim.sweeps import mean_std
 
 HETEROGENEITY_SERIES = (
     ("client_drift_mean", "client drift (mean)"),

@@ -7,8 +7,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..sweeps import mean_std
-from .load import Layout, RunInfo, SweepView, finished_runs, layout_of, partition_factors
+from fedsim.report.load import Layout, RunInfo, SweepView, finished_runs, layout_of, partition_factors
+from fedsim.sweeps import mean_std
 
 
 @dataclass

@@ -28,12 +28,19 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
+from fedsim.report.drops import DropRow, drop_grid
+from fedsim.report.load import (
+    Layout,
+    RunInfo,
+    SweepView,
+    combo_label,
+    finished_runs,
+    partition_factors,
+    read_json_or_none,
+)
+from fedsim.rundir.store import read_jsonl
+from fedsim.sweeps import STRATEGY_FACTORS, mean_std
 from partitioners import plot_label_distribution
-
-from ..store import read_jsonl
-from ..sweeps import STRATEGY_FACTORS, mean_std
-from .drops import DropRow, drop_grid
-from .load import Layout, RunInfo, SweepView, combo_label, finished_runs, partition_factors, read_json_or_none
 
 
 def new_figure(width: float, height: float, constrained: bool = False) -> Figure:

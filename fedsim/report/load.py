@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import RunDirError
-from ..plots import partition_label
-from ..store import read_jsonl
-from ..sweeps import DONE, INDEX_FILE, STRATEGY_FACTORS, Factor, Setting
+from fedsim.errors import RunDirError
+from fedsim.rundir.plots import partition_label
+from fedsim.rundir.store import read_jsonl
+from fedsim.sweeps import DONE, INDEX_FILE, STRATEGY_FACTORS, Factor, Setting
 
 
 @dataclass

@@ -14,9 +14,9 @@ from collections import defaultdict
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..sweeps import mean_std
-from .figures import colors_of, new_figure
-from .load import RunInfo, SweepView, finished_runs, partition_factors
+from fedsim.report.figures import colors_of, new_figure
+from fedsim.report.load import RunInfo, SweepView, finished_runs, partition_factors
+from fedsim.sweeps import mean_std
 
 
 def _key(r: RunInfo) -> tuple[str, str, str, float | None]:

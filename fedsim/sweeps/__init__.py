@@ -1,7 +1,7 @@
 """Sweeps: a grid of experiments (strategies x partitions x seeds); the :func:`sweep` API.
 
 ``sweep(file)`` parses and plans the sweep (:mod:`.spec`: every config validated before
-anything runs), claims and locks the sweep directory (:mod:`fedsim.rundir`), runs what
+anything runs), claims and locks the sweep directory (:mod:`fedsim.rundir.ownership`), runs what
 is not finished (:mod:`.execute`), optionally selects hyperparameters honestly
 (:mod:`.selection`) and writes the tables (:mod:`.tables`).
 
@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import rundir
-from ..config import load_config
-from ..errors import ConfigError
-from ..store import atomic_write_text
-from ..trackers import GroupTracking, TrackingContext, chosen
-from .attack_tables import attack_table
-from .execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
-from .selection import Choice, minimize_metric, select_settings, selection_outputs
-from .spec import (
+from fedsim.config.load import load_config
+from fedsim.errors import ConfigError
+from fedsim.rundir import ownership as rundir
+from fedsim.rundir.store import atomic_write_text
+from fedsim.sweeps.attack_tables import attack_table
+from fedsim.sweeps.execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
+from fedsim.sweeps.selection import Choice, minimize_metric, select_settings, selection_outputs
+from fedsim.sweeps.spec import (
     STRATEGY_FACTORS,
     Factor,
     PlannedRun,
@@ -46,7 +45,7 @@ from .spec import (
     plan_sweep,
     safe_name,
 )
-from .tables import (
+from fedsim.sweeps.tables import (
     ABLATION_COLUMNS,
     DAGGER_NOTE,
     HETEROGENEITY_COLUMNS,
@@ -63,6 +62,7 @@ from .tables import (
     summary_row,
     to_csv,
 )
+from fedsim.trackers import GroupTracking, TrackingContext, chosen
 
 __all__ = [
     "ABLATION_COLUMNS",

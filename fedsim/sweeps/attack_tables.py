@@ -14,8 +14,17 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .spec import STRATEGY_FACTORS, Factor
-from .tables import DAGGER_NOTE, dagger, format_mean_std, has_result, is_diverged, md_row, mean_std, std_note
+from fedsim.sweeps.spec import STRATEGY_FACTORS, Factor
+from fedsim.sweeps.tables import (
+    DAGGER_NOTE,
+    dagger,
+    format_mean_std,
+    has_result,
+    is_diverged,
+    md_row,
+    mean_std,
+    std_note,
+)
 
 ATTACK_FACTORS = ("attack", "attack.name")
 DEFENCE_FACTORS = ("defence", "defence.name")

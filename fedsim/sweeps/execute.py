@@ -4,7 +4,7 @@ progress display, recording every run's status in the sweep's index ``sweep.json
 A run that has already ended (``summary.json`` with a status in :data:`DONE` and the
 planned number of rounds) is skipped; one that started is resumed from its last
 checkpoint. A failing run is recorded (status ``failed`` and a one-line error) and the
-others go on. Pool workers die with the sweep (:mod:`fedsim.lifecycle`).
+others go on. Pool workers die with the sweep (:mod:`fedsim.util.lifecycle`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from ..config import config_hash, load_config
-from ..lifecycle import die_with_parent, stop_pool
-from ..store import atomic_write_json
-from ..trackers import GroupTracking, TrackingContext
-from .spec import PlannedRun, SweepSpec
-from .tables import DONE
+from fedsim.config.load import config_hash, load_config
+from fedsim.rundir.store import atomic_write_json
+from fedsim.sweeps.spec import PlannedRun, SweepSpec
+from fedsim.sweeps.tables import DONE
+from fedsim.trackers import GroupTracking, TrackingContext
+from fedsim.util.lifecycle import die_with_parent, stop_pool
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _run_one(
     """Run one experiment; never raises (the sweep records the failure and goes on)."""
     try:
         # the engine (Flower) loads with the first run: parsing, planning and the tables need none of it
-        from ..api import run
+        from fedsim.api import run
 
         # tracking only when the sweep has trackers: run()'s signature without them is unchanged
         extra = {"tracking": tracking} if tracking is not None else {}
@@ -107,7 +107,7 @@ class _Display:
         """RunHooks showing the rounds of an in-process run."""
         if not self.enabled:
             return None
-        from ..server import RunHooks  # Flower: only when a run starts
+        from fedsim.server.app import RunHooks  # Flower: only when a run starts
 
         def on_start(start_round: int, rounds: int) -> None:
             if self.round_task is not None:

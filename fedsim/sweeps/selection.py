@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import SweepSpec
-from .tables import DAGGER_NOTE, format_mean_std, md_row, mean_std, std_note, to_csv
+from fedsim.sweeps.spec import SweepSpec
+from fedsim.sweeps.tables import DAGGER_NOTE, format_mean_std, md_row, mean_std, std_note, to_csv
 
 
 @dataclass

@@ -14,7 +14,7 @@ A sweep file (YAML, safe-loaded with OmegaConf) holds::
     tune: [train.lr]                    # optional: factors that are hyperparameters
 
 Precedence: base < ``overrides`` < the grid values < ``seed``. Every planned config is
-built and validated (:func:`fedsim.config.load_config`) before anything runs; a run's
+built and validated (:func:`fedsim.config.load.load_config`) before anything runs; a run's
 directory name comes from its settings (``strategy=fedprox__partition=Dir(0.5)__seed=1``).
 """
 
@@ -33,8 +33,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import ExperimentConfig, all_keys, config_hash, load_config, load_yaml_mapping, to_dict
-from ..errors import ConfigError
+from fedsim.config.load import ExperimentConfig, all_keys, config_hash, load_config, load_yaml_mapping, to_dict
+from fedsim.errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "seeds", "tune")
 SECTIONS = (

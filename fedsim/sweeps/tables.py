@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .spec import STRATEGY_FACTORS, Factor, PlannedRun
+from fedsim.sweeps.spec import STRATEGY_FACTORS, Factor, PlannedRun
 
 #: summary.json statuses of a run that has ended with results: all its rounds, stopped
 #: early on purpose (the privacy budget), or diverged, a result too, marked with †

@@ -8,10 +8,10 @@ sweep's or tune's parent run and group in :mod:`.group`.
 
 from __future__ import annotations
 
-from . import mlflow_tracker, tensorboard_tracker, wandb_tracker  # noqa: F401  (registration)
-from .base import TRACKERS, TrackedRun, Tracker, TrackingContext, available, chosen, get, register
-from .group import GroupTracking
-from .run import RECORD, RunTrackers
+from fedsim.trackers import mlflow_tracker, tensorboard_tracker, wandb_tracker  # noqa: F401  (registration)
+from fedsim.trackers.base import TRACKERS, TrackedRun, Tracker, TrackingContext, available, chosen, get, register
+from fedsim.trackers.group import GroupTracking
+from fedsim.trackers.run import RECORD, RunTrackers
 
 __all__ = [
     "RECORD",

@@ -27,7 +27,7 @@ TRACKERS: dict[str, type[Tracker]] = {}
 @dataclass(frozen=True)
 class TrackingContext:
     """Where a run belongs when a sweep or a tune started it (picklable: it travels to
-    the sweep's worker processes and, inside :class:`fedsim.experiment.RunSettings`, to
+    the sweep's worker processes and, inside :class:`fedsim.prepare.run_inputs.RunSettings`, to
     the server).
 
     ``mlflow_uri`` is the store of the group (the sweep's ``mlflow.db``), used when

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import TrackingContext, chosen, is_number
-from .mlflow_tracker import PARAM_CHARS, client_for, experiment_id, resolve_uri
-from .run import RECORD, TrackerRecord, one_line
+from fedsim.trackers.base import TrackingContext, chosen, is_number
+from fedsim.trackers.mlflow_tracker import PARAM_CHARS, client_for, experiment_id, resolve_uri
+from fedsim.trackers.run import RECORD, TrackerRecord, one_line
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .base import TrackedRun, Tracker, register, round_metrics, summary_values
+from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics, summary_values
 
 #: a metric every recorded round has: its history says which rounds MLflow holds
 ROUND_MARKER = "round_time_s"

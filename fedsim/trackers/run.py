@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..store import atomic_write_json
-from .base import TrackedRun, Tracker, TrackingContext, chosen, config_params, get, run_files
+from fedsim.rundir.store import atomic_write_json
+from fedsim.trackers.base import TrackedRun, Tracker, TrackingContext, chosen, config_params, get, run_files
 
 log = logging.getLogger(__name__)
 

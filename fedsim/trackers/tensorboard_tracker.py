@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import TrackedRun, Tracker, register, round_metrics
+from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics
 
 
 @register

@@ -2,7 +2,7 @@
 the package is ``fedsim.tuning``).
 
 ``tune(file)`` parses the tune file and validates the corners of its space
-(:mod:`.spec`), claims and locks the tune directory (:mod:`fedsim.rundir`, kind
+(:mod:`.spec`), claims and locks the tune directory (:mod:`fedsim.rundir.ownership`, kind
 ``tune``), runs the study's trials (:mod:`.trials`: Optuna's seeded sampler, a pruner
 on the per-round validation value, the study in ``study.db``), chooses the best trial
 by validation alone, retrains the chosen setting on all the training data with the
@@ -29,16 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import rundir
-from ..config import to_dict
-from ..errors import ConfigError, RunDirError
-from ..store import atomic_write_json, atomic_write_text
-from ..sweeps import mean_std, safe_name, sweep
-from ..sweeps.spec import default_label
-from ..trackers import GroupTracking, TrackingContext, chosen
-from .report import trials_csv, tune_markdown, write_figures
-from .spec import SpaceParam, TuneSpec, check_space, final_overrides, parse_tune, trial_config
-from .trials import TrialJob, execute_trials, make_pruner, make_sampler, open_storage, storage_url
+from fedsim.config.load import to_dict
+from fedsim.errors import ConfigError, RunDirError
+from fedsim.rundir import ownership as rundir
+from fedsim.rundir.store import atomic_write_json, atomic_write_text
+from fedsim.sweeps import mean_std, safe_name, sweep
+from fedsim.sweeps.spec import default_label
+from fedsim.trackers import GroupTracking, TrackingContext, chosen
+from fedsim.tuning.report import trials_csv, tune_markdown, write_figures
+from fedsim.tuning.spec import SpaceParam, TuneSpec, check_space, final_overrides, parse_tune, trial_config
+from fedsim.tuning.trials import TrialJob, execute_trials, make_pruner, make_sampler, open_storage, storage_url
 
 __all__ = ["SpaceParam", "TuneResult", "TuneSpec", "parse_tune", "tune"]
 

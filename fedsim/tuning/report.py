@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..sweeps import format_mean_std
-from ..sweeps.tables import md_row, to_csv
-from .spec import TuneSpec
+from fedsim.sweeps import format_mean_std
+from fedsim.sweeps.tables import md_row, to_csv
+from fedsim.tuning.spec import TuneSpec
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, all_keys, load_yaml_mapping
-from ..errors import ConfigError
-from ..sweeps import SweepSpec, compose
-from ..sweeps.spec import check_seeds
+from fedsim.config.load import ExperimentConfig, all_keys, load_yaml_mapping
+from fedsim.errors import ConfigError
+from fedsim.sweeps import SweepSpec, compose
+from fedsim.sweeps.spec import check_seeds
 
 log = logging.getLogger(__name__)
 

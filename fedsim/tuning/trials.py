@@ -26,13 +26,13 @@ from typing import Any
 
 import torch
 
-from ..api import run
-from ..lifecycle import die_with_parent, stop_pool
-from ..seeding import derive
-from ..server import RunHooks
-from ..store import read_jsonl
-from ..trackers import TrackingContext
-from .spec import PRUNERS, SAMPLERS, TuneSpec
+from fedsim.api import run
+from fedsim.rundir.store import read_jsonl
+from fedsim.server.app import RunHooks
+from fedsim.trackers import TrackingContext
+from fedsim.tuning.spec import PRUNERS, SAMPLERS, TuneSpec
+from fedsim.util.lifecycle import die_with_parent, stop_pool
+from fedsim.util.seeding import derive
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class TrialPruned(Exception):
     """Raised from a run's round hook when the pruner stops its trial."""
 
-    #: the run's trackers end it as killed, not failed (fedsim.recorder)
+    #: the run's trackers end it as killed, not failed (fedsim.server.recorder)
     tracker_status = "killed"
 
 

@@ -17,13 +17,13 @@ from flwr.serverapp import strategy as fs
 
 import fedsim
 import strategies
-from fedsim import flower_compat as fc
-from fedsim.experiment import Experiment, RunSettings
-from fedsim.server import initial_state
+from fedsim.prepare.run_inputs import Experiment, RunSettings
+from fedsim.server.app import initial_state
+from fedsim.util import flower_compat as fc
 from strategies import builtins
 
 BUILTINS = ["fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum"]
-#: what each checkpoints (fedsim's names for Flower's state: fedsim/flower_compat.py)
+#: what each checkpoints (fedsim's names for Flower's state: fedsim/util/flower_compat.py)
 STATE = {
     "fedavgm": ("current_arrays", "momentum_vector"),
     "fedadam": ("current_arrays", "m_t", "v_t"),

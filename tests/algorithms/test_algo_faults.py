@@ -10,9 +10,9 @@ import torch
 
 import fedsim
 from fedsim.errors import ConfigError
-from fedsim.seeding import uniform
-from fedsim.store import load_tensors
+from fedsim.rundir.store import load_tensors
 from fedsim.sweeps import Factor, Setting, make_table
+from fedsim.util.seeding import uniform
 
 RESNET = dict(
     model={"name": "resnet18"},
@@ -98,7 +98,7 @@ def test_scaffold_refuses_adam(tiny):
 def test_a_run_whose_loss_explodes_ends_as_diverged(tmp_path, tiny, caplog):
     # a learning rate far too large for this model: the local loss grows by orders of magnitude
     cfg = tiny(train={"lr": 3.0, "momentum": 0.9}, federation={"rounds": 6, "max_failure_fraction": 1.0})
-    with caplog.at_level(logging.WARNING, logger="fedsim.server"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.server.app"):
         res = fedsim.run(cfg, out=tmp_path / "stop")
     s = res.summary
     assert s["status"] == "diverged" and s["diverged_round"] is not None and s["rounds"] == s["diverged_round"] < 6

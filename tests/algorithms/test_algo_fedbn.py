@@ -8,10 +8,10 @@ from rule_context import rule_context
 from torch import nn
 
 import fedsim
-from fedsim.config import ModelConfig, TrainConfig
+from fedsim.client.training import PartyData, train_local
+from fedsim.config.load import ModelConfig, TrainConfig
 from fedsim.models import build_model
-from fedsim.store import load_tensors, read_jsonl
-from fedsim.training import PartyData, train_local
+from fedsim.rundir.store import load_tensors, read_jsonl
 from strategies.fedbn import FedBNRule, bn_state_keys
 from strategies.params import StrategyParams
 from strategies.rule import TrainContext

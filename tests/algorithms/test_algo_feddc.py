@@ -11,7 +11,7 @@ import torch
 from toy_quadratic import LR, flat, grad, train_toy
 
 import fedsim
-from fedsim.store import load_tensors
+from fedsim.rundir.store import load_tensors
 from strategies.arrays import record_to_state
 from strategies.feddc import DG_KEY, G_KEY, FedDCParams, FedDCRule, FedDCServer
 from strategies.strategy import ClientOutcome, FederationSetup

@@ -8,8 +8,8 @@ from rule_context import rule_context
 from torch import nn
 
 import fedsim
-from fedsim.config import TrainConfig
-from fedsim.training import PartyData, train_local
+from fedsim.client.training import PartyData, train_local
+from fedsim.config.load import TrainConfig
 from strategies.fednova import A_KEY, FedNovaRule, FedNovaServer, normalizing_factor
 from strategies.params import StrategyParams
 from strategies.strategy import ClientOutcome, FederationSetup
@@ -179,7 +179,7 @@ def test_unequal_local_steps_differ_from_fedavg(tmp_path, tiny):
     )
     avg = fedsim.run(tiny(strategy={"name": "fedavg"}, federation={"rounds": 1}, **over), out=tmp_path / "fedavg")
     nova = fedsim.run(tiny(strategy={"name": "fednova"}, federation={"rounds": 1}, **over), out=tmp_path / "fednova")
-    from fedsim.store import read_jsonl
+    from fedsim.rundir.store import read_jsonl
 
     rows = read_jsonl(nova.run_dir / "clients.jsonl")
     assert len({r["steps"] for r in rows}) > 1

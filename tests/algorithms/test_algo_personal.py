@@ -19,11 +19,11 @@ from torch import nn
 
 import fedsim
 import strategies
-from fedsim.config import ConfigError, TrainConfig, load_config
-from fedsim.experiment import RunSettings, experiment_for
-from fedsim.server import initial_state
-from fedsim.store import load_tensors, read_jsonl
-from fedsim.training import PartyData, train_local
+from fedsim.client.training import PartyData, train_local
+from fedsim.config.load import ConfigError, TrainConfig, load_config
+from fedsim.prepare.run_inputs import RunSettings, experiment_for
+from fedsim.rundir.store import load_tensors, read_jsonl
+from fedsim.server.app import initial_state
 from strategies.apfl import APFLParams, mix
 from strategies.ditto import DittoParams, DittoRule
 from strategies.fedrep import FedRepParams, FedRepRule

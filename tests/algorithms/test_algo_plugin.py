@@ -14,9 +14,9 @@ import torch.nn.functional as F
 import fedsim
 import strategies
 from fedsim.cli import main
-from fedsim.config import load_config
+from fedsim.config.load import load_config
 from fedsim.errors import ConfigError
-from fedsim.store import load_tensors, read_jsonl
+from fedsim.rundir.store import load_tensors, read_jsonl
 from strategies import Algorithm, ClientRule, StrategyParams, hp, register, unregister
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,11 +14,11 @@ from torch import nn
 
 import fedsim
 import strategies
-from fedsim.config import TrainConfig
-from fedsim.experiment import Experiment, RunSettings
-from fedsim.server import initial_state
-from fedsim.store import load_tensors, read_jsonl
-from fedsim.training import PartyData, train_local
+from fedsim.client.training import PartyData, train_local
+from fedsim.config.load import TrainConfig
+from fedsim.prepare.run_inputs import Experiment, RunSettings
+from fedsim.rundir.store import load_tensors, read_jsonl
+from fedsim.server.app import initial_state
 from strategies.arrays import record_to_state
 from strategies.fednova import normalizing_factor
 from strategies.rule import ClientRule

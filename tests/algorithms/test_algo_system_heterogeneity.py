@@ -7,7 +7,7 @@ import math
 import pytest
 
 import fedsim
-from fedsim.store import read_jsonl
+from fedsim.rundir.store import read_jsonl
 
 BATCH = 32
 

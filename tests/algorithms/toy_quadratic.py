@@ -10,8 +10,8 @@ import torch
 from rule_context import rule_context
 from torch import nn
 
-from fedsim.config import TrainConfig
-from fedsim.training import PartyData, train_local
+from fedsim.client.training import PartyData, train_local
+from fedsim.config.load import TrainConfig
 
 X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-1.0, 0.5]])
 T = torch.tensor([1.0, -1.0, 0.5, 2.0])

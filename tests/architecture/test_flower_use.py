@@ -1,4 +1,4 @@
-"""Flower is used through its public API, its internals only in fedsim/flower_compat.py.
+"""Flower is used through its public API, its internals only in fedsim/util/flower_compat.py.
 
 Read from the source of every package, benchmark and example (as test_imports.py reads
 the import graph): outside flower_compat.py,
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from fedsim import flower_compat
+from fedsim.util import flower_compat
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("fedsim", "strategies", "attacks", "partitioners", "benchmarks", "examples")
-COMPAT = ROOT / "fedsim" / "flower_compat.py"
+COMPAT = ROOT / "fedsim" / "util" / "flower_compat.py"
 PUBLIC = ("flwr", "flwr.app", "flwr.clientapp", "flwr.clientapp.mod", "flwr.serverapp", "flwr.serverapp.strategy")
 FLOWER_STATE = frozenset(flower_compat.SERVER_STATE_ATTRIBUTES.values())
 
@@ -86,8 +86,8 @@ def _type_built_classes(path: Path, tree: ast.AST) -> list[str]:
 @pytest.mark.parametrize(
     "rule,find",
     [
-        ("Flower's public API only (else through fedsim/flower_compat.py)", _flower_imports),
-        ("Flower's strategy state only through fedsim/flower_compat.py", _flower_state),
+        ("Flower's public API only (else through fedsim/util/flower_compat.py)", _flower_imports),
+        ("Flower's strategy state only through fedsim/util/flower_compat.py", _flower_state),
         ("a class statement, not type(name, bases, namespace)", _type_built_classes),
     ],
 )

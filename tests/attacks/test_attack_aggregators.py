@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 import attacks
 import strategies
-from fedsim import flower_compat as fc
+from fedsim.util import flower_compat as fc
 from strategies import defences
 from strategies.arrays import state_to_record
 from strategies.strategy import FederationSetup, RoundLog

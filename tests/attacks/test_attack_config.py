@@ -13,7 +13,7 @@ import yaml
 import attacks
 import fedsim
 from fedsim.cli import main
-from fedsim.config import config_hash, load_config
+from fedsim.config.load import config_hash, load_config
 from fedsim.errors import ConfigError
 from strategies import defences
 from strategies.params import hyperparameters

@@ -43,7 +43,7 @@ def test_personal_layer_algorithms_run_with_server_rules_over_the_shared_layers(
 
 
 def _initial(res) -> dict[str, torch.Tensor]:
-    from fedsim.seeding import derive, seed_torch
+    from fedsim.util.seeding import derive, seed_torch
 
     cfg = res.config
     seed_torch(derive(cfg.seed, "init"))

@@ -14,8 +14,8 @@ import torch
 import attacks
 from attacks.alie import z_max
 from attacks.backdoor import TRIGGER, stamp
-from fedsim.adversary import poison_training_set
-from fedsim.config import load_config
+from fedsim.config.load import load_config
+from fedsim.prepare.adversary import poison_training_set
 from strategies.replies import UpdateSpace
 from strategies.strategy import ClientOutcome, FederationSetup
 

@@ -9,7 +9,7 @@ import pytest
 import fedsim
 import strategies
 from fedsim.cli import main
-from fedsim.config import load_config
+from fedsim.config.load import load_config
 
 
 def _f(cfg) -> tuple[int, list[str]]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedsim.config import ExperimentConfig, config_hash, from_yaml_text, load_config, to_yaml
+from fedsim.config.load import ExperimentConfig, config_hash, from_yaml_text, load_config, to_yaml
 from fedsim.errors import ConfigError
 
 

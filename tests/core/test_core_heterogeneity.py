@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fedsim.heterogeneity import model_heterogeneity
+from fedsim.measures.heterogeneity import model_heterogeneity
 
 
 def test_two_identical_updates():
@@ -73,7 +73,7 @@ def test_linear_time_formulas_match_the_pairwise_definitions():
 
 
 def test_gram_and_two_pass_paths_agree(monkeypatch):
-    import fedsim.heterogeneity as H
+    import fedsim.measures.heterogeneity as H
 
     torch.manual_seed(1)
     g = {"a": torch.randn(30), "b": torch.randn(4, 5)}

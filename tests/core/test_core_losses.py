@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedsim.training import focal_loss
+from fedsim.client.training import focal_loss
 
 
 def test_focal_multiclass_by_hand():

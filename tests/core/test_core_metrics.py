@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedsim.metrics import classification_metrics, confusion_matrix, per_class, spread
+from fedsim.measures.metrics import classification_metrics, confusion_matrix, per_class, spread
 
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
 Y_PRED = [0, 1, 0, 1, 2, 2, 2, 0, 2, 1]

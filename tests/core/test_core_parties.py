@@ -12,12 +12,12 @@ import yaml
 
 import fedsim
 import partitioners
-from fedsim.config import ConfigError
-from fedsim.experiment import RunSettings, experiment_for, holdout_parties
-from fedsim.localtest import match_local_test, split_local_test
-from fedsim.metrics import classification_metrics
-from fedsim.parties import PartyEvaluator, accuracy_and_macro_f1, eval_cohort, spread_stats
-from fedsim.store import ClientStateStore, read_jsonl
+from fedsim.config.load import ConfigError
+from fedsim.measures.metrics import classification_metrics
+from fedsim.prepare.localtest import match_local_test, split_local_test
+from fedsim.prepare.run_inputs import RunSettings, experiment_for, holdout_parties
+from fedsim.rundir.store import ClientStateStore, read_jsonl
+from fedsim.server.party_eval import PartyEvaluator, accuracy_and_macro_f1, eval_cohort, spread_stats
 
 
 def test_split_takes_the_rounded_share_of_each_class_and_never_overlaps():
@@ -74,7 +74,7 @@ def test_holdout_share_or_count():
 @pytest.mark.parametrize("value, n", [(0.1, 4), (0.125, 4), (0.04, 10)])
 def test_a_holdout_share_that_holds_out_nobody_is_refused(tiny, value, n):
     """0.1 of 4 parties rounds to 0: the run held out none and said nothing."""
-    from fedsim.config import load_config
+    from fedsim.config.load import load_config
 
     with pytest.raises(ConfigError, match=rf"holds out round\(.*\) = 0 parties: .* share above 0.5/{n}"):
         load_config(
@@ -206,7 +206,7 @@ def test_client_state_cache_is_keyed_by_content(tmp_path):
     """A state this process wrote comes back from memory only while the file still holds
     those bytes: a copy (changing it changes nothing stored), and a file replaced
     behind the store's back (another writer, same size) is read from disk."""
-    from fedsim.store import remember_writes, save_tensors
+    from fedsim.rundir.store import remember_writes, save_tensors
 
     remember_writes()  # as a process that evaluates personal models does
     store = ClientStateStore(tmp_path)
@@ -224,7 +224,7 @@ def test_a_personalised_runs_summary_and_plot_lead_with_the_parties_own_models(t
     """The CLI's summary and plots/accuracy.png show the own models' accuracy first (what
     FedPer is for), beside the global model's; a long run directory stays on one line."""
     from fedsim.cli import main
-    from fedsim.plots import run_figures
+    from fedsim.rundir.plots import run_figures
 
     path = tmp_path / "fedper.yaml"
     path.write_text(

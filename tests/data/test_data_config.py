@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fedsim.cli import main
-from fedsim.config import DataConfig, PartitionConfig, load_config
+from fedsim.config.load import DataConfig, PartitionConfig, load_config
 from fedsim.errors import ConfigError
 
 

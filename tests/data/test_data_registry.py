@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fedsim.data.registry as registry
-from fedsim.config import DataConfig
+from fedsim.config.load import DataConfig
 from fedsim.data import DatasetBundle, available, clear_cache, load_dataset, register
 from fedsim.errors import DataError
 

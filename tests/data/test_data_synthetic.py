@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.config import DataConfig
+from fedsim.config.load import DataConfig
 from fedsim.data import clear_cache, load_dataset
 from fedsim.data.synthetic import apportion, generate_synthetic
 from fedsim.data.synthetic_images import channel_stats, generate_images

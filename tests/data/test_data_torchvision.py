@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 import torch
 
-from fedsim.config import DataConfig
+from fedsim.config.load import DataConfig
 from fedsim.data import clear_cache, load_dataset
 from fedsim.data.torchvision_sets import (
     CIFAR10_MEAN,

@@ -1,7 +1,7 @@
 """Watch a run for deprecated Flower: what tests/engines checks on every engine.
 
 Flower says a feature is deprecated with a WARNING record on its ``flwr`` logger
-(``fedsim.flower_compat.DEPRECATION_MARKER``; tests/conftest.py fails any test during
+(``fedsim.util.flower_compat.DEPRECATION_MARKER``; tests/conftest.py fails any test during
 which one is logged), and Python libraries with ``DeprecationWarning``. A notice shows
 only while Flower's logger lets warnings through: the Ray engine used to raise it to
 ERROR for the whole run to hide ``run_simulation``'s.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import flwr
 
-from fedsim.server import RunHooks
+from fedsim.server.app import RunHooks
 
 FLOWER = Path(flwr.__file__).parent
 OURS = tuple(Path(__file__).resolve().parents[2] / pkg for pkg in ("fedsim", "strategies", "attacks", "partitioners"))

@@ -74,13 +74,13 @@ def test_two_workers_equal_one(tmp_path, tiny):
 
 
 def test_the_flwr_run_apps_read_the_pyproject_run_config(tmp_path, tiny):
-    """`flwr run .` loads fedsim.server:server_app and fedsim.client:client_app, which
+    """`flwr run .` loads fedsim.server.app:server_app and fedsim.client.app:client_app, which
     read [tool.flwr.app.config]; here they run on the local Grid with such a config."""
-    from fedsim.client import client_app
+    from fedsim.client.app import client_app
     from fedsim.engine.executors import SequentialExecutor
     from fedsim.engine.local import LocalGrid
-    from fedsim.flower_compat import set_task_identity
-    from fedsim.server import server_app
+    from fedsim.server.app import server_app
+    from fedsim.util.flower_compat import set_task_identity
 
     cfg_path = tmp_path / "exp.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny()))

@@ -10,7 +10,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 def test_cuda_oom_in_one_client_is_a_recorded_failure(tmp_path, tiny, monkeypatch):
     """An out-of-memory error in one client fails that client, with a hint, not the run."""
-    import fedsim.client as client
+    import fedsim.client.app as client
 
     real = client.train_local
 
@@ -30,9 +30,9 @@ def test_cuda_oom_in_one_client_is_a_recorded_failure(tmp_path, tiny, monkeypatc
 @pytest.mark.gpu
 @cuda
 def test_gpu_run_places_model_and_data_on_cuda(tmp_path, tiny):
-    from fedsim.client import runtime_for
-    from fedsim.config import load_config
-    from fedsim.experiment import RunSettings
+    from fedsim.client.app import runtime_for
+    from fedsim.config.load import load_config
+    from fedsim.prepare.run_inputs import RunSettings
 
     cfg = tiny(engine={"device": "cuda"}, train={"amp": True})
     r = fedsim.run(cfg, out=tmp_path / "r")

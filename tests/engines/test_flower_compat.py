@@ -1,6 +1,6 @@
-"""The Flower internals fedsim relies on (fedsim/flower_compat.py) are still there.
+"""The Flower internals fedsim relies on (fedsim/util/flower_compat.py) are still there.
 
-A failure here means a Flower upgrade changed one of them: read fedsim/flower_compat.py,
+A failure here means a Flower upgrade changed one of them: read fedsim/util/flower_compat.py,
 adapt the item named in the message, and nothing else in fedsim should need to change.
 """
 
@@ -17,10 +17,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import strategy as fs
 from flwr.serverapp.strategy import Strategy
 
-from fedsim import flower_compat as fc
+from fedsim.util import flower_compat as fc
 from strategies.strategy import _from_portable, _to_portable
 
-UPGRADE = "Flower {} changed {}: update fedsim/flower_compat.py"
+UPGRADE = "Flower {} changed {}: update fedsim/util/flower_compat.py"
 
 
 def _msg() -> Message:

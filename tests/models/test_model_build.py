@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fedsim.config import ModelConfig, load_config
+from fedsim.config.load import ModelConfig, load_config
 from fedsim.errors import ConfigError
 from fedsim.models import FedModel, ModelError, available, build_model, register
 from fedsim.models import registry as registry_mod

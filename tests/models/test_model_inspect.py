@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedsim.config import ModelConfig
+from fedsim.config.load import ModelConfig
 from fedsim.models import available, build_model, format_report, has_batchnorm, inspect_model
 from strategies.fedbn import bn_state_keys
 

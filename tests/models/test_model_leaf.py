@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsim.config import ModelConfig
+from fedsim.config.load import ModelConfig
 from fedsim.data.text import ALPHABET, VOCAB_SIZE, decode, encode
 from fedsim.models import build_model, format_report, inspect_model, takes_tokens, token_models
 

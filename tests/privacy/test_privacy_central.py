@@ -17,9 +17,9 @@ import torch
 
 pytest.importorskip("dp_accounting", reason="pip install 'fedsim[privacy]'")
 
-from fedsim import flower_compat  # noqa: E402
-from fedsim.config import load_config  # noqa: E402
+from fedsim.config.load import load_config  # noqa: E402
 from fedsim.privacy.central import ClientLevelDP, update_norm  # noqa: E402
+from fedsim.util import flower_compat  # noqa: E402
 from strategies.strategy import Aggregate, ClientOutcome, FedAvgServer, FederationSetup  # noqa: E402
 
 P = 20_000  # coordinates: the noise's std is measured over them

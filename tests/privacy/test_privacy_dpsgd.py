@@ -14,9 +14,9 @@ from torch.func import functional_call, grad, vmap
 
 pytest.importorskip("opacus", reason="pip install 'fedsim[privacy]'")
 
+from fedsim.client.training import PartyData  # noqa: E402
+from fedsim.config.schema import TrainConfig  # noqa: E402
 from fedsim.privacy.dpsgd import sample_rate, train_dpsgd  # noqa: E402
-from fedsim.schema import TrainConfig  # noqa: E402
-from fedsim.training import PartyData  # noqa: E402
 from strategies.fedprox import FedProxParams, FedProxRule  # noqa: E402
 from strategies.rule import ClientRule, TrainContext  # noqa: E402
 

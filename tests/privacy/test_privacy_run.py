@@ -16,9 +16,9 @@ pytest.importorskip("dp_accounting", reason="pip install 'fedsim[privacy]'")
 import fedsim  # noqa: E402
 import strategies  # noqa: E402
 from fedsim.cli import main  # noqa: E402
-from fedsim.config import load_config  # noqa: E402
+from fedsim.config.load import load_config  # noqa: E402
 from fedsim.errors import ConfigError  # noqa: E402
-from fedsim.experiment import holdout_parties  # noqa: E402
+from fedsim.prepare.run_inputs import holdout_parties  # noqa: E402
 from fedsim.privacy.accounting import default_delta, epsilon  # noqa: E402
 from fedsim.privacy.compat import expected_cohort, training_parties, why_not  # noqa: E402
 from strategies.strategy import FedsimStrategy  # noqa: E402
@@ -368,7 +368,7 @@ def test_a_delta_just_below_one_over_n_is_run_with_a_warning(tmp_path, tiny, cap
         federation={"rounds": 1},
         privacy={"mode": "central-fixed", "target_delta": 0.47},
     )
-    with caplog.at_level("WARNING", logger="fedsim.preflight"):
+    with caplog.at_level("WARNING", logger="fedsim.prepare.preflight"):
         res = fedsim.run(cfg, out=tmp_path / "r")
     (warning,) = [m for m in caplog.messages if "target_delta" in m]
     assert "0.47 is not well below 1/N = 0.5 (N = 2 parties that train)" in warning and "says little" in warning

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 import fedsim
-import fedsim.store as store
+import fedsim.rundir.store as store
 from fedsim.cli import main
 
 

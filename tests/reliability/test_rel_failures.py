@@ -8,7 +8,7 @@ import torch
 
 import fedsim
 from fedsim.errors import RunAborted
-from fedsim.seeding import uniform
+from fedsim.util.seeding import uniform
 
 
 def _expected_faults(seed, rounds, sampled_by_round, rate):

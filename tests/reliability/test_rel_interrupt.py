@@ -12,7 +12,7 @@ import yaml
 import fedsim
 import fedsim.api as api
 from fedsim.cli import main
-from fedsim.server import RunHooks
+from fedsim.server.app import RunHooks
 
 
 def _cfg_file(tmp_path: Path, cfg: dict) -> str:

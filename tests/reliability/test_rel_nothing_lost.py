@@ -150,8 +150,8 @@ def test_a_run_an_older_fedsim_started_resumes_after_an_upgrade(tmp_path, tiny, 
     """A run started before fedsim had ``model.norm`` (its config.yaml and checkpoint
     hashes lack the key) resumes exactly after the upgrade, and its config.yaml keeps
     only its own keys (the new one is at its default)."""
-    import fedsim.config as config_mod
-    import fedsim.preflight as preflight_mod
+    import fedsim.config.load as config_mod
+    import fedsim.prepare.preflight as preflight_mod
 
     new = ("model.norm", "model.norm_groups")
     with monkeypatch.context() as m:  # "the older fedsim": no such keys anywhere
@@ -185,7 +185,7 @@ def test_a_bit_flipped_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny,
     mid = len(data) // 2
     data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
     state.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="fedsim.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.rundir.checkpoint"):
         done = fedsim.run(cfg, out=run, resume=True)
     assert any("does not match its sha256" in m for m in caplog.messages)
     assert any("older checkpoint" in m and "round_000001" in m for m in caplog.messages)
@@ -204,9 +204,9 @@ def test_falling_back_to_an_older_checkpoint_is_said_once(tmp_path, tiny, capsys
     (run / "summary.json").unlink()
     state = run / "checkpoints" / "round_000003" / "state.pt"
     state.write_bytes(state.read_bytes()[:-10])
-    with caplog.at_level(logging.WARNING, logger="fedsim.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.rundir.checkpoint"):
         assert main(["run", path, "--out", str(run), "--resume", "--quiet"]) == 0
-    said = [r.getMessage() for r in caplog.records if r.name == "fedsim.checkpoint"]
+    said = [r.getMessage() for r in caplog.records if r.name == "fedsim.rundir.checkpoint"]
     assert len(said) == 2, said
     assert "does not match its sha256; falling back to an older checkpoint" in said[0]
     assert "resuming from the older checkpoint" in said[1] and "round_000002" in said[1]
@@ -218,19 +218,19 @@ def test_a_truncated_checkpoint_falls_back_and_none_intact_is_one_line(tmp_path,
         state = d / "state.pt"
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     path = _cfg_file(tmp_path, cfg)
-    with caplog.at_level(logging.WARNING, logger="fedsim.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.rundir.checkpoint"):
         assert main(["run", path, "--out", str(run), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no checkpoint of" in err[0] and "is intact" in err[0]
     # no "falling back" warning either (the log goes to the real stderr, not capsys)
-    assert not [r for r in caplog.records if r.name == "fedsim.checkpoint"]
+    assert not [r for r in caplog.records if r.name == "fedsim.rundir.checkpoint"]
 
 
 def test_client_state_files_are_verified(tmp_path, tiny):
     cfg = tiny(strategy={"name": "scaffold"}, federation={"rounds": 1})
     res = fedsim.run(cfg, out=tmp_path / "r")
     party = next((res.run_dir / "client_state").glob("party_*.pt"))
-    from fedsim.store import load_tensors
+    from fedsim.rundir.store import load_tensors
 
     assert load_tensors(party)
     data = bytearray(party.read_bytes())
@@ -253,7 +253,7 @@ def test_garbled_record_lines_lose_no_rows_on_resume(tmp_path, tiny, caplog):
     garbled = clines[2]
     clines[2] = garbled[: len(garbled) // 2]
     (run / "clients.jsonl").write_text("\n".join(clines) + "\n")
-    with caplog.at_level(logging.WARNING, logger="fedsim.store"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.rundir.store"):
         fedsim.run(cfg, out=run, resume=True)
     # metrics.jsonl is rebuilt from the checkpoint's history: every row is back
     assert _rows(run / "metrics.jsonl") == _rows(ref / "metrics.jsonl")
@@ -280,7 +280,7 @@ def test_an_aborted_round_writes_its_failure_reasons(tmp_path, tiny):
 
 def test_resume_checks_the_partition_file_against_the_config(tmp_path, tiny, capsys):
     cfg, ref, run = _interrupted(tmp_path, tiny)
-    from fedsim.experiment import load_bundle
+    from fedsim.prepare.run_inputs import load_bundle
 
     y = load_bundle(fedsim.load_config(cfg)).y_train.numpy()
     other = partitioners.partition(y, "dirichlet", 4, seed=7, beta=0.5, min_size=10)
@@ -427,7 +427,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path, tiny):
 
 
 def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, tiny, capsys, monkeypatch):
-    import fedsim.store as store
+    import fedsim.rundir.store as store
 
     cfg = tiny(federation={"rounds": 3})
     path = _cfg_file(tmp_path, cfg)

@@ -12,8 +12,8 @@ import torch
 import yaml
 
 import fedsim
-from fedsim.checkpoint import checkpoint_dirs
-from fedsim.store import RunStore
+from fedsim.rundir.checkpoint import checkpoint_dirs
+from fedsim.rundir.store import RunStore
 
 TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
 

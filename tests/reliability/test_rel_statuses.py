@@ -15,7 +15,7 @@ import yaml
 import fedsim
 from fedsim.cli import main
 from fedsim.errors import ConfigError
-from fedsim.localtest import check_coverage, split_local_test
+from fedsim.prepare.localtest import check_coverage, split_local_test
 
 
 def _cli(tmp_path: Path, capsys, cfg: dict, *overrides: str) -> tuple[int, list[str], Path]:
@@ -59,7 +59,7 @@ def test_parties_without_a_local_test_sample_are_named_once(caplog):
     labels = np.array([0, 0, 1, 1, 0, 2, 3])
     train, test = split_local_test({0: np.arange(4), 1: np.array([4, 5, 6])}, labels, 0.5, seed=0)
     assert test[0].size == 2 and test[1].size == 0 and train[1].tolist() == [4, 5, 6]
-    with caplog.at_level(logging.WARNING, logger="fedsim.localtest"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.prepare.localtest"):
         check_coverage("split", test)
     (message,) = caplog.messages
     assert "1 of 2 parties have no test sample" in message and "parties 1 are left out" in message
@@ -77,7 +77,7 @@ def test_one_sample_parties_are_left_out_of_validation_not_failed_every_round(tm
         federation={"rounds": 2, "fraction_evaluate": 1.0},
         train={"epochs": 1},
     )
-    with caplog.at_level(logging.WARNING, logger="fedsim.preflight"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.prepare.preflight"):
         res = fedsim.run(cfg, out=tmp_path / "r")
     sizes = [sum(row) for row in json.loads((res.run_dir / "partition.json").read_text())["class_counts"]]
     single = {p for p, n in enumerate(sizes) if n == 1}

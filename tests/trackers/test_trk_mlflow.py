@@ -9,8 +9,8 @@ import math
 import pytest
 
 import fedsim
-from fedsim.server import RunHooks
-from fedsim.store import read_jsonl
+from fedsim.rundir.store import read_jsonl
+from fedsim.server.app import RunHooks
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install 'fedsim[mlflow]')")
 

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 import fedsim
-from fedsim.store import read_jsonl
+from fedsim.rundir.store import read_jsonl
 
 wandb = pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'fedsim[wandb]')")
 

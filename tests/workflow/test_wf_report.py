@@ -11,12 +11,12 @@ import yaml
 from matplotlib.container import BarContainer
 
 from fedsim.errors import RunDirError
-from fedsim.plots import run_figures, run_title
 from fedsim.report import accuracy_drops, load_sweep, report
 from fedsim.report.curves import curves_figure, model_heterogeneity_figure
 from fedsim.report.figures import accuracy_vs_heterogeneity_figure, drops_figure, party_distribution_figure
 from fedsim.report.load import layout_of
-from fedsim.store import read_jsonl
+from fedsim.rundir.plots import run_figures, run_title
+from fedsim.rundir.store import read_jsonl
 
 PARTS = {
     "iid": {"scheme": "iid", "n_parties": 4},

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from fedsim.errors import ConfigError, RunDirError
-from fedsim.store import read_jsonl
+from fedsim.rundir.store import read_jsonl
 from fedsim.sweeps import parse_sweep, plan_sweep, read_summary_csv, safe_name, sweep
 
 PARTITIONS = [{"label": "iid", "scheme": "iid"}, {"label": "Dir(0.5)", "scheme": "dirichlet", "beta": 0.5}]

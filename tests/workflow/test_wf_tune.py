@@ -19,7 +19,7 @@ import fedsim.tuning as tune_pkg
 import fedsim.tuning.trials as trials_mod
 from fedsim.cli import main
 from fedsim.errors import RunDirError
-from fedsim.evaluation import CentralEvaluator
+from fedsim.server.evaluation import CentralEvaluator
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed (pip install 'fedsim[tune]')")
 

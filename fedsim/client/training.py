@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.transforms import add_feature_noise, augment_batch, to_float
-from .schema import TrainConfig
+from fedsim.config.schema import TrainConfig
+from fedsim.data.transforms import add_feature_noise, augment_batch, to_float
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -4,9 +4,9 @@ The schema is a tree of dataclasses used as an OmegaConf structured config, so Y
 files get interpolation (``${train.lr}``) and type conversion for free. Validation
 happens in two steps before anything runs:
 
-1. every key the user wrote is checked against the schema (:mod:`fedsim.schema`), and an
+1. every key the user wrote is checked against the schema (:mod:`fedsim.config.schema`), and an
    unknown key names the nearest valid one (``data.datset`` -> "did you mean data.dataset?");
-2. every value is checked against its allowed set or range (:mod:`fedsim.validation`).
+2. every value is checked against its allowed set or range (:mod:`fedsim.config.validate`).
 
 Errors are :class:`~fedsim.errors.ConfigError` with a one-line message.
 """
@@ -28,12 +28,7 @@ import attacks
 import partitioners
 import strategies
 from attacks.params import AttackParams
-from strategies import defences
-from strategies.defences import DefenceParams
-from strategies.params import StrategyParams, hyperparameters
-
-from .errors import ConfigError
-from .schema import (
+from fedsim.config.schema import (
     DataConfig,
     EngineConfig,
     EvalConfig,
@@ -46,7 +41,11 @@ from .schema import (
     TrainConfig,
     epoch_range,
 )
-from .validation import validate
+from fedsim.config.validate import validate
+from fedsim.errors import ConfigError
+from strategies import defences
+from strategies.defences import DefenceParams
+from strategies.params import StrategyParams, hyperparameters
 
 __all__ = [
     "DataConfig",

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import partitioners
-
-from .errors import ConfigError
-from .schema import ExperimentConfig
-from .seeding import derive
+from fedsim.config.schema import ExperimentConfig
+from fedsim.errors import ConfigError
+from fedsim.util.seeding import derive
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,14 @@ import numpy as np
 import torch
 
 import partitioners
+from fedsim.config.load import ExperimentConfig, partition_params, to_yaml
+from fedsim.data import DatasetBundle, load_dataset
+from fedsim.errors import ConfigError, DataError
+from fedsim.prepare.localtest import LocalTest, make_local_test
+from fedsim.rundir.store import RunStore
+from fedsim.trackers import TrackingContext
+from fedsim.util.seeding import derive
 from strategies.cohort import holdout_count
-
-from .config import ExperimentConfig, partition_params, to_yaml
-from .data import DatasetBundle, load_dataset
-from .errors import ConfigError, DataError
-from .localtest import LocalTest, make_local_test
-from .seeding import derive
-from .store import RunStore
-from .trackers import TrackingContext
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class RunSettings:
     """What a ServerApp or ClientApp needs to find its run: the validated config object,
     the run directory, and whether it resumes. fedsim's engines bind the apps to it (Ray
     ships it to the actors with the apps); ``flwr run .`` builds it from Flower's run
-    config (:mod:`fedsim.flwr_app`)."""
+    config (:mod:`fedsim.prepare.flwr_app`)."""
 
     config: ExperimentConfig
     run_dir: str

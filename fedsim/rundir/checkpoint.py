@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import RunDirError
-from .store import (
+from fedsim.errors import RunDirError
+from fedsim.rundir.store import (
     DIR_MODE,
     ClientStateStore,
     RunStore,

@@ -10,8 +10,8 @@ import os
 
 import torch
 
-from .errors import ConfigError
-from .models import build_model
+from fedsim.errors import ConfigError
+from fedsim.models import build_model
 
 
 def available_memory() -> int | None:

@@ -4,7 +4,7 @@
 which partition, resumes from the last verified checkpoint when asked, and runs the
 strategy's round loop with two hooks: after each aggregation the parties whose replies
 were aggregated keep their new client state, and after each round the
-:class:`~fedsim.recorder.Recorder` evaluates, records and checkpoints. At the end it
+:class:`~fedsim.server.recorder.Recorder` evaluates, records and checkpoints. At the end it
 writes ``model.pt``, ``summary.json`` and the plots, and returns the outcome to the
 engine (no re-reading from disk).
 """
@@ -25,25 +25,24 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 import strategies
+from fedsim.config.load import config_hash, yaml_keys
+from fedsim.errors import RunAborted, RunDirError
+from fedsim.models import build_model
+from fedsim.prepare.adversary import server_rules
+from fedsim.prepare.flwr_app import quiet_flower, settings_from_context
+from fedsim.prepare.preflight import open_run
+from fedsim.prepare.run_inputs import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
+from fedsim.privacy.run import PrivacyRun
+from fedsim.rundir.checkpoint import latest_checkpoint, save_checkpoint
+from fedsim.rundir.plots import plot_run
+from fedsim.rundir.store import ClientStateStore, atomic_torch_save, atomic_write_json, check_client_writes
+from fedsim.server.evaluation import CentralEvaluator
+from fedsim.server.party_eval import PartyEvaluator
+from fedsim.server.recorder import Recorder, nonfinite_failures
+from fedsim.server.summary import build_summary
+from fedsim.util.seeding import derive, seed_torch
 from strategies.arrays import state_to_record
 from strategies.strategy import CohortFailure, FederationSetup, NonFiniteModel, RoundHooks
-
-from .adversary import server_rules
-from .checkpoint import latest_checkpoint, save_checkpoint
-from .config import config_hash, yaml_keys
-from .errors import RunAborted, RunDirError
-from .evaluation import CentralEvaluator
-from .experiment import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
-from .flwr_app import quiet_flower, settings_from_context
-from .models import build_model
-from .parties import PartyEvaluator
-from .plots import plot_run
-from .preflight import open_run
-from .privacy.run import PrivacyRun
-from .recorder import Recorder, nonfinite_failures
-from .seeding import derive, seed_torch
-from .store import ClientStateStore, atomic_torch_save, atomic_write_json, check_client_writes
-from .summary import build_summary
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def initial_state(exp: Experiment) -> OrderedDict[str, torch.Tensor]:
 
 def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
     """Run the whole federation on ``grid`` in the prepared run directory (see
-    :func:`fedsim.preflight.open_run`); returns its summary and history."""
+    :func:`fedsim.prepare.preflight.open_run`); returns its summary and history."""
     t0 = time.perf_counter()
     exp = experiment_for(settings)
     cfg, store = exp.cfg, exp.store
@@ -126,7 +125,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     # the hyperparameters as the run uses them (a robust aggregator's f from the attack)
     params, _ = strategies.resolve(cfg)
     strategy = strategies.build(params)
-    # an attack's model poisoning, then a defence, on each round's replies (fedsim/adversary.py)
+    # an attack's model poisoning, then a defence, on each round's replies (fedsim/prepare/adversary.py)
     strategy.reply_rules = server_rules(cfg)
     strategy.bind(
         FederationSetup(

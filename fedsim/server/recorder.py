@@ -2,7 +2,7 @@
 
 For every round it builds the ``metrics.jsonl`` row (training metrics of the cohort,
 failures, bytes, model heterogeneity, central evaluation, every party's own test data
-(:mod:`fedsim.parties`, rows in ``parties.jsonl``), local validation), checks
+(:mod:`fedsim.server.party_eval`, rows in ``parties.jsonl``), local validation), checks
 for divergence (README "Reliability"), appends the ``clients.jsonl`` rows, writes the
 checkpoint, hands the row to the run's trackers (:mod:`fedsim.trackers`) and tells the
 caller (the CLI's progress bar).
@@ -21,16 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedsim.config.load import config_hash, yaml_keys
+from fedsim.measures.metrics import spread
+from fedsim.prepare.adversary import AttackEvaluator, malicious_parties
+from fedsim.prepare.run_inputs import Experiment
+from fedsim.rundir.checkpoint import save_checkpoint
+from fedsim.server.evaluation import CentralEvaluator, round_heterogeneity
+from fedsim.server.party_eval import PartyEvaluator
+from fedsim.trackers import RunTrackers, TrackingContext
 from strategies.strategy import RoundLog
-
-from .adversary import AttackEvaluator, malicious_parties
-from .checkpoint import save_checkpoint
-from .config import config_hash, yaml_keys
-from .evaluation import CentralEvaluator, round_heterogeneity
-from .experiment import Experiment
-from .metrics import spread
-from .parties import PartyEvaluator
-from .trackers import RunTrackers, TrackingContext
 
 log = logging.getLogger(__name__)
 

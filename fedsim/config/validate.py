@@ -17,17 +17,16 @@ import attacks
 import partitioners
 import strategies
 from attacks.params import MaliciousParams
+from fedsim import data as data_registry
+from fedsim import models as model_registry
+from fedsim import trackers
+from fedsim.config.schema import ExperimentConfig, epoch_range
+from fedsim.errors import ConfigError
+from fedsim.privacy import compat as privacy_compat
+from fedsim.privacy.accounting import ACCOUNTANTS
+from fedsim.trackers.mlflow_tracker import check_store
 from strategies import defences
 from strategies.params import out_of_range
-
-from . import data as data_registry
-from . import models as model_registry
-from . import trackers
-from .errors import ConfigError
-from .privacy import compat as privacy_compat
-from .privacy.accounting import ACCOUNTANTS
-from .schema import ExperimentConfig, epoch_range
-from .trackers.mlflow_tracker import check_store
 
 
 def _in_range(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .store import RunStore, read_jsonl
+from fedsim.rundir.store import RunStore, read_jsonl
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

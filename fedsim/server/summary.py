@@ -7,12 +7,11 @@ from typing import Any
 
 import torch
 
+from fedsim.config.load import config_hash
+from fedsim.prepare.adversary import summary_fields as attack_summary
+from fedsim.prepare.run_inputs import Experiment
+from fedsim.privacy.run import summary_fields as privacy_summary
 from strategies.arrays import is_float
-
-from .adversary import summary_fields as attack_summary
-from .config import config_hash
-from .experiment import Experiment
-from .privacy.run import summary_fields as privacy_summary
 
 
 def build_summary(
@@ -80,7 +79,7 @@ def build_summary(
 
 
 def party_summary(history: list[dict], holdout: list[int]) -> dict[str, Any]:
-    """The last per-party evaluation (:mod:`fedsim.parties`): for each mode the pooled
+    """The last per-party evaluation (:mod:`fedsim.server.party_eval`): for each mode the pooled
     accuracy over the parties' own test samples (``wmean``: PFLlib's and FL-bench's
     number), its std and worst 10% over parties; the held-out parties' likewise."""
     last = next((r for r in reversed(history) if r.get("local_accuracy_wmean") is not None), {})

@@ -19,13 +19,12 @@ from typing import Any
 import torch
 
 import attacks
+from fedsim.config.schema import ExperimentConfig
+from fedsim.data import DatasetBundle
+from fedsim.data.transforms import to_float
+from fedsim.errors import ConfigError
 from strategies import defences
 from strategies.replies import ReplyRule
-
-from .data import DatasetBundle
-from .data.transforms import to_float
-from .errors import ConfigError
-from .schema import ExperimentConfig
 
 log = logging.getLogger(__name__)
 

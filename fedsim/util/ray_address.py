@@ -10,7 +10,7 @@ import os
 import socket
 import tempfile
 
-from .errors import ConfigError
+from fedsim.errors import ConfigError
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -23,8 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .errors import RunDirError
-from .version import __version__
+from fedsim.errors import RunDirError
+from fedsim.version import __version__
 
 MARKER = ".fedsim"
 LOCK = ".fedsim.lock"

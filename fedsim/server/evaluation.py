@@ -1,5 +1,5 @@
 """Central evaluation of the global model: test metrics, the train/test gap, and the
-model heterogeneity of a round's cohort (:mod:`fedsim.heterogeneity`)."""
+model heterogeneity of a round's cohort (:mod:`fedsim.measures.heterogeneity`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedsim.client.training import evaluate, make_criterion
+from fedsim.measures.heterogeneity import heterogeneity_of_states
+from fedsim.measures.metrics import classification_metrics
+from fedsim.models import build_model
+from fedsim.prepare.run_inputs import Experiment
+from fedsim.util.seeding import derive, seed_torch
 from strategies.arrays import is_float
-
-from .experiment import Experiment
-from .heterogeneity import heterogeneity_of_states
-from .metrics import classification_metrics
-from .models import build_model
-from .seeding import derive, seed_torch
-from .training import evaluate, make_criterion
 
 
 class CentralEvaluator:
@@ -77,7 +76,7 @@ class CentralEvaluator:
 
 
 def round_heterogeneity(global_state, outcomes, agg_state) -> dict[str, Any]:
-    """Model heterogeneity of the cohort (fedsim.heterogeneity), float entries only."""
+    """Model heterogeneity of the cohort (fedsim.measures.heterogeneity), float entries only."""
     if not outcomes or global_state is None:
         return {}
     keys = [

@@ -1,7 +1,7 @@
 """The experiment's schema: one dataclass per config section, used by OmegaConf as a
 structured config (interpolation and type conversion come for free).
 
-Only data: loading and validation are :mod:`fedsim.config` and :mod:`fedsim.validation`.
+Only data: loading and validation are :mod:`fedsim.config.load` and :mod:`fedsim.config.validate`.
 The data sets and models read their sections (``DataConfig``, ``ModelConfig``) from here,
 so they never import the loader that validates against their registries.
 """
@@ -14,10 +14,9 @@ from typing import Any
 from omegaconf import ListConfig
 
 from attacks.params import AttackParams
+from fedsim.errors import ConfigError
 from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
-
-from .errors import ConfigError
 
 
 @dataclass

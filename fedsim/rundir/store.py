@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .errors import DiskFull, RunDirError
+from fedsim.errors import DiskFull, RunDirError
 
 log = logging.getLogger(__name__)
 

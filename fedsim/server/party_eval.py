@@ -36,12 +36,11 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 import strategies
-
-from .experiment import Experiment, on_device
-from .models import build_model, has_batchnorm
-from .seeding import derive, seed_torch, torch_generator
-from .store import ClientStateStore, remember_writes
-from .training import Criterion, LocalTrainer, PartyData, make_criterion
+from fedsim.client.training import Criterion, LocalTrainer, PartyData, make_criterion
+from fedsim.models import build_model, has_batchnorm
+from fedsim.prepare.run_inputs import Experiment, on_device
+from fedsim.rundir.store import ClientStateStore, remember_writes
+from fedsim.util.seeding import derive, seed_torch, torch_generator
 
 MODES = ("local", "personal", "finetune")
 #: parties per vmapped chunk on a GPU (stacked parameters and activations)
@@ -129,7 +128,7 @@ def summarise(scores: list[PartyScore]) -> dict[str, float]:
 
 def accuracy_and_macro_f1(cms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy and macro F1 of each of a stack of (K, K) confusion matrices, as
-    :func:`fedsim.metrics.classification_metrics` computes them for one (macro over the
+    :func:`fedsim.measures.metrics.classification_metrics` computes them for one (macro over the
     classes present in the labels or the predictions; 0 where a ratio is 0/0)."""
     cms = np.asarray(cms, dtype=np.float64)
     tp = np.diagonal(cms, axis1=1, axis2=2)

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
-from .experiment import RunSettings
+from fedsim.config.load import load_config
+from fedsim.prepare.run_inputs import RunSettings
 
 
 def quiet_flower() -> None:

@@ -23,11 +23,12 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import strategies
-from strategies.arrays import record_to_state, state_to_record
-from strategies.rule import TrainContext
-
-from .adversary import poison_training_set
-from .experiment import (
+from fedsim.client.training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
+from fedsim.config.schema import epoch_range
+from fedsim.models import build_model, has_batchnorm
+from fedsim.prepare.adversary import poison_training_set
+from fedsim.prepare.flwr_app import settings_from_context
+from fedsim.prepare.run_inputs import (
     Experiment,
     RunSettings,
     apply_determinism,
@@ -36,16 +37,14 @@ from .experiment import (
     on_device,
     resolve_device,
 )
-from .flwr_app import settings_from_context
-from .models import build_model, has_batchnorm
-from .parties import party_view
-from .privacy.dpsgd import train_dpsgd
-from .privacy.mods import privacy_mod
-from .privacy.run import SIGMA_KEY
-from .schema import epoch_range
-from .seeding import derive, seed_torch, torch_generator, uniform
-from .store import ClientStateStore
-from .training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
+from fedsim.privacy.dpsgd import train_dpsgd
+from fedsim.privacy.mods import privacy_mod
+from fedsim.privacy.run import SIGMA_KEY
+from fedsim.rundir.store import ClientStateStore
+from fedsim.server.party_eval import party_view
+from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
+from strategies.arrays import record_to_state, state_to_record
+from strategies.rule import TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class ClientRuntime:
         self.x = on_device(bundle.x_train, self.device)
         self.y = on_device(bundle.y_train, self.device)
         # a data-poisoning attack's labels and triggers on the malicious parties' samples
-        # (fedsim/adversary.py); every party of every engine indexes these tensors
+        # (fedsim/prepare/adversary.py); every party of every engine indexes these tensors
         self.x, self.y = poison_training_set(cfg, exp.dataidxs, self.x, self.y, bundle.num_classes)
         seed_torch(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)

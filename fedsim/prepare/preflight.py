@@ -1,7 +1,7 @@
 """Before a run: everything that can refuse the input, then the run directory's first files.
 
 :func:`open_run` is the one way into a run directory, for the Python API and for
-``flwr run .``: it checks the directory (ours? :mod:`fedsim.rundir`), a resume (the
+``flwr run .``: it checks the directory (ours? :mod:`fedsim.rundir.ownership`), a resume (the
 run's own config and partition), the input (the data set loads, the partition can be
 made, the model fits in memory, the Ray head answers) before writing anything, then
 takes the directory's lock and writes ``config.yaml``, ``dataidxs.npz``,
@@ -21,12 +21,8 @@ import numpy as np
 
 import partitioners
 import strategies
-from strategies.strategy import from_portable
-
-from . import rundir, trackers
-from .adversary import check_attack_data
-from .checkpoint import latest_checkpoint
-from .config import (
+from fedsim import trackers
+from fedsim.config.load import (
     ExperimentConfig,
     config_diff,
     config_hash,
@@ -36,16 +32,20 @@ from .config import (
     to_yaml,
     yaml_keys,
 )
-from .errors import ConfigError, RunDirError
-from .experiment import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
-from .localtest import LocalTest
-from .models import build_model, has_batchnorm
-from .privacy import compat as privacy_compat
-from .privacy.accounting import DELTA_SHARE, default_delta
-from .privacy.run import PrivacyRun
-from .ray_address import check_reachable
-from .resources import check_model_fits
-from .store import RunStore, atomic_write_json, atomic_write_text, read_json
+from fedsim.errors import ConfigError, RunDirError
+from fedsim.models import build_model, has_batchnorm
+from fedsim.prepare.adversary import check_attack_data
+from fedsim.prepare.localtest import LocalTest
+from fedsim.prepare.resources import check_model_fits
+from fedsim.prepare.run_inputs import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
+from fedsim.privacy import compat as privacy_compat
+from fedsim.privacy.accounting import DELTA_SHARE, default_delta
+from fedsim.privacy.run import PrivacyRun
+from fedsim.rundir import ownership as rundir
+from fedsim.rundir.checkpoint import latest_checkpoint
+from fedsim.rundir.store import RunStore, atomic_write_json, atomic_write_text, read_json
+from fedsim.util.ray_address import check_reachable
+from strategies.strategy import from_portable
 
 log = logging.getLogger(__name__)
 

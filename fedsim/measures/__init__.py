@@ -1,0 +1,2 @@
+"""What fedsim measures: classification metrics (``metrics``) and model heterogeneity
+(``heterogeneity``)."""
