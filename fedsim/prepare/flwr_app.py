@@ -38,7 +38,7 @@ def quiet_flower() -> None:
 
 def app_dir() -> Path:
     """The root of the app: the directory holding the fedsim package."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def _resolve(path: str) -> Path:
