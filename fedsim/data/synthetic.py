@@ -29,7 +29,7 @@ import torch
 from fedsim.config.schema import DataConfig
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
-from fedsim.prepare.resources import check_fits
+from fedsim.util.memory import check_fits
 
 DIM = 60
 NUM_CLASSES = 10

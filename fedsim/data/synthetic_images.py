@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from fedsim.config.schema import DataConfig
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
-from fedsim.prepare.resources import check_fits
+from fedsim.util.memory import check_fits
 
 # Calibrated constants (see the module docstring); changing them changes every
 # synthetic-images dataset, so treat them as part of the data definition.
