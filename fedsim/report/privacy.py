@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from fedsim.report.figures import colors_of, new_figure
 from fedsim.report.load import RunInfo, SweepView, finished_runs, partition_factors
 from fedsim.sweeps import mean_std
+from fedsim.util.formatting import diverged_mark, format_mean_std
 
 
 def _key(r: RunInfo) -> tuple[str, str, str, float | None]:
@@ -83,11 +84,10 @@ def privacy_table(view: SweepView) -> str:
         eps = "∞ (no DP)" if p["mode"] == "none" else ("∞" if p["epsilon"] is None else f"{p['epsilon']:.2f}")
         if p["mode"] != "none" and p["delta"] is not None:
             eps += f" ({p['delta']:.1e})"
-        acc = "–" if p["accuracy"] is None else f"{p['accuracy']:.2f}"
-        if p["accuracy_std"] is not None:
-            acc += f" ± {p['accuracy_std']:.2f}"
-        if p["diverged"] and p["accuracy"] is not None:
-            acc += f" † ({p['diverged']} diverged)"
+        # the points are in percent already
+        acc = format_mean_std(p["accuracy"], p["accuracy_std"], percent=False, digits=2)
+        if p["accuracy"] is not None:
+            acc += diverged_mark(p["diverged"])
         sigma = "–" if p["sigma"] is None else f"{p['sigma']:g}"
         lines.append(f"| {p['partition']} | {p['strategy']} | {p['mode']} | {sigma} | {eps} | {acc} |")
     return "\n".join(lines)
