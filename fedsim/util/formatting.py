@@ -41,3 +41,11 @@ def format_mean_std(mean: float | None, std: float | None, percent: bool = True,
 def diverged_mark(n: int) -> str:
     """`` † (2 diverged)`` after a number that ``n`` diverged runs enter, else ``""``."""
     return f" † ({n} diverged)" if n else ""
+
+
+def one_line_error(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line, at most ``limit`` characters (for an index, a CSV
+    cell or a log line)."""
+    msg = " ".join(str(exc).split()) or "(no message)"
+    text = f"{type(exc).__name__}: {msg}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
