@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -126,6 +126,11 @@ def _sgd_step(params, grads, bufs, active, lr: float, momentum: float, wd: float
         params[name] = torch.where(mask, p.add(d, alpha=-lr), p)
 
 
+def _positions(rt, r) -> Iterator[torch.Tensor]:
+    """A client's batch schedule this round, as the sequential trainer draws it."""
+    return batch_positions(len(r.data), rt.cfg.train, r.epochs, r.gen, rt.device, r.max_steps, rt.has_bn)
+
+
 def _lockstep_batches(rt, rounds):
     """Per step: inputs (C, B, ...), labels and sample weights (C, B), active clients (C,).
 
@@ -137,13 +142,7 @@ def _lockstep_batches(rt, rounds):
     tc, device = rt.cfg.train, rt.device
     C, B = len(rounds), tc.batch_size
     if all(not r.data.augment and r.data.noise == 0 for r in rounds):
-        plans = [
-            [
-                r.data.indices[pos]
-                for pos in batch_positions(len(r.data), tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn)
-            ]
-            for r in rounds
-        ]
+        plans = [[r.data.indices[pos] for pos in _positions(rt, r)] for r in rounds]
         T = max((len(p) for p in plans), default=0)
         # one scatter of every client's batches into a (C, T, B) plan, padded with
         # weight-0 slots (a Python loop of slice assignments cost ~20 ms a round at C = 100)
@@ -168,7 +167,7 @@ def _lockstep_batches(rt, rounds):
             xs = to_float(rt.x[flat], b0.mean, b0.std)
             yield xs.view(C, B, *xs.shape[1:]), rt.y[flat].view(C, B), w[:, t], n_steps > t
         return
-    streams = [batch_stream(r.data, tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn) for r in rounds]
+    streams = [batch_stream(r.data, r.gen, _positions(rt, r)) for r in rounds]
     active = [len(r.data) > 0 for r in rounds]
     in_shape = rt.x.shape[1:]
     while True:
