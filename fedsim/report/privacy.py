@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fedsim.report.figures import colors_of, new_figure
 from fedsim.report.load import RunInfo, SweepView, finished_runs, partition_factors
+from fedsim.rundir.plots import plain_log_scale
 from fedsim.sweeps import mean_std
 from fedsim.util.formatting import diverged_mark, format_mean_std
 
@@ -93,19 +93,6 @@ def privacy_table(view: SweepView) -> str:
     return "\n".join(lines)
 
 
-def _x_plain(ax: Axes) -> None:
-    """A log x axis labelled with plain numbers (3, 6, 10, 20), not ``6 x 10^0``."""
-    from matplotlib.ticker import LogFormatter
-
-    class Plain(LogFormatter):
-        def __call__(self, x: float, pos: int | None = None) -> str:
-            return f"{x:g}" if super().__call__(x, pos) else ""
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(Plain())
-    ax.xaxis.set_minor_formatter(Plain(minor_thresholds=(2, 0.5)))
-
-
 def privacy_figure(view: SweepView) -> Figure | None:
     """Accuracy against epsilon (log axis), one panel per partition, one line per
     strategy and privacy mode through its noise levels, each point labelled with its
@@ -148,7 +135,7 @@ def privacy_figure(view: SweepView) -> Figure | None:
             ref = [p["accuracy"] for p in points if (p["partition"], p["strategy"], p["mode"]) == (part, strat, "none")]
             if ref:
                 ax.axhline(ref[0], ls="--", color=colors[f"{strat}, none"], label=f"{strat}, no DP")
-        _x_plain(ax)
+        plain_log_scale(ax, "x")
         ax.set_xlabel("epsilon spent (log scale)")
         ax.set_title(part)
         ax.grid(alpha=0.3, which="both")
