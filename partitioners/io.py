@@ -53,7 +53,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.ndarray, list, tuple)):
         try:
             arr = np.asarray(value)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # ragged: stored as JSON below if it can be, else as a note
             arr = None
         if arr is not None and arr.dtype.kind in "biufU" and arr.ndim <= 1 and arr.size <= 64:
             return arr.tolist()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib loads when a plot is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # above this many parties, stacked bars become unreadable: draw a heatmap instead
 _MAX_BAR_PARTIES = 50
@@ -20,8 +24,6 @@ def plot_label_distribution(class_counts: Any, path: str | os.PathLike, title: s
     of parties x classes of each party's class proportions, with a colorbar. matplotlib
     is imported here and drawn on an Agg canvas (no pyplot state, no display needed).
     """
-    import matplotlib
-    from matplotlib import cm, colors
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -29,49 +31,59 @@ def plot_label_distribution(class_counts: Any, path: str | os.PathLike, title: s
     if counts.ndim != 2 or counts.size == 0:
         raise ValueError(f"class_counts must be a non-empty parties x classes matrix; got shape {counts.shape}")
     n, k = counts.shape
-
-    if n <= _MAX_BAR_PARTIES:
-        fig = Figure(figsize=(9, max(3.0, 0.32 * n + 1.5)), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20" if k <= 20 else "viridis"]
-        palette = [cmap(c % cmap.N) if k <= 20 else cmap(c / max(k - 1, 1)) for c in range(k)]
-        left = np.zeros(n)
-        ys = np.arange(n)
-        for c in range(k):
-            ax.barh(ys, counts[:, c], left=left, color=palette[c], height=0.8, label=str(c), linewidth=0)
-            left += counts[:, c]
-        ax.set_yticks(ys)
-        ax.set_yticklabels([str(i) for i in range(n)], fontsize=8 if n > 20 else 10)
-        ax.invert_yaxis()
-        ax.set_ylabel("party")
-        ax.set_xlabel("samples")
-        if k <= _MAX_LEGEND_CLASSES:
-            ax.legend(title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-        else:
-            sm = cm.ScalarMappable(norm=colors.Normalize(0, k - 1), cmap=cmap)
-            fig.colorbar(sm, ax=ax, label="class")
-    else:
-        fig = Figure(figsize=(9, min(14.0, max(7.0, n / 85))), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        sizes = counts.sum(axis=1, keepdims=True)
-        props = np.divide(counts, sizes, out=np.zeros_like(counts), where=sizes > 0)
-        # nearest keeps class columns sharp; a figure tall enough for ~1 pixel a party up
-        # to 1,200 parties keeps most rows
-        im = ax.imshow(
-            props,
-            aspect="auto",
-            interpolation="nearest",
-            cmap="viridis",
-            vmin=0.0,
-            vmax=1.0,
-            extent=(-0.5, k - 0.5, n - 0.5, -0.5),
-        )
-        fig.colorbar(im, ax=ax, label="fraction of the party's samples")
-        ax.set_xlabel("class")
-        ax.set_ylabel("party")
+    bars = n <= _MAX_BAR_PARTIES
+    height = max(3.0, 0.32 * n + 1.5) if bars else min(14.0, max(7.0, n / 85))
+    fig = Figure(figsize=(9, height), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    (_stacked_bars if bars else _heatmap)(fig, ax, counts)
     ax.set_title(title if title is not None else f"label distribution: {n} parties, {k} classes")
     fig.tight_layout()
     fig.savefig(os.fspath(path), format="png")
     fig.clear()  # the Agg figure is not registered with pyplot: clearing it frees it
+
+
+def _stacked_bars(fig: Figure, ax: Axes, counts: np.ndarray) -> None:
+    """A horizontal bar per party stacked by class: a legend up to 20 classes, a class colorbar beyond."""
+    import matplotlib
+    from matplotlib import cm, colors
+
+    n, k = counts.shape
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20" if k <= 20 else "viridis"]
+    palette = [cmap(c % cmap.N) if k <= 20 else cmap(c / max(k - 1, 1)) for c in range(k)]
+    left = np.zeros(n)
+    ys = np.arange(n)
+    for c in range(k):
+        ax.barh(ys, counts[:, c], left=left, color=palette[c], height=0.8, label=str(c), linewidth=0)
+        left += counts[:, c]
+    ax.set_yticks(ys)
+    ax.set_yticklabels([str(i) for i in range(n)], fontsize=8 if n > 20 else 10)
+    ax.invert_yaxis()
+    ax.set_ylabel("party")
+    ax.set_xlabel("samples")
+    if k <= _MAX_LEGEND_CLASSES:
+        ax.legend(title="class", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    else:
+        sm = cm.ScalarMappable(norm=colors.Normalize(0, k - 1), cmap=cmap)
+        fig.colorbar(sm, ax=ax, label="class")
+
+
+def _heatmap(fig: Figure, ax: Axes, counts: np.ndarray) -> None:
+    """Parties x classes of each party's class proportions, with a colorbar."""
+    n, k = counts.shape
+    sizes = counts.sum(axis=1, keepdims=True)
+    props = np.divide(counts, sizes, out=np.zeros_like(counts), where=sizes > 0)
+    # nearest keeps class columns sharp; a figure tall enough for ~1 pixel a party up
+    # to 1,200 parties keeps most rows
+    im = ax.imshow(
+        props,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+        extent=(-0.5, k - 0.5, n - 0.5, -0.5),
+    )
+    fig.colorbar(im, ax=ax, label="fraction of the party's samples")
+    ax.set_xlabel("class")
+    ax.set_ylabel("party")

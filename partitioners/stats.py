@@ -67,15 +67,35 @@ def heterogeneity(labels: Any, dataidxs: Mapping[int, Any], num_classes: int | N
     if len(dataidxs) == 0:
         raise ValueError("dataidxs must hold at least one party")
     _, counts = class_count_matrix(labels, dataidxs, k)
+    sizes = counts.sum(axis=1)
+    q = np.bincount(labels, minlength=k) / labels.size
+    p = counts[sizes > 0] / sizes[sizes > 0, None]
+    out = _size_stats(counts, k)
+    out.update(_distance_stats(p, q))
+    out["global_effective_classes"] = float(np.exp(_entropy(q[None, :])[0]))
+    return out
 
+
+#: the distance and entropy statistics, None when every party is empty
+_DISTANCE_KEYS = (
+    "tv_mean",
+    "tv_max",
+    "js_mean",
+    "js_max",
+    "hellinger_mean",
+    "hellinger_max",
+    "effective_classes_mean",
+    "effective_classes_min",
+)
+
+
+def _size_stats(counts: np.ndarray, k: int) -> dict[str, Any]:
+    """The counts, the parties' sizes and their classes per party."""
     sizes = counts.sum(axis=1)
     mean = float(sizes.mean())
     std = float(sizes.std())
     present = (counts > 0).sum(axis=1)
-    q = np.bincount(labels, minlength=k) / labels.size
-    p = counts[sizes > 0] / sizes[sizes > 0, None]
-
-    out: dict[str, Any] = {
+    return {
         "n_parties": int(len(sizes)),
         "n_samples": int(sizes.sum()),
         "n_classes": int(k),
@@ -89,35 +109,16 @@ def heterogeneity(labels: Any, dataidxs: Mapping[int, Any], num_classes: int | N
         "classes_per_party_min": int(present.min()),
         "classes_per_party_max": int(present.max()),
     }
-    if p.shape[0]:
-        tv, js, hel, eff = _distances(p, q)
-        out.update(
-            tv_mean=float(tv.mean()),
-            tv_max=float(tv.max()),
-            js_mean=float(js.mean()),
-            js_max=float(js.max()),
-            hellinger_mean=float(hel.mean()),
-            hellinger_max=float(hel.max()),
-            effective_classes_mean=float(eff.mean()),
-            effective_classes_min=float(eff.min()),
-        )
-    else:
-        out.update(
-            dict.fromkeys(
-                [
-                    "tv_mean",
-                    "tv_max",
-                    "js_mean",
-                    "js_max",
-                    "hellinger_mean",
-                    "hellinger_max",
-                    "effective_classes_mean",
-                    "effective_classes_min",
-                ]
-            )
-        )
-    out["global_effective_classes"] = float(np.exp(_entropy(q[None, :])[0]))
-    return out
+
+
+def _distance_stats(p: np.ndarray, q: np.ndarray) -> dict[str, float | None]:
+    """Mean and max (min for the effective classes) over the non-empty parties' label
+    distributions ``p`` of their distances to ``q``."""
+    if not p.shape[0]:
+        return dict.fromkeys(_DISTANCE_KEYS)
+    tv, js, hel, eff = _distances(p, q)
+    values = (tv.mean(), tv.max(), js.mean(), js.max(), hel.mean(), hel.max(), eff.mean(), eff.min())
+    return {key: float(v) for key, v in zip(_DISTANCE_KEYS, values)}
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:

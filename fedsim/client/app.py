@@ -263,17 +263,7 @@ class ClientRuntime:
         try:
             if self.cfg.privacy.mode == "dpsgd":
                 return self.finish(job, self.train_dpsgd(job))
-            stats = train_local(
-                self.model,
-                job.rule,
-                job.data,
-                self.cfg.train,
-                job.epochs,
-                job.gen,
-                self.device,
-                job.max_steps,
-                self.has_bn,
-            )
+            stats = train_local(*self._trainer_args(job), job.max_steps, self.has_bn)
         except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
             torch.cuda.empty_cache()
             raise RuntimeError(
@@ -282,18 +272,17 @@ class ClientRuntime:
             ) from exc
         return self.finish(job, stats)
 
+    def _trainer_args(self, job: PartyRound) -> tuple:
+        """What both trainers (plain and DP-SGD) take first: the model, the party's rule and
+        data, ``train.*``, its epochs, its generator and the device."""
+        return self.model, job.rule, job.data, self.cfg.train, job.epochs, job.gen, self.device
+
     def train_dpsgd(self, job: PartyRound) -> TrainStats:
         """``privacy.mode: dpsgd``: the party trains with Opacus (``fedsim.privacy.dpsgd``)."""
         p = self.cfg.privacy
         sigma = float(job.ctx.config.get(SIGMA_KEY, p.noise_multiplier))  # calibrated on the server
         return train_dpsgd(
-            self.model,
-            job.rule,
-            job.data,
-            self.cfg.train,
-            job.epochs,
-            job.gen,
-            self.device,
+            *self._trainer_args(job),
             sigma,
             p.max_grad_norm,
             torch_generator(self.cfg.seed, "dpsgd-batches", job.server_round, job.party),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -156,7 +156,7 @@ def batch_positions(
     device: torch.device,
     max_steps: int | None = None,
     has_bn: bool = False,
-):
+) -> Iterator[torch.Tensor]:
     """The schedule of one party's round: per step, the positions (0..n-1) of its batch.
 
     The one place that decides data order: the sequential trainer and the batched
@@ -172,16 +172,11 @@ def batch_positions(
 
 
 def batch_stream(
-    data: PartyData,
-    cfg: TrainConfig,
-    epochs: int,
-    generator: torch.Generator,
-    device: torch.device,
-    max_steps: int | None = None,
-    has_bn: bool = False,
-):
-    """The mini-batches ``(x, y)`` of one party's round, in order (augmented, noised)."""
-    for pos in batch_positions(len(data), cfg, epochs, generator, device, max_steps, has_bn):
+    data: PartyData, generator: torch.Generator, positions: Iterable[torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The mini-batches ``(x, y)`` of one party's round at ``positions`` (its
+    :func:`batch_positions` schedule), in order, augmented and noised with ``generator``."""
+    for pos in positions:
         yield data.batch(data.indices[pos], generator, train=True)
 
 
@@ -249,7 +244,10 @@ class LocalTrainer:
         losses: list[torch.Tensor] = []
         hits: list[torch.Tensor] = []
         sizes: list[int] = []
-        for xb, yb in batch_stream(self.data, self.cfg, epochs, self.generator, self.device, max_steps, self.has_bn):
+        positions = batch_positions(
+            len(self.data), self.cfg, epochs, self.generator, self.device, max_steps, self.has_bn
+        )
+        for xb, yb in batch_stream(self.data, self.generator, positions):
             objective, logits = step(xb, yb)
             objectives.append(objective.detach())
             with torch.no_grad():

@@ -226,7 +226,7 @@ def _labels(tr: Any, te: Any, key: str, text_mode: bool, raw: str) -> tuple[np.n
         return (np.array([index[v] for v in y_tr], np.int64), np.array([index[v] for v in y_te], np.int64), len(names))
     try:
         a, b = np.asarray(y_tr), np.asarray(y_te)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # ragged or mixed: not class ids, refused just below with what they are
         a = b = np.zeros(0, dtype=object)
     if a.dtype.kind not in "iub" or b.dtype.kind not in "iub" or a.ndim != 1 or b.ndim != 1:
         raise DataError(f"{what} holds {feature}; need class ids (ClassLabel or integers) or class names (strings)")

@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +126,11 @@ def _sgd_step(params, grads, bufs, active, lr: float, momentum: float, wd: float
         params[name] = torch.where(mask, p.add(d, alpha=-lr), p)
 
 
+def _positions(rt, r) -> Iterator[torch.Tensor]:
+    """A client's batch schedule this round, as the sequential trainer draws it."""
+    return batch_positions(len(r.data), rt.cfg.train, r.epochs, r.gen, rt.device, r.max_steps, rt.has_bn)
+
+
 def _lockstep_batches(rt, rounds):
     """Per step: inputs (C, B, ...), labels and sample weights (C, B), active clients (C,).
 
@@ -135,13 +142,7 @@ def _lockstep_batches(rt, rounds):
     tc, device = rt.cfg.train, rt.device
     C, B = len(rounds), tc.batch_size
     if all(not r.data.augment and r.data.noise == 0 for r in rounds):
-        plans = [
-            [
-                r.data.indices[pos]
-                for pos in batch_positions(len(r.data), tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn)
-            ]
-            for r in rounds
-        ]
+        plans = [[r.data.indices[pos] for pos in _positions(rt, r)] for r in rounds]
         T = max((len(p) for p in plans), default=0)
         # one scatter of every client's batches into a (C, T, B) plan, padded with
         # weight-0 slots (a Python loop of slice assignments cost ~20 ms a round at C = 100)
@@ -166,7 +167,7 @@ def _lockstep_batches(rt, rounds):
             xs = to_float(rt.x[flat], b0.mean, b0.std)
             yield xs.view(C, B, *xs.shape[1:]), rt.y[flat].view(C, B), w[:, t], n_steps > t
         return
-    streams = [batch_stream(r.data, tc, r.epochs, r.gen, device, r.max_steps, rt.has_bn) for r in rounds]
+    streams = [batch_stream(r.data, r.gen, _positions(rt, r)) for r in rounds]
     active = [len(r.data) > 0 for r in rounds]
     in_shape = rt.x.shape[1:]
     while True:
@@ -196,8 +197,7 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
     if not rounds:
         return replies
     t0 = time.perf_counter()
-    cfg, device, model = rt.cfg, rt.device, rt.model
-    tc = cfg.train
+    device, model, tc = rt.device, rt.model, rt.cfg.train
     model.train()
     # every prepare() loaded the same received weights into the model
     global_params = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -205,9 +205,27 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
     C = len(rounds)
     params = {n: g.unsqueeze(0).repeat(C, *([1] * g.dim())) for n, g in global_params.items()}
     bufs: dict[str, torch.Tensor] = {}
-    rule = rt.algo.Rule
-    hparams = rt.cfg.strategy
+    step_fn = _cohort_step(rt, buffers, global_params)
+    totals = _Totals.zeros(C, device)
     amp = tc.amp and device.type == "cuda"
+    for xs, ys, ws, act in _lockstep_batches(rt, rounds):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            grads, (objective, (loss, logits)) = step_fn(params, xs, ys, ws)
+        _sgd_step(params, grads, bufs, act, tc.lr, tc.momentum, tc.weight_decay)
+        totals.add(ys, ws, act, loss, objective, logits)
+    elapsed = time.perf_counter() - t0
+    keys = list(model.state_dict().keys())  # the reply keeps the model's key order
+    for i, r in enumerate(rounds):
+        state = OrderedDict((k, params[k][i].detach() if k in params else buffers[k]) for k in keys)
+        replies.append(rt.finish(r, totals.stats(i, len(r.data), r.epochs, elapsed), state))
+    return replies
+
+
+def _cohort_step(rt, buffers: dict[str, torch.Tensor], global_params: dict[str, torch.Tensor]) -> Callable:
+    """Every client's gradients at once: ``vmap`` over the stacked parameters of the
+    gradient of the weighted task loss plus the rule's penalty, with the task loss and
+    the logits alongside."""
+    model, rule, hparams = rt.model, rt.algo.Rule, rt.cfg.strategy
 
     def loss_fn(p, x, y, w):
         logits = functional_call(model, {**p, **buffers}, (x,))
@@ -219,35 +237,53 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
             loss = loss + penalty
         return loss, (task.detach(), logits.detach())
 
-    step_fn = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
-    steps = torch.zeros(C, dtype=torch.int64, device=device)
-    seen = torch.zeros(C, dtype=torch.float64, device=device)
-    loss_sum = torch.zeros(C, dtype=torch.float64, device=device)
-    objective_sum = torch.zeros(C, dtype=torch.float64, device=device)
-    correct = torch.zeros(C, dtype=torch.float64, device=device)
-    for xs, ys, ws, act in _lockstep_batches(rt, rounds):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            grads, (objective, (loss, logits)) = step_fn(params, xs, ys, ws)
-        _sgd_step(params, grads, bufs, act, tc.lr, tc.momentum, tc.weight_decay)
-        n_real = ws.sum(dim=1).double()
-        steps += act.long()
-        seen += n_real
-        loss_sum += loss.detach().double() * n_real
-        objective_sum += objective.detach().double() * n_real
-        correct += ((logits.argmax(dim=-1) == ys).float() * ws).sum(dim=1).double()
-    elapsed = time.perf_counter() - t0
-    keys = list(model.state_dict().keys())  # the reply keeps the model's key order
-    for i, r in enumerate(rounds):
-        state = OrderedDict((k, params[k][i].detach() if k in params else buffers[k]) for k in keys)
-        n_seen = float(seen[i])
-        stats = TrainStats(
-            len(r.data),
-            int(steps[i]),
-            r.epochs,
-            float(loss_sum[i]) / n_seen if n_seen else float("nan"),
-            float(correct[i]) / n_seen if n_seen else float("nan"),
-            elapsed,
-            float(objective_sum[i]) / n_seen if n_seen else float("nan"),
+    return vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
+
+
+@dataclass
+class _Totals:
+    """Per client (C,): steps taken, real samples seen, and the sums of task loss,
+    objective and correct predictions over them (float64)."""
+
+    steps: torch.Tensor
+    seen: torch.Tensor
+    loss_sum: torch.Tensor
+    objective_sum: torch.Tensor
+    correct: torch.Tensor
+
+    @classmethod
+    def zeros(cls, C: int, device: torch.device) -> _Totals:
+        """Nothing counted yet for ``C`` clients."""
+        f64 = torch.float64
+        return cls(
+            torch.zeros(C, dtype=torch.int64, device=device),
+            *(torch.zeros(C, dtype=f64, device=device) for _ in range(4)),
         )
-        replies.append(rt.finish(r, stats, state))
-    return replies
+
+    def add(
+        self,
+        ys: torch.Tensor,
+        ws: torch.Tensor,
+        act: torch.Tensor,
+        loss: torch.Tensor,
+        objective: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> None:
+        """One lockstep step: each active client's real samples (weight 1) count."""
+        n_real = ws.sum(dim=1).double()
+        self.steps += act.long()
+        self.seen += n_real
+        self.loss_sum += loss.detach().double() * n_real
+        self.objective_sum += objective.detach().double() * n_real
+        self.correct += ((logits.argmax(dim=-1) == ys).float() * ws).sum(dim=1).double()
+
+    def stats(self, i: int, n: int, epochs: int, elapsed: float) -> TrainStats:
+        """Client ``i``'s round: mean task loss, accuracy and objective over its samples (NaN for none)."""
+        n_seen = float(self.seen[i])
+
+        def mean(total: torch.Tensor) -> float:
+            return float(total[i]) / n_seen if n_seen else float("nan")
+
+        return TrainStats(
+            n, int(self.steps[i]), epochs, mean(self.loss_sum), mean(self.correct), elapsed, mean(self.objective_sum)
+        )

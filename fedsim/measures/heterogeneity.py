@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -46,60 +47,90 @@ def heterogeneity_of_states(
     K = len(client_states)
     if K == 0 or not keys:
         return {}
-    f64 = torch.float64
-    d_dot_u = torch.zeros(K, dtype=f64)
-    gram = torch.zeros((K, K), dtype=f64) if K <= GRAM_MAX_CLIENTS else None
-    norm_sq = torch.zeros(K, dtype=f64)
-    u_sq = agg_sq = sum_sq = 0.0
-
-    def block(key: str) -> torch.Tensor:
-        """D: the K x P_key updates of one entry, float32 (one copy per client)."""
-        g = global_state[key].reshape(-1).float()
-        D = torch.empty((K, g.numel()), dtype=torch.float32)
-        for i, st in enumerate(client_states):
-            D[i] = st[key].reshape(-1)
-        D -= g
-        return D
-
-    # key by key: memory stays one key's K x P_key block, which also stays in cache
-    for key in keys:
-        D = block(key)
-        a = agg_state[key].reshape(-1).float()
-        u = a - global_state[key].reshape(-1).float()
-        d_dot_u += (D @ u).double()
-        u_sq += float(u.dot(u))
-        agg_sq += float(a.dot(a))
-        if gram is not None:  # small cohorts: one pass, the Gram matrix by GEMM
-            gram += (D @ D.T).double()
-        else:
-            norm_sq += torch.linalg.vector_norm(D, dim=1).double() ** 2
-            s = D.sum(dim=0)
-            sum_sq += float(s.dot(s))
-    if gram is not None:
-        norm_sq = torch.diagonal(gram).clone()
-        sum_sq = float(gram.sum())
-    norms = norm_sq.clamp_min(0).sqrt()
+    s = _first_pass(global_state, client_states, agg_state, keys)
+    norms = s.norm_sq.clamp_min(0).sqrt()
     nonzero = norms > 0
     inv = torch.where(nonzero, 1.0 / norms.clamp_min(1e-300), torch.zeros_like(norms))
     unit_sum_sq = 0.0
-    if K >= 2 and gram is not None:
-        unit_sum_sq = float(inv @ gram @ inv)  # ||sum_k d_k / ||d_k||| |^2
+    if K >= 2 and s.gram is not None:
+        unit_sum_sq = float(inv @ s.gram @ inv)  # ||sum_k d_k / ||d_k||| |^2
     elif K >= 2:  # large cohorts: a second pass, O(K P) instead of O(K^2 P)
         inv32 = inv.float()
         for key in keys:
-            e = (inv32 @ block(key)).double()
+            e = (inv32 @ _updates(global_state, client_states, key)).double()
             unit_sum_sq += float(e.dot(e))
-    agg_norm = math.sqrt(agg_sq)
-    div = (norm_sq - 2 * d_dot_u + u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
+    agg_norm = math.sqrt(s.agg_sq)
+    div = (s.norm_sq - 2 * s.d_dot_u + s.u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
     out: dict[str, float | None] = {
         "client_drift_mean": float(div.mean()),
         "client_drift_max": float(div.max()),
         "update_cosine_mean": (unit_sum_sq - int(nonzero.sum())) / (K * (K - 1)) if K >= 2 else None,
-        "gradient_diversity": float(norm_sq.sum()) / sum_sq if sum_sq > 0 else None,
+        "gradient_diversity": float(s.norm_sq.sum()) / s.sum_sq if s.sum_sq > 0 else None,
         "update_norm_mean": float(norms.mean()),
         "update_norm_max": float(norms.max()),
     }
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+@dataclass
+class _Sums:
+    """What the first pass over the cohort's weights adds up (float64)."""
+
+    #: <d_k, u> per client
+    d_dot_u: torch.Tensor
+    #: ||d_k||^2 per client
+    norm_sq: torch.Tensor
+    #: the K x K Gram matrix of the updates (small cohorts), else None
+    gram: torch.Tensor | None
+    #: ||u||^2, ||w+||^2 and ||sum_k d_k||^2
+    u_sq: float = 0.0
+    agg_sq: float = 0.0
+    sum_sq: float = 0.0
+
+
+def _updates(
+    global_state: Mapping[str, torch.Tensor], client_states: Sequence[Mapping[str, torch.Tensor]], key: str
+) -> torch.Tensor:
+    """D: the K x P_key updates of one entry, float32 (one copy per client)."""
+    g = global_state[key].reshape(-1).float()
+    D = torch.empty((len(client_states), g.numel()), dtype=torch.float32)
+    for i, st in enumerate(client_states):
+        D[i] = st[key].reshape(-1)
+    D -= g
+    return D
+
+
+def _first_pass(
+    global_state: Mapping[str, torch.Tensor],
+    client_states: Sequence[Mapping[str, torch.Tensor]],
+    agg_state: Mapping[str, torch.Tensor],
+    keys: Sequence[str],
+) -> _Sums:
+    """The sums of one pass over the weights, key by key: memory stays one key's K x P_key
+    block, which also stays in cache. Small cohorts get the Gram matrix by GEMM (and
+    from it the norms and ||sum_k d_k||^2); large ones the norms and that sum directly."""
+    K = len(client_states)
+    f64 = torch.float64
+    s = _Sums(torch.zeros(K, dtype=f64), torch.zeros(K, dtype=f64), None)
+    gram = torch.zeros((K, K), dtype=f64) if K <= GRAM_MAX_CLIENTS else None
+    for key in keys:
+        D = _updates(global_state, client_states, key)
+        a = agg_state[key].reshape(-1).float()
+        u = a - global_state[key].reshape(-1).float()
+        s.d_dot_u += (D @ u).double()
+        s.u_sq += float(u.dot(u))
+        s.agg_sq += float(a.dot(a))
+        if gram is not None:
+            gram += (D @ D.T).double()
+        else:
+            s.norm_sq += torch.linalg.vector_norm(D, dim=1).double() ** 2
+            t = D.sum(dim=0)
+            s.sum_sq += float(t.dot(t))
+    if gram is not None:
+        s.gram = gram
+        s.norm_sq = torch.diagonal(gram).clone()
+        s.sum_sq = float(gram.sum())
+    return s
 
 
 def model_heterogeneity(

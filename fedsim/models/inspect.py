@@ -106,75 +106,15 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelReport
     """Parameters, FLOPs (one sample; see the module docstring) and output shape per layer."""
     input_shape = tuple(int(s) for s in input_shape)
     named = list(model.named_modules())  # deduplicated: a shared module is one row
-    counter = FlopCounterMode(display=False)
-
-    inclusive_start: dict[int, list[int]] = {}  # id(module) -> stack of counter totals at entry
-    child_flops: dict[int, list[int]] = {}  # id(module) -> stack of its children's FLOPs in this call
-    own_flops: dict[int, int] = {id(m): 0 for _, m in named}
-    out_shapes: dict[int, tuple] = {}
-    stack: list[int] = []
-    # FLOPs of recurrent layers counted by formula (the counter sees none of their work)
-    by_formula = [0]
-
-    def total() -> int:
-        return counter.get_total_flops() + by_formula[0]
-
-    def pre_hook(mod: nn.Module, args: Any) -> None:
-        key = id(mod)
-        inclusive_start.setdefault(key, []).append(total())
-        child_flops.setdefault(key, []).append(0)
-        stack.append(key)
-
-    def post_hook(mod: nn.Module, args: Any, out: Any) -> None:
-        key = id(mod)
-        stack.pop()
-        if isinstance(mod, nn.RNNBase) and total() == inclusive_start[key][-1] and args:
-            by_formula[0] += rnn_flops(mod, args[0])
-        inclusive = total() - inclusive_start[key].pop()
-        own_flops[key] += inclusive - child_flops[key].pop()
-        if stack:
-            child_flops[stack[-1]][-1] += inclusive
-        out_shapes[key] = _shape_of(out)
-
-    handles = []
-    modes = {id(m): m.training for _, m in named}
-    try:
-        for _, m in named:
-            handles.append(m.register_forward_pre_hook(pre_hook))
-            handles.append(m.register_forward_hook(post_hook))
-        model.eval()
-        x = _dummy_input(model, input_shape)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for _, m in named:
-            m.train(modes[id(m)])
-    total_flops = total()
-
-    rows: list[LayerRow] = []
-    for name, m in named:
-        is_leaf = next(m.children(), None) is None
-        own_params = sum(p.numel() for p in m.parameters(recurse=False))
-        owns_state = own_params > 0 or next(m.buffers(recurse=False), None) is not None
-        if not (is_leaf or owns_state or own_flops[id(m)] > 0):
-            continue
-        rows.append(
-            LayerRow(
-                name=name or "(root)",
-                kind=type(m).__name__,
-                params=own_params,
-                flops=own_flops[id(m)],
-                output_shape=out_shapes.get(id(m), ()),
-            )
-        )
+    tracker = _FlopTracker([m for _, m in named])
+    _hooked_forward(model, named, tracker, input_shape)
+    total_flops = tracker.total()
+    rows = _layer_rows(named, tracker)
     # work done outside any module's forward cannot happen here (the root is a module),
     # but keep the rows honest if a hook-less path ever appears
     rest = total_flops - sum(r.flops for r in rows)
     if rest:
         rows.append(LayerRow("(outside modules)", "-", 0, rest, ()))
-
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
     n_buffers = sum(b.numel() for b in model.buffers())
@@ -187,6 +127,88 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> ModelReport
         input_shape=input_shape,
         flops_convention=FLOPS_CONVENTION,
     )
+
+
+class _FlopTracker:
+    """Forward hooks that attribute the counter's FLOPs to modules: each module keeps what
+    it did minus what its children did (so the rows add up to the counter's total), and
+    its output shape."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.counter = FlopCounterMode(display=False)
+        self.inclusive_start: dict[int, list[int]] = {}  # id(module) -> stack of counter totals at entry
+        self.child_flops: dict[int, list[int]] = {}  # id(module) -> stack of its children's FLOPs in this call
+        self.own_flops: dict[int, int] = {id(m): 0 for m in modules}
+        self.out_shapes: dict[int, tuple] = {}
+        self.stack: list[int] = []
+        # FLOPs of recurrent layers counted by formula (the counter sees none of their work)
+        self.by_formula = 0
+
+    def total(self) -> int:
+        """The FLOPs so far: the counter's and the recurrent layers' by formula."""
+        return self.counter.get_total_flops() + self.by_formula
+
+    def pre_hook(self, mod: nn.Module, args: Any) -> None:
+        """A module's call begins: note the total, open its children's tally."""
+        key = id(mod)
+        self.inclusive_start.setdefault(key, []).append(self.total())
+        self.child_flops.setdefault(key, []).append(0)
+        self.stack.append(key)
+
+    def post_hook(self, mod: nn.Module, args: Any, out: Any) -> None:
+        """A module's call ends: keep what its children did not do, pass the whole to its parent."""
+        key = id(mod)
+        self.stack.pop()
+        if isinstance(mod, nn.RNNBase) and self.total() == self.inclusive_start[key][-1] and args:
+            self.by_formula += rnn_flops(mod, args[0])
+        inclusive = self.total() - self.inclusive_start[key].pop()
+        self.own_flops[key] += inclusive - self.child_flops[key].pop()
+        if self.stack:
+            self.child_flops[self.stack[-1]][-1] += inclusive
+        self.out_shapes[key] = _shape_of(out)
+
+
+def _hooked_forward(
+    model: nn.Module, named: list[tuple[str, nn.Module]], tracker: _FlopTracker, input_shape: tuple[int, ...]
+) -> None:
+    """One forward pass of a zero sample in eval mode under the counter, every module
+    hooked; the hooks and each module's train/eval mode are restored after."""
+    handles = []
+    modes = {id(m): m.training for _, m in named}
+    try:
+        for _, m in named:
+            handles.append(m.register_forward_pre_hook(tracker.pre_hook))
+            handles.append(m.register_forward_hook(tracker.post_hook))
+        model.eval()
+        x = _dummy_input(model, input_shape)
+        with torch.no_grad(), tracker.counter:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for _, m in named:
+            m.train(modes[id(m)])
+
+
+def _layer_rows(named: list[tuple[str, nn.Module]], tracker: _FlopTracker) -> list[LayerRow]:
+    """A row per leaf module, and per container that owns weights or does counted work itself."""
+    rows: list[LayerRow] = []
+    for name, m in named:
+        is_leaf = next(m.children(), None) is None
+        own_params = sum(p.numel() for p in m.parameters(recurse=False))
+        owns_state = own_params > 0 or next(m.buffers(recurse=False), None) is not None
+        if not (is_leaf or owns_state or tracker.own_flops[id(m)] > 0):
+            continue
+        rows.append(
+            LayerRow(
+                name=name or "(root)",
+                kind=type(m).__name__,
+                params=own_params,
+                flops=tracker.own_flops[id(m)],
+                output_shape=tracker.out_shapes.get(id(m), ()),
+            )
+        )
+    return rows
 
 
 def human(n: float, suffix: str = "") -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,12 +88,7 @@ def train_dpsgd(
         generator=noise_generator,
     )
     rule.on_train_begin()
-    criterion = rule.ctx.criterion
-    hparams, global_weights = rule.ctx.params, rule.ctx.global_state
-    losses: list[torch.Tensor] = []
-    hits: list[torch.Tensor] = []
-    sizes: list[int] = []
-    steps = 0
+    step = _DPStep(gsm, optimizer, rule, data, generator, params, names)
     try:
         with warnings.catch_warnings():
             # Opacus's hooks on the first layer fire for the module outputs (the input needs no grad); torch warns
@@ -100,35 +96,76 @@ def train_dpsgd(
             for batch in (
                 Sampler(num_samples=n, sample_rate=q, generator=sample_generator, steps=total) if total else []
             ):
-                optimizer.zero_grad(set_to_none=True)
-                if batch:
-                    pos = torch.tensor(batch, dtype=torch.int64, device=data.indices.device)
-                    xb, yb = data.batch(data.indices[pos], generator, train=True)
-                    logits = gsm(xb)
-                    loss = criterion(logits, yb)
-                    loss.backward()
-                    losses.append(loss.detach() * yb.numel())
-                    hits.append(logits.detach().argmax(dim=1) == yb)
-                    sizes.append(yb.numel())
-                else:  # an empty Poisson batch still takes a noised step
-                    for p in params:
-                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-                if optimizer.pre_step():  # clip, sum, noise, scale (p.grad)
-                    penalty = rule.functional_penalty(hparams, dict(zip(names, params)), global_weights)
-                    if penalty is not None:
-                        for p, g in zip(params, torch.autograd.grad(penalty, params, allow_unused=True)):
-                            if g is not None:
-                                p.grad.add_(g)
-                    optimizer.original_optimizer.step()
-                steps += 1
+                step(batch)
     finally:
         gsm._close()  # Opacus's hooks off the shared model (the next party, evaluation)
         for p in params:
             p.grad = None
-    seen = sum(sizes)
-    if seen:
-        mean_loss = float(torch.stack(losses).double().sum()) / seen
-        acc = float(torch.cat(hits).sum()) / seen
-    else:
-        mean_loss = acc = float("nan")
-    return TrainStats(n, steps, epochs, mean_loss, acc, time.perf_counter() - t0, mean_loss)
+    return step.stats(n, epochs, time.perf_counter() - t0)
+
+
+class _DPStep:
+    """One DP-SGD step on a Poisson batch of positions, and the task loss and hits of
+    every step (kept as tensors: reduced once at the end)."""
+
+    def __init__(
+        self,
+        gsm: nn.Module,
+        optimizer: Any,  # opacus.optimizers.DPOptimizer
+        rule: Any,
+        data: PartyData,
+        generator: torch.Generator,
+        params: list[nn.Parameter],
+        names: list[str],
+    ) -> None:
+        self.gsm, self.optimizer, self.rule, self.data, self.generator = gsm, optimizer, rule, data, generator
+        self.params, self.names = params, names
+        # the rule's context as its on_train_begin left it
+        self.criterion = rule.ctx.criterion
+        self.hparams, self.global_weights = rule.ctx.params, rule.ctx.global_state
+        self.losses: list[torch.Tensor] = []
+        self.hits: list[torch.Tensor] = []
+        self.sizes: list[int] = []
+        self.steps = 0
+
+    def __call__(self, batch: list[int]) -> None:
+        """Per-sample gradients of the batch's task loss; then clip, sum, noise and scale
+        (Opacus), add the rule's penalty gradient, and step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if batch:
+            data = self.data
+            pos = torch.tensor(batch, dtype=torch.int64, device=data.indices.device)
+            xb, yb = data.batch(data.indices[pos], self.generator, train=True)
+            logits = self.gsm(xb)
+            loss = self.criterion(logits, yb)
+            loss.backward()
+            self.losses.append(loss.detach() * yb.numel())
+            self.hits.append(logits.detach().argmax(dim=1) == yb)
+            self.sizes.append(yb.numel())
+        else:  # an empty Poisson batch still takes a noised step
+            for p in self.params:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        if self.optimizer.pre_step():  # clip, sum, noise, scale (p.grad)
+            self._add_penalty_grad()
+            self.optimizer.original_optimizer.step()
+        self.steps += 1
+
+    def _add_penalty_grad(self) -> None:
+        """The rule's parameter penalty (FedProx's proximal term): it reads no data, so its
+        gradient goes in after the noise at no privacy cost."""
+        penalty = self.rule.functional_penalty(self.hparams, dict(zip(self.names, self.params)), self.global_weights)
+        if penalty is None:
+            return
+        for p, g in zip(self.params, torch.autograd.grad(penalty, self.params, allow_unused=True)):
+            if g is not None:
+                p.grad.add_(g)
+
+    def stats(self, n: int, epochs: int, seconds: float) -> TrainStats:
+        """The round's mean task loss and accuracy over the samples seen (NaN for none)."""
+        seen = sum(self.sizes)
+        if seen:
+            mean_loss = float(torch.stack(self.losses).double().sum()) / seen
+            acc = float(torch.cat(self.hits).sum()) / seen
+        else:
+            mean_loss = acc = float("nan")
+        return TrainStats(n, self.steps, epochs, mean_loss, acc, seconds, mean_loss)

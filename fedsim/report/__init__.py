@@ -46,6 +46,7 @@ from fedsim.report.figures import (
     save_figure,
 )
 from fedsim.report.load import (
+    Layout,
     RunInfo,
     SweepView,
     combo_label,
@@ -59,7 +60,16 @@ from fedsim.report.load import (
 from fedsim.report.privacy import has_privacy, privacy_figure, privacy_table
 from fedsim.rundir.plots import plot_run
 from fedsim.rundir.store import RunStore, atomic_write_text, read_json
-from fedsim.sweeps import DONE, INDEX_FILE, attack_table, make_table, personal_table
+from fedsim.sweeps import (
+    DONE,
+    INDEX_FILE,
+    METRIC_COLUMNS,
+    PARTY_COLUMNS,
+    attack_table,
+    make_table,
+    personal_table,
+)
+from fedsim.util.formatting import format_percent, format_value
 
 __all__ = ["DropRow", "RunInfo", "SweepView", "accuracy_drops", "load_sweep", "report", "report_run", "report_sweep"]
 
@@ -101,114 +111,146 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     ended = finished_runs(view)
     diverged = [r for r in ended if r.diverged]
     failed = [r for r in view.runs if r.status not in DONE]
-    md = [f"# Sweep report: {view.name}", ""]
-    md.append(
+    band = _band_caption(layout, bool(diverged))
+    rows = _table_rows(view)
+    md = _header(view, ended, diverged, failed)
+    md += _results_section(view, rows)
+    md += _diverged_section(diverged)
+    md += _attack_and_party_sections(view, layout, rows, figs, bool(diverged))
+    md += _selection_section(sweep_dir)
+    md += _curve_sections(view, layout, figs, band)
+    md += _heterogeneity_section(view, measure, figs, bool(diverged))
+    md += _privacy_section(view, figs)
+    md += _drop_section(view, figs)
+    md += _model_heterogeneity_section(view, layout, figs, band)
+    md += _label_sections(view, figs)
+    md += _failed_section(failed)
+    path = sweep_dir / "report.md"
+    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    log.info("wrote %s", path)
+    return path
+
+
+def _header(view: SweepView, ended: list[RunInfo], diverged: list[RunInfo], failed: list[RunInfo]) -> list[str]:
+    """The title and the count of runs by how they ended."""
+    return [
+        f"# Sweep report: {view.name}",
+        "",
         f"{len(view.runs)} runs: {len(ended) - len(diverged)} finished, {len(diverged)} diverged, "
         f"{len(failed)} not finished"
         + (f"; seeds {view.seeds}" if view.seeds else "")
         + "."
-        + (" Every mean that includes a diverged run is marked † (see Diverged runs)." if diverged else "")
-    )
-    md += ["", "## Results", ""]
-    rows = [
+        + (" Every mean that includes a diverged run is marked † (see Diverged runs)." if diverged else ""),
+    ]
+
+
+def _table_rows(view: SweepView) -> list[dict[str, Any]]:
+    """Every run as a row of the sweep's tables: its factors, status and summary.csv's metrics."""
+    return [
         {
             **r.factors,
             "status": r.status,
             "diverged_round": r.diverged_round,
-            **{
-                k: r.value(k)
-                for k in (
-                    "test_accuracy",
-                    "best_test_accuracy",
-                    "test_f1_macro",
-                    "test_loss",
-                    "local_test_accuracy",
-                    "personal_test_accuracy",
-                    "finetune_test_accuracy",
-                    "attack_success_rate",
-                )
-            },
+            **{k: r.value(k) for k in (*METRIC_COLUMNS, *PARTY_COLUMNS)},
         }
         for r in view.runs
     ]
-    md.append(make_table(rows, view.factors, view.seeds))
-    if diverged:
-        md += [
-            "## Diverged runs",
-            "",
-            "Their accuracies are in the means marked †; fedsim stopped each at the round named "
-            "(`federation.on_divergence: stop`) or trained on and kept the mark (`continue`).",
-            "",
-            "| run | round | reason | final test accuracy (%) |",
-            "| --- | ---: | --- | ---: |",
-        ]
-        for r in diverged:
-            acc = r.value("test_accuracy")
-            reason = str(r.value("divergence_reason") or "").replace("|", "/")
-            md.append(f"| {r.name} | {r.diverged_round} | {reason} | {'–' if acc is None else f'{100 * acc:.2f}'} |")
-        md.append("")
+
+
+def _results_section(view: SweepView, rows: list[dict[str, Any]]) -> list[str]:
+    """The results table, as the sweep's table.md has it."""
+    return ["", "## Results", "", make_table(rows, view.factors, view.seeds)]
+
+
+def _diverged_section(diverged: list[RunInfo]) -> list[str]:
+    """A row per diverged run: the round, the reason, its final test accuracy."""
+    if not diverged:
+        return []
+    md = [
+        "## Diverged runs",
+        "",
+        "Their accuracies are in the means marked †; fedsim stopped each at the round named "
+        "(`federation.on_divergence: stop`) or trained on and kept the mark (`continue`).",
+        "",
+        "| run | round | reason | final test accuracy (%) |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for r in diverged:
+        reason = str(r.value("divergence_reason") or "").replace("|", "/")
+        md.append(f"| {r.name} | {r.diverged_round} | {reason} | {format_percent(r.value('test_accuracy'))} |")
+    return md + [""]
+
+
+def _attack_and_party_sections(
+    view: SweepView, layout: Layout, rows: list[dict[str, Any]], figs: Path, diverged: bool
+) -> list[str]:
+    """The attacks x defences table, and the accuracy on the parties' own test data with
+    its per-party figure (each only where the sweep has it)."""
+    md: list[str] = []
     attacked = attack_table(rows, view.factors, view.seeds)
     if attacked is not None:
         md += ["## Attacks and defences", "", attacked]
     personal = personal_table(rows, view.factors, view.seeds)
-    if personal:
-        md += ["## Accuracy on the parties' own test data", "", personal]
-        if _save(party_distribution_figure(view, layout), figs / "party_accuracy.png"):
-            md += [
-                "Each party's accuracy on its own test data after the last round (its own model; +FT: the global "
-                "model fine-tuned; (global): the global model), every seed's parties pooled; the triangle is the mean"
-                + ("; † a box pools the parties of a diverged run." if diverged else "."),
-                "",
-                _img(f"{FIGURES}/party_accuracy.png", "per-party accuracy"),
-                "",
-            ]
-    sel = sweep_dir / "selection.md"
-    if sel.exists():
-        text = sel.read_text().split("\n", 1)
+    if not personal:
+        return md
+    md += ["## Accuracy on the parties' own test data", "", personal]
+    if _save(party_distribution_figure(view, layout), figs / "party_accuracy.png"):
         md += [
-            "## Model selection",
+            "Each party's accuracy on its own test data after the last round (its own model; +FT: the global "
+            "model fine-tuned; (global): the global model), every seed's parties pooled; the triangle is the mean"
+            + ("; † a box pools the parties of a diverged run." if diverged else "."),
             "",
-            (text[1] if text[0].startswith("# ") and len(text) > 1 else sel.read_text()).strip(),
+            _img(f"{FIGURES}/party_accuracy.png", "per-party accuracy"),
             "",
         ]
+    return md
 
-    def fig(title: str, fname: str, ok: bool, note: str = "", caption: str = "") -> None:
-        md.extend([f"## {title}", ""])
-        if ok:
-            md.extend(([caption, ""] if caption else []) + [_img(f"{FIGURES}/{fname}", title), ""])
-        else:
-            md.extend([note or "No data for this figure.", ""])
 
+def _selection_section(sweep_dir: Path) -> list[str]:
+    """The sweep's selection.md without its title, where it has one."""
+    sel = sweep_dir / "selection.md"
+    if not sel.exists():
+        return []
+    text = sel.read_text().split("\n", 1)
+    body = text[1] if text[0].startswith("# ") and len(text) > 1 else sel.read_text()
+    return ["## Model selection", "", body.strip(), ""]
+
+
+def _figure_section(title: str, fname: str, ok: bool, note: str = "", caption: str = "") -> list[str]:
+    """A section with a figure of ``figures/`` and its caption, or ``note`` where none was drawn."""
+    md = [f"## {title}", ""]
+    if ok:
+        return md + ([caption, ""] if caption else []) + [_img(f"{FIGURES}/{fname}", title), ""]
+    return md + [note or "No data for this figure.", ""]
+
+
+def _band_caption(layout: Layout, diverged: bool) -> str:
+    """What a curve over rounds is (the mean over seeds with its band) and how panels and lines split the runs."""
     by = f", one line per {layout.series.short}" if layout.series is not None else ""
     panels = f"one panel per {' / '.join(f.short for f in layout.panels)}" if layout.panels else "one panel"
-    band = f"Mean over seeds with a ± sample-std band; {panels}{by}."
     if diverged:
-        band = (
+        return (
             f"Mean over the seeds that did not diverge, with a ± sample-std band; {panels}{by}. A diverged run "
             "is not in the mean: it is its own thin line with an X at the round it diverged."
         )
+    return f"Mean over seeds with a ± sample-std band; {panels}{by}."
+
+
+def _curve_sections(view: SweepView, layout: Layout, figs: Path, band: str) -> list[str]:
+    """Test accuracy and loss over rounds."""
     ok = _save(
         curves_figure(view, layout, [("test_accuracy", "-", "")], "test accuracy (%)"), figs / "accuracy_curves.png"
     )
-    fig("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
+    md = _figure_section("Test accuracy over rounds", "accuracy_curves.png", ok, caption=band)
     cut: list[str] = []
-    ok = _save(
-        curves_figure(
-            view,
-            layout,
-            [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")],
-            "loss (log scale)",
-            yscale="log",
-            cut=cut,
-        ),
-        figs / "loss_curves.png",
-    )
-    fig(
-        "Loss over rounds",
-        "loss_curves.png",
-        ok,
-        caption="Test loss (solid) and local training loss (dashed), on a log axis. " + band + _cut_caption(cut),
-    )
+    losses = [("test_loss", "-", " (test)"), ("train_loss", "--", " (train)")]
+    ok = _save(curves_figure(view, layout, losses, "loss (log scale)", yscale="log", cut=cut), figs / "loss_curves.png")
+    caption = "Test loss (solid) and local training loss (dashed), on a log axis. " + band + _cut_caption(cut)
+    return md + _figure_section("Loss over rounds", "loss_curves.png", ok, caption=caption)
+
+
+def _heterogeneity_section(view: SweepView, measure: str, figs: Path, diverged: bool) -> list[str]:
+    """Final test accuracy against ``measure`` (a data-heterogeneity measure or beta)."""
     fname = f"accuracy_vs_{fig_name(measure)}.png"
     ok = _save(accuracy_vs_heterogeneity_figure(view, measure), figs / fname)
     off = off_axis_settings(view, measure)
@@ -228,44 +270,57 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
         title = f"Accuracy against data heterogeneity ({measure})"
         caption = f"Final test accuracy against {MEASURE_AXIS.get(measure, measure)}." + points
         missing = f"No run reports the heterogeneity measure '{measure}'."
-    if off:
-        caption += f" Not on this axis: {'; '.join(off)}."
-    fig(title, fname, ok, missing + (f" Not on this axis: {'; '.join(off)}." if off else ""), caption=caption)
-    if has_privacy(view):  # a sweep over privacy.*: accuracy against the epsilon spent
-        md += ["## Privacy against utility", "", privacy_table(view), ""]
-        ok = _save(privacy_figure(view), figs / "privacy_utility.png")
-        fig(
-            "Accuracy against epsilon",
-            "privacy_utility.png",
-            ok,
-            "No run with a finite epsilon.",
-            caption="Final test accuracy against the epsilon spent (mean over seeds); dashed: the same strategy without DP.",
-        )
+    not_on_axis = f" Not on this axis: {'; '.join(off)}." if off else ""
+    return _figure_section(title, fname, ok, missing + not_on_axis, caption=caption + not_on_axis)
+
+
+def _privacy_section(view: SweepView, figs: Path) -> list[str]:
+    """A sweep over ``privacy.*``: the table and the figure of accuracy against the epsilon spent."""
+    if not has_privacy(view):
+        return []
+    ok = _save(privacy_figure(view), figs / "privacy_utility.png")
+    return ["## Privacy against utility", "", privacy_table(view), ""] + _figure_section(
+        "Accuracy against epsilon",
+        "privacy_utility.png",
+        ok,
+        "No run with a finite epsilon.",
+        caption="Final test accuracy against the epsilon spent (mean over seeds); dashed: the same strategy without DP.",
+    )
+
+
+def _drop_section(view: SweepView, figs: Path) -> list[str]:
+    """The accuracy drop of every setting against IID: the table and the bar chart."""
     drops = accuracy_drops(view)
-    md += ["## Accuracy drop relative to IID", ""]
-    if drops:
-        _save(drops_figure(drops, view), figs / "accuracy_drop.png")
-        md += [
-            drop_table(drops, view),
-            "Error bars: the sample std over seeds of the paired drop"
-            + ("; a hatched bar with † includes a diverged run." if any(d.diverged for d in drops) else "."),
-            "",
-            _img(f"{FIGURES}/accuracy_drop.png", "accuracy drop vs IID"),
-            "",
-        ]
-    else:
-        md += ["No IID setting in this sweep: no drop to compute.", ""]
-    cut = []
+    md = ["## Accuracy drop relative to IID", ""]
+    if not drops:
+        return md + ["No IID setting in this sweep: no drop to compute.", ""]
+    _save(drops_figure(drops, view), figs / "accuracy_drop.png")
+    return md + [
+        drop_table(drops, view),
+        "Error bars: the sample std over seeds of the paired drop"
+        + ("; a hatched bar with † includes a diverged run." if any(d.diverged for d in drops) else "."),
+        "",
+        _img(f"{FIGURES}/accuracy_drop.png", "accuracy drop vs IID"),
+        "",
+    ]
+
+
+def _model_heterogeneity_section(view: SweepView, layout: Layout, figs: Path, band: str) -> list[str]:
+    """Client drift, update cosine and gradient diversity over rounds."""
+    cut: list[str] = []
     ok = _save(model_heterogeneity_figure(view, layout, cut), figs / "model_heterogeneity.png")
-    fig(
+    return _figure_section(
         "Model heterogeneity over rounds",
         "model_heterogeneity.png",
         ok,
         caption="Client drift (mean distance of the client models to the aggregate, relative), mean pairwise cosine "
         "of the updates and gradient diversity, each round. " + band + _cut_caption(cut),
     )
-    # label distributions: one per partition setting, from its first finished (lowest-seed) run
-    md += ["## Label distribution", ""]
+
+
+def _label_settings(view: SweepView) -> dict[tuple, RunInfo]:
+    """One run per partition setting, in grid order: its lowest-seed run with a partition.json
+    (without partition factors, the first such run)."""
     pf = partition_factors(view)
     settings: dict[tuple, RunInfo] = {}
     for r in sorted(view.runs, key=lambda r: r.seed if r.seed is not None else 0):
@@ -276,8 +331,15 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     settings = dict(sorted(settings.items(), key=lambda kv: order.get(kv[0], len(order))))
     if not pf and settings:
         settings = dict(list(settings.items())[:1])
+    return settings
+
+
+def _label_sections(view: SweepView, figs: Path) -> list[str]:
+    """The label distribution of each partition setting (its first seed)."""
+    md = ["## Label distribution", ""]
+    settings = _label_settings(view)
     for key, r in settings.items():
-        label = combo_label(key) if pf else "all runs"
+        label = combo_label(key) if partition_factors(view) else "all runs"
         fname = f"label_{fig_name(label)}.png"
         if label_distribution(r.path, figs / fname, label):
             md += [
@@ -290,15 +352,16 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
             ]
     if not settings:
         md += ["No partition.json found.", ""]
-    if failed:
-        md += ["## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
-        for r in failed:
-            md.append(f"| {r.name} | {r.status} | {(r.error or '').replace('|', '/')} |")
-        md.append("")
-    path = sweep_dir / "report.md"
-    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
-    log.info("wrote %s", path)
-    return path
+    return md
+
+
+def _failed_section(failed: list[RunInfo]) -> list[str]:
+    """A row per run that did not finish, with its error."""
+    if not failed:
+        return []
+    md = ["## Runs not finished", "", "| run | status | error |", "| --- | --- | --- |"]
+    md += [f"| {r.name} | {r.status} | {(r.error or '').replace('|', '/')} |" for r in failed]
+    return md + [""]
 
 
 _RUN_KEYS = (
@@ -342,15 +405,6 @@ _RUN_KEYS = (
 )
 
 
-def _fmt(v: Any) -> str:
-    """A summary value in a Markdown cell: floats with 4 decimals, dicts as k=v pairs."""
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
-    return "–" if v is None else str(v)
-
-
 def report_run(run_dir: Path) -> Path:
     """Write a run directory's ``report.md`` (and its ``plots/``); return the report's path."""
     store = RunStore(run_dir)
@@ -362,14 +416,14 @@ def report_run(run_dir: Path) -> Path:
         md += ["## Summary", "", "| metric | value |", "| --- | ---: |"]
         for k in _RUN_KEYS:
             if k in summary:
-                md.append(f"| {k} | {_fmt(summary[k])} |")
+                md.append(f"| {k} | {format_value(summary[k])} |")
         if summary.get("partition"):
-            md.append(f"| partition | {_fmt(summary['partition'])} |")
+            md.append(f"| partition | {format_value(summary['partition'])} |")
         md.append("")
         het = summary.get("heterogeneity") or {}
         if het:
             md += ["## Data heterogeneity", "", "| measure | value |", "| --- | ---: |"]
-            md += [f"| {k} | {_fmt(v)} |" for k, v in het.items() if not isinstance(v, (list, dict))]
+            md += [f"| {k} | {format_value(v)} |" for k, v in het.items() if not isinstance(v, (list, dict))]
             md.append("")
     plots = plot_run(store)
     names = {p.name: p for p in plots}

@@ -263,8 +263,7 @@ def curves_figure(
     """
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
-    labels = layout.series_labels(view)
-    colors, markers, styles = colors_of(labels), markers_of(labels), styles_of(labels)
+    look = _Look.of(layout.series_labels(view))
     nrows, ncols = panel_grid(len(combos))
     fig = new_figure(4.6 * ncols + 2.0, 3.4 * nrows, constrained=True)  # + 2 in for the shared legend
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -277,34 +276,10 @@ def curves_figure(
             ax.grid(alpha=0.3)
         in_panel = [r for r in runs if layout.panel_of(r) == tuple(combo)]
         title = panel_title(view, layout, combo, in_panel)
-        shown: list[float] = []
-        diverged: list = []
-        for lbl in labels:
-            members = [r for r in in_panel if layout.series_of(r) == lbl]
-            for key, style, suffix in keys:
-                scale = 100 if "accuracy" in key else 1
-                # one band per line keeps the panel readable; one legend entry per diverged run
-                first = key == keys[0][0]
-                vals, curves = draw_curves(
-                    ax,
-                    members,
-                    key,
-                    styles[lbl] if len(keys) == 1 else style,  # the style tells series apart unless it tells keys
-                    colors[lbl],
-                    f"{lbl}{suffix}",
-                    scale,
-                    band=first,
-                    label_diverged=first,
-                    marker=markers[lbl],
-                    where=panel_key(layout, combo),
-                )
-                drawn = drawn or bool(vals or curves)
-                shown += vals
-                diverged += curves
+        drawn_here, shown, diverged = _panel_lines(ax, layout, combo, in_panel, look, keys)
+        drawn = drawn or drawn_here
         # accuracies are bounded (0-100%): a diverged run's fall to chance is worth seeing whole
-        off = [] if all("accuracy" in k for k, _, _ in keys) else keep_axis_on(ax, shown, diverged)
-        if cut is not None:
-            cut.extend(n for n in off if n not in cut)
+        off = [] if all("accuracy" in k for k, _, _ in keys) else _keep_axis(ax, shown, diverged, cut)
         ax.set_title(_cut_note(title, len(off)))
         ax.set_xlabel("round")
         integer_rounds(ax)
@@ -313,10 +288,75 @@ def curves_figure(
         axes[j // ncols][j % ncols].axis("off")
     if not drawn:
         return None
-    shared_legend(fig, [ax for row in axes for ax in row], layout.series.short if layout.series is not None else None)
-    if fixed_settings(view, layout):  # what every panel shares, said once
-        fig.suptitle(fixed_settings(view, layout), fontsize=10)
+    _legend_and_suptitle(fig, axes, view, layout)
     return fig
+
+
+@dataclass
+class _Look:
+    """How each series is drawn in every panel: its colour, marker and line style."""
+
+    labels: list[str]
+    colors: dict[str, Any]
+    markers: dict[str, str]
+    styles: dict[str, str]
+
+    @classmethod
+    def of(cls, labels: list[str]) -> _Look:
+        """The look of these series, in order."""
+        return cls(labels, colors_of(labels), markers_of(labels), styles_of(labels))
+
+
+def _panel_lines(
+    ax: Axes,
+    layout: Layout,
+    combo: Sequence[str],
+    in_panel: Sequence[RunInfo],
+    look: _Look,
+    keys: Sequence[tuple[str, str, str]],
+) -> tuple[bool, list[float], list[DivergedCurve]]:
+    """Every series' line of each key in one panel (:func:`draw_curves`): whether any was
+    drawn, the y values of the runs that did not diverge, and the diverged runs' curves."""
+    drawn = False
+    shown: list[float] = []
+    diverged: list[DivergedCurve] = []
+    for lbl in look.labels:
+        members = [r for r in in_panel if layout.series_of(r) == lbl]
+        for key, style, suffix in keys:
+            # one band per line keeps the panel readable; one legend entry per diverged run
+            first = key == keys[0][0]
+            vals, curves = draw_curves(
+                ax,
+                members,
+                key,
+                look.styles[lbl] if len(keys) == 1 else style,  # the style tells series apart unless it tells keys
+                look.colors[lbl],
+                f"{lbl}{suffix}",
+                100 if "accuracy" in key else 1,
+                band=first,
+                label_diverged=first,
+                marker=look.markers[lbl],
+                where=panel_key(layout, combo),
+            )
+            drawn = drawn or bool(vals or curves)
+            shown += vals
+            diverged += curves
+    return drawn, shown, diverged
+
+
+def _keep_axis(ax: Axes, shown: Sequence[float], diverged: Sequence[DivergedCurve], cut: list[str] | None) -> list[str]:
+    """:func:`keep_axis_on`, with the names of the runs that leave the axis added to ``cut``."""
+    off = keep_axis_on(ax, shown, diverged)
+    if cut is not None:
+        cut.extend(n for n in off if n not in cut)
+    return off
+
+
+def _legend_and_suptitle(fig: Figure, axes: Any, view: SweepView, layout: Layout) -> None:
+    """One legend for every panel, and above them what every panel shares, said once."""
+    shared_legend(fig, [ax for row in axes for ax in row], layout.series.short if layout.series is not None else None)
+    if fixed_settings(view, layout):
+        fig.suptitle(fixed_settings(view, layout), fontsize=10)
 
 
 def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] | None = None) -> Figure | None:
@@ -326,8 +366,7 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
     leave it are appended to ``cut``)."""
     runs = finished_runs(view)
     combos = layout.panel_combos() or [()]
-    labels = layout.series_labels(view)
-    colors, markers, styles = colors_of(labels), markers_of(labels), styles_of(labels)
+    look = _Look.of(layout.series_labels(view))
     ncols = len(combos)
     fig = new_figure(3.8 * ncols + 2.0, 2.6 * len(HETEROGENEITY_SERIES) + 0.3, constrained=True)
     axes = fig.subplots(len(HETEROGENEITY_SERIES), ncols, squeeze=False, sharex="col")
@@ -338,26 +377,10 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
         for i, (key, name) in enumerate(HETEROGENEITY_SERIES):
             ax = axes[i][j]
             ax.grid(alpha=0.3)
-            shown: list[float] = []
-            diverged: list = []
-            for lbl in labels:
-                members = [r for r in in_panel if layout.series_of(r) == lbl]
-                vals, curves = draw_curves(
-                    ax,
-                    members,
-                    key,
-                    styles[lbl],
-                    colors[lbl],
-                    lbl,
-                    marker=markers[lbl],
-                    where=panel_key(layout, combo),
-                )
-                drawn = drawn or bool(vals or curves)
-                shown += vals
-                diverged += curves
-            off = keep_axis_on(ax, shown, diverged)
-            if cut is not None:
-                cut.extend(n for n in off if n not in cut)
+            # one key a panel: the series' own line styles, a band and a legend entry each
+            drawn_here, shown, diverged = _panel_lines(ax, layout, combo, in_panel, look, [(key, "-", "")])
+            drawn = drawn or drawn_here
+            off = _keep_axis(ax, shown, diverged, cut)
             if i == 0:
                 ax.set_title(_cut_note(title, len(off)))
             elif off:
@@ -370,7 +393,5 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
     if not drawn:
         return None
     fig.align_ylabels(axes[:, 0])
-    shared_legend(fig, [ax for row in axes for ax in row], layout.series.short if layout.series is not None else None)
-    if fixed_settings(view, layout):  # what every panel shares, said once
-        fig.suptitle(fixed_settings(view, layout), fontsize=10)
+    _legend_and_suptitle(fig, axes, view, layout)
     return fig

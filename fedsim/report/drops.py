@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from fedsim.report.load import Layout, RunInfo, SweepView, finished_runs, layout_of, partition_factors
 from fedsim.sweeps import mean_std
+from fedsim.util.formatting import diverged_mark, format_mean_std, format_percent
 
 
 @dataclass
@@ -117,7 +118,7 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
     layout, series, keys, by = drop_grid(drops, view)
     iid_ref = {}
     for d in drops:
-        iid_ref.setdefault((d.context, d.series), f"{100 * d.iid_mean:.2f}" + (" †" if d.iid_diverged else ""))
+        iid_ref.setdefault((d.context, d.series), format_percent(d.iid_mean) + (" †" if d.iid_diverged else ""))
     lines = [
         "Accuracy drop against IID: mean final test accuracy of the IID setting minus that of each setting, "
         "in percentage points (positive = worse than IID), same strategy, means over seeds; ± the sample std "
@@ -145,5 +146,4 @@ def drop_table(drops: Sequence[DropRow], view: SweepView) -> str:
 
 def _drop_cell(d: DropRow) -> str:
     """``33.00 ± 6.10``, with ``† (1 diverged)`` when a diverged run is in either mean."""
-    text = f"{100 * d.drop:.2f}" + (f" ± {100 * d.std:.2f}" if d.std is not None else "")
-    return text + (f" † ({d.diverged} diverged)" if d.diverged else "")
+    return format_mean_std(d.drop, d.std) + diverged_mark(d.diverged)

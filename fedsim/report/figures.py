@@ -217,124 +217,165 @@ def accuracy_vs_heterogeneity_figure(view: SweepView, measure: str) -> Figure | 
     right edge past a dashed rule, under the tick ``IID``. Runs without a value
     (``#C=1`` has no beta) are named under the axes (:func:`off_axis_settings`).
     """
-    from matplotlib.lines import Line2D
-
     done = [r for r in finished_runs(view) if r.value("test_accuracy") is not None]
     on_axis = [r for r in done if het_value(r, measure) is not None]
     if not on_axis:
         return None
     iid = [r for r in done if _on_iid_edge(r, measure)]
+    placed = on_axis + iid
     xs = sorted({het_value(r, measure) for r in on_axis})
-    x_iid = None
-    if iid:  # IID past the largest beta by half a decade, or a quarter of the betas' span
-        lo, hi = math.log10(xs[0]), math.log10(xs[-1])
-        x_iid = 10 ** (hi + max(0.5, 0.25 * (hi - lo)))
+    x_iid = _iid_x(xs) if iid else None
 
     def x_of(r: RunInfo) -> float:
         return x_iid if _on_iid_edge(r, measure) else het_value(r, measure)
 
     labels, series_of, title = comparison_series(view)
     colors = colors_of(labels)
-    series = [lbl for lbl in labels if any(series_of(r) == lbl for r in on_axis + iid)]
+    series = [lbl for lbl in labels if any(series_of(r) == lbl for r in placed)]
     # whether two series share a setting (strategies on one partition), which then stand side by side
-    settings_of = [{partition_of(view, r) for r in on_axis + iid if series_of(r) == lbl} for lbl in series]
+    settings_of = [{partition_of(view, r) for r in placed if series_of(r) == lbl} for lbl in series]
     shared = any(a & b for i, a in enumerate(settings_of) for b in settings_of[i + 1 :])
     off = off_axis_settings(view, measure)
     fig = new_figure(7.5, 4.6 + (0.3 if off else 0.0), constrained=True)
     ax = fig.subplots()
     handles = []
     settings: dict[str, list[float]] = {}  # a setting's name -> the x of its means (one per series)
-    marked: set[str] = set()
+    marked: set[str] = set()  # the settings whose mean includes a diverged run
     for lbl in series:
-        members = [r for r in on_axis + iid if series_of(r) == lbl]
-        for group, marker, size in (
-            ([r for r in members if not r.diverged], "o", 16),
-            ([r for r in members if r.diverged], "x", 36),
-        ):
-            if group:
-                ax.scatter(
-                    [x_of(r) for r in group],
-                    [100 * r.value("test_accuracy") for r in group],
-                    color=colors[lbl],
-                    alpha=0.5,
-                    s=size,
-                    marker=marker,
-                    linewidths=1.2 if marker == "x" else 0,
-                    gid="diverged" if marker == "x" else None,
-                )
-        pts = []
-        for name in dict.fromkeys(partition_of(view, r) for r in members):
-            group = [r for r in members if partition_of(view, r) == name]
-            x, _, _ = mean_std(x_of(r) for r in group)
-            y, sd, _ = mean_std(r.value("test_accuracy") for r in group)
-            settings.setdefault(name, []).append(x)
-            if any(r.diverged for r in group):
-                marked.add(name)
-            pts.append((x, 100 * y, 100 * sd if sd is not None else 0.0))
-        pts.sort()
-        means = ax.errorbar(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            yerr=[p[2] for p in pts],
-            fmt="s",
-            linestyle="none",
-            color=colors[lbl],
-            ms=6,
-            mec="black",
-            mew=0.5,
-            capsize=3,
-            elinewidth=1,
-            label=lbl,
-        )
-        # side by side, a few points apart, where series share a setting (the same partition
-        # gives every strategy the same measure: one square would hide the others); the data
-        # stay at their measure, only the drawing moves
+        members = [r for r in placed if series_of(r) == lbl]
+        _scatter_runs(ax, members, x_of, colors[lbl])
+        pts = _setting_means(view, members, x_of, settings, marked)
+        means = _draw_means(ax, pts, colors[lbl], lbl)
         if shared:
-            shift = ScaledTranslation((len(handles) - (len(series) - 1) / 2) * 6 / 72, 0, fig.dpi_scale_trans)
-            for artist in [means.lines[0], *means.lines[1], *means.lines[2]]:
-                artist.set_transform(ax.transData + shift)
+            _side_by_side(fig, ax, means, len(handles), len(series))
         handles.append(means)
-    names = {n: f"{n} †" if n in marked else n for n in settings}
     if measure == "beta":
-        ax.set_xscale("log")
-        ticks, tick_names = list(xs), [f"{x:g}" for x in xs]
-        if x_iid is not None:
-            ax.axvline(math.sqrt(xs[-1] * x_iid), color="gray", linestyle="--", linewidth=0.8)
-            ticks.append(x_iid)
-            tick_names.append("IID")
-        ax.set_xticks(ticks, tick_names)  # the settings' betas: log-axis minor ticks would label values nobody ran
-        ax.xaxis.set_minor_locator(NullLocator())
-    # the settings by name above the axes, at the mean of their means' x
+        _beta_axis(ax, xs, x_iid)
+    _name_settings(ax, {n: f"{n} †" if n in marked else n for n in settings}, settings)
+    ax.set_xlabel(MEASURE_AXIS.get(measure, measure))
+    ax.set_ylabel("final test accuracy (%)")
+    ax.grid(alpha=0.3)
+    if handles:
+        _points_legend(ax, handles, any(r.diverged for r in placed), title)
+    if off:
+        fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
+        fig.text(0.01, 0.01, "not on this axis: " + "; ".join(off), fontsize=7, color="dimgray", ha="left", va="bottom")
+    return fig
+
+
+def _iid_x(xs: Sequence[float]) -> float:
+    """Where IID stands on the beta axis: past the largest beta by half a decade, or a
+    quarter of the betas' span."""
+    lo, hi = math.log10(xs[0]), math.log10(xs[-1])
+    return 10 ** (hi + max(0.5, 0.25 * (hi - lo)))
+
+
+def _scatter_runs(ax: Axes, members: Sequence[RunInfo], x_of: Any, color: Any) -> None:
+    """A series' runs as small dots, a diverged run as an x."""
+    for group, marker, size in (
+        ([r for r in members if not r.diverged], "o", 16),
+        ([r for r in members if r.diverged], "x", 36),
+    ):
+        if group:
+            ax.scatter(
+                [x_of(r) for r in group],
+                [100 * r.value("test_accuracy") for r in group],
+                color=color,
+                alpha=0.5,
+                s=size,
+                marker=marker,
+                linewidths=1.2 if marker == "x" else 0,
+                gid="diverged" if marker == "x" else None,
+            )
+
+
+def _setting_means(
+    view: SweepView, members: Sequence[RunInfo], x_of: Any, settings: dict[str, list[float]], marked: set[str]
+) -> list[tuple[float, float, float]]:
+    """(x, accuracy %, its std) of each of a series' settings, sorted by x; each setting's x
+    is added to ``settings`` and a setting with a diverged run to ``marked``."""
+    pts = []
+    for name in dict.fromkeys(partition_of(view, r) for r in members):
+        group = [r for r in members if partition_of(view, r) == name]
+        x, _, _ = mean_std(x_of(r) for r in group)
+        y, sd, _ = mean_std(r.value("test_accuracy") for r in group)
+        settings.setdefault(name, []).append(x)
+        if any(r.diverged for r in group):
+            marked.add(name)
+        pts.append((x, 100 * y, 100 * sd if sd is not None else 0.0))
+    pts.sort()
+    return pts
+
+
+def _draw_means(ax: Axes, pts: Sequence[tuple[float, float, float]], color: Any, label: str) -> Any:
+    """A series' setting means: squares with error bars, not joined."""
+    return ax.errorbar(
+        [p[0] for p in pts],
+        [p[1] for p in pts],
+        yerr=[p[2] for p in pts],
+        fmt="s",
+        linestyle="none",
+        color=color,
+        ms=6,
+        mec="black",
+        mew=0.5,
+        capsize=3,
+        elinewidth=1,
+        label=label,
+    )
+
+
+def _side_by_side(fig: Figure, ax: Axes, means: Any, i: int, n: int) -> None:
+    """Move the ``i``-th of ``n`` series' squares a few points sideways where series share a
+    setting (the same partition gives every strategy the same measure: one square would
+    hide the others); the data stay at their measure, only the drawing moves."""
+    shift = ScaledTranslation((i - (n - 1) / 2) * 6 / 72, 0, fig.dpi_scale_trans)
+    for artist in [means.lines[0], *means.lines[1], *means.lines[2]]:
+        artist.set_transform(ax.transData + shift)
+
+
+def _beta_axis(ax: Axes, xs: Sequence[float], x_iid: float | None) -> None:
+    """A log axis with a tick at each beta run, and IID past a dashed rule at the right edge."""
+    ax.set_xscale("log")
+    ticks, tick_names = list(xs), [f"{x:g}" for x in xs]
+    if x_iid is not None:
+        ax.axvline(math.sqrt(xs[-1] * x_iid), color="gray", linestyle="--", linewidth=0.8)
+        ticks.append(x_iid)
+        tick_names.append("IID")
+    ax.set_xticks(ticks, tick_names)  # the settings' betas: log-axis minor ticks would label values nobody ran
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _name_settings(ax: Axes, names: dict[str, str], settings: dict[str, list[float]]) -> None:
+    """The settings by name above the axes, at the mean of their means' x."""
     top = ax.secondary_xaxis("top")
     where = sorted((sum(v) / len(v), names[n]) for n, v in settings.items())
     top.set_xticks([w for w, _ in where], [n for _, n in where], fontsize=8, rotation=30 if len(where) > 4 else 0)
     top.xaxis.set_minor_locator(NullLocator())
     top.tick_params(length=3)
-    ax.set_xlabel(MEASURE_AXIS.get(measure, measure))
-    ax.set_ylabel("final test accuracy (%)")
-    ax.grid(alpha=0.3)
+
+
+def _points_legend(ax: Axes, handles: list, any_diverged: bool, title: str | None) -> None:
+    """The series, then what a dot, a square and an x are, right of the axes."""
+    from matplotlib.lines import Line2D
+
     extra = [Line2D([], [], marker="o", color="gray", alpha=0.5, linestyle="none", ms=4)]
     extra_labels = ["a run"]
     extra.append(Line2D([], [], marker="s", color="gray", mec="black", mew=0.5, linestyle="none", ms=6))
     extra_labels.append("mean ± sample std over seeds")
-    if any(r.diverged for r in on_axis + iid):
+    if any_diverged:
         extra.append(Line2D([], [], marker="x", color="gray", linestyle="none", ms=6, mew=1.2))
         extra_labels.append("a diverged run († its setting's mean includes it)")
-    if handles:
-        ax.legend(
-            handles + extra,
-            [h.get_label() for h in handles] + extra_labels,
-            fontsize=8,
-            loc="upper left",
-            bbox_to_anchor=(1.02, 1.0),
-            borderaxespad=0.0,
-            title=title,
-            title_fontsize=8,
-        )
-    if off:
-        fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
-        fig.text(0.01, 0.01, "not on this axis: " + "; ".join(off), fontsize=7, color="dimgray", ha="left", va="bottom")
-    return fig
+    ax.legend(
+        handles + extra,
+        [h.get_label() for h in handles] + extra_labels,
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        title=title,
+        title_fontsize=8,
+    )
 
 
 def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
@@ -350,34 +391,8 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
     for j, s in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(keys))]
         cells = [by.get((c, st, s)) for c, st in keys]
-        ys = [100 * d.drop if d is not None else 0.0 for d in cells]
-        # the error bar: sample std over seeds of the paired drop (none under two seeds)
-        err = [100 * d.std if d is not None and d.std is not None else 0.0 for d in cells]
-        bars = ax.bar(
-            xs,
-            ys,
-            width=width,
-            color=colors[s],
-            label=s,
-            yerr=err if any(err) else None,
-            capsize=3,
-            error_kw={"elinewidth": 1, "ecolor": "black"},
-        )
-        for bar, d in zip(bars, cells):
-            if d is not None and d.diverged:  # a mean with a diverged run in it: hatched and marked
-                marked = True
-                bar.set_hatch("//")
-                bar.set_edgecolor("black")
-                top = bar.get_height() + (100 * d.std if d.std is not None else 0.0)
-                ax.annotate(
-                    "†",
-                    (bar.get_x() + bar.get_width() / 2, top),
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=10,
-                )
+        bars = _drop_bars(ax, xs, cells, width, colors[s], s)
+        marked = _mark_diverged_bars(ax, bars, cells) or marked
     if marked:
         ax.margins(y=0.12)  # room above the tallest error bar for its †
     ax.set_xticks(range(len(keys)))
@@ -409,6 +424,48 @@ def drops_figure(drops: Sequence[DropRow], view: SweepView) -> Figure | None:
     # counts the legend: the axes shrink to leave it room inside the figure (and the note below)
     fig.tight_layout(rect=(0, 0.04, 1, 1) if marked else (0, 0, 1, 1))
     return fig
+
+
+def _drop_bars(
+    ax: Axes, xs: Sequence[float], cells: Sequence[DropRow | None], width: float, color: Any, label: str
+) -> Any:
+    """One series' bars of drops in percentage points (0 where a setting has none), with
+    error bars: the sample std over seeds of the paired drop (none under two seeds)."""
+    ys = [100 * d.drop if d is not None else 0.0 for d in cells]
+    err = [100 * d.std if d is not None and d.std is not None else 0.0 for d in cells]
+    return ax.bar(
+        xs,
+        ys,
+        width=width,
+        color=color,
+        label=label,
+        yerr=err if any(err) else None,
+        capsize=3,
+        error_kw={"elinewidth": 1, "ecolor": "black"},
+    )
+
+
+def _mark_diverged_bars(ax: Axes, bars: Any, cells: Sequence[DropRow | None]) -> bool:
+    """Hatch a bar whose mean has a diverged run in it and put † above its error bar;
+    whether any was."""
+    marked = False
+    for bar, d in zip(bars, cells):
+        if d is None or not d.diverged:
+            continue
+        marked = True
+        bar.set_hatch("//")
+        bar.set_edgecolor("black")
+        top = bar.get_height() + (100 * d.std if d.std is not None else 0.0)
+        ax.annotate(
+            "†",
+            (bar.get_x() + bar.get_width() / 2, top),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=10,
+        )
+    return marked
 
 
 def party_accuracies(run: RunInfo) -> dict[str, list[float]]:

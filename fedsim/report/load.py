@@ -124,44 +124,36 @@ def load_sweep(sweep_dir: Path) -> SweepView:
     """The runs of a sweep directory, from ``sweep.json`` or from the run directories."""
     index = read_json_or_none(sweep_dir / INDEX_FILE)
     if index and index.get("runs") is not None:
-        folds = index.get("folds") or 0
-        tune = list(index.get("tune") or [])
-        runs = []
-        for r in index["runs"]:
-            if r.get("phase", "grid") == "cv":
-                continue
-            path = sweep_dir / r["name"]
-            summary = read_json_or_none(path / "summary.json")
-            status = summary["status"] if is_done(summary) else ("failed" if r.get("status") == "failed" else "missing")
-            runs.append(
-                RunInfo(r["name"], path, dict(r.get("factors") or {}), r.get("seed"), status, r.get("error"), summary)
-            )
-        factors = []
-        for f in index.get("factors") or []:
-            if folds and f["key"] in tune:
-                continue  # the chosen value is part of the setting, not a factor of the table
-            factors.append(Factor(f["key"], f.get("short", f["key"]), tuple(Setting(lbl, {}) for lbl in f["labels"])))
-        return SweepView(index.get("name") or sweep_dir.name, factors, runs, index.get("seeds"), tune)
-    # a plain folder of run directories: group by strategy and partition
+        return _indexed_sweep(sweep_dir, index)
+    return _folder_of_runs(sweep_dir)
+
+
+def _indexed_sweep(sweep_dir: Path, index: dict) -> SweepView:
+    """A sweep as its index ``sweep.json`` lists it (the grid and final runs; not the
+    cross-validation folds, whose results are selection.md's)."""
+    folds = index.get("folds") or 0
+    tune = list(index.get("tune") or [])
     runs = []
-    for sub in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and is_run_dir(p)):
-        summary = read_json_or_none(sub / "summary.json")
-        cfg = read_config(sub)
-        strategy = (summary or {}).get("strategy") or (cfg.get("strategy") or {}).get("name") or "?"
-        part = (summary or {}).get("partition") or cfg.get("partition") or {}
-        seed = (summary or {}).get("seed", cfg.get("seed"))
-        status = summary["status"] if is_done(summary) else "missing"
+    for r in index["runs"]:
+        if r.get("phase", "grid") == "cv":
+            continue
+        path = sweep_dir / r["name"]
+        summary = read_json_or_none(path / "summary.json")
+        status = summary["status"] if is_done(summary) else ("failed" if r.get("status") == "failed" else "missing")
         runs.append(
-            RunInfo(
-                sub.name,
-                sub,
-                {"strategy.name": str(strategy), "partition": partition_label(part)},
-                seed,
-                status,
-                None,
-                summary,
-            )
+            RunInfo(r["name"], path, dict(r.get("factors") or {}), r.get("seed"), status, r.get("error"), summary)
         )
+    factors = []
+    for f in index.get("factors") or []:
+        if folds and f["key"] in tune:
+            continue  # the chosen value is part of the setting, not a factor of the table
+        factors.append(Factor(f["key"], f.get("short", f["key"]), tuple(Setting(lbl, {}) for lbl in f["labels"])))
+    return SweepView(index.get("name") or sweep_dir.name, factors, runs, index.get("seeds"), tune)
+
+
+def _folder_of_runs(sweep_dir: Path) -> SweepView:
+    """A plain folder of run directories, grouped by strategy and partition."""
+    runs = [_run_of_dir(sub) for sub in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and is_run_dir(p))]
     if not runs:
         raise RunDirError(
             f"'{sweep_dir}' is neither a run directory nor a sweep directory (no sweep.json and no run directories)"
@@ -175,13 +167,25 @@ def load_sweep(sweep_dir: Path) -> SweepView:
         if key == "partition" and "iid" in labels:
             labels.remove("iid")
             labels.insert(0, "iid")
-        if len(labels) > 1:
+        if len(labels) > 1:  # a factor only where the runs differ in it
             factors.append(Factor(key, short, tuple(Setting(lbl, {}) for lbl in labels)))
     keys = {f.key for f in factors}
     for r in runs:
         r.factors = {k: v for k, v in r.factors.items() if k in keys}
     seeds = sorted({r.seed for r in runs if r.seed is not None}) or None
     return SweepView(sweep_dir.name, factors, runs, seeds, [])
+
+
+def _run_of_dir(sub: Path) -> RunInfo:
+    """A run directory of a plain folder, its strategy and partition as its factors."""
+    summary = read_json_or_none(sub / "summary.json")
+    cfg = read_config(sub)
+    strategy = (summary or {}).get("strategy") or (cfg.get("strategy") or {}).get("name") or "?"
+    part = (summary or {}).get("partition") or cfg.get("partition") or {}
+    seed = (summary or {}).get("seed", cfg.get("seed"))
+    status = summary["status"] if is_done(summary) else "missing"
+    factors = {"strategy.name": str(strategy), "partition": partition_label(part)}
+    return RunInfo(sub.name, sub, factors, seed, status, None, summary)
 
 
 # -------------------------------------------------------------------- layout

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fedsim.report.figures import colors_of, new_figure
 from fedsim.report.load import RunInfo, SweepView, finished_runs, partition_factors
+from fedsim.rundir.plots import plain_log_scale
 from fedsim.sweeps import mean_std
+from fedsim.util.formatting import diverged_mark, format_mean_std
 
 
 def _key(r: RunInfo) -> tuple[str, str, str, float | None]:
@@ -83,27 +84,13 @@ def privacy_table(view: SweepView) -> str:
         eps = "∞ (no DP)" if p["mode"] == "none" else ("∞" if p["epsilon"] is None else f"{p['epsilon']:.2f}")
         if p["mode"] != "none" and p["delta"] is not None:
             eps += f" ({p['delta']:.1e})"
-        acc = "–" if p["accuracy"] is None else f"{p['accuracy']:.2f}"
-        if p["accuracy_std"] is not None:
-            acc += f" ± {p['accuracy_std']:.2f}"
-        if p["diverged"] and p["accuracy"] is not None:
-            acc += f" † ({p['diverged']} diverged)"
+        # the points are in percent already
+        acc = format_mean_std(p["accuracy"], p["accuracy_std"], percent=False, digits=2)
+        if p["accuracy"] is not None:
+            acc += diverged_mark(p["diverged"])
         sigma = "–" if p["sigma"] is None else f"{p['sigma']:g}"
         lines.append(f"| {p['partition']} | {p['strategy']} | {p['mode']} | {sigma} | {eps} | {acc} |")
     return "\n".join(lines)
-
-
-def _x_plain(ax: Axes) -> None:
-    """A log x axis labelled with plain numbers (3, 6, 10, 20), not ``6 x 10^0``."""
-    from matplotlib.ticker import LogFormatter
-
-    class Plain(LogFormatter):
-        def __call__(self, x: float, pos: int | None = None) -> str:
-            return f"{x:g}" if super().__call__(x, pos) else ""
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(Plain())
-    ax.xaxis.set_minor_formatter(Plain(minor_thresholds=(2, 0.5)))
 
 
 def privacy_figure(view: SweepView) -> Figure | None:
@@ -148,7 +135,7 @@ def privacy_figure(view: SweepView) -> Figure | None:
             ref = [p["accuracy"] for p in points if (p["partition"], p["strategy"], p["mode"]) == (part, strat, "none")]
             if ref:
                 ax.axhline(ref[0], ls="--", color=colors[f"{strat}, none"], label=f"{strat}, no DP")
-        _x_plain(ax)
+        plain_log_scale(ax, "x")
         ax.set_xlabel("epsilon spent (log scale)")
         ax.set_title(part)
         ax.grid(alpha=0.3, which="both")

@@ -75,8 +75,9 @@ def run_title(config_path: Path) -> str:
     return f"{strategy}, {partition_label(cfg.get('partition') or {})}"
 
 
-def log_y_axis(ax: Axes) -> None:
-    """A log y axis whose tick labels are plain numbers (0.3, 1.5, 1000, 1e+06).
+def plain_log_scale(ax: Axes, which: str = "y") -> None:
+    """A log ``which`` axis (``"x"`` or ``"y"``) whose tick labels are plain numbers (0.3,
+    1.5, 1000, 1e+06).
 
     matplotlib's own labels read ``1.5 x 10^0`` on an axis spanning less than a decade,
     the usual case for a loss that did not diverge; which ticks get a label is still
@@ -88,9 +89,15 @@ def log_y_axis(ax: Axes) -> None:
         def __call__(self, x: float, pos: int | None = None) -> str:
             return f"{x:g}" if super().__call__(x, pos) else ""
 
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(PlainLogFormatter())
-    ax.yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+
+
+def log_y_axis(ax: Axes) -> None:
+    """A log y axis with plain tick labels (:func:`plain_log_scale`) and a grid at every tick."""
+    plain_log_scale(ax, "y")
     ax.grid(alpha=0.3, which="both")
 
 

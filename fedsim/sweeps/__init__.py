@@ -165,37 +165,9 @@ def sweep(
     if folds and select_by is None:
         select_by = "val_accuracy"
     if select_by is not None:
-        if not spec.tune:
-            raise ConfigError(
-                "--select-by needs 'tune' in the sweep file: the grid factors that are hyperparameters to choose"
-            )
-        if not select_by.startswith("val_"):
-            raise ConfigError(
-                f"--select-by '{select_by}' is not a validation metric; choose one such as val_accuracy "
-                "(selecting by a test or training metric is not honest model selection)"
-            )
-
+        _check_select_by(spec, select_by)
     # plan and validate every config before anything runs
-    if folds:
-        fold_runs: list[PlannedRun] = []
-        for i in range(folds):
-            fold_runs += plan_runs(
-                spec, combos(spec.factors), "cv", {"data.cv_folds": folds, "data.cv_fold": i}, fold=i, prefix="cv/"
-            )
-        candidates = {tuple(s.label for s in combo): combo for combo in combos(spec.factors)}
-        final_plans = {
-            k: plan_runs(spec, [c], "final", {"data.cv_folds": 0, "data.cv_fold": 0}) for k, c in candidates.items()
-        }
-        runs = fold_runs
-    else:
-        runs = plan_runs(spec, combos(spec.factors), "grid")
-        if select_by is not None:
-            bad = next((r for r in runs if r.config["federation"]["fraction_evaluate"] <= 0), None)
-            if bad is not None:
-                raise ConfigError(
-                    f"--select-by {select_by} needs local validation: add federation.fraction_evaluate=1.0 and "
-                    f"data.val_fraction=0.2 (for example) to the sweep's overrides, or use --folds K (run '{bad.name}')"
-                )
+    runs, final_plans = _plan_folds(spec, folds) if folds else (_plan_grid(spec, select_by), {})
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError("sweep: two runs get the same directory name; give the grid settings distinct labels")
@@ -206,11 +178,50 @@ def sweep(
     try:
         rundir.claim(sweep_dir, "sweep", resume=resume, overwrite=False)
         group = _group_tracking(spec, runs, sweep_dir, tracking)
-        return _sweep_in(
-            spec, runs, sweep_dir, workers, select_by, folds, progress, final_plans if folds else {}, t0, group
-        )
+        return _sweep_in(spec, runs, sweep_dir, workers, select_by, folds, progress, final_plans, t0, group)
     finally:
         lock.release()
+
+
+def _check_select_by(spec: SweepSpec, select_by: str) -> None:
+    """Selection needs ``tune`` factors to choose and a validation metric to choose by."""
+    if not spec.tune:
+        raise ConfigError(
+            "--select-by needs 'tune' in the sweep file: the grid factors that are hyperparameters to choose"
+        )
+    if not select_by.startswith("val_"):
+        raise ConfigError(
+            f"--select-by '{select_by}' is not a validation metric; choose one such as val_accuracy "
+            "(selecting by a test or training metric is not honest model selection)"
+        )
+
+
+def _plan_grid(spec: SweepSpec, select_by: str | None) -> list[PlannedRun]:
+    """The grid's runs; selecting by validation, each must evaluate on the parties' held-out data."""
+    runs = plan_runs(spec, combos(spec.factors), "grid")
+    if select_by is not None:
+        bad = next((r for r in runs if r.config["federation"]["fraction_evaluate"] <= 0), None)
+        if bad is not None:
+            raise ConfigError(
+                f"--select-by {select_by} needs local validation: add federation.fraction_evaluate=1.0 and "
+                f"data.val_fraction=0.2 (for example) to the sweep's overrides, or use --folds K (run '{bad.name}')"
+            )
+    return runs
+
+
+def _plan_folds(spec: SweepSpec, folds: int) -> tuple[list[PlannedRun], dict[tuple, list[PlannedRun]]]:
+    """K-fold cross-validation: every grid setting on each fold (``cv/``), and the final
+    runs of every setting on all the training data, of which the chosen ones run."""
+    fold_runs: list[PlannedRun] = []
+    for i in range(folds):
+        fold_runs += plan_runs(
+            spec, combos(spec.factors), "cv", {"data.cv_folds": folds, "data.cv_fold": i}, fold=i, prefix="cv/"
+        )
+    candidates = {tuple(s.label for s in combo): combo for combo in combos(spec.factors)}
+    final_plans = {
+        k: plan_runs(spec, [c], "final", {"data.cv_folds": 0, "data.cv_fold": 0}) for k, c in candidates.items()
+    }
+    return fold_runs, final_plans
 
 
 def _group_tracking(
@@ -245,77 +256,103 @@ def _sweep_in(
 
     choices: list[Choice] | None = None
     sel_md = None
-    group_factors = [f for f in spec.factors if f.key not in spec.tune]
-    tune_keys = [f.key for f in spec.factors if f.key in spec.tune]
-    table_factors = list(spec.factors)
-    table_runs = runs
+    table_runs, table_factors = runs, list(spec.factors)
     if select_by is not None:
-        score_key = ("test_" + select_by[len("val_") :]) if folds else select_by
-        # honest selection: the selector sees factor labels and the validation score only
-        visible = [{**r.factors, "score": (r.summary or {}).get(score_key)} for r in runs if r.status in DONE]
-        if not any(v["score"] is not None for v in visible) and any(r.status in DONE for r in runs):
-            raise ConfigError(f"--select-by '{select_by}': no finished run reports it in summary.json")
-        choices = select_settings(
-            visible, [f.key for f in group_factors], tune_keys, "score", minimize_metric(select_by)
-        )
-        if folds:
-            finals: list[PlannedRun] = []
-            for c in choices:
-                if c.chosen is None:
-                    continue
-                key = tuple({**c.group, **c.chosen}[f.key] for f in spec.factors)
-                finals += final_plans[key]
-            assign_dirs(finals, sweep_dir)
-            index.runs = runs + finals
-            execute_runs(finals, sweep_dir, workers, index, progress, f"sweep {spec.name} (chosen settings)", group)
-            table_runs = finals
-            table_factors = group_factors
-            runs = runs + finals
-        for c in choices:
-            if c.chosen is None:
-                continue
-            target = {**c.group, **c.chosen}
-            members = [r for r in table_runs if r.status in DONE and all(r.factors[k] == v for k, v in target.items())]
-            m, sd, n = mean_std((r.summary or {}).get("test_accuracy") for r in members)
-            c.test_mean, c.test_std, c.test_n = m, sd, n
-            c.test_diverged = sum(r.status == "diverged" for r in members)
+        choices = _choose(spec, runs, select_by, folds)
+        if folds:  # the chosen settings retrained on all the training data: the tables' runs
+            table_runs = _run_chosen(spec, choices, final_plans, runs, sweep_dir, workers, index, progress, group)
+            table_factors = [f for f in spec.factors if f.key not in spec.tune]
+            runs = runs + table_runs
+        _attach_test_results(choices, table_runs)
 
     rows = [summary_row(r, spec.factors, with_phase=bool(folds)) for r in runs]
-    table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
-    extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
-    table = make_table(table_rows, table_factors, spec.seeds, extra)
-    attacked = attack_table(table_rows, table_factors, spec.seeds)
-    if attacked is not None:  # attacks x defences first, then the table of every setting
-        table = attacked + "\n" + table
-    personal = personal_table(table_rows, table_factors, spec.seeds)
-    if personal:
-        table += "\n## Accuracy on the parties' own test data\n\n" + personal
+    table = _tables(spec, table_runs, table_factors, folds)
     atomic_write_text(sweep_dir / "summary.csv", to_csv(rows))
-    title_line = f"# {spec.name}\n\n"
-    atomic_write_text(sweep_dir / "table.md", title_line + table)
+    atomic_write_text(sweep_dir / "table.md", f"# {spec.name}\n\n" + table)
     if choices is not None:
         sel_md, sel_csv, sel_rows = selection_outputs(choices, spec, select_by or "", folds)
         atomic_write_text(sweep_dir / "selection.md", f"# {spec.name}: model selection\n\n" + sel_md)
         atomic_write_text(sweep_dir / "selection.csv", sel_csv)
         index.selection = sel_rows
     index.write()
-    n_failed = sum(r.status == "failed" for r in runs)
-    n_finished = sum(r.status == "finished" for r in runs)
-    n_diverged = sum(r.status == "diverged" for r in runs)
+    counts = {s: sum(r.status == s for r in runs) for s in ("finished", "diverged", "failed")}
     wall = time.perf_counter() - t0
     if group is not None:
         names = ("table.md", "summary.csv", "selection.md", "selection.csv", INDEX_FILE)
-        group.finish(
-            [sweep_dir / n for n in names],
-            {"runs_finished": n_finished, "runs_diverged": n_diverged, "runs_failed": n_failed},
-        )
+        group.finish([sweep_dir / n for n in names], {f"runs_{s}": n for s, n in counts.items()})
     log.info(
         "sweep %s: %d finished, %d diverged, %d failed in %.1f s (%s)",
         spec.name,
-        n_finished,
-        n_diverged,
-        n_failed,
+        counts["finished"],
+        counts["diverged"],
+        counts["failed"],
         wall,
         sweep_dir,
     )
-    return SweepResult(sweep_dir, rows, table, n_finished, n_failed, choices, sel_md, wall, n_diverged)
+    return SweepResult(
+        sweep_dir, rows, table, counts["finished"], counts["failed"], choices, sel_md, wall, counts["diverged"]
+    )
+
+
+def _choose(spec: SweepSpec, runs: list[PlannedRun], select_by: str, folds: int) -> list[Choice]:
+    """Honest selection: per group the tune setting with the best validation score; the
+    selector sees the factor labels and that score only (with folds: the held-out fold's
+    test_* metric, which is validation)."""
+    score_key = ("test_" + select_by[len("val_") :]) if folds else select_by
+    visible = [{**r.factors, "score": (r.summary or {}).get(score_key)} for r in runs if r.status in DONE]
+    if not any(v["score"] is not None for v in visible) and any(r.status in DONE for r in runs):
+        raise ConfigError(f"--select-by '{select_by}': no finished run reports it in summary.json")
+    group_keys = [f.key for f in spec.factors if f.key not in spec.tune]
+    tune_keys = [f.key for f in spec.factors if f.key in spec.tune]
+    return select_settings(visible, group_keys, tune_keys, "score", minimize_metric(select_by))
+
+
+def _run_chosen(
+    spec: SweepSpec,
+    choices: list[Choice],
+    final_plans: dict,
+    runs: list[PlannedRun],
+    sweep_dir: Path,
+    workers: int,
+    index: Index,
+    progress: bool,
+    group: GroupTracking | None,
+) -> list[PlannedRun]:
+    """Run the final runs of the chosen settings (cross-validation); return them."""
+    finals: list[PlannedRun] = []
+    for c in choices:
+        if c.chosen is None:
+            continue
+        key = tuple({**c.group, **c.chosen}[f.key] for f in spec.factors)
+        finals += final_plans[key]
+    assign_dirs(finals, sweep_dir)
+    index.runs = runs + finals
+    execute_runs(finals, sweep_dir, workers, index, progress, f"sweep {spec.name} (chosen settings)", group)
+    return finals
+
+
+def _attach_test_results(choices: list[Choice], table_runs: list[PlannedRun]) -> None:
+    """Each choice's test accuracy over its setting's ended runs (read only now, after choosing)."""
+    for c in choices:
+        if c.chosen is None:
+            continue
+        target = {**c.group, **c.chosen}
+        members = [r for r in table_runs if r.status in DONE and all(r.factors[k] == v for k, v in target.items())]
+        m, sd, n = mean_std((r.summary or {}).get("test_accuracy") for r in members)
+        c.test_mean, c.test_std, c.test_n = m, sd, n
+        c.test_diverged = sum(r.status == "diverged" for r in members)
+
+
+def _tables(spec: SweepSpec, table_runs: list[PlannedRun], table_factors: list[Factor], folds: int) -> str:
+    """table.md's body: the attacks x defences tables (if any) first, the table of every
+    setting, and the accuracy on the parties' own test data (if any)."""
+    table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
+    extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
+    table = make_table(table_rows, table_factors, spec.seeds, extra)
+    attacked = attack_table(table_rows, table_factors, spec.seeds)
+    if attacked is not None:
+        table = attacked + "\n" + table
+    personal = personal_table(table_rows, table_factors, spec.seeds)
+    if personal:
+        table += "\n## Accuracy on the parties' own test data\n\n" + personal
+    return table

@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import os
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from fedsim.config.load import config_hash, load_config
 from fedsim.rundir.store import atomic_write_json
 from fedsim.sweeps.spec import PlannedRun, SweepSpec
 from fedsim.sweeps.tables import DONE
 from fedsim.trackers import GroupTracking, TrackingContext
-from fedsim.util.lifecycle import die_with_parent, stop_pool
+from fedsim.util.formatting import one_line_error
+from fedsim.util.lifecycle import run_pool_args, stop_pool
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "sweep.json"
-
-
-def _one_line_error(exc: BaseException) -> str:
-    """``Type: message`` on one line, at most 400 characters (for sweep.json and summary.csv)."""
-    msg = " ".join(str(exc).split()) or "(no message)"
-    text = f"{type(exc).__name__}: {msg}"
-    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _run_one(
@@ -53,15 +44,7 @@ def _run_one(
         # the run's own status (finished, diverged): the index and summary.csv say what summary.json says
         return {"status": result.summary.get("status") or "finished", "summary": result.summary}
     except Exception as exc:  # any failure of one run is that run's, not the sweep's
-        return {"status": "failed", "error": _one_line_error(exc), "traceback": traceback.format_exc()}
-
-
-def _init_worker(threads: int, flwr_level: int) -> None:
-    """A worker process of the pool: end with the sweep, share the cores, keep Flower
-    as quiet as the parent."""
-    die_with_parent()
-    torch.set_num_threads(threads)
-    logging.getLogger("flwr").setLevel(flwr_level)
+        return {"status": "failed", "error": one_line_error(exc), "traceback": traceback.format_exc()}
 
 
 class _Display:
@@ -186,7 +169,7 @@ def _dir_hash(run_dir: Path) -> str | None:
     try:
         return config_hash(load_config(run_dir / "config.yaml"))
     except Exception as exc:  # a foreign or broken directory is not ours to resume
-        log.warning("ignoring '%s': %s", run_dir, _one_line_error(exc))
+        log.warning("ignoring '%s': %s", run_dir, one_line_error(exc))
         return None
 
 
@@ -235,10 +218,26 @@ def execute_runs(
 ) -> None:
     """Run what is not finished yet: in this process (workers=1) or in a spawn pool;
     ``group`` places each run in the sweep's trackers (its MLflow parent, its W&B group)."""
+    todo = _unfinished(runs, sweep_dir)
+    done = len(runs) - len(todo)
+    if done:
+        log.info("%d of %d runs already finished; skipped", done, len(runs))
+    index.write()
+    progress = _Progress(_Display(display_enabled, len(runs), done, title), index, done, len(runs))
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            _run_here(todo, sweep_dir, progress, group)
+        else:
+            _run_in_pool(todo, sweep_dir, workers, progress, group)
+        progress.display.update(progress.done, 0)
+    finally:
+        progress.display.stop()
+        index.write()
 
-    def tracking(r: PlannedRun) -> TrackingContext | None:
-        return group.context_for(r.name, r.phase) if group is not None else None
 
+def _unfinished(runs: list[PlannedRun], sweep_dir: Path) -> list[tuple[PlannedRun, bool]]:
+    """The runs to run, each with whether it resumes (its directory has files); a run that
+    has ended takes its status and summary from its directory and is skipped."""
     todo: list[tuple[PlannedRun, bool]] = []
     for r in runs:
         run_dir = sweep_dir / r.name
@@ -246,75 +245,80 @@ def execute_runs(
         if summary is not None:
             r.status, r.summary, r.error, r.skipped = summary["status"], summary, None, True
             continue
-        resume_it = run_dir.is_dir() and any(run_dir.iterdir())
-        todo.append((r, resume_it))
-    done = len(runs) - len(todo)
-    if done:
-        log.info("%d of %d runs already finished; skipped", done, len(runs))
-    index.write()
-    display = _Display(display_enabled, len(runs), done, title)
+        todo.append((r, run_dir.is_dir() and any(run_dir.iterdir())))
+    return todo
 
-    def record(r: PlannedRun, out: dict) -> None:
-        nonlocal done
-        done += 1
+
+def _tracking(group: GroupTracking | None, r: PlannedRun) -> TrackingContext | None:
+    """Where a run goes in the sweep's trackers (None: the sweep has none)."""
+    return group.context_for(r.name, r.phase) if group is not None else None
+
+
+@dataclass
+class _Progress:
+    """How far the sweep is: the display and the index, both current after each run."""
+
+    display: _Display
+    index: Index
+    done: int
+    total: int
+
+    def record(self, r: PlannedRun, out: dict) -> None:
+        """A run has ended: its status, summary and error into the run and the index."""
+        self.done += 1
         r.status = out["status"]
         r.summary = out.get("summary")
         r.error = out.get("error")
         r.traceback = out.get("traceback")
         if r.status == "failed":
-            display.failed += 1
+            self.display.failed += 1
             log.warning("run %s failed: %s", r.name, r.error)
         elif r.status == "diverged":  # the run warned, naming itself; the sweep counts it and lists it at the end
-            display.diverged += 1
+            self.display.diverged += 1
         else:
             acc = (r.summary or {}).get("test_accuracy")
-            log.info("run %d/%d finished: %s (test_accuracy %s)", done, len(runs), r.name, acc)
-        index.write()
+            log.info("run %d/%d finished: %s (test_accuracy %s)", self.done, self.total, r.name, acc)
+        self.index.write()
 
-    try:
-        if workers <= 1 or len(todo) <= 1:
-            for r, resume_it in todo:
-                display.update(done, 1)
-                record(
-                    r,
-                    _run_one(r.config, str(sweep_dir / r.name), resume_it, display.run_started(r.name), tracking(r)),
-                )
-                display.update(done, 0)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            ctx = multiprocessing.get_context("spawn")
-            flwr_level = logging.getLogger("flwr").getEffectiveLevel()
-            with ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)),
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=(threads, flwr_level),
-            ) as pool:
-                pending: dict[Future, PlannedRun] = {
-                    pool.submit(_run_one, r.config, str(sweep_dir / r.name), resume_it, None, tracking(r)): r
-                    for r, resume_it in todo
-                }
-                try:
-                    while pending:
-                        display.update(done, min(workers, len(pending)))
-                        finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            r = pending.pop(fut)
-                            try:
-                                out = fut.result()
-                            except Exception as exc:  # the worker process died (memory, signal)
-                                out = {
-                                    "status": "failed",
-                                    "error": _one_line_error(exc),
-                                    "traceback": traceback.format_exc(),
-                                }
-                            record(r, out)
-                except BaseException:
-                    # a stopped sweep (Ctrl-C, SIGTERM) stops its running runs now, which
-                    # resume from their checkpoints
-                    stop_pool(pool)
-                    raise
-        display.update(done, 0)
-    finally:
-        display.stop()
-        index.write()
+
+def _run_here(
+    todo: list[tuple[PlannedRun, bool]], sweep_dir: Path, progress: _Progress, group: GroupTracking | None
+) -> None:
+    """The runs one after the other in this process, each showing its rounds."""
+    display = progress.display
+    for r, resume_it in todo:
+        display.update(progress.done, 1)
+        hooks = display.run_started(r.name)
+        progress.record(r, _run_one(r.config, str(sweep_dir / r.name), resume_it, hooks, _tracking(group, r)))
+        display.update(progress.done, 0)
+
+
+def _run_in_pool(
+    todo: list[tuple[PlannedRun, bool]],
+    sweep_dir: Path,
+    workers: int,
+    progress: _Progress,
+    group: GroupTracking | None,
+) -> None:
+    """The runs ``workers`` at a time in spawned processes, each recorded as it ends."""
+    with ProcessPoolExecutor(**run_pool_args(workers, min(workers, len(todo)))) as pool:
+        pending: dict[Future, PlannedRun] = {
+            pool.submit(_run_one, r.config, str(sweep_dir / r.name), resume_it, None, _tracking(group, r)): r
+            for r, resume_it in todo
+        }
+        try:
+            while pending:
+                progress.display.update(progress.done, min(workers, len(pending)))
+                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    r = pending.pop(fut)
+                    try:
+                        out = fut.result()
+                    except Exception as exc:  # the worker process died (memory, signal)
+                        out = {"status": "failed", "error": one_line_error(exc), "traceback": traceback.format_exc()}
+                    progress.record(r, out)
+        except BaseException:
+            # a stopped sweep (Ctrl-C, SIGTERM) stops its running runs now, which
+            # resume from their checkpoints
+            stop_pool(pool)
+            raise

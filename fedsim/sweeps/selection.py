@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedsim.sweeps.spec import SweepSpec
-from fedsim.sweeps.tables import DAGGER_NOTE, format_mean_std, md_row, mean_std, std_note, to_csv
+from fedsim.sweeps.spec import Factor, SweepSpec
+from fedsim.sweeps.tables import DAGGER_NOTE, md_row, mean_std, std_note, to_csv
+from fedsim.util.formatting import diverged_mark, format_mean_std
 
 
 @dataclass
@@ -90,6 +91,22 @@ def selection_outputs(
     """(selection.md's body, selection.csv's text, its rows) of the choices."""
     group_factors = [f for f in spec.factors if f.key not in spec.tune]
     tune_factors = [f for f in spec.factors if f.key in spec.tune]
+    lines = _chosen_table(choices, group_factors, tune_factors, spec.seeds, metric, folds)
+    lines += _candidates_table(choices, group_factors, tune_factors, metric, folds)
+    csv_rows = [_csv_row(c, tune_factors, metric) for c in choices]
+    return "\n".join(lines) + "\n", to_csv(csv_rows), csv_rows
+
+
+def _chosen_table(
+    choices: Sequence[Choice],
+    group_factors: Sequence[Factor],
+    tune_factors: Sequence[Factor],
+    seeds: Sequence[int] | None,
+    metric: str,
+    folds: int,
+) -> list[str]:
+    """The caption and the table of the chosen settings: a row per group, its choice,
+    validation score and test accuracy."""
     how = (
         f"{folds}-fold cross-validation on the training data (held-out-fold {metric.replace('val_', '', 1)})"
         if folds
@@ -98,10 +115,9 @@ def selection_outputs(
     lines = [
         f"Model selection: for each group the {', '.join(f.short for f in tune_factors)} setting with the best mean "
         f"{how} over {'seeds and folds' if folds else 'seeds'} was chosen without reading test metrics; test accuracy (%) of the chosen setting, "
-        f"{std_note(spec.seeds)}" + ("; the chosen setting was retrained on the full training data." if folds else "."),
+        f"{std_note(seeds)}" + ("; the chosen setting was retrained on the full training data." if folds else "."),
         "",
     ]
-    score_pct = "accuracy" in metric
     head = [f.short for f in group_factors] or ["group"]
     lines.append(
         md_row(
@@ -111,51 +127,53 @@ def selection_outputs(
         )
     )
     lines.append(md_row(["---"] * len(head) + ["---"] * len(tune_factors) + ["---:", "---:"]))
-    csv_rows = []
     for c in choices:
         gcells = [c.group[f.key] for f in group_factors] or ["all"]
         tcells = [c.chosen[f.key] if c.chosen else "–" for f in tune_factors]
-        lines.append(
-            md_row(
-                gcells
-                + tcells
-                + [
-                    format_mean_std(c.score_mean, c.score_std, percent=score_pct),
-                    format_mean_std(c.test_mean, c.test_std)
-                    + (f" † ({c.test_diverged} diverged)" if c.test_diverged and c.test_mean is not None else ""),
-                ]
-            )
+        score = format_mean_std(c.score_mean, c.score_std, percent="accuracy" in metric)
+        test = format_mean_std(c.test_mean, c.test_std) + (
+            diverged_mark(c.test_diverged) if c.test_mean is not None else ""
         )
-        csv_rows.append(
-            {
-                **c.group,
-                **{f"chosen {f.key}": (c.chosen or {}).get(f.key) for f in tune_factors},
-                "score_metric": metric,
-                "score_mean": c.score_mean,
-                "score_std": c.score_std,
-                "score_n": c.score_n,
-                "test_accuracy_mean": c.test_mean,
-                "test_accuracy_std": c.test_std,
-                "test_n": c.test_n,
-                "test_diverged": c.test_diverged,
-            }
-        )
+        lines.append(md_row(gcells + tcells + [score, test]))
     if any(c.test_diverged for c in choices):
         lines += ["", DAGGER_NOTE]
-    lines += [
+    return lines
+
+
+def _candidates_table(
+    choices: Sequence[Choice], group_factors: Sequence[Factor], tune_factors: Sequence[Factor], metric: str, folds: int
+) -> list[str]:
+    """Every candidate setting's validation score, the chosen one in bold."""
+    lines = [
         "",
         f"Candidates (validation score, mean ± sample std over {'seeds and folds' if folds else 'seeds'}):",
         "",
     ]
+    head = [f.short for f in group_factors] or ["group"]
     lines.append(md_row(head + [f.short for f in tune_factors] + ["score", "n"]))
     lines.append(md_row(["---"] * (len(head) + len(tune_factors)) + ["---:", "---:"]))
     for c in choices:
         gcells = [c.group[f.key] for f in group_factors] or ["all"]
         for cand in c.candidates:
             mark = "**" if c.chosen == cand["tune"] else ""
-            score = format_mean_std(cand["mean"], cand["std"], percent=score_pct)
+            score = format_mean_std(cand["mean"], cand["std"], percent="accuracy" in metric)
             lines.append(
                 md_row(gcells + [cand["tune"][f.key] for f in tune_factors] + [f"{mark}{score}{mark}", str(cand["n"])])
             )
-    md = "\n".join(lines) + "\n"
-    return md, to_csv(csv_rows), csv_rows
+    return lines
+
+
+def _csv_row(c: Choice, tune_factors: Sequence[Factor], metric: str) -> dict[str, Any]:
+    """A choice's row of selection.csv."""
+    return {
+        **c.group,
+        **{f"chosen {f.key}": (c.chosen or {}).get(f.key) for f in tune_factors},
+        "score_metric": metric,
+        "score_mean": c.score_mean,
+        "score_std": c.score_std,
+        "score_n": c.score_n,
+        "test_accuracy_mean": c.test_mean,
+        "test_accuracy_std": c.test_std,
+        "test_n": c.test_n,
+        "test_diverged": c.test_diverged,
+    }

@@ -217,44 +217,52 @@ def check_seeds(seeds: Any, kind: str) -> None:
         raise ConfigError(f"{kind} key 'seeds' lists a seed twice: {seeds}")
 
 
+def read_spec_source(source: str | os.PathLike | Mapping[str, Any], kind: str) -> tuple[dict, Path, str, str | None]:
+    """(its mapping, the folder its ``base`` path is relative to, its default name, its
+    path) of a ``kind`` file (``sweep``, ``tune``) or of a mapping given in Python."""
+    if isinstance(source, Mapping):
+        return dict(source), Path.cwd(), kind, None
+    path = Path(source)
+    return load_yaml_mapping(path, f"{kind} file"), path.parent, path.stem, str(path)
+
+
+def check_spec_keys(raw: Mapping[str, Any], allowed: Sequence[str], kind: str) -> None:
+    """Refuse a key the ``kind`` file does not have, with the nearest one as a hint."""
+    unknown = [k for k in raw if k not in allowed]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), allowed, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown {kind} key '{unknown[0]}'{hint}; allowed: {', '.join(allowed)}")
+
+
+def load_base(raw: Mapping[str, Any], origin: Path, kind: str, unit: str) -> dict:
+    """The experiment every ``unit`` (run, trial) of a ``kind`` file starts from: its
+    ``base``, a mapping or a YAML path relative to ``origin``."""
+    base_raw = raw.get("base")
+    if base_raw in (None, ""):
+        raise ConfigError(f"{kind} key 'base' is missing: name the experiment YAML every {unit} starts from")
+    if isinstance(base_raw, Mapping):
+        return dict(base_raw)
+    if isinstance(base_raw, (str, os.PathLike)):
+        bpath = Path(base_raw)
+        return load_yaml_mapping(bpath if bpath.is_absolute() else origin / bpath, f"{kind} 'base' config file")
+    raise ConfigError(f"{kind} key 'base' must be a path to an experiment YAML, got {base_raw!r}")
+
+
+def spec_name(raw: Mapping[str, Any], default: str, kind: str) -> str:
+    """The ``name`` of a ``kind`` file, or ``default`` (its file's stem)."""
+    name = raw.get("name") or default
+    if not isinstance(name, str):
+        raise ConfigError(f"{kind} key 'name' must be a string, got {name!r}")
+    return name
+
+
 def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
     """Read and check a sweep file or mapping (not yet the configs it plans)."""
-    if isinstance(source, Mapping):
-        raw = dict(source)
-        origin = Path.cwd()
-        default_name = "sweep"
-        src_text = None
-    else:
-        path = Path(source)
-        raw = load_yaml_mapping(path, "sweep file")
-        origin = path.parent
-        default_name = path.stem
-        src_text = str(path)
-    unknown = [k for k in raw if k not in SWEEP_KEYS]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), SWEEP_KEYS, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown sweep key '{unknown[0]}'{hint}; allowed: {', '.join(SWEEP_KEYS)}")
-    if "base" not in raw or raw["base"] in (None, ""):
-        raise ConfigError("sweep key 'base' is missing: name the experiment YAML every run starts from")
-    base_raw = raw["base"]
-    if isinstance(base_raw, Mapping):
-        base = dict(base_raw)
-    elif isinstance(base_raw, (str, os.PathLike)):
-        bpath = Path(base_raw)
-        if not bpath.is_absolute():
-            bpath = origin / bpath
-        base = load_yaml_mapping(bpath, "sweep 'base' config file")
-    else:
-        raise ConfigError(f"sweep key 'base' must be a path to an experiment YAML, got {base_raw!r}")
-
-    overrides = raw.get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise ConfigError(f"sweep key 'overrides' must be a list of key=value strings, got {overrides!r}")
-    for o in overrides:
-        if "=" not in o or o.startswith("="):
-            raise ConfigError(f"sweep 'overrides': '{o}' is not of the form key=value (e.g. federation.rounds=5)")
-
+    raw, origin, default_name, src_text = read_spec_source(source, "sweep")
+    check_spec_keys(raw, SWEEP_KEYS, "sweep")
+    base = load_base(raw, origin, "sweep", "run")
+    overrides = _parse_overrides(raw.get("overrides") or [])
     grid = raw.get("grid") or {}
     if not isinstance(grid, Mapping):
         raise ConfigError(f"sweep key 'grid' must be a mapping of config key -> list of values, got {grid!r}")
@@ -263,11 +271,25 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
     factors = [Factor(k, shorts[k], tuple(s)) for k, s in parsed]
     if "strategy.name" in grid and "strategy" in grid:
         raise ConfigError("sweep 'grid': give either 'strategy.name' or the 'strategy' section, not both")
-
     seeds = raw.get("seeds")
     check_seeds(seeds, "sweep")
+    tune = _parse_tune_factors(raw.get("tune") or [], grid)
+    name = spec_name(raw, default_name, "sweep")
+    return SweepSpec(name, base, overrides, factors, list(seeds) if seeds is not None else None, tune, src_text)
 
-    tune = raw.get("tune") or []
+
+def _parse_overrides(overrides: Any) -> list[str]:
+    """A sweep's ``overrides``: a list of ``key=value`` strings."""
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"sweep key 'overrides' must be a list of key=value strings, got {overrides!r}")
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            raise ConfigError(f"sweep 'overrides': '{o}' is not of the form key=value (e.g. federation.rounds=5)")
+    return list(overrides)
+
+
+def _parse_tune_factors(tune: Any, grid: Mapping[str, Any]) -> list[str]:
+    """A sweep's ``tune``: the grid factors that are hyperparameters (one name or a list)."""
     if isinstance(tune, str):
         tune = [tune]
     if not isinstance(tune, list) or not all(isinstance(t, str) for t in tune):
@@ -275,13 +297,7 @@ def parse_sweep(source: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
     for t in tune:
         if t not in grid:
             raise ConfigError(f"sweep 'tune': '{t}' is not a grid factor; grid factors: {', '.join(grid) or 'none'}")
-
-    name = raw.get("name") or default_name
-    if not isinstance(name, str):
-        raise ConfigError(f"sweep key 'name' must be a string, got {name!r}")
-    return SweepSpec(
-        str(name), base, list(overrides), factors, list(seeds) if seeds is not None else None, list(tune), src_text
-    )
+    return list(tune)
 
 
 # ---------------------------------------------------------------------- plan

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fedsim.sweeps.spec import STRATEGY_FACTORS, Factor, PlannedRun
+from fedsim.util.formatting import diverged_mark, format_mean_std
 
 #: summary.json statuses of a run that has ended with results: all its rounds, stopped
 #: early on purpose (the privacy budget), or diverged, a result too, marked with †
@@ -31,8 +32,8 @@ DAGGER_NOTE = (
     "divergence_reason)."
 )
 
-#: summary.json keys copied into summary.csv, in this order
-METRIC_COLUMNS = (
+#: a run's final metrics in summary.json, in the order every listing of them shows them
+FINAL_METRICS = (
     "test_accuracy",
     "best_test_accuracy",
     "test_f1_macro",
@@ -40,6 +41,10 @@ METRIC_COLUMNS = (
     "test_recall_macro",
     "test_loss",
     "train_accuracy",
+)
+#: summary.json keys copied into summary.csv, in this order
+METRIC_COLUMNS = (
+    *FINAL_METRICS,
     "val_accuracy",
     "wall_time_s",
     "attack_success_rate",
@@ -76,8 +81,7 @@ def is_diverged(row: Mapping[str, Any]) -> bool:
 
 def dagger(rows: Iterable[Mapping[str, Any]]) -> str:
     """`` † (2 diverged)`` when rows whose numbers enter a cell diverged, else ``""``."""
-    n = sum(1 for r in rows if is_diverged(r))
-    return f" † ({n} diverged)" if n else ""
+    return diverged_mark(sum(1 for r in rows if is_diverged(r)))
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
@@ -86,18 +90,6 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     if not xs:
         return None, None, 0
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
-
-
-def format_mean_std(mean: float | None, std: float | None, percent: bool = True, digits: int | None = None) -> str:
-    """``82.00 ± 1.23`` (percent, 2 decimals) or ``0.5123 ± 0.0100`` (4 decimals); ``–`` when empty."""
-    if mean is None:
-        return "–"
-    scale = 100.0 if percent else 1.0
-    d = digits if digits is not None else (2 if percent else 4)
-    text = f"{mean * scale:.{d}f}"
-    if std is not None:
-        text += f" ± {std * scale:.{d}f}"
-    return text
 
 
 def _group(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[tuple, list[Mapping[str, Any]]]:
@@ -138,52 +130,80 @@ def make_table(
     """
     ok = [r for r in rows if has_result(r)]
     strat = next((f for f in factors if f.key in STRATEGY_FACTORS), None)
-    lines: list[str] = []
     if strat is not None:
-        others = [f for f in factors if f is not strat]
-        groups = _group(ok, [f.key for f in others] + [strat.key])
-        caption = f"Test accuracy (%) after the last round, {std_note(seeds)}; the best strategy of each row in bold."
-        lines += [caption + (" " + caption_extra if caption_extra else ""), ""]
-        head = " / ".join(f.short for f in others) or "setting"
-        lines.append(md_row([head] + strat.labels))
-        lines.append(md_row(["---"] + ["---:"] * len(strat.labels)))
-        expected = len(seeds) if seeds else None
-        for combo in _ordered_combos(others) or [()]:
-            stats = []
-            for s in strat.labels:
-                members = groups.get(tuple(combo) + (s,), [])
-                m, sd, n = mean_std(r.get("test_accuracy") for r in members)
-                stats.append((m, sd, n, dagger(members)))
-            means = [m for m, _, _, _ in stats if m is not None]
-            best = max(means) if means else None
-            cells = []
-            for m, sd, n, div in stats:
-                text = format_mean_std(m, sd)
-                if m is not None and best is not None and round(m * 100, 2) == round(best * 100, 2):
-                    text = f"**{text}**"
-                if m is not None and expected is not None and n < expected:
-                    text += f" (n={n})"
-                cells.append(text + div)
-            lines.append(md_row([" / ".join(combo) or "all"] + cells))
+        lines = _strategy_table(ok, factors, strat, seeds, caption_extra)
     else:
-        groups = _group(ok, [f.key for f in factors])
-        caption = f"Final-round metrics, {std_note(seeds)}; accuracies and F1 in %."
-        lines += [caption + (" " + caption_extra if caption_extra else ""), ""]
-        head = " / ".join(f.short for f in factors) or "setting"
-        lines.append(md_row([head] + [h for _, h, _ in ABLATION_COLUMNS] + ["n"]))
-        lines.append(md_row(["---"] + ["---:"] * (len(ABLATION_COLUMNS) + 1)))
-        for combo in _ordered_combos(factors) or [()]:
-            members = groups.get(tuple(combo), [])
-            n_div = sum(1 for r in members if is_diverged(r))
-            cells = []
-            for key, _, pct in ABLATION_COLUMNS:
-                m, sd, _ = mean_std(r.get(key) for r in members)
-                cells.append(format_mean_std(m, sd, percent=pct) + (" †" if n_div and m is not None else ""))
-            n = f"{len(members)} ({n_div} diverged)" if n_div else str(len(members))
-            lines.append(md_row([" / ".join(combo) or "all"] + cells + [n]))
+        lines = _ablation_table(ok, factors, seeds, caption_extra)
     if any(is_diverged(r) for r in ok):
         lines += ["", DAGGER_NOTE]
     return "\n".join(lines) + "\n"
+
+
+def _caption(text: str, extra: str) -> list[str]:
+    """A table's caption line (with the caller's extra words) and the blank line after it."""
+    return [text + (" " + extra if extra else ""), ""]
+
+
+def _strategy_table(
+    ok: Sequence[Mapping[str, Any]],
+    factors: Sequence[Factor],
+    strat: Factor,
+    seeds: Sequence[int] | None,
+    caption_extra: str,
+) -> list[str]:
+    """NIID-Bench's layout: a row per combination of the other factors, a column per strategy."""
+    others = [f for f in factors if f is not strat]
+    groups = _group(ok, [f.key for f in others] + [strat.key])
+    caption = f"Test accuracy (%) after the last round, {std_note(seeds)}; the best strategy of each row in bold."
+    lines = _caption(caption, caption_extra)
+    lines.append(md_row([" / ".join(f.short for f in others) or "setting"] + strat.labels))
+    lines.append(md_row(["---"] + ["---:"] * len(strat.labels)))
+    expected = len(seeds) if seeds else None
+    for combo in _ordered_combos(others) or [()]:
+        members = [groups.get(tuple(combo) + (s,), []) for s in strat.labels]
+        lines.append(md_row([" / ".join(combo) or "all"] + _strategy_cells(members, expected)))
+    return lines
+
+
+def _strategy_cells(members_of: Sequence[Sequence[Mapping[str, Any]]], expected: int | None) -> list[str]:
+    """One row's cells, a strategy's runs each: test accuracy mean ± std, the best mean in
+    bold (equal at two decimals: a tie is bold twice), ``(n=2)`` where seeds are missing."""
+    stats = []
+    for members in members_of:
+        m, sd, n = mean_std(r.get("test_accuracy") for r in members)
+        stats.append((m, sd, n, dagger(members)))
+    means = [m for m, _, _, _ in stats if m is not None]
+    best = max(means) if means else None
+    cells = []
+    for m, sd, n, div in stats:
+        text = format_mean_std(m, sd)
+        if m is not None and best is not None and round(m * 100, 2) == round(best * 100, 2):
+            text = f"**{text}**"
+        if m is not None and expected is not None and n < expected:
+            text += f" (n={n})"
+        cells.append(text + div)
+    return cells
+
+
+def _ablation_table(
+    ok: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seeds: Sequence[int] | None, caption_extra: str
+) -> list[str]:
+    """A row per combination of the factors, the columns of :data:`ABLATION_COLUMNS` and the run count."""
+    groups = _group(ok, [f.key for f in factors])
+    lines = _caption(f"Final-round metrics, {std_note(seeds)}; accuracies and F1 in %.", caption_extra)
+    head = " / ".join(f.short for f in factors) or "setting"
+    lines.append(md_row([head] + [h for _, h, _ in ABLATION_COLUMNS] + ["n"]))
+    lines.append(md_row(["---"] + ["---:"] * (len(ABLATION_COLUMNS) + 1)))
+    for combo in _ordered_combos(factors) or [()]:
+        members = groups.get(tuple(combo), [])
+        n_div = sum(1 for r in members if is_diverged(r))
+        cells = []
+        for key, _, pct in ABLATION_COLUMNS:
+            m, sd, _ = mean_std(r.get(key) for r in members)
+            cells.append(format_mean_std(m, sd, percent=pct) + (" †" if n_div and m is not None else ""))
+        n = f"{len(members)} ({n_div} diverged)" if n_div else str(len(members))
+        lines.append(md_row([" / ".join(combo) or "all"] + cells + [n]))
+    return lines
 
 
 def personal_table(

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config.load import to_dict
+from fedsim.config.schema import ExperimentConfig
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.rundir import ownership as rundir
 from fedsim.rundir.store import atomic_write_json, atomic_write_text
@@ -63,10 +64,12 @@ class TuneResult:
     wall_time_s: float = 0.0
 
     def count(self, state: str) -> int:
+        """How many trials ended in ``state`` (``COMPLETE``, ``PRUNED``, ``FAIL``)."""
         return sum(t["state"] == state for t in self.trials)
 
 
 def require_optuna() -> None:
+    """Fail with the install hint before anything is written when Optuna is missing."""
     try:
         import optuna  # noqa: F401
     except ImportError:
@@ -126,13 +129,9 @@ def _open_index(tune_dir: Path, spec: TuneSpec) -> dict:
     return index
 
 
-def _state(trial) -> str:
-    return trial.state.name
-
-
 def _tune_in(
     spec: TuneSpec,
-    cfg,
+    cfg: ExperimentConfig,
     tune_dir: Path,
     index: dict,
     workers: int,
@@ -140,153 +139,22 @@ def _tune_in(
     on_trial: Callable[[dict], None] | None,
     t0: float,
 ) -> TuneResult:
-    import optuna
-    from optuna.trial import TrialState
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(tune_dir)
-    storage = open_storage(url)
-    direction = "minimize" if spec.minimize else "maximize"
-    study = optuna.create_study(
-        study_name=spec.name, storage=storage, direction=direction, load_if_exists=True, pruner=make_pruner(spec)
-    )
-    existing = study.get_trials(deepcopy=False)
-    if len(existing) > spec.n_trials:
-        raise RunDirError(
-            f"--resume: the study in '{tune_dir}' has {len(existing)} trials, more than n_trials = {spec.n_trials}; "
-            "n_trials can be raised, not lowered"
-        )
-    group = None
-    if chosen(cfg.output):
-        params = {f"space.{p.key}": p.describe() for p in spec.space} | {"n_trials": spec.n_trials}
-        group = GroupTracking(tune_dir, "tune", spec.name, cfg.output, None, params)
-    entries = {t["number"]: t for t in index["trials"]}
-    distributions = {p.key: p.distribution() for p in spec.space}
-    metric = ("test_" + spec.select_by[4:]) if spec.folds else spec.select_by
-
-    def job_for(trial_number: int, trial_id: int, params: dict) -> TrialJob:
-        runs, contexts = [], []
-        for fold in range(spec.folds) if spec.folds else [None]:
-            name = f"trial-{trial_number:04d}" + (f"-fold{fold}" if fold is not None else "")
-            config = trial_config(spec, params, fold)
-            offset = (fold or 0) * config.federation.rounds
-            runs.append((to_dict(config), str(tune_dir / "trials" / name), offset))
-            contexts.append(group.context_for(name, "trial", (("fedsim.trial", str(trial_number)),)) if group else None)
-        entry = entries.setdefault(trial_number, {"number": trial_number})
-        entry.update({"state": "RUNNING", "params": params, "runs": [f"trials/{Path(r[1]).name}" for r in runs]})
-        write_index()
-        return TrialJob(trial_number, trial_id, params, runs, contexts, url, spec.name, spec, metric)
-
-    # trials this directory started that were running when the study was killed
-    todo = [t for t in existing if t.state == TrialState.RUNNING and t.number in entries]
-    for t in existing:  # asked, then killed before its entry was written: it never ran
-        if t.state == TrialState.RUNNING and t.number not in entries:
-            study.tell(t.number, state=TrialState.FAIL)
-
-    def next_job() -> TrialJob | None:
-        if todo:
-            t = todo.pop(0)
-            log.info("continuing trial %d (it was running when the tune stopped)", t.number)
-            return job_for(t.number, t._trial_id, dict(t.params))
-        if len(study.get_trials(deepcopy=False)) >= spec.n_trials:
-            return None
-        number = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(spec, number)
-        trial = study.ask(distributions)
-        return job_for(trial.number, trial._trial_id, dict(trial.params))
-
-    def finish(job: TrialJob) -> None:
-        res = job.result
-        entry = entries[job.number]
-        if res["status"] == "complete":
-            study.tell(job.number, res["value"])
-        elif res["status"] == "pruned":
-            study.tell(job.number, state=TrialState.PRUNED)
-        else:
-            study.tell(job.number, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", job.number, res.get("error"))
-        frozen = study.get_trials(deepcopy=False)[job.number]
-        entry.update(
-            {
-                "state": _state(frozen),
-                "value": frozen.value,
-                "pruned_step": res.get("step"),
-                "error": res.get("error"),
-                "traceback": res.get("traceback"),
-            }
-        )
-        write_index()
-        if on_trial is not None:
-            on_trial(entry)
-
-    def write_index() -> None:
-        index["trials"] = [entries[n] for n in sorted(entries)]
-        atomic_write_json(tune_dir / INDEX_FILE, index)
-
-    write_index()
-    execute_trials(next_job, finish, workers)
-
-    # ---- selection: validation only, then the chosen setting on all data, tested once
-    trials = [entries[n] for n in sorted(entries)]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    best = None
-    final = None
-    n_final_failed = 0
-    if complete:
-        bt = study.best_trial
-        best = {"number": bt.number, "params": dict(bt.params), "value": bt.value}
-        chosen_cfg = trial_config(spec, bt.params, 0 if spec.folds else None)
-        seeds = spec.seeds or [cfg.seed]
-        final_spec = {
-            "name": f"{spec.name}-final",
-            "base": spec.base,
-            "overrides": [*spec.overrides, *final_overrides(spec, chosen_cfg.federation.rounds)],
-            "grid": {k: [v] for k, v in bt.params.items()},
-            "seeds": seeds,
-        }
-        final_dir = tune_dir / "final"
-        parent = None
-        if group is not None:
-            parent = TrackingContext(
-                group.context.mlflow_uri, group.run_id, group.context.group, "final", None, group.context.tags
-            )
-        result = sweep(
-            final_spec,
-            out=final_dir,
-            workers=workers,
-            resume=final_dir.exists() and any(final_dir.iterdir()),
-            progress=progress,
-            tracking=parent,
-        )
-        n_final_failed = result.n_failed
-        accs = [(r["seed"], r.get("test_accuracy")) for r in result.rows]
-        m, sd, _ = mean_std(a for _, a in accs)
-        what = "no held-out fold" if spec.folds else "no validation split"
-        final = {
-            "dir": "final",
-            "seeds": seeds,
-            "per_seed": accs,
-            "diverged": [r["seed"] for r in result.rows if r.get("status") == "diverged"],
-            "test_mean": m,
-            "test_std": sd,
-            "what": what,
-            "rounds": chosen_cfg.federation.rounds,
-            "grid_label": default_label(best["params"]),
-        }
+    """The tune's work in its claimed and locked directory: the trials, the choice, the
+    chosen setting retrained and tested, the report."""
+    study = _Study.open(spec, cfg, tune_dir, index, on_trial)
+    study.write_index()
+    execute_trials(study.next_job, study.finish, workers)
+    # selection: validation only, then the chosen setting on all data, tested once
+    best, final, n_final_failed = _choose_and_test(study, cfg, workers, progress)
     index["best"], index["final"] = best, final
-    write_index()
-    notes = write_figures(study, tune_dir / "figures")
+    study.write_index()
+    trials = study.trials()
+    notes = write_figures(study.study, tune_dir / "figures")
     md = tune_markdown(spec, trials, best, final, notes)
     atomic_write_text(tune_dir / "tune.md", md)
     atomic_write_text(tune_dir / "trials.csv", trials_csv(trials, spec))
-    if group is not None:
-        files = [tune_dir / n for n in ("tune.md", "trials.csv", INDEX_FILE)] + [
-            tune_dir / "figures" / f for f, note in notes.items() if not note
-        ]
-        metrics = {"best_value": best["value"] if best else None}
-        if final is not None:
-            metrics |= {"test_accuracy_mean": final["test_mean"], "test_accuracy_std": final["test_std"]}
-        group.finish(files, metrics)
+    if study.group is not None:
+        _finish_group(study.group, tune_dir, notes, best, final)
     return TuneResult(
         tune_dir,
         best["params"] if best else None,
@@ -299,3 +167,193 @@ def _tune_in(
         n_final_failed,
         time.perf_counter() - t0,
     )
+
+
+@dataclass
+class _Study:
+    """A tune's Optuna study and its index ``tune.json``: it asks for the next trial (or
+    continues one a stopped tune left running), and tells each result to Optuna, the
+    index and ``on_trial`` as the trial ends."""
+
+    spec: TuneSpec
+    tune_dir: Path
+    index: dict
+    study: Any  # optuna.Study
+    url: str
+    group: GroupTracking | None
+    on_trial: Callable[[dict], None] | None
+    #: tune.json's entry of every trial, by number
+    entries: dict[int, dict]
+    #: trials this directory started that were running when the tune was stopped
+    todo: list
+
+    @classmethod
+    def open(
+        cls,
+        spec: TuneSpec,
+        cfg: ExperimentConfig,
+        tune_dir: Path,
+        index: dict,
+        on_trial: Callable[[dict], None] | None,
+    ) -> _Study:
+        """The study in ``study.db`` (new or resumed), with the trials a kill left RUNNING
+        sorted out: continued where this directory has their entry, failed where not."""
+        import optuna
+        from optuna.trial import TrialState
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        url = storage_url(tune_dir)
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=open_storage(url),
+            direction="minimize" if spec.minimize else "maximize",
+            load_if_exists=True,
+            pruner=make_pruner(spec),
+        )
+        existing = study.get_trials(deepcopy=False)
+        if len(existing) > spec.n_trials:
+            raise RunDirError(
+                f"--resume: the study in '{tune_dir}' has {len(existing)} trials, more than n_trials = {spec.n_trials}; "
+                "n_trials can be raised, not lowered"
+            )
+        group = None
+        if chosen(cfg.output):
+            params = {f"space.{p.key}": p.describe() for p in spec.space} | {"n_trials": spec.n_trials}
+            group = GroupTracking(tune_dir, "tune", spec.name, cfg.output, None, params)
+        entries = {t["number"]: t for t in index["trials"]}
+        todo = [t for t in existing if t.state == TrialState.RUNNING and t.number in entries]
+        for t in existing:  # asked, then killed before its entry was written: it never ran
+            if t.state == TrialState.RUNNING and t.number not in entries:
+                study.tell(t.number, state=TrialState.FAIL)
+        return cls(spec, tune_dir, index, study, url, group, on_trial, entries, todo)
+
+    def trials(self) -> list[dict]:
+        """Every trial's entry, by number."""
+        return [self.entries[n] for n in sorted(self.entries)]
+
+    def write_index(self) -> None:
+        """``tune.json`` with every trial's entry as it stands."""
+        self.index["trials"] = self.trials()
+        atomic_write_json(self.tune_dir / INDEX_FILE, self.index)
+
+    def next_job(self) -> TrialJob | None:
+        """The next trial to run: an interrupted one first, then a new one (None: n_trials reached)."""
+        if self.todo:
+            t = self.todo.pop(0)
+            log.info("continuing trial %d (it was running when the tune stopped)", t.number)
+            return self._job(t.number, t._trial_id, dict(t.params))
+        if len(self.study.get_trials(deepcopy=False)) >= self.spec.n_trials:
+            return None
+        number = len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = make_sampler(self.spec, number)
+        trial = self.study.ask({p.key: p.distribution() for p in self.spec.space})
+        return self._job(trial.number, trial._trial_id, dict(trial.params))
+
+    def _job(self, trial_number: int, trial_id: int, params: dict) -> TrialJob:
+        """A trial's runs (one, or one per fold), its entry marked RUNNING in the index."""
+        spec = self.spec
+        runs, contexts = [], []
+        for fold in range(spec.folds) if spec.folds else [None]:
+            name = f"trial-{trial_number:04d}" + (f"-fold{fold}" if fold is not None else "")
+            config = trial_config(spec, params, fold)
+            offset = (fold or 0) * config.federation.rounds
+            runs.append((to_dict(config), str(self.tune_dir / "trials" / name), offset))
+            tags = (("fedsim.trial", str(trial_number)),)
+            contexts.append(self.group.context_for(name, "trial", tags) if self.group else None)
+        entry = self.entries.setdefault(trial_number, {"number": trial_number})
+        entry.update({"state": "RUNNING", "params": params, "runs": [f"trials/{Path(r[1]).name}" for r in runs]})
+        self.write_index()
+        metric = ("test_" + spec.select_by[4:]) if spec.folds else spec.select_by
+        return TrialJob(trial_number, trial_id, params, runs, contexts, self.url, spec.name, spec, metric)
+
+    def finish(self, job: TrialJob) -> None:
+        """Tell Optuna how a trial ended, and record it in the index and to ``on_trial``."""
+        from optuna.trial import TrialState
+
+        res = job.result
+        if res["status"] == "complete":
+            self.study.tell(job.number, res["value"])
+        elif res["status"] == "pruned":
+            self.study.tell(job.number, state=TrialState.PRUNED)
+        else:
+            self.study.tell(job.number, state=TrialState.FAIL)
+            log.warning("trial %d failed: %s", job.number, res.get("error"))
+        frozen = self.study.get_trials(deepcopy=False)[job.number]
+        entry = self.entries[job.number]
+        entry.update(
+            {
+                "state": frozen.state.name,
+                "value": frozen.value,
+                "pruned_step": res.get("step"),
+                "error": res.get("error"),
+                "traceback": res.get("traceback"),
+            }
+        )
+        self.write_index()
+        if self.on_trial is not None:
+            self.on_trial(entry)
+
+
+def _choose_and_test(
+    study: _Study, cfg: ExperimentConfig, workers: int, progress: bool
+) -> tuple[dict | None, dict | None, int]:
+    """(best, final, runs of the final sweep that failed): the best complete trial by its
+    validation value alone, and its setting retrained on all the training data with the
+    file's seeds and tested once (a sweep in ``final/``); (None, None, 0) when no trial
+    completed."""
+    from optuna.trial import TrialState
+
+    spec = study.spec
+    if not any(t.state == TrialState.COMPLETE for t in study.study.get_trials(deepcopy=False)):
+        return None, None, 0
+    bt = study.study.best_trial
+    best = {"number": bt.number, "params": dict(bt.params), "value": bt.value}
+    chosen_cfg = trial_config(spec, bt.params, 0 if spec.folds else None)
+    seeds = spec.seeds or [cfg.seed]
+    final_spec = {
+        "name": f"{spec.name}-final",
+        "base": spec.base,
+        "overrides": [*spec.overrides, *final_overrides(spec, chosen_cfg.federation.rounds)],
+        "grid": {k: [v] for k, v in bt.params.items()},
+        "seeds": seeds,
+    }
+    final_dir = study.tune_dir / "final"
+    parent = None
+    if study.group is not None:
+        g = study.group
+        parent = TrackingContext(g.context.mlflow_uri, g.run_id, g.context.group, "final", None, g.context.tags)
+    result = sweep(
+        final_spec,
+        out=final_dir,
+        workers=workers,
+        resume=final_dir.exists() and any(final_dir.iterdir()),
+        progress=progress,
+        tracking=parent,
+    )
+    accs = [(r["seed"], r.get("test_accuracy")) for r in result.rows]
+    m, sd, _ = mean_std(a for _, a in accs)
+    final = {
+        "dir": "final",
+        "seeds": seeds,
+        "per_seed": accs,
+        "diverged": [r["seed"] for r in result.rows if r.get("status") == "diverged"],
+        "test_mean": m,
+        "test_std": sd,
+        "what": "no held-out fold" if spec.folds else "no validation split",
+        "rounds": chosen_cfg.federation.rounds,
+        "grid_label": default_label(best["params"]),
+    }
+    return best, final, result.n_failed
+
+
+def _finish_group(
+    group: GroupTracking, tune_dir: Path, notes: dict[str, str], best: dict | None, final: dict | None
+) -> None:
+    """The tune's report files and its headline numbers into its trackers' group run."""
+    files = [tune_dir / n for n in ("tune.md", "trials.csv", INDEX_FILE)] + [
+        tune_dir / "figures" / f for f, note in notes.items() if not note
+    ]
+    metrics = {"best_value": best["value"] if best else None}
+    if final is not None:
+        metrics |= {"test_accuracy_mean": final["test_mean"], "test_accuracy_std": final["test_std"]}
+    group.finish(files, metrics)

@@ -33,13 +33,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from fedsim.config.load import ExperimentConfig, all_keys, load_yaml_mapping
+from fedsim.config.load import ExperimentConfig, all_keys
 from fedsim.errors import ConfigError
 from fedsim.sweeps import SweepSpec, compose
-from fedsim.sweeps.spec import check_seeds
+from fedsim.sweeps.spec import check_seeds, check_spec_keys, load_base, read_spec_source, spec_name
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +154,8 @@ def _number(value: Any, what: str) -> float | int:
 
 
 def _parse_param(key: Any, raw: Any, overrides: list[str]) -> SpaceParam:
-    if not isinstance(key, str) or not key:
-        raise ConfigError(f"tune 'space': key {key!r} must be a dotted config key such as train.lr")
-    keys = all_keys()
-    if key == "seed":
-        raise ConfigError("tune 'space': 'seed' is not a hyperparameter; list the final runs' seeds under 'seeds'")
-    if key not in keys:
-        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"tune 'space': unknown config key '{key}'{hint}")
-    if any(o.split("=", 1)[0].strip() == key for o in overrides):
-        raise ConfigError(f"tune 'space.{key}' is also set in 'overrides'; search it or fix it, not both")
+    """One entry of ``space``: a config key and its range (float, int) or choices."""
+    _check_space_key(key, overrides)
     if not isinstance(raw, Mapping) or "type" not in raw:
         raise ConfigError(
             f"tune 'space.{key}' must be a mapping with a type: {{type: float, low: .., high: ..}}, "
@@ -179,16 +169,42 @@ def _parse_param(key: Any, raw: Any, overrides: list[str]) -> SpaceParam:
         raise ConfigError(
             f"tune 'space.{key}': '{unknown[0]}' is not a key of a {kind} range; allowed: {', '.join(PARAM_KEYS[kind])}"
         )
-    where = f"space.{key}"
     if kind == "categorical":
-        choices = raw.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"tune '{where}': choices must be a non-empty list, got {choices!r}")
-        if any(isinstance(c, (list, dict, Mapping)) for c in choices):
-            raise ConfigError(f"tune '{where}': choices must be scalars (numbers, strings, booleans, null)")
-        if len({repr(c) for c in choices}) != len(choices):
-            raise ConfigError(f"tune '{where}': choices {choices} list a value twice")
-        return SpaceParam(key, kind, choices=tuple(choices))
+        return _categorical(key, raw.get("choices"))
+    return _range(key, kind, raw)
+
+
+def _check_space_key(key: Any, overrides: list[str]) -> None:
+    """A key of ``space``: a config key, not the seed, not fixed in ``overrides`` as well."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"tune 'space': key {key!r} must be a dotted config key such as train.lr")
+    keys = all_keys()
+    if key == "seed":
+        raise ConfigError("tune 'space': 'seed' is not a hyperparameter; list the final runs' seeds under 'seeds'")
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"tune 'space': unknown config key '{key}'{hint}")
+    if any(o.split("=", 1)[0].strip() == key for o in overrides):
+        raise ConfigError(f"tune 'space.{key}' is also set in 'overrides'; search it or fix it, not both")
+
+
+def _categorical(key: str, choices: Any) -> SpaceParam:
+    """``{type: categorical, choices: [...]}``: distinct scalars."""
+    where = f"space.{key}"
+    if not isinstance(choices, list) or not choices:
+        raise ConfigError(f"tune '{where}': choices must be a non-empty list, got {choices!r}")
+    if any(isinstance(c, (list, dict, Mapping)) for c in choices):
+        raise ConfigError(f"tune '{where}': choices must be scalars (numbers, strings, booleans, null)")
+    if len({repr(c) for c in choices}) != len(choices):
+        raise ConfigError(f"tune '{where}': choices {choices} list a value twice")
+    return SpaceParam(key, "categorical", choices=tuple(choices))
+
+
+def _range(key: str, kind: str, raw: Mapping[str, Any]) -> SpaceParam:
+    """``{type: float|int, low, high, log?, step?}``: a non-empty range, integers for an
+    int range, low > 0 on a log scale, a step (not with log) that fits in it."""
+    where = f"space.{key}"
     for k in ("low", "high"):
         if k not in raw:
             raise ConfigError(f"tune '{where}': a {kind} range needs '{k}'")
@@ -274,27 +290,9 @@ def _parse_choice(raw: Any, what: str, table: Mapping[str, str]) -> tuple[str, d
 
 def parse_tune(source: str | os.PathLike | Mapping[str, Any]) -> TuneSpec:
     """Read and check a tune file or mapping (not yet the configs it composes)."""
-    if isinstance(source, Mapping):
-        raw, origin, default_name, src = dict(source), Path.cwd(), "tune", None
-    else:
-        path = Path(source)
-        raw = load_yaml_mapping(path, "tune file")
-        origin, default_name, src = path.parent, path.stem, str(path)
-    unknown = [k for k in raw if k not in TUNE_KEYS]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), TUNE_KEYS, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown tune key '{unknown[0]}'{hint}; allowed: {', '.join(TUNE_KEYS)}")
-    base_raw = raw.get("base")
-    if base_raw in (None, ""):
-        raise ConfigError("tune key 'base' is missing: name the experiment YAML every trial starts from")
-    if isinstance(base_raw, Mapping):
-        base = dict(base_raw)
-    elif isinstance(base_raw, (str, os.PathLike)):
-        bpath = Path(base_raw)
-        base = load_yaml_mapping(bpath if bpath.is_absolute() else origin / bpath, "tune 'base' config file")
-    else:
-        raise ConfigError(f"tune key 'base' must be a path to an experiment YAML, got {base_raw!r}")
+    raw, origin, default_name, src = read_spec_source(source, "tune")
+    check_spec_keys(raw, TUNE_KEYS, "tune")
+    base = load_base(raw, origin, "tune", "trial")
     overrides = raw.get("overrides") or []
     if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
         raise ConfigError(f"tune key 'overrides' must be a list of key=value strings, got {overrides!r}")
@@ -308,22 +306,9 @@ def parse_tune(source: str | os.PathLike | Mapping[str, Any]) -> TuneSpec:
     seed = _int(raw.get("seed", 0), "seed", 0)
     seeds = raw.get("seeds")
     check_seeds(seeds, "tune")
-    select_by = raw.get("select_by", "val_accuracy")
-    if not isinstance(select_by, str) or not select_by.startswith("val_"):
-        raise ConfigError(
-            f"tune key 'select_by' = {select_by!r} is not a validation metric; choose one such as val_accuracy "
-            "(tuning on a test or training metric is not honest model selection)"
-        )
-    folds = raw.get("folds", 0)
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 0 or folds == 1:
-        raise ConfigError(f"tune key 'folds' must be 0 (local validation) or an integer K >= 2, got {folds!r}")
-    if folds and select_by not in ("val_accuracy", "val_loss"):
-        raise ConfigError(f"tune key 'select_by' = {select_by!r}: with folds, choose val_accuracy or val_loss")
-    name = raw.get("name") or default_name
-    if not isinstance(name, str):
-        raise ConfigError(f"tune key 'name' must be a string, got {name!r}")
+    select_by, folds = _parse_selection(raw)
     return TuneSpec(
-        name=name,
+        name=spec_name(raw, default_name, "tune"),
         base=base,
         overrides=list(overrides),
         space=space,
@@ -336,6 +321,23 @@ def parse_tune(source: str | os.PathLike | Mapping[str, Any]) -> TuneSpec:
         folds=folds,
         source=src,
     )
+
+
+def _parse_selection(raw: Mapping[str, Any]) -> tuple[str, int]:
+    """(``select_by``, ``folds``): a validation metric, and 0 (the parties' validation
+    data) or K >= 2 folds (then accuracy or loss of the held-out fold)."""
+    select_by = raw.get("select_by", "val_accuracy")
+    if not isinstance(select_by, str) or not select_by.startswith("val_"):
+        raise ConfigError(
+            f"tune key 'select_by' = {select_by!r} is not a validation metric; choose one such as val_accuracy "
+            "(tuning on a test or training metric is not honest model selection)"
+        )
+    folds = raw.get("folds", 0)
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 0 or folds == 1:
+        raise ConfigError(f"tune key 'folds' must be 0 (local validation) or an integer K >= 2, got {folds!r}")
+    if folds and select_by not in ("val_accuracy", "val_loss"):
+        raise ConfigError(f"tune key 'select_by' = {select_by!r}: with folds, choose val_accuracy or val_loss")
+    return select_by, folds
 
 
 # ---------------------------------------------------------------------- plan

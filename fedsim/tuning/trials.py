@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import os
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,14 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fedsim.api import run
 from fedsim.rundir.store import read_jsonl
 from fedsim.server.app import RunHooks
 from fedsim.trackers import TrackingContext
 from fedsim.tuning.spec import PRUNERS, SAMPLERS, TuneSpec
-from fedsim.util.lifecycle import die_with_parent, stop_pool
+from fedsim.util.formatting import one_line_error
+from fedsim.util.lifecycle import run_pool_args, stop_pool
 from fedsim.util.seeding import derive
 
 log = logging.getLogger(__name__)
@@ -87,12 +84,6 @@ class TrialJob:
     result: dict = field(default_factory=dict)
 
 
-def _one_line(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split()) or "(no message)"
-    text = f"{type(exc).__name__}: {msg}"
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
 def last_value(rows: list[Mapping[str, Any]], key: str) -> float | None:
     """The last finite value of ``key`` in a run's rows (its final model's score)."""
     for row in reversed(rows):
@@ -144,19 +135,12 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
         except Exception as exc:  # the pruner's stop, or any failure of the run: the trial's, not the study's
             if pruned:
                 return {"status": "pruned", "step": pruned[0]}
-            return {"status": "failed", "error": _one_line(exc), "traceback": traceback.format_exc()}
+            return {"status": "failed", "error": one_line_error(exc), "traceback": traceback.format_exc()}
         value = last_value(result.history, job.metric)
         if value is None:
             return {"status": "failed", "error": f"the run in '{run_dir}' reports no {job.metric}"}
         values.append(value)
     return {"status": "complete", "value": sum(values) / len(values)}
-
-
-def _init_worker(threads: int, flwr_level: int) -> None:
-    """A worker process: end with the tune, share the cores, keep Flower as quiet as the parent."""
-    die_with_parent()
-    torch.set_num_threads(threads)
-    logging.getLogger("flwr").setLevel(flwr_level)
 
 
 def execute_trials(next_job: Callable[[], TrialJob | None], finish: Callable[[TrialJob], None], workers: int) -> None:
@@ -167,12 +151,7 @@ def execute_trials(next_job: Callable[[], TrialJob | None], finish: Callable[[Tr
             job.result = run_trial(job)
             finish(job)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = multiprocessing.get_context("spawn")
-    flwr_level = logging.getLogger("flwr").getEffectiveLevel()
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, flwr_level)
-    ) as pool:
+    with ProcessPoolExecutor(**run_pool_args(workers)) as pool:
         pending: dict[Future, TrialJob] = {}
         try:
             while True:
@@ -186,7 +165,7 @@ def execute_trials(next_job: Callable[[], TrialJob | None], finish: Callable[[Tr
                     try:
                         job.result = fut.result()
                     except Exception as exc:  # the worker process died (memory, signal)
-                        job.result = {"status": "failed", "error": _one_line(exc)}
+                        job.result = {"status": "failed", "error": one_line_error(exc)}
                     finish(job)
         except BaseException:
             # a stopped tune (Ctrl-C, SIGTERM) stops its running trials now: they continue

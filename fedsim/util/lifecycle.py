@@ -12,11 +12,14 @@ that is stopped (Ctrl-C, SIGTERM) but lives on stops its pool's workers at once
 from __future__ import annotations
 
 import ctypes
+import logging
+import multiprocessing
 import os
 import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -51,3 +54,30 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         worker.terminate()
+
+
+def run_pool_args(workers: int, max_workers: int | None = None) -> dict[str, Any]:
+    """The arguments of a :class:`ProcessPoolExecutor` of ``max_workers`` (default
+    ``workers``) processes for fedsim runs (a sweep's, a tune's trials): spawned, not
+    forked (a forked process inherits torch's thread pools in a broken state), each
+    dying with this process, and ``workers`` of them sharing the cores
+    (``cpu_count // workers`` torch threads each; a run's ``engine.threads`` wins when
+    set). The caller builds the pool, so that a test can stand in for it."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    flwr_level = logging.getLogger("flwr").getEffectiveLevel()
+    return {
+        "max_workers": max_workers or workers,
+        "mp_context": multiprocessing.get_context("spawn"),
+        "initializer": _init_run_worker,
+        "initargs": (threads, flwr_level),
+    }
+
+
+def _init_run_worker(threads: int, flwr_level: int) -> None:
+    """A worker process of a pool of :func:`run_pool_args`: end with the parent, share the cores, keep
+    Flower as quiet as the parent."""
+    die_with_parent()
+    import torch  # only the workers need it: this module stays a light leaf
+
+    torch.set_num_threads(threads)
+    logging.getLogger("flwr").setLevel(flwr_level)
