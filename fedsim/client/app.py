@@ -23,6 +23,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import strategies
+from fedsim.client.dpsgd import train_dpsgd
 from fedsim.client.training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
 from fedsim.config.schema import epoch_range
 from fedsim.models import build_model, has_batchnorm
@@ -37,7 +38,6 @@ from fedsim.prepare.run_inputs import (
     on_device,
     resolve_device,
 )
-from fedsim.privacy.dpsgd import train_dpsgd
 from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
@@ -278,7 +278,7 @@ class ClientRuntime:
         return self.model, job.rule, job.data, self.cfg.train, job.epochs, job.gen, self.device
 
     def train_dpsgd(self, job: PartyRound) -> TrainStats:
-        """``privacy.mode: dpsgd``: the party trains with Opacus (``fedsim.privacy.dpsgd``)."""
+        """``privacy.mode: dpsgd``: the party trains with Opacus (``fedsim.client.dpsgd``)."""
         p = self.cfg.privacy
         sigma = float(job.ctx.config.get(SIGMA_KEY, p.noise_multiplier))  # calibrated on the server
         return train_dpsgd(

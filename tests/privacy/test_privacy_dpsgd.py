@@ -1,4 +1,4 @@
-"""DP-SGD on one party (fedsim/privacy/dpsgd.py) against per-sample gradients computed
+"""DP-SGD on one party (fedsim/client/dpsgd.py) against per-sample gradients computed
 independently with torch.func: one step of SGD with learning rate lr must move the
 weights by -lr (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q n), where g_i is sample i's
 gradient and clip_C(g) = g min(1, C / ||g||)."""
@@ -14,9 +14,10 @@ from torch.func import functional_call, grad, vmap
 
 pytest.importorskip("opacus", reason="pip install 'fedsim[privacy]'")
 
+from fedsim.client.dpsgd import train_dpsgd  # noqa: E402
 from fedsim.client.training import PartyData  # noqa: E402
 from fedsim.config.schema import TrainConfig  # noqa: E402
-from fedsim.privacy.dpsgd import sample_rate, train_dpsgd  # noqa: E402
+from fedsim.privacy.dpsgd import sample_rate  # noqa: E402
 from strategies.fedprox import FedProxParams, FedProxRule  # noqa: E402
 from strategies.rule import ClientRule, TrainContext  # noqa: E402
 
