@@ -32,7 +32,7 @@ from fedsim.prepare.adversary import server_rules
 from fedsim.prepare.flwr_app import quiet_flower, settings_from_context
 from fedsim.prepare.preflight import open_run
 from fedsim.prepare.run_inputs import Experiment, RunSettings, apply_determinism, experiment_for, resolve_device
-from fedsim.privacy.run import PrivacyRun
+from fedsim.privacy.run import privacy_for
 from fedsim.rundir.checkpoint import latest_checkpoint, save_checkpoint
 from fedsim.rundir.plots import plot_run
 from fedsim.rundir.store import ClientStateStore, atomic_torch_save, atomic_write_json, check_client_writes
@@ -122,11 +122,13 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     device = resolve_device(cfg.engine.device)
     node_of_party = discover_partitions(grid, cfg.partition.n_parties)
     evaluator = CentralEvaluator(exp, device)
-    # the hyperparameters as the run uses them (a robust aggregator's f from the attack)
+    # differential privacy (privacy.mode): a part of the strategy's round and its ledger
+    privacy = privacy_for(cfg, lambda: exp.dataidxs, exp.holdout)
+    # the hyperparameters as the run uses them (a robust aggregator's f from the attack),
+    # composed with an attack's model poisoning, then a defence (fedsim/prepare/adversary.py),
+    # then privacy, in that order
     params, _ = strategies.resolve(cfg)
-    strategy = strategies.build(params)
-    # an attack's model poisoning, then a defence, on each round's replies (fedsim/prepare/adversary.py)
-    strategy.reply_rules = server_rules(cfg)
+    strategy = strategies.build(params, (*server_rules(cfg), *((privacy,) if privacy is not None else ())))
     strategy.bind(
         FederationSetup(
             seed=cfg.seed,
@@ -146,12 +148,6 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             ),
         )
     )
-    # differential privacy (privacy.mode): the strategy's cohort, aggregate and ledger
-    privacy = None
-    if cfg.privacy.mode != "none":
-        # the parties that train (held-out ones never send anything)
-        sizes = {k: len(v) for k, v in exp.dataidxs.items() if k not in set(exp.holdout)}
-        privacy = strategy.privacy = PrivacyRun(cfg, sizes)
     client_state = ClientStateStore(store.client_state)
     history: list[dict] = []
     start_round, wall_offset = 1, 0.0
