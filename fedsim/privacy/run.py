@@ -6,7 +6,8 @@ server builds it, as Flower's ``DifferentialPrivacy*`` strategies wrap another: 
 draws the cohort and wraps the algorithm's aggregate (client-level modes,
 :mod:`.central`), sends the noise multiplier to DP-SGD's clients and keeps the ledger
 of releases in the strategy's checkpoints (under ``__privacy__``). After every round
-it accounts the round (:meth:`PrivacyRun.account`), which adds to the ``metrics.jsonl`` row:
+the server's privacy callback (``fedsim/server/callbacks/privacy.py``) accounts the
+round (:meth:`PrivacyRun.account`), which adds to the ``metrics.jsonl`` row:
 
 * ``epsilon`` at ``delta`` from ``accountant`` (DP-SGD: the worst party's, with
   ``epsilon_mean`` over all parties), ``noise_multiplier`` (this round's);
@@ -225,17 +226,6 @@ class PrivacyRun(ServerExtension):
             log.warning("privacy budget: stopping after round %d: %s", rl.round, stop)
         rl.server_metrics.update(row)
         return stop is not None
-
-    def after_round(self, record):
-        """``RoundHooks.after_round`` that accounts before the recorder writes the row; a
-        budget stop makes the round the run's last for the recorder (it evaluates and
-        checkpoints the final model)."""
-
-        def hook(rl) -> bool:
-            stop = self.account(rl)
-            return bool(record(rl, last=stop)) or stop
-
-        return hook
 
     # ------------------------------------------- the strategy's round (extension)
     def sample(self, server_round: int, parties: list[int]) -> list[int] | None:

@@ -36,9 +36,10 @@ from fedsim.privacy.run import privacy_for
 from fedsim.rundir.checkpoint import latest_checkpoint, save_checkpoint
 from fedsim.rundir.plots import plot_run
 from fedsim.rundir.store import ClientStateStore, atomic_torch_save, atomic_write_json, check_client_writes
+from fedsim.server.callbacks import RunProgress, nonfinite_majority, round_callbacks
 from fedsim.server.evaluation import CentralEvaluator
 from fedsim.server.party_eval import PartyEvaluator
-from fedsim.server.recorder import Recorder, nonfinite_failures
+from fedsim.server.recorder import Recorder
 from fedsim.server.summary import build_summary
 from fedsim.util.seeding import derive, seed_torch
 from strategies.arrays import state_to_record
@@ -182,17 +183,10 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
                 cfg.output.keep_checkpoints,
             )
     client_state.discard_pending()
-    recorder = Recorder(
-        exp,
-        strategy,
-        evaluator,
-        history,
-        wall_offset + (time.perf_counter() - t0),
-        hooks.on_round,
-        PartyEvaluator(exp, device, client_state) if exp.local_test is not None else None,
-        tracking=settings.tracking,
-    )
-    recorder.last_state = state
+    run = RunProgress(history, wall_offset + (time.perf_counter() - t0), last_state=state)
+    parties = PartyEvaluator(exp, device, client_state) if exp.local_test is not None else None
+    callbacks = round_callbacks(exp, run, strategy, evaluator, parties, privacy, hooks.on_round, settings.tracking)
+    recorder = Recorder(run, callbacks)
     if hooks.on_start:
         hooks.on_start(start_round, cfg.federation.rounds)
     # the dataset, models and Flower's modules live for the whole run: keep the cyclic
@@ -205,7 +199,7 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     round_hooks = RoundHooks(
         # only the parties whose replies were aggregated keep the state they computed
         after_aggregate=lambda rl: client_state.commit(rl.round, [o.party for o in rl.outcomes]),
-        after_round=recorder if privacy is None else privacy.after_round(recorder),
+        after_round=recorder,
     )
     stopped = recorder.diverged is not None and cfg.federation.on_divergence == "stop"
     stopped = stopped or any(r.get("privacy_stop") for r in history)
@@ -223,11 +217,9 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
             recorder(strategy.round_log, forced_reason=str(exc).split(": ", 1)[-1])
         except CohortFailure as exc:
             rl = strategy.round_log
-            if 2 * nonfinite_failures(rl) > len(rl.sampled):
-                recorder(
-                    rl,
-                    forced_reason=f"{nonfinite_failures(rl)} of {len(rl.sampled)} clients returned non-finite weights or loss",
-                )
+            reason = nonfinite_majority(rl)
+            if reason is not None:
+                recorder(rl, forced_reason=reason)
             else:
                 recorder.record_failed_round(rl)
                 last = history[-1]["round"] if history else 0
