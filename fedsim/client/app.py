@@ -36,7 +36,7 @@ from fedsim.prepare.run_inputs import (
     on_device,
     set_up_torch,
 )
-from fedsim.privacy.dpsgd import train_dpsgd
+from fedsim.privacy.dpsgd import train_dpsgd, trains_with_dpsgd
 from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
@@ -255,7 +255,7 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
-            if self.cfg.privacy.mode == "dpsgd":
+            if trains_with_dpsgd(self.cfg):
                 return self.finish(job, self.train_dpsgd(job))
             stats = train_local(
                 self.model,

@@ -32,6 +32,12 @@ from fedsim.errors import ConfigError
 from fedsim.privacy.accounting import INSTALL
 
 
+def trains_with_dpsgd(cfg) -> bool:
+    """Whether ``cfg``'s parties train with DP-SGD (``privacy.mode: dpsgd``) instead of
+    the plain local training."""
+    return cfg.privacy.mode == "dpsgd"
+
+
 def sample_rate(n: int, batch_size: int) -> float:
     """q = 1 / ceil(n / B): Opacus's Poisson rate for a loader of batch size B (1 for n <= B)."""
     return 1.0 / max(1, math.ceil(n / batch_size))
