@@ -65,7 +65,7 @@ def check_inputs(cfg: ExperimentConfig, store: RunStore, resume: bool) -> Checke
         cfg,
         model,
         dataidxs=lambda: read_dataidxs(store, bundle.y_train.numpy()) if partition is None else partition[0],
-        holdout=holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed),
+        holdout=lambda: holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed),
         checkpoint=lambda: latest_checkpoint(store, warn=False) if partition is None else None,
     )
     return CheckedInputs(bundle, partition)

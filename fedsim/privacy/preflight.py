@@ -30,18 +30,18 @@ def check_privacy(
     cfg: ExperimentConfig,
     model: torch.nn.Module,
     dataidxs: Callable[[], Mapping[int, Sized]],
-    holdout: Iterable[int],
+    holdout: Callable[[], Iterable[int]],
     checkpoint: Callable[[], Checkpoint | None],
 ) -> None:
     """ConfigError when ``privacy.*`` cannot run (module docstring); nothing with
-    ``privacy.mode: none``. ``dataidxs()``: the run's partition; ``checkpoint()``: the
-    checkpoint a resume continues from (None: a fresh start); both are read only
-    when privacy is on."""
+    ``privacy.mode: none``. ``dataidxs()``, ``holdout()``: the run's partition and
+    held-out parties; ``checkpoint()``: the checkpoint a resume continues from (None:
+    a fresh start); all read only when privacy is on."""
     if cfg.privacy.mode == "none":
         return
     _check_combination(cfg, model)
     try:
-        run = PrivacyRun(cfg, training_sizes(dataidxs(), holdout))
+        run = PrivacyRun(cfg, training_sizes(dataidxs(), holdout()))
         ckpt = checkpoint()
         if ckpt is not None and PrivacyRun.CHECKPOINT_KEY in ckpt.strategy:
             run.load_state_dict(from_portable(ckpt.strategy[PrivacyRun.CHECKPOINT_KEY]))

@@ -328,13 +328,14 @@ def training_sizes(dataidxs: Mapping[int, Sized], holdout: Iterable[int]) -> dic
 
 
 def privacy_for(
-    cfg: ExperimentConfig, dataidxs: Callable[[], Mapping[int, Sized]], holdout: Iterable[int]
+    cfg: ExperimentConfig, dataidxs: Callable[[], Mapping[int, Sized]], holdout: Callable[[], Iterable[int]]
 ) -> PrivacyRun | None:
     """The privacy of a run of ``cfg``, or None with ``privacy.mode: none``;
-    ``dataidxs()``, the run's partition, is read only when privacy is on."""
+    ``dataidxs()`` and ``holdout()``, the run's partition and held-out parties, are
+    read only when privacy is on."""
     if cfg.privacy.mode == "none":
         return None
-    return PrivacyRun(cfg, training_sizes(dataidxs(), holdout))
+    return PrivacyRun(cfg, training_sizes(dataidxs(), holdout()))
 
 
 def _int_array(value) -> np.ndarray:

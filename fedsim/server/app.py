@@ -25,7 +25,7 @@ from fedsim.privacy.run import privacy_for
 from fedsim.rundir.store import ClientStateStore
 from fedsim.server.callbacks import RunProgress, round_callbacks
 from fedsim.server.evaluation import CentralEvaluator
-from fedsim.server.federation import build_strategy, discover_partitions
+from fedsim.server.federation import build_strategy
 from fedsim.server.party_eval import PartyEvaluator
 from fedsim.server.recorder import Recorder
 from fedsim.server.rounds import run_rounds
@@ -53,10 +53,9 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
     exp = experiment_for(settings)
     cfg = exp.cfg
     device = set_up_torch(cfg)
-    node_of_party = discover_partitions(grid, cfg.partition.n_parties)
     evaluator = CentralEvaluator(exp, device)
-    privacy = privacy_for(cfg, lambda: exp.dataidxs, exp.holdout)
-    strategy = build_strategy(exp, node_of_party, evaluator.model, device, privacy)
+    privacy = privacy_for(cfg, lambda: exp.dataidxs, lambda: exp.holdout)
+    strategy = build_strategy(grid, exp, evaluator.model, device, privacy)
     client_state = ClientStateStore(exp.store.client_state)
     start = start_or_resume(exp, strategy, client_state, settings.resume, t0)
     run = RunProgress(start.history, start.wall_offset + (time.perf_counter() - t0), last_state=start.state)

@@ -76,17 +76,15 @@ def federation_setup(
 
 
 def build_strategy(
-    exp: Experiment,
-    node_of_party: dict[int, int],
-    model: torch.nn.Module,
-    device: torch.device,
-    privacy: PrivacyRun | None,
+    grid: Grid, exp: Experiment, model: torch.nn.Module, device: torch.device, privacy: PrivacyRun | None
 ) -> FedsimStrategy:
     """The run's strategy: the algorithm with the hyperparameters as the run uses them
     (a robust aggregator's f from the attack), composed with the attack's and the
-    defence's rules and privacy, in that order, and bound to the run's federation."""
+    defence's rules and privacy, in that order, and bound to the run's federation on
+    ``grid``'s nodes (``model``: the run's network, whose trainable entries it averages)."""
     params, _ = strategies.resolve(exp.cfg)
     extensions = (*server_rules(exp.cfg), *((privacy,) if privacy is not None else ()))
     strategy = strategies.build(params, extensions)
+    node_of_party = discover_partitions(grid, exp.cfg.partition.n_parties)
     strategy.bind(federation_setup(exp, node_of_party, model, device))
     return strategy
