@@ -10,7 +10,7 @@ import logging
 import partitioners
 from fedsim.config.load import ExperimentConfig, config_diff, config_hash, load_config, partition_params, yaml_keys
 from fedsim.errors import ConfigError, RunDirError
-from fedsim.rundir.checkpoint import latest_checkpoint
+from fedsim.rundir.checkpoint import Checkpoint, latest_checkpoint
 from fedsim.rundir.store import RunStore, read_json
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,8 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
     if store.dataidxs.exists():
         check_partition_file(cfg, store)
     ckpt = latest_checkpoint(store, warn=False)  # the resume itself says which checkpoint it falls back from
-    if ckpt is not None and ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
-        raise RunDirError(
-            f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
-            "resume with the run's own config.yaml"
-        )
+    if ckpt is not None:
+        check_checkpoint_config(cfg, store, ckpt)
     if not store.summary.exists():
         return None
     summary = read_json(store.summary, "summary")
@@ -66,6 +63,16 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
         return f"already finished after {done} rounds; nothing to do (raise federation.rounds to train on)"
     log.info("extending the run in '%s' from %d to %d rounds", store.root, done, cfg.federation.rounds)
     return None
+
+
+def check_checkpoint_config(cfg: ExperimentConfig, store: RunStore, ckpt: Checkpoint) -> None:
+    """RunDirError unless the checkpoint was made with ``cfg`` (its hash over the run's
+    own keys, those of its ``config.yaml``; an older checkpoint without one passes)."""
+    if ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
+        raise RunDirError(
+            f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
+            "resume with the run's own config.yaml"
+        )
 
 
 def check_partition_file(cfg: ExperimentConfig, store: RunStore) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from fedsim.config.load import config_hash, yaml_keys
-from fedsim.errors import RunDirError
+from fedsim.config.load import config_hash
 from fedsim.models import build_model
+from fedsim.prepare.resume import check_checkpoint_config
 from fedsim.prepare.run_inputs import Experiment
 from fedsim.rundir.checkpoint import latest_checkpoint, save_checkpoint
 from fedsim.rundir.store import ClientStateStore
@@ -56,10 +56,7 @@ def start_or_resume(
     state = initial_state(exp)
     ckpt = latest_checkpoint(store) if resume else None
     if ckpt is not None:
-        if ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
-            raise RunDirError(
-                f"checkpoint '{ckpt.path}' was made with another config; resume with the run's own config.yaml"
-            )
+        check_checkpoint_config(cfg, store, ckpt)  # preflight checked it too: the server keeps its own guard
         strategy.load_state_dict(ckpt.strategy)
         store.truncate_records(ckpt.round, ckpt.history)
         client_state.restore(ckpt.path / "client_state")
