@@ -71,10 +71,9 @@ def rules_of(name: str, n: int) -> tuple:
 
 
 def strategy_with(global_state: OrderedDict, n: int, rule_name: str):
-    strat = strategies.build(strategies.make_params({"name": "fedavg"}))
+    strat = strategies.build(strategies.make_params({"name": "fedavg"}), rules_of(rule_name, n))
     keys = frozenset(k for k, v in global_state.items() if v.is_floating_point())
     strat.bind(FederationSetup(seed=0, node_of_party={i: 100 + i for i in range(n)}, param_keys=keys))
-    strat.reply_rules = rules_of(rule_name, n)
     return strat
 
 

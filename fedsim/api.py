@@ -21,7 +21,8 @@ from fedsim.config.load import ExperimentConfig, config_diff, load_config
 from fedsim.engine import get_engine
 from fedsim.errors import FedsimError, RunDirError
 from fedsim.prepare.flwr_app import quiet_flower
-from fedsim.prepare.preflight import open_run, saved_config
+from fedsim.prepare.preflight import open_run
+from fedsim.prepare.resume import saved_config
 from fedsim.prepare.run_inputs import RunSettings
 from fedsim.rundir import ownership as rundir
 from fedsim.rundir.store import RunStore, read_json, read_jsonl
@@ -64,7 +65,7 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 def _unfinished(store: RunStore, cfg: ExperimentConfig) -> bool | None:
     """Whether the run in ``store`` is ``cfg``'s and has more to do (None: not ``cfg``'s).
 
-    ``cfg``'s: the same identity as :func:`fedsim.prepare.preflight.check_resume` asks of a
+    ``cfg``'s: the same identity as :func:`fedsim.prepare.resume.check_resume` asks of a
     resume (federation.rounds, placement and tolerances may differ). More to do: no
     summary yet, or one that finished fewer rounds than ``cfg`` asks for (a diverged run
     or one stopped at its privacy budget has ended)."""

@@ -10,8 +10,10 @@ run store; fedsim reaches the algorithms through this registry. How to write one
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from .extension import ReplyRule, ServerExtension
 from .params import HpField, StrategyParams, hp, hyperparameters, out_of_range
 from .registry import Algorithm, available, get, make_params, register, resolve, unregister
 from .rule import ClientRule, RuleOutput, TrainContext, trainable
@@ -39,8 +41,10 @@ __all__ = [
     "HpField",
     "NonFiniteModel",
     "RoundHooks",
+    "ReplyRule",
     "RoundLog",
     "RuleOutput",
+    "ServerExtension",
     "StrategyParams",
     "TrainContext",
     "available",
@@ -58,9 +62,11 @@ __all__ = [
 ]
 
 
-def build(params: StrategyParams) -> FedsimStrategy:
-    """The server Strategy of ``params.name`` with these hyperparameters."""
-    return get(params.name).server(params)
+def build(params: StrategyParams, extensions: Iterable[ServerExtension] = ()) -> FedsimStrategy:
+    """The server Strategy of ``params.name`` with these hyperparameters, composed with
+    what the run adds to its round (``extensions``, in the order they act:
+    ``strategies/extension.py``)."""
+    return get(params.name).server(params).compose(extensions)
 
 
 def _fmt(value: Any) -> str:

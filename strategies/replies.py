@@ -10,6 +10,9 @@ of them before the algorithm aggregates. Two kinds plug in here, in this order:
    update, so that any averaging algorithm (FedAvg, FedProx, FedAvgM, ...) aggregates
    the bounded updates.
 
+A rule is a :class:`~strategies.extension.ServerExtension`: the run composes its rules
+with the strategy when it builds it (``fedsim/prepare/adversary.py: server_rules``).
+
 Rules work on updates d_k = w_k - w (w: the weights sent this round) over the
 trainable parameters (``FederationSetup.is_param``) that the replies carry: a
 personalised algorithm's replies hold only its shared layers (its personal layers
@@ -27,7 +30,8 @@ from typing import Any
 import torch
 
 from .arrays import is_float
-from .strategy import ClientOutcome, FederationSetup, ReplyRule
+from .extension import ReplyRule
+from .strategy import ClientOutcome, FederationSetup
 
 __all__ = ["ReplyRule", "UpdateSpace", "scale_update", "trainable_keys", "update_norms"]
 

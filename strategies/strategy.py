@@ -14,6 +14,11 @@ and :meth:`aggregate` (the new global state from the decoded replies; FedAvg's
 float64 weighted average by default). Replies may carry only some of the model's
 entries (personalised algorithms keep their personal layers at home): an entry no
 reply carries keeps its global value.
+
+What the rest of a run's config adds to the round (an attack at the server, a
+defence, differential privacy) is not known here: it is composed with the strategy
+when it is built, as :class:`~strategies.extension.ServerExtension` objects that take
+part in the round at the points ``strategies/extension.py`` lists, in their order.
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,7 +41,9 @@ from fedsim.util.seeding import derive
 
 from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record, weighted_average
 from .cohort import CohortGrid, cohort_size
+from .extension import Aggregator, ServerExtension, wrap_aggregate
 from .params import StrategyParams
+from .rounds import Aggregate, ClientOutcome, Failure, FederationSetup, RoundHooks, RoundLog
 
 log = logging.getLogger(__name__)
 
@@ -59,110 +65,6 @@ class CohortFailure(RuntimeError):
 
 class NonFiniteModel(RuntimeError):
     """The aggregated global model holds NaN or inf."""
-
-
-@dataclass
-class ClientOutcome:
-    """One client's reply, decoded once for aggregation and for the run records."""
-
-    party: int
-    node_id: int
-    num_examples: int
-    metrics: dict[str, float]
-    state: OrderedDict[str, torch.Tensor] | None = None
-    records: dict[str, OrderedDict[str, torch.Tensor]] = field(default_factory=dict)
-    bytes_up: int = 0
-    #: the reply as received (for strategies that aggregate through Flower's own chain)
-    message: Message | None = None
-    #: replaced by an attack's model poisoning at the server (a malicious party's reply)
-    poisoned: bool = False
-
-    def replace_state(self, state: OrderedDict[str, torch.Tensor]) -> None:
-        """Replace the reply's weights (a reply rule: an attack, a defence), in the decoded
-        state and in the message, which Flower's own aggregations read."""
-        self.state = state
-        if self.message is not None:
-            self.message.content["arrays"] = state_to_record(state)
-
-
-@dataclass
-class Aggregate:
-    """What :meth:`FedsimStrategy.aggregate` returns: the new global state and the
-    values the server half computed this round (recorded in ``metrics.jsonl``)."""
-
-    state: OrderedDict[str, torch.Tensor]
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Failure:
-    party: int
-    reason: str
-    stage: str = "train"
-
-
-@dataclass
-class RoundLog:
-    """Everything one round did, for the run's records."""
-
-    round: int
-    #: the global weights sent this round, and the aggregate (the new global weights)
-    global_state: OrderedDict[str, torch.Tensor] | None = None
-    agg_state: OrderedDict[str, torch.Tensor] | None = None
-    sampled: list[int] = field(default_factory=list)
-    outcomes: list[ClientOutcome] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    eval_sampled: list[int] = field(default_factory=list)
-    eval_outcomes: list[ClientOutcome] = field(default_factory=list)
-    bytes_down: int = 0
-    bytes_up: int = 0
-    eval_metrics: dict[str, float] = field(default_factory=dict)
-    #: values the server half computes (FedNova's tau_eff), recorded in metrics.jsonl
-    server_metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class RoundHooks:
-    """What the caller of :meth:`FedsimStrategy.start` does around each round.
-
-    ``after_aggregate(log)``: the train replies are aggregated (and the new model is
-    finite): the parties in ``log.outcomes`` may keep the state they computed.
-    ``after_round(log)``: the round is complete; return True to stop the run early.
-    """
-
-    after_aggregate: Callable[[RoundLog], None] | None = None
-    after_round: Callable[[RoundLog], bool | None] | None = None
-
-
-@dataclass
-class FederationSetup:
-    """How the server samples and screens; bound before ``start``."""
-
-    seed: int
-    node_of_party: dict[int, int]
-    fraction_fit: float = 1.0
-    fraction_evaluate: float = 0.0
-    min_fit_clients: int = 1
-    max_failure_fraction: float = 1.0
-    #: state_dict keys of trainable parameters (not buffers); None = every float entry
-    param_keys: frozenset[str] | None = None
-    #: where the server aggregates (the run's device: flattened tensors on the GPU)
-    device: str = "cpu"
-    #: parties that never train nor validate (``federation.holdout_parties``)
-    holdout: frozenset[int] = frozenset()
-    #: parties with no validation sample (one sample with ``data.val_fraction``): never evaluated
-    no_validation: frozenset[int] = frozenset()
-    #: raises when a round's failures are not the clients' but the run's (a full disk
-    #: on the machine that writes the client state): the round must not be aggregated
-    check_failures: Callable[[int, list[Failure]], None] | None = None
-
-    def is_param(self, key: str) -> bool:
-        return self.param_keys is None or key in self.param_keys
-
-    @property
-    def n_training(self) -> int:
-        """The parties that train (held-out ones never do): N of FedDyn's and FedDC's means."""
-        return len(self.node_of_party) - len(self.holdout)
 
 
 def weighted_metrics(outcomes: list[ClientOutcome]) -> MetricRecord:
@@ -195,58 +97,31 @@ def _bytes_of(messages: list[Message]) -> int:
     return total
 
 
-class ReplyRule:
-    """A server rule on a round's screened replies, run before :meth:`FedsimStrategy.aggregate`
-    (an attack's model poisoning, a defence; helpers in ``strategies/replies.py``).
-
-    ``apply`` may replace replies' weights with :meth:`ClientOutcome.replace_state`
-    and returns values to record in ``metrics.jsonl``; ``after_aggregate`` sees the
-    accepted new global model (centred clipping keeps its update as the next centre).
-    State in ``state_attributes`` is checkpointed with the strategy's.
-    """
-
-    #: names the rule's state in checkpoints ("attack", "defence")
-    key: str = "rule"
-    state_attributes: tuple[str, ...] = ()
-
-    def apply(
-        self,
-        server_round: int,
-        global_state: Mapping[str, torch.Tensor],
-        outcomes: list[ClientOutcome],
-        setup: FederationSetup,
-    ) -> dict[str, float]:
-        return {}
-
-    def after_aggregate(
-        self,
-        server_round: int,
-        global_state: Mapping[str, torch.Tensor],
-        agg_state: Mapping[str, torch.Tensor],
-        setup: FederationSetup,
-    ) -> None:
-        """Called once the round's aggregate is accepted (finite)."""
-
-
 class FedsimStrategy:
     """Mixin for Flower strategies; see the module docstring."""
 
     #: names of attributes that hold server state (checkpointed and restored)
     state_attributes: tuple[str, ...] = ()
-    #: rules run on the screened replies before :meth:`aggregate` (strategies/replies.py):
-    #: an attack's model poisoning, then a defence; set by the caller after ``build``
-    reply_rules: tuple[ReplyRule, ...] = ()
+    #: what the run adds to the round, in the order they act (``strategies/extension.py``);
+    #: given when the strategy is built (:func:`strategies.build`, :meth:`compose`)
+    extensions: tuple[ServerExtension, ...] = ()
 
     setup: FederationSetup
     round_log: RoundLog
-    #: differential privacy of the run (``fedsim.privacy.run.PrivacyRun``), set before ``start``; None = off.
-    #: It may draw the cohort, adds to the clients' config, wraps :meth:`aggregate` (client-level DP
-    #: privatises the cohort the algorithm aggregates) and keeps its ledger in :meth:`state_dict`.
-    privacy: Any = None
 
     def __init__(self, params: StrategyParams | None = None, **flower_kwargs: Any) -> None:
         super().__init__(**{**FLOWER_SAMPLING, **flower_kwargs})  # type: ignore[call-arg]
         self.params = params if params is not None else StrategyParams()
+        self._aggregator: Aggregator = self
+
+    def compose(self, extensions: Iterable[ServerExtension]) -> FedsimStrategy:
+        """This strategy with ``extensions`` in its round, in their order (part of building
+        it: :func:`strategies.build`; an algorithm's ``Server`` class takes its
+        hyperparameters only). Returns the strategy."""
+        self.extensions = tuple(extensions)
+        # the extensions that wrap the aggregate around the algorithm's, built once
+        self._aggregator = wrap_aggregate(self.extensions, self)
+        return self
 
     # ----------------------------------------------------------------- binding
     def bind(self, setup: FederationSetup) -> None:
@@ -295,17 +170,14 @@ class FedsimStrategy:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.round_log = RoundLog(round=server_round, global_state=record_to_state(arrays))
-        training = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
-        parties = self.privacy.sample(server_round, training) if self.privacy else None
-        if parties is None:
-            parties = self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
+        parties = self._train_cohort(server_round)
         self.round_log.sampled = parties
         cohort = CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         config = ConfigRecord(dict(config))
-        for key, value in self.client_config(server_round).items():
-            config[key] = value
-        for key, value in (self.privacy.client_config(server_round) if self.privacy else {}).items():
-            config[key] = value
+        # the algorithm's values, then the extensions' (a DP noise multiplier, a clipping norm)
+        for part in (self.client_config(server_round), *(e.client_config(server_round) for e in self.extensions)):
+            for key, value in part.items():
+                config[key] = value
         messages = list(super().configure_train(server_round, arrays, config, cohort))  # type: ignore[misc]
         extra = self.extra_records(server_round)
         seen: set[int] = set()
@@ -317,6 +189,16 @@ class FedsimStrategy:
         messages.sort(key=self._party)
         self.round_log.bytes_down = _bytes_of(messages)
         return messages
+
+    def _train_cohort(self, server_round: int) -> list[int]:
+        """The parties that train this round: drawn by the first extension that draws
+        (client-level DP's Poisson cohort), else by :meth:`sample`."""
+        training = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
+        for ext in self.extensions:
+            parties = ext.sample(server_round, training)
+            if parties is not None:
+                return parties
+        return self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -406,18 +288,16 @@ class FedsimStrategy:
         outcomes = self._screen(replies, rl.sampled, "train")
         rl.outcomes = outcomes
         self._check_failures(rl.sampled, "train")
-        if not outcomes and self.privacy is None:
+        if not outcomes and not any(e.releases_empty_cohort for e in self.extensions):
             rl.agg_state = rl.global_state
             return None, None
         global_state = rl.global_state or OrderedDict()
-        # reply rules first (an attack simulated at the server, a defence): the
-        # algorithm, and client-level DP around it, aggregate what they leave
-        for rule in self.reply_rules:
-            rl.server_metrics.update(rule.apply(server_round, global_state, outcomes, self.setup))
-        if self.privacy is not None:  # client-level DP releases even for an empty cohort
-            agg = self.privacy.aggregate(self, server_round, global_state, outcomes)
-        else:
-            agg = self.aggregate(server_round, global_state, outcomes)
+        # the extensions act on the replies first (an attack simulated at the server, a
+        # defence); the algorithm, wrapped by those that wrap it (client-level DP),
+        # aggregates what they leave
+        for ext in self.extensions:
+            rl.server_metrics.update(ext.apply(server_round, global_state, outcomes, self.setup))
+        agg = self._aggregator.aggregate(server_round, global_state, outcomes)
         # entries no reply carries (a personalised algorithm's personal layers) keep
         # their global value: the aggregate is always a whole state_dict
         merged = OrderedDict((k, agg.state.get(k, v)) for k, v in global_state.items())
@@ -426,8 +306,8 @@ class FedsimStrategy:
             raise NonFiniteModel(f"round {server_round}: the aggregated global model holds NaN or inf")
         rl.agg_state = state
         rl.server_metrics.update(agg.metrics)
-        for rule in self.reply_rules:
-            rule.after_aggregate(server_round, global_state, state, self.setup)
+        for ext in self.extensions:
+            ext.after_aggregate(server_round, global_state, state, self.setup)
         return state_to_record(state), weighted_metrics(outcomes) if outcomes else None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -450,26 +330,22 @@ class FedsimStrategy:
         setattr(self, name, value)
 
     def state_dict(self) -> dict[str, Any]:
-        """Server state for checkpoints: tensors, lists and dicts of tensors, scalars
-        (a reply rule's under ``<rule key>.<attribute>``)."""
+        """Server state for checkpoints: tensors, lists and dicts of tensors, scalars;
+        the algorithm's, then each extension's entries (a reply rule's under
+        ``<rule key>.<attribute>``, privacy's under ``__privacy__``)."""
         out = {name: _to_portable(self.get_state(name)) for name in self.state_attributes}
-        for rule in self.reply_rules:
-            for name in rule.state_attributes:
-                out[f"{rule.key}.{name}"] = _to_portable(getattr(rule, name, None))
-        if self.privacy is not None:
-            out["__privacy__"] = _to_portable(self.privacy.state_dict())
+        for ext in self.extensions:
+            out.update((key, _to_portable(value)) for key, value in ext.checkpoint_state().items())
         return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (an entry a checkpoint lacks stays as it is)."""
+        decoded = {key: _from_portable(value) for key, value in state.items()}
         for name in self.state_attributes:
-            if name in state:
-                self.set_state(name, _from_portable(state[name]))
-        if self.privacy is not None and "__privacy__" in state:
-            self.privacy.load_state_dict(_from_portable(state["__privacy__"]))
-        for rule in self.reply_rules:
-            for name in rule.state_attributes:
-                if f"{rule.key}.{name}" in state:
-                    setattr(rule, name, _from_portable(state[f"{rule.key}.{name}"]))
+            if name in decoded:
+                self.set_state(name, decoded[name])
+        for ext in self.extensions:
+            ext.load_checkpoint_state(decoded)
 
     # ------------------------------------------------------------------ start
     def start(  # type: ignore[override]

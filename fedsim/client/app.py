@@ -32,12 +32,12 @@ from fedsim.prepare.flwr_app import settings_from_context
 from fedsim.prepare.run_inputs import (
     Experiment,
     RunSettings,
-    apply_determinism,
     bounded_get,
     experiment_for,
     on_device,
-    resolve_device,
+    set_up_torch,
 )
+from fedsim.privacy.dpsgd import trains_with_dpsgd
 from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
@@ -88,12 +88,7 @@ class ClientRuntime:
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         cfg = self.cfg = exp.cfg
-        apply_determinism(cfg)
-        if cfg.engine.threads > 0:
-            # the same count in every process of every engine: CPU kernels split their
-            # reductions by thread, so equal counts are what makes engines bit-equal
-            torch.set_num_threads(cfg.engine.threads)
-        self.device = resolve_device(cfg.engine.device)
+        self.device = set_up_torch(cfg)
         bundle = exp.bundle
         self.x = on_device(bundle.x_train, self.device)
         self.y = on_device(bundle.y_train, self.device)
@@ -261,7 +256,7 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
-            if self.cfg.privacy.mode == "dpsgd":
+            if trains_with_dpsgd(self.cfg):
                 return self.finish(job, self.train_dpsgd(job))
             stats = train_local(*self._trainer_args(job), job.max_steps, self.has_bn)
         except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run

@@ -83,6 +83,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_up_torch(cfg: ExperimentConfig) -> torch.device:
+    """This process's torch as the run needs it (``engine.deterministic``, ``engine.threads``)
+    and the run's device: the same in the server's process as in every client's."""
+    apply_determinism(cfg)
+    if cfg.engine.threads > 0:
+        # the same count in every process of every engine: CPU kernels split their
+        # reductions by thread, so equal counts are what makes engines bit-equal
+        torch.set_num_threads(cfg.engine.threads)
+    return resolve_device(cfg.engine.device)
+
+
 def cv_fold_bundle(bundle: DatasetBundle, folds: int, fold: int, seed: int) -> DatasetBundle:
     """Fold ``fold`` of ``folds`` of the pooled training data becomes the evaluation set.
 

@@ -1,10 +1,18 @@
-"""DP-SGD's rates, shared by the trainer (:mod:`fedsim.client.dpsgd`, on each party) and
-the accountant (:mod:`fedsim.privacy.run`, on the server, where every party's steps are
-known): Opacus's Poisson rate and the steps of an epoch."""
+"""DP-SGD as the rest of fedsim sees it: whether the parties train with it
+(:func:`trains_with_dpsgd`), and its rates, shared by the trainer
+(:mod:`fedsim.client.dpsgd`, on each party) and the accountant (:mod:`fedsim.privacy.run`,
+on the server, where every party's steps are known): Opacus's Poisson rate and the
+steps of an epoch."""
 
 from __future__ import annotations
 
 import math
+
+
+def trains_with_dpsgd(cfg) -> bool:
+    """Whether ``cfg``'s parties train with DP-SGD (``privacy.mode: dpsgd``) instead of
+    the plain local training."""
+    return cfg.privacy.mode == "dpsgd"
 
 
 def sample_rate(n: int, batch_size: int) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
+from fedsim.config.schema import ExperimentConfig
 from fedsim.privacy.central import MODE_KEY
 
 _MODS = {"client-fixed": fixedclipping_mod, "client-adaptive": adaptiveclipping_mod}
@@ -26,3 +27,14 @@ def privacy_mod(msg: Message, context: Context, call_next) -> Message:
         if mod is not None:
             return mod(msg, context, call_next)
     return call_next(msg, context)
+
+
+def why_not_batched(cfg: ExperimentConfig) -> str | None:
+    """Why the client side of ``cfg``'s privacy cannot train a cohort in lockstep (the
+    batched engine, ``fedsim/engine/batched.py``), or None."""
+    mode = cfg.privacy.mode
+    if mode == "dpsgd":
+        return "privacy.mode=dpsgd trains each party with Opacus's per-sample gradient hooks, one at a time"
+    if mode in _MODS:
+        return f"privacy.mode={mode} clips in the ClientApp's mods, which the batched path does not run"
+    return None

@@ -1,10 +1,13 @@
 """A run's privacy on the server: the release, the ledger, the budget, the records.
 
-:class:`PrivacyRun` is attached to the strategy (``FedsimStrategy.privacy``) before the
-round loop. It draws the cohort and privatises the aggregate (client-level modes,
-:mod:`.central`), sends the noise multiplier to DP-SGD's clients, keeps the ledger of
-releases in the strategy's checkpoints and, after every round, adds to the
-``metrics.jsonl`` row:
+:class:`PrivacyRun` is an extension of the strategy's round
+(:class:`~strategies.extension.ServerExtension`), composed with the strategy when the
+server builds it, as Flower's ``DifferentialPrivacy*`` strategies wrap another: it
+draws the cohort and wraps the algorithm's aggregate (client-level modes,
+:mod:`.central`), sends the noise multiplier to DP-SGD's clients and keeps the ledger
+of releases in the strategy's checkpoints (under ``__privacy__``). After every round
+the server's privacy callback (``fedsim/server/callbacks/privacy.py``) accounts the
+round (:meth:`PrivacyRun.account`), which adds to the ``metrics.jsonl`` row:
 
 * ``epsilon`` at ``delta`` from ``accountant`` (DP-SGD: the worst party's, with
   ``epsilon_mean`` over all parties), ``noise_multiplier`` (this round's);
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +43,7 @@ from fedsim.privacy.accounting import SIGMA_MAX, calibrate_sigma, check_delta, d
 from fedsim.privacy.central import ClientLevelDP
 from fedsim.privacy.compat import CLIENT_LEVEL
 from fedsim.privacy.dpsgd import sample_rate, steps_per_epoch
+from strategies.extension import Aggregator, ServerExtension
 from strategies.strategy import Aggregate
 
 log = logging.getLogger(__name__)
@@ -67,8 +72,14 @@ class Segment:
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-class PrivacyRun:
+class PrivacyRun(ServerExtension):
     """The privacy of one run (module docstring)."""
+
+    #: every round is a release, an empty cohort's too: client-level DP's w + z must not
+    #: reveal that nobody was sampled (DP-SGD's is the model as it was)
+    releases_empty_cohort = True
+    #: the entry of the strategy's checkpoint state that holds the ledger
+    CHECKPOINT_KEY = "__privacy__"
 
     def __init__(self, cfg: ExperimentConfig, party_sizes: dict[int, int]) -> None:
         p = cfg.privacy
@@ -216,32 +227,33 @@ class PrivacyRun:
         rl.server_metrics.update(row)
         return stop is not None
 
-    def after_round(self, record):
-        """``RoundHooks.after_round`` that accounts before the recorder writes the row; a
-        budget stop makes the round the run's last for the recorder (it evaluates and
-        checkpoints the final model)."""
-
-        def hook(rl) -> bool:
-            stop = self.account(rl)
-            return bool(record(rl, last=stop)) or stop
-
-        return hook
-
-    # --------------------------------------------------- the strategy's hooks
+    # ------------------------------------------- the strategy's round (extension)
     def sample(self, server_round: int, parties: list[int]) -> list[int] | None:
+        """Client-level DP's Poisson cohort; DP-SGD leaves the draw to the strategy."""
         return self.release.sample(server_round, parties) if self.release is not None else None
 
     def client_config(self, server_round: int) -> dict:
+        """What the clients read: the clipping norm and mode of the client-side modes, or
+        DP-SGD's noise multiplier (calibrated here)."""
         if self.release is not None:
             return self.release.client_config(server_round)
         return {SIGMA_KEY: float(self.sigma)}
 
-    def aggregate(self, strategy, server_round: int, global_state, outcomes) -> Aggregate:
+    def aggregate(self, inner: Aggregator, server_round: int, global_state, outcomes) -> Aggregate:
+        """Client-level DP: ``inner`` (the algorithm) aggregates the privatised cohort;
+        DP-SGD: ``inner``'s aggregate, or the model as it was for an empty cohort."""
         if self.release is not None:
-            return self.release.aggregate(strategy, server_round, global_state, outcomes)
+            return self.release.aggregate(inner, server_round, global_state, outcomes)
         if not outcomes:
             return Aggregate(OrderedDict(global_state))
-        return strategy.aggregate(server_round, global_state, outcomes)
+        return inner.aggregate(server_round, global_state, outcomes)
+
+    def checkpoint_state(self) -> dict:
+        return {self.CHECKPOINT_KEY: self.state_dict()}
+
+    def load_checkpoint_state(self, state) -> None:
+        if self.CHECKPOINT_KEY in state:
+            self.load_state_dict(state[self.CHECKPOINT_KEY])
 
     def state_dict(self) -> dict:
         return {
@@ -306,6 +318,24 @@ class PrivacyRun:
         sigma = calibrate_sigma(lambda s: self.epsilon_after(s, more), self.target, f"in {more} more rounds")
         log.info("privacy.calibrate: rounds %d-%d get noise_multiplier %.4f (%s)", self.round + 1, rounds, sigma, done)
         self._use_sigma(sigma)
+
+
+def training_sizes(dataidxs: Mapping[int, Sized], holdout: Iterable[int]) -> dict[int, int]:
+    """The sizes of the parties that train (held-out ones never send anything): the
+    population the ledger accounts for."""
+    held = set(holdout)
+    return {k: len(v) for k, v in dataidxs.items() if k not in held}
+
+
+def privacy_for(
+    cfg: ExperimentConfig, dataidxs: Callable[[], Mapping[int, Sized]], holdout: Callable[[], Iterable[int]]
+) -> PrivacyRun | None:
+    """The privacy of a run of ``cfg``, or None with ``privacy.mode: none``;
+    ``dataidxs()`` and ``holdout()``, the run's partition and held-out parties, are
+    read only when privacy is on."""
+    if cfg.privacy.mode == "none":
+        return None
+    return PrivacyRun(cfg, training_sizes(dataidxs(), holdout()))
 
 
 def _int_array(value) -> np.ndarray:

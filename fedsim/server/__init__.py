@@ -1,3 +1,5 @@
-"""The server side of a run: the ServerApp's round loop (``app``), central and per-party
-evaluation (``evaluation``, ``party_eval``), each round's records and checkpoints
-(``recorder``) and ``summary.json`` (``summary``)."""
+"""The server side of a run: the ServerApp and its steps (``app``: ``run_server``), the
+nodes and the composed strategy (``federation``), the start or resume (``start``), the
+round loop (``rounds``), each round's records as ordered callbacks (``recorder``,
+``callbacks/``), central and per-party evaluation (``evaluation``, ``party_eval``) and
+the final files (``summary``)."""

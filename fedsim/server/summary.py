@@ -1,8 +1,10 @@
-"""``summary.json``: what a run ended with (README "Run directory")."""
+"""What a run ends with (README "Run directory"): ``model.pt``, ``summary.json``, the
+plots, and the outcome the engine returns (no re-reading from disk)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,7 +13,31 @@ from fedsim.config.load import config_hash
 from fedsim.prepare.adversary import summary_fields as attack_summary
 from fedsim.prepare.run_inputs import Experiment
 from fedsim.privacy.run import summary_fields as privacy_summary
+from fedsim.rundir.plots import plot_run
+from fedsim.rundir.store import atomic_torch_save, atomic_write_json
+from fedsim.server.recorder import Recorder
 from strategies.arrays import is_float
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: its summary and its metrics rows (as written to disk)."""
+
+    summary: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def finish_run(exp: Experiment, recorder: Recorder) -> RunOutcome:
+    """Write the final model, ``summary.json`` and the plots, then hand the summary to the
+    recorder's callbacks (the trackers get it and the files)."""
+    final = recorder.last_state
+    atomic_torch_save(exp.store.model, {k: v.detach().cpu() for k, v in final.items()})
+    summary = build_summary(exp, recorder.history, recorder.wall_time(), final, recorder.diverged)
+    atomic_write_json(exp.store.summary, summary)
+    if exp.cfg.output.plots:
+        plot_run(exp.store)
+    recorder.finish(summary)
+    return RunOutcome(summary, recorder.history)
 
 
 def build_summary(

@@ -41,10 +41,9 @@ def _reply(party: int, state, n: int) -> Message:
 def aggregate(name, states, *, params=None, rules=(), weights=None, global_state=G, rounds=1, log=None):
     """The new global ``w`` of algorithm ``name`` over ``states`` (party i sends states[i])."""
     p = params or {}
-    strat = strategies.build(strategies.make_params({"name": name, **p}))
+    strat = strategies.build(strategies.make_params({"name": name, **p}), rules)
     n = len(states)
     strat.bind(FederationSetup(seed=0, node_of_party={i: 100 + i for i in range(n)}, param_keys=frozenset({"w"})))
-    strat.reply_rules = tuple(rules)
     weights = weights or [10] * n
     out = None
     for rnd in range(1, rounds + 1):
@@ -310,11 +309,10 @@ def test_centred_clipping_iterations_move_the_centre_first():
 def test_centred_clipping_state_is_checkpointed_with_the_strategy():
     rule = _defence("centred-clip", radius=1.0)
     _, _ = aggregate("fedavg", [_state(u) for u in UPDATES], rules=[rule])
-    strat = strategies.build(strategies.make_params({"name": "fedavg"}))
-    strat.reply_rules = (rule,)
+    strat = strategies.build(strategies.make_params({"name": "fedavg"}), [rule])
     saved = strat.state_dict()
     assert list(saved) == ["defence.centre"]
     fresh = _defence("centred-clip", radius=1.0)
-    strat.reply_rules = (fresh,)
+    strat = strategies.build(strategies.make_params({"name": "fedavg"}), [fresh])
     strat.load_state_dict(saved)
     assert torch.equal(fresh.centre, rule.centre)

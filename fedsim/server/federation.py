@@ -1,0 +1,90 @@
+"""The federation the server runs: which node holds which party, and the strategy.
+
+:func:`discover_partitions` maps parties to nodes; :func:`build_strategy` builds the
+algorithm's server half from the registry, composed with what the rest of the config
+adds to its round (in this order: an attack's model poisoning and a defence,
+``fedsim/prepare/adversary.py``, then differential privacy, ``fedsim/privacy/run.py``)
+and bound to how it samples and screens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+import strategies
+from fedsim.prepare.adversary import server_rules
+from fedsim.prepare.run_inputs import Experiment
+from fedsim.privacy.run import PrivacyRun
+from fedsim.rundir.store import check_client_writes
+from strategies.strategy import FederationSetup, FedsimStrategy
+
+
+def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> dict[int, int]:
+    """party id -> node id.
+
+    The local engine knows its mapping; on Flower's runtimes node ids are opaque,
+    so every node is asked once (a ``query`` message) which partition it holds.
+    """
+    mapping = getattr(grid, "node_of_party", None)
+    if mapping is not None:
+        return dict(mapping)
+    deadline = time.time() + timeout
+    while len(list(grid.get_node_ids())) < n_parties and time.time() < deadline:
+        time.sleep(0.2)
+    node_ids = list(grid.get_node_ids())
+    msgs = [
+        Message(
+            RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=n, message_type=MessageType.QUERY
+        )
+        for n in node_ids
+    ]
+    replies = grid.send_and_receive(msgs, timeout=timeout)
+    out: dict[int, int] = {}
+    for r in replies:
+        if r.has_content():
+            pid = int(r.content["metrics"]["partition-id"])
+            out[pid] = r.metadata.src_node_id
+    if len(out) != n_parties:
+        raise RuntimeError(f"found {len(out)} of {n_parties} partitions among {len(node_ids)} nodes")
+    return out
+
+
+def federation_setup(
+    exp: Experiment, node_of_party: dict[int, int], model: torch.nn.Module, device: torch.device
+) -> FederationSetup:
+    """How the strategy samples, screens and aggregates in this run."""
+    cfg, f = exp.cfg, exp.cfg.federation
+    return FederationSetup(
+        seed=cfg.seed,
+        node_of_party=node_of_party,
+        fraction_fit=f.fraction_fit,
+        fraction_evaluate=f.fraction_evaluate,
+        min_fit_clients=f.min_fit_clients,
+        max_failure_fraction=f.max_failure_fraction,
+        param_keys=frozenset(n for n, p in model.named_parameters() if p.requires_grad),
+        device=str(device),
+        holdout=frozenset(exp.holdout),
+        # a full disk is the run's failure, not the clients'
+        check_failures=check_client_writes,
+        # one sample and data.val_fraction: nothing to validate on (preflight said so)
+        no_validation=frozenset(p for p, idx in exp.dataidxs.items() if cfg.data.val_fraction > 0 and len(idx) <= 1),
+    )
+
+
+def build_strategy(
+    grid: Grid, exp: Experiment, model: torch.nn.Module, device: torch.device, privacy: PrivacyRun | None
+) -> FedsimStrategy:
+    """The run's strategy: the algorithm with the hyperparameters as the run uses them
+    (a robust aggregator's f from the attack), composed with the attack's and the
+    defence's rules and privacy, in that order, and bound to the run's federation on
+    ``grid``'s nodes (``model``: the run's network, whose trainable entries it averages)."""
+    params, _ = strategies.resolve(exp.cfg)
+    extensions = (*server_rules(exp.cfg), *((privacy,) if privacy is not None else ()))
+    strategy = strategies.build(params, extensions)
+    node_of_party = discover_partitions(grid, exp.cfg.partition.n_parties)
+    strategy.bind(federation_setup(exp, node_of_party, model, device))
+    return strategy
