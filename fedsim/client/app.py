@@ -24,7 +24,15 @@ from flwr.clientapp import ClientApp
 
 import strategies
 from fedsim.client.dpsgd import train_dpsgd
-from fedsim.client.training import PartyData, TrainStats, evaluate, make_criterion, steps_per_epoch, train_local
+from fedsim.client.training import (
+    PartyData,
+    TrainStats,
+    evaluate,
+    make_criterion,
+    party_view,
+    steps_per_epoch,
+    train_local,
+)
 from fedsim.config.schema import epoch_range
 from fedsim.models import build_model, has_batchnorm
 from fedsim.prepare.adversary import poison_training_set
@@ -41,7 +49,6 @@ from fedsim.privacy.dpsgd import trains_with_dpsgd
 from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
-from fedsim.server.party_eval import party_view
 from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext

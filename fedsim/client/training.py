@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from fedsim.config.schema import TrainConfig
 from fedsim.data.transforms import add_feature_noise, augment_batch, to_float
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+if TYPE_CHECKING:  # the run's inputs type a party's view; importing them at run time is not needed
+    from fedsim.prepare.run_inputs import Experiment
 
 
 # ------------------------------------------------------------------------ losses
@@ -318,3 +322,20 @@ def evaluate(
         loss_sum += criterion(logits.float(), yb).double() * yb.numel()
         cm += torch.bincount(yb * num_classes + logits.argmax(dim=1), minlength=num_classes * num_classes)
     return (float(loss_sum) / n if n else float("nan")), cm.view(num_classes, num_classes).cpu()
+
+
+def party_view(
+    exp: Experiment, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, party: int, train: bool
+) -> PartyData:
+    """A party's samples ``indices`` of (x, y) as the trainer sees them (its feature
+    noise; augmentation when training)."""
+    b, cfg = exp.bundle, exp.cfg
+    return PartyData(
+        x=x,
+        y=y,
+        indices=indices,
+        mean=b.mean,
+        std=b.std,
+        augment=b.augment and train,
+        noise=float(exp.noise_levels[party]) if cfg.data.feature_noise > 0 else 0.0,
+    )

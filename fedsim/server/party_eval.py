@@ -36,7 +36,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 import strategies
-from fedsim.client.training import Criterion, LocalTrainer, PartyData, make_criterion
+from fedsim.client.training import Criterion, LocalTrainer, make_criterion, party_view
 from fedsim.models import build_model, has_batchnorm
 from fedsim.prepare.run_inputs import Experiment, on_device
 from fedsim.rundir.store import ClientStateStore, remember_writes
@@ -45,23 +45,6 @@ from fedsim.util.seeding import derive, seed_torch, torch_generator
 MODES = ("local", "personal", "finetune")
 #: parties per vmapped chunk on a GPU (stacked parameters and activations)
 PARTIES_PER_CHUNK = 64
-
-
-def party_view(
-    exp: Experiment, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, party: int, train: bool
-) -> PartyData:
-    """A party's samples ``indices`` of (x, y) as the trainer sees them (its feature
-    noise; augmentation when training)."""
-    b, cfg = exp.bundle, exp.cfg
-    return PartyData(
-        x=x,
-        y=y,
-        indices=indices,
-        mean=b.mean,
-        std=b.std,
-        augment=b.augment and train,
-        noise=float(exp.noise_levels[party]) if cfg.data.feature_noise > 0 else 0.0,
-    )
 
 
 @dataclass
