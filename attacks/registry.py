@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from fedsim.util.plugins import Plugin, Registry
 from fedsim.util.seeding import derive
 from strategies.cohort import malicious_count
-from strategies.plugins import Registry
 from strategies.replies import UpdateSpace
 from strategies.strategy import ClientOutcome
 
@@ -71,7 +71,7 @@ class DataInfo:
     input_shape: tuple[int, ...]
 
 
-class Attack:
+class Attack(Plugin):
     """One attack. Subclass it in the attack's file and decorate it with :func:`register`."""
 
     name: ClassVar[str]
@@ -116,7 +116,7 @@ class Attack:
         return None
 
 
-_PLUGINS: Registry[Attack] = Registry("attack", __package__)
+_PLUGINS: Registry[Attack] = Registry("attack", __package__, section="attack", base=AttackParams)
 #: class decorator: register an :class:`Attack` subclass under its ``name``
 register = _PLUGINS.register
 unregister = _PLUGINS.unregister

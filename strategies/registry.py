@@ -15,13 +15,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from fedsim.util.plugins import Plugin, Registry
+
 from .params import StrategyParams, out_of_range
-from .plugins import Registry
 from .rule import ClientRule
 from .strategy import FedAvgServer, FedsimStrategy
 
 
-class Algorithm:
+class Algorithm(Plugin):
     """One federated algorithm. Subclass it in the algorithm's file and decorate the
     subclass with :func:`register`::
 
@@ -99,7 +100,7 @@ class Algorithm:
         return out
 
 
-_PLUGINS: Registry[Algorithm] = Registry("strategy", __package__)
+_PLUGINS: Registry[Algorithm] = Registry("strategy", __package__, section="strategy", base=StrategyParams)
 #: class decorator: register an :class:`Algorithm` subclass under its ``name``
 register = _PLUGINS.register
 unregister = _PLUGINS.unregister
