@@ -116,12 +116,12 @@ class Attack(Plugin):
         return None
 
 
-_PLUGINS: Registry[Attack] = Registry("attack", __package__, section="attack", base=AttackParams)
+ATTACKS: Registry[Attack] = Registry("attack", __package__, section="attack", base=AttackParams)
 #: class decorator: register an :class:`Attack` subclass under its ``name``
-register = _PLUGINS.register
-unregister = _PLUGINS.unregister
-available = _PLUGINS.available
-get = _PLUGINS.get
+register = ATTACKS.register
+unregister = ATTACKS.unregister
+available = ATTACKS.available
+get = ATTACKS.get
 
 
 def malicious_parties(params: AttackParams, n_parties: int, seed: int) -> list[int]:

@@ -48,12 +48,12 @@ class Defence(Plugin):
 
 
 # the defences are files of the strategies package, discovered with the algorithms
-_PLUGINS: Registry[Defence] = Registry("defence", __package__, section="defence", base=DefenceParams)
+DEFENCES: Registry[Defence] = Registry("defence", __package__, section="defence", base=DefenceParams)
 #: class decorator: register a :class:`Defence` subclass under its ``name``
-register = _PLUGINS.register
-unregister = _PLUGINS.unregister
-available = _PLUGINS.available
-get = _PLUGINS.get
+register = DEFENCES.register
+unregister = DEFENCES.unregister
+available = DEFENCES.available
+get = DEFENCES.get
 
 
 def out_of_range(params: DefenceParams) -> str | None:

@@ -100,12 +100,12 @@ class Algorithm(Plugin):
         return out
 
 
-_PLUGINS: Registry[Algorithm] = Registry("strategy", __package__, section="strategy", base=StrategyParams)
+ALGORITHMS: Registry[Algorithm] = Registry("strategy", __package__, section="strategy", base=StrategyParams)
 #: class decorator: register an :class:`Algorithm` subclass under its ``name``
-register = _PLUGINS.register
-unregister = _PLUGINS.unregister
-available = _PLUGINS.available
-get = _PLUGINS.get
+register = ALGORITHMS.register
+unregister = ALGORITHMS.unregister
+available = ALGORITHMS.available
+get = ALGORITHMS.get
 
 
 def params_of(name: str) -> type[StrategyParams]:

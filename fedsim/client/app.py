@@ -37,6 +37,7 @@ from fedsim.prepare.run_inputs import (
     on_device,
     resolve_device,
 )
+from fedsim.privacy.compat import PER_SAMPLE
 from fedsim.privacy.dpsgd import train_dpsgd
 from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
@@ -261,7 +262,7 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
-            if self.cfg.privacy.mode == "dpsgd":
+            if self.cfg.privacy.mode in PER_SAMPLE:
                 return self.finish(job, self.train_dpsgd(job))
             stats = train_local(
                 self.model,
@@ -341,11 +342,16 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
-    # Flower's client-side clipping when the server's DP wrapper asks for it (privacy.mode client-*)
-    app = ClientApp(mods=[privacy_mod])
 
     def _rt(context: Context) -> ClientRuntime:
         return runtime_for(settings or settings_from_context(context))
+
+    def _privacy(msg: Message, context: Context, call_next) -> Message:
+        # the client-side clipping of a privacy mode when the server's DP wrapper asks for
+        # it (privacy.mode client-*): the mode's mod, with the run's privacy.* keys
+        return privacy_mod(msg, context, call_next, lambda: _rt(context).cfg.privacy)
+
+    app = ClientApp(mods=[_privacy])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

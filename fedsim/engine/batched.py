@@ -39,6 +39,7 @@ from fedsim.client.app import runtime_for
 from fedsim.client.training import TrainStats, batch_positions, batch_stream
 from fedsim.data.transforms import to_float
 from fedsim.engine.executors import SequentialExecutor, error_reply
+from fedsim.privacy.compat import CLIENT_SIDE, PER_SAMPLE
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,11 @@ def why_not_batched(rt, mode: str) -> str | None:
         return "engine.batch_clients is off"
     if mode == "auto" and rt.device.type != "cuda":
         return "engine.batch_clients=auto batches on CUDA only (on a CPU vmap is slower than one client at a time for convolutional models; set it on for tiny ones)"
-    if cfg.privacy.mode == "dpsgd":
-        return "privacy.mode=dpsgd trains each party with Opacus's per-sample gradient hooks, one at a time"
-    if cfg.privacy.mode.startswith("client-"):
+    if cfg.privacy.mode in PER_SAMPLE:
+        return (
+            f"privacy.mode={cfg.privacy.mode} trains each party with Opacus's per-sample gradient hooks, one at a time"
+        )
+    if cfg.privacy.mode in CLIENT_SIDE:
         return f"privacy.mode={cfg.privacy.mode} clips in the ClientApp's mods, which the batched path does not run"
     rule = rt.algo.Rule
     if not rule.batchable:

@@ -128,7 +128,7 @@ def check_trackers_installed(cfg: ExperimentConfig) -> None:
     """ConfigError naming the extra when a chosen tracker's library is not installed."""
     for name in trackers.chosen(cfg.output):
         t = trackers.get(name)
-        if importlib.util.find_spec(t.module) is None:
+        if t.module and importlib.util.find_spec(t.module) is None:
             raise ConfigError(f"output.trackers: {name} needs {t.module}: pip install 'fedsim[{t.extra}]'")
 
 
@@ -216,7 +216,7 @@ def check_privacy(
     if problem:
         raise ConfigError(problem)
     for module, what in (("dp_accounting", "Google's dp-accounting"), ("opacus", "Opacus")):
-        if module == "opacus" and cfg.privacy.mode != "dpsgd":
+        if module == "opacus" and cfg.privacy.mode not in privacy_compat.PER_SAMPLE:
             continue
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"privacy.mode {cfg.privacy.mode!r} needs {what}: pip install 'fedsim[privacy]'")
