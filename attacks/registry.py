@@ -140,4 +140,5 @@ def malicious_parties(params: AttackParams, n_parties: int, seed: int) -> list[i
 class NoAttack(Attack):
     name = "none"
     summary = "every party is honest"
+    paper = "-"
     Params = AttackParams

@@ -67,6 +67,9 @@ class Scheme(Plugin):
         self.defaults = {h.name: h.default for h in hyperparameters(Params) if h.name in self.accepted}
         self.defaults = {k: v for k, v in self.defaults.items() if k not in common}
         self.required = [p.name for p in kw if p.default is inspect.Parameter.empty and p.name not in self.defaults]
+        #: the common partition.* keys among its parameters (listings); its own are in Params
+        own = {h.name for h in hyperparameters(Params)}
+        self.reads = tuple(k for k in self.accepted if k in common and k not in own)
 
     def check(self, cfg: Any) -> str | None:
         return self._check(cfg) if self._check is not None else None

@@ -74,6 +74,7 @@ def build_rule(params: DefenceParams) -> ReplyRule | None:
 class NoDefence(Defence):
     name = "none"
     summary = "no rule: the algorithm aggregates the replies as they come"
+    paper = "-"
 
 
 __all__ = [

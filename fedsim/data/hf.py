@@ -363,6 +363,7 @@ def _check_hf(cfg: Any) -> str | None:
 
 @register(
     "hf",
+    reads=("root", "download", "augment"),
     key=lambda cfg, seed, n: (str(cfg.hf_path), tuple(_params(cfg).items()), cfg.augment, cfg.download),
     text=lambda cfg: cfg.hf_text_key is not None,
     check=_check_hf,

@@ -198,6 +198,7 @@ class ImageFolderParams(DataConfig):
 
 @register(
     "imagefolder",
+    reads=("root", "augment"),
     key=_key,
     summary="images in class folders (train/ and val/ or test/), Tiny-ImageNet's layout too",
     paper="torchvision's ImageFolder layout; Tiny-ImageNet (Le & Yang 2015)",

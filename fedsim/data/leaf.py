@@ -263,6 +263,7 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
 
 @register(
     "leaf-femnist",
+    reads=("root", "augment"),
     key=_key,
     spec=lambda cfg: ((1, FEMNIST_SIDE, FEMNIST_SIDE), FEMNIST_CLASSES),
     summary="FEMNIST: handwritten 28x28 characters of 62 classes, one natural group per writer",
@@ -275,6 +276,7 @@ def load_leaf_femnist(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBund
 
 @register(
     "leaf-shakespeare",
+    reads=("root",),
     key=_key,
     spec=lambda cfg: ((80,), text.VOCAB_SIZE),
     text=True,

@@ -148,9 +148,9 @@ class _LoaderDataset(Dataset):
     """The plug-in :func:`register` makes of a loader function and its declarations."""
 
     def __init__(self, name: str, fn: Loader, key: KeyFn | None, spec: SpecFn | None, text: bool | TextFn,
-                 check: CheckFn | None, summary: str, paper: str, Params: type) -> None:  # fmt: skip
+                 check: CheckFn | None, summary: str, paper: str, Params: type, reads: tuple[str, ...]) -> None:  # fmt: skip
         self.name, self.fn, self._key, self._spec, self._text, self._check = name, fn, key, spec, text, check
-        self.summary, self.paper, self.Params = summary, paper, Params
+        self.summary, self.paper, self.Params, self.reads = summary, paper, Params, tuple(reads)
 
     def load(self, cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
         return self.fn(cfg, seed, n_parties)
@@ -191,6 +191,7 @@ def register(
     summary: str = "",
     paper: str = "",
     Params: type = DataConfig,
+    reads: tuple[str, ...] = (),
 ) -> Any:
     """Decorator: register ``fn(cfg, seed, n_parties) -> DatasetBundle`` as data set ``name``
     (or, on a :class:`Dataset` subclass, that class).
@@ -201,13 +202,14 @@ def register(
     ``text`` (or ``text(cfg)``) says the inputs are int64 token sequences, so that the
     config check can pair them with a sequence model before anything loads.
     ``check(cfg)`` says why a config cannot use the data set; ``Params`` is its
-    ``data.*`` dataclass (:class:`DataConfig` and its own keys).
+    ``data.*`` dataclass (:class:`DataConfig` and its own keys); ``reads``: the common
+    ``data.*`` keys it reads (for the listings).
     """
     if isinstance(name, type):
         return DATASETS.register(name)
 
     def deco(fn: Loader) -> Loader:
-        DATASETS.add(_LoaderDataset(name, fn, key, spec, text, check, summary, paper, Params), fn.__module__)
+        DATASETS.add(_LoaderDataset(name, fn, key, spec, text, check, summary, paper, Params, reads), fn.__module__)
         return fn
 
     return deco

@@ -110,6 +110,7 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
 
 @register(
     "synthetic",
+    reads=("seed", "n_train", "n_test", "synthetic_alpha", "synthetic_beta", "num_groups"),
     key=_key,
     spec=lambda cfg: ((DIM,), NUM_CLASSES),
     summary="Synthetic(alpha, beta): 60 features, 10 classes, one generating group per party (data.synthetic_*)",

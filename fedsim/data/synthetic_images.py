@@ -203,6 +203,7 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
 
 @register(
     "synthetic-images",
+    reads=("seed", "n_train", "n_test", "image_shape", "num_classes", "noise", "augment"),
     key=_key,
     spec=lambda cfg: (tuple(cfg.image_shape), cfg.num_classes),
     summary="learnable class-conditional images made from data.seed (data.n_train, n_test, image_shape, num_classes, noise)",

@@ -260,6 +260,7 @@ def _cifar(
 
 @register(
     "cifar10",
+    reads=("root", "download", "augment"),
     key=_file_key,
     spec=lambda cfg: ((3, 32, 32), 10),
     summary="CIFAR-10: 50,000 + 10,000 RGB 32x32 images, 10 classes (torchvision's files)",
@@ -305,6 +306,7 @@ class Cifar100Params(DataConfig):
 
 @register(
     "cifar100",
+    reads=("root", "download", "augment"),
     key=lambda cfg, seed, n: (*_file_key(cfg, seed, n), cfg.cifar100_labels),
     spec=lambda cfg: ((3, 32, 32), CIFAR100_SUPERCLASSES if cfg.cifar100_labels == "coarse" else 100),
     summary="CIFAR-100: 50,000 + 10,000 RGB 32x32 images, 100 classes in 20 superclasses (torchvision's files)",
@@ -415,6 +417,7 @@ def _mnist_like(cfg: DataConfig, name: str, folder: str, tv_class: str, mean: tu
 
 @register(
     "mnist",
+    reads=("root", "download", "augment"),
     key=_file_key,
     spec=lambda cfg: ((1, 28, 28), 10),
     summary="MNIST: 60,000 + 10,000 grey 28x28 digits (torchvision's files)",
@@ -427,6 +430,7 @@ def load_mnist(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
 
 @register(
     "fmnist",
+    reads=("root", "download", "augment"),
     key=_file_key,
     spec=lambda cfg: ((1, 28, 28), 10),
     summary="Fashion-MNIST: 60,000 + 10,000 grey 28x28 clothing images (torchvision's files)",
@@ -462,6 +466,7 @@ def _read_svhn(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 @register(
     "svhn",
+    reads=("root", "download", "augment"),
     key=_file_key,
     spec=lambda cfg: ((3, 32, 32), 10),
     summary="SVHN cropped digits: 73,257 + 26,032 RGB 32x32 images (torchvision's files)",

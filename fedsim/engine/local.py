@@ -143,6 +143,7 @@ class LocalEngine(Engine):
     name = "local"
     summary = "an in-process Flower Grid: a cohort runs one client after another, in worker processes or batched"
     paper = "fedsim's own (Flower's Grid interface)"
+    reads = ("workers", "batch_clients")
 
     def run(self, settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
         return run_local(settings, hooks)

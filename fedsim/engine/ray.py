@@ -76,6 +76,7 @@ class RayEngine(Engine):
     name = "ray"
     summary = "Flower's Simulation Runtime with its Ray backend: actors per client, across machines"
     paper = "Flower (Beutel et al. 2020); Ray (Moritz et al. 2018)"
+    reads = ("num_cpus", "num_gpus", "ray_address")
 
     def run(self, settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
         return run_ray(settings, hooks)

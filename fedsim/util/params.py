@@ -99,6 +99,8 @@ class HpField:
 
     def allowed(self) -> str:
         """The allowed values, with null where the default is None (an automatic value)."""
+        if self.type == "bool" and self.info.choices is None and self.info.text is None:
+            return "true, false"
         return self.info.allowed() + (" or null" if self.default is None and self.info.text is None else "")
 
 

@@ -10,6 +10,8 @@ and privacy modes are plug-ins: a plug-in is one file that declares
   (the section's base dataclass) and its own, each declared with
   :func:`fedsim.util.params.hp` (default, allowed range, meaning, source);
 * ``check(cfg)``: why the rest of a config cannot run it (None when it can);
+* ``reads``: the section's common keys it reads (``synthetic-images`` reads
+  ``data.n_train``), for the listings: every plug-in of the kind accepts those;
 
 and registers itself with its kind's :class:`Registry`. Each registry imports every
 module of its package the first time it is read (discovery), so a plug-in's file needs
@@ -57,6 +59,7 @@ class Plugin:
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     Params: ClassVar[type]
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def check(self, cfg: Any) -> str | None:
         """Why ``cfg`` (fedsim's ExperimentConfig) cannot run this plug-in, or None."""
@@ -139,10 +142,10 @@ class Registry(Generic[T]):
         self.kind, self.package, self.section, self.chooser = kind, package, section, chooser
         self.base, self.ordered, self.first, self.error = base, ordered, tuple(first), error
         self._items: dict[str, T] = {}
-        self._origin: dict[str, tuple[int, int]] = {}  # name -> (0 own package / 1 elsewhere, registration number)
+        self._origin: dict[str, tuple] = {}  # name -> where it sorts in available() (ordered)
         self._module_of: dict[str, str] = {}
         self._count = itertools.count()
-        self._discovered = False
+        self._discovered = self._importing = False
         self._lock = threading.RLock()
 
     # -------------------------------------------------------------- registering
@@ -166,9 +169,12 @@ class Registry(Generic[T]):
                 f"{self.kind} '{name}' is already registered (by {self._module_of[name]}; again by {module})"
             )
         self._check_params(name, getattr(item, "Params", None))
-        own = module == self.package or module.startswith(self.package + ".")
+        common = {f.name for f in dataclasses.fields(self.base)} if self.base is not None else set()
+        strange = [k for k in getattr(item, "reads", ()) if k not in common]
+        if strange:
+            raise TypeError(f"{self.kind} '{name}' reads {self.section}.{strange[0]}, which is not a common key")
         self._items[name] = item
-        self._origin[name] = self._origin.get(name, (0 if own else 1, next(self._count)))
+        self._origin[name] = self._origin.get(name) or self._rank(module)
         self._module_of[name] = module
         return item
 
@@ -191,6 +197,16 @@ class Registry(Generic[T]):
                         f"{self.base.__name__} has {common[h.name]!r}"
                     )
 
+    def _rank(self, module: str) -> tuple:
+        """Where a plug-in of ``module`` sorts when ``ordered``: the package's own first, by
+        their module's place in ``first`` (then by module name), then the others; within a
+        module in registration order. Not by import order, which another registry's
+        discovery or a user's plug-in importing a built-in module can change."""
+        own = module == self.package or module.startswith(self.package + ".")
+        leaf = module[len(self.package) + 1 :].split(".")[0] if own else module
+        place = self.first.index(leaf) if own and leaf in self.first else len(self.first)
+        return (0 if own else 1, place, leaf, next(self._count))
+
     def unregister(self, name: str) -> None:
         """Remove a plug-in (tests that define their own)."""
         self._items.pop(name, None)
@@ -199,14 +215,20 @@ class Registry(Generic[T]):
 
     # ---------------------------------------------------------------- reading
     def _discover(self) -> None:
+        # other threads wait until the package is imported; the importing thread itself
+        # (a plug-in module that reads the registry while it loads) sees what is there so far
         if not self._discovered:
             with self._lock:
-                if not self._discovered:
-                    self._discovered = True
-                    package = importlib.import_module(self.package)
-                    found = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
-                    for name in [m for m in self.first if m in found] + sorted(set(found) - set(self.first)):
-                        importlib.import_module(f"{self.package}.{name}")
+                if not self._discovered and not self._importing:
+                    self._importing = True
+                    try:
+                        package = importlib.import_module(self.package)
+                        found = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+                        for name in [m for m in self.first if m in found] + sorted(set(found) - set(self.first)):
+                            importlib.import_module(f"{self.package}.{name}")
+                        self._discovered = True
+                    finally:
+                        self._importing = False
         load_extra_plugins()
 
     def available(self) -> list[str]:
