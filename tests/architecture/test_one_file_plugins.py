@@ -15,7 +15,6 @@ import json
 import sys
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
