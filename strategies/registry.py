@@ -3,9 +3,10 @@ constraints on the rest of the config).
 
 Every module of the ``strategies`` package is imported once, the first time the
 registry is read, so an algorithm's file registers itself with ``@register`` and
-needs no import line anywhere. An algorithm defined elsewhere (a test, a user's
-package) registers the same way; it must be imported before the run starts (and in
-every worker process, for ``engine.workers > 1`` or Ray).
+needs no import line anywhere (fedsim's one plug-in mechanism, :mod:`fedsim.util.plugins`).
+An algorithm defined elsewhere (a user's package) registers the same way; naming its
+module in ``FEDSIM_PLUGINS`` (or a ``fedsim.plugins`` entry point) has every process
+import it, worker processes and Ray actors included.
 """
 
 from __future__ import annotations
