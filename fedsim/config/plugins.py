@@ -268,4 +268,5 @@ def _as(cls: type, values: Any) -> Any:
     """``values`` as an instance of ``cls`` (the plug-in's own params) for range checks."""
     if type(values) is cls:
         return values
-    return cls(**{f.name: getattr(values, f.name) for f in dataclasses.fields(cls) if f.init})
+    # a section built in Python as its base dataclass lacks a new plug-in's keys: their defaults
+    return cls(**{f.name: getattr(values, f.name, field_default(f)) for f in dataclasses.fields(cls) if f.init})
