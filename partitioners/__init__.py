@@ -62,9 +62,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: the registry's names load their module on first use (see _LAZY); through
-    # importlib, as fedsim's own lazy attributes would, but without a function-local
-    # import statement of this package's modules
+    # PEP 562: the registry's names load their module on first use (see _LAZY), so that
+    # `import partitioners` imports no fedsim (tests/partitioning checks it). This is the
+    # package's one deliberate deferred import of its own modules (docs/architecture.md)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'partitioners' has no attribute {name!r}")

@@ -22,8 +22,9 @@ import, a package's modules all of them. Config validation, the ``fedsim plugins
 listings, the README's tables and the did-you-mean errors are made from the
 declarations.
 
-This module is a leaf (the standard library only), so that every package of the
-distribution can build its registry on it.
+This module imports only the standard library and fedsim's leaves (``fedsim.errors``,
+:mod:`fedsim.util.params`), so that every package of the distribution, the numpy-only
+``partitioners`` too, can build its registry on it.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def load_extra_plugins() -> None:
     entry points that are not imported yet (cheap when there is nothing new: every
     registry calls it when read, so a variable set later in the process still counts)."""
     with _EXTRA_LOCK:
-        wanted = [n.strip() for n in os.environ.get(ENV, "").split(",") if n.strip()]
-        for name in itertools.chain(wanted, _entry_point_modules()):
+        wanted = [(n.strip(), f"{ENV} names") for n in os.environ.get(ENV, "").split(",") if n.strip()]
+        found = [(n, f"the {ENTRY_POINTS} entry point names") for n in _entry_point_modules()]
+        for name, named in wanted + found:
             if name in _extra_done:
                 continue
             _extra_done.add(name)
@@ -107,7 +109,7 @@ def load_extra_plugins() -> None:
                 _import_tree(name)
             except ImportError as exc:
                 _extra_done.discard(name)
-                raise ConfigError(f"{ENV} names '{name}', which cannot be imported: {exc}") from exc
+                raise ConfigError(f"{named} '{name}', which cannot be imported: {exc}") from exc
 
 
 def forget_extra_plugins(name: str) -> None:

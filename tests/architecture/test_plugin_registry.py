@@ -76,7 +76,9 @@ def test_a_declaration_that_is_incomplete_is_refused_at_registration():
 
 def test_a_plugin_module_that_cannot_be_imported_is_one_line(monkeypatch):
     monkeypatch.setenv(ENV, "no_such_fedsim_plugin_package")
-    with pytest.raises(ConfigError, match=r"^FEDSIM_PLUGINS names 'no_such_fedsim_plugin_package', which cannot be"):
+    with pytest.raises(
+        ConfigError, match=r"^FEDSIM_PLUGINS names 'no_such_fedsim_plugin_package', which cannot be imported"
+    ):
         load_extra_plugins()
     monkeypatch.delenv(ENV)
     load_extra_plugins()  # nothing named: nothing to import
