@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
-from fedsim import listing
+from fedsim import data, listing, models
 from fedsim.config import plugins as sections
 from fedsim.config.load import from_yaml_text, load_config, to_yaml
 from fedsim.config.sections import DataConfig, OutputConfig
@@ -167,3 +169,35 @@ def test_every_builtin_plugin_declares_a_summary_a_source_and_its_keys():
             for h in sec.registry.own(name):
                 assert h.info.help and h.info.source, (sec.name, name, h.name)
                 assert h.default is None or h.info.admits(h.default) or h.info.text, (sec.name, name, h.name)
+
+
+def test_a_data_set_and_a_model_may_be_classes_too():
+    """The function decorators make the same plug-in objects a class declares itself."""
+
+    class Ones(data.Dataset):
+        name, summary, paper = "class-ones", "all ones", "-"
+
+        def load(self, cfg, seed, n_parties):
+            x, y = torch.ones(8, 3), torch.tensor([0, 1] * 4)
+            return data.DatasetBundle("class-ones", x, y, x, y, 2, None, None, False)
+
+        def spec(self, cfg):
+            return (3,), 2
+
+    class Identity(models.Model):
+        name, summary, paper = "class-identity", "the inputs as they are", "-"
+
+        def build(self, cfg, input_shape, num_classes):
+            return nn.Flatten(1), 3
+
+    data.register(Ones)
+    models.register(Identity)
+    try:
+        cfg = load_config(None, ["data.dataset=class-ones", "model.name=class-identity", "partition.n_parties=2"])
+        assert data.input_spec(cfg.data) == ((3,), 2)
+        assert data.load_dataset(cfg.data, 0, 2).x_train.shape == (8, 3)
+        assert models.build_model(cfg.model, (3,), 2)(torch.ones(1, 3)).shape == (1, 2)
+    finally:
+        data.unregister("class-ones")
+        models.unregister("class-identity")
+        data.clear_cache()
