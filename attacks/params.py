@@ -1,5 +1,5 @@
 """An attack's parameters: one dataclass per attack, each field declared with
-:func:`strategies.params.hp` (its default, allowed range, meaning and source).
+:func:`fedsim.util.params.hp` (its default, allowed range, meaning and source).
 
 ``attack.<key>`` of a config is checked against the chosen attack's dataclass only, as
 ``strategy.*`` is against the algorithm's: a key the attack does not have is an error.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.params import hp, hyperparameters
+from fedsim.util import params as _params
+from fedsim.util.params import hp, hyperparameters
 
 
 @dataclass
@@ -33,32 +34,20 @@ class MaliciousParams(AttackParams):
         help="share of the parties that are malicious: floor(fraction x n_parties), at least 1 when > 0, drawn from the seed",
         source="Fang et al. 2020's default of 20% malicious clients",
     )
+    # checked against the number of parties (fedsim.config.validate)
     parties: list[int] | None = hp(
         None,
         help="the malicious parties by id, instead of a drawn fraction",
         source="null: the parties are drawn (attack.fraction)",
+        text="a list of party ids",
     )
 
 
 def allowed_text(params_cls: type[AttackParams], name: str) -> str:
     """The allowed values of a parameter as the listings show them."""
-    if name == "parties":
-        return "a list of party ids"
-    hf = next(h for h in hyperparameters(params_cls) if h.name == name)  # type: ignore[arg-type]
-    return hf.info.allowed() + (" or null" if hf.default is None else "")
+    return next(h for h in hyperparameters(params_cls) if h.name == name).allowed()
 
 
 def out_of_range(params: AttackParams) -> str | None:
     """The first parameter outside its allowed range, as an error text; None if all fit."""
-    for hf in hyperparameters(type(params)):  # type: ignore[arg-type]
-        if hf.name == "parties":
-            continue  # checked against the number of parties (fedsim.config.validate)
-        value = getattr(params, hf.name)
-        if value is None and hf.default is None:
-            continue
-        if value is None or not hf.info.admits(value):
-            return (
-                f"config key 'attack.{hf.name}' = {value!r} is out of range for attack '{params.name}'; "
-                f"allowed: {allowed_text(type(params), hf.name)}"
-            )
-    return None
+    return _params.out_of_range(params, "attack", "attack", params.name, "is out of range")

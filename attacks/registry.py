@@ -27,9 +27,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from fedsim.util.plugins import Plugin, Registry
 from fedsim.util.seeding import derive
 from strategies.cohort import malicious_count
-from strategies.plugins import Registry
 from strategies.replies import UpdateSpace
 from strategies.strategy import ClientOutcome
 
@@ -71,7 +71,7 @@ class DataInfo:
     input_shape: tuple[int, ...]
 
 
-class Attack:
+class Attack(Plugin):
     """One attack. Subclass it in the attack's file and decorate it with :func:`register`."""
 
     name: ClassVar[str]
@@ -116,12 +116,12 @@ class Attack:
         return None
 
 
-_PLUGINS: Registry[Attack] = Registry("attack", __package__)
+ATTACKS: Registry[Attack] = Registry("attack", __package__, section="attack", base=AttackParams)
 #: class decorator: register an :class:`Attack` subclass under its ``name``
-register = _PLUGINS.register
-unregister = _PLUGINS.unregister
-available = _PLUGINS.available
-get = _PLUGINS.get
+register = ATTACKS.register
+unregister = ATTACKS.unregister
+available = ATTACKS.available
+get = ATTACKS.get
 
 
 def malicious_parties(params: AttackParams, n_parties: int, seed: int) -> list[int]:
@@ -140,4 +140,5 @@ def malicious_parties(params: AttackParams, n_parties: int, seed: int) -> list[i
 class NoAttack(Attack):
     name = "none"
     summary = "every party is honest"
+    paper = "-"
     Params = AttackParams

@@ -147,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "plugins",
+        help="every plug-in of every kind, or of one kind with its keys and defaults",
+        description="List the plug-ins (strategies, attacks, defences, datasets, schemes, models, engines, trackers, "
+        "privacy-modes): how a config chooses each, what it does, its own keys with defaults and allowed values.",
+    )
+    p.add_argument("kind", nargs="?", help="one kind: strategies, attacks, defences, datasets, schemes, ...")
+    p.add_argument("name", nargs="?", help="one plug-in of that kind")
+    _add_common(p)
+
+    p = sub.add_parser(
         "inspect",
         help="parameters, FLOPs and size of a model",
         description="Parameters, FLOPs and size per layer and in total.",
@@ -449,60 +459,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_strategies(args: argparse.Namespace) -> int:
-    import strategies
-    from fedsim.errors import ConfigError
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from fedsim.listing import listing
 
-    names = strategies.available()
-    if args.name is not None:
-        if args.name not in names:
-            raise ConfigError(f"unknown strategy '{args.name}'; allowed: {', '.join(names)}")
-        names = [args.name]
-    for name in names:
-        algo = strategies.get(name)
-        print(f"{name}: {algo.summary}")
-        print(f"  {algo.paper}")
-        hps = strategies.hyperparameters(algo.Params)
-        if not hps:
-            print("  (no hyperparameters)")
-        for h in hps:
-            default = f"{h.default:g}" if isinstance(h.default, float) else str(h.default)
-            print(f"  strategy.{h.name} = {default}  ({h.info.allowed()})  {h.info.help}; default: {h.info.source}")
-        print()
+    print(listing(args.kind, args.name), end="")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from fedsim.listing import listing
+
+    print(listing("strategies", args.name), end="")
     return 0
 
 
 def cmd_attacks(args: argparse.Namespace) -> int:
-    import attacks
+    from fedsim.config.plugins import SECTIONS
     from fedsim.errors import ConfigError
-    from strategies import defences
-    from strategies.params import hyperparameters
+    from fedsim.listing import listing
 
-    entries = [("attack", n, attacks.get(n)) for n in attacks.available()]
-    entries += [("defence", n, defences.get(n)) for n in defences.available()]
+    kinds = ["attacks", "defences"]
     if args.name is not None:
-        entries = [e for e in entries if e[1] == args.name]
-        if not entries:
-            names = sorted(set(attacks.available()) | set(defences.available()))
+        kinds = [k for k, s in zip(kinds, ("attack", "defence")) if args.name in SECTIONS[s].registry]
+        if not kinds:
+            names = sorted({n for s in ("attack", "defence") for n in SECTIONS[s].registry.available()})
             raise ConfigError(f"unknown attack or defence '{args.name}'; allowed: {', '.join(names)}")
-    for section, name, item in entries:
-        print(f"{section}.name={name}: {item.summary}")
-        if item.paper:
-            print(f"  {item.paper}")
-        hps = hyperparameters(item.Params)
-        if not hps:
-            print("  (no parameters)")
-        for h in hps:
-            default = (
-                "null" if h.default is None else (f"{h.default:g}" if isinstance(h.default, float) else str(h.default))
-            )
-            allowed = (
-                attacks.allowed_text(item.Params, h.name)
-                if section == "attack"
-                else h.info.allowed() + (" or null" if h.default is None else "")
-            )
-            print(f"  {section}.{h.name} = {default}  ({allowed})  {h.info.help}; default: {h.info.source}")
-        print()
+    print("".join(listing(k, args.name) for k in kinds), end="")
     return 0
 
 
@@ -572,6 +554,7 @@ COMMANDS = {
     "tune": cmd_tune,
     "strategies": cmd_strategies,
     "attacks": cmd_attacks,
+    "plugins": cmd_plugins,
 }
 
 

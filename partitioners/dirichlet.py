@@ -20,7 +20,12 @@ from .registry import register
 from .split import deal_classes, shuffled_by_class
 
 
-@register("dirichlet", sorted_output=True)
+@register(
+    "dirichlet",
+    sorted_output=True,
+    summary="label skew: per class, proportions ~ Dir(beta) over the parties; redraw until each has min_size",
+    paper="Li et al. 2022, Federated Learning on Non-IID Data Silos (NIID-Bench)",
+)
 def dirichlet(
     labels: np.ndarray,
     n_parties: int,

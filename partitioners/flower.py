@@ -23,9 +23,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from fedsim.config.sections import PartitionConfig
+from fedsim.util.params import hp
 
 from ._validate import as_int
 from .registry import register
@@ -141,7 +145,41 @@ def flwr_dataidxs(
     return out
 
 
-@register("flwr", takes_seed=True)
+@dataclass
+class FlwrParams(PartitionConfig):
+    """``partition.*`` with ``flwr``: the common keys and the flwr-datasets partitioner."""
+
+    flwr_partitioner: str | None = hp(
+        None,
+        help="a flwr-datasets partitioner class: DirichletPartitioner, PathologicalPartitioner, ShardPartitioner, ...",
+        source="required",
+        text="a flwr-datasets partitioner class",
+    )
+    flwr_args: dict[str, Any] = hp(
+        {},
+        help="the partitioner's constructor arguments; num_partitions and seed come from partition.n_parties and seed",
+        source="the partitioner's own defaults",
+        text="a mapping",
+    )
+
+
+def _check_flwr(cfg: Any) -> str | None:
+    if not cfg.partition.flwr_partitioner:
+        return (
+            "partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
+            "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner"
+        )
+    return None
+
+
+@register(
+    "flwr",
+    takes_seed=True,
+    check=_check_flwr,
+    summary="a flwr-datasets partitioner on the labels (natural groups as column group), seeded with seed",
+    paper="Flower Datasets (flwr-datasets); pip install 'fedsim[hf]'",
+    Params=FlwrParams,
+)
 def flwr(
     labels: np.ndarray,
     n_parties: int,

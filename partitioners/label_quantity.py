@@ -15,7 +15,12 @@ from .registry import register
 from .split import deal_classes, shuffled_by_class
 
 
-@register("label-quantity", sorted_output=True)
+@register(
+    "label-quantity",
+    sorted_output=True,
+    summary="#C: each party holds classes_per_party classes, each class split equally among its holders",
+    paper="Li et al. 2022, Federated Learning on Non-IID Data Silos (NIID-Bench)",
+)
 def label_quantity(
     labels: np.ndarray,
     n_parties: int,

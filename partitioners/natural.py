@@ -12,7 +12,13 @@ from .registry import register
 from .split import by_owner
 
 
-@register("natural", sorted_output=True)
+@register(
+    "natural",
+    sorted_output=True,
+    uses_labels=False,
+    summary="whole natural groups (writers, users) dealt round-robin to the parties from the seed",
+    paper="LEAF (Caldas et al. 2018)",
+)
 def natural(
     labels: np.ndarray,
     n_parties: int,

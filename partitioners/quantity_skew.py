@@ -13,7 +13,13 @@ from ._validate import MAX_REDRAWS, Redraws, no_split_error, redraw_params
 from .registry import register
 
 
-@register("quantity-skew", sorted_output=True)
+@register(
+    "quantity-skew",
+    sorted_output=True,
+    uses_labels=False,
+    summary="party sizes ~ Dir(beta), labels IID",
+    paper="Li et al. 2022, Federated Learning on Non-IID Data Silos (NIID-Bench)",
+)
 def quantity_skew(
     labels: np.ndarray,
     n_parties: int,

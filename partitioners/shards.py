@@ -14,7 +14,12 @@ from ._validate import as_int
 from .registry import register
 
 
-@register("shards", sorted_output=True)
+@register(
+    "shards",
+    sorted_output=True,
+    summary="sort by label, cut into equal shards, deal shards_per_party to each party",
+    paper="McMahan et al. 2017, Communication-Efficient Learning of Deep Networks from Decentralized Data",
+)
 def shards(
     labels: np.ndarray,
     n_parties: int,

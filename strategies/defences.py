@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .params import HpInfo, hyperparameters
-from .plugins import Registry
+from fedsim.util import params as _params
+from fedsim.util.plugins import Plugin, Registry
+
 from .replies import ReplyRule
 
 
@@ -29,7 +30,7 @@ class DefenceParams:
     name: str = "none"
 
 
-class Defence:
+class Defence(Plugin):
     """One defence. Subclass it in the defence's file and decorate it with :func:`register`."""
 
     name: ClassVar[str]
@@ -47,25 +48,18 @@ class Defence:
 
 
 # the defences are files of the strategies package, discovered with the algorithms
-_PLUGINS: Registry[Defence] = Registry("defence", __package__)
+DEFENCES: Registry[Defence] = Registry("defence", __package__, section="defence", base=DefenceParams)
 #: class decorator: register a :class:`Defence` subclass under its ``name``
-register = _PLUGINS.register
-unregister = _PLUGINS.unregister
-available = _PLUGINS.available
-get = _PLUGINS.get
+register = DEFENCES.register
+unregister = DEFENCES.unregister
+available = DEFENCES.available
+get = DEFENCES.get
 
 
 def out_of_range(params: DefenceParams) -> str | None:
     """The first parameter outside its allowed range, as an error text; None if all fit.
     A parameter whose default is None (an automatic value) also admits None."""
-    for hf in hyperparameters(type(params)):  # type: ignore[arg-type]
-        value = getattr(params, hf.name)
-        if value is None and hf.default is None:
-            continue
-        info: HpInfo = hf.info
-        if value is None or not info.admits(value):
-            return f"config key 'defence.{hf.name}' = {value!r} is out of range for defence '{params.name}'; allowed: {info.allowed()}{' or null' if hf.default is None else ''}"
-    return None
+    return _params.out_of_range(params, "defence", "defence", params.name, "is out of range")
 
 
 def build_rule(params: DefenceParams) -> ReplyRule | None:
@@ -80,6 +74,7 @@ def build_rule(params: DefenceParams) -> ReplyRule | None:
 class NoDefence(Defence):
     name = "none"
     summary = "no rule: the algorithm aggregates the replies as they come"
+    paper = "-"
 
 
 __all__ = [

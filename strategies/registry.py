@@ -3,9 +3,10 @@ constraints on the rest of the config).
 
 Every module of the ``strategies`` package is imported once, the first time the
 registry is read, so an algorithm's file registers itself with ``@register`` and
-needs no import line anywhere. An algorithm defined elsewhere (a test, a user's
-package) registers the same way; it must be imported before the run starts (and in
-every worker process, for ``engine.workers > 1`` or Ray).
+needs no import line anywhere (fedsim's one plug-in mechanism, :mod:`fedsim.util.plugins`).
+An algorithm defined elsewhere (a user's package) registers the same way; naming its
+module in ``FEDSIM_PLUGINS`` (or a ``fedsim.plugins`` entry point) has every process
+import it, worker processes and Ray actors included.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from fedsim.util.plugins import Plugin, Registry
+
 from .params import StrategyParams, out_of_range
-from .plugins import Registry
 from .rule import ClientRule
 from .strategy import FedAvgServer, FedsimStrategy
 
 
-class Algorithm:
+class Algorithm(Plugin):
     """One federated algorithm. Subclass it in the algorithm's file and decorate the
     subclass with :func:`register`::
 
@@ -99,12 +101,12 @@ class Algorithm:
         return out
 
 
-_PLUGINS: Registry[Algorithm] = Registry("strategy", __package__)
+ALGORITHMS: Registry[Algorithm] = Registry("strategy", __package__, section="strategy", base=StrategyParams)
 #: class decorator: register an :class:`Algorithm` subclass under its ``name``
-register = _PLUGINS.register
-unregister = _PLUGINS.unregister
-available = _PLUGINS.available
-get = _PLUGINS.get
+register = ALGORITHMS.register
+unregister = ALGORITHMS.unregister
+available = ALGORITHMS.available
+get = ALGORITHMS.get
 
 
 def params_of(name: str) -> type[StrategyParams]:

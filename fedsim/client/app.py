@@ -332,11 +332,16 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
-    # Flower's client-side clipping when the server's DP wrapper asks for it (privacy.mode client-*)
-    app = ClientApp(mods=[privacy_mod])
 
     def _rt(context: Context) -> ClientRuntime:
         return runtime_for(settings or settings_from_context(context))
+
+    def _privacy(msg: Message, context: Context, call_next) -> Message:
+        # the client-side clipping of a privacy mode when the server's DP wrapper asks for
+        # it (privacy.mode client-*): the mode's mod, with the run's privacy.* keys
+        return privacy_mod(msg, context, call_next, lambda: _rt(context).cfg.privacy)
+
+    app = ClientApp(mods=[_privacy])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

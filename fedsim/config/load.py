@@ -4,7 +4,9 @@ The schema is a tree of dataclasses used as an OmegaConf structured config, so Y
 files get interpolation (``${train.lr}``) and type conversion for free. Validation
 happens in two steps before anything runs:
 
-1. every key the user wrote is checked against the schema (:mod:`fedsim.config.schema`), and an
+1. every key the user wrote is checked against the schema (:mod:`fedsim.config.schema`), the
+   keys of the sections that choose a plug-in (``strategy.*``, ``data.*``, ``output.*``, ...)
+   against the chosen plug-ins' own dataclasses (:mod:`fedsim.config.plugins`), and an
    unknown key names the nearest valid one (``data.datset`` -> "did you mean data.dataset?");
 2. every value is checked against its allowed set or range (:mod:`fedsim.config.validate`).
 
@@ -24,10 +26,9 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import attacks
 import partitioners
-import strategies
 from attacks.params import AttackParams
+from fedsim.config import plugins
 from fedsim.config.schema import (
     DataConfig,
     EngineConfig,
@@ -43,9 +44,8 @@ from fedsim.config.schema import (
 )
 from fedsim.config.validate import validate
 from fedsim.errors import ConfigError
-from strategies import defences
 from strategies.defences import DefenceParams
-from strategies.params import StrategyParams, hyperparameters
+from strategies.params import StrategyParams
 
 __all__ = [
     "DataConfig",
@@ -108,32 +108,21 @@ _SECTIONS = {
 }
 
 
-#: sections whose keys are the chosen plug-in's own dataclass: strategy.* (the
-#: algorithm's), attack.* (attacks/) and defence.* (strategies/defences.py); the
-#: registry and the name chosen when the config names none
-_PLUGINS: dict[str, tuple[Any, str]] = {
-    "strategy": (strategies, "fedavg"),
-    "attack": (attacks, "none"),
-    "defence": (defences, "none"),
-}
-
-
 def all_keys() -> list[str]:
-    """All valid dotted leaf keys, e.g. ``train.lr``; ``strategy.*`` lists every
-    algorithm's hyperparameters (each is valid only with its own algorithm)."""
+    """All valid dotted leaf keys, e.g. ``train.lr``; the sections that choose plug-ins
+    list every plug-in's own keys (each is valid only with its own plug-in)."""
     schema = _schema_keys()
-    keys = [k for k, t in schema.items() if not (isinstance(t, type) and dataclasses.is_dataclass(t))]
-    extra: set[str] = set()
-    for section, (registry, _) in _PLUGINS.items():
-        extra |= {
-            f"{section}.{h.name}" for name in registry.available() for h in hyperparameters(registry.get(name).Params)
-        }  # type: ignore[arg-type]
-    return keys + sorted(extra - set(keys))
+    keys = [
+        k
+        for k, t in schema.items()
+        if not (isinstance(t, type) and dataclasses.is_dataclass(t)) and k.split(".")[0] not in plugins.SECTIONS
+    ]
+    return keys + sorted(set(plugins.keys()) - set(keys))
 
 
 def _check_known_keys(tree: Any, prefix: str = "") -> None:
-    """Raise ConfigError for the first key of ``tree`` that the schema lacks
-    (``strategy.*`` is checked against the chosen algorithm: :func:`_plugin_params`)."""
+    """Raise ConfigError for the first key of ``tree`` that the schema lacks (the plug-in
+    sections' keys are checked against the chosen plug-ins: :func:`fedsim.config.plugins.screen`)."""
     schema = _schema_keys()
     if not isinstance(tree, Mapping):
         return
@@ -152,36 +141,21 @@ def _check_known_keys(tree: Any, prefix: str = "") -> None:
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{dotted}' is a section; expected a mapping of keys, got {value!r}")
-            if dotted not in _PLUGINS:
+            if dotted not in plugins.SECTIONS:
                 _check_known_keys(value, dotted + ".")
 
 
-def _plugin_params(section: str, *trees: Mapping[str, Any]) -> Any:
-    """The chosen algorithm's, attack's or defence's params dataclass (defaults), after
-    checking that every ``<section>.*`` key written in ``trees`` (later ones win) is one
-    of its own."""
-    registry, name = _PLUGINS[section]
-    sections = [t.get(section) or {} for t in trees if isinstance(t, Mapping)]
-    for sec in sections:
-        if "name" in sec:
-            name = sec["name"]
-    allowed = registry.available()
-    if not isinstance(name, str):
-        raise ConfigError(f"config key '{section}.name' = {name!r} must be a string; allowed: {', '.join(allowed)}")
-    if name not in allowed:
-        close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"config key '{section}.name' = {name!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
-    params_cls = registry.get(name).Params
-    own = [h.name for h in hyperparameters(params_cls)]
-    for sec in sections:
-        for key in sec:
-            if key != "name" and key not in own:
-                close = difflib.get_close_matches(str(key), own, n=1, cutoff=0.5)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                has = ", ".join(own) if own else "none"
-                raise ConfigError(f"{section} '{name}' has no parameter '{section}.{key}'{hint}; its parameters: {has}")
-    return params_cls(name=name)
+def _plugin_sections(tree: dict, over_tree: dict) -> tuple[dict, dict, dict[str, Any]]:
+    """Each plug-in section's dataclass for the plug-ins the config chooses (at its
+    defaults), and both trees without the keys of plug-ins not chosen written at their
+    defaults (ConfigError for any other key the chosen dataclass lacks)."""
+    sections: dict[str, Any] = {}
+    for name, sec in plugins.SECTIONS.items():
+        chosen = plugins.chosen(sec, tree, over_tree)
+        tree = plugins.screen(sec, chosen, tree)
+        over_tree = plugins.screen(sec, chosen, over_tree)
+        sections[name] = plugins.instance(sec, chosen)
+    return tree, over_tree, sections
 
 
 # ------------------------------------------------------------------------ loading
@@ -261,15 +235,10 @@ def load_config(source: Any = None, overrides: Sequence[str] = ()) -> Experiment
         ) from exc
     over_tree = OmegaConf.to_container(over, resolve=False)
     _check_known_keys(over_tree)
-    base = OmegaConf.structured(
-        ExperimentConfig(
-            strategy=_plugin_params("strategy", tree, over_tree),
-            attack=_plugin_params("attack", tree, over_tree),
-            defence=_plugin_params("defence", tree, over_tree),
-        )
-    )
+    tree, over_tree, sections = _plugin_sections(tree, over_tree)  # type: ignore[arg-type]
+    base = OmegaConf.structured(ExperimentConfig(**sections))
     try:
-        merged = OmegaConf.merge(base, OmegaConf.create(tree), over)
+        merged = OmegaConf.merge(base, OmegaConf.create(tree), OmegaConf.create(over_tree))
         OmegaConf.resolve(merged)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -284,8 +253,7 @@ def _describe_omegaconf_error(exc: OmegaConfBaseException) -> str:
     value = getattr(exc, "value", None)
     msg = str(exc).strip().splitlines()[0]
     if "could not be converted" in msg or "Value" in msg:
-        schema = _schema_keys()
-        expected = schema.get(key)
+        expected = _schema_keys().get(key) or plugins.keys().get(key)
         name = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
         return f"config key '{key}': {value!r} is not a valid {name}"
     if "Interpolation" in type(exc).__name__ or "interpolation" in msg.lower():

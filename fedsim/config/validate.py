@@ -1,5 +1,6 @@
 """Value checks of a loaded config: every key against its allowed set or range, and each
-chosen dataset, scheme, model and algorithm against its registry.
+chosen plug-in (algorithm, attack, defence, data set, scheme, model, engine, trackers,
+privacy mode) against its declarations (:mod:`fedsim.config.plugins`).
 
 Errors are :class:`~fedsim.errors.ConfigError` with a one-line message naming the key
 and what is allowed.
@@ -13,20 +14,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import attacks
-import partitioners
 import strategies
 from attacks.params import MaliciousParams
 from fedsim import data as data_registry
 from fedsim import models as model_registry
-from fedsim import trackers
+from fedsim.config import plugins
 from fedsim.config.schema import ExperimentConfig, epoch_range
 from fedsim.errors import ConfigError
-from fedsim.privacy import compat as privacy_compat
-from fedsim.privacy.accounting import ACCOUNTANTS
-from fedsim.trackers.mlflow_tracker import check_store
-from strategies import defences
-from strategies.params import out_of_range
+from partitioners.registry import SCHEMES
 
 
 def _in_range(
@@ -55,24 +50,7 @@ def _one_of(key: str, value: str, allowed: Iterable[str]) -> None:
         raise ConfigError(f"config key '{key}' = {value!r} is not allowed{hint}; allowed: {', '.join(allowed)}")
 
 
-CIFAR100_LABELS = ("fine", "coarse")
 PARTITION_BY = ("label", "superclass")
-# schemes whose split does not depend on the labels (partition.by would be ignored)
-LABEL_BLIND_SCHEMES = ("iid", "quantity-skew", "natural")
-# keys read by some datasets / schemes only: a value other than the default elsewhere
-# would be silently ignored, so it is an error
-_DATASET_KEYS = {
-    "image_size": ("hf", "imagefolder"),
-    "cifar100_labels": ("cifar100",),
-    "hf_path": ("hf",),
-    "hf_split_train": ("hf",),
-    "hf_split_test": ("hf",),
-    "hf_image_key": ("hf",),
-    "hf_text_key": ("hf",),
-    "hf_label_key": ("hf",),
-    "hf_group_key": ("hf",),
-}
-_SCHEME_KEYS = {"flwr_partitioner": ("flwr",), "flwr_args": ("flwr",)}
 
 
 def _only_where_read(section: Any, prefix: str, chosen: str, chooser: str, keys: Mapping[str, Sequence[str]]) -> None:
@@ -91,7 +69,6 @@ def _only_where_read(section: Any, prefix: str, chosen: str, chooser: str, keys:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LOSSES = ("ce", "focal")
-ENGINES = ("local", "ray")
 BATCH_CLIENTS = ("auto", "on", "off")
 DIVERGENCE_ACTIONS = ("stop", "continue")
 MAX_SEED = 2**63 - 1
@@ -102,7 +79,7 @@ def validate(cfg: ExperimentConfig) -> None:
     # seeds are stored as int64 (dataidxs.npz) and hashed with the purpose of each draw
     _in_range("seed", cfg.seed, 0, MAX_SEED)
     d = cfg.data
-    _one_of("data.dataset", d.dataset, data_registry.available())
+    plugins.check_keys(cfg, "data")
     _in_range("data.seed", d.seed, 0, MAX_SEED)
     _in_range("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
     _in_range("data.feature_noise", d.feature_noise, 0.0, None)
@@ -124,14 +101,7 @@ def validate(cfg: ExperimentConfig) -> None:
         _in_range("data.cv_fold", d.cv_fold, 0, d.cv_folds - 1)
     if d.image_shape[1] < 8 or d.image_shape[2] < 8:
         raise ConfigError(f"config key 'data.image_shape' = {list(d.image_shape)}: height and width must be >= 8")
-    _in_range("data.image_size", d.image_size, 0, None)
-    _one_of("data.cifar100_labels", d.cifar100_labels, CIFAR100_LABELS)
-    _only_where_read(d, "data", d.dataset, "data.dataset", _DATASET_KEYS)
-    if d.dataset == "hf" and not d.hf_path:
-        raise ConfigError(
-            "data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
-            "of parquet/arrow files, or a Hub name in the local cache"
-        )
+    plugins.check_plugins(cfg, "data")
     text = data_registry.is_text(d)
     if text and d.feature_noise > 0:
         raise ConfigError(
@@ -141,7 +111,7 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'data.augment' = true needs images; '{d.dataset}' gives token sequences")
 
     p = cfg.partition
-    _one_of("partition.scheme", p.scheme, partitioners.available())
+    plugins.check_keys(cfg, "partition")
     _in_range("partition.n_parties", p.n_parties, 1, None)
     _in_range("partition.beta", p.beta, 0.0, None, lo_open=True)
     _in_range("partition.classes_per_party", p.classes_per_party, 1, None)
@@ -149,36 +119,18 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("partition.shards_per_party", p.shards_per_party, 1, None)
     _in_range("partition.max_redraws", p.max_redraws, 1, None)
     _one_of("partition.by", p.by, PARTITION_BY)
-    if p.by != "label" and p.scheme in LABEL_BLIND_SCHEMES:
+    if p.by != "label" and not SCHEMES.get(p.scheme).uses_labels:
         raise ConfigError(
             f"config key 'partition.by' = {p.by!r} changes only the label-skew schemes; "
             f"partition.scheme {p.scheme!r} does not read labels: remove it"
         )
-    _only_where_read(p, "partition", p.scheme, "partition.scheme", _SCHEME_KEYS)
-    if p.scheme == "flwr" and not p.flwr_partitioner:
-        raise ConfigError(
-            "partition.scheme 'flwr' needs partition.flwr_partitioner: a flwr-datasets partitioner "
-            "class, e.g. DirichletPartitioner, PathologicalPartitioner, ShardPartitioner"
-        )
+    plugins.check_plugins(cfg, "partition")
 
     m = cfg.model
-    _one_of("model.name", m.name, model_registry.available())
+    plugins.check_keys(cfg, "model")
     _in_range("model.proj_dim", m.proj_dim, 1, None)
     _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
-    if any(h < 1 for h in m.hidden):
-        raise ConfigError(f"config key 'model.hidden' = {list(m.hidden)}: every layer width must be >= 1")
-    resnets = ("resnet18", "resnet34", "resnet50")
-    _only_where_read(
-        m, "model", m.name, "model.name", {"hidden": ("mlp",), "batch_norm": ("simple-cnn",), "norm": resnets}
-    )
-    _one_of("model.norm", m.norm, ("batch", "group"))
-    _only_where_read(m, "model", m.norm, "model.norm", {"norm_groups": ("group",)})
-    if m.norm_groups < 1 or 64 % m.norm_groups:
-        # every norm layer of the CIFAR ResNets is 64, 128, ... 2048 channels wide
-        raise ConfigError(
-            f"config key 'model.norm_groups' = {m.norm_groups}: must divide 64 (1, 2, 4, 8, 16, 32, 64), "
-            "the width of every ResNet norm layer being a multiple of 64"
-        )
+    plugins.check_plugins(cfg, "model")
     tokens = model_registry.takes_tokens(m.name)
     if text and not tokens:
         raise ConfigError(
@@ -205,11 +157,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if t.focal_alpha is not None:
         _in_range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
 
-    s = cfg.strategy
-    _one_of("strategy.name", s.name, strategies.available())
-    problem = out_of_range(s) or strategies.get(s.name).check(cfg)
-    if problem:
-        raise ConfigError(problem)
+    plugins.check(cfg, "strategy")
 
     f = cfg.federation
     _in_range("federation.rounds", f.rounds, 1, None)
@@ -228,7 +176,7 @@ def validate(cfg: ExperimentConfig) -> None:
         )
 
     e = cfg.engine
-    _one_of("engine.name", e.name, ENGINES)
+    plugins.check_keys(cfg, "engine")
     dev = e.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"config key 'engine.device' = {dev!r} is not allowed; allowed: auto, cpu, cuda, cuda:N, mps")
@@ -247,6 +195,7 @@ def validate(cfg: ExperimentConfig) -> None:
             "config keys 'engine.batch_clients' = on and 'engine.workers' > 1 exclude each other: batching runs a cohort in one process"
         )
     _in_range("engine.threads", e.threads, 0, None)
+    plugins.check_plugins(cfg, "engine")
 
     _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)
     _in_range("eval.fbeta", cfg.eval.fbeta, 0.0, None, lo_open=True)
@@ -254,31 +203,15 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_local_test(cfg)
     _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
     _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
-    _check_trackers(cfg.output)
+    _check_trackers(cfg)
     _validate_privacy(cfg)
     validate_attack_and_defence(cfg)
 
 
 def _validate_privacy(cfg: ExperimentConfig) -> None:
-    """``privacy.*``: ranges, the keys the mode reads, and the mode against the algorithm."""
-    p = cfg.privacy
-    _one_of("privacy.mode", p.mode, privacy_compat.MODES)
-    _in_range("privacy.noise_multiplier", p.noise_multiplier, 0.0, None)
-    _in_range("privacy.clipping_norm", p.clipping_norm, 0.0, None, lo_open=True)
-    _in_range("privacy.target_quantile", p.target_quantile, 0.0, 1.0)
-    _in_range("privacy.clip_lr", p.clip_lr, 0.0, None, lo_open=True)
-    if p.clipped_count_stddev is not None:
-        _in_range("privacy.clipped_count_stddev", p.clipped_count_stddev, 0.0, None, lo_open=True)
-    _in_range("privacy.max_grad_norm", p.max_grad_norm, 0.0, None, lo_open=True)
-    if p.target_delta is not None:
-        _in_range("privacy.target_delta", p.target_delta, 0.0, 1.0, lo_open=True, hi_open=True)
-    if p.target_epsilon is not None:
-        _in_range("privacy.target_epsilon", p.target_epsilon, 0.0, None, lo_open=True)
-    _one_of("privacy.accountant", p.accountant, ACCOUNTANTS)
-    _only_where_read(p, "privacy", p.mode, "privacy.mode", privacy_compat.MODE_KEYS)
-    problem = privacy_compat.why_not(cfg, strategies.get(cfg.strategy.name))
-    if problem:
-        raise ConfigError(problem)
+    """``privacy.*``: the keys the mode reads, their ranges, and the mode against the
+    rest of the config (the algorithm: :meth:`fedsim.privacy.modes.PrivacyMode.refuse`)."""
+    plugins.check(cfg, "privacy")
 
 
 LOCAL_TEST_MODES = ("none", "split", "match", "natural")
@@ -332,49 +265,21 @@ def _check_holdout(value: float, n_parties: int) -> None:
         )
 
 
-#: output.* keys read only by some trackers
-_TRACKER_KEYS = {
-    "mlflow_uri": ("mlflow",),
-    "mlflow_experiment": ("mlflow",),
-    "wandb_project": ("wandb",),
-    "track_model": ("mlflow", "wandb"),
-}
-
-
-def _check_trackers(out: Any) -> None:
+def _check_trackers(cfg: ExperimentConfig) -> None:
     """``output.trackers``: known names, each once; a tracker's own keys only with it."""
-    for name in out.trackers:
-        _one_of("output.trackers", name, trackers.available())
+    out = cfg.output
     dup = sorted({n for n in out.trackers if list(out.trackers).count(n) > 1})
+    plugins.check_keys(cfg, "output")
     if dup:
         raise ConfigError(f"config key 'output.trackers' names {', '.join(dup)} twice")
-    names = trackers.chosen(out)
-    defaults = {f.name: f.default for f in dataclasses.fields(out) if f.name in _TRACKER_KEYS}
-    for key, readers in _TRACKER_KEYS.items():
-        if getattr(out, key) != defaults[key] and not any(r in names for r in readers):
-            raise ConfigError(
-                f"config key 'output.{key}' is read only with output.trackers containing {' or '.join(readers)}: "
-                "add the tracker or remove the key"
-            )
-    if out.mlflow_uri and "mlflow" in names:
-        try:
-            check_store(out.mlflow_uri, "config key 'output.mlflow_uri' =")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    if not out.mlflow_experiment:
-        raise ConfigError("config key 'output.mlflow_experiment' must be a non-empty name")
-    if not out.wandb_project:
-        raise ConfigError("config key 'output.wandb_project' must be a non-empty name")
+    plugins.check_plugins(cfg, "output")
 
 
 def validate_attack_and_defence(cfg: ExperimentConfig) -> None:
     """``attack.*`` and ``defence.*``: each against its own dataclass, the malicious
     parties against the federation, and each against the rest of the config."""
     a, n = cfg.attack, cfg.partition.n_parties
-    _one_of("attack.name", a.name, attacks.available())
-    problem = attacks.out_of_range(a)
-    if problem:
-        raise ConfigError(problem)
+    plugins.check_keys(cfg, "attack")
     if isinstance(a, MaliciousParams) and a.parties is not None:
         bad = [p for p in a.parties if not 0 <= p < n]
         if bad:
@@ -383,10 +288,5 @@ def validate_attack_and_defence(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config key 'attack.parties' = {list(a.parties)} names a party twice")
         if a.fraction != type(a)().fraction:
             raise ConfigError("config keys 'attack.fraction' and 'attack.parties' exclude each other: give one")
-    problem = attacks.get(a.name).check(cfg)
-    if problem:
-        raise ConfigError(problem)
-    _one_of("defence.name", cfg.defence.name, defences.available())
-    problem = defences.out_of_range(cfg.defence) or defences.get(cfg.defence.name).check(cfg)
-    if problem:
-        raise ConfigError(problem)
+    plugins.check_plugins(cfg, "attack")
+    plugins.check(cfg, "defence")

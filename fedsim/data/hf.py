@@ -35,6 +35,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from fedsim.data.cache import CACHE_DIR, cache_key, cached, fingerprint
 from fedsim.data.images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.util.params import hp
 
 log = logging.getLogger(__name__)
 
@@ -325,12 +327,51 @@ def _root(cfg: DataConfig) -> Path:
     return Path(str(cfg.root)).expanduser().resolve()
 
 
+@dataclass
+class HFParams(DataConfig):
+    """``data.*`` with ``hf``: the common keys and the Hugging Face dataset's own."""
+
+    image_size: int = hp(0, ge=0, help="resize images to a square of this side (bilinear); 0 = as stored", source="-")
+    hf_path: str | None = hp(
+        None,
+        help="a save_to_disk directory, a directory of data files (parquet, arrow, ...) or a Hub name in the local cache",
+        source="required",
+        text="a path or Hub name",
+    )
+    hf_split_train: str = hp("train", help="the split to train on", source="Hugging Face's usual split name")
+    hf_split_test: str = hp("test", help="the split to test on", source="Hugging Face's usual split name")
+    hf_image_key: str = hp(
+        "image", help="the images' column (an Image feature or uint8 arrays)", source="datasets' convention"
+    )
+    hf_text_key: str | None = hp(
+        None, help="strings instead of images (LEAF's 80-character alphabet)", source="null: images", text="a column"
+    )
+    hf_label_key: str = hp("label", help="the labels' column", source="datasets' convention")
+    hf_group_key: str | None = hp(
+        None, help="natural groups (writer, user) for partition.scheme natural", source="null: none", text="a column"
+    )
+
+
+def _check_hf(cfg: Any) -> str | None:
+    if not cfg.data.hf_path:
+        return (
+            "data.dataset 'hf' needs data.hf_path: a directory written by save_to_disk, a directory "
+            "of parquet/arrow files, or a Hub name in the local cache"
+        )
+    return None
+
+
 @register(
     "hf",
+    reads=("root", "download", "augment"),
     key=lambda cfg, seed, n: (str(cfg.hf_path), tuple(_params(cfg).items()), cfg.augment, cfg.download),
     text=lambda cfg: cfg.hf_text_key is not None,
+    check=_check_hf,
+    summary="a Hugging Face dataset (images or text), decoded once into tensors",
+    paper="Hugging Face datasets (Lhoest et al. 2021); pip install 'fedsim[hf]'",
+    Params=HFParams,
 )
-def load_hf(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
+def load_hf(cfg: HFParams, seed: int, n_parties: int) -> DatasetBundle:
     """A Hugging Face dataset (``data.hf_*``), decoded once into tensors and cached."""
     kind, where = _source(cfg)
     if kind == "hub":

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from fedsim.data.cache import cache_key, cached, fingerprint
 from fedsim.data.images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.util.params import hp
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +189,22 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
     return (str(_root(cfg)), int(cfg.image_size), cfg.augment)
 
 
-@register("imagefolder", key=_key)
-def load_imagefolder(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
+@dataclass
+class ImageFolderParams(DataConfig):
+    """``data.*`` with ``imagefolder``: the common keys and the image size."""
+
+    image_size: int = hp(0, ge=0, help="resize images to a square of this side (bilinear); 0 = as stored", source="-")
+
+
+@register(
+    "imagefolder",
+    reads=("root", "augment"),
+    key=_key,
+    summary="images in class folders (train/ and val/ or test/), Tiny-ImageNet's layout too",
+    paper="torchvision's ImageFolder layout; Tiny-ImageNet (Le & Yang 2015)",
+    Params=ImageFolderParams,
+)
+def load_imagefolder(cfg: ImageFolderParams, seed: int, n_parties: int) -> DatasetBundle:
     """Images in class folders (``train/`` and ``val/`` or ``test/``), Tiny-ImageNet's layout too."""
     root = _root(cfg)
     classes, train = list_train(root)

@@ -261,13 +261,28 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
     return (str(_root(cfg)), cfg.augment)
 
 
-@register("leaf-femnist", key=_key, spec=lambda cfg: ((1, FEMNIST_SIDE, FEMNIST_SIDE), FEMNIST_CLASSES))
+@register(
+    "leaf-femnist",
+    reads=("root", "augment"),
+    key=_key,
+    spec=lambda cfg: ((1, FEMNIST_SIDE, FEMNIST_SIDE), FEMNIST_CLASSES),
+    summary="FEMNIST: handwritten 28x28 characters of 62 classes, one natural group per writer",
+    paper="LEAF (Caldas et al. 2018), its JSON files under data.root",
+)
 def load_leaf_femnist(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """FEMNIST (LEAF): handwritten 28x28 characters of 62 classes, one group per writer."""
     return _load(cfg, "leaf-femnist")
 
 
-@register("leaf-shakespeare", key=_key, spec=lambda cfg: ((80,), text.VOCAB_SIZE), text=True)
+@register(
+    "leaf-shakespeare",
+    reads=("root",),
+    key=_key,
+    spec=lambda cfg: ((80,), text.VOCAB_SIZE),
+    text=True,
+    summary="Shakespeare: the next character after 80, one natural group per speaking role",
+    paper="LEAF (Caldas et al. 2018), its JSON files under data.root",
+)
 def load_leaf_shakespeare(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """Shakespeare (LEAF): next character after 80, one group per speaking role."""
     return _load(cfg, "leaf-shakespeare")

@@ -1,9 +1,17 @@
-"""Dataset registry: a name -> a loader; :func:`load_dataset` caches what it returns.
+"""Dataset registry: a name -> a :class:`Dataset` plug-in; :func:`load_dataset` caches what it returns.
 
-A dataset family is one module holding decorated loaders::
+A dataset family is one module of this package (found on first use: no import line
+anywhere) holding decorated loaders, each declaring what the plug-in mechanism
+(:mod:`fedsim.util.plugins`) asks of a plug-in::
 
-    @register("my-set", key=lambda cfg, seed, n_parties: (...))
-    def load(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle: ...
+    @dataclass
+    class MySetParams(DataConfig):          # data.* with this data set: the common keys + its own
+        crop: int = hp(0, ge=0, help="...", source="...")
+
+    @register("my-set", summary="...", paper="...", Params=MySetParams, spec=lambda cfg: ((3, 32, 32), 10))
+    def load(cfg: MySetParams, seed: int, n_parties: int) -> DatasetBundle: ...
+
+(or a :class:`Dataset` subclass with ``load`` and ``@register`` on the class).
 
 A loader returns the whole dataset as tensors (docs/architecture.md, decision 4): images as uint8
 ``(N, C, H, W)``, tabular features as float32 ``(N, D)``, token sequences as int64
@@ -19,7 +27,6 @@ of parties), so the engine's workers, clients and rounds share one copy.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import threading
 import time
@@ -32,6 +39,7 @@ import torch
 
 from fedsim.config.schema import DataConfig
 from fedsim.errors import DataError
+from fedsim.util.plugins import Plugin, Registry, close_match
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +96,8 @@ Loader = Callable[[DataConfig, int, int], DatasetBundle]
 KeyFn = Callable[[DataConfig, int, int], Hashable]
 SpecFn = Callable[[DataConfig], "tuple[tuple[int, ...], int]"]
 TextFn = Callable[[DataConfig], bool]
+CheckFn = Callable[[Any], "str | None"]
 
-# name -> (loader, cache-key function), in registration order
-_REGISTRY: dict[str, tuple[Loader, KeyFn]] = {}
-# name -> (input shape, number of classes) without loading anything (fedsim inspect)
-_SPECS: dict[str, SpecFn] = {}
-# name -> whether its inputs are token sequences (a bool, or a function of the config)
-_TEXT: dict[str, TextFn] = {}
 _CACHE: dict[tuple[str, Hashable], DatasetBundle] = {}
 # Held while loading: two engine threads asking for the same dataset must not load it
 # twice (a CIFAR copy is 150 MB); loads are rare, so one lock for all is enough.
@@ -108,58 +111,133 @@ _NOT_DATA_KEYS = ("download", "val_fraction", "feature_noise", "cv_folds", "cv_f
 def _freeze(value: Any) -> Hashable:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
         return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict) or type(value).__name__ == "DictConfig":
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
     return value
 
 
 def default_key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
-    """Every ``data.*`` value that can change the data, the seed and ``n_parties``."""
-    names = [f.name for f in dataclasses.fields(DataConfig) if f.name not in _NOT_DATA_KEYS]
+    """Every ``data.*`` value that can change the data (the data set's own keys too),
+    the seed and ``n_parties``."""
+    names = [f.name for f in dataclasses.fields(cfg) if f.name not in _NOT_DATA_KEYS]
     return tuple((n, _freeze(getattr(cfg, n))) for n in names) + (("seed", int(seed)), ("n_parties", int(n_parties)))
 
 
+class Dataset(Plugin):
+    """One data set: ``load`` returns it whole as tensors (module docstring)."""
+
+    Params: type = DataConfig
+
+    def load(self, cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
+        raise NotImplementedError
+
+    def key(self, cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
+        """What makes two loads give the same data (a file-backed set ignores the seed)."""
+        return default_key(cfg, seed, n_parties)
+
+    def spec(self, cfg: DataConfig) -> tuple[tuple[int, ...], int] | None:
+        """(input shape, number of classes) without loading anything, or None (then it loads)."""
+        return None
+
+    def is_text(self, cfg: DataConfig) -> bool:
+        """Whether the inputs are int64 token sequences (the config pairs them with a sequence model)."""
+        return False
+
+
+class _LoaderDataset(Dataset):
+    """The plug-in :func:`register` makes of a loader function and its declarations."""
+
+    def __init__(self, name: str, fn: Loader, key: KeyFn | None, spec: SpecFn | None, text: bool | TextFn,
+                 check: CheckFn | None, summary: str, paper: str, Params: type, reads: tuple[str, ...]) -> None:  # fmt: skip
+        self.name, self.fn, self._key, self._spec, self._text, self._check = name, fn, key, spec, text, check
+        self.summary, self.paper, self.Params, self.reads = summary, paper, Params, tuple(reads)
+
+    def load(self, cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
+        return self.fn(cfg, seed, n_parties)
+
+    def key(self, cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
+        return (self._key or default_key)(cfg, seed, n_parties)
+
+    def spec(self, cfg: DataConfig) -> tuple[tuple[int, ...], int] | None:
+        return self._spec(cfg) if self._spec is not None else None
+
+    def is_text(self, cfg: DataConfig) -> bool:
+        return bool(self._text(cfg)) if callable(self._text) else bool(self._text)
+
+    def check(self, cfg: Any) -> str | None:
+        return self._check(cfg) if self._check is not None else None
+
+
+#: the data sets: the modules of fedsim/data, listed in this order (then any other file's)
+DATASETS: Registry[Dataset] = Registry(
+    "data set",
+    "fedsim.data",
+    section="data",
+    chooser="dataset",
+    base=DataConfig,
+    ordered=True,
+    first=("torchvision_sets", "synthetic", "synthetic_images", "leaf", "hf", "imagefolder"),
+    error=DataError,
+)
+
+
 def register(
-    name: str, *, key: KeyFn | None = None, spec: SpecFn | None = None, text: bool | TextFn = False
-) -> Callable[[Loader], Loader]:
-    """Decorator: register ``fn(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle``.
+    name: str | type[Dataset],
+    *,
+    key: KeyFn | None = None,
+    spec: SpecFn | None = None,
+    text: bool | TextFn = False,
+    check: CheckFn | None = None,
+    summary: str = "",
+    paper: str = "",
+    Params: type = DataConfig,
+    reads: tuple[str, ...] = (),
+) -> Any:
+    """Decorator: register ``fn(cfg, seed, n_parties) -> DatasetBundle`` as data set ``name``
+    (or, on a :class:`Dataset` subclass, that class).
 
     ``key(cfg, seed, n_parties)`` names what makes two loads give the same data (a
     file-backed set ignores the seed); it defaults to :func:`default_key`.
     ``spec(cfg) -> (input_shape, num_classes)`` describes the data without loading it.
     ``text`` (or ``text(cfg)``) says the inputs are int64 token sequences, so that the
     config check can pair them with a sequence model before anything loads.
+    ``check(cfg)`` says why a config cannot use the data set; ``Params`` is its
+    ``data.*`` dataclass (:class:`DataConfig` and its own keys); ``reads``: the common
+    ``data.*`` keys it reads (for the listings).
     """
+    if isinstance(name, type):
+        return DATASETS.register(name)
 
     def deco(fn: Loader) -> Loader:
-        if name in _REGISTRY and _REGISTRY[name][0] is not fn:
-            raise ValueError(f"dataset '{name}' is already registered (by {_REGISTRY[name][0].__module__})")
-        _REGISTRY[name] = (fn, key or default_key)
-        if spec is not None:
-            _SPECS[name] = spec
-        _TEXT[name] = text if callable(text) else (lambda cfg, _t=bool(text): _t)
+        DATASETS.add(_LoaderDataset(name, fn, key, spec, text, check, summary, paper, Params, reads), fn.__module__)
         return fn
 
     return deco
 
 
+def unregister(name: str) -> None:
+    """Remove a data set (tests that register their own)."""
+    DATASETS.unregister(name)
+
+
 def is_text(cfg: DataConfig) -> bool:
     """Whether ``cfg.dataset`` gives token sequences (False for an unknown name)."""
-    fn = _TEXT.get(cfg.dataset)
-    return bool(fn(cfg)) if fn is not None else False
+    return cfg.dataset in DATASETS and DATASETS.get(cfg.dataset).is_text(cfg)
 
 
 def available() -> list[str]:
     """Registered dataset names, in registration order."""
-    return list(_REGISTRY)
+    return DATASETS.available()
 
 
-def _lookup(name: str) -> tuple[Loader, KeyFn]:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+def _lookup(name: str) -> Dataset:
+    if name not in DATASETS:
+        names = available()
         raise DataError(
-            f"config key 'data.dataset' = {name!r} is not a known dataset{hint}; allowed: {', '.join(available())}"
+            f"config key 'data.dataset' = {name!r} is not a known dataset{close_match(name, names)}; "
+            f"allowed: {', '.join(names)}"
         )
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def load_dataset(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
@@ -167,14 +245,14 @@ def load_dataset(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
 
     Raises :class:`~fedsim.errors.DataError` (one line) when files are missing or corrupt.
     """
-    loader, key_fn = _lookup(cfg.dataset)
-    key = (cfg.dataset, key_fn(cfg, int(seed), int(n_parties)))
+    dataset = _lookup(cfg.dataset)
+    key = (cfg.dataset, dataset.key(cfg, int(seed), int(n_parties)))
     with _LOCK:
         bundle = _CACHE.get(key)
         if bundle is not None:
             return bundle
         t0 = time.perf_counter()
-        bundle = loader(cfg, int(seed), int(n_parties))
+        bundle = dataset.load(cfg, int(seed), int(n_parties))
         _check_bundle(bundle)
         _CACHE[key] = bundle
     log.info(
@@ -191,9 +269,9 @@ def load_dataset(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
 
 def input_spec(cfg: DataConfig) -> tuple[tuple[int, ...], int]:
     """(input shape, number of classes) of ``cfg.dataset``, without loading it."""
-    _lookup(cfg.dataset)
-    if cfg.dataset in _SPECS:
-        shape, k = _SPECS[cfg.dataset](cfg)
+    spec = _lookup(cfg.dataset).spec(cfg)
+    if spec is not None:
+        shape, k = spec
         return tuple(int(s) for s in shape), int(k)
     b = load_dataset(cfg, 0, 1)
     return b.input_shape, b.num_classes

@@ -108,7 +108,14 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
     )
 
 
-@register("synthetic", key=_key, spec=lambda cfg: ((DIM,), NUM_CLASSES))
+@register(
+    "synthetic",
+    reads=("seed", "n_train", "n_test", "synthetic_alpha", "synthetic_beta", "num_groups"),
+    key=_key,
+    spec=lambda cfg: ((DIM,), NUM_CLASSES),
+    summary="Synthetic(alpha, beta): 60 features, 10 classes, one generating group per party (data.synthetic_*)",
+    paper="Li et al. 2020, Federated Optimization in Heterogeneous Networks (FedProx)",
+)
 def load_synthetic(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """Synthetic(alpha, beta): 60 features, 10 classes, one group per party unless set."""
     g = _n_groups(cfg, n_parties)

@@ -201,7 +201,14 @@ def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:
     return (int(cfg.n_train), int(cfg.n_test), _shape(cfg), int(cfg.num_classes), float(cfg.noise), cfg.augment, seed)
 
 
-@register("synthetic-images", key=_key, spec=lambda cfg: (tuple(cfg.image_shape), cfg.num_classes))
+@register(
+    "synthetic-images",
+    reads=("seed", "n_train", "n_test", "image_shape", "num_classes", "noise", "augment"),
+    key=_key,
+    spec=lambda cfg: (tuple(cfg.image_shape), cfg.num_classes),
+    summary="learnable class-conditional images made from data.seed (data.n_train, n_test, image_shape, num_classes, noise)",
+    paper="fedsim's own: no download, for tests and quick comparisons",
+)
 def load_synthetic_images(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """``data.n_train`` + ``data.n_test`` images of ``data.image_shape``, ``data.num_classes`` classes."""
     shape = _shape(cfg)

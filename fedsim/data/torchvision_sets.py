@@ -27,6 +27,7 @@ import gzip
 import logging
 import pickle
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import torch
 from fedsim.config.schema import DataConfig
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.util.params import hp
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +258,14 @@ def _cifar(
     return DatasetBundle(name, x_tr, y_tr, x_te, y_te, num_classes, mean, std, _resolve_augment(cfg, True))
 
 
-@register("cifar10", key=_file_key, spec=lambda cfg: ((3, 32, 32), 10))
+@register(
+    "cifar10",
+    reads=("root", "download", "augment"),
+    key=_file_key,
+    spec=lambda cfg: ((3, 32, 32), 10),
+    summary="CIFAR-10: 50,000 + 10,000 RGB 32x32 images, 10 classes (torchvision's files)",
+    paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
+)
 def load_cifar10(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """CIFAR-10 (Krizhevsky 2009): 50,000 + 10,000 RGB 32x32 images, 10 classes."""
     return _cifar(
@@ -283,12 +292,28 @@ def _check_nesting(fine: np.ndarray, coarse: np.ndarray, path: Path) -> None:
 CIFAR100_SUPERCLASSES = 20
 
 
+@dataclass
+class Cifar100Params(DataConfig):
+    """``data.*`` with ``cifar100``: the common keys and which labels to learn."""
+
+    cifar100_labels: str = hp(
+        "fine",
+        choices=("fine", "coarse"),
+        help="train on the 100 fine classes or the 20 superclasses",
+        source="the 100 classes of Krizhevsky 2009",
+    )
+
+
 @register(
     "cifar100",
+    reads=("root", "download", "augment"),
     key=lambda cfg, seed, n: (*_file_key(cfg, seed, n), cfg.cifar100_labels),
     spec=lambda cfg: ((3, 32, 32), CIFAR100_SUPERCLASSES if cfg.cifar100_labels == "coarse" else 100),
+    summary="CIFAR-100: 50,000 + 10,000 RGB 32x32 images, 100 classes in 20 superclasses (torchvision's files)",
+    paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",
+    Params=Cifar100Params,
 )
-def load_cifar100(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
+def load_cifar100(cfg: Cifar100Params, seed: int, n_parties: int) -> DatasetBundle:
     """CIFAR-100 (Krizhevsky 2009): 50,000 + 10,000 RGB 32x32 images in 100 fine classes,
     grouped 5 by 5 into 20 superclasses.
 
@@ -390,13 +415,27 @@ def _mnist_like(cfg: DataConfig, name: str, folder: str, tv_class: str, mean: tu
     return DatasetBundle(name, x_tr, y_tr, x_te, y_te, 10, mean, std, _resolve_augment(cfg, False))
 
 
-@register("mnist", key=_file_key, spec=lambda cfg: ((1, 28, 28), 10))
+@register(
+    "mnist",
+    reads=("root", "download", "augment"),
+    key=_file_key,
+    spec=lambda cfg: ((1, 28, 28), 10),
+    summary="MNIST: 60,000 + 10,000 grey 28x28 digits (torchvision's files)",
+    paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
+)
 def load_mnist(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """MNIST (LeCun et al. 1998): 60,000 + 10,000 grey 28x28 digits."""
     return _mnist_like(cfg, "mnist", "MNIST", "MNIST", MNIST_MEAN, MNIST_STD)
 
 
-@register("fmnist", key=_file_key, spec=lambda cfg: ((1, 28, 28), 10))
+@register(
+    "fmnist",
+    reads=("root", "download", "augment"),
+    key=_file_key,
+    spec=lambda cfg: ((1, 28, 28), 10),
+    summary="Fashion-MNIST: 60,000 + 10,000 grey 28x28 clothing images (torchvision's files)",
+    paper="Xiao et al. 2017, Fashion-MNIST",
+)
 def load_fmnist(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """Fashion-MNIST (Xiao et al. 2017): 60,000 + 10,000 grey 28x28 clothing images."""
     return _mnist_like(cfg, "fmnist", "FashionMNIST", "FashionMNIST", FMNIST_MEAN, FMNIST_STD)
@@ -425,7 +464,14 @@ def _read_svhn(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return xt, _labels(y % 10, path, len(xt), 10)  # label 10 is the digit 0
 
 
-@register("svhn", key=_file_key, spec=lambda cfg: ((3, 32, 32), 10))
+@register(
+    "svhn",
+    reads=("root", "download", "augment"),
+    key=_file_key,
+    spec=lambda cfg: ((3, 32, 32), 10),
+    summary="SVHN cropped digits: 73,257 + 26,032 RGB 32x32 images (torchvision's files)",
+    paper="Netzer et al. 2011, Reading Digits in Natural Images with Unsupervised Feature Learning",
+)
 def load_svhn(cfg: DataConfig, seed: int, n_parties: int) -> DatasetBundle:
     """SVHN (Netzer et al. 2011), cropped digits: 73,257 + 26,032 RGB 32x32 images."""
     where = _root(cfg)

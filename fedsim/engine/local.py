@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 from fedsim.client.app import make_client_app
 from fedsim.engine.batched import BatchedExecutor
 from fedsim.engine.executors import Executor, SequentialExecutor
+from fedsim.engine.registry import Engine, register
 from fedsim.engine.workers import WorkerPoolExecutor
 from fedsim.prepare.run_inputs import RunSettings
 from fedsim.server.app import RunHooks, RunOutcome, make_server_app
@@ -135,3 +136,14 @@ def run_local(
     finally:
         executor.close()
     return outcomes[0]
+
+
+@register
+class LocalEngine(Engine):
+    name = "local"
+    summary = "an in-process Flower Grid: a cohort runs one client after another, in worker processes or batched"
+    paper = "fedsim's own (Flower's Grid interface)"
+    reads = ("workers", "batch_clients")
+
+    def run(self, settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
+        return run_local(settings, hooks)

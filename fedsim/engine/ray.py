@@ -17,6 +17,7 @@ import logging
 import os
 
 from fedsim.client.app import make_client_app
+from fedsim.engine.registry import Engine, register
 from fedsim.errors import ConfigError
 from fedsim.prepare.run_inputs import RunSettings
 from fedsim.server.app import RunHooks, RunOutcome, make_server_app
@@ -68,3 +69,14 @@ def run_ray(settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
     if not outcomes:
         raise RuntimeError("Flower's simulation ended without running the ServerApp (see the log above)")
     return outcomes[0]
+
+
+@register
+class RayEngine(Engine):
+    name = "ray"
+    summary = "Flower's Simulation Runtime with its Ray backend: actors per client, across machines"
+    paper = "Flower (Beutel et al. 2020); Ray (Moritz et al. 2018)"
+    reads = ("num_cpus", "num_gpus", "ray_address")
+
+    def run(self, settings: RunSettings, hooks: RunHooks | None = None) -> RunOutcome:
+        return run_ray(settings, hooks)

@@ -39,7 +39,12 @@ class CharLSTMEncoder(nn.Module):
         return out[:, -1, :]
 
 
-@register("char-lstm", tokens=True)
+@register(
+    "char-lstm",
+    tokens=True,
+    summary="character LSTM for next-character prediction: Embedding(80, 8), two LSTM(256) layers",
+    paper="McMahan et al. 2017, Communication-Efficient Learning; LEAF's stacked LSTM",
+)
 def build_char_lstm(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
     if len(input_shape) != 1:
         raise ModelError(f"model 'char-lstm' reads token sequences (L,); got input_shape {tuple(input_shape)}")

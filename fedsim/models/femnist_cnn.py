@@ -38,7 +38,11 @@ class FemnistCNNEncoder(nn.Module):
         return self.relu3(self.fc(self.flatten(x)))
 
 
-@register("femnist-cnn")
+@register(
+    "femnist-cnn",
+    summary="LEAF's FEMNIST CNN: two 5x5 conv blocks (32, 64 channels), FC 2048",
+    paper="Caldas et al. 2018, LEAF: A Benchmark for Federated Settings",
+)
 def build_femnist_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
     if len(input_shape) != 3:
         raise ModelError(

@@ -10,15 +10,42 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.util.params import hp
 
 
-@register("mlp")
-def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
+@dataclass
+class MLPParams(ModelConfig):
+    """``model.*`` with ``mlp``: the common keys and the hidden layers."""
+
+    hidden: list[int] = hp(
+        [200, 200],
+        help="the hidden layers' widths; [] = multinomial logistic regression",
+        source="FedAvg's 2NN (McMahan et al. 2017)",
+        text="a list of widths >= 1",
+    )
+
+
+def _check_widths(cfg: Any) -> str | None:
+    if any(h < 1 for h in cfg.model.hidden):
+        return f"config key 'model.hidden' = {list(cfg.model.hidden)}: every layer width must be >= 1"
+    return None
+
+
+@register(
+    "mlp",
+    check=_check_widths,
+    summary="multi-layer perceptron on flattened inputs (model.hidden); [] is logistic regression",
+    paper="McMahan et al. 2017, Communication-Efficient Learning (2NN); FedProx's logistic regression",
+    Params=MLPParams,
+)
+def build_mlp(cfg: MLPParams, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
     in_dim = math.prod(input_shape)
     hidden = [int(h) for h in cfg.hidden]
     if any(h < 1 for h in hidden):

@@ -17,10 +17,14 @@ way in training and test, and a cohort of GroupNorm ResNets can train batched
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import nn
 
 from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.util.params import hp
 
 # arch -> feature_dim (width of the pooled output of layer4)
 _ARCHS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -44,8 +48,39 @@ def cifar_resnet(arch: str, in_channels: int, norm: str = "batch", groups: int =
     return net, feature_dim
 
 
+@dataclass
+class ResNetParams(ModelConfig):
+    """``model.*`` with ``resnet18``/``34``/``50``: the common keys and the normalisation layers."""
+
+    norm: str = hp(
+        "batch",
+        choices=("batch", "group"),
+        help="torchvision's BatchNorm, or GroupNorm in its place (no running statistics; batched cohorts)",
+        source="torchvision's ResNet (BatchNorm); GroupNorm: Hsieh et al. 2020",
+    )
+    norm_groups: int = hp(
+        2,
+        help="GroupNorm's groups with model.norm: group",
+        source="Hsieh et al. 2020, Reddi et al. 2021 (ResNet-18-GN)",
+        text="a divisor of 64",
+    )
+
+
+def _check_norm(cfg: Any) -> str | None:
+    m = cfg.model
+    if m.norm != "group" and m.norm_groups != ResNetParams.norm_groups:
+        return f"config key 'model.norm_groups' is read only with model.norm group, not {m.norm!r}: remove it"
+    if m.norm_groups < 1 or 64 % m.norm_groups:
+        # every norm layer of the CIFAR ResNets is 64, 128, ... 2048 channels wide
+        return (
+            f"config key 'model.norm_groups' = {m.norm_groups}: must divide 64 (1, 2, 4, 8, 16, 32, 64), "
+            "the width of every ResNet norm layer being a multiple of 64"
+        )
+    return None
+
+
 def _builder(arch: str):
-    def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
+    def build(cfg: ResNetParams, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
         if len(input_shape) != 3:
             raise ModelError(
                 f"model '{arch}' is a CNN and needs image input (C, H, W); got input_shape {tuple(input_shape)}"
@@ -59,4 +94,10 @@ def _builder(arch: str):
 
 
 for _arch in _ARCHS:
-    register(_arch)(_builder(_arch))
+    register(
+        _arch,
+        check=_check_norm,
+        summary=f"{_arch} in the CIFAR form: a 3x3 stem, no max-pool ({_ARCHS[_arch]}-d features)",
+        paper="He et al. 2016, Deep Residual Learning; MOON's CIFAR ResNets",
+        Params=ResNetParams,
+    )(_builder(_arch))

@@ -13,10 +13,13 @@ that gives FedBN local BatchNorm layers to keep.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.util.params import hp
 
 FEATURE_DIM = 84
 
@@ -67,8 +70,24 @@ class SimpleCNNEncoder(nn.Module):
         return self.relu4(self.bn4(self.fc2(x)))
 
 
-@register("simple-cnn")
-def build_simple_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
+@dataclass
+class SimpleCNNParams(ModelConfig):
+    """``model.*`` with ``simple-cnn``: the common keys and FedBN's BatchNorm."""
+
+    batch_norm: bool = hp(
+        False,
+        help="BatchNorm after each conv and hidden FC layer (FedBN's CNN)",
+        source="NIID-Bench's SimpleCNN has none; FedBN (Li et al. 2021) adds them",
+    )
+
+
+@register(
+    "simple-cnn",
+    summary="NIID-Bench's and MOON's SimpleCNN: two 5x5 conv blocks, FC 120, FC 84 (images of at least 14x14)",
+    paper="Li et al. 2022, Federated Learning on Non-IID Data Silos (NIID-Bench)",
+    Params=SimpleCNNParams,
+)
+def build_simple_cnn(cfg: SimpleCNNParams, input_shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, int]:
     if len(input_shape) != 3:
         raise ModelError(
             f"model 'simple-cnn' is a CNN and needs image input (C, H, W); got input_shape {tuple(input_shape)}"

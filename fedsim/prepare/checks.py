@@ -80,7 +80,7 @@ def check_environment(cfg: ExperimentConfig) -> None:
         raise ConfigError("output.tensorboard: true needs tensorboard: pip install 'fedsim[tensorboard]'")
     for name in trackers.chosen(cfg.output):
         t = trackers.get(name)
-        if importlib.util.find_spec(t.module) is None:
+        if t.module and importlib.util.find_spec(t.module) is None:
             raise ConfigError(f"output.trackers: {name} needs {t.module}: pip install 'fedsim[{t.extra}]'")
 
 

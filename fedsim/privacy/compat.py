@@ -1,5 +1,9 @@
 """Which configs a privacy mode can run, and why not: checked with the rest of the config.
 
+The modes are plug-ins (:mod:`fedsim.privacy.modes`); what they are (client-level or
+sample-level, clipping on the server or in the clients, fixed or adaptive) comes from
+their declarations, and so do the sets below, which the server's DP code reads.
+
 * **Client-level modes** (``central-*``, ``client-*``) wrap the server half: the cohort
   is drawn by Poisson sampling, each client's update is clipped, and the algorithm
   aggregates a cohort whose models average to the noised mean of the clipped updates
@@ -25,26 +29,41 @@
 
 from __future__ import annotations
 
-from fedsim.config.schema import ExperimentConfig, PrivacyConfig
+from collections.abc import Iterator
 
-MODES = ("none", "central-fixed", "central-adaptive", "client-fixed", "client-adaptive", "dpsgd")
-CLIENT_LEVEL = ("central-fixed", "central-adaptive", "client-fixed", "client-adaptive")
-ADAPTIVE = ("central-adaptive", "client-adaptive")
-CLIENT_SIDE = ("client-fixed", "client-adaptive")
+from fedsim.config.schema import ExperimentConfig
+from fedsim.privacy.modes import PRIVACY_MODES, AccountedMode
 
-#: privacy.* keys read only by some modes (a value other than the default elsewhere is an error)
-MODE_KEYS = {
-    "noise_multiplier": MODES[1:],
-    "clipping_norm": CLIENT_LEVEL,
-    "target_quantile": ADAPTIVE,
-    "clip_lr": ADAPTIVE,
-    "clipped_count_stddev": ADAPTIVE,
-    "max_grad_norm": ("dpsgd",),
-    "target_delta": MODES[1:],
-    "target_epsilon": MODES[1:],
-    "calibrate": MODES[1:],
-    "accountant": MODES[1:],
-}
+
+class _Modes:
+    """The names of the registered modes that declare ``flag`` (every mode for None):
+    ``mode in CLIENT_LEVEL`` reads the chosen mode's declaration, so a new mode's file
+    is all it takes."""
+
+    def __init__(self, flag: str | None) -> None:
+        self.flag = flag
+
+    def _has(self, name: str) -> bool:
+        return self.flag is None or bool(getattr(PRIVACY_MODES.get(name), self.flag))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in PRIVACY_MODES and self._has(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n in PRIVACY_MODES.available() if self._has(n)])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+MODES = _Modes(None)
+CLIENT_LEVEL = _Modes("client_level")
+ADAPTIVE = _Modes("adaptive")
+CLIENT_SIDE = _Modes("client_side")
+PER_SAMPLE = _Modes("per_sample")
 
 
 def training_parties(cfg: ExperimentConfig) -> int:
@@ -68,75 +87,13 @@ def count_stddev(cfg: ExperimentConfig) -> float:
 
 def why_not(cfg: ExperimentConfig, algorithm, has_batchnorm: bool | None = None) -> str | None:
     """Why ``cfg`` cannot run its privacy mode with ``algorithm`` (the registry's
-    :class:`~strategies.registry.Algorithm`), or None. ``has_batchnorm`` of the model
-    when known (the model is built later)."""
-    p: PrivacyConfig = cfg.privacy
-    mode = p.mode
-    if mode == "none":
-        return None
-    name = cfg.strategy.name
-    if p.calibrate and p.target_epsilon is None:
-        return "privacy.calibrate: true needs privacy.target_epsilon (the epsilon to calibrate the noise for)"
-    if p.calibrate and p.noise_multiplier != PrivacyConfig.noise_multiplier:
-        return "privacy.calibrate: true chooses privacy.noise_multiplier itself: remove one of them"
-    if p.target_epsilon is not None and p.noise_multiplier == 0 and not p.calibrate:
-        return "privacy.target_epsilon needs privacy.noise_multiplier > 0 (without noise epsilon is infinite)"
-    if has_batchnorm:
+    :class:`~strategies.registry.Algorithm`), or None: the mode's own refusals
+    (:meth:`~fedsim.privacy.modes.PrivacyMode.refuse`), and BatchNorm for every mode.
+    ``has_batchnorm`` of the model when known (the model is built later)."""
+    mode = PRIVACY_MODES.get(cfg.privacy.mode)
+    if has_batchnorm and isinstance(mode, AccountedMode):
         return (
-            f"privacy.mode {mode!r} refuses models with BatchNorm ({cfg.model.name}): Opacus computes no per-sample "
+            f"privacy.mode {mode.name!r} refuses models with BatchNorm ({cfg.model.name}): Opacus computes no per-sample "
             "gradients through it and noise on running variances makes them negative; use a model without it"
         )
-    if mode in CLIENT_LEVEL:
-        refusal = getattr(algorithm, "client_dp_refusal", None)
-        if refusal:
-            return f"privacy.mode {mode!r} cannot wrap strategy '{name}': {refusal}"
-        if cfg.defence.name != "none":
-            return (
-                f"privacy.mode {mode!r} cannot run with defence '{cfg.defence.name}': the release's sensitivity "
-                "C / (qN) holds when each party's update enters it alone, clipped to privacy.clipping_norm; a defence "
-                "first transforms each update with the others' (the round's median norm, the centre), or after a "
-                "client-side clip; client-level DP's clipping is itself a norm bound: use privacy.clipping_norm"
-            )
-        if mode in CLIENT_SIDE and getattr(cfg.strategy, "personal_layers", ""):
-            return (
-                f"privacy.mode {mode!r} cannot wrap strategy '{name}' with personal layers: Flower's client-side "
-                "clipping mods clip the whole model the client received and reject a reply that keeps layers at "
-                "home; use central-fixed or central-adaptive (the server clips the shared layers)"
-            )
-        if cfg.federation.min_fit_clients > 1:
-            return (
-                f"privacy.mode {mode!r} samples each party with probability federation.fraction_fit (Poisson, as "
-                "DP-FedAvg's accounting assumes), which has no minimum: remove federation.min_fit_clients"
-            )
-        if mode in ADAPTIVE:
-            sb = count_stddev(cfg)
-            if p.noise_multiplier > 0 and p.noise_multiplier >= 2 * sb:
-                return (
-                    f"privacy.mode {mode!r}: noise_multiplier {p.noise_multiplier:g} must be below 2 x "
-                    f"clipped_count_stddev = {2 * sb:g} (Andrew et al. split sigma between the update and the "
-                    f"clipped count; the default stddev is the expected cohort / 20 = {expected_cohort(cfg):g} / 20): "
-                    "raise privacy.clipped_count_stddev, sample more clients, or lower the noise"
-                )
-    if mode == "dpsgd":
-        if getattr(algorithm, "personal", False):
-            return (
-                f"privacy.mode 'dpsgd' cannot train personalised strategy '{name}': its own local steps (some layers "
-                "at a time, a personal model beside the global one, an inner solver) run outside the DP-SGD trainer; "
-                "a client-level mode (central-*, client-*) privatises the layers it shares"
-            )
-        if not algorithm.Rule.batchable:
-            return (
-                f"privacy.mode 'dpsgd' cannot train strategy '{name}': its client rule changes gradients or the loss "
-                "through the model (hooks, per-party state, extra forward passes), which Opacus's per-sample clipping "
-                "does not cover; DP-SGD runs the task loss plus a parameter penalty (fedavg, fedprox, fednova, "
-                "Flower's strategies)"
-            )
-        if cfg.train.amp:
-            return "privacy.mode 'dpsgd' trains in float32: remove train.amp"
-        if cfg.model.name.startswith("resnet"):
-            return (
-                f"privacy.mode 'dpsgd' cannot train {cfg.model.name}: torchvision's residual blocks add the shortcut "
-                "in place onto layer outputs that Opacus's per-sample hooks wrap, which autograd forbids; use "
-                "simple-cnn, mlp or another model (client-level modes run ResNets with model.norm=group)"
-            )
-    return None
+    return mode.refuse(cfg, algorithm)

@@ -12,7 +12,9 @@ import math
 def trains_with_dpsgd(cfg) -> bool:
     """Whether ``cfg``'s parties train with DP-SGD (``privacy.mode: dpsgd``) instead of
     the plain local training."""
-    return cfg.privacy.mode == "dpsgd"
+    from fedsim.privacy.compat import PER_SAMPLE  # the modes' declarations (compat reads the registry)
+
+    return cfg.privacy.mode in PER_SAMPLE
 
 
 def sample_rate(n: int, batch_size: int) -> float:

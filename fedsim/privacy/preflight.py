@@ -59,7 +59,7 @@ def _check_combination(cfg: ExperimentConfig, model: torch.nn.Module) -> None:
     if problem:
         raise ConfigError(problem)
     for module, what in (("dp_accounting", "Google's dp-accounting"), ("opacus", "Opacus")):
-        if module == "opacus" and cfg.privacy.mode != "dpsgd":
+        if module == "opacus" and cfg.privacy.mode not in privacy_compat.PER_SAMPLE:
             continue
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"privacy.mode {cfg.privacy.mode!r} needs {what}: pip install 'fedsim[privacy]'")

@@ -4,8 +4,11 @@ A tracker mirrors a run into an experiment tracker (MLflow, Weights & Biases,
 TensorBoard): it is started once per run with the rows already recorded (a resumed run
 continues where the tracker stopped), receives every ``metrics.jsonl`` row as it is
 written, and ends with the summary and the run's files. One file per tracker in
-:mod:`fedsim.trackers`, decorated with :func:`register`; its library is imported inside
-its methods, so that choosing trackers costs nothing until a run uses them.
+:mod:`fedsim.trackers` (found on first use: no import line anywhere), decorated with
+:func:`register`; its library is imported inside its methods, so that choosing trackers
+costs nothing until a run uses them. A tracker is a plug-in of fedsim's one mechanism
+(:mod:`fedsim.util.plugins`): its keys of its own are ``output.*`` keys, declared in
+its ``Params`` (a subclass of :class:`fedsim.config.sections.OutputConfig`).
 
 Whatever a tracker raises is the tracker's failure, not the run's
 (:class:`fedsim.trackers.run.RunTrackers` turns it into a warning and a record).
@@ -20,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: name -> tracker class
-TRACKERS: dict[str, type[Tracker]] = {}
+from fedsim.config.sections import OutputConfig
+from fedsim.util.plugins import Plugin, Registry
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,16 @@ class TrackedRun:
     state: dict[str, Any] = field(default_factory=dict)  # this tracker's record in trackers.json (ids)
 
 
-class Tracker:
-    """One tracker of one run. Subclasses set ``name``, ``extra`` (the pip extra) and
-    ``module`` (the library whose absence is a config error before the run starts)."""
+class Tracker(Plugin):
+    """One tracker of one run. Subclasses set ``name``, ``summary``, ``paper``, ``extra``
+    (the pip extra), ``module`` (the library whose absence is a config error before the
+    run starts) and, for ``output.*`` keys of their own, ``Params``. The registry keeps
+    one instance for its declarations; every run gets a new one."""
 
     name: str = ""
     extra: str = ""
     module: str = ""
+    Params: type = OutputConfig
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
         """Open (or, from ``run.state``, reopen) the tracker's run and log what
@@ -83,20 +89,29 @@ class Tracker:
         """The run stopped without a summary (``failed`` or ``killed``): close what is open."""
 
 
+#: the trackers: the modules of fedsim/trackers (sorted by name)
+TRACKERS: Registry[Tracker] = Registry(
+    "tracker", "fedsim.trackers", section="output", chooser="trackers", base=OutputConfig
+)
+
+
 def register(cls: type[Tracker]) -> type[Tracker]:
     """Class decorator: make a tracker available to ``output.trackers``."""
-    if not cls.name:
-        raise ValueError(f"tracker class {cls.__name__} has no name")
-    TRACKERS[cls.name] = cls
-    return cls
+    return TRACKERS.register(cls)
+
+
+def unregister(name: str) -> None:
+    """Remove a tracker (tests that register their own)."""
+    TRACKERS.unregister(name)
 
 
 def available() -> list[str]:
-    return sorted(TRACKERS)
+    return TRACKERS.available()
 
 
 def get(name: str) -> type[Tracker]:
-    return TRACKERS[name]
+    """The class of tracker ``name`` (a run makes its own instance)."""
+    return type(TRACKERS.get(name))
 
 
 def chosen(output: Any) -> list[str]:

@@ -21,11 +21,14 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from fedsim.config.sections import OutputConfig
 from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics, summary_values
+from fedsim.util.params import hp
 
 #: a metric every recorded round has: its history says which rounds MLflow holds
 ROUND_MARKER = "round_time_s"
@@ -119,11 +122,39 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass
+class MlflowParams(OutputConfig):
+    """``output.*`` with ``mlflow`` among the trackers: the common keys and MLflow's own."""
+
+    mlflow_uri: str | None = hp(
+        None,
+        help="MLflow's store; null = MLFLOW_TRACKING_URI, else a SQLite database in the sweep or run directory",
+        source="MLflow's own resolution first",
+        text="an MLflow tracking URI",
+    )
+    mlflow_experiment: str = hp("fedsim", help="the MLflow experiment of the runs", source="-")
+    track_model: bool = hp(False, help="model.pt among the files handed to MLflow / W&B", source="-")
+
+
 @register
 class MlflowTracker(Tracker):
     name = "mlflow"
+    summary = "a run per fedsim run: the config as params, every metrics.jsonl scalar, the summary, the files"
+    paper = "MLflow (Zaharia et al. 2018); pip install 'fedsim[mlflow]'"
     extra = "mlflow"
     module = "mlflow"
+    Params = MlflowParams
+
+    def check(self, cfg: Any) -> str | None:
+        out = cfg.output
+        if out.mlflow_uri:
+            try:
+                check_store(out.mlflow_uri, "config key 'output.mlflow_uri' =")
+            except ValueError as exc:
+                return str(exc)
+        if not out.mlflow_experiment:
+            return "config key 'output.mlflow_experiment' must be a non-empty name"
+        return None
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
         from mlflow.entities import Param, RunStatus

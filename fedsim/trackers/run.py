@@ -94,7 +94,7 @@ class RunTrackers:
         params = config_params(cfg)
         run_name = self.context.run_name or self.run_dir.name
         for name in names:
-            tracker = get(name)()
+            tracker = get(name)()  # a new instance per run (the registry keeps one for its declarations)
             run = TrackedRun(self.run_dir, run_name, cfg, params, list(history), self.context, self.record.state(name))
             try:
                 ids = tracker.start(run)

@@ -17,6 +17,8 @@ from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics
 @register
 class TensorboardTracker(Tracker):
     name = "tensorboard"
+    summary = "an event stream per run in RUN_DIR/tensorboard (the same as output.tensorboard: true)"
+    paper = "TensorBoard; pip install 'fedsim[tensorboard]'"
     extra = "tensorboard"
     module = "tensorboard"
 

@@ -12,17 +12,36 @@ already has.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedsim.config.sections import OutputConfig
 from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics, summary_values
+from fedsim.util.params import hp
+
+
+@dataclass
+class WandbParams(OutputConfig):
+    """``output.*`` with ``wandb`` among the trackers: the common keys and W&B's own."""
+
+    wandb_project: str = hp("fedsim", help="the W&B project of the runs", source="-")
+    track_model: bool = hp(False, help="model.pt among the files handed to MLflow / W&B", source="-")
 
 
 @register
 class WandbTracker(Tracker):
     name = "wandb"
+    summary = "a W&B run per fedsim run, grouped by its sweep or tune: config, metrics, summary, files"
+    paper = "Weights & Biases (Biewald 2020); pip install 'fedsim[wandb]'"
     extra = "wandb"
     module = "wandb"
+    Params = WandbParams
+
+    def check(self, cfg: Any) -> str | None:
+        if not cfg.output.wandb_project:
+            return "config key 'output.wandb_project' must be a non-empty name"
+        return None
 
     def start(self, run: TrackedRun) -> dict[str, Any]:
         import wandb

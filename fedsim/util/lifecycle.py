@@ -26,7 +26,11 @@ PR_SET_PDEATHSIG = 1
 
 def die_with_parent(poll_s: float = 1.0) -> None:
     """Call first thing in a worker process."""
-    parent = os.getppid()
+    # the pid the parent had when it started this worker, not os.getppid(): under load a
+    # spawned worker reaches here after its parent was killed, and would take its new
+    # parent (init) for its own and live on (a sweep's idle worker did, for minutes)
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None and started_by.pid else os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -85,7 +85,7 @@ def test_register_a_new_dataset_and_concurrent_loads_build_it_once():
         with pytest.raises(ValueError, match="already registered"):
             register("tiny-test-set")(lambda c, s, n: b)
     finally:
-        registry._REGISTRY.pop("tiny-test-set", None)
+        registry.unregister("tiny-test-set")
 
 
 def test_unknown_dataset_suggests_the_nearest():

@@ -216,7 +216,7 @@ def test_register_a_new_architecture():
         with pytest.raises(ValueError, match="already registered"):
             register("tiny-test-net")(lambda c, s, n: (nn.Identity(), 1))
     finally:
-        registry_mod._REGISTRY.pop("tiny-test-net", None)
+        registry_mod.unregister("tiny-test-net")
     assert available() == ALL
 
 

@@ -38,9 +38,7 @@ def scratch_scheme():
     names = []
     yield names
     for n in names:
-        registry._SCHEMES.pop(n, None)
-        registry._PARAMS.pop(n, None)
-        registry._SORTED.discard(n)
+        registry.unregister(n)
 
 
 def test_register_a_scheme(scratch_scheme):

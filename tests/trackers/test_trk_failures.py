@@ -32,10 +32,11 @@ class Flaky(Tracker):
 
 
 @pytest.fixture
-def flaky(monkeypatch):
-    monkeypatch.setitem(TRACKERS, "flaky", Flaky)
+def flaky():
+    TRACKERS.register(Flaky)
     Flaky.rows = []
-    return Flaky
+    yield Flaky
+    TRACKERS.unregister("flaky")
 
 
 def test_a_tracker_failing_mid_run_is_a_warning_and_a_record(tiny, tmp_path, flaky, caplog):
