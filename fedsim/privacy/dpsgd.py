@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
+from fedsim.privacy.compat import PER_SAMPLE
+
 
 def trains_with_dpsgd(cfg) -> bool:
     """Whether ``cfg``'s parties train with DP-SGD (``privacy.mode: dpsgd``) instead of
     the plain local training."""
-    from fedsim.privacy.compat import PER_SAMPLE  # the modes' declarations (compat reads the registry)
-
     return cfg.privacy.mode in PER_SAMPLE
 
 

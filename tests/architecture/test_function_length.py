@@ -27,7 +27,6 @@ ALLOWED = frozenset(
         "fedsim.cli:cmd_partition",  # plugins
         "fedsim.cli:cmd_run",  # plugins
         "fedsim.config.validate:validate",  # plugins
-        "fedsim.privacy.compat:why_not",  # plugins
         # a table of data: one line per summary.json key
         "fedsim.server.summary:build_summary",
     }
