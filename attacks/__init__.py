@@ -6,7 +6,7 @@ An attack's file registers itself (``@register`` on an :class:`Attack` subclass)
 registry imports every module of this package on first use, so adding an attack is
 adding its file. ``attacks`` reads only ``strategies`` (the replies, the update space)
 and ``fedsim.util.seeding``, never fedsim's engine; fedsim's server and clients reach the
-attacks through this registry (``fedsim/prepare/adversary.py``). Defences are server rules in
+attacks through this registry (``fedsim/inputs/adversary.py``). Defences are server rules in
 ``strategies/`` (``strategies.defences``).
 """
 

@@ -85,7 +85,7 @@ class Parties:
 
     def __init__(self, cfg_dict: Mapping) -> None:
         from fedsim.config.load import load_config
-        from fedsim.prepare.run_inputs import compute_dataidxs, load_bundle
+        from fedsim.inputs.run_inputs import compute_dataidxs, load_bundle
 
         self.cfg = load_config(dict(cfg_dict))
         bundle = load_bundle(self.cfg)

@@ -30,8 +30,8 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 import attacks
 import strategies
-from fedsim.config.schema import ModelConfig
 from fedsim.models import build_model
+from fedsim.schema.sections import ModelConfig
 from fedsim.util import flower_compat as fc
 from strategies import defences
 from strategies.arrays import state_to_record

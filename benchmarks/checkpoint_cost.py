@@ -89,10 +89,11 @@ def mb(n: float) -> str:
 
 def part_a(repeats: int, client_files: int) -> None:
     import strategies
-    from fedsim.config.load import config_hash, load_config
+    from fedsim.config.load import load_config
     from fedsim.models import build_model
     from fedsim.rundir.checkpoint import load_checkpoint, save_checkpoint
     from fedsim.rundir.store import ClientStateStore, RunStore
+    from fedsim.schema.identity import config_hash
 
     cfg = load_config(
         {

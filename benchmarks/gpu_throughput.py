@@ -88,7 +88,7 @@ def fedsim_throughput(cfg: dict, out: Path) -> dict:
 
 def standalone_throughput(cfg: dict, rounds: int) -> dict:
     """The same FedAvg rounds as a plain loop on the training device; samples/s over rounds 2..R."""
-    from fedsim.prepare.run_inputs import resolve_device
+    from fedsim.inputs.run_inputs import resolve_device
 
     parties = _bench.load_parties(cfg)
     c = parties.cfg
@@ -225,7 +225,7 @@ def reset_peak() -> None:
 
 def batched_available() -> str | None:
     """None if fedsim has the batched client path, else why not."""
-    from fedsim.config.load import EngineConfig
+    from fedsim.schema.sections import EngineConfig
 
     if "batch_clients" not in {f.name for f in dataclasses.fields(EngineConfig)}:
         return "no engine.batch_clients key"

@@ -29,7 +29,7 @@ from _bench import setup_line
 
 import fedsim
 from fedsim.client.training import evaluate
-from fedsim.prepare.run_inputs import RunSettings, experiment_for
+from fedsim.inputs.run_inputs import RunSettings, experiment_for
 from fedsim.rundir.store import ClientStateStore
 from fedsim.server.party_eval import PartyEvaluator
 

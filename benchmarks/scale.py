@@ -66,7 +66,7 @@ def child(n_parties: int, fraction: float, rounds: int, out_json: str, hidden: l
 
     import fedsim
     from fedsim.config.load import load_config
-    from fedsim.prepare.run_inputs import load_bundle
+    from fedsim.inputs.run_inputs import load_bundle
     from fedsim.server.app import RunHooks
 
     import_s = time.perf_counter() - t_import

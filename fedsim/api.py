@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import strategies
-from fedsim.config.load import ExperimentConfig, config_diff, load_config
+from fedsim.config.load import load_config
 from fedsim.engine import get_engine
 from fedsim.errors import FedsimError, RunDirError
-from fedsim.prepare.flwr_app import quiet_flower
+from fedsim.inputs.run_inputs import RunSettings
 from fedsim.prepare.preflight import open_run
 from fedsim.prepare.resume import saved_config
-from fedsim.prepare.run_inputs import RunSettings
 from fedsim.rundir import ownership as rundir
 from fedsim.rundir.store import RunStore, read_json, read_jsonl
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import config_diff
 from fedsim.server.app import RunHooks
 from fedsim.trackers import TrackingContext
+from fedsim.util.flower_logs import quiet_flower
 
 log = logging.getLogger(__name__)
 

@@ -339,11 +339,12 @@ def cmd_partition(args: argparse.Namespace) -> int:
     import numpy as np
 
     import partitioners
-    from fedsim.config.load import load_config, partition_params
+    from fedsim.config.load import load_config
     from fedsim.errors import ConfigError, DataError
+    from fedsim.inputs.run_inputs import compute_partition
     from fedsim.prepare.preflight import write_partition
-    from fedsim.prepare.run_inputs import compute_partition
     from fedsim.rundir import ownership as rundir
+    from partitioners.registry import partition_params
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         # `fedsim partition --labels x.npy partition.n_parties=3`: no config, only overrides
@@ -371,7 +372,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         name = path.stem
         local_test = None
         if cfg.eval.local_test == "split":
-            from fedsim.prepare.localtest import LocalTest, split_local_test
+            from fedsim.inputs.localtest import LocalTest, split_local_test
 
             dataidxs, held = split_local_test(dataidxs, labels, cfg.eval.local_test_fraction, cfg.seed)
             local_test = LocalTest(held, "train")
@@ -380,7 +381,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
                 f"eval.local_test '{cfg.eval.local_test}' needs the data set's test set; with --labels only split works"
             )
     else:
-        from fedsim.prepare.run_inputs import load_bundle
+        from fedsim.inputs.run_inputs import load_bundle
 
         bundle = load_bundle(cfg)
         labels = bundle.y_train.numpy()
@@ -413,7 +414,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 def default_partition_dir(cfg, name: str) -> str:
     """``<data>-<scheme>[-<param><value>...]-n<parties>-s<seed>``: another beta, another directory."""
-    from fedsim.config.load import partition_params
+    from partitioners.registry import partition_params
 
     shown = [
         f"{k.replace('_', '')}{v}"
@@ -451,7 +452,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     cfg = load_config(None, [f"model.name={args.model}", *args.overrides])
     shape, num_classes = input_spec(cfg.data)
-    from fedsim.prepare.resources import check_model_fits
+    from fedsim.inputs.resources import check_model_fits
 
     check_model_fits(cfg.model, shape, num_classes, copies=2)
     model = build_model(cfg.model, shape, num_classes)

@@ -32,7 +32,7 @@ _LAZY = {
     **dict.fromkeys(
         ("SCHEMES", "Scheme", "available", "get_scheme", "partition", "promises_sorted", "register"), "registry"
     ),
-    **dict.fromkeys(("required_params", "scheme_params", "takes_seed", "unregister"), "registry"),
+    **dict.fromkeys(("partition_params", "required_params", "scheme_params", "takes_seed", "unregister"), "registry"),
     **dict.fromkeys(("MissingExtraError", "from_flwr", "to_flwr"), "flower"),
     "group_test_indices": "natural",
     **{m: m for m in ("registry", "flower", "natural")},

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.config.sections import PartitionConfig
+from fedsim.schema.sections import PartitionConfig
 from fedsim.util.params import hp
 
 from ._validate import as_int

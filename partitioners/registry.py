@@ -7,7 +7,7 @@ every random number; its keyword parameters are what the config layer passes as
 ``partition.<name>``. Adding a scheme is one file in this package (found on first use:
 no import line anywhere) with ``@register("name", summary=..., paper=...)``; a scheme
 with keys of its own declares them in ``Params``, a subclass of
-:class:`fedsim.config.sections.PartitionConfig` whose fields are declared with
+:class:`fedsim.schema.sections.PartitionConfig` whose fields are declared with
 :func:`fedsim.util.params.hp` (their defaults fill in keywords the caller leaves out).
 
 This module builds on fedsim's plug-in mechanism (:mod:`fedsim.util.plugins`, the
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.config.sections import PartitionConfig
+from fedsim.schema.sections import PartitionConfig
 from fedsim.util.params import hyperparameters
 from fedsim.util.plugins import Plugin, Registry, close_match
 
@@ -141,6 +141,13 @@ def scheme_params(scheme: str) -> list[str]:
     e.g. ``scheme_params("dirichlet") == ["beta", "min_size", "max_redraws"]``.
     """
     return list(_scheme(scheme).accepted)
+
+
+def partition_params(cfg: Any) -> dict[str, Any]:
+    """The ``partition.*`` values of a run's config that its scheme takes, by name."""
+    wanted = scheme_params(cfg.partition.scheme)
+    values = dataclasses.asdict(cfg.partition)
+    return {k: values[k] for k in wanted if k in values}
 
 
 def required_params(scheme: str) -> list[str]:

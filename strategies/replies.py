@@ -11,7 +11,7 @@ of them before the algorithm aggregates. Two kinds plug in here, in this order:
    the bounded updates.
 
 A rule is a :class:`~strategies.extension.ServerExtension`: the run composes its rules
-with the strategy when it builds it (``fedsim/prepare/adversary.py: server_rules``).
+with the strategy when it builds it (``fedsim/inputs/adversary.py: server_rules``).
 
 Rules work on updates d_k = w_k - w (w: the weights sent this round) over the
 trainable parameters (``FederationSetup.is_param``) that the replies carry: a

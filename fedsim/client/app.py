@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +33,8 @@ from fedsim.client.training import (
     steps_per_epoch,
     train_local,
 )
-from fedsim.config.schema import epoch_range
-from fedsim.models import build_model, has_batchnorm
-from fedsim.prepare.adversary import poison_training_set
-from fedsim.prepare.flwr_app import settings_from_context
-from fedsim.prepare.run_inputs import (
+from fedsim.inputs.adversary import poison_training_set
+from fedsim.inputs.run_inputs import (
     Experiment,
     RunSettings,
     bounded_get,
@@ -45,10 +42,12 @@ from fedsim.prepare.run_inputs import (
     on_device,
     set_up_torch,
 )
+from fedsim.models import build_model, has_batchnorm
 from fedsim.privacy.dpsgd import trains_with_dpsgd
 from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
+from fedsim.schema.experiment import epoch_range
 from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
@@ -100,7 +99,7 @@ class ClientRuntime:
         self.x = on_device(bundle.x_train, self.device)
         self.y = on_device(bundle.y_train, self.device)
         # a data-poisoning attack's labels and triggers on the malicious parties' samples
-        # (fedsim/prepare/adversary.py); every party of every engine indexes these tensors
+        # (fedsim/inputs/adversary.py); every party of every engine indexes these tensors
         self.x, self.y = poison_training_set(cfg, exp.dataidxs, self.x, self.y, bundle.num_classes)
         seed_torch(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
@@ -327,14 +326,15 @@ def runtime_for(settings: RunSettings) -> ClientRuntime:
     return bounded_get(_RUNTIMES, settings.key, 2, lambda: ClientRuntime(experiment_for(settings)))
 
 
-def make_client_app(settings: RunSettings | None = None) -> ClientApp:
-    """A ClientApp bound to ``settings``, or reading them from ``context.run_config``.
+def make_client_app(settings: RunSettings | Callable[[Context], RunSettings]) -> ClientApp:
+    """A ClientApp bound to ``settings``, or to a function of each message's Context that
+    gives them (``flwr run .``'s :data:`fedsim.flwr_apps.client_app`).
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
 
     def _rt(context: Context) -> ClientRuntime:
-        return runtime_for(settings or settings_from_context(context))
+        return runtime_for(settings if isinstance(settings, RunSettings) else settings(context))
 
     def _privacy(msg: Message, context: Context, call_next) -> Message:
         # the client-side clipping of a privacy mode when the server's DP wrapper asks for
@@ -358,7 +358,3 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
         return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid})}), reply_to=msg)
 
     return app
-
-
-#: the app `flwr run .` loads (see [tool.flwr.app.components] in pyproject.toml)
-client_app = make_client_app()

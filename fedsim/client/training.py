@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedsim.config.schema import TrainConfig
 from fedsim.data.transforms import add_feature_noise, augment_batch, to_float
+from fedsim.schema.sections import TrainConfig
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 if TYPE_CHECKING:  # the run's inputs type a party's view; importing them at run time is not needed
-    from fedsim.prepare.run_inputs import Experiment
+    from fedsim.inputs.run_inputs import Experiment
 
 
 # ------------------------------------------------------------------------ losses

@@ -4,7 +4,7 @@ The schema is a tree of dataclasses used as an OmegaConf structured config, so Y
 files get interpolation (``${train.lr}``) and type conversion for free. Validation
 happens in two steps before anything runs:
 
-1. every key the user wrote is checked against the schema (:mod:`fedsim.config.schema`), the
+1. every key the user wrote is checked against the schema (:mod:`fedsim.schema.experiment`), the
    keys of the sections that choose a plug-in (``strategy.*``, ``data.*``, ``output.*``, ...)
    against the chosen plug-ins' own dataclasses (:mod:`fedsim.config.plugins`), and an
    unknown key names the nearest valid one (``data.datset`` -> "did you mean data.dataset?");
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,51 +25,26 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import partitioners
 from attacks.params import AttackParams
 from fedsim.config import plugins
-from fedsim.config.schema import (
+from fedsim.config.validate import validate
+from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import to_dict
+from fedsim.schema.sections import (
     DataConfig,
     EngineConfig,
     EvalConfig,
-    ExperimentConfig,
     FederationConfig,
     ModelConfig,
     OutputConfig,
     PartitionConfig,
     PrivacyConfig,
     TrainConfig,
-    epoch_range,
 )
-from fedsim.config.validate import validate
-from fedsim.errors import ConfigError
+from fedsim.util.yaml_file import flatten, load_yaml_mapping
 from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
-
-__all__ = [
-    "DataConfig",
-    "EngineConfig",
-    "EvalConfig",
-    "ExperimentConfig",
-    "FederationConfig",
-    "ModelConfig",
-    "OutputConfig",
-    "PartitionConfig",
-    "TrainConfig",
-    "all_keys",
-    "config_diff",
-    "config_hash",
-    "epoch_range",
-    "from_yaml_text",
-    "identity",
-    "load_config",
-    "load_yaml_mapping",
-    "partition_params",
-    "to_dict",
-    "to_yaml",
-    "validate",
-]
-
 
 # --------------------------------------------------------------------------- keys
 
@@ -191,29 +165,6 @@ def _user_tree(source: Any) -> dict:
     return load_yaml_mapping(Path(source), "config file")
 
 
-def load_yaml_mapping(path: Path, what: str) -> dict:
-    """A YAML file that must hold a mapping, unresolved; ConfigError naming ``what``."""
-    if not path.exists():
-        raise ConfigError(f"{what} '{path}' does not exist")
-    if path.is_dir():
-        raise ConfigError(f"{what} '{path}' is a directory; expected a YAML file")
-    try:
-        # OmegaConf's loader is yaml.SafeLoader: no arbitrary object construction
-        loaded = OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{what} '{path}' is not valid YAML: {first}") from exc
-    except OSError as exc:  # OmegaConf's answer to a file holding a scalar (42, true)
-        if "Invalid loaded object type" in str(exc):
-            raise ConfigError(
-                f"{what} '{path}' must hold a mapping of keys, got {str(exc).rsplit(': ', 1)[-1]}"
-            ) from exc
-        raise ConfigError(f"{what} '{path}' cannot be read: {exc.strerror or exc}") from exc
-    if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got a list")
-    return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
-
-
 def load_config(source: Any = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load, merge and validate a config.
 
@@ -261,11 +212,6 @@ def _describe_omegaconf_error(exc: OmegaConfBaseException) -> str:
     return f"config key '{key}': {msg}"
 
 
-def to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML (what ``config.yaml`` in a run directory holds)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
 def from_yaml_text(text: str) -> ExperimentConfig:
     """Inverse of :func:`to_yaml`."""
     try:
@@ -275,88 +221,15 @@ def from_yaml_text(text: str) -> ExperimentConfig:
     return load_config(tree or {})
 
 
-def to_dict(cfg: ExperimentConfig) -> dict:
-    # the dataclasses hold plain, already-validated values (load_config resolved them
-    # through OmegaConf), so asdict gives what OmegaConf.to_container did, 100x faster:
-    # a run hashes its config three times (0.15 s of a tiny test run's 0.9 s)
-    return dataclasses.asdict(cfg)
-
-
-#: keys that do not make a run another run (left out of its identity): where it runs
-#: (the engines give the same results), what it keeps (output.*), its failure
-#: tolerances (raised to resume an aborted run) and how many rounds it has (raised to
-#: train a finished run on)
-NOT_IDENTITY = (
-    "output",
-    "engine.name",
-    "engine.device",
-    "engine.workers",
-    "engine.num_cpus",
-    "engine.num_gpus",
-    "engine.ray_address",
-    "engine.threads",
-    "engine.batch_clients",
-    "engine.client_timeout",
-    "federation.max_failure_fraction",
-    "federation.rounds",
-)
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-#: keys at these values are left out of a run's identity: a run without an attack or a
-#: defence keeps the hash it had before those sections existed (its sweep still resumes)
-NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none"}
-
-
-def identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The dotted keys and values that make a run what it is (see NOT_IDENTITY)."""
-    flat = _flat(to_dict(cfg))
-    return {
-        k: v
-        for k, v in flat.items()
-        if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)
-        and not (k in NOT_IDENTITY_AT and v == NOT_IDENTITY_AT[k])
-    }
-
-
-def config_hash(cfg: ExperimentConfig, keys: Collection[str] | None = None) -> str:
-    """A stable hash of everything that changes the results of a run (:func:`identity`):
-    a sweep resumed on another machine, with more workers, a higher failure tolerance
-    or more rounds still recognises its runs. ``keys``: only those dotted keys (a run's
-    own, :func:`yaml_keys` of its ``config.yaml``): a run started by an older fedsim
-    lacks the keys added since, whose defaults keep its behaviour, and its checkpoints
-    must still match after an upgrade."""
-    ident = identity(cfg)
-    if keys is not None:
-        ident = {k: v for k, v in ident.items() if k in keys}
-    text = yaml.safe_dump(ident, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def yaml_keys(path: Path) -> set[str]:
-    """The dotted keys a config file spells out (a run's ``config.yaml``)."""
-    return set(_flat(load_yaml_mapping(path, "config")))
-
-
 def merge_into_saved(cfg: ExperimentConfig, path: Path) -> str:
     """``config.yaml`` of a resumed run: the saved file with the values this start
     changes (more rounds, another engine), without the keys it never had that are at
     their defaults (added to fedsim since: their defaults keep the run's behaviour, and
     :func:`config_hash` over the file's keys stays the run's)."""
     saved = load_yaml_mapping(path, "config")
-    have = _flat(saved)
-    defaults = _flat(to_dict(ExperimentConfig()))
-    for key, value in _flat(to_dict(cfg)).items():
+    have = flatten(saved)
+    defaults = flatten(to_dict(ExperimentConfig()))
+    for key, value in flatten(to_dict(cfg)).items():
         if key not in have and value == defaults.get(key):
             continue
         node = saved
@@ -365,16 +238,3 @@ def merge_into_saved(cfg: ExperimentConfig, path: Path) -> str:
             node = node.setdefault(part, {})
         node[leaf] = value
     return yaml.safe_dump(saved, sort_keys=False)
-
-
-def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
-    """``key: old -> new`` for every identity key that differs (sorted)."""
-    a, b = identity(old), identity(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
-def partition_params(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The ``partition.*`` values that the chosen scheme takes, by name."""
-    wanted = partitioners.scheme_params(cfg.partition.scheme)
-    values = dataclasses.asdict(cfg.partition)
-    return {k: values[k] for k in wanted if k in values}

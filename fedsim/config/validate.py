@@ -19,8 +19,8 @@ from attacks.params import MaliciousParams
 from fedsim import data as data_registry
 from fedsim import models as model_registry
 from fedsim.config import plugins
-from fedsim.config.schema import ExperimentConfig, epoch_range
 from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig, epoch_range
 from partitioners.registry import SCHEMES
 
 

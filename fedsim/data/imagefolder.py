@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.config.schema import DataConfig
 from fedsim.data.cache import cache_key, cached, fingerprint
 from fedsim.data.images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 from fedsim.util.params import hp
 
 log = logging.getLogger(__name__)

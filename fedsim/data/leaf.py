@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.config.schema import DataConfig
 from fedsim.data import text
 from fedsim.data.cache import cache_key, cached, fingerprint
 from fedsim.data.images import channel_stats, is_regular_file
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.config.schema import DataConfig
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 from fedsim.util.plugins import Plugin, Registry, close_match
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from collections.abc import Hashable
 import numpy as np
 import torch
 
-from fedsim.config.schema import DataConfig
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 from fedsim.util.memory import check_fits
 
 DIM = 60

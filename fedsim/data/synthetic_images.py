@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedsim.config.schema import DataConfig
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 from fedsim.util.memory import check_fits
 
 # Calibrated constants (see the module docstring); changing them changes every

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedsim.config.schema import DataConfig
 from fedsim.data.registry import DatasetBundle, register
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 from fedsim.util.params import hp
 
 log = logging.getLogger(__name__)

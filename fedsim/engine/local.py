@@ -22,7 +22,7 @@ from fedsim.engine.batched import BatchedExecutor
 from fedsim.engine.executors import Executor, SequentialExecutor
 from fedsim.engine.registry import Engine, register
 from fedsim.engine.workers import WorkerPoolExecutor
-from fedsim.prepare.run_inputs import RunSettings
+from fedsim.inputs.run_inputs import RunSettings
 from fedsim.server.app import RunHooks, RunOutcome, make_server_app
 from fedsim.util.flower_compat import SUPERLINK_NODE_ID, NodeInfo, Run, empty_run, set_message_id, set_task_identity
 

@@ -19,7 +19,7 @@ import os
 from fedsim.client.app import make_client_app
 from fedsim.engine.registry import Engine, register
 from fedsim.errors import ConfigError
-from fedsim.prepare.run_inputs import RunSettings
+from fedsim.inputs.run_inputs import RunSettings
 from fedsim.server.app import RunHooks, RunOutcome, make_server_app
 from fedsim.util.flower_compat import run_simulation_runtime
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedsim.config.sections import EngineConfig
+from fedsim.schema.sections import EngineConfig
 from fedsim.util.plugins import Plugin, Registry
 
 
 class Engine(Plugin):
-    """One engine: ``run(settings, hooks) -> RunOutcome`` (fedsim.prepare.run_inputs.RunSettings,
+    """One engine: ``run(settings, hooks) -> RunOutcome`` (fedsim.inputs.run_inputs.RunSettings,
     fedsim.server.app.RunHooks and RunOutcome; not imported here, which the server imports)."""
 
     Params: type = EngineConfig

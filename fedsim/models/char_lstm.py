@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fedsim.config.schema import ModelConfig
 from fedsim.data.text import VOCAB_SIZE
 from fedsim.models.registry import ModelError, register
+from fedsim.schema.sections import ModelConfig
 
 EMBED_DIM = 8
 HIDDEN = 256

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.schema.sections import ModelConfig
 
 FEATURE_DIM = 2048
 

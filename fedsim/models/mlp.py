@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.schema.sections import ModelConfig
 from fedsim.util.params import hp
 
 

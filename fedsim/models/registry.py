@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedsim.config.schema import ModelConfig
 from fedsim.errors import ConfigError
 from fedsim.models.heads import FedModel
+from fedsim.schema.sections import ModelConfig
 from fedsim.util.plugins import Plugin, Registry, close_match
 
 EncoderBuilder = Callable[[ModelConfig, tuple[int, ...], int], tuple[nn.Module, int]]

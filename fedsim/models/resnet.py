@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.schema.sections import ModelConfig
 from fedsim.util.params import hp
 
 # arch -> feature_dim (width of the pooled output of layer4)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from fedsim.config.schema import ModelConfig
 from fedsim.models.registry import ModelError, register
+from fedsim.schema.sections import ModelConfig
 from fedsim.util.params import hp
 
 FEATURE_DIM = 84

@@ -18,17 +18,17 @@ import numpy as np
 
 import strategies
 from fedsim import trackers
-from fedsim.config.load import ExperimentConfig
 from fedsim.data import DatasetBundle
 from fedsim.errors import ConfigError
+from fedsim.inputs.adversary import check_attack_data
+from fedsim.inputs.localtest import LocalTest
+from fedsim.inputs.resources import check_model_fits
+from fedsim.inputs.run_inputs import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
 from fedsim.models import build_model
-from fedsim.prepare.adversary import check_attack_data
-from fedsim.prepare.localtest import LocalTest
-from fedsim.prepare.resources import check_model_fits
-from fedsim.prepare.run_inputs import compute_partition, holdout_parties, load_bundle, read_dataidxs, resolve_device
 from fedsim.privacy.preflight import check_privacy
 from fedsim.rundir.checkpoint import latest_checkpoint
 from fedsim.rundir.store import RunStore
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.util.ray_address import check_reachable
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,16 @@ from pathlib import Path
 import numpy as np
 
 import partitioners
-from fedsim.config.load import ExperimentConfig, merge_into_saved, partition_params, to_yaml
+from fedsim.config.load import merge_into_saved
+from fedsim.inputs.localtest import LocalTest
+from fedsim.inputs.run_inputs import compute_partition, load_bundle, read_dataidxs
 from fedsim.prepare.checks import CheckedInputs, check_inputs
-from fedsim.prepare.localtest import LocalTest
 from fedsim.prepare.resume import check_resume
-from fedsim.prepare.run_inputs import compute_partition, load_bundle, read_dataidxs
 from fedsim.rundir import ownership
 from fedsim.rundir.store import RunStore, atomic_write_json, atomic_write_text
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import to_yaml
+from partitioners.registry import partition_params
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import logging
 
 import partitioners
-from fedsim.config.load import ExperimentConfig, config_diff, config_hash, load_config, partition_params, yaml_keys
+from fedsim.config.load import load_config
 from fedsim.errors import ConfigError, RunDirError
-from fedsim.rundir.checkpoint import Checkpoint, latest_checkpoint
+from fedsim.rundir.checkpoint import latest_checkpoint
 from fedsim.rundir.store import RunStore, read_json
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import config_diff
+from fedsim.server.start import check_checkpoint_config
+from partitioners.registry import partition_params
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +67,6 @@ def check_resume(cfg: ExperimentConfig, store: RunStore) -> str | None:
         return f"already finished after {done} rounds; nothing to do (raise federation.rounds to train on)"
     log.info("extending the run in '%s' from %d to %d rounds", store.root, done, cfg.federation.rounds)
     return None
-
-
-def check_checkpoint_config(cfg: ExperimentConfig, store: RunStore, ckpt: Checkpoint) -> None:
-    """RunDirError unless the checkpoint was made with ``cfg`` (its hash over the run's
-    own keys, those of its ``config.yaml``; an older checkpoint without one passes)."""
-    if ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
-        raise RunDirError(
-            f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
-            "resume with the run's own config.yaml"
-        )
 
 
 def check_partition_file(cfg: ExperimentConfig, store: RunStore) -> None:

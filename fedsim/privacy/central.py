@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
-from fedsim.config.schema import ExperimentConfig
 from fedsim.privacy.compat import ADAPTIVE, CLIENT_SIDE, count_stddev, expected_cohort
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.util.flower_compat import KEY_CLIPPING_NORM, KEY_NORM_BIT, compute_adaptive_noise_params, compute_stdv
 from fedsim.util.seeding import derive
 from strategies.arrays import is_float, state_to_record

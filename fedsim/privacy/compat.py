@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fedsim.config.schema import ExperimentConfig
 from fedsim.privacy.modes import PRIVACY_MODES, AccountedMode
+from fedsim.schema.experiment import ExperimentConfig
 
 
 class _Modes:
@@ -68,7 +68,7 @@ PER_SAMPLE = _Modes("per_sample")
 
 def training_parties(cfg: ExperimentConfig) -> int:
     """N: the parties that train, all but ``federation.holdout_parties`` (the count
-    ``fedsim.prepare.run_inputs.holdout_parties`` draws; a test checks they agree)."""
+    ``fedsim.inputs.run_inputs.holdout_parties`` draws; a test checks they agree)."""
     n, value = cfg.partition.n_parties, cfg.federation.holdout_parties
     held = int(value) if value >= 1 else int(round(value * n))
     return n - min(max(held, 0), n - 1)

@@ -17,10 +17,10 @@ from typing import Any
 
 from flwr.app import Context, Message, MessageType
 
-from fedsim.config.schema import ExperimentConfig
 from fedsim.privacy.central import MODE_KEY
 from fedsim.privacy.compat import CLIENT_SIDE, PER_SAMPLE
 from fedsim.privacy.modes import PRIVACY_MODES
+from fedsim.schema.experiment import ExperimentConfig
 
 
 def privacy_mod(msg: Message, context: Context, call_next, params: Callable[[], Any] | None = None) -> Message:

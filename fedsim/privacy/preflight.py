@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Mapping, Sized
 import torch
 
 import strategies
-from fedsim.config.schema import ExperimentConfig
 from fedsim.errors import ConfigError
 from fedsim.models import has_batchnorm
 from fedsim.privacy import compat as privacy_compat
 from fedsim.privacy.accounting import DELTA_SHARE, default_delta
 from fedsim.privacy.run import PrivacyRun, training_sizes
 from fedsim.rundir.checkpoint import Checkpoint
+from fedsim.schema.experiment import ExperimentConfig
 from strategies.strategy import from_portable
 
 log = logging.getLogger(__name__)

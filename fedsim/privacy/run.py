@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fedsim.config.schema import ExperimentConfig, epoch_range
 from fedsim.errors import ConfigError
 from fedsim.privacy.accounting import SIGMA_MAX, calibrate_sigma, check_delta, default_delta, epsilon
 from fedsim.privacy.central import ClientLevelDP
 from fedsim.privacy.compat import CLIENT_LEVEL
 from fedsim.privacy.dpsgd import sample_rate, steps_per_epoch
+from fedsim.schema.experiment import ExperimentConfig, epoch_range
 from strategies.extension import Aggregator, ServerExtension
 from strategies.strategy import Aggregate
 

@@ -1,7 +1,7 @@
 """The Flower ServerApp: the run's federation, from the initial model to ``summary.json``.
 
 :func:`run_server` is the server's way through a run, one step per module: the process
-and its device (:mod:`fedsim.prepare.run_inputs`), the nodes and the strategy composed
+and its device (:mod:`fedsim.inputs.run_inputs`), the nodes and the strategy composed
 with the run's extensions (:mod:`fedsim.server.federation`), the start or the resume
 (:mod:`fedsim.server.start`), the round callbacks that record each round
 (:mod:`fedsim.server.callbacks`), the round loop (:mod:`fedsim.server.rounds`) and the
@@ -18,9 +18,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim.prepare.flwr_app import quiet_flower, settings_from_context
-from fedsim.prepare.preflight import open_run
-from fedsim.prepare.run_inputs import RunSettings, experiment_for, set_up_torch
+from fedsim.inputs.run_inputs import RunSettings, experiment_for, set_up_torch
 from fedsim.privacy.run import privacy_for
 from fedsim.rundir.store import ClientStateStore
 from fedsim.server.callbacks import RunProgress, round_callbacks
@@ -32,7 +30,7 @@ from fedsim.server.rounds import run_rounds
 from fedsim.server.start import initial_state, start_or_resume
 from fedsim.server.summary import RunOutcome, finish_run
 
-__all__ = ["RunHooks", "RunOutcome", "initial_state", "make_server_app", "run_server", "server_app"]
+__all__ = ["RunHooks", "RunOutcome", "initial_state", "make_server_app", "run_server"]
 
 
 @dataclass
@@ -69,31 +67,19 @@ def run_server(grid: Grid, settings: RunSettings, hooks: RunHooks | None = None)
 
 
 def make_server_app(
-    settings: RunSettings | None = None,
+    settings: RunSettings,
     hooks: RunHooks | None = None,
     on_done: Callable[[RunOutcome], None] | None = None,
 ) -> ServerApp:
-    """A ServerApp bound to ``settings`` (fedsim's engines, which prepared the run
-    directory and receive the outcome through ``on_done``), or reading them from
-    ``context.run_config`` (``flwr run .``, which prepares the directory here)."""
+    """A ServerApp bound to ``settings`` that fedsim's front end checked and whose run
+    directory it prepared (the engines); the outcome goes to ``on_done``. ``flwr run .``
+    loads :data:`fedsim.flwr_apps.server_app` instead."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        if settings is not None:
-            outcome = run_server(grid, settings, hooks)
-            if on_done is not None:
-                on_done(outcome)
-            return
-        # `flwr run .`: no fedsim front end has checked the input or made the directory
-        quiet_flower()
-        s = settings_from_context(context)
-        with open_run(s.config, Path(s.run_dir), resume=s.resume, overwrite=False) as opened:
-            if opened.done is None:
-                run_server(grid, s, hooks)
+        outcome = run_server(grid, settings, hooks)
+        if on_done is not None:
+            on_done(outcome)
 
     return app
-
-
-#: the app `flwr run .` loads (see [tool.flwr.app.components] in pyproject.toml)
-server_app = make_server_app()

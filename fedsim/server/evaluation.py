@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from fedsim.client.training import evaluate, make_criterion
+from fedsim.inputs.run_inputs import Experiment
 from fedsim.measures.heterogeneity import heterogeneity_of_states
 from fedsim.measures.metrics import classification_metrics
 from fedsim.models import build_model
-from fedsim.prepare.run_inputs import Experiment
 from fedsim.util.seeding import derive, seed_torch
 from strategies.arrays import is_float
 

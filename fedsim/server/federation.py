@@ -3,7 +3,7 @@
 :func:`discover_partitions` maps parties to nodes; :func:`build_strategy` builds the
 algorithm's server half from the registry, composed with what the rest of the config
 adds to its round (in this order: an attack's model poisoning and a defence,
-``fedsim/prepare/adversary.py``, then differential privacy, ``fedsim/privacy/run.py``)
+``fedsim/inputs/adversary.py``, then differential privacy, ``fedsim/privacy/run.py``)
 and bound to how it samples and screens.
 """
 
@@ -16,8 +16,8 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 import strategies
-from fedsim.prepare.adversary import server_rules
-from fedsim.prepare.run_inputs import Experiment
+from fedsim.inputs.adversary import server_rules
+from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import PrivacyRun
 from fedsim.rundir.store import check_client_writes
 from strategies.strategy import FederationSetup, FedsimStrategy

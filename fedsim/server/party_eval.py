@@ -37,8 +37,8 @@ from torch.func import functional_call, vmap
 
 import strategies
 from fedsim.client.training import Criterion, LocalTrainer, make_criterion, party_view
+from fedsim.inputs.run_inputs import Experiment, on_device
 from fedsim.models import build_model, has_batchnorm
-from fedsim.prepare.run_inputs import Experiment, on_device
 from fedsim.rundir.store import ClientStateStore, remember_writes
 from fedsim.util.seeding import derive, seed_torch, torch_generator
 

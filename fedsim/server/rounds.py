@@ -13,9 +13,9 @@ import gc
 
 from flwr.serverapp import Grid
 
-from fedsim.config.schema import ExperimentConfig
 from fedsim.errors import RunAborted
 from fedsim.rundir.store import ClientStateStore
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.server.callbacks import nonfinite_majority
 from fedsim.server.recorder import Recorder
 from fedsim.server.start import RunStart

@@ -17,16 +17,27 @@ from typing import Any
 
 import torch
 
-from fedsim.config.load import config_hash
+from fedsim.errors import RunDirError
+from fedsim.inputs.run_inputs import Experiment
 from fedsim.models import build_model
-from fedsim.prepare.resume import check_checkpoint_config
-from fedsim.prepare.run_inputs import Experiment
-from fedsim.rundir.checkpoint import latest_checkpoint, save_checkpoint
-from fedsim.rundir.store import ClientStateStore
+from fedsim.rundir.checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from fedsim.rundir.store import ClientStateStore, RunStore
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import config_hash, yaml_keys
 from fedsim.util.seeding import derive, seed_torch
 from strategies.strategy import FedsimStrategy
 
 log = logging.getLogger(__name__)
+
+
+def check_checkpoint_config(cfg: ExperimentConfig, store: RunStore, ckpt: Checkpoint) -> None:
+    """RunDirError unless the checkpoint was made with ``cfg`` (its hash over the run's
+    own keys, those of its ``config.yaml``; an older checkpoint without one passes)."""
+    if ckpt.config_hash and ckpt.config_hash != config_hash(cfg, yaml_keys(store.config)):
+        raise RunDirError(
+            f"--resume: checkpoint '{ckpt.path}' was made with another config than '{store.config}'; "
+            "resume with the run's own config.yaml"
+        )
 
 
 @dataclass

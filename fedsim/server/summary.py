@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from fedsim.config.load import config_hash
-from fedsim.prepare.adversary import summary_fields as attack_summary
-from fedsim.prepare.run_inputs import Experiment
+from fedsim.inputs.adversary import summary_fields as attack_summary
+from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import summary_fields as privacy_summary
 from fedsim.rundir.plots import plot_run
 from fedsim.rundir.store import atomic_torch_save, atomic_write_json
+from fedsim.schema.identity import config_hash
 from fedsim.server.recorder import Recorder
 from strategies.arrays import is_float
 

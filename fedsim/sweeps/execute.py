@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsim.config.load import config_hash, load_config
+from fedsim.config.load import load_config
 from fedsim.rundir.store import atomic_write_json
+from fedsim.schema.identity import config_hash
 from fedsim.sweeps.spec import PlannedRun, SweepSpec
 from fedsim.sweeps.tables import DONE
 from fedsim.trackers import GroupTracking, TrackingContext

@@ -33,8 +33,11 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedsim.config.load import ExperimentConfig, all_keys, config_hash, load_config, load_yaml_mapping, to_dict
+from fedsim.config.load import all_keys, load_config
 from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import config_hash, to_dict
+from fedsim.util.yaml_file import load_yaml_mapping
 
 SWEEP_KEYS = ("name", "base", "overrides", "grid", "seeds", "tune")
 SECTIONS = (

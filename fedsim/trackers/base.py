@@ -8,7 +8,7 @@ written, and ends with the summary and the run's files. One file per tracker in
 :func:`register`; its library is imported inside its methods, so that choosing trackers
 costs nothing until a run uses them. A tracker is a plug-in of fedsim's one mechanism
 (:mod:`fedsim.util.plugins`): its keys of its own are ``output.*`` keys, declared in
-its ``Params`` (a subclass of :class:`fedsim.config.sections.OutputConfig`).
+its ``Params`` (a subclass of :class:`fedsim.schema.sections.OutputConfig`).
 
 Whatever a tracker raises is the tracker's failure, not the run's
 (:class:`fedsim.trackers.run.RunTrackers` turns it into a warning and a record).
@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.config.sections import OutputConfig
+from fedsim.schema.sections import OutputConfig
 from fedsim.util.plugins import Plugin, Registry
+from fedsim.util.yaml_file import flatten
 
 
 @dataclass(frozen=True)
 class TrackingContext:
     """Where a run belongs when a sweep or a tune started it (picklable: it travels to
-    the sweep's worker processes and, inside :class:`fedsim.prepare.run_inputs.RunSettings`, to
+    the sweep's worker processes and, inside :class:`fedsim.inputs.run_inputs.RunSettings`, to
     the server).
 
     ``mlflow_uri`` is the store of the group (the sweep's ``mlflow.db``), used when
@@ -124,18 +125,6 @@ def chosen(output: Any) -> list[str]:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def config_params(cfg: Any) -> dict[str, Any]:

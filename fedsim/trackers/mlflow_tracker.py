@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from fedsim.config.sections import OutputConfig
+from fedsim.schema.sections import OutputConfig
 from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics, summary_values
 from fedsim.util.params import hp
 

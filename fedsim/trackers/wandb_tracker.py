@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsim.config.sections import OutputConfig
+from fedsim.schema.sections import OutputConfig
 from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics, summary_values
 from fedsim.util.params import hp
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsim.config.load import to_dict
-from fedsim.config.schema import ExperimentConfig
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.rundir import ownership as rundir
 from fedsim.rundir.store import atomic_write_json, atomic_write_text
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import to_dict
 from fedsim.sweeps import mean_std, safe_name, sweep
 from fedsim.sweeps.spec import default_label
 from fedsim.trackers import GroupTracking, TrackingContext, chosen

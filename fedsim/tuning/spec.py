@@ -35,8 +35,9 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-from fedsim.config.load import ExperimentConfig, all_keys
+from fedsim.config.load import all_keys
 from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.sweeps import SweepSpec, compose
 from fedsim.sweeps.spec import check_seeds, check_spec_keys, load_base, read_spec_source, spec_name
 

@@ -17,7 +17,7 @@ from flwr.serverapp import strategy as fs
 
 import fedsim
 import strategies
-from fedsim.prepare.run_inputs import Experiment, RunSettings
+from fedsim.inputs.run_inputs import Experiment, RunSettings
 from fedsim.server.app import initial_state
 from fedsim.util import flower_compat as fc
 from strategies import builtins

@@ -9,9 +9,9 @@ from torch import nn
 
 import fedsim
 from fedsim.client.training import PartyData, train_local
-from fedsim.config.load import ModelConfig, TrainConfig
 from fedsim.models import build_model
 from fedsim.rundir.store import load_tensors, read_jsonl
+from fedsim.schema.sections import ModelConfig, TrainConfig
 from strategies.fedbn import FedBNRule, bn_state_keys
 from strategies.params import StrategyParams
 from strategies.rule import TrainContext

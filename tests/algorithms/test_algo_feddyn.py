@@ -124,7 +124,7 @@ def test_the_authors_per_party_alpha_and_clipping_by_hand():
 
 
 def test_party_weights_are_sizes_over_the_mean_of_the_training_parties(tmp_path, tiny):
-    from fedsim.prepare.run_inputs import RunSettings, experiment_for
+    from fedsim.inputs.run_inputs import RunSettings, experiment_for
 
     cfg = fedsim.load_config(tiny(eval={"local_test": "split"}, federation={"holdout_parties": 1}))
     exp = experiment_for(RunSettings(cfg, str(tmp_path / "r"), False))

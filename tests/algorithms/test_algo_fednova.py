@@ -9,7 +9,7 @@ from torch import nn
 
 import fedsim
 from fedsim.client.training import PartyData, train_local
-from fedsim.config.load import TrainConfig
+from fedsim.schema.sections import TrainConfig
 from strategies.fednova import A_KEY, FedNovaRule, FedNovaServer, normalizing_factor
 from strategies.params import StrategyParams
 from strategies.strategy import ClientOutcome, FederationSetup

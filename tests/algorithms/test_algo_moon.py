@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from rule_context import rule_context
 
 import fedsim
-from fedsim.config.load import ModelConfig
 from fedsim.models import build_model
 from fedsim.rundir.store import load_tensors, read_jsonl
+from fedsim.schema.sections import ModelConfig
 from strategies.moon import MoonParams, MoonRule, contrastive_loss
 from strategies.rule import TrainContext
 

@@ -20,9 +20,10 @@ from torch import nn
 import fedsim
 import strategies
 from fedsim.client.training import PartyData, train_local
-from fedsim.config.load import ConfigError, TrainConfig, load_config
-from fedsim.prepare.run_inputs import RunSettings, experiment_for
+from fedsim.config.load import ConfigError, load_config
+from fedsim.inputs.run_inputs import RunSettings, experiment_for
 from fedsim.rundir.store import load_tensors, read_jsonl
+from fedsim.schema.sections import TrainConfig
 from fedsim.server.app import initial_state
 from strategies.apfl import APFLParams, mix
 from strategies.ditto import DittoParams, DittoRule

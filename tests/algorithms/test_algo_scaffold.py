@@ -15,9 +15,9 @@ from torch import nn
 import fedsim
 import strategies
 from fedsim.client.training import PartyData, train_local
-from fedsim.config.load import TrainConfig
-from fedsim.prepare.run_inputs import Experiment, RunSettings
+from fedsim.inputs.run_inputs import Experiment, RunSettings
 from fedsim.rundir.store import load_tensors, read_jsonl
+from fedsim.schema.sections import TrainConfig
 from fedsim.server.app import initial_state
 from strategies.arrays import record_to_state
 from strategies.fednova import normalizing_factor

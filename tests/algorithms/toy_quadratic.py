@@ -11,7 +11,7 @@ from rule_context import rule_context
 from torch import nn
 
 from fedsim.client.training import PartyData, train_local
-from fedsim.config.load import TrainConfig
+from fedsim.schema.sections import TrainConfig
 
 X = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-1.0, 0.5]])
 T = torch.tensor([1.0, -1.0, 0.5, 2.0])

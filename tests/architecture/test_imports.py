@@ -145,7 +145,7 @@ def test_the_graph_is_read():
     edges, _ = _graph()
     assert (
         "fedsim.config.validate" in edges["fedsim.config.load"]
-        and "fedsim.config.schema" in edges["fedsim.models.registry"]
+        and "fedsim.schema.sections" in edges["fedsim.models.registry"]
     )
 
 
@@ -177,3 +177,76 @@ def test_strategies_partitioners_and_attacks_do_not_import_the_engine_cli_or_run
     for mod, targets in edges.items():
         if mod.startswith(("strategies", "partitioners", "attacks")):
             assert not [t for t in targets if t.startswith(forbidden)], mod
+
+
+# ------------------------------------------------------------------ packages
+
+
+def unit(mod: str) -> str:
+    """The package a module belongs to: a subpackage of fedsim (``fedsim.server``), a
+    module at fedsim's root (``fedsim.cli``), or a top-level package (``strategies``)."""
+    parts = mod.split(".")
+    if parts[0] != "fedsim":
+        return parts[0]
+    if len(parts) > 1 and (ROOT / "fedsim" / parts[1]).is_dir():
+        return "fedsim." + parts[1]
+    return mod
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Which package imports which (any import statement, deferred ones included)."""
+    edges, _ = _graph()
+    graph: dict[str, set[str]] = {}
+    for mod, targets in edges.items():
+        graph.setdefault(unit(mod), set()).update(unit(t) for t in targets if unit(t) != unit(mod))
+    return graph
+
+
+def test_no_loop_between_packages():
+    graph = package_graph()
+    assert _cycles(graph) == []
+
+
+def _package_map() -> dict[str, tuple[int, str, set[str]]]:
+    """docs/architecture.md's package map: package -> (layer, what it is, imports)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text.split("<!-- package-map")[1].split("<!-- /package-map -->")[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].isdigit():
+            continue
+        layer, package, what, imports = cells
+        names = {n.strip().strip("`") for n in imports.split(",") if n.strip()}
+        rows[package.strip("`")] = (int(layer), what, names)
+    return rows
+
+
+def test_the_architecture_docs_package_map_is_the_code():
+    doc, code = _package_map(), package_graph()
+    assert sorted(doc) == sorted(code), "docs/architecture.md's package map names other packages than the code"
+    wrong = {p: {"doc": sorted(doc[p][2]), "code": sorted(code[p])} for p in code if doc[p][2] != code[p]}
+    assert wrong == {}, "docs/architecture.md's import arrows differ from the code"
+
+
+def test_every_package_imports_only_lower_layers():
+    doc = _package_map()
+    upward = [(p, t) for p, (layer, _, imports) in doc.items() for t in imports if doc[t][0] >= layer]
+    assert upward == []
+
+
+def test_the_package_map_names_every_module_of_fedsims_subpackages():
+    doc = _package_map()
+    missing = []
+    for package, (_, what, _) in doc.items():
+        folder = ROOT / package.replace(".", "/")
+        if not package.startswith("fedsim.") or not folder.is_dir():
+            continue
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder).with_suffix("")
+            if rel.name == "__init__":
+                continue
+            # a module is named (`store`), or its folder is (`callbacks/`: one file per part)
+            if f"`{rel.as_posix()}`" not in what and f"`{rel.parts[0]}/`" not in what:
+                missing.append(f"{package}.{'.'.join(rel.parts)}")
+    assert missing == []

@@ -59,7 +59,7 @@ KINDS = [
         "(0, 10]",
         """
         import torch
-        from fedsim.config.schema import DataConfig
+        from fedsim.schema.sections import DataConfig
         from fedsim.data import DatasetBundle, register
 
         @dataclass
@@ -90,7 +90,7 @@ KINDS = [
         """
         import math
         from torch import nn
-        from fedsim.config.schema import ModelConfig
+        from fedsim.schema.sections import ModelConfig
         from fedsim.models import register
 
         @dataclass
@@ -113,7 +113,7 @@ KINDS = [
         "[1, 4]",
         """
         import numpy as np
-        from fedsim.config.schema import PartitionConfig
+        from fedsim.schema.sections import PartitionConfig
         from partitioners import register
 
         @dataclass
@@ -229,7 +229,7 @@ KINDS = [
         10,
         "[0, 9]",
         """
-        from fedsim.config.schema import EngineConfig
+        from fedsim.schema.sections import EngineConfig
         from fedsim.engine import Engine, get_engine, register
 
         @dataclass
@@ -257,7 +257,7 @@ KINDS = [
         0,
         "[1, 10]",
         """
-        from fedsim.config.schema import OutputConfig
+        from fedsim.schema.sections import OutputConfig
         from fedsim.trackers import Tracker, register
 
         @dataclass

@@ -17,9 +17,10 @@ from torch import nn
 
 from fedsim import data, listing, models
 from fedsim.config import plugins as sections
-from fedsim.config.load import from_yaml_text, load_config, to_yaml
-from fedsim.config.sections import DataConfig, OutputConfig
+from fedsim.config.load import from_yaml_text, load_config
 from fedsim.errors import ConfigError
+from fedsim.schema.identity import to_yaml
+from fedsim.schema.sections import DataConfig, OutputConfig
 from fedsim.trackers import Tracker
 from fedsim.trackers.base import TRACKERS
 from fedsim.util.params import hp

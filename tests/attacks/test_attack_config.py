@@ -13,8 +13,9 @@ import yaml
 import attacks
 import fedsim
 from fedsim.cli import main
-from fedsim.config.load import config_hash, load_config
+from fedsim.config.load import load_config
 from fedsim.errors import ConfigError
+from fedsim.schema.identity import config_hash
 from strategies import defences
 from strategies.params import hyperparameters
 

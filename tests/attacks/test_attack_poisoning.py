@@ -15,7 +15,7 @@ import attacks
 from attacks.alie import z_max
 from attacks.backdoor import TRIGGER, stamp
 from fedsim.config.load import load_config
-from fedsim.prepare.adversary import poison_training_set
+from fedsim.inputs.adversary import poison_training_set
 from strategies.replies import UpdateSpace
 from strategies.strategy import ClientOutcome, FederationSetup
 

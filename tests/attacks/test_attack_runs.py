@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import fedsim
+from fedsim.inputs.adversary import AttackEvaluator
+from fedsim.inputs.run_inputs import Experiment, RunSettings
 from fedsim.models import build_model
-from fedsim.prepare.adversary import AttackEvaluator
-from fedsim.prepare.run_inputs import Experiment, RunSettings
 
 TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
 

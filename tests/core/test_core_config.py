@@ -2,8 +2,10 @@
 
 import pytest
 
-from fedsim.config.load import ExperimentConfig, config_hash, from_yaml_text, load_config, to_yaml
+from fedsim.config.load import from_yaml_text, load_config
 from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import config_hash, to_yaml
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -13,9 +13,9 @@ import yaml
 import fedsim
 import partitioners
 from fedsim.config.load import ConfigError
+from fedsim.inputs.localtest import match_local_test, split_local_test
+from fedsim.inputs.run_inputs import RunSettings, experiment_for, holdout_parties
 from fedsim.measures.metrics import classification_metrics
-from fedsim.prepare.localtest import match_local_test, split_local_test
-from fedsim.prepare.run_inputs import RunSettings, experiment_for, holdout_parties
 from fedsim.rundir.store import ClientStateStore, read_jsonl
 from fedsim.server.party_eval import PartyEvaluator, accuracy_and_macro_f1, eval_cohort, spread_stats
 

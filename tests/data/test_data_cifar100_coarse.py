@@ -9,10 +9,11 @@ import pytest
 
 import fedsim
 import partitioners
-from fedsim.config.load import DataConfig, load_config
+from fedsim.config.load import load_config
 from fedsim.data import clear_cache, load_dataset
 from fedsim.errors import ConfigError, DataError
-from fedsim.prepare.run_inputs import compute_dataidxs
+from fedsim.inputs.run_inputs import compute_dataidxs
+from fedsim.schema.sections import DataConfig
 
 N_TRAIN, N_TEST = 400, 40
 

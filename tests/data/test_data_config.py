@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from fedsim.cli import main
-from fedsim.config.load import DataConfig, PartitionConfig, load_config
+from fedsim.config.load import load_config
 from fedsim.errors import ConfigError
+from fedsim.schema.sections import DataConfig, PartitionConfig
 
 
 def test_defaults():

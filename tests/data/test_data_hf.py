@@ -17,11 +17,11 @@ datasets = pytest.importorskip("datasets", reason="the hf extra is not installed
 from data_writers import bomb_png, png_images, shakespeare_text  # noqa: E402
 
 import fedsim  # noqa: E402
-from fedsim.config.load import DataConfig  # noqa: E402
 from fedsim.data import clear_cache, hf, load_dataset  # noqa: E402
 from fedsim.data.cache import CACHE_DIR  # noqa: E402
 from fedsim.data.text import ALPHABET  # noqa: E402
 from fedsim.errors import DataError  # noqa: E402
+from fedsim.schema.sections import DataConfig  # noqa: E402
 
 SIZES = {"train": 24, "test": 10}
 CLASSES = ["zero", "one", "two"]
@@ -251,7 +251,7 @@ def test_two_rounds_on_text(tmp_path, tiny):
 def test_scheme_flwr_reproduces_flwr_datasets_on_the_hf_dataset(tmp_path, image_dict):
     fp = pytest.importorskip("flwr_datasets.partitioner", reason="flwr-datasets is not installed")
     from fedsim.config.load import load_config
-    from fedsim.prepare.run_inputs import compute_dataidxs, load_bundle
+    from fedsim.inputs.run_inputs import compute_dataidxs, load_bundle
 
     dd, _ = image_dict
     dd.save_to_disk(str(tmp_path / "ds"))

@@ -12,10 +12,10 @@ from data_writers import bomb_png, call_releasing_fifo, png_images, write_png
 
 import fedsim
 from fedsim.cli import main
-from fedsim.config.load import DataConfig
 from fedsim.data import clear_cache, imagefolder, load_dataset
 from fedsim.data.cache import CACHE_DIR
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 
 pytest.importorskip("PIL", reason="Pillow (a torchvision dependency) is not installed")
 

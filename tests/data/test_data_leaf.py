@@ -19,11 +19,11 @@ from data_writers import (
 import fedsim
 import partitioners
 from fedsim.cli import main
-from fedsim.config.load import DataConfig
 from fedsim.data import clear_cache, leaf, load_dataset
 from fedsim.data.cache import CACHE_DIR
 from fedsim.data.text import ALPHABET
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 
 
 @pytest.fixture(autouse=True)

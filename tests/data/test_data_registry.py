@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import fedsim.data.registry as registry
-from fedsim.config.load import DataConfig
 from fedsim.data import DatasetBundle, available, clear_cache, load_dataset, register
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.config.load import DataConfig
 from fedsim.data import clear_cache, load_dataset
 from fedsim.data.synthetic import apportion, generate_synthetic
 from fedsim.data.synthetic_images import channel_stats, generate_images
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 
 
 @pytest.fixture(autouse=True)

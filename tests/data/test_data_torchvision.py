@@ -13,7 +13,6 @@ import pytest
 import scipy.io
 import torch
 
-from fedsim.config.load import DataConfig
 from fedsim.data import clear_cache, load_dataset
 from fedsim.data.torchvision_sets import (
     CIFAR10_MEAN,
@@ -27,6 +26,7 @@ from fedsim.data.torchvision_sets import (
     safe_load_pickle,
 )
 from fedsim.errors import DataError
+from fedsim.schema.sections import DataConfig
 
 
 @pytest.fixture(autouse=True)

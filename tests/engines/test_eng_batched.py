@@ -65,8 +65,8 @@ def test_falls_back_with_a_logged_reason(tmp_path, tiny, caplog, over, fragment)
 def test_auto_batches_on_cuda_only(tmp_path, tiny):
     from fedsim.client.app import runtime_for
     from fedsim.config.load import load_config
+    from fedsim.inputs.run_inputs import RunSettings
     from fedsim.prepare.preflight import prepare_run_dir
-    from fedsim.prepare.run_inputs import RunSettings
     from fedsim.rundir.store import RunStore
 
     cfg = load_config(tiny())

@@ -74,13 +74,21 @@ def test_two_workers_equal_one(tmp_path, tiny):
 
 
 def test_the_flwr_run_apps_read_the_pyproject_run_config(tmp_path, tiny):
-    """`flwr run .` loads fedsim.server.app:server_app and fedsim.client.app:client_app, which
+    """`flwr run .` loads the apps pyproject.toml names ([tool.flwr.app.components]), which
     read [tool.flwr.app.config]; here they run on the local Grid with such a config."""
-    from fedsim.client.app import client_app
+    import importlib
+    import tomllib
+
     from fedsim.engine.executors import SequentialExecutor
     from fedsim.engine.local import LocalGrid
-    from fedsim.server.app import server_app
     from fedsim.util.flower_compat import set_task_identity
+
+    root = Path(__file__).resolve().parents[2]
+    components = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
+    server_app, client_app = (
+        getattr(importlib.import_module(ref.split(":")[0]), ref.split(":")[1])
+        for ref in (components["serverapp"], components["clientapp"])
+    )
 
     cfg_path = tmp_path / "exp.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny()))

@@ -32,7 +32,7 @@ def test_cuda_oom_in_one_client_is_a_recorded_failure(tmp_path, tiny, monkeypatc
 def test_gpu_run_places_model_and_data_on_cuda(tmp_path, tiny):
     from fedsim.client.app import runtime_for
     from fedsim.config.load import load_config
-    from fedsim.prepare.run_inputs import RunSettings
+    from fedsim.inputs.run_inputs import RunSettings
 
     cfg = tiny(engine={"device": "cuda"}, train={"amp": True})
     r = fedsim.run(cfg, out=tmp_path / "r")

@@ -9,10 +9,11 @@ import torch
 import torchvision
 from torch import nn
 
-from fedsim.config.load import ModelConfig, load_config
+from fedsim.config.load import load_config
 from fedsim.errors import ConfigError
 from fedsim.models import FedModel, ModelError, available, build_model, register
 from fedsim.models import registry as registry_mod
+from fedsim.schema.sections import ModelConfig
 
 ALL = ["simple-cnn", "mlp", "resnet18", "resnet34", "resnet50", "femnist-cnn", "char-lstm"]
 IMAGE_SHAPES = [(3, 32, 32), (1, 28, 28)]

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedsim.config.load import ModelConfig
 from fedsim.models import available, build_model, format_report, has_batchnorm, inspect_model
+from fedsim.schema.sections import ModelConfig
 from strategies.fedbn import bn_state_keys
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsim.config.load import ModelConfig
 from fedsim.data.text import ALPHABET, VOCAB_SIZE, decode, encode
 from fedsim.models import build_model, format_report, inspect_model, takes_tokens, token_models
+from fedsim.schema.sections import ModelConfig
 
 
 def test_femnist_cnn_is_leafs_layout():

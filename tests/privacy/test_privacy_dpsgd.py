@@ -16,8 +16,8 @@ pytest.importorskip("opacus", reason="pip install 'fedsim[privacy]'")
 
 from fedsim.client.dpsgd import train_dpsgd  # noqa: E402
 from fedsim.client.training import PartyData  # noqa: E402
-from fedsim.config.schema import TrainConfig  # noqa: E402
 from fedsim.privacy.dpsgd import sample_rate  # noqa: E402
+from fedsim.schema.sections import TrainConfig  # noqa: E402
 from strategies.fedprox import FedProxParams, FedProxRule  # noqa: E402
 from strategies.rule import ClientRule, TrainContext  # noqa: E402
 

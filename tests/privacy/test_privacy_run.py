@@ -18,7 +18,7 @@ import strategies  # noqa: E402
 from fedsim.cli import main  # noqa: E402
 from fedsim.config.load import load_config  # noqa: E402
 from fedsim.errors import ConfigError  # noqa: E402
-from fedsim.prepare.run_inputs import holdout_parties  # noqa: E402
+from fedsim.inputs.run_inputs import holdout_parties  # noqa: E402
 from fedsim.privacy.accounting import default_delta, epsilon  # noqa: E402
 from fedsim.privacy.compat import expected_cohort, training_parties, why_not  # noqa: E402
 from strategies.strategy import FedsimStrategy  # noqa: E402

@@ -150,8 +150,8 @@ def test_a_run_an_older_fedsim_started_resumes_after_an_upgrade(tmp_path, tiny, 
     """A run started before fedsim had ``model.norm`` (its config.yaml and checkpoint
     hashes lack the key) resumes exactly after the upgrade, and its config.yaml keeps
     only its own keys (the new one is at its default)."""
-    import fedsim.config.load as config_mod
     import fedsim.prepare.preflight as preflight_mod
+    import fedsim.schema.identity as config_mod
 
     new = ("model.norm", "model.norm_groups")
     with monkeypatch.context() as m:  # "the older fedsim": no such keys anywhere
@@ -280,7 +280,7 @@ def test_an_aborted_round_writes_its_failure_reasons(tmp_path, tiny):
 
 def test_resume_checks_the_partition_file_against_the_config(tmp_path, tiny, capsys):
     cfg, ref, run = _interrupted(tmp_path, tiny)
-    from fedsim.prepare.run_inputs import load_bundle
+    from fedsim.inputs.run_inputs import load_bundle
 
     y = load_bundle(fedsim.load_config(cfg)).y_train.numpy()
     other = partitioners.partition(y, "dirichlet", 4, seed=7, beta=0.5, min_size=10)

@@ -15,7 +15,7 @@ import yaml
 import fedsim
 from fedsim.cli import main
 from fedsim.errors import ConfigError
-from fedsim.prepare.localtest import check_coverage, split_local_test
+from fedsim.inputs.localtest import check_coverage, split_local_test
 
 
 def _cli(tmp_path: Path, capsys, cfg: dict, *overrides: str) -> tuple[int, list[str], Path]:
@@ -59,7 +59,7 @@ def test_parties_without_a_local_test_sample_are_named_once(caplog):
     labels = np.array([0, 0, 1, 1, 0, 2, 3])
     train, test = split_local_test({0: np.arange(4), 1: np.array([4, 5, 6])}, labels, 0.5, seed=0)
     assert test[0].size == 2 and test[1].size == 0 and train[1].tolist() == [4, 5, 6]
-    with caplog.at_level(logging.WARNING, logger="fedsim.prepare.localtest"):
+    with caplog.at_level(logging.WARNING, logger="fedsim.inputs.localtest"):
         check_coverage("split", test)
     (message,) = caplog.messages
     assert "1 of 2 parties have no test sample" in message and "parties 1 are left out" in message

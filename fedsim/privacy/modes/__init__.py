@@ -3,7 +3,7 @@
 A mode is one file of this package (found on first use: no import line anywhere) with a
 :class:`PrivacyMode` subclass decorated with :func:`register`. It declares its
 ``privacy.*`` keys in ``Params`` (a subclass of
-:class:`fedsim.config.sections.PrivacyConfig`, the accounted modes' through
+:class:`fedsim.schema.sections.PrivacyConfig`, the accounted modes' through
 :class:`AccountedParams`) and which of fedsim's two mechanisms it is:
 
 * **client-level** (``client_level``): the server draws a Poisson cohort, clips each
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import strategies
-from fedsim.config.sections import PrivacyConfig
 from fedsim.privacy.accounting import ACCOUNTANTS
+from fedsim.schema.sections import PrivacyConfig
 from fedsim.util.params import hp
 from fedsim.util.plugins import Plugin, Registry
 

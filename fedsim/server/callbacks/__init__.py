@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedsim.prepare.adversary import AttackEvaluator, malicious_parties
-from fedsim.prepare.run_inputs import Experiment
+from fedsim.inputs.adversary import AttackEvaluator, malicious_parties
+from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import PrivacyRun
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
 from fedsim.server.callbacks.checkpoints import Checkpoints

@@ -5,10 +5,10 @@ server state (its extensions' too), the history and the client state
 
 from __future__ import annotations
 
-from fedsim.config.load import config_hash, yaml_keys
-from fedsim.config.schema import ExperimentConfig
 from fedsim.rundir.checkpoint import save_checkpoint
 from fedsim.rundir.store import RunStore
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import config_hash, yaml_keys
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
 from strategies.strategy import FedsimStrategy
 

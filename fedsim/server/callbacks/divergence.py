@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 
-from fedsim.config.schema import ExperimentConfig
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
 from strategies.strategy import RoundLog
 

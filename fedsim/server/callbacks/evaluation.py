@@ -4,8 +4,8 @@ a target, the attack's success rate on the same weights."""
 
 from __future__ import annotations
 
-from fedsim.config.schema import ExperimentConfig
-from fedsim.prepare.adversary import AttackEvaluator
+from fedsim.inputs.adversary import AttackEvaluator
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord
 from fedsim.server.evaluation import CentralEvaluator
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.config.schema import ExperimentConfig
-from fedsim.prepare.adversary import malicious_parties
+from fedsim.inputs.adversary import malicious_parties
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord
 from strategies.strategy import ClientOutcome
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import partitioners
-from fedsim.config.schema import ExperimentConfig
 from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig
 from fedsim.util.seeding import derive
 
 log = logging.getLogger(__name__)

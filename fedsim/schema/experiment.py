@@ -1,10 +1,11 @@
-"""The experiment's schema: one dataclass per config section, used by OmegaConf as a
-structured config (interpolation and type conversion come for free).
+"""The experiment: the tree of config sections (:mod:`fedsim.schema.sections`, those that
+plug-ins extend) used by OmegaConf as a structured config (interpolation and type
+conversion come for free).
 
-Only data: loading and validation are :mod:`fedsim.config.load` and :mod:`fedsim.config.validate`;
-the sections that plug-ins extend are :mod:`fedsim.config.sections`, re-exported here.
-The data sets and models read their sections (``DataConfig``, ``ModelConfig``) from here,
-so they never import the loader that validates against their registries.
+Only data: loading and validation are :mod:`fedsim.config.load` and
+:mod:`fedsim.config.validate`, a layer up, so that the data sets, models and other
+plug-ins read their sections without importing the loader that validates against their
+registries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from omegaconf import ListConfig
 
 from attacks.params import AttackParams
-from fedsim.config.sections import (
+from fedsim.errors import ConfigError
+from fedsim.schema.sections import (
     DataConfig,
     EngineConfig,
     EvalConfig,
@@ -26,7 +28,6 @@ from fedsim.config.sections import (
     PrivacyConfig,
     TrainConfig,
 )
-from fedsim.errors import ConfigError
 from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
 

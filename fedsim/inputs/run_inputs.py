@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 import partitioners
-from fedsim.config.load import ExperimentConfig, partition_params, to_yaml
 from fedsim.data import DatasetBundle, load_dataset
 from fedsim.errors import ConfigError, DataError
-from fedsim.prepare.localtest import LocalTest, make_local_test
+from fedsim.inputs.localtest import LocalTest, make_local_test
 from fedsim.rundir.store import RunStore
+from fedsim.schema.experiment import ExperimentConfig
+from fedsim.schema.identity import to_yaml
 from fedsim.trackers import TrackingContext
 from fedsim.util.seeding import derive
+from partitioners.registry import partition_params
 from strategies.cohort import holdout_count
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class RunSettings:
     """What a ServerApp or ClientApp needs to find its run: the validated config object,
     the run directory, and whether it resumes. fedsim's engines bind the apps to it (Ray
     ships it to the actors with the apps); ``flwr run .`` builds it from Flower's run
-    config (:mod:`fedsim.prepare.flwr_app`)."""
+    config (:mod:`fedsim.flwr_apps`)."""
 
     config: ExperimentConfig
     run_dir: str

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 import attacks
-from fedsim.config.schema import ExperimentConfig
 from fedsim.data import DatasetBundle
 from fedsim.data.transforms import to_float
 from fedsim.errors import ConfigError
+from fedsim.schema.experiment import ExperimentConfig
 from strategies import defences
 from strategies.replies import ReplyRule
 

@@ -1,5 +1,10 @@
 """``flwr run .``: fedsim's apps under Flower's own CLI and SuperLink.
 
+``server_app`` and ``client_app`` are the apps ``flwr run .`` loads: unlike the engines'
+apps (bound to settings that fedsim's front end checked and prepared), they read the
+settings from Flower's Context, and the server app checks the input and opens the run
+directory itself.
+
 ``pyproject.toml`` names the apps (``[tool.flwr.app.components]``) and a default
 run config (``[tool.flwr.app.config]``)::
 
@@ -17,28 +22,25 @@ clearest choice.
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim.client.app import make_client_app
 from fedsim.config.load import load_config
-from fedsim.prepare.run_inputs import RunSettings
-
-
-def quiet_flower() -> None:
-    """Flower logs every round at INFO on its own handler; fedsim records rounds itself.
-
-    Its logger is set to WARNING unless fedsim's own logger is at DEBUG.
-    """
-    if not logging.getLogger("fedsim").isEnabledFor(logging.DEBUG):
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+from fedsim.inputs.run_inputs import RunSettings
+from fedsim.prepare.preflight import open_run
+from fedsim.server.app import run_server
+from fedsim.util.flower_logs import quiet_flower
 
 
 def app_dir() -> Path:
     """The root of the app: the directory holding the fedsim package."""
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[1]
 
 
 def _resolve(path: str) -> Path:
@@ -67,3 +69,21 @@ def settings_from_flwr_run_config(run_config: Mapping[str, Any], run_id: int | N
     if not run_dir:
         run_dir = f"runs/flwr-{run_id if run_id is not None else 'run'}"
     return RunSettings(cfg, str(_resolve(run_dir)), bool(run_config.get("resume", False)))
+
+
+#: the server app `flwr run .` loads (see [tool.flwr.app.components] in pyproject.toml)
+server_app = ServerApp()
+
+
+@server_app.main()
+def _main(grid: Grid, context: Context) -> None:
+    # no fedsim front end has checked the input or made the directory
+    quiet_flower()
+    s = settings_from_context(context)
+    with open_run(s.config, Path(s.run_dir), resume=s.resume, overwrite=False) as opened:
+        if opened.done is None:
+            run_server(grid, s)
+
+
+#: the client app `flwr run .` loads; every message's settings come from its Context
+client_app = make_client_app(settings_from_context)
