@@ -44,6 +44,7 @@ from fedsim.config.schema import (
 )
 from fedsim.config.validate import validate
 from fedsim.errors import ConfigError
+from fedsim.util.trees import flatten
 from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
 
@@ -302,17 +303,6 @@ NOT_IDENTITY = (
 )
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 #: keys at these values are left out of a run's identity: a run without an attack or a
 #: defence keeps the hash it had before those sections existed (its sweep still resumes)
 NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none"}
@@ -320,7 +310,7 @@ NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none"}
 
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """The dotted keys and values that make a run what it is (see NOT_IDENTITY)."""
-    flat = _flat(to_dict(cfg))
+    flat = flatten(to_dict(cfg))
     return {
         k: v
         for k, v in flat.items()
@@ -345,7 +335,7 @@ def config_hash(cfg: ExperimentConfig, keys: Collection[str] | None = None) -> s
 
 def yaml_keys(path: Path) -> set[str]:
     """The dotted keys a config file spells out (a run's ``config.yaml``)."""
-    return set(_flat(load_yaml_mapping(path, "config")))
+    return set(flatten(load_yaml_mapping(path, "config")))
 
 
 def merge_into_saved(cfg: ExperimentConfig, path: Path) -> str:
@@ -354,9 +344,9 @@ def merge_into_saved(cfg: ExperimentConfig, path: Path) -> str:
     their defaults (added to fedsim since: their defaults keep the run's behaviour, and
     :func:`config_hash` over the file's keys stays the run's)."""
     saved = load_yaml_mapping(path, "config")
-    have = _flat(saved)
-    defaults = _flat(to_dict(ExperimentConfig()))
-    for key, value in _flat(to_dict(cfg)).items():
+    have = flatten(saved)
+    defaults = flatten(to_dict(ExperimentConfig()))
+    for key, value in flatten(to_dict(cfg)).items():
         if key not in have and value == defaults.get(key):
             continue
         node = saved

@@ -25,6 +25,7 @@ from typing import Any
 
 from fedsim.config.sections import OutputConfig
 from fedsim.util.plugins import Plugin, Registry
+from fedsim.util.trees import flatten
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,6 @@ def chosen(output: Any) -> list[str]:
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def config_params(cfg: Any) -> dict[str, Any]:
