@@ -203,6 +203,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     from rich.table import Table
 
     from fedsim.rundir.plots import partition_label
+    from fedsim.sweeps.tables import FINAL_METRICS
 
     party = [k for k in PARTY_KEYS if summary.get(k) is not None]
     # the path is not in the title: rich wraps a title to the table's width
@@ -218,17 +219,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     table.add_row("status", status)
     for key in ("strategy", "dataset", "model", "rounds", *party):
         table.add_row(key, _fmt(summary.get(key)))
-    for key in (
-        "test_accuracy",
-        "best_test_accuracy",
-        "test_f1_macro",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_loss",
-        "train_accuracy",
-        "failures_total",
-        "wall_time_s",
-    ):
+    for key in (*FINAL_METRICS, "failures_total", "wall_time_s"):
         table.add_row(key, _fmt(summary.get(key)))
     for key in ("privacy_mode", "epsilon", "epsilon_mean", "delta", "accountant", "privacy_stop"):
         if key == "epsilon" and summary.get("epsilon_infinite"):
