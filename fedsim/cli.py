@@ -15,10 +15,17 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from fedsim.cli_parser import build_parser
 from fedsim.errors import FedsimError
-from fedsim.version import __version__
+
+if TYPE_CHECKING:  # for the hints only: the commands import what they run when they run it
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fedsim.api import RunResult
+    from fedsim.schema.experiment import ExperimentConfig
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,128 +52,6 @@ def describe_os_error(exc: OSError) -> str:
     return f"cannot write{where}: {hint}" if hint else f"{exc.strerror or exc}{where}"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (its default prints the usage block first)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="fedsim",
-        description="Flower-native federated learning simulator for non-IID research.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    # no abbreviations: `--resum` must be an error, not a silent --resume
-    _add = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
-
-    p = sub.add_parser("run", help="run one federated experiment", description="Run one federated experiment.")
-    p.add_argument("config", help="experiment YAML")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. partition.beta=0.1")
-    p.add_argument("--out", help="run directory (default: runs/<dataset>-<scheme>-<strategy>-s<seed>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_common(p)
-
-    p = sub.add_parser(
-        "partition",
-        help="partition only: class counts, heterogeneity, dataidxs, plot",
-        description="Partition a dataset and report its heterogeneity, without training.",
-    )
-    p.add_argument("config", nargs="?", help="experiment YAML (its data.* and partition.* keys)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. partition.scheme=dirichlet")
-    p.add_argument("--out", help="directory for dataidxs.npz, partition.json and label_distribution.png")
-    p.add_argument("--labels", help="a .npy file of integer labels to partition instead of the config's dataset")
-    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
-    _add_common(p)
-
-    p = sub.add_parser("sweep", help="run a grid of experiments", description="Run strategies x partitions x seeds.")
-    p.add_argument("sweep", help="sweep YAML (base, overrides, grid, seeds)")
-    p.add_argument("--out", help="sweep directory (default: runs/sweep-<name>)")
-    p.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
-    p.add_argument("--resume", action="store_true", help="skip finished runs, resume interrupted ones")
-    p.add_argument(
-        "--select-by",
-        dest="select_by",
-        help="pick the best setting per group by this validation metric (e.g. val_accuracy)",
-    )
-    p.add_argument("--folds", type=int, default=0, help="K-fold cross-validation for --select-by")
-    p.add_argument("--quiet", action="store_true", help="no progress display")
-    _add_common(p)
-
-    p = sub.add_parser(
-        "tune",
-        help="tune hyperparameters with Optuna, choose by validation, test once",
-        description="Search a space of hyperparameters with Optuna (a seeded TPE sampler and a pruner on the "
-        "per-round validation value), choose by validation only, retrain the choice on all training data and test it once.",
-    )
-    p.add_argument("tune", help="tune YAML (base, overrides, space, n_trials, seed, ...)")
-    p.add_argument("--out", help="tune directory (default: runs/tune-<name>)")
-    p.add_argument("--workers", type=int, default=1, help="trials at once, each in its own process")
-    p.add_argument("--resume", action="store_true", help="continue the study in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_common(p)
-
-    p = sub.add_parser(
-        "report",
-        help="tables and plots of a run or sweep directory",
-        description="Tables and plots of a run or a sweep.",
-    )
-    p.add_argument("dir", help="a run directory or a sweep directory")
-    p.add_argument(
-        "--measure",
-        default="tv_mean",
-        help="x axis of accuracy against heterogeneity: tv_mean (default), js_mean, hellinger_mean, size_cv, ... or beta",
-    )
-    _add_common(p)
-
-    p = sub.add_parser(
-        "strategies",
-        help="every algorithm with its hyperparameters and defaults",
-        description="List the federated algorithms, their strategy.* hyperparameters, defaults and allowed values.",
-    )
-    p.add_argument("name", nargs="?", help="show one algorithm only")
-    _add_common(p)
-
-    p = sub.add_parser(
-        "attacks",
-        help="every attack and defence with its parameters and defaults",
-        description="List the attacks (attack.*) and defences (defence.*), their parameters, defaults and allowed values.",
-    )
-    p.add_argument("name", nargs="?", help="show one attack or defence only")
-    _add_common(p)
-
-    p = sub.add_parser(
-        "plugins",
-        help="every plug-in of every kind, or of one kind with its keys and defaults",
-        description="List the plug-ins (strategies, attacks, defences, datasets, schemes, models, engines, trackers, "
-        "privacy-modes): how a config chooses each, what it does, its own keys with defaults and allowed values.",
-    )
-    p.add_argument("kind", nargs="?", help="one kind: strategies, attacks, defences, datasets, schemes, ...")
-    p.add_argument("name", nargs="?", help="one plug-in of that kind")
-    _add_common(p)
-
-    p = sub.add_parser(
-        "inspect",
-        help="parameters, FLOPs and size of a model",
-        description="Parameters, FLOPs and size per layer and in total.",
-    )
-    p.add_argument("model", help="model name (simple-cnn, mlp, resnet18, ...)")
-    p.add_argument("overrides", nargs="*", help="e.g. data.dataset=mnist model.projection_head=true")
-    _add_common(p)
-    return parser
-
-
 # ------------------------------------------------------------------- commands
 
 
@@ -176,7 +61,76 @@ def _console():
     return Console()
 
 
+def _round_status(row: dict) -> str:
+    """The progress bar's text for one round's metrics row: what the run is for first."""
+    status = []
+    if row.get("personal_accuracy_wmean") is not None:  # a personalised run: its own models first
+        status.append(f"own models {row['personal_accuracy_wmean']:.4f}")
+    if row.get("test_accuracy") is not None:
+        status.append(f"test acc {row['test_accuracy']:.4f}")
+    if row.get("attack_success_rate") is not None:
+        status.append(f"attack success {row['attack_success_rate']:.4f}")
+    if row.get("train_loss") is not None:
+        status.append(f"local train loss {row['train_loss']:.4f}")
+    if row.get("epsilon") is not None:  # privacy.mode: the privacy spent so far
+        status.append(f"ε {row['epsilon']:.2f}")
+    elif row.get("epsilon_infinite"):  # no noise
+        status.append("ε ∞")
+    if row.get("failures"):
+        status.append(f"{len(row['failures'])} failed")
+    return "  ".join(status)
+
+
+class _RunDisplay:
+    """What ``fedsim run`` shows while a run goes: its directory, notes and (unless
+    ``--quiet``) a progress bar a round; its methods are the run's :class:`RunHooks`."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.progress = None if quiet else _progress_bar(console)
+        self.task: dict = {}  # the bar's task, once the run has started
+
+    def on_open(self, run_dir: Path) -> None:
+        self.console.print(f"run directory: {run_dir}", style="dim", soft_wrap=True)  # a path is never broken
+
+    def on_note(self, line: str) -> None:
+        self.console.print(line, style="dim")
+
+    def on_start(self, start_round: int, rounds: int) -> None:
+        if start_round > 1:
+            self.console.print(f"resuming from round {start_round - 1} of {rounds}", style="dim")
+        if self.progress is not None:
+            self.task["id"] = self.progress.add_task("run", total=rounds, completed=start_round - 1, status="")
+            self.progress.start()
+
+    def on_round(self, row: dict) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task["id"], completed=row["round"], status=_round_status(row))
+
+    def stop(self) -> None:
+        if self.progress is not None and self.task:  # stopping a progress that never started prints a blank line
+            self.progress.stop()
+
+
+def _progress_bar(console: Console) -> Progress:
+    """The rich progress bar of a run: round, bar, the round's status, elapsed and left."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("round {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """``fedsim run``: one experiment, with a progress bar, then its summary table."""
     from fedsim.api import resolve_run_dir, run
     from fedsim.config.load import load_config
     from fedsim.server.app import RunHooks
@@ -191,62 +145,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             style="dim",
             soft_wrap=True,
         )
-    progress = None
-    task: dict = {}
-
-    def on_open(run_dir: Path) -> None:
-        console.print(f"run directory: {run_dir}", style="dim", soft_wrap=True)  # a path is never broken
-
-    def on_note(line: str) -> None:
-        console.print(line, style="dim")
-
-    def on_start(start_round: int, rounds: int) -> None:
-        if start_round > 1:
-            console.print(f"resuming from round {start_round - 1} of {rounds}", style="dim")
-        if progress is not None:
-            task["id"] = progress.add_task("run", total=rounds, completed=start_round - 1, status="")
-            progress.start()
-
-    def on_round(row: dict) -> None:
-        if progress is None:
-            return
-        status = []
-        if row.get("personal_accuracy_wmean") is not None:  # a personalised run: its own models first
-            status.append(f"own models {row['personal_accuracy_wmean']:.4f}")
-        if row.get("test_accuracy") is not None:
-            status.append(f"test acc {row['test_accuracy']:.4f}")
-        if row.get("attack_success_rate") is not None:
-            status.append(f"attack success {row['attack_success_rate']:.4f}")
-        if row.get("train_loss") is not None:
-            status.append(f"local train loss {row['train_loss']:.4f}")
-        if row.get("epsilon") is not None:  # privacy.mode: the privacy spent so far
-            status.append(f"ε {row['epsilon']:.2f}")
-        elif row.get("epsilon_infinite"):  # no noise
-            status.append("ε ∞")
-        if row.get("failures"):
-            status.append(f"{len(row['failures'])} failed")
-        progress.update(task["id"], completed=row["round"], status="  ".join(status))
-
-    if not args.quiet:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("round {task.completed}/{task.total}"),
-            BarColumn(),
-            TextColumn("{task.fields[status]}"),
-            TextColumn("elapsed"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-    hooks = RunHooks(on_open=on_open, on_start=on_start, on_round=on_round, on_note=on_note)
+    display = _RunDisplay(console, args.quiet)
+    hooks = RunHooks(
+        on_open=display.on_open, on_start=display.on_start, on_round=display.on_round, on_note=display.on_note
+    )
     try:
         result = run(cfg, out=args.run_dir, resume=args.resume, overwrite=args.overwrite, hooks=hooks)
     finally:
-        if progress is not None and task:  # stopping a progress that never started prints a blank line
-            progress.stop()
+        display.stop()
+    _warn_of_outcome(result)
+    _print_summary(console, result.summary, result.run_dir)
+    return 0
+
+
+def _warn_of_outcome(result: RunResult) -> None:
+    """On stderr: a note on the run (e.g. already finished), and a diverged run's round and reason."""
     if result.note:
         sys.stderr.write(f"fedsim: run in '{result.run_dir}' {result.note}\n")
     if result.summary.get("status") == "diverged":
@@ -254,8 +167,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"fedsim: warning: the run diverged in round {result.summary.get('diverged_round')}: "
             f"{result.summary.get('divergence_reason')}\n"
         )
-    _print_summary(console, result.summary, result.run_dir)
-    return 0
 
 
 def _fmt(v: Any) -> str:
@@ -292,6 +203,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     from rich.table import Table
 
     from fedsim.rundir.plots import partition_label
+    from fedsim.sweeps.tables import FINAL_METRICS
 
     party = [k for k in PARTY_KEYS if summary.get(k) is not None]
     # the path is not in the title: rich wraps a title to the table's width
@@ -307,17 +219,7 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     table.add_row("status", status)
     for key in ("strategy", "dataset", "model", "rounds", *party):
         table.add_row(key, _fmt(summary.get(key)))
-    for key in (
-        "test_accuracy",
-        "best_test_accuracy",
-        "test_f1_macro",
-        "test_precision_macro",
-        "test_recall_macro",
-        "test_loss",
-        "train_accuracy",
-        "failures_total",
-        "wall_time_s",
-    ):
+    for key in (*FINAL_METRICS, "failures_total", "wall_time_s"):
         table.add_row(key, _fmt(summary.get(key)))
     for key in ("privacy_mode", "epsilon", "epsilon_mean", "delta", "accountant", "privacy_stop"):
         if key == "epsilon" and summary.get("epsilon_infinite"):
@@ -335,16 +237,49 @@ def _print_summary(console, summary: dict, run_dir: Path) -> None:
     console.print(f"run directory: {run_dir}", soft_wrap=True)
 
 
-def cmd_partition(args: argparse.Namespace) -> int:
-    import numpy as np
+class _Partitioned(NamedTuple):
+    """What ``fedsim partition`` partitioned and how: written and printed alike for
+    a --labels file and for a config's data set."""
 
-    import partitioners
+    dataidxs: Any  # each party's sample indices
+    labels: Any  # the labels partitioned (a 1-D integer array)
+    num_classes: int | None  # None: counted from the labels (a --labels file)
+    name: str  # the data's name in the default directory and partition.json
+    local_test: Any  # the parties' own test data (eval.local_test), or None
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    """``fedsim partition``: partition a data set (or a --labels file), write the
+    partition's files and print its class counts and heterogeneity."""
     from fedsim.config.load import load_config
-    from fedsim.errors import ConfigError, DataError
-    from fedsim.inputs.run_inputs import compute_partition
-    from fedsim.prepare.preflight import write_partition
+    from fedsim.prepare.preflight import write_partition  # torch, numpy and the partitioners
     from fedsim.rundir import ownership as rundir
-    from partitioners.registry import partition_params
+
+    _config_or_labels(args)
+    cfg = load_config(args.config, args.overrides)
+    part = _partition_label_file(cfg, Path(args.labels)) if args.labels else _partition_dataset(cfg)
+    out = Path(args.out) if args.out else Path("partitions") / default_partition_dir(cfg, part.name)
+    rundir.claim(out, "partition", resume=False, overwrite=args.overwrite, check_only=True)
+    with rundir.DirLock(out, "partition"):
+        rundir.claim(out, "partition", resume=False, overwrite=args.overwrite)
+        het = write_partition(
+            out,
+            part.dataidxs,
+            part.labels,
+            part.num_classes,
+            cfg,
+            part.name,
+            plot=out / "label_distribution.png",
+            local_test=part.local_test,
+        )
+    _print_partition(het, out)
+    return 0
+
+
+def _config_or_labels(args: argparse.Namespace) -> None:
+    """A config file, or --labels with overrides only (the first of which argparse took
+    for the config); neither is an error."""
+    from fedsim.errors import ConfigError
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         # `fedsim partition --labels x.npy partition.n_parties=3`: no config, only overrides
@@ -352,49 +287,56 @@ def cmd_partition(args: argparse.Namespace) -> int:
         args.config = None
     if args.config is None and args.labels is None:
         raise ConfigError("give a CONFIG file, or --labels FILE.npy with partition.* overrides")
-    cfg = load_config(args.config, args.overrides)
-    if args.labels:
-        path = Path(args.labels)
-        if not path.exists():
-            raise DataError(f"--labels '{path}' does not exist")
-        try:
-            labels = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise DataError(f"--labels '{path}' is not a .npy array file ({type(exc).__name__})") from exc
-        check_label_file(labels, path)
-        try:
-            dataidxs = partitioners.partition(
-                labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **partition_params(cfg)
-            )
-        except ValueError as exc:
-            raise ConfigError(f"partition: {exc}") from exc
-        num_classes = None
-        name = path.stem
-        local_test = None
-        if cfg.eval.local_test == "split":
-            from fedsim.inputs.localtest import LocalTest, split_local_test
 
-            dataidxs, held = split_local_test(dataidxs, labels, cfg.eval.local_test_fraction, cfg.seed)
-            local_test = LocalTest(held, "train")
-        elif cfg.eval.local_test != "none":
-            raise ConfigError(
-                f"eval.local_test '{cfg.eval.local_test}' needs the data set's test set; with --labels only split works"
-            )
-    else:
-        from fedsim.inputs.run_inputs import load_bundle
 
-        bundle = load_bundle(cfg)
-        labels = bundle.y_train.numpy()
-        dataidxs, local_test = compute_partition(cfg, bundle)
-        num_classes = bundle.num_classes
-        name = cfg.data.dataset
-    out = Path(args.out) if args.out else Path("partitions") / default_partition_dir(cfg, name)
-    rundir.claim(out, "partition", resume=False, overwrite=args.overwrite, check_only=True)
-    with rundir.DirLock(out, "partition"):
-        rundir.claim(out, "partition", resume=False, overwrite=args.overwrite)
-        het = write_partition(
-            out, dataidxs, labels, num_classes, cfg, name, plot=out / "label_distribution.png", local_test=local_test
+def _partition_label_file(cfg: ExperimentConfig, path: Path) -> _Partitioned:
+    """Partition the labels of a .npy file by ``cfg.partition``; only a split local test
+    set can be drawn (there is no test set)."""
+    import numpy as np
+
+    import partitioners
+    from fedsim.errors import ConfigError, DataError
+    from partitioners.registry import partition_params
+
+    if not path.exists():
+        raise DataError(f"--labels '{path}' does not exist")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"--labels '{path}' is not a .npy array file ({type(exc).__name__})") from exc
+    check_label_file(labels, path)
+    try:
+        dataidxs = partitioners.partition(
+            labels, cfg.partition.scheme, cfg.partition.n_parties, seed=cfg.seed, **partition_params(cfg)
         )
+    except ValueError as exc:
+        raise ConfigError(f"partition: {exc}") from exc
+    local_test = None
+    if cfg.eval.local_test == "split":
+        from fedsim.inputs.localtest import LocalTest, split_local_test
+
+        dataidxs, held = split_local_test(dataidxs, labels, cfg.eval.local_test_fraction, cfg.seed)
+        local_test = LocalTest(held, "train")
+    elif cfg.eval.local_test != "none":
+        raise ConfigError(
+            f"eval.local_test '{cfg.eval.local_test}' needs the data set's test set; with --labels only split works"
+        )
+    return _Partitioned(dataidxs, labels, None, path.stem, local_test)
+
+
+def _partition_dataset(cfg: ExperimentConfig) -> _Partitioned:
+    """Load the config's data set and partition its training set as a run would."""
+    from fedsim.inputs.run_inputs import compute_partition, load_bundle
+
+    bundle = load_bundle(cfg)
+    dataidxs, local_test = compute_partition(cfg, bundle)
+    return _Partitioned(dataidxs, bundle.y_train.numpy(), bundle.num_classes, cfg.data.dataset, local_test)
+
+
+def _print_partition(het: dict, out: Path) -> None:
+    """The class counts, one line a heterogeneity measure, the local test sets, the files."""
+    import partitioners
+
     print(partitioners.format_class_counts(het["class_counts"]))
     print()
     print(f"{'measure':<28}{'value':>12}")
@@ -409,7 +351,6 @@ def cmd_partition(args: argparse.Namespace) -> int:
             f" (from the {'training' if het['local_test']['source'] == 'train' else 'test'} set)"
         )
     print(f"\nwrote {out / 'dataidxs.npz'}, {out / 'partition.json'}, {out / 'label_distribution.png'}")
-    return 0
 
 
 def default_partition_dir(cfg, name: str) -> str:

@@ -42,7 +42,8 @@ from fedsim.schema.sections import (
     PrivacyConfig,
     TrainConfig,
 )
-from fedsim.util.yaml_file import flatten, load_yaml_mapping
+from fedsim.util.trees import flatten
+from fedsim.util.yaml_file import load_yaml_mapping
 from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
 

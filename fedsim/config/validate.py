@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import strategies
@@ -74,10 +74,14 @@ DIVERGENCE_ACTIONS = ("stop", "continue")
 MAX_SEED = 2**63 - 1
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    """Check every value against its allowed set or range; raise ConfigError."""
-    # seeds are stored as int64 (dataidxs.npz) and hashed with the purpose of each draw
+def _check_seed(cfg: ExperimentConfig) -> None:
+    """``seed``: stored as int64 (dataidxs.npz) and hashed with the purpose of each draw."""
     _in_range("seed", cfg.seed, 0, MAX_SEED)
+
+
+def _check_data(cfg: ExperimentConfig) -> None:
+    """``data.*``: the keys the data set reads, their ranges, the image shape and the
+    cross-validation folds, the data set's own checks, then what token sequences exclude."""
     d = cfg.data
     plugins.check_keys(cfg, "data")
     _in_range("data.seed", d.seed, 0, MAX_SEED)
@@ -110,6 +114,10 @@ def validate(cfg: ExperimentConfig) -> None:
     if text and d.augment:
         raise ConfigError(f"config key 'data.augment' = true needs images; '{d.dataset}' gives token sequences")
 
+
+def _check_partition(cfg: ExperimentConfig) -> None:
+    """``partition.*``: the keys the scheme reads, their ranges, ``partition.by`` only
+    with a scheme that reads labels, then the scheme's own checks."""
     p = cfg.partition
     plugins.check_keys(cfg, "partition")
     _in_range("partition.n_parties", p.n_parties, 1, None)
@@ -126,11 +134,16 @@ def validate(cfg: ExperimentConfig) -> None:
         )
     plugins.check_plugins(cfg, "partition")
 
-    m = cfg.model
+
+def _check_model(cfg: ExperimentConfig) -> None:
+    """``model.*``: the keys the model reads, their ranges, the model's own checks, then
+    the model against the data: a sequence model for token sequences and only for them."""
+    m, d = cfg.model, cfg.data
     plugins.check_keys(cfg, "model")
     _in_range("model.proj_dim", m.proj_dim, 1, None)
     _in_range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
     plugins.check_plugins(cfg, "model")
+    text = data_registry.is_text(d)
     tokens = model_registry.takes_tokens(m.name)
     if text and not tokens:
         raise ConfigError(
@@ -143,6 +156,9 @@ def validate(cfg: ExperimentConfig) -> None:
             "leaf-shakespeare, or hf with data.hf_text_key"
         )
 
+
+def _check_train(cfg: ExperimentConfig) -> None:
+    """``train.*``: the local epochs (a number or a range), optimiser and loss."""
     t = cfg.train
     lo, hi = epoch_range(t.epochs)
     if lo < 1 or hi < lo:
@@ -157,8 +173,15 @@ def validate(cfg: ExperimentConfig) -> None:
     if t.focal_alpha is not None:
         _in_range("train.focal_alpha", t.focal_alpha, 0.0, 1.0)
 
+
+def _check_strategy(cfg: ExperimentConfig) -> None:
+    """``strategy.*``: the algorithm's own hyperparameters, from its declarations."""
     plugins.check(cfg, "strategy")
 
+
+def _check_federation(cfg: ExperimentConfig) -> None:
+    """``federation.*``: rounds, cohort fractions, failures and divergence, the held-out
+    parties; client-side evaluation needs local validation data."""
     f = cfg.federation
     _in_range("federation.rounds", f.rounds, 1, None)
     _in_range("federation.fraction_fit", f.fraction_fit, 0.0, 1.0, lo_open=True)
@@ -170,11 +193,15 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("federation.divergence_factor", f.divergence_factor, 0.0, None)
     _one_of("federation.on_divergence", f.on_divergence, DIVERGENCE_ACTIONS)
     _check_holdout(f.holdout_parties, cfg.partition.n_parties)
-    if f.fraction_evaluate > 0 and d.val_fraction == 0:
+    if f.fraction_evaluate > 0 and cfg.data.val_fraction == 0:
         raise ConfigError(
             "config key 'federation.fraction_evaluate' > 0 needs local validation data: set data.val_fraction in (0, 1)"
         )
 
+
+def _check_engine(cfg: ExperimentConfig) -> None:
+    """``engine.*``: the keys the engine reads, the device, workers and resources,
+    client batching (a bare on/off normalised), then the engine's own checks."""
     e = cfg.engine
     plugins.check_keys(cfg, "engine")
     dev = e.device
@@ -197,15 +224,20 @@ def validate(cfg: ExperimentConfig) -> None:
     _in_range("engine.threads", e.threads, 0, None)
     plugins.check_plugins(cfg, "engine")
 
+
+def _check_eval(cfg: ExperimentConfig) -> None:
+    """``eval.*``: central evaluation's ranges, then the parties' own test data."""
     _in_range("eval.batch_size", cfg.eval.batch_size, 1, None)
     _in_range("eval.fbeta", cfg.eval.fbeta, 0.0, None, lo_open=True)
     _in_range("eval.train_sample", cfg.eval.train_sample, 0, None)
     _check_local_test(cfg)
+
+
+def _check_output(cfg: ExperimentConfig) -> None:
+    """``output.*``: checkpoints, then the trackers."""
     _in_range("output.checkpoint_every", cfg.output.checkpoint_every, 0, None)
     _in_range("output.keep_checkpoints", cfg.output.keep_checkpoints, 1, None)
     _check_trackers(cfg)
-    _validate_privacy(cfg)
-    validate_attack_and_defence(cfg)
 
 
 def _validate_privacy(cfg: ExperimentConfig) -> None:
@@ -290,3 +322,29 @@ def validate_attack_and_defence(cfg: ExperimentConfig) -> None:
             raise ConfigError("config keys 'attack.fraction' and 'attack.parties' exclude each other: give one")
     plugins.check_plugins(cfg, "attack")
     plugins.check(cfg, "defence")
+
+
+#: every check, in the order it runs: of several bad keys, the one reported is the first
+#: in this order (a section's own keys and ranges before its plug-in's checks, and a
+#: section before those that are checked against it)
+CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
+    _check_seed,
+    _check_data,
+    _check_partition,
+    _check_model,
+    _check_train,
+    _check_strategy,
+    _check_federation,
+    _check_engine,
+    _check_eval,
+    _check_output,
+    _validate_privacy,
+    validate_attack_and_defence,
+)
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value against its allowed set or range (each of :data:`CHECKS` in
+    turn); raise ConfigError."""
+    for check in CHECKS:
+        check(cfg)

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fedsim.data import text
 from fedsim.data.cache import CACHE_DIR, cache_key, cached, fingerprint
@@ -389,18 +388,13 @@ def load_hf(cfg: HFParams, seed: int, n_parties: int) -> DatasetBundle:
     arrays, meta = cached(beside, name, key, lambda: _decode(kind, where, cfg))
     text_mode = cfg.hf_text_key is not None
     augment = False if text_mode else bool(cfg.augment)
-    return DatasetBundle(
+    return DatasetBundle.from_arrays(
         "hf",
-        torch.from_numpy(arrays["x_train"]),
-        torch.from_numpy(arrays["y_train"]),
-        torch.from_numpy(arrays["x_test"]),
-        torch.from_numpy(arrays["y_test"]),
+        arrays,
         int(meta["num_classes"]),
         None if text_mode else tuple(meta["mean"]),
         None if text_mode else tuple(meta["std"]),
         augment,
-        groups=arrays.get("groups"),
-        groups_test=arrays.get("groups_test"),
     )
 
 

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fedsim.data.cache import cache_key, cached, fingerprint
 from fedsim.data.images import channel_stats, open_image, pil_to_array, stack_images, unify_channels
@@ -216,14 +215,6 @@ def load_imagefolder(cfg: ImageFolderParams, seed: int, n_parties: int) -> Datas
     sources = [(e[0][skip:], e[2], e[3]) for e in train + evals] + (fingerprint([ann], root) if ann else [])
     key = cache_key("imagefolder", {"image_size": size, "classes": classes}, sources)
     arrays, meta = cached(root, "imagefolder", key, lambda: _decode(root, size, train, evals, len(classes)))
-    return DatasetBundle(
-        "imagefolder",
-        torch.from_numpy(arrays["x_train"]),
-        torch.from_numpy(arrays["y_train"]),
-        torch.from_numpy(arrays["x_test"]),
-        torch.from_numpy(arrays["y_test"]),
-        int(meta["num_classes"]),
-        tuple(meta["mean"]),
-        tuple(meta["std"]),
-        bool(cfg.augment),
+    return DatasetBundle.from_arrays(
+        "imagefolder", arrays, int(meta["num_classes"]), tuple(meta["mean"]), tuple(meta["std"]), bool(cfg.augment)
     )

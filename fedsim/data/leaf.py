@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fedsim.data import text
 from fedsim.data.cache import cache_key, cached, fingerprint
@@ -242,19 +241,7 @@ def _load(cfg: DataConfig, name: str) -> DatasetBundle:
         augment = bool(cfg.augment) if cfg.augment is not None else False
     else:
         num_classes, mean, std, augment = text.VOCAB_SIZE, None, None, False
-    return DatasetBundle(
-        name,
-        torch.from_numpy(arrays["x_train"]),
-        torch.from_numpy(arrays["y_train"]),
-        torch.from_numpy(arrays["x_test"]),
-        torch.from_numpy(arrays["y_test"]),
-        num_classes,
-        mean,
-        std,
-        augment,
-        groups=arrays["groups"],
-        groups_test=arrays["groups_test"],
-    )
+    return DatasetBundle.from_arrays(name, arrays, num_classes, mean, std, augment)
 
 
 def _key(cfg: DataConfig, seed: int, n_parties: int) -> Hashable:

@@ -30,7 +30,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,33 @@ class DatasetBundle:
     # superclass id per training sample (cifar100's 20 coarse labels), for
     # partition.by: superclass; else None
     superclasses: np.ndarray | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        num_classes: int,
+        mean: tuple[float, ...] | None,
+        std: tuple[float, ...] | None,
+        augment: bool,
+    ) -> DatasetBundle:
+        """A bundle of decoded arrays (:func:`fedsim.data.cache.cached`): ``x_train``,
+        ``y_train``, ``x_test``, ``y_test`` and, where the data set has them, ``groups`` and
+        ``groups_test``."""
+        return cls(
+            name,
+            torch.from_numpy(arrays["x_train"]),
+            torch.from_numpy(arrays["y_train"]),
+            torch.from_numpy(arrays["x_test"]),
+            torch.from_numpy(arrays["y_test"]),
+            num_classes,
+            mean,
+            std,
+            augment,
+            groups=arrays.get("groups"),
+            groups_test=arrays.get("groups_test"),
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -15,7 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from fedsim.schema.experiment import ExperimentConfig
-from fedsim.util.yaml_file import flatten, load_yaml_mapping
+from fedsim.util.trees import flatten
+from fedsim.util.yaml_file import load_yaml_mapping
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

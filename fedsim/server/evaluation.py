@@ -40,10 +40,26 @@ class CentralEvaluator:
     def __call__(self, state: OrderedDict[str, torch.Tensor]) -> dict[str, Any]:
         self.model.load_state_dict(state)
         b, cfg = self.bundle, self.cfg
-        loss, cm = evaluate(
+        loss, cm = self._evaluate(b.x_test, b.y_test)
+        m = classification_metrics(cm.numpy(), beta=cfg.eval.fbeta)
+        out: dict[str, Any] = {"test_loss": loss}
+        out.update({f"test_{k}": v for k, v in m.items()})
+        out["test_confusion_matrix"] = cm.tolist()
+        if self.train_idx.numel():
+            tl, tcm = self._evaluate(b.x_train[self.train_idx], b.y_train[self.train_idx])
+            out["train_accuracy"] = float(tcm.diag().sum()) / max(1, int(tcm.sum()))
+            out["train_eval_loss"] = tl
+            out["train_test_gap"] = out["train_accuracy"] - out["test_accuracy"]
+        return out
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(mean loss, confusion matrix) of the loaded model on ``x``, ``y``, normalised and
+        batched as the run's evaluation is."""
+        b, cfg = self.bundle, self.cfg
+        return evaluate(
             self.model,
-            b.x_test,
-            b.y_test,
+            x,
+            y,
             b.mean,
             b.std,
             b.num_classes,
@@ -52,27 +68,6 @@ class CentralEvaluator:
             self.criterion,
             cfg.train.amp,
         )
-        m = classification_metrics(cm.numpy(), beta=cfg.eval.fbeta)
-        out: dict[str, Any] = {"test_loss": loss}
-        out.update({f"test_{k}": v for k, v in m.items()})
-        out["test_confusion_matrix"] = cm.tolist()
-        if self.train_idx.numel():
-            tl, tcm = evaluate(
-                self.model,
-                b.x_train[self.train_idx],
-                b.y_train[self.train_idx],
-                b.mean,
-                b.std,
-                b.num_classes,
-                cfg.eval.batch_size,
-                self.device,
-                self.criterion,
-                cfg.train.amp,
-            )
-            out["train_accuracy"] = float(tcm.diag().sum()) / max(1, int(tcm.sum()))
-            out["train_eval_loss"] = tl
-            out["train_test_gap"] = out["train_accuracy"] - out["test_accuracy"]
-        return out
 
 
 def round_heterogeneity(global_state, outcomes, agg_state) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from fedsim.schema.sections import OutputConfig
 from fedsim.util.plugins import Plugin, Registry
-from fedsim.util.yaml_file import flatten
+from fedsim.util.trees import flatten
 
 
 @dataclass(frozen=True)

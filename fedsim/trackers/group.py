@@ -67,7 +67,13 @@ class GroupTracking:
             try:
                 client.get_run(run_id)
                 client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            except Exception:
+            except Exception as exc:  # deleted from the store, or unreadable: start a new MLflow run
+                log.warning(
+                    "tracker mlflow cannot reopen the %s's MLflow run %s (%s); it starts a new one",
+                    self.kind,
+                    run_id,
+                    one_line(exc),
+                )
                 run_id = None
         if run_id is None:
             exp_id = experiment_id(client, experiment, uri)

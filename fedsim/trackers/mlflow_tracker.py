@@ -28,7 +28,10 @@ from urllib.parse import urlparse
 
 from fedsim.schema.sections import OutputConfig
 from fedsim.trackers.base import TrackedRun, Tracker, register, round_metrics, summary_values
+from fedsim.trackers.run import one_line
 from fedsim.util.params import hp
+
+log = logging.getLogger(__name__)
 
 #: a metric every recorded round has: its history says which rounds MLflow holds
 ROUND_MARKER = "round_time_s"
@@ -109,9 +112,14 @@ def experiment_id(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.create_experiment(name, artifact_location=artifact_root(uri))
-    except Exception:  # another process of the sweep created it first
+    except MlflowException:
+        # MLflow's stores raise every error as an MlflowException (the SQL store wraps
+        # SQLAlchemy's, a lock included); the expected one is that another process of the
+        # sweep created the experiment first, which the look-up proves, else it is raised
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
@@ -167,7 +175,12 @@ class MlflowTracker(Tracker):
         if run_id:
             try:
                 existing = client.get_run(run_id)
-            except Exception:  # deleted, or another store: start a new MLflow run
+            except Exception as exc:  # deleted from the store, or unreadable: start a new MLflow run
+                log.warning(
+                    "tracker mlflow cannot reopen the run's MLflow run %s (%s); it starts a new one",
+                    run_id,
+                    one_line(exc),
+                )
                 existing = None
         if existing is None:
             exp_id = experiment_id(client, out.mlflow_experiment, self.uri)

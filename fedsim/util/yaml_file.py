@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -34,15 +32,3 @@ def load_yaml_mapping(path: Path, what: str) -> dict:
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{what} '{path}' must hold a mapping of keys, got a list")
     return OmegaConf.to_container(loaded, resolve=False)  # type: ignore[return-value]
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out

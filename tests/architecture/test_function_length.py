@@ -22,11 +22,6 @@ MAX_LINES = 60
 #: ``module:qualified name`` of the functions still longer than MAX_LINES; it only shrinks
 ALLOWED = frozenset(
     {
-        # being split in issue 28's composition/plugins work
-        "fedsim.cli:build_parser",  # plugins
-        "fedsim.cli:cmd_partition",  # plugins
-        "fedsim.cli:cmd_run",  # plugins
-        "fedsim.config.validate:validate",  # plugins
         # a table of data: one line per summary.json key
         "fedsim.server.summary:build_summary",
     }
