@@ -24,6 +24,7 @@ from fedsim.config.sections import (
     OutputConfig,
     PartitionConfig,
     PrivacyConfig,
+    SystemConfig,
     TrainConfig,
 )
 from fedsim.errors import ConfigError
@@ -51,6 +52,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # device profiles and the simulated clock (fedsim/system/): source none = no clock
+    system: SystemConfig = field(default_factory=SystemConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -78,6 +81,7 @@ __all__ = [
     "OutputConfig",
     "PartitionConfig",
     "PrivacyConfig",
+    "SystemConfig",
     "TrainConfig",
     "epoch_range",
 ]

@@ -206,6 +206,22 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_trackers(cfg)
     _validate_privacy(cfg)
     validate_attack_and_defence(cfg)
+    _check_target_accuracy(cfg)
+    plugins.check(cfg, "system")
+
+
+def _check_target_accuracy(cfg: ExperimentConfig) -> None:
+    """``eval.target_accuracy``: a number or a list of numbers in (0, 1], as a sorted list."""
+    value = cfg.eval.target_accuracy
+    if value is None:
+        return
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in values)
+    if not ok:
+        raise ConfigError(
+            f"config key 'eval.target_accuracy' = {value!r}; allowed: a number or a list of numbers in (0, 1]"
+        )
+    cfg.eval.target_accuracy = sorted(float(v) for v in values)
 
 
 def _validate_privacy(cfg: ExperimentConfig) -> None:
