@@ -34,7 +34,8 @@ def accuracy_vs_time_figure(view: SweepView, layout: Layout) -> Figure | None:
     combos = layout.panel_combos() or [()]
     nrows, ncols = panel_grid(len(combos))
     fig = new_figure(4.6 * ncols + 2.0, 3.4 * nrows, constrained=True)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    # one time axis for every panel: a deadline's shorter rounds show as a shorter curve
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
     for i, combo in enumerate(combos):
         ax = axes[i // ncols][i % ncols]
         ax.grid(alpha=0.3)

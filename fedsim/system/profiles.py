@@ -30,40 +30,45 @@ class ProfileError(ConfigError):
 
 @dataclass
 class Availability:
-    """When each party is online: per party sorted, disjoint ``[start, end)`` intervals in
-    ``[0, period)``, repeating every ``period`` seconds (``inf``: no repetition)."""
+    """When each party is online: sorted, disjoint ``[start, end)`` intervals in
+    ``[0, period)``, repeating every ``period`` seconds (``inf``: no repetition).
 
-    starts: list[np.ndarray]
-    ends: list[np.ndarray]
+    Flat arrays, sorted by party then start (``owner[i]``: the party of interval i), so
+    that whether every party is online is one vectorised pass (10,000 parties each
+    round: ``benchmarks/system_clock.py``)."""
+
+    owner: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
     period: np.ndarray
 
     def __post_init__(self) -> None:
-        # flat arrays: whether every party is online at a time is one vectorised pass
-        # (10,000 parties each round: benchmarks/system_clock.py)
-        self._owner = np.concatenate([np.full(len(s), i) for i, s in enumerate(self.starts)]).astype(np.int64)
-        self._s = np.concatenate(self.starts) if self.starts else np.zeros(0)
-        self._e = np.concatenate(self.ends) if self.ends else np.zeros(0)
+        self._ptr = np.searchsorted(self.owner, np.arange(len(self.period) + 1))
 
-    def _local(self, t: float) -> np.ndarray:
-        return np.where(np.isfinite(self.period), np.mod(t, np.where(np.isfinite(self.period), self.period, 1.0)), t)
+    def of(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """Party ``p``'s interval starts and ends."""
+        a, b = self._ptr[p], self._ptr[p + 1]
+        return self.starts[a:b], self.ends[a:b]
 
     def online(self, t: float) -> np.ndarray:
         """A boolean per party: online at simulated time ``t``."""
-        local = self._local(t)[self._owner]
-        inside = (self._s <= local) & (local < self._e)
-        return np.bincount(self._owner[inside], minlength=len(self.starts)) > 0
+        finite = np.isfinite(self.period)
+        local = np.where(finite, np.mod(t, np.where(finite, self.period, 1.0)), t)[self.owner]
+        inside = (self.starts <= local) & (local < self.ends)
+        return np.bincount(self.owner[inside], minlength=len(self.period)) > 0
 
     def next_online(self, t: float) -> float:
         """The earliest time >= ``t`` at which some party is online (inf: never)."""
         best = math.inf
-        for p in range(len(self.starts)):
+        for p in range(len(self.period)):
             best = min(best, self._next_start(p, t))
             if best == t:
                 break
         return best
 
     def _next_start(self, p: int, t: float) -> float:
-        s, e, period = self.starts[p], self.ends[p], float(self.period[p])
+        s, e = self.of(p)
+        period = float(self.period[p])
         if len(s) == 0:
             return math.inf
         base = math.floor(t / period) * period if math.isfinite(period) else 0.0
@@ -78,7 +83,8 @@ class Availability:
     def online_until(self, p: int, t: float) -> float:
         """When party ``p``, online at ``t``, goes offline (inf: never); intervals that
         touch (``end == next start``, or the period's end and its start) are one stretch."""
-        s, e, period = self.starts[p], self.ends[p], float(self.period[p])
+        s, e = self.of(p)
+        period = float(self.period[p])
         base = math.floor(t / period) * period if math.isfinite(period) else 0.0
         local = t - base
         i = next((k for k in range(len(s)) if s[k] <= local < e[k]), None)
@@ -124,24 +130,50 @@ def _positive(values: Sequence[float] | np.ndarray, column: str, what: str) -> n
     return arr
 
 
-def check_intervals(
-    intervals: Sequence[Sequence[float]], period: float, party: int, what: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """One party's ``[start, end)`` intervals as two arrays; ProfileError when they are
-    not sorted, overlap, are empty or leave ``[0, period)``."""
-    starts = np.array([float(a) for a, _ in intervals], dtype=np.float64)
-    ends = np.array([float(b) for _, b in intervals], dtype=np.float64)
-    allowed = "allowed: sorted, disjoint [start, end) intervals with 0 <= start < end <= period"
-    for k in range(len(starts)):
-        a, b = starts[k], ends[k]
-        if not (math.isfinite(a) and 0 <= a < b and b <= period):
-            raise ProfileError(f"{what}: availability interval [{a:g}, {b:g}) of party {party} is invalid; {allowed}")
-        if k and a < ends[k - 1]:
-            raise ProfileError(
-                f"{what}: availability intervals [{starts[k - 1]:g}, {ends[k - 1]:g}) and [{a:g}, {b:g}) "
-                f"of party {party} overlap; {allowed}"
-            )
-    return starts, ends
+ALLOWED = "allowed: sorted, disjoint [start, end) intervals with 0 <= start < end <= period"
+
+
+def check_availability(
+    owner: np.ndarray, starts: np.ndarray, ends: np.ndarray, period: np.ndarray, what: str
+) -> Availability:
+    """Flat intervals (sorted by party, each party's in its order) checked at once:
+    ProfileError naming the first party whose intervals are unsorted, overlap, are
+    empty or leave ``[0, period)``."""
+    bad_period = np.flatnonzero(~(period > 0))
+    if bad_period.size:
+        i = int(bad_period[0])
+        raise ProfileError(f"{what}: the availability period of party {i} is {float(period[i])!r}; allowed: > 0")
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(starts) & (starts >= 0) & (starts < ends) & (ends <= period[owner]))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ProfileError(
+            f"{what}: availability interval [{starts[k]:g}, {ends[k]:g}) of party {int(owner[k])} is invalid; {ALLOWED}"
+        )
+    same = owner[1:] == owner[:-1]
+    clash = np.flatnonzero(same & (starts[1:] < ends[:-1]))
+    if clash.size:
+        k = int(clash[0]) + 1
+        raise ProfileError(
+            f"{what}: availability intervals [{starts[k - 1]:g}, {ends[k - 1]:g}) and [{starts[k]:g}, {ends[k]:g}) "
+            f"of party {int(owner[k])} overlap; {ALLOWED}"
+        )
+    return Availability(owner, starts, ends, period)
+
+
+def flatten(
+    intervals: Sequence[Sequence[Sequence[float]] | None], period: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-party interval lists (None: always online) as flat (owner, starts, ends)."""
+    owner, starts, ends = [], [], []
+    for p, own in enumerate(intervals):
+        if own is None:  # always online: one interval over the whole period
+            own = [(0.0, float(period[p]))]
+        for a, b in own:
+            owner.append(p)
+            starts.append(float(a))
+            ends.append(float(b))
+    return np.asarray(owner, dtype=np.int64), np.asarray(starts), np.asarray(ends)
 
 
 def make_profiles(
@@ -166,21 +198,5 @@ def make_profiles(
     if intervals is None:
         return DeviceProfiles(ms, up, down)
     period = np.full(n_parties, math.inf) if periods is None else np.asarray(periods, dtype=np.float64)
-    bad = np.flatnonzero(~(period > 0))
-    if bad.size:
-        raise ProfileError(
-            f"{what}: the availability period of party {int(bad[0])} is {float(period[bad[0]])!r}; allowed: > 0"
-        )
-    starts, ends = [], []
-    for p in range(n_parties):
-        own = intervals[p]
-        if own is None:  # always online: one interval over the whole period
-            own = [(0.0, float(period[p]))] if math.isfinite(period[p]) else [(0.0, math.inf)]
-            if not math.isfinite(period[p]):
-                starts.append(np.array([0.0]))
-                ends.append(np.array([math.inf]))
-                continue
-        s, e = check_intervals(own, float(period[p]), p, what)
-        starts.append(s)
-        ends.append(e)
-    return DeviceProfiles(ms, up, down, Availability(starts, ends, period))
+    owner, starts, ends = flatten(intervals, period)
+    return DeviceProfiles(ms, up, down, check_availability(owner, starts, ends, period, what))

@@ -66,11 +66,13 @@ class SimulatedClock(ServerExtension):
         start = self.now
         online = parties
         if avail is not None:
-            start = avail.next_online(start) if not avail.online(start)[parties].any() else start
-            if not math.isfinite(start):
-                start = self.now
-            mask = avail.online(start)
-            online = [p for p in parties if mask[p]]
+            ids = np.asarray(parties, dtype=np.int64)
+            here = avail.online(start)[ids]
+            if not here.any():  # nobody online: the round starts when the first party comes online
+                later = avail.next_online(start)
+                if math.isfinite(later):
+                    start, here = later, avail.online(later)[ids]
+            online = ids[here].tolist()
         k = min(k, len(online))
         m = min(len(online), math.ceil(k * factor - 1e-9))
         self._start = (server_round, start, k if factor != 1 else None)

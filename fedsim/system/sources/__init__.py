@@ -11,6 +11,7 @@ from the params, the party count and the run's seed, the same in every process.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ class DeviceSource(Plugin):
                 "use neither, or only the clock (no system.round_deadline, over_selection 1, always online)"
             )
         try:
-            self.profiles(p, cfg.partition.n_parties, cfg.seed)
+            profiles_of(p, cfg.partition.n_parties, cfg.seed)
         except ProfileError as exc:
             return str(exc)
         return None
@@ -98,9 +99,35 @@ def get(name: str) -> DeviceSource:
     return SOURCES.get(name)
 
 
+#: profiles made in this process, by what makes them (the config's check, the server and
+#: the summary each ask: made once, 0.1 s at 10,000 parties, benchmarks/system_clock.py)
+_MADE: dict[tuple, DeviceProfiles | None] = {}
+
+
+def _key(params: Any, n_parties: int, seed: int) -> tuple:
+    values = dataclasses.asdict(params)
+    # a file named by the params is part of the key as it is now (edited files are read again)
+    files = tuple(
+        (v, os.stat(v).st_mtime_ns, os.stat(v).st_size)
+        for v in values.values()
+        if isinstance(v, str) and os.path.isfile(v)
+    )
+    return (type(params).__name__, tuple(sorted((k, repr(v)) for k, v in values.items())), n_parties, seed, files)
+
+
+def profiles_of(params: Any, n_parties: int, seed: int) -> DeviceProfiles | None:
+    """``params.source``'s profiles of ``n_parties`` (made once per process; not to be changed)."""
+    key = _key(params, n_parties, seed)
+    if key not in _MADE:
+        if len(_MADE) >= 8:
+            _MADE.clear()
+        _MADE[key] = get(params.source).profiles(params, n_parties, seed)
+    return _MADE[key]
+
+
 def load_profiles(cfg: Any) -> DeviceProfiles | None:
     """The run's device profiles (None without a ``system`` source)."""
-    return get(cfg.system.source).profiles(cfg.system, cfg.partition.n_parties, cfg.seed)
+    return profiles_of(cfg.system, cfg.partition.n_parties, cfg.seed)
 
 
 def common_defaults() -> dict[str, Any]:

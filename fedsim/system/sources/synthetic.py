@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.system.profiles import DeviceProfiles, make_profiles
+from fedsim.system.profiles import DeviceProfiles, check_availability, make_profiles
 from fedsim.system.sources import DeviceSource, SystemParams, register
 from fedsim.util.params import hp
 from fedsim.util.seeding import derive
@@ -40,13 +40,18 @@ class SyntheticParams(SystemParams):
     period_s: float = hp(86400.0, gt=0, help="length of the on/off pattern, simulated seconds", source="a day")
 
 
-def _windows(phase: np.ndarray, on: float, period: float) -> list[list[tuple[float, float]]]:
-    """Each party's online window ``[phase, phase + on)`` folded into ``[0, period)``."""
-    out = []
-    for u in phase:
-        end = u + on
-        out.append([(0.0, end - period), (u, period)] if end > period else [(u, end)])
-    return out
+def _windows(phase: np.ndarray, on: float, period: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each party's online window ``[phase, phase + on)`` folded into ``[0, period)``, as
+    flat (owner, starts, ends) sorted by party then start: a window that passes the
+    period's end is ``[0, phase + on - period)`` and ``[phase, period)``."""
+    n = len(phase)
+    end = phase + on
+    wraps = end > period
+    owner = np.concatenate([np.arange(n)[wraps], np.arange(n)])
+    starts = np.concatenate([np.zeros(int(wraps.sum())), phase])
+    ends = np.concatenate([end[wraps] - period, np.where(wraps, period, end)])
+    order = np.lexsort((starts, owner))
+    return owner[order], starts[order], ends[order]
 
 
 @register
@@ -62,18 +67,12 @@ class Synthetic(DeviceSource):
         ms = params.compute_ms * np.exp(params.compute_spread * z[0])
         link = np.exp(params.bandwidth_spread * z[1])
         phase = rng.uniform(0.0, params.period_s, n_parties)  # drawn always: the speeds do not depend on it
-        intervals = None
+        what = "system.source synthetic"
+        profiles = make_profiles(n_parties, ms, params.upload_kbps * link, params.download_kbps * link, what)
         if params.duty_cycle < 1:
-            intervals = _windows(phase, params.duty_cycle * params.period_s, params.period_s)
-        return make_profiles(
-            n_parties,
-            ms,
-            params.upload_kbps * link,
-            params.download_kbps * link,
-            "system.source synthetic",
-            intervals,
-            np.full(n_parties, params.period_s) if intervals is not None else None,
-        )
+            windows = _windows(phase, params.duty_cycle * params.period_s, params.period_s)
+            profiles.availability = check_availability(*windows, np.full(n_parties, params.period_s), what)
+        return profiles
 
     def _has_availability(self, params: Any) -> bool:
         return params.duty_cycle < 1
