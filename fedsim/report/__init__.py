@@ -33,7 +33,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from fedsim.errors import RunDirError
-from fedsim.report.clock import accuracy_vs_time_figure
+from fedsim.report.clock import accuracy_vs_time_figure, run_time_figure, time_lines
 from fedsim.report.curves import curves_figure, model_heterogeneity_figure
 from fedsim.report.drops import DropRow, accuracy_drops, drop_table
 from fedsim.report.figures import (
@@ -60,7 +60,7 @@ from fedsim.report.load import (
 )
 from fedsim.report.privacy import has_privacy, privacy_figure, privacy_table
 from fedsim.rundir.plots import plot_run
-from fedsim.rundir.store import RunStore, atomic_write_text, read_json
+from fedsim.rundir.store import RunStore, atomic_write_text, read_json, read_jsonl
 from fedsim.sweeps import (
     DONE,
     INDEX_FILE,
@@ -442,6 +442,7 @@ def report_run(run_dir: Path) -> Path:
             md += ["## Data heterogeneity", "", "| measure | value |", "| --- | ---: |"]
             md += [f"| {k} | {format_value(v)} |" for k, v in het.items() if not isinstance(v, (list, dict))]
             md.append("")
+        md += time_lines(summary)
     plots = plot_run(store)
     names = {p.name: p for p in plots}
     for fname, title in (
@@ -451,6 +452,13 @@ def report_run(run_dir: Path) -> Path:
     ):
         if fname in names:
             md += [f"## {title}", "", _img(f"plots/{fname}", title), ""]
+    if plots and _save(run_time_figure(read_jsonl(store.metrics)), store.plots / "accuracy_vs_time.png"):
+        md += [
+            "## Accuracy over simulated time",
+            "",
+            _img("plots/accuracy_vs_time.png", "accuracy over simulated time"),
+            "",
+        ]
     if not plots:
         md += ["No rounds recorded yet (metrics.jsonl is empty).", ""]
     dest = store.plots / "label_distribution.png"

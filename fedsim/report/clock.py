@@ -51,3 +51,44 @@ def accuracy_vs_time_figure(view: SweepView, layout: Layout) -> Figure | None:
         axes[j // ncols][j % ncols].axis("off")
     shared_legend(fig, [ax for row in axes for ax in row], layout.series.short if layout.series else None)
     return fig
+
+
+def time_lines(summary: dict) -> list[str]:
+    """A run report's section on its simulated time: total, time to each target accuracy
+    and who the aggregate saw (``summary.json``); nothing for a run without them."""
+    if "sim_time_s" not in summary and "time_to_accuracy" not in summary:
+        return []
+    md = ["## Simulated time", "", "| measure | value |", "| --- | ---: |"]
+    if "sim_time_s" in summary:
+        md.append(f"| simulated time (s) | {summary['sim_time_s']:.1f} |")
+    for target, hit in (summary.get("time_to_accuracy") or {}).items():
+        if hit is None:
+            md.append(f"| test accuracy {target}: never reached | – |")
+            continue
+        when = f"round {hit['round']}" + (f", {hit['sim_time_s']:.1f} s" if hit.get("sim_time_s") is not None else "")
+        md.append(f"| test accuracy {target} first reached | {when} |")
+    part = summary.get("participation") or {}
+    for status, n in (part.get("replies") or {}).items():
+        md.append(f"| replies {status} | {n} |")
+    for key in ("slow_quartile_share", "parties_never_aggregated", "class_tv_seen"):
+        if part.get(key) is not None:
+            md.append(f"| {key} | {part[key]:.4g} |")
+    return md + [""]
+
+
+def run_time_figure(history: list[dict]) -> Figure | None:
+    """One run's test accuracy against simulated hours; None without a clock."""
+    pts = [
+        (row["sim_end_s"] / 3600.0, 100.0 * row["test_accuracy"])
+        for row in history
+        if row.get("sim_end_s") is not None and row.get("test_accuracy") is not None
+    ]
+    if not pts:
+        return None
+    fig = new_figure(5.0, 3.4, constrained=True)
+    ax = fig.subplots()
+    ax.grid(alpha=0.3)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+    ax.set_xlabel("simulated hours")
+    ax.set_ylabel("test accuracy (%)")
+    return fig

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from fedsim.report.clock import time_lines
 from fedsim.sweeps import Factor, Setting, make_table, read_summary_csv, time_columns, to_csv
 
 SUMMARY = {
@@ -63,6 +64,14 @@ def test_the_time_table_by_hand(tmp_path):
     assert sixty[4] == "0.0500 ± 0.0707"
 
 
+def test_the_run_reports_time_section():
+    lines = time_lines({**SUMMARY, "participation": {"replies": {"ok": 9, "late": 1}, "slow_quartile_share": 0.1}})
+    assert "| simulated time (s) | 7200.0 |" in lines
+    assert "| test accuracy 0.5 first reached | round 3, 1800.0 s |" in lines
+    assert "| test accuracy 0.9: never reached | – |" in lines and "| replies late | 1 |" in lines
+    assert time_lines({"test_accuracy": 0.5}) == []
+
+
 @pytest.mark.slow
 def test_a_sweep_over_deadlines_reports_time_to_accuracy(tmp_path, tiny):
     import fedsim
@@ -77,3 +86,6 @@ def test_a_sweep_over_deadlines_reports_time_to_accuracy(tmp_path, tiny):
     text = report(result.sweep_dir).read_text()
     assert "(figures/accuracy_vs_time.png)" in text and "h to 30%" in text
     assert (result.sweep_dir / "figures" / "accuracy_vs_time.png").stat().st_size > 1000
+    run_dir = result.sweep_dir / "round_deadline=7.5__seed=0"
+    text = report(run_dir).read_text()
+    assert "## Simulated time" in text and "(plots/accuracy_vs_time.png)" in text
