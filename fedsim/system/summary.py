@@ -6,9 +6,9 @@ the target (FedScale's and the field's time-to-accuracy; the round too, which is
 run without a clock has). Deadlines and over-selection favour fast parties, a bias
 in participation (Lai et al. 2022; Bonawitz et al. 2019): ``slow_quartile_share`` is the
 share of aggregated replies that came from the slowest quarter of the parties (by
-their compute speed; 0.25 when speed does not matter), and ``class_tv_seen`` the total
-variation distance between the classes of the aggregated replies' data and the
-training set's.
+their compute speed; 0.25 when speed does not matter), ``class_share_seen`` each
+class's share of the samples behind the aggregated replies (``class_share_train``: of
+the training set) and ``class_tv_seen`` the total variation distance between the two.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def participation(
         cc = np.asarray(class_counts, dtype=np.float64)
         agg = (seen[:, None] * cc).sum(axis=0)
         overall = cc.sum(axis=0)
+        # each class's share of the samples the aggregated replies trained on, and of the training set
+        out["class_share_seen"] = (agg / agg.sum()).round(6).tolist()
+        out["class_share_train"] = (overall / overall.sum()).round(6).tolist()
         out["class_tv_seen"] = float(0.5 * np.abs(agg / agg.sum() - overall / overall.sum()).sum())
     return out
 

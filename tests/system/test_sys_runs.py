@@ -107,6 +107,16 @@ def test_the_records_follow_fedscale_formula_and_rounds_end_at_the_last_aggregat
         end = m["sim_end_s"]
     s = r.summary
     assert s["sim_time_s"] == end and s["participation"]["replies"]["ok"] == len(ok)
+    # the classes the aggregate saw: each aggregated reply's party's class counts, summed
+    counts = json.loads((r.run_dir / "partition.json").read_text())["class_counts"]
+    seen = np.sum([counts[c["party"]] for c in ok], axis=0)
+    assert s["participation"]["class_share_seen"] == pytest.approx((seen / seen.sum()).tolist(), abs=1e-6)
+    train = np.sum(counts, axis=0) / np.sum(counts)
+    tv = 0.5 * np.abs(seen / seen.sum() - train).sum()
+    assert s["participation"]["class_tv_seen"] == pytest.approx(tv, abs=1e-12)
+    slowest = int(np.argmax(prof.ms_per_sample))  # the slowest quarter of 4 parties
+    share = sum(c["party"] == slowest for c in ok) / len(ok)
+    assert s["participation"]["slow_quartile_share"] == share
     first = next((m for m in metrics if m["test_accuracy"] >= 0.3), None)
     want = None if first is None else {"round": first["round"], "sim_time_s": first["sim_end_s"]}
     assert s["time_to_accuracy"] == {"0.3": want, "0.99": None}
