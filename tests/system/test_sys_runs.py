@@ -25,6 +25,7 @@ from fedsim.system.sources import load_profiles
 
 TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
 SYNTHETIC = {"source": "synthetic"}
+STRAGGLING = {"rounds": 3, "fraction_fit": 0.75, "straggler_fraction": 0.5}
 
 
 def _rows(path: Path, drop_sim: bool = False) -> list[dict]:
@@ -57,7 +58,10 @@ def runs(tmp_path_factory, tiny):
         "over": {**SYNTHETIC, "over_selection": 1.5, "round_deadline": 60.0},
         "late": {**SYNTHETIC, "round_deadline": 7.5},
     }.items():
-        out[name] = fedsim.run(_cfg(tiny, system, eval={"target_accuracy": [0.3, 0.99]}), out=root / name)
+        extra = {}
+        if name == "over":  # the work actually done: epoch ranges and stragglers
+            extra = {"train": {**tiny()["train"], "epochs": [1, 3]}, "federation": STRAGGLING}
+        out[name] = fedsim.run(_cfg(tiny, system, eval={"target_accuracy": [0.3, 0.99]}, **extra), out=root / name)
     return out
 
 
@@ -95,6 +99,9 @@ def test_the_records_follow_fedscale_formula_and_rounds_end_at_the_last_aggregat
     metrics = _rows(r.run_dir / "metrics.jsonl")
     ok = [c for c in clients if c.get("status") == "ok" and c["stage"] == "train"]
     assert ok and sum(m["sim_surplus"] for m in metrics) > 0
+    assert len({c["epochs"] for c in ok}) > 1 and len({(c["party"], c["steps"]) for c in ok}) > len(
+        {c["party"] for c in ok}
+    )
     for c in ok:
         want = 3.0 * 32 * c["steps"] * prof.ms_per_sample[c["party"]] / 1000
         assert abs(c["sim_compute_s"] - want) <= 1e-9
