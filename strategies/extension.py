@@ -13,7 +13,8 @@ fixed points, all of them in the order the extensions were given:
 2. **client config**: :meth:`ServerExtension.client_config` adds values to the train
    config, after the algorithm's own (the DP-SGD noise multiplier, a clipping norm);
 3. **replies**: :meth:`ServerExtension.apply` sees the screened replies and may
-   replace some (an attack's model poisoning, then a defence);
+   replace some (an attack's model poisoning, then a defence) or remove some from the
+   list (the simulated clock: replies that arrive too late are not aggregated);
 4. **aggregate**: :meth:`ServerExtension.aggregate` wraps what comes after it (the
    later extensions, then the algorithm's ``aggregate``): client-level DP clips and
    noises the cohort the algorithm aggregates;

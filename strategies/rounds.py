@@ -30,6 +30,8 @@ class ClientOutcome:
     state: OrderedDict[str, torch.Tensor] | None = None
     records: dict[str, OrderedDict[str, torch.Tensor]] = field(default_factory=dict)
     bytes_up: int = 0
+    #: bytes of the message the party was sent this round (its download)
+    bytes_down: int = 0
     #: the reply as received (for strategies that aggregate through Flower's own chain)
     message: Message | None = None
     #: replaced by an attack's model poisoning at the server (a malicious party's reply)

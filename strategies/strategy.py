@@ -85,16 +85,19 @@ def content_bytes(content: RecordDict) -> int:
     return int(sum(rec.count_bytes() for rec in content.values()))
 
 
-def _bytes_of(messages: list[Message]) -> int:
-    """Bytes sent to the cohort; a RecordDict shared by several messages is counted once per message."""
+def _bytes_each(messages: list[Message]) -> list[int]:
+    """Bytes sent in each message; a RecordDict shared by several messages is measured once."""
     seen: dict[int, int] = {}
-    total = 0
     for m in messages:
         key = id(m.content)
         if key not in seen:
             seen[key] = content_bytes(m.content)
-        total += seen[key]
-    return total
+    return [seen[id(m.content)] for m in messages]
+
+
+def _bytes_of(messages: list[Message]) -> int:
+    """Bytes sent to the cohort; a RecordDict shared by several messages is counted once per message."""
+    return sum(_bytes_each(messages))
 
 
 class FedsimStrategy:
@@ -113,6 +116,7 @@ class FedsimStrategy:
         super().__init__(**{**FLOWER_SAMPLING, **flower_kwargs})  # type: ignore[call-arg]
         self.params = params if params is not None else StrategyParams()
         self._aggregator: Aggregator = self
+        self._bytes_down: dict[int, int] = {}
 
     def compose(self, extensions: Iterable[ServerExtension]) -> FedsimStrategy:
         """This strategy with ``extensions`` in its round, in their order (part of building
@@ -187,7 +191,9 @@ class FedsimStrategy:
                 for key, rec in extra.items():
                     msg.content[key] = rec
         messages.sort(key=self._party)
-        self.round_log.bytes_down = _bytes_of(messages)
+        each = _bytes_each(messages)
+        self._bytes_down = {self._party(m): n for m, n in zip(messages, each, strict=True)}
+        self.round_log.bytes_down = sum(each)
         return messages
 
     def _train_cohort(self, server_round: int) -> list[int]:
@@ -265,6 +271,7 @@ class FedsimStrategy:
                     state=state,
                     records=records,
                     bytes_up=nbytes,
+                    bytes_down=self._bytes_down.get(party, 0) if stage == "train" else 0,
                     message=msg,
                 )
             )
@@ -297,6 +304,9 @@ class FedsimStrategy:
         # aggregates what they leave
         for ext in self.extensions:
             rl.server_metrics.update(ext.apply(server_round, global_state, outcomes, self.setup))
+        if not outcomes and not any(e.releases_empty_cohort for e in self.extensions):
+            rl.agg_state = rl.global_state  # an extension dropped every reply (all late)
+            return None, None
         agg = self._aggregator.aggregate(server_round, global_state, outcomes)
         # entries no reply carries (a personalised algorithm's personal layers) keep
         # their global value: the aggregate is always a whole state_dict

@@ -40,6 +40,7 @@ from fedsim.schema.sections import (
     OutputConfig,
     PartitionConfig,
     PrivacyConfig,
+    SystemConfig,
     TrainConfig,
 )
 from fedsim.util.trees import flatten
@@ -79,6 +80,7 @@ _SECTIONS = {
         EvalConfig,
         OutputConfig,
         PrivacyConfig,
+        SystemConfig,
     )
 }
 

@@ -1,9 +1,9 @@
 """The config sections that plug-ins extend: which plug-in a config chooses, which keys
 it may write, and the checks its declarations make.
 
-Nine sections choose plug-ins: ``strategy.name``, ``attack.name``, ``defence.name``,
+Ten sections choose plug-ins: ``strategy.name``, ``attack.name``, ``defence.name``,
 ``data.dataset``, ``partition.scheme``, ``model.name``, ``engine.name``,
-``privacy.mode`` (one each) and ``output.trackers`` (a list). A section's dataclass is
+``privacy.mode``, ``system.source`` (one each) and ``output.trackers`` (a list). A section's dataclass is
 the chosen plug-in's ``Params`` (for trackers, the chosen trackers' together): the
 section's common keys and the plug-in's own, declared with ``hp``. So the keys a user
 may write, their ranges and the did-you-mean errors all come from the declarations.
@@ -32,6 +32,7 @@ from fedsim.engine.registry import ENGINES
 from fedsim.errors import ConfigError
 from fedsim.models.registry import MODELS
 from fedsim.privacy.modes import PRIVACY_MODES
+from fedsim.system.sources import SOURCES
 from fedsim.trackers.base import TRACKERS
 from fedsim.util.params import field_default, out_of_range
 from fedsim.util.plugins import Registry, close_match
@@ -71,6 +72,7 @@ SECTIONS: dict[str, Section] = {
         Section(ENGINES),
         Section(TRACKERS, many=True),
         Section(PRIVACY_MODES),
+        Section(SOURCES),
     )
 }
 

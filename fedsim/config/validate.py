@@ -327,6 +327,25 @@ def validate_attack_and_defence(cfg: ExperimentConfig) -> None:
 #: every check, in the order it runs: of several bad keys, the one reported is the first
 #: in this order (a section's own keys and ranges before its plug-in's checks, and a
 #: section before those that are checked against it)
+def _check_target_accuracy(cfg: ExperimentConfig) -> None:
+    """``eval.target_accuracy``: a number or a list of numbers in (0, 1], as a sorted list."""
+    value = cfg.eval.target_accuracy
+    if value is None:
+        return
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in values)
+    if not ok:
+        raise ConfigError(
+            f"config key 'eval.target_accuracy' = {value!r}; allowed: a number or a list of numbers in (0, 1]"
+        )
+    cfg.eval.target_accuracy = sorted(float(v) for v in values)
+
+
+def _check_system(cfg: ExperimentConfig) -> None:
+    """``system.*``: the chosen device-profile source's own checks."""
+    plugins.check(cfg, "system")
+
+
 CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
     _check_seed,
     _check_data,
@@ -340,6 +359,8 @@ CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
     _check_output,
     _validate_privacy,
     validate_attack_and_defence,
+    _check_target_accuracy,
+    _check_system,
 )
 
 

@@ -66,6 +66,12 @@ CLIENT_SIDE = _Modes("client_side")
 PER_SAMPLE = _Modes("per_sample")
 
 
+def draws_own_cohort(cfg: ExperimentConfig) -> bool:
+    """Whether the run's privacy draws the cohort itself (client-level DP's Poisson
+    sampling, which its accounting assumes): nothing else may choose or drop parties."""
+    return cfg.privacy.mode in CLIENT_LEVEL
+
+
 def training_parties(cfg: ExperimentConfig) -> int:
     """N: the parties that train, all but ``federation.holdout_parties`` (the count
     ``fedsim.inputs.run_inputs.holdout_parties`` draws; a test checks they agree)."""

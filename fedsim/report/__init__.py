@@ -33,6 +33,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from fedsim.errors import RunDirError
+from fedsim.report.clock import accuracy_vs_time_figure, run_time_figure, time_lines
 from fedsim.report.curves import curves_figure, model_heterogeneity_figure
 from fedsim.report.drops import DropRow, accuracy_drops, drop_table
 from fedsim.report.figures import (
@@ -59,7 +60,7 @@ from fedsim.report.load import (
 )
 from fedsim.report.privacy import has_privacy, privacy_figure, privacy_table
 from fedsim.rundir.plots import plot_run
-from fedsim.rundir.store import RunStore, atomic_write_text, read_json
+from fedsim.rundir.store import RunStore, atomic_write_text, read_json, read_jsonl
 from fedsim.sweeps import (
     DONE,
     INDEX_FILE,
@@ -68,6 +69,7 @@ from fedsim.sweeps import (
     attack_table,
     make_table,
     personal_table,
+    time_columns,
 )
 from fedsim.util.formatting import format_percent, format_value
 
@@ -119,6 +121,7 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     md += _attack_and_party_sections(view, layout, rows, figs, bool(diverged))
     md += _selection_section(sweep_dir)
     md += _curve_sections(view, layout, figs, band)
+    md += _time_section(view, layout, figs)
     md += _heterogeneity_section(view, measure, figs, bool(diverged))
     md += _privacy_section(view, figs)
     md += _drop_section(view, figs)
@@ -152,6 +155,7 @@ def _table_rows(view: SweepView) -> list[dict[str, Any]]:
             "status": r.status,
             "diverged_round": r.diverged_round,
             **{k: r.value(k) for k in (*METRIC_COLUMNS, *PARTY_COLUMNS)},
+            **time_columns(r.summary or {}),
         }
         for r in view.runs
     ]
@@ -247,6 +251,19 @@ def _curve_sections(view: SweepView, layout: Layout, figs: Path, band: str) -> l
     ok = _save(curves_figure(view, layout, losses, "loss (log scale)", yscale="log", cut=cut), figs / "loss_curves.png")
     caption = "Test loss (solid) and local training loss (dashed), on a log axis. " + band + _cut_caption(cut)
     return md + _figure_section("Loss over rounds", "loss_curves.png", ok, caption=caption)
+
+
+def _time_section(view: SweepView, layout: Layout, figs: Path) -> list[str]:
+    """Test accuracy against simulated time (runs with a ``system`` source only)."""
+    fig = accuracy_vs_time_figure(view, layout)
+    if fig is None:
+        return []
+    _save(fig, figs / "accuracy_vs_time.png")
+    caption = (
+        "Test accuracy against simulated hours (system.*), beside accuracy over rounds: one thin line per run "
+        "(the seeds' rounds end at different times, so they are not averaged), one colour per series."
+    )
+    return _figure_section("Test accuracy over simulated time", "accuracy_vs_time.png", True, caption=caption)
 
 
 def _heterogeneity_section(view: SweepView, measure: str, figs: Path, diverged: bool) -> list[str]:
@@ -425,6 +442,7 @@ def report_run(run_dir: Path) -> Path:
             md += ["## Data heterogeneity", "", "| measure | value |", "| --- | ---: |"]
             md += [f"| {k} | {format_value(v)} |" for k, v in het.items() if not isinstance(v, (list, dict))]
             md.append("")
+        md += time_lines(summary)
     plots = plot_run(store)
     names = {p.name: p for p in plots}
     for fname, title in (
@@ -434,6 +452,13 @@ def report_run(run_dir: Path) -> Path:
     ):
         if fname in names:
             md += [f"## {title}", "", _img(f"plots/{fname}", title), ""]
+    if plots and _save(run_time_figure(read_jsonl(store.metrics)), store.plots / "accuracy_vs_time.png"):
+        md += [
+            "## Accuracy over simulated time",
+            "",
+            _img("plots/accuracy_vs_time.png", "accuracy over simulated time"),
+            "",
+        ]
     if not plots:
         md += ["No rounds recorded yet (metrics.jsonl is empty).", ""]
     dest = store.plots / "label_distribution.png"

@@ -26,6 +26,7 @@ from fedsim.schema.sections import (
     OutputConfig,
     PartitionConfig,
     PrivacyConfig,
+    SystemConfig,
     TrainConfig,
 )
 from strategies.defences import DefenceParams
@@ -52,6 +53,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # device profiles and the simulated clock (fedsim/system/): source none = no clock
+    system: SystemConfig = field(default_factory=SystemConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -79,6 +82,7 @@ __all__ = [
     "OutputConfig",
     "PartitionConfig",
     "PrivacyConfig",
+    "SystemConfig",
     "TrainConfig",
     "epoch_range",
 ]

@@ -53,16 +53,21 @@ NOT_IDENTITY = (
 
 #: keys at these values are left out of a run's identity: a run without an attack or a
 #: defence keeps the hash it had before those sections existed (its sweep still resumes)
-NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none"}
+NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none", "eval.target_accuracy": None}
+#: sections left out of a run's identity when their chooser has this value: a run without
+#: a simulated clock (``system.source: none``, whose other keys must then be at their
+#: defaults) keeps the hash it had before the section existed
+NOT_IDENTITY_OFF = {"system": ("source", "none")}
 
 
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """The dotted keys and values that make a run what it is (see NOT_IDENTITY)."""
     flat = flatten(to_dict(cfg))
+    off = [s for s, (key, value) in NOT_IDENTITY_OFF.items() if flat.get(f"{s}.{key}") == value]
     return {
         k: v
         for k, v in flat.items()
-        if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)
+        if not any(k == n or k.startswith(n + ".") for n in (*NOT_IDENTITY, *off))
         and not (k in NOT_IDENTITY_AT and v == NOT_IDENTITY_AT[k])
     }
 

@@ -179,6 +179,9 @@ class EvalConfig:
     # local epochs of fine-tuning of the global model before the finetune_* evaluation
     # (FedAvg+FT); 0 = no fine-tuning evaluation
     finetune_epochs: int = 0
+    # test accuracies whose first reaching summary.json reports (round, simulated seconds):
+    # a number or a list of numbers in (0, 1]; None = none
+    target_accuracy: Any = None
 
 
 @dataclass
@@ -229,3 +232,20 @@ class PrivacyConfig:
     target_epsilon: float | None = None
     calibrate: bool = False
     accountant: str = "rdp"
+
+
+@dataclass
+class SystemConfig:
+    """``system.*``: system heterogeneity on a simulated clock (README "System heterogeneity").
+
+    ``source`` chooses where the parties' device profiles come from (the plug-ins of
+    ``fedsim/system/sources/``); ``none`` (the default) runs without a clock, as before.
+    The other keys are every source's: the round deadline in simulated seconds,
+    over-selection (Bonawitz et al. 2019) and FedScale's augmentation factor of the
+    compute time (Lai et al. 2022).
+    """
+
+    source: str = "none"
+    round_deadline: float | None = None
+    over_selection: float = 1.0
+    augmentation_factor: float = 3.0

@@ -13,9 +13,11 @@ from fedsim.inputs.adversary import summary_fields as attack_summary
 from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import summary_fields as privacy_summary
 from fedsim.rundir.plots import plot_run
-from fedsim.rundir.store import atomic_torch_save, atomic_write_json
+from fedsim.rundir.store import atomic_torch_save, atomic_write_json, read_jsonl
 from fedsim.schema.identity import config_hash
 from fedsim.server.recorder import Recorder
+from fedsim.system.sources import load_profiles
+from fedsim.system.summary import summary_fields as system_summary
 from strategies.arrays import is_float
 
 
@@ -101,6 +103,10 @@ def build_summary(
     }
     if cfg.eval.local_test != "none":
         out.update(party_summary(history, exp.holdout))
+    # sim_time_s, time_to_accuracy, participation (a system source or eval.target_accuracy)
+    profiles = load_profiles(cfg)
+    clients = read_jsonl(exp.store.clients) if profiles is not None and exp.store.clients.exists() else []
+    out.update(system_summary(history, cfg.eval.target_accuracy, profiles, clients, part.get("class_counts")))
     return out
 
 

@@ -60,6 +60,7 @@ from fedsim.sweeps.tables import (
     personal_table,
     read_summary_csv,
     summary_row,
+    time_columns,
     to_csv,
 )
 from fedsim.trackers import GroupTracking, TrackingContext, chosen
@@ -96,6 +97,7 @@ __all__ = [
     "safe_name",
     "select_settings",
     "sweep",
+    "time_columns",
 ]
 
 log = logging.getLogger(__name__)

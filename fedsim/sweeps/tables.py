@@ -134,9 +134,72 @@ def make_table(
         lines = _strategy_table(ok, factors, strat, seeds, caption_extra)
     else:
         lines = _ablation_table(ok, factors, seeds, caption_extra)
+    if any(r.get("sim_time_s") is not None for r in ok):
+        lines += [""] + _time_table(ok, factors, seeds)
     if any(is_diverged(r) for r in ok):
         lines += ["", DAGGER_NOTE]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------- simulated time
+
+#: summary.csv's columns of the simulated clock (``system.*``), besides ``tta_<target>_s``
+TIME_COLUMNS = ("sim_time_s", "slow_quartile_share")
+
+
+def time_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's simulated time, time to each target accuracy (``tta_<target>_s``, the
+    round without a clock: ``tta_<target>_round``) and its slow parties' share of the
+    aggregated replies; nothing for a run with neither a clock nor targets."""
+    out: dict[str, Any] = {}
+    if "sim_time_s" in summary:
+        out["sim_time_s"] = summary["sim_time_s"]
+        out["slow_quartile_share"] = (summary.get("participation") or {}).get("slow_quartile_share")
+    for target, hit in (summary.get("time_to_accuracy") or {}).items():
+        out[f"tta_{target}_round"] = None if hit is None else hit.get("round")
+        if "sim_time_s" in summary:
+            out[f"tta_{target}_s"] = None if hit is None else hit.get("sim_time_s")
+    return out
+
+
+def is_time_column(key: str) -> bool:
+    return key in TIME_COLUMNS or (key.startswith("tta_") and key.endswith(("_s", "_round")))
+
+
+def _time_table(ok: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seeds: Sequence[int] | None) -> list[str]:
+    """A row per setting: test accuracy, simulated time, time to each target accuracy
+    (over the seeds that reached it, with how many did) and the slowest quarter's share."""
+    targets = sorted({k[4:-2] for r in ok for k in r if k.startswith("tta_") and k.endswith("_s")}, key=float)
+    groups = _group(ok, [f.key for f in factors])
+    lines = _caption(
+        f"Simulated time (system.*), {std_note(seeds)}: total simulated hours, hours to each target test accuracy "
+        "over the seeds that reached it (reached/seeds), and the share of aggregated replies from the slowest "
+        "quarter of the parties (0.25 when speed does not matter).",
+        "",
+    )
+    head = " / ".join(f.short for f in factors) or "setting"
+    lines.append(
+        md_row([head, "test acc (%)", "simulated h"] + [f"h to {float(t):.0%}" for t in targets] + ["slow share"])
+    )
+    lines.append(md_row(["---"] + ["---:"] * (len(targets) + 3)))
+    for combo in _ordered_combos(factors) or [()]:
+        members = groups.get(tuple(combo), [])
+        if not members:
+            continue
+        cells = [format_mean_std(*mean_std(r.get("test_accuracy") for r in members)[:2])]
+        cells.append(_hours([r.get("sim_time_s") for r in members]))
+        for t in targets:
+            hit = [r.get(f"tta_{t}_s") for r in members]
+            reached = [h for h in hit if h is not None]
+            cells.append(_hours(reached) + f" ({len(reached)}/{len(members)})")
+        cells.append(format_mean_std(*mean_std(r.get("slow_quartile_share") for r in members)[:2], percent=False))
+        lines.append(md_row([" / ".join(combo) or "all"] + cells))
+    return lines
+
+
+def _hours(seconds: Sequence[float | None]) -> str:
+    m, sd, _ = mean_std(s / 3600.0 for s in seconds if s is not None)
+    return format_mean_std(m, sd, percent=False, digits=2)
 
 
 def _caption(text: str, extra: str) -> list[str]:
@@ -285,6 +348,7 @@ def summary_row(r: PlannedRun, factors: Sequence[Factor], with_phase: bool) -> d
     for k in PARTY_COLUMNS:
         if k in s:
             row[k] = s[k]
+    row.update(time_columns(s))
     row["config_hash"] = r.hash
     return row
 
@@ -313,7 +377,7 @@ def read_summary_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
             for k, v in r.items():
                 if v == "":
                     row[k] = None
-                elif k in METRIC_COLUMNS or k in HETEROGENEITY_COLUMNS or k in PARTY_COLUMNS:
+                elif k in METRIC_COLUMNS or k in HETEROGENEITY_COLUMNS or k in PARTY_COLUMNS or is_time_column(k):
                     row[k] = float(v)
                 elif k in ("seed", "fold", "diverged_round"):
                     row[k] = int(v)

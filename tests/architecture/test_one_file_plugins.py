@@ -1,7 +1,8 @@
-"""A plug-in of each of the nine kinds, with one parameter of its own, is one file.
+"""A plug-in of each of the ten kinds, with one parameter of its own, is one file.
 
-The test writes nine throwaway plug-in files (an algorithm, an attack, a defence, a
-data set, a model, a partition scheme, an engine, a tracker, a privacy mode) into a
+The test writes ten throwaway plug-in files (an algorithm, an attack, a defence, a
+data set, a model, a partition scheme, an engine, a tracker, a privacy mode, a
+device-profile source) into a
 fresh package outside fedsim, names the package in ``FEDSIM_PLUGINS`` (as a user
 would: nothing else is edited, no import line anywhere), and shows for each kind that
 the plug-in is listed (``fedsim plugins KIND``), that its parameter is validated from
@@ -313,12 +314,42 @@ KINDS = [
         """,
     ),
 ]
+KINDS.append(
+    Kind(
+        "system-sources",
+        "flat",
+        "onefile-flat",
+        "system",
+        "speed",
+        200.0,
+        "(0, 100]",
+        """
+        from fedsim.system.profiles import make_profiles
+        from fedsim.system.sources import DeviceSource, SystemParams, register
+
+        @dataclass
+        class FlatParams(SystemParams):
+            speed: float = hp(10.0, gt=0, le=100, help="ms per sample of every party", source="this test")
+
+        @register
+        class Flat(DeviceSource):
+            name = "onefile-flat"
+            summary = "every party the same device"
+            paper = "-"
+            Params = FlatParams
+
+            def profiles(self, params, n_parties, seed):
+                USED.append(params.speed)
+                return make_profiles(n_parties, [params.speed] * n_parties, [1e3] * n_parties, [1e3] * n_parties, "flat")
+        """,
+    )
+)
 BY_CLI = {k.cli: k for k in KINDS}
 
 
 @pytest.fixture(scope="module")
 def onefile(tmp_path_factory):
-    """The nine plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
+    """The ten plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
     root = tmp_path_factory.mktemp("plugins")
     (root / PKG).mkdir()
     (root / PKG / "__init__.py").write_text("")
@@ -418,3 +449,13 @@ def test_a_tiny_run_uses_a_privacy_mode(onefile, tiny, tmp_path):
     r = fedsim.run(cfg, out=tmp_path / "run")
     assert r.summary["status"] == "finished" and r.summary["epsilon"] > 0
     assert used(onefile["privacy-modes"]) == [0.5] * 8  # each of 4 parties, in both rounds (q = 1)
+
+
+def test_a_tiny_run_uses_a_device_profile_source(onefile, tiny, tmp_path):
+    cfg = _base(tiny)
+    cfg.update(choose(BY_CLI["system-sources"], speed=4.0))
+    r = fedsim.run(cfg, out=tmp_path / "run")
+    assert r.summary["status"] == "finished" and r.summary["sim_time_s"] > 0
+    assert used(onefile["system-sources"])[-1] == 4.0
+    rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
+    assert all(row["sim_compute_s"] == 3.0 * 32 * row["steps"] * 4.0 / 1000 for row in rows if row["stage"] == "train")

@@ -1,7 +1,8 @@
 """Every combination of features either works or is refused before anything is written.
 
 The families, read from their registries so that a new plug-in joins by being
-registered: every algorithm, every attack, every defence, every privacy mode, the
+registered: every algorithm, every attack, every defence, every privacy mode, every
+device-profile source (with over-selection, a deadline and availability traces), the
 parties' own test data (auto, split, match), held-out parties (none, one) and the local
 engine's two modes (one party at a time, batched cohorts). A pairwise covering array
 (``covering.py``) puts every pair of levels of every two families in some run; each run
@@ -24,6 +25,7 @@ import attacks
 import strategies
 from fedsim.cli import main
 from fedsim.privacy.compat import MODES as PRIVACY_MODES
+from fedsim.system.sources import SOURCES
 from strategies import defences
 
 pytest.importorskip("dp_accounting", reason="the privacy modes need the privacy extra: pip install -e '.[privacy]'")
@@ -34,6 +36,7 @@ FACTORS = {
     "attack": attacks.available(),
     "defence": defences.available(),
     "privacy": list(PRIVACY_MODES),
+    "system": SOURCES.available(),
     "local_test": ["auto", "split", "match"],
     "holdout": [0, 1],
     "batch_clients": ["off", "on"],
@@ -46,7 +49,23 @@ def test_the_rows_cover_every_pair():
     assert len(ROWS) < 300  # pairs, not the product
 
 
-def _config(row: dict, tiny, needs) -> dict:
+def _system(source: str, tmp_path: Path) -> dict:
+    """Each built-in source with what it needs (tiny trace files); a source of your own at its defaults."""
+    if source == "synthetic":  # over-selection and a deadline no reply reaches
+        return {"source": source, "over_selection": 1.3, "round_deadline": 1e6}
+    if source == "fedscale":  # every client online 90 s of every 100
+        dev, trace = tmp_path / "device.json", tmp_path / "trace.json"
+        dev.write_text(json.dumps({i: {"computation": 5.0 + i, "communication": 900.0} for i in range(1, 11)}))
+        trace.write_text(json.dumps({i: {"active": [0], "inactive": [90], "finish_time": 100} for i in range(1, 11)}))
+        return {"source": source, "device_file": str(dev), "trace_file": str(trace)}
+    if source == "file":
+        table = tmp_path / "devices.csv"
+        table.write_text("ms_per_sample,upload_kbps,download_kbps\n" + "".join(f"{3 + p},800,4000\n" for p in range(8)))
+        return {"source": source, "path": str(table)}
+    return {"source": source}
+
+
+def _config(row: dict, tiny, needs, tmp_path: Path) -> dict:
     # 8 parties: a cohort of 8 (7 with a held-out party) lets Bulyan assume the one
     # malicious party an attack's default fraction 0.2 gives
     sections = {
@@ -57,6 +76,7 @@ def _config(row: dict, tiny, needs) -> dict:
         "attack": {"name": row["attack"]},
         "defence": {"name": row["defence"]},
         "privacy": {"mode": row["privacy"]},
+        "system": _system(row["system"], tmp_path),
         "eval": {"local_test": row["local_test"], "train_sample": 0, "model_heterogeneity": False},
         "federation": {"rounds": 2, "holdout_parties": row["holdout"]},
         "engine": {"batch_clients": row["batch_clients"]},
@@ -71,7 +91,7 @@ def _config(row: dict, tiny, needs) -> dict:
 @pytest.mark.parametrize("row", ROWS, ids=["-".join(str(v) for v in r.values()) for r in ROWS])
 def test_a_combination_runs_or_is_refused_before_anything_is_written(tmp_path, tiny, needs, capsys, row):
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(_config(row, tiny, needs)))
+    path.write_text(yaml.safe_dump(_config(row, tiny, needs, tmp_path)))
     out = tmp_path / "run"
     capsys.readouterr()
     rc = main(["run", str(path), "--out", str(out), "--quiet"])

@@ -6,6 +6,7 @@ decided:
 
 1. :mod:`.privacy`: the round's release into the ledger, epsilon, the budget's stop;
 2. :mod:`.training`: the cohort's training replies and the server's own values;
+   :mod:`.clock` (with a ``system`` source): the round on the simulated clock;
 3. :mod:`.heterogeneity`: the cohort's model heterogeneity;
 4. :mod:`.divergence` (training): whether the round diverged, and the run stops;
 5. :mod:`.evaluation`: the global model on the test set, when due;
@@ -31,6 +32,7 @@ from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import PrivacyRun
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
 from fedsim.server.callbacks.checkpoints import Checkpoints
+from fedsim.server.callbacks.clock import ClockRow
 from fedsim.server.callbacks.divergence import DivergenceCheck, nonfinite_majority
 from fedsim.server.callbacks.evaluation import CentralEvaluation
 from fedsim.server.callbacks.heterogeneity import ModelHeterogeneity
@@ -43,6 +45,7 @@ from fedsim.server.callbacks.training import TrainingRow
 from fedsim.server.callbacks.validation import ClientSpread
 from fedsim.server.evaluation import CentralEvaluator
 from fedsim.server.party_eval import PartyEvaluator
+from fedsim.system.run import SimulatedClock
 from fedsim.trackers import RunTrackers, TrackingContext
 from strategies.strategy import FedsimStrategy
 
@@ -61,16 +64,19 @@ def round_callbacks(
 ) -> list[RoundCallback]:
     """The round's callbacks of this run, in their order (module docstring)."""
     cfg, store = exp.cfg, exp.store
+    clock = next((e for e in strategy.extensions if isinstance(e, SimulatedClock)), None)
+    malicious = frozenset(malicious_parties(cfg))
     steps: list[RoundCallback | None] = [
         PrivacyAccounting(privacy) if privacy is not None else None,
         TrainingRow(cfg),
+        ClockRow(clock, store, malicious) if clock is not None else None,
         ModelHeterogeneity() if cfg.eval.model_heterogeneity else None,
         DivergenceCheck(cfg, run, store.root.name, after_evaluation=False),
         CentralEvaluation(cfg, evaluator, AttackEvaluator(cfg, exp.bundle, evaluator.device)),
         PartyEvaluation(parties) if parties is not None and parties.enabled else None,
         DivergenceCheck(cfg, run, store.root.name, after_evaluation=True),
         ClientSpread(),
-        Records(store, run, frozenset(malicious_parties(cfg))),
+        Records(store, run, malicious),
         Checkpoints(cfg, store, strategy, run),
         # trackers get every row as it is written (a resumed run's history too, to skip what they hold)
         Trackers(RunTrackers(cfg, store.root, run.history, tracking)),

@@ -1,0 +1,142 @@
+"""The clock in the server's round: :class:`SimulatedClock`, an extension of the strategy.
+
+Composed first with the algorithm (``strategies/extension.py``), it takes part at two
+points of each round:
+
+* **cohort**: among the parties online at the round's start (availability-aware
+  sampling; if nobody is, the round starts when the first party comes online), it
+  draws ``ceil(K x system.over_selection)`` parties, K being the cohort the strategy
+  would draw (``federation.fraction_fit``); with everyone always online and no
+  over-selection it leaves the draw to the strategy, so the cohort is the same;
+* **replies**: it times each reply with FedScale's formula (:mod:`fedsim.system.clock`),
+  keeps those that arrive (the first K, before the deadline, while their party is
+  online), drops the others from the aggregate (they commit no client state) and
+  moves the clock to the round's end.
+
+The clock's time is the extension's checkpoint entry, so a resume continues it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsim.system.clock import ReplyTime, RoundTiming, compute_seconds, settle, transfer_seconds
+from fedsim.system.profiles import DeviceProfiles
+from fedsim.system.sources import load_profiles
+from fedsim.util.seeding import derive
+from strategies.cohort import cohort_size
+from strategies.extension import ServerExtension
+from strategies.rounds import ClientOutcome, FederationSetup
+
+#: the clock's entry in the strategy's checkpoint state
+STATE_KEY = "__system_clock_s__"
+
+
+class SimulatedClock(ServerExtension):
+    """The run's simulated clock (module docstring)."""
+
+    def __init__(
+        self,
+        profiles: DeviceProfiles,
+        params: Any,
+        batch_size: int,
+        fraction_fit: float,
+        min_fit_clients: int,
+        seed: int,
+    ) -> None:
+        self.profiles, self.params, self.batch_size = profiles, params, batch_size
+        self.fraction_fit, self.min_fit_clients, self.seed = fraction_fit, min_fit_clients, seed
+        self.now = 0.0
+        self.deadline = params.round_deadline if params.round_deadline is not None else math.inf
+        self.timing: RoundTiming | None = None
+        self._start: tuple[int, float, int | None] = (0, 0.0, None)  # round, start, K
+
+    # ---------------------------------------------------------------- cohort
+    def sample(self, server_round: int, parties: list[int]) -> list[int] | None:
+        avail, factor = self.profiles.availability, self.params.over_selection
+        k = cohort_size(len(parties), self.fraction_fit, self.min_fit_clients)
+        if avail is None and factor == 1:
+            self._start = (server_round, self.now, None)
+            return None
+        start = self.now
+        online = parties
+        if avail is not None:
+            ids = np.asarray(parties, dtype=np.int64)
+            here = avail.online(start)[ids]
+            if not here.any():  # nobody online: the round starts when the first party comes online
+                later = avail.next_online(start)
+                if math.isfinite(later):
+                    start, here = later, avail.online(later)[ids]
+            online = ids[here].tolist()
+        k = min(k, len(online))
+        m = min(len(online), math.ceil(k * factor - 1e-9))
+        self._start = (server_round, start, k if factor != 1 else None)
+        if m >= len(online):
+            return online
+        # the strategy's own draw (strategies/strategy.py: sample) over the online parties
+        rng = np.random.default_rng(derive(self.seed, "sample", "fit", server_round))
+        return sorted(online[i] for i in rng.choice(len(online), size=m, replace=False))
+
+    # --------------------------------------------------------------- replies
+    def reply_time(self, o: ClientOutcome) -> ReplyTime:
+        """FedScale's duration of one reply (:mod:`fedsim.system.clock`)."""
+        p = self.profiles
+        steps = int(o.metrics.get("steps", 0))
+        return ReplyTime(
+            o.party,
+            transfer_seconds(o.bytes_down, float(p.download_kbps[o.party])),
+            compute_seconds(self.params.augmentation_factor, self.batch_size, steps, float(p.ms_per_sample[o.party])),
+            transfer_seconds(o.bytes_up, float(p.upload_kbps[o.party])),
+        )
+
+    def apply(
+        self,
+        server_round: int,
+        global_state: Mapping[str, torch.Tensor],
+        outcomes: list[ClientOutcome],
+        setup: FederationSetup,
+    ) -> dict[str, float]:
+        started, start, target = self._start
+        if started != server_round:  # another extension drew the cohort: it starts now
+            start, target = self.now, None
+        times = [self.reply_time(o) for o in outcomes]
+        avail = self.profiles.availability
+        offline_at = {t.party: avail.online_until(t.party, start) for t in times} if avail is not None else {}
+        self.timing = settle(server_round, start, times, target, self.deadline, offline_at)
+        self.now = self.timing.end_s
+        status = {t.party: t for t in times}
+        for o in outcomes:
+            o.metrics.update(status[o.party].fields())
+        # the replies that did not arrive in time leave the aggregate (and keep no state)
+        outcomes[:] = [o for o in outcomes if status[o.party].status == "ok"]
+        return {}
+
+    def empty_round(self, server_round: int) -> RoundTiming:
+        """The timing of a round that aggregated no reply this extension saw."""
+        started, start, _ = self._start
+        start = start if started == server_round else self.now
+        self.now = max(self.now, start)
+        self.timing = RoundTiming(server_round, start, self.now)
+        return self.timing
+
+    # ------------------------------------------------------------ checkpoint
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {STATE_KEY: float(self.now)}
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        if STATE_KEY in state:
+            self.now = float(state[STATE_KEY])
+
+
+def clock_for(cfg: Any) -> tuple[SimulatedClock, ...]:
+    """The run's clock as a tuple of extensions: one with a ``system`` source, none without."""
+    profiles = load_profiles(cfg)
+    if profiles is None:
+        return ()
+    f = cfg.federation
+    return (SimulatedClock(profiles, cfg.system, cfg.train.batch_size, f.fraction_fit, f.min_fit_clients, cfg.seed),)

@@ -1,0 +1,73 @@
+"""What ``summary.json`` says about time: the simulated time, the time to reach target
+accuracies (``eval.target_accuracy``), and which parties and classes the aggregate saw.
+
+Time to accuracy is the simulated end of the first round whose test accuracy reaches
+the target (FedScale's and the field's time-to-accuracy; the round too, which is all a
+run without a clock has). Deadlines and over-selection favour fast parties, a bias
+in participation (Lai et al. 2022; Bonawitz et al. 2019): ``slow_quartile_share`` is the
+share of aggregated replies that came from the slowest quarter of the parties (by
+their compute speed; 0.25 when speed does not matter), ``class_share_seen`` each
+class's share of the samples behind the aggregated replies (``class_share_train``: of
+the training set) and ``class_tv_seen`` the total variation distance between the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedsim.system.profiles import DeviceProfiles
+
+
+def time_to_accuracy(history: list[dict[str, Any]], targets: list[float]) -> dict[str, Any]:
+    """``{target: {"round", "sim_time_s"}}`` of the first round reaching each target (None: never)."""
+    out: dict[str, Any] = {}
+    for target in targets:
+        row = next((r for r in history if (r.get("test_accuracy") or 0.0) >= target), None)
+        out[f"{target:g}"] = None if row is None else {"round": row["round"], "sim_time_s": row.get("sim_end_s")}
+    return out
+
+
+def participation(
+    clients: list[dict[str, Any]], profiles: DeviceProfiles, class_counts: list[list[int]] | None
+) -> dict[str, Any]:
+    """How often the aggregate saw whom (module docstring), from ``clients.jsonl``'s rows."""
+    train = [r for r in clients if r.get("stage") == "train" and "sim_total_s" in r]
+    ok = [r["party"] for r in train if r.get("status") == "ok"]
+    counts = {s: sum(1 for r in train if r.get("status") == s) for s in ("ok", "late", "offline", "surplus")}
+    n = profiles.n
+    slow = set(np.argsort(-profiles.ms_per_sample, kind="stable")[: max(1, n // 4)].tolist())
+    seen = np.bincount(np.asarray(ok, dtype=np.int64), minlength=n) if ok else np.zeros(n, dtype=np.int64)
+    out: dict[str, Any] = {
+        "replies": counts,
+        "slow_quartile_share": float(sum(1 for p in ok if p in slow) / len(ok)) if ok else None,
+        "parties_never_aggregated": int((seen == 0).sum()),
+    }
+    if class_counts is not None and ok:
+        cc = np.asarray(class_counts, dtype=np.float64)
+        agg = (seen[:, None] * cc).sum(axis=0)
+        overall = cc.sum(axis=0)
+        # each class's share of the samples the aggregated replies trained on, and of the training set
+        out["class_share_seen"] = (agg / agg.sum()).round(6).tolist()
+        out["class_share_train"] = (overall / overall.sum()).round(6).tolist()
+        out["class_tv_seen"] = float(0.5 * np.abs(agg / agg.sum() - overall / overall.sum()).sum())
+    return out
+
+
+def summary_fields(
+    history: list[dict[str, Any]],
+    targets: list[float] | None,
+    profiles: DeviceProfiles | None,
+    clients: list[dict[str, Any]],
+    class_counts: list[list[int]] | None,
+) -> dict[str, Any]:
+    """The summary's time fields: none without a clock and without targets."""
+    out: dict[str, Any] = {}
+    if profiles is not None:
+        out["sim_time_s"] = history[-1].get("sim_end_s") if history else 0.0
+    if targets:
+        out["time_to_accuracy"] = time_to_accuracy(history, targets)
+    if profiles is not None:
+        out["participation"] = participation(clients, profiles, class_counts)
+    return out
