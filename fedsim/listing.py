@@ -23,6 +23,7 @@ KINDS = {
     "engines": "engine",
     "trackers": "output",
     "privacy-modes": "privacy",
+    "compressors": "comm",
 }
 
 

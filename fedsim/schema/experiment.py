@@ -18,6 +18,7 @@ from omegaconf import ListConfig
 from attacks.params import AttackParams
 from fedsim.errors import ConfigError
 from fedsim.schema.sections import (
+    CommConfig,
     DataConfig,
     EngineConfig,
     EvalConfig,
@@ -52,6 +53,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # the chosen compressor's own dataclass (fedsim/comm/codecs/<name>.py) and the byte budget
+    comm: CommConfig = field(default_factory=CommConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -70,6 +73,7 @@ def epoch_range(epochs: Any) -> tuple[int, int]:
 
 
 __all__ = [
+    "CommConfig",
     "DataConfig",
     "EngineConfig",
     "EvalConfig",

@@ -1,7 +1,7 @@
-"""A plug-in of each of the nine kinds, with one parameter of its own, is one file.
+"""A plug-in of each of the ten kinds, with one parameter of its own, is one file.
 
-The test writes nine throwaway plug-in files (an algorithm, an attack, a defence, a
-data set, a model, a partition scheme, an engine, a tracker, a privacy mode) into a
+The test writes ten throwaway plug-in files (an algorithm, an attack, a defence, a
+data set, a model, a partition scheme, an engine, a tracker, a privacy mode, a compressor) into a
 fresh package outside fedsim, names the package in ``FEDSIM_PLUGINS`` (as a user
 would: nothing else is edited, no import line anywhere), and shows for each kind that
 the plug-in is listed (``fedsim plugins KIND``), that its parameter is validated from
@@ -312,13 +312,47 @@ KINDS = [
                 return mod
         """,
     ),
+    Kind(
+        "compressors",
+        "halves",
+        "onefile-halves",
+        "comm",
+        "factor",
+        3.0,
+        "(0, 2]",
+        """
+        import torch
+        from fedsim.comm.codecs import Compressor, register, split
+        from fedsim.schema.sections import CommConfig
+
+        @dataclass
+        class HalvesParams(CommConfig):
+            factor: float = hp(1.0, gt=0, le=2, help="the update is sent times this, as float16", source="this test")
+
+        @register
+        class Halves(Compressor):
+            name = "onefile-halves"
+            summary = "the update times a factor, as float16"
+            Params = HalvesParams
+
+            def encode(self, params, updates, bases, gen):
+                USED.append(params.factor)
+                return {"@h": (torch.cat(updates) * params.factor).to(torch.float16).numpy()}
+
+            def decode(self, params, payload, bases):
+                return split(payload["@h"].double() / params.factor, [w.numel() for w in bases])
+
+            def formula(self, params, sizes):
+                return 2 * sum(sizes)
+        """,
+    ),
 ]
 BY_CLI = {k.cli: k for k in KINDS}
 
 
 @pytest.fixture(scope="module")
 def onefile(tmp_path_factory):
-    """The nine plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
+    """The ten plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
     root = tmp_path_factory.mktemp("plugins")
     (root / PKG).mkdir()
     (root / PKG / "__init__.py").write_text("")
@@ -418,3 +452,14 @@ def test_a_tiny_run_uses_a_privacy_mode(onefile, tiny, tmp_path):
     r = fedsim.run(cfg, out=tmp_path / "run")
     assert r.summary["status"] == "finished" and r.summary["epsilon"] > 0
     assert used(onefile["privacy-modes"]) == [0.5] * 8  # each of 4 parties, in both rounds (q = 1)
+
+
+def test_a_tiny_run_uses_a_compressor(onefile, tiny, tmp_path):
+    cfg = _base(tiny)
+    cfg.update(choose(BY_CLI["compressors"], factor=0.5))
+    r = fedsim.run(cfg, out=tmp_path / "run")
+    assert r.summary["status"] == "finished"
+    assert used(onefile["compressors"]) == [0.5] * 8  # each of 4 parties, in both rounds
+    rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
+    n = sum(v.numel() for v in torch.load(r.run_dir / "model.pt", weights_only=True).values())
+    assert all(2 * n < row["bytes_up"] < 2 * n + 1000 for row in rows)  # 2 bytes a coordinate, headers

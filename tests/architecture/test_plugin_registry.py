@@ -155,7 +155,9 @@ def test_two_trackers_with_keys_of_their_own_share_the_output_section(two_tracke
         load_config(tiny(output={"trackers": ["other-keys"], "two_key": 4}))
 
 
-@pytest.mark.parametrize("kind", ["datasets", "schemes", "models", "engines", "trackers", "privacy-modes"])
+@pytest.mark.parametrize(
+    "kind", ["datasets", "schemes", "models", "engines", "trackers", "privacy-modes", "compressors"]
+)
 def test_the_readme_tables_of_plugins_are_generated_from_their_declarations(kind):
     assert listing.table_markdown(kind) in (ROOT / "README.md").read_text(), (
         f"regenerate it: python -c 'from fedsim import listing; print(listing.table_markdown(\"{kind}\"))'"
