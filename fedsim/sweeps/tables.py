@@ -25,7 +25,7 @@ from fedsim.util.formatting import diverged_mark, format_mean_std
 #: summary.json statuses of a run that has ended with results: all its rounds, stopped
 #: early on purpose (the privacy budget), or diverged, a result too, marked with †
 #: wherever a number it enters is shown
-DONE = ("finished", "stopped", "diverged")
+DONE = ("finished", "stopped", "diverged", "budget")
 #: the footnote of every table that marks a diverged run
 DAGGER_NOTE = (
     "† runs whose training diverged are in the mean (status 'diverged' in summary.csv, with diverged_round and "

@@ -160,3 +160,20 @@ def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny):
     for party in range(4):
         sa, sb = a.load(party, extensions=True) or {}, b.load(party, extensions=True) or {}
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_byte_budget_stops_the_run_and_a_larger_one_resumes_it(tmp_path, tiny):
+    cfg = tiny(federation={"rounds": 4})
+    full = fedsim.run(cfg, out=tmp_path / "full").run_dir
+    per_round = [r["bytes_up"] + r["bytes_down"] for r in _rows(full / "metrics.jsonl")]
+    budget = (sum(per_round[:2]) + per_round[2] // 2) / 1e6  # round 3 would pass it
+    out = tmp_path / "budget"
+    first = fedsim.run(tiny(federation={"rounds": 4}, comm={"budget_mb": budget}), out=out)
+    rows = _rows(out / "metrics.jsonl")
+    assert first.summary["status"] == "budget" and [r["round"] for r in rows] == [1, 2]
+    assert rows[-1]["bytes_total"] == sum(per_round[:2]) and "comm.budget_mb" in rows[-1]["comm_stop"]
+    again = fedsim.run(tiny(federation={"rounds": 4}, comm={"budget_mb": budget}), out=out, resume=True)
+    assert again.summary["status"] == "budget" and again.summary["rounds"] == 2  # the same budget: nothing more
+    done = fedsim.run(tiny(federation={"rounds": 4}, comm={"budget_mb": 100.0}), out=out, resume=True)
+    assert done.summary["status"] == "finished" and done.summary["rounds"] == 4
+    assert _same_model(_model(full), _model(out))
