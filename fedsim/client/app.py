@@ -273,7 +273,8 @@ class ClientRuntime:
         gen = torch_generator(self.cfg.seed, "compress", job.server_round, job.party)
         enc = self.codec.encode(weights, self._shared(job.msg).global_state, previous, gen)
         content["arrays"] = enc.arrays
-        content["comm"] = enc.keys
+        if enc.keys is not None:
+            content["comm"] = enc.keys
         return state_with_residual(state, previous, enc.residual) if self.codec.feedback else state
 
     def train(self, msg: Message, context: Context) -> Message:

@@ -44,7 +44,8 @@ class Encoded:
     """What :meth:`UpdateCodec.encode` makes: the reply's records and the new residual."""
 
     arrays: ArrayRecord
-    keys: ConfigRecord
+    #: the encoded entries' names; None when nothing was encoded (the reply is as it was)
+    keys: ConfigRecord | None
     residual: dict[str, torch.Tensor]
     #: the decoded update u_hat per entry (float64), what the server will add to w
     sent: dict[str, torch.Tensor]
@@ -78,19 +79,21 @@ class UpdateCodec:
             if self.feedback and residual and RESIDUAL + k in residual:
                 u = u + residual[RESIDUAL + k].reshape(-1).double()
             updates.append(u)
-        payload = self.codec.encode(self.params, updates, bases, gen)
+        payload = self.codec.encode(self.params, updates, bases, gen) if keys else {}
         arrays = ArrayRecord()
         for name, nd in payload.items():
             arrays[name] = array_from_numpy(nd)
         for k, v in weights.items():
             if not self.encoded(k, v):
                 arrays[k] = array_from_numpy(v.detach().cpu().numpy())
-        sent = self.codec.decode(self.params, record_to_state(arrays), bases)
+        sent = self.codec.decode(self.params, record_to_state(arrays), bases) if keys else []
         new_residual = {}
         if self.feedback:
             for k, u, s in zip(keys, updates, sent):
                 new_residual[RESIDUAL + k] = (u - s).to(torch.float32).view(weights[k].shape)
-        return Encoded(arrays, ConfigRecord({"keys": keys}), new_residual, dict(zip(keys, sent)))
+        # a reply with no trainable entry (``local`` shares nothing) is not encoded
+        names = ConfigRecord({"keys": keys}) if keys else None
+        return Encoded(arrays, names, new_residual, dict(zip(keys, sent)))
 
     def decode(self, content: RecordDict, global_state: Mapping[str, torch.Tensor]) -> None:
         """Replace an encoded reply's records by the trained entries they stand for
@@ -101,7 +104,7 @@ class UpdateCodec:
         keys = list(content.config_records[KEYS_RECORD]["keys"])  # type: ignore[arg-type]
         payload = record_to_state(content.array_records["arrays"])
         bases = [global_state[k].reshape(-1) for k in keys]
-        sent = self.codec.decode(self.params, payload, bases)
+        sent = self.codec.decode(self.params, payload, bases) if keys else []
         state: OrderedDict[str, torch.Tensor] = OrderedDict()
         for k, w, u in zip(keys, bases, sent):
             ref = global_state[k]

@@ -1,7 +1,8 @@
 """Every combination of features either works or is refused before anything is written.
 
 The families, read from their registries so that a new plug-in joins by being
-registered: every algorithm, every attack, every defence, every privacy mode, the
+registered: every algorithm, every attack, every defence, every privacy mode, every
+compressor (``comm.compressor``), the
 parties' own test data (auto, split, match), held-out parties (none, one) and the local
 engine's two modes (one party at a time, batched cohorts). A pairwise covering array
 (``covering.py``) puts every pair of levels of every two families in some run; each run
@@ -23,6 +24,7 @@ from covering import covers_all_pairs, pairwise
 import attacks
 import strategies
 from fedsim.cli import main
+from fedsim.comm import codecs
 from fedsim.privacy.compat import MODES as PRIVACY_MODES
 from strategies import defences
 
@@ -34,6 +36,7 @@ FACTORS = {
     "attack": attacks.available(),
     "defence": defences.available(),
     "privacy": list(PRIVACY_MODES),
+    "compressor": codecs.available(),
     "local_test": ["auto", "split", "match"],
     "holdout": [0, 1],
     "batch_clients": ["off", "on"],
@@ -57,6 +60,7 @@ def _config(row: dict, tiny, needs) -> dict:
         "attack": {"name": row["attack"]},
         "defence": {"name": row["defence"]},
         "privacy": {"mode": row["privacy"]},
+        "comm": {"compressor": row["compressor"]},
         "eval": {"local_test": row["local_test"], "train_sample": 0, "model_heterogeneity": False},
         "federation": {"rounds": 2, "holdout_parties": row["holdout"]},
         "engine": {"batch_clients": row["batch_clients"]},

@@ -127,3 +127,6 @@ def test_integer_entries_travel_as_they_are():
     codec.decode(content, w)
     assert list(content["arrays"]) == ["x", "steps"] and int(content["arrays"]["steps"].numpy()) == 9
     assert "comm" not in content
+    # a reply with nothing to encode (``local`` shares nothing) travels as it is
+    empty = codec.encode(OrderedDict(), w, None, gen)
+    assert empty.keys is None and len(empty.arrays) == 0 and empty.residual == {}
