@@ -48,6 +48,9 @@ METRIC_COLUMNS = (
     "val_accuracy",
     "wall_time_s",
     "attack_success_rate",
+    # the bytes the run sent (communication against accuracy: fedsim/sweeps/comm_tables.py)
+    "bytes_up_total",
+    "bytes_down_total",
 )
 #: summary.json keys of the per-party evaluation (``eval.local_test``), copied into
 #: summary.csv when a run has them
