@@ -47,7 +47,7 @@ class Encoded:
     #: the encoded entries' names; None when nothing was encoded (the reply is as it was)
     keys: ConfigRecord | None
     residual: dict[str, torch.Tensor]
-    #: the decoded update u_hat per entry (float64), what the server will add to w
+    #: with error feedback: the decoded update u_hat per entry (float64), what the server adds to w
     sent: dict[str, torch.Tensor]
 
 
@@ -86,9 +86,9 @@ class UpdateCodec:
         for k, v in weights.items():
             if not self.encoded(k, v):
                 arrays[k] = array_from_numpy(v.detach().cpu().numpy())
-        sent = self.codec.decode(self.params, record_to_state(arrays), bases) if keys else []
-        new_residual = {}
-        if self.feedback:
+        new_residual, sent = {}, []
+        if self.feedback and keys:  # what the server will decode, for the residual: e <- u - u_hat
+            sent = self.codec.decode(self.params, {n: torch.from_numpy(nd) for n, nd in payload.items()}, bases)
             for k, u, s in zip(keys, updates, sent):
                 new_residual[RESIDUAL + k] = (u - s).to(torch.float32).view(weights[k].shape)
         # a reply with no trainable entry (``local`` shares nothing) is not encoded
