@@ -53,6 +53,7 @@ SECTIONS = (
     "eval",
     "output",
     "privacy",
+    "comm",
 )
 #: grid keys whose values are strategies (the tables' columns, the figures' lines)
 STRATEGY_FACTORS = ("strategy.name", "strategy")

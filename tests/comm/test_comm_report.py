@@ -11,7 +11,7 @@ import yaml
 
 from fedsim.report import load_sweep, report
 from fedsim.report.comm import comm_lines
-from fedsim.sweeps import Factor, Setting, comm_table, per_mb, read_summary_csv, sweep
+from fedsim.sweeps import Factor, Setting, comm_table, per_mb, plan_sweep, read_summary_csv, sweep
 
 #: (compressor, seed) -> (final accuracy, bytes up a round, bytes down a round)
 RUNS = {
@@ -85,6 +85,7 @@ def test_the_report_shows_the_table_and_accuracy_against_cumulative_mb(comm_swee
     assert "| test accuracy (%) per MB | 10.732 |" in run
 
 
+@pytest.mark.slow
 def test_a_sweep_over_compressors_tables_their_bytes(tmp_path, tiny):
     spec = {"name": "codecs", "base": tiny(), "grid": {"comm.compressor": ["none", "sign"]}, "seeds": [0]}
     result = sweep(spec, out=tmp_path / "sw")
@@ -97,3 +98,15 @@ def test_a_sweep_over_compressors_tables_their_bytes(tmp_path, tiny):
     assert rows["sign"]["bytes_down_total"] == rows["none"]["bytes_down_total"]
     up = rows["sign"]["bytes_up_total"] / 1e6
     assert f"| sign | {100 * rows['sign']['test_accuracy']:.2f} | {up:.3f} |" in table
+
+
+def test_a_sweep_grid_may_set_compound_comm_settings(tiny):
+    grid = {
+        "comm": [{"label": "none", "compressor": "none"}, {"label": "topk 5%", "compressor": "topk", "density": 0.05}]
+    }
+    spec, runs = plan_sweep({"name": "c", "base": tiny(), "grid": grid, "seeds": [0]})
+    assert [f.key for f in spec.factors] == ["comm"]
+    assert sorted((r.config["comm"]["compressor"], r.config["comm"].get("density")) for r in runs) == [
+        ("none", None),
+        ("topk", 0.05),
+    ]
