@@ -84,7 +84,7 @@ def _unfinished(store: RunStore, cfg: ExperimentConfig) -> bool | None:
     except FedsimError:
         return True  # a damaged summary: the checkpoint decides, as with --out
     return (
-        summary.get("status") == "finished"
+        summary.get("status") in ("finished", "budget")  # a byte budget may be raised
         and not summary.get("privacy_stop")
         and int(summary.get("rounds") or 0) < cfg.federation.rounds
     )

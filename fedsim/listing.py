@@ -24,6 +24,7 @@ KINDS = {
     "trackers": "output",
     "privacy-modes": "privacy",
     "system-sources": "system",
+    "compressors": "comm",
 }
 
 

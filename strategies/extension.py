@@ -8,6 +8,9 @@ when the strategy is built (:func:`strategies.build`), as Flower's
 afterwards and branched on in its code. Each extension takes part in the round at
 fixed points, all of them in the order the extensions were given:
 
+0. **decode**: :meth:`ServerExtension.decode_reply` rebuilds a reply's content as it
+   arrives, once its bytes are counted and before it is screened (a compressor's
+   decoder: everything after it sees the decoded update);
 1. **cohort**: :meth:`ServerExtension.sample` may draw the cohort instead of the
    strategy (client-level DP's Poisson sampling); the first that does wins;
 2. **client config**: :meth:`ServerExtension.client_config` adds values to the train
@@ -34,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
+from flwr.app import RecordDict
 
 from .rounds import Aggregate, ClientOutcome, FederationSetup
 
@@ -65,6 +69,9 @@ class ServerExtension:
     def client_config(self, server_round: int) -> dict[str, Any]:
         """Scalars added to the round's train config."""
         return {}
+
+    def decode_reply(self, server_round: int, global_state: Mapping[str, torch.Tensor], content: RecordDict) -> None:
+        """Rebuild a train reply's content in place (``global_state``: the weights sent)."""
 
     def apply(
         self,

@@ -161,6 +161,7 @@ class FedDC(Algorithm):
     Params = FedDCParams
     Rule = FedDCRule
     Server = FedDCServer
+    compression_refusal = "the server adds the parties' drifts H += sum (theta_i - w) from the decoded models while each party moves h_i by its true one: with a lossy codec H stops being the sum of the h_i the parties correct by"
     client_dp_refusal = (
         "each client uploads its gradient-correction change dg_i besides the model, unclipped and un-noised"
     )

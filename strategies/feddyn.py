@@ -130,3 +130,4 @@ class FedDyn(Algorithm):
     Params = FedDynParams
     Rule = FedDynRule
     Server = FedDynServer
+    compression_refusal = "its server state h and the parties' g_k are two halves of one dual variable (h = -alpha mean_k g_k): a party moves g_k by its true update, the server moves h by the decoded one, and a lossy codec lets them drift apart without bound"

@@ -56,6 +56,9 @@ class Algorithm(Plugin):
     #: through their mean. Why this algorithm's server does not (it picks among the clients, weighs them by
     #: what they report, or uses arrays uploaded besides the model), or None.
     client_dp_refusal: ClassVar[str | None] = None
+    #: why a lossy ``comm.compressor`` cannot compress this algorithm's replies (its server
+    #: state and the parties' are two halves of one quantity that a lossy update splits), or None
+    compression_refusal: ClassVar[str | None] = None
     #: aggregates by a robust statistic instead of a (weighted) mean (Krum, the median, ...):
     #: defences built on the mean (centred clipping) refuse it
     robust: ClassVar[bool] = False

@@ -139,6 +139,7 @@ class Scaffold(Algorithm):
     Params = ScaffoldParams
     Rule = ScaffoldRule
     Server = ScaffoldServer
+    compression_refusal = "its server variate c must stay the mean of the parties' c_i (c += |S|/N mean dc_i), and each c_i moves by (w - y_i)/(K lr) from the party's true model y_i while the server sees a decoded one: a lossy update makes the correction point away from the drift it corrects"
     client_dp_refusal = (
         "each client uploads its control-variate change dc_i besides the model, unclipped and un-noised "
         "(it reveals the client's gradients); use privacy.mode dpsgd"

@@ -243,8 +243,11 @@ class FedsimStrategy:
             metrics: dict[str, Any] = {}
             for rec in content.metric_records.values():
                 metrics.update(rec)
-            nbytes = content_bytes(content)
+            nbytes = content_bytes(content)  # what was sent: before any extension decodes it
             self.round_log.bytes_up += nbytes
+            if stage == "train":
+                for ext in self.extensions:
+                    ext.decode_reply(self.round_log.round, self.round_log.global_state or {}, content)
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
             state = None
             records: dict[str, OrderedDict[str, torch.Tensor]] = {}

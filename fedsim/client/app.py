@@ -33,6 +33,7 @@ from fedsim.client.training import (
     steps_per_epoch,
     train_local,
 )
+from fedsim.comm.update import state_with_residual, update_codec
 from fedsim.inputs.adversary import poison_training_set
 from fedsim.inputs.run_inputs import (
     Experiment,
@@ -106,6 +107,8 @@ class ClientRuntime:
         self.has_bn = has_batchnorm(self.model)
         self.algo = strategies.get(cfg.strategy.name)
         self.store = ClientStateStore(exp.store.client_state)
+        # comm.compressor's codec (None: the weights travel as they are)
+        self.codec = update_codec(cfg.comm, [n for n, _ in self.model.named_parameters()])
         self.criterion = make_criterion(cfg.train)
         self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._shared_cache: tuple[RecordDict, SharedContent] | None = None
@@ -227,9 +230,6 @@ class ClientRuntime:
         """The reply of a party whose trained weights are ``weights`` (a state_dict in
         the model's key order), by default those in ``self.model``."""
         out = job.rule.on_train_end(stats.steps)
-        if out.state is not None:
-            # kept only if the server aggregates this reply (it commits the round's states)
-            self.store.save_pending(job.party, job.server_round, out.state)
         if weights is None:
             weights = self.model.state_dict()
         if out.shared_keys is not None:  # a personalised algorithm keeps the other layers at home
@@ -253,9 +253,29 @@ class ClientRuntime:
             }
         )
         content = RecordDict({"arrays": state_to_record(weights), "metrics": metrics})
+        state = self._encode(job, weights, content, out.state)
+        if state is not None:
+            # kept only if the server aggregates this reply (it commits the round's states)
+            self.store.save_pending(job.party, job.server_round, state)
         for key, rec in out.records.items():
             content[key] = state_to_record(rec)
         return Message(content, reply_to=job.msg)
+
+    def _encode(
+        self, job: PartyRound, weights: Mapping[str, torch.Tensor], content: RecordDict, state: dict | None
+    ) -> dict | None:
+        """``comm.compressor``: the reply's update d_k = w_k - w encoded in ``content``
+        (``fedsim/comm/update.py``); returns the party's new client state, with the
+        codec's residual when it keeps one."""
+        if self.codec is None:
+            return state
+        previous = self.store.load(job.party, extensions=True) if self.codec.feedback else None
+        gen = torch_generator(self.cfg.seed, "compress", job.server_round, job.party)
+        enc = self.codec.encode(weights, self._shared(job.msg).global_state, previous, gen)
+        content["arrays"] = enc.arrays
+        if enc.keys is not None:
+            content["comm"] = enc.keys
+        return state_with_residual(state, previous, enc.residual) if self.codec.feedback else state
 
     def train(self, msg: Message, context: Context) -> Message:
         job = self.prepare(msg, context)

@@ -32,6 +32,7 @@ from fedsim.errors import ConfigError
 from fedsim.schema.experiment import ExperimentConfig
 from fedsim.schema.identity import to_dict
 from fedsim.schema.sections import (
+    CommConfig,
     DataConfig,
     EngineConfig,
     EvalConfig,
@@ -81,6 +82,7 @@ _SECTIONS = {
         OutputConfig,
         PrivacyConfig,
         SystemConfig,
+        CommConfig,
     )
 }
 

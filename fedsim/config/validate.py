@@ -20,6 +20,7 @@ from fedsim import data as data_registry
 from fedsim import models as model_registry
 from fedsim.config import plugins
 from fedsim.errors import ConfigError
+from fedsim.privacy.compat import compression_refusal
 from fedsim.schema.experiment import ExperimentConfig, epoch_range
 from partitioners.registry import SCHEMES
 
@@ -246,6 +247,19 @@ def _validate_privacy(cfg: ExperimentConfig) -> None:
     plugins.check(cfg, "privacy")
 
 
+def _validate_comm(cfg: ExperimentConfig) -> None:
+    """``comm.*``: the compressor's keys, their ranges, the compressor against the
+    algorithm (:attr:`strategies.registry.Algorithm.compression_refusal`) and privacy
+    (:func:`fedsim.privacy.compat.compression_refusal`)."""
+    plugins.check(cfg, "comm")
+    if cfg.comm.budget_mb is not None and not cfg.comm.budget_mb > 0:
+        raise ConfigError(f"config key 'comm.budget_mb' = {cfg.comm.budget_mb!r} must be > 0 (null: no budget)")
+    lossy = plugins.SECTIONS["comm"].registry.get(cfg.comm.compressor).lossy
+    why = compression_refusal(cfg, cfg.comm.compressor) if lossy else None
+    if why:
+        raise ConfigError(why)
+
+
 LOCAL_TEST_MODES = ("none", "split", "match", "natural")
 
 
@@ -361,6 +375,7 @@ CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
     validate_attack_and_defence,
     _check_target_accuracy,
     _check_system,
+    _validate_comm,
 )
 
 

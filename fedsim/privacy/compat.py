@@ -72,6 +72,25 @@ def draws_own_cohort(cfg: ExperimentConfig) -> bool:
     return cfg.privacy.mode in CLIENT_LEVEL
 
 
+def compression_refusal(cfg: ExperimentConfig, codec: str) -> str | None:
+    """Why a lossy ``comm.compressor`` cannot run with the chosen mode, or None.
+
+    Allowed: the central modes (the server clips the *decoded* update to C and noises
+    the mean, so the sensitivity stays C: the codec is part of the party's input) and
+    dpsgd (the update is already the output of DP-SGD: compressing it is
+    post-processing). Refused: the client-side modes, whose clients clip before the
+    codec runs while the server's noise assumes updates no longer than C."""
+    mode = cfg.privacy.mode
+    if mode not in CLIENT_SIDE:
+        return None
+    return (
+        f"comm.compressor '{codec}' with privacy.mode '{mode}': the clients clip each update to C and the "
+        "server's noise covers a sensitivity of C, but the codec runs after the clipping and its update can "
+        "be longer than C (QSGD's levels, sign's scale, a residual added back), so the noise no longer covers "
+        "it; use a central-* mode (the server clips the decoded update) or dpsgd"
+    )
+
+
 def training_parties(cfg: ExperimentConfig) -> int:
     """N: the parties that train, all but ``federation.holdout_parties`` (the count
     ``fedsim.inputs.run_inputs.holdout_parties`` draws; a test checks they agree)."""

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 
 from fedsim.errors import RunDirError
 from fedsim.report.clock import accuracy_vs_time_figure, run_time_figure, time_lines
+from fedsim.report.comm import comm_figure
 from fedsim.report.curves import curves_figure, model_heterogeneity_figure
 from fedsim.report.drops import DropRow, accuracy_drops, drop_table
 from fedsim.report.figures import (
@@ -67,7 +68,9 @@ from fedsim.sweeps import (
     METRIC_COLUMNS,
     PARTY_COLUMNS,
     attack_table,
+    comm_table,
     make_table,
+    per_mb,
     personal_table,
     time_columns,
 )
@@ -124,6 +127,7 @@ def report_sweep(sweep_dir: Path, measure: str = "tv_mean") -> Path:
     md += _time_section(view, layout, figs)
     md += _heterogeneity_section(view, measure, figs, bool(diverged))
     md += _privacy_section(view, figs)
+    md += _comm_section(view, rows, figs)
     md += _drop_section(view, figs)
     md += _model_heterogeneity_section(view, layout, figs, band)
     md += _label_sections(view, figs)
@@ -305,6 +309,21 @@ def _privacy_section(view: SweepView, figs: Path) -> list[str]:
     )
 
 
+def _comm_section(view: SweepView, rows: list[dict[str, Any]], figs: Path) -> list[str]:
+    """Every setting's bytes and accuracy per MB, and the figure of accuracy against cumulative MB."""
+    table = comm_table(rows, view.factors, view.seeds)
+    if not table:
+        return []
+    ok = _save(comm_figure(view), figs / "accuracy_vs_mb.png")
+    return ["## Communication", "", table, ""] + _figure_section(
+        "Accuracy against MB sent",
+        "accuracy_vs_mb.png",
+        ok,
+        caption="Test accuracy at each evaluated round against the MB sent up and down by then (mean over the "
+        "seeds that did not diverge), one line per setting.",
+    )
+
+
 def _drop_section(view: SweepView, figs: Path) -> list[str]:
     """The accuracy drop of every setting against IID: the table and the bar chart."""
     drops = accuracy_drops(view)
@@ -422,6 +441,18 @@ _RUN_KEYS = (
 )
 
 
+def _comm_rows(summary: dict) -> list[str]:
+    """The run's MB up and down and its accuracy per MB sent (``fedsim/sweeps/comm_tables.py``)."""
+    if summary.get("bytes_up_total") is None or summary.get("bytes_down_total") is None:
+        return []
+    acc = per_mb(summary)
+    return [
+        f"| upload MB | {summary['bytes_up_total'] / 1e6:.3f} |",
+        f"| download MB | {summary['bytes_down_total'] / 1e6:.3f} |",
+        f"| test accuracy (%) per MB | {'–' if acc is None else f'{acc:.3f}'} |",
+    ]
+
+
 def report_run(run_dir: Path) -> Path:
     """Write a run directory's ``report.md`` (and its ``plots/``); return the report's path."""
     store = RunStore(run_dir)
@@ -436,6 +467,7 @@ def report_run(run_dir: Path) -> Path:
                 md.append(f"| {k} | {format_value(summary[k])} |")
         if summary.get("partition"):
             md.append(f"| partition | {format_value(summary['partition'])} |")
+        md += _comm_rows(summary)
         md.append("")
         het = summary.get("heterogeneity") or {}
         if het:

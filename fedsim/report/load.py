@@ -152,14 +152,14 @@ def _indexed_sweep(sweep_dir: Path, index: dict) -> SweepView:
 
 
 def _folder_of_runs(sweep_dir: Path) -> SweepView:
-    """A plain folder of run directories, grouped by strategy and partition."""
+    """A plain folder of run directories, grouped by strategy, partition and compressor."""
     runs = [_run_of_dir(sub) for sub in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and is_run_dir(p))]
     if not runs:
         raise RunDirError(
             f"'{sweep_dir}' is neither a run directory nor a sweep directory (no sweep.json and no run directories)"
         )
     factors = []
-    for key, short in (("strategy.name", "strategy"), ("partition", "partition")):
+    for key, short in (("strategy.name", "strategy"), ("partition", "partition"), ("comm.compressor", "compressor")):
         labels: list[str] = []
         for r in runs:
             if r.factors[key] not in labels:
@@ -177,14 +177,15 @@ def _folder_of_runs(sweep_dir: Path) -> SweepView:
 
 
 def _run_of_dir(sub: Path) -> RunInfo:
-    """A run directory of a plain folder, its strategy and partition as its factors."""
+    """A run directory of a plain folder, its strategy, partition and compressor as its factors."""
     summary = read_json_or_none(sub / "summary.json")
     cfg = read_config(sub)
     strategy = (summary or {}).get("strategy") or (cfg.get("strategy") or {}).get("name") or "?"
     part = (summary or {}).get("partition") or cfg.get("partition") or {}
     seed = (summary or {}).get("seed", cfg.get("seed"))
     status = summary["status"] if is_done(summary) else "missing"
-    factors = {"strategy.name": str(strategy), "partition": partition_label(part)}
+    codec = str((cfg.get("comm") or {}).get("compressor") or "none")
+    factors = {"strategy.name": str(strategy), "partition": partition_label(part), "comm.compressor": codec}
     return RunInfo(sub.name, sub, factors, seed, status, None, summary)
 
 

@@ -384,6 +384,11 @@ def _remember(key: bytes, state: Mapping[str, torch.Tensor]) -> None:
         _recent_bytes -= sum(t.numel() * t.element_size() for t in old.values())
 
 
+#: client-state keys kept by the run's extensions, not the algorithm (a compressor's
+#: error-feedback residual): ``ClientStateStore.load`` leaves them out unless asked
+EXTENSION_PREFIX = "@"
+
+
 class ClientStateStore:
     """Per-party state on disk: one file per party, loaded only for the cohort.
 
@@ -406,19 +411,26 @@ class ClientStateStore:
     def pending_dir(self, server_round: int) -> Path:
         return self.root / "pending" / f"round_{server_round:06d}"
 
-    def load(self, party: int) -> dict[str, torch.Tensor] | None:
+    def load(self, party: int, extensions: bool = False) -> dict[str, torch.Tensor] | None:
+        """The party's state: the algorithm's entries, with ``extensions`` also those
+        the run's extensions keep (keys starting with :data:`EXTENSION_PREFIX`)."""
         p = self.path(party)
         try:
             raw = p.read_bytes()
         except FileNotFoundError:
             return None
+        state = None
         if _RECENT:
             key = _digest(raw)
             hit = _RECENT.get(key)
             if hit is not None:
                 _RECENT.move_to_end(key)
-                return {k: v.clone() for k, v in hit.items()}
-        return load_tensors(p, raw)
+                state = {k: v.clone() for k, v in hit.items()}
+        if state is None:
+            state = load_tensors(p, raw)
+        if extensions or not any(k.startswith(EXTENSION_PREFIX) for k in state):
+            return state
+        return {k: v for k, v in state.items() if not k.startswith(EXTENSION_PREFIX)}
 
     def save(self, party: int, state: Mapping[str, torch.Tensor]) -> None:
         self._write(self.path(party), state)

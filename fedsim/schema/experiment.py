@@ -18,6 +18,7 @@ from omegaconf import ListConfig
 from attacks.params import AttackParams
 from fedsim.errors import ConfigError
 from fedsim.schema.sections import (
+    CommConfig,
     DataConfig,
     EngineConfig,
     EvalConfig,
@@ -55,6 +56,8 @@ class ExperimentConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     # device profiles and the simulated clock (fedsim/system/): source none = no clock
     system: SystemConfig = field(default_factory=SystemConfig)
+    # the chosen compressor's own dataclass (fedsim/comm/codecs/<name>.py) and the byte budget
+    comm: CommConfig = field(default_factory=CommConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -73,6 +76,7 @@ def epoch_range(epochs: Any) -> tuple[int, int]:
 
 
 __all__ = [
+    "CommConfig",
     "DataConfig",
     "EngineConfig",
     "EvalConfig",

@@ -34,7 +34,7 @@ def to_dict(cfg: ExperimentConfig) -> dict:
 #: keys that do not make a run another run (left out of its identity): where it runs
 #: (the engines give the same results), what it keeps (output.*), its failure
 #: tolerances (raised to resume an aborted run) and how many rounds it has (raised to
-#: train a finished run on)
+#: train a finished run on), or how many bytes (``comm.budget_mb``, raised likewise)
 NOT_IDENTITY = (
     "output",
     "engine.name",
@@ -48,12 +48,19 @@ NOT_IDENTITY = (
     "engine.client_timeout",
     "federation.max_failure_fraction",
     "federation.rounds",
+    "comm.budget_mb",
 )
 
 
-#: keys at these values are left out of a run's identity: a run without an attack or a
-#: defence keeps the hash it had before those sections existed (its sweep still resumes)
-NOT_IDENTITY_AT = {"attack.name": "none", "defence.name": "none", "eval.target_accuracy": None}
+#: keys at these values are left out of a run's identity: a run without an attack, a
+#: defence or a compressor keeps the hash it had before those sections existed (its
+#: sweep still resumes)
+NOT_IDENTITY_AT = {
+    "attack.name": "none",
+    "defence.name": "none",
+    "eval.target_accuracy": None,
+    "comm.compressor": "none",
+}
 #: sections left out of a run's identity when their chooser has this value: a run without
 #: a simulated clock (``system.source: none``, whose other keys must then be at their
 #: defaults) keeps the hash it had before the section existed

@@ -1,8 +1,8 @@
 """The config sections whose keys the chosen plug-ins extend: one dataclass per section.
 
-``data.*``, ``partition.*``, ``model.*``, ``engine.*``, ``output.*`` and ``privacy.*``
-hold the keys every config has had (those every data set, scheme, model, engine,
-tracker or privacy mode accepts, and the ones today's built-in plug-ins read); a
+``data.*``, ``partition.*``, ``model.*``, ``engine.*``, ``output.*``, ``privacy.*`` and
+``comm.*`` hold the keys every config has had (those every data set, scheme, model, engine,
+tracker, privacy mode or compressor accepts, and the ones today's built-in plug-ins read); a
 plug-in's ``Params`` subclasses its section's dataclass, declares its own keys with
 :func:`fedsim.util.params.hp`, and is the section's dataclass of a config that chooses
 it. Only data and the standard library: the partition schemes (numpy-only
@@ -249,3 +249,16 @@ class SystemConfig:
     round_deadline: float | None = None
     over_selection: float = 1.0
     augmentation_factor: float = 3.0
+
+
+@dataclass
+class CommConfig:
+    """``comm.*``: how the model updates travel (README "Communication").
+
+    ``compressor``: the codec applied to each reply's update w_k - w (``none``: the
+    weights as they are); ``budget_mb``: stop the run before the round that would take
+    its bytes sent (up and down, 10^6 bytes a MB) past this.
+    """
+
+    compressor: str = "none"
+    budget_mb: float | None = None

@@ -2,9 +2,10 @@
 
 :func:`discover_partitions` maps parties to nodes; :func:`build_strategy` builds the
 algorithm's server half from the registry, composed with what the rest of the config
-adds to its round (in this order: the simulated clock, ``fedsim/system/run.py``, an
-attack's model poisoning and a defence, ``fedsim/inputs/adversary.py``, then
-differential privacy, ``fedsim/privacy/run.py``)
+adds to its round (in this order: the simulated clock, ``fedsim/system/run.py``, the
+compressor's decoder, ``fedsim/comm/server.py``, an attack's model poisoning and a
+defence, ``fedsim/inputs/adversary.py``, then differential privacy,
+``fedsim/privacy/run.py``)
 and bound to how it samples and screens.
 """
 
@@ -17,6 +18,8 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 import strategies
+from fedsim.comm.server import UpdateDecoder
+from fedsim.comm.update import update_codec
 from fedsim.inputs.adversary import server_rules
 from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import PrivacyRun
@@ -85,8 +88,16 @@ def build_strategy(
     defence's rules and privacy, in that order, and bound to the run's federation on
     ``grid``'s nodes (``model``: the run's network, whose trainable entries it averages)."""
     params, _ = strategies.resolve(exp.cfg)
-    # the clock first: which replies arrive in time is decided before anything acts on them
-    extensions = (*clock_for(exp.cfg), *server_rules(exp.cfg), *((privacy,) if privacy is not None else ()))
+    codec = update_codec(exp.cfg.comm, [n for n, _ in model.named_parameters()])
+    decoder = (UpdateDecoder(codec),) if codec is not None else ()
+    # the clock first: which replies arrive in time (their bytes the compressed payload's)
+    # is decided before anything acts on them; then the decoder rebuilds the updates
+    extensions = (
+        *clock_for(exp.cfg),
+        *decoder,
+        *server_rules(exp.cfg),
+        *((privacy,) if privacy is not None else ()),
+    )
     strategy = strategies.build(params, extensions)
     node_of_party = discover_partitions(grid, exp.cfg.partition.n_parties)
     strategy.bind(federation_setup(exp, node_of_party, model, device))

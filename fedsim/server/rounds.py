@@ -17,6 +17,7 @@ from fedsim.errors import RunAborted
 from fedsim.rundir.store import ClientStateStore
 from fedsim.schema.experiment import ExperimentConfig
 from fedsim.server.callbacks import nonfinite_majority
+from fedsim.server.callbacks.budget import byte_budget_spent
 from fedsim.server.recorder import Recorder
 from fedsim.server.start import RunStart
 from strategies.arrays import state_to_record
@@ -28,6 +29,8 @@ def has_ended(cfg: ExperimentConfig, start: RunStart, recorder: Recorder) -> boo
     diverged with ``on_divergence: stop``, or its privacy budget was spent)."""
     stopped = recorder.diverged is not None and cfg.federation.on_divergence == "stop"
     stopped = stopped or any(r.get("privacy_stop") for r in start.history)
+    # a byte budget's stop holds while the run's budget still stops it (a resume may raise it)
+    stopped = stopped or byte_budget_spent(cfg, start.history)
     return stopped or start.start_round > cfg.federation.rounds
 
 

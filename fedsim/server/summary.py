@@ -59,9 +59,10 @@ def build_summary(
     n_params = int(sum(v.numel() for v in final_state.values() if is_float(v)))
     # why a run ended before federation.rounds on purpose (a divergence has its own fields)
     stop = next((r["privacy_stop"] for r in history if r.get("privacy_stop")), None)
+    comm_stop = history[-1].get("comm_stop") if history else None  # comm.budget_mb: resumable
     out = {
-        "status": "diverged" if diverged else ("stopped" if stop else "finished"),
-        "stop_reason": f"privacy budget: {stop}" if stop and not diverged else None,
+        "status": "diverged" if diverged else ("stopped" if stop else "budget" if comm_stop else "finished"),
+        "stop_reason": f"privacy budget: {stop}" if stop and not diverged else comm_stop if not diverged else None,
         "diverged_round": diverged["round"] if diverged else None,
         "divergence_reason": diverged["reason"] if diverged else None,
         "rounds": len(history) and history[-1]["round"],

@@ -29,6 +29,7 @@ from fedsim.errors import ConfigError
 from fedsim.rundir import ownership as rundir
 from fedsim.rundir.store import atomic_write_text
 from fedsim.sweeps.attack_tables import attack_table
+from fedsim.sweeps.comm_tables import comm_table, per_mb
 from fedsim.sweeps.execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
 from fedsim.sweeps.selection import Choice, minimize_metric, select_settings, selection_outputs
 from fedsim.sweeps.spec import (
@@ -87,7 +88,9 @@ __all__ = [
     "format_mean_std",
     "has_result",
     "is_diverged",
+    "comm_table",
     "make_table",
+    "per_mb",
     "mean_std",
     "minimize_metric",
     "parse_sweep",
@@ -347,7 +350,8 @@ def _attach_test_results(choices: list[Choice], table_runs: list[PlannedRun]) ->
 
 def _tables(spec: SweepSpec, table_runs: list[PlannedRun], table_factors: list[Factor], folds: int) -> str:
     """table.md's body: the attacks x defences tables (if any) first, the table of every
-    setting, and the accuracy on the parties' own test data (if any)."""
+    setting, the accuracy on the parties' own test data (if any) and, in a sweep over
+    ``comm.*``, every setting's MB and accuracy per MB."""
     table_rows = [summary_row(r, spec.factors, with_phase=False) for r in table_runs]
     extra = "Settings chosen by cross-validation (selection.md)." if folds else ""
     table = make_table(table_rows, table_factors, spec.seeds, extra)
@@ -357,4 +361,10 @@ def _tables(spec: SweepSpec, table_runs: list[PlannedRun], table_factors: list[F
     personal = personal_table(table_rows, table_factors, spec.seeds)
     if personal:
         table += "\n## Accuracy on the parties' own test data\n\n" + personal
+    # where the sweep varies how updates travel (comm.*): the bytes and the accuracy per MB
+    comm = (
+        comm_table(table_rows, table_factors, spec.seeds) if any(f.key.startswith("comm") for f in spec.factors) else ""
+    )
+    if comm:
+        table += "\n## Communication\n\n" + comm
     return table

@@ -54,6 +54,7 @@ SECTIONS = (
     "output",
     "privacy",
     "system",
+    "comm",
 )
 #: grid keys whose values are strategies (the tables' columns, the figures' lines)
 STRATEGY_FACTORS = ("strategy.name", "strategy")

@@ -25,7 +25,7 @@ from fedsim.util.formatting import diverged_mark, format_mean_std
 #: summary.json statuses of a run that has ended with results: all its rounds, stopped
 #: early on purpose (the privacy budget), or diverged, a result too, marked with †
 #: wherever a number it enters is shown
-DONE = ("finished", "stopped", "diverged")
+DONE = ("finished", "stopped", "diverged", "budget")
 #: the footnote of every table that marks a diverged run
 DAGGER_NOTE = (
     "† runs whose training diverged are in the mean (status 'diverged' in summary.csv, with diverged_round and "
@@ -48,6 +48,9 @@ METRIC_COLUMNS = (
     "val_accuracy",
     "wall_time_s",
     "attack_success_rate",
+    # the bytes the run sent (communication against accuracy: fedsim/sweeps/comm_tables.py)
+    "bytes_up_total",
+    "bytes_down_total",
 )
 #: summary.json keys of the per-party evaluation (``eval.local_test``), copied into
 #: summary.csv when a run has them

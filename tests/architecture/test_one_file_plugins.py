@@ -2,7 +2,7 @@
 
 The test writes ten throwaway plug-in files (an algorithm, an attack, a defence, a
 data set, a model, a partition scheme, an engine, a tracker, a privacy mode, a
-device-profile source) into a
+device-profile source, a compressor) into a
 fresh package outside fedsim, names the package in ``FEDSIM_PLUGINS`` (as a user
 would: nothing else is edited, no import line anywhere), and shows for each kind that
 the plug-in is listed (``fedsim plugins KIND``), that its parameter is validated from
@@ -313,6 +313,40 @@ KINDS = [
                 return mod
         """,
     ),
+    Kind(
+        "compressors",
+        "halves",
+        "onefile-halves",
+        "comm",
+        "factor",
+        3.0,
+        "(0, 2]",
+        """
+        import torch
+        from fedsim.comm.codecs import Compressor, register, split
+        from fedsim.schema.sections import CommConfig
+
+        @dataclass
+        class HalvesParams(CommConfig):
+            factor: float = hp(1.0, gt=0, le=2, help="the update is sent times this, as float16", source="this test")
+
+        @register
+        class Halves(Compressor):
+            name = "onefile-halves"
+            summary = "the update times a factor, as float16"
+            Params = HalvesParams
+
+            def encode(self, params, updates, bases, gen):
+                USED.append(params.factor)
+                return {"@h": (torch.cat(updates) * params.factor).to(torch.float16).numpy()}
+
+            def decode(self, params, payload, bases):
+                return split(payload["@h"].double() / params.factor, [w.numel() for w in bases])
+
+            def formula(self, params, sizes):
+                return 2 * sum(sizes)
+        """,
+    ),
 ]
 KINDS.append(
     Kind(
@@ -459,3 +493,14 @@ def test_a_tiny_run_uses_a_device_profile_source(onefile, tiny, tmp_path):
     assert used(onefile["system-sources"])[-1] == 4.0
     rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
     assert all(row["sim_compute_s"] == 3.0 * 32 * row["steps"] * 4.0 / 1000 for row in rows if row["stage"] == "train")
+
+
+def test_a_tiny_run_uses_a_compressor(onefile, tiny, tmp_path):
+    cfg = _base(tiny)
+    cfg.update(choose(BY_CLI["compressors"], factor=0.5))
+    r = fedsim.run(cfg, out=tmp_path / "run")
+    assert r.summary["status"] == "finished"
+    assert used(onefile["compressors"]) == [0.5] * 8  # each of 4 parties, in both rounds
+    rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
+    n = sum(v.numel() for v in torch.load(r.run_dir / "model.pt", weights_only=True).values())
+    assert all(2 * n < row["bytes_up"] < 2 * n + 1000 for row in rows)  # 2 bytes a coordinate, headers

@@ -268,3 +268,17 @@ def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny)
     assert _rows(ref.run_dir / "metrics.jsonl") == _rows(out / "metrics.jsonl")
     assert _rows(ref.run_dir / "clients.jsonl") == _rows(out / "clients.jsonl")
     assert json.loads((out / "summary.json").read_text())["sim_time_s"] == ref.summary["sim_time_s"]
+
+
+def test_the_clock_times_the_compressed_payload(tmp_path, tiny):
+    """With a compressor the upload is the payload's bytes (issue 31's bytes_up), so a
+    reply's simulated upload shrinks with it: FedScale's formula on those bytes."""
+    cfg = _cfg(tiny, SYNTHETIC, comm={"compressor": "topk", "density": 0.1})
+    plain = fedsim.run(_cfg(tiny, SYNTHETIC), out=tmp_path / "plain")
+    packed = fedsim.run(cfg, out=tmp_path / "topk")
+    prof = load_profiles(load_config(packed.run_dir / "config.yaml"))
+    mine = [c for c in _rows(packed.run_dir / "clients.jsonl") if c.get("status") == "ok" and c["stage"] == "train"]
+    full = [c for c in _rows(plain.run_dir / "clients.jsonl") if c.get("status") == "ok" and c["stage"] == "train"]
+    assert mine and max(c["bytes_up"] for c in mine) < 0.25 * min(c["bytes_up"] for c in full)
+    for c in mine:
+        assert abs(c["sim_upload_s"] - c["bytes_up"] * 8 / 1024 / prof.upload_kbps[c["party"]]) <= 1e-9

@@ -7,6 +7,7 @@ decided:
 1. :mod:`.privacy`: the round's release into the ledger, epsilon, the budget's stop;
 2. :mod:`.training`: the cohort's training replies and the server's own values;
    :mod:`.clock` (with a ``system`` source): the round on the simulated clock;
+   :mod:`.budget`: the bytes so far against ``comm.budget_mb``, the budget's stop;
 3. :mod:`.heterogeneity`: the cohort's model heterogeneity;
 4. :mod:`.divergence` (training): whether the round diverged, and the run stops;
 5. :mod:`.evaluation`: the global model on the test set, when due;
@@ -31,6 +32,7 @@ from fedsim.inputs.adversary import AttackEvaluator, malicious_parties
 from fedsim.inputs.run_inputs import Experiment
 from fedsim.privacy.run import PrivacyRun
 from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
+from fedsim.server.callbacks.budget import ByteBudget
 from fedsim.server.callbacks.checkpoints import Checkpoints
 from fedsim.server.callbacks.clock import ClockRow
 from fedsim.server.callbacks.divergence import DivergenceCheck, nonfinite_majority
@@ -70,6 +72,7 @@ def round_callbacks(
         PrivacyAccounting(privacy) if privacy is not None else None,
         TrainingRow(cfg),
         ClockRow(clock, store, malicious) if clock is not None else None,
+        ByteBudget(cfg.comm.budget_mb, run) if cfg.comm.budget_mb is not None else None,
         ModelHeterogeneity() if cfg.eval.model_heterogeneity else None,
         DivergenceCheck(cfg, run, store.root.name, after_evaluation=False),
         CentralEvaluation(cfg, evaluator, AttackEvaluator(cfg, exp.bundle, evaluator.device)),

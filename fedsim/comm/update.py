@@ -1,0 +1,134 @@
+"""A reply's update through a codec: encoded on the client, decoded on the server.
+
+The client sends, for the entries its reply carries (a personalised algorithm's shared
+ones), the update d_k = w_k - w of every floating-point entry through the run's codec
+(:mod:`fedsim.comm.codecs`), computed in float64 (exact for float32 weights of like
+magnitude), plus the error-feedback residual e when the codec keeps one:
+
+    u = d_k + e,  payload = encode(u),  u_hat = decode(payload),  e <- u - u_hat
+
+so that over any run sum_t u_hat_t + e_T = sum_t d_t (Stich et al. 2018's memory:
+nothing is lost, only delayed). Only trainable parameters are encoded: buffers
+(BatchNorm's running statistics and step counter) travel as they are, since a lossy
+running variance can turn negative (FedBN with STC: NaN test loss in round 2). The message holds the payload's arrays (``arrays``) and the names of the
+encoded entries (a ConfigRecord ``comm``); the bytes a run records are Flower's count
+of those records. The server rebuilds w_hat_k = w + u_hat in float64, cast to w's dtype.
+
+The residual is the party's client state (keys under :data:`RESIDUAL`, beside the
+algorithm's own; the store's plain ``load`` leaves them out), committed only when the
+reply is aggregated, checkpointed with the store: a kill -9 and resume is byte-equal.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fedsim.comm.codecs import COMPRESSORS, Compressor
+from fedsim.rundir.store import EXTENSION_PREFIX
+from strategies.arrays import array_from_numpy, is_float, record_to_state, state_to_record
+
+#: the client-state keys of the residual: RESIDUAL + the model entry's name
+RESIDUAL = EXTENSION_PREFIX + "comm.residual/"
+#: the ConfigRecord of an encoded reply: the encoded entries' names, in order
+KEYS_RECORD = "comm"
+
+
+@dataclass
+class Encoded:
+    """What :meth:`UpdateCodec.encode` makes: the reply's records and the new residual."""
+
+    arrays: ArrayRecord
+    #: the encoded entries' names; None when nothing was encoded (the reply is as it was)
+    keys: ConfigRecord | None
+    residual: dict[str, torch.Tensor]
+    #: with error feedback: the decoded update u_hat per entry (float64), what the server adds to w
+    sent: dict[str, torch.Tensor]
+
+
+class UpdateCodec:
+    """The run's codec with its ``comm.*`` parameters (module docstring)."""
+
+    def __init__(self, codec: Compressor, params: Any, param_keys: Collection[str] | None = None) -> None:
+        self.codec, self.params = codec, params
+        self.feedback = codec.uses_feedback(params)
+        #: the model's trainable entries, the ones encoded (None: every float entry)
+        self.param_keys = frozenset(param_keys) if param_keys is not None else None
+
+    def encoded(self, key: str, value: torch.Tensor) -> bool:
+        return is_float(value) and (self.param_keys is None or key in self.param_keys)
+
+    def encode(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        global_state: Mapping[str, torch.Tensor],
+        residual: Mapping[str, torch.Tensor] | None,
+        gen: torch.Generator,
+    ) -> Encoded:
+        """The payload of a reply whose trained entries are ``weights`` (module docstring)."""
+        keys = [k for k, v in weights.items() if self.encoded(k, v)]
+        bases = [global_state[k].detach().cpu().reshape(-1) for k in keys]
+        updates = []
+        for k, w in zip(keys, bases):
+            u = weights[k].detach().cpu().reshape(-1).double() - w.double()
+            if self.feedback and residual and RESIDUAL + k in residual:
+                u = u + residual[RESIDUAL + k].reshape(-1).double()
+            updates.append(u)
+        payload = self.codec.encode(self.params, updates, bases, gen) if keys else {}
+        arrays = ArrayRecord()
+        for name, nd in payload.items():
+            arrays[name] = array_from_numpy(nd)
+        for k, v in weights.items():
+            if not self.encoded(k, v):
+                arrays[k] = array_from_numpy(v.detach().cpu().numpy())
+        new_residual, sent = {}, []
+        if self.feedback and keys:  # what the server will decode, for the residual: e <- u - u_hat
+            sent = self.codec.decode(self.params, {n: torch.from_numpy(nd) for n, nd in payload.items()}, bases)
+            for k, u, s in zip(keys, updates, sent):
+                new_residual[RESIDUAL + k] = (u - s).to(torch.float32).view(weights[k].shape)
+        # a reply with no trainable entry (``local`` shares nothing) is not encoded
+        names = ConfigRecord({"keys": keys}) if keys else None
+        return Encoded(arrays, names, new_residual, dict(zip(keys, sent)))
+
+    def decode(self, content: RecordDict, global_state: Mapping[str, torch.Tensor]) -> None:
+        """Replace an encoded reply's records by the trained entries they stand for
+        (``arrays`` as an uncompressed reply holds them); a reply that is not encoded
+        (an error's) is left as it is."""
+        if KEYS_RECORD not in content.config_records or "arrays" not in content.array_records:
+            return
+        keys = list(content.config_records[KEYS_RECORD]["keys"])  # type: ignore[arg-type]
+        payload = record_to_state(content.array_records["arrays"])
+        bases = [global_state[k].reshape(-1) for k in keys]
+        sent = self.codec.decode(self.params, payload, bases) if keys else []
+        state: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for k, w, u in zip(keys, bases, sent):
+            ref = global_state[k]
+            state[k] = (w.double() + u).to(ref.dtype).view(ref.shape)
+        for k, v in payload.items():
+            if not k.startswith("@"):
+                state[k] = v
+        content.pop(KEYS_RECORD)
+        # in the model's order, as an uncompressed reply holds its entries
+        content["arrays"] = state_to_record(OrderedDict((k, state[k]) for k in global_state if k in state))
+
+
+def update_codec(comm: Any, param_keys: Collection[str] | None = None) -> UpdateCodec | None:
+    """The codec of ``comm.*`` (the config's section), None for a lossless ``none``."""
+    codec = COMPRESSORS.get(comm.compressor)
+    return UpdateCodec(codec, comm, param_keys) if codec.lossy else None
+
+
+def state_with_residual(
+    rule_state: Mapping[str, torch.Tensor] | None,
+    previous: Mapping[str, torch.Tensor] | None,
+    residual: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """A party's new client state: the algorithm's (this round's, else what it had) and the residual."""
+    if rule_state is None:
+        rule_state = {k: v for k, v in (previous or {}).items() if not k.startswith(EXTENSION_PREFIX)}
+    return {**rule_state, **residual}

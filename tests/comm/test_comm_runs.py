@@ -1,0 +1,179 @@
+"""Compressors in runs: none changes nothing, lossless settings give today's results byte
+for byte, the recorded bytes are the payload's, error feedback resumes byte-equal after
+kill -9, and each composition runs or is refused with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+import fedsim
+from fedsim.comm.update import RESIDUAL, update_codec
+from fedsim.config.load import load_config
+from fedsim.errors import ConfigError
+from fedsim.rundir.store import ClientStateStore, RunStore
+from fedsim.schema.identity import identity
+from fedsim.schema.sections import CommConfig
+
+TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
+BYTES = ("bytes_up", "bytes_up_total", "bytes_total", "mb_total")
+
+
+def _rows(path, drop=TIMING):
+    return [
+        {k: v for k, v in json.loads(line).items() if not any(t in k for t in drop)}
+        for line in path.read_text().splitlines()
+    ]
+
+
+def _model(run_dir):
+    return torch.load(run_dir / "model.pt", weights_only=True)
+
+
+def _same_model(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_none_is_the_default_and_leaves_the_reply_and_the_identity_as_they_were(tiny):
+    cfg = load_config(tiny())
+    assert cfg.comm.compressor == "none" and update_codec(cfg.comm) is None
+    assert not any(k.startswith("comm.") for k in identity(cfg))  # config hashes of older runs hold
+    assert any(k.startswith("comm.") for k in identity(load_config(tiny(comm={"compressor": "topk"}))))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny):
+    return fedsim.run(tiny(), out=tmp_path_factory.mktemp("ref") / "none").run_dir
+
+
+def test_topk_at_density_one_gives_todays_run_byte_for_byte(tmp_path, tiny, reference):
+    run = fedsim.run(tiny(comm={"compressor": "topk", "density": 1.0}), out=tmp_path / "topk1").run_dir
+    assert _same_model(_model(reference), _model(run))
+    drop = TIMING + BYTES
+    assert _rows(reference / "metrics.jsonl", drop) == _rows(run / "metrics.jsonl", drop)
+    assert _rows(reference / "clients.jsonl", drop) == _rows(run / "clients.jsonl", drop)
+
+
+def test_the_recorded_bytes_are_the_payloads(tmp_path, tiny, reference):
+    run = fedsim.run(tiny(comm={"compressor": "topk", "density": 0.01}), out=tmp_path / "topk").run_dir
+    ref_rows, rows = _rows(reference / "clients.jsonl"), _rows(run / "clients.jsonl")
+    assert [r["party"] for r in rows] == [r["party"] for r in ref_rows]
+    for a, b in zip(ref_rows, rows):
+        assert b["bytes_up"] < a["bytes_up"] / 20  # ~1% of the coordinates at 8 bytes, with headers
+    m_ref, m = _rows(reference / "metrics.jsonl"), _rows(run / "metrics.jsonl")
+    assert [r["bytes_down"] for r in m] == [r["bytes_down"] for r in m_ref]  # the broadcast is not compressed
+    assert [r["bytes_up"] for r in m] == [sum(c["bytes_up"] for c in rows if c["round"] == r["round"]) for r in m]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["bytes_up_total"] == sum(r["bytes_up"] for r in m)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "extra"),
+    [("krum", {}), ("fedper", {"eval": {"local_test": "split"}}), ("fedbn", {"model": {"batch_norm": True}})],
+)
+def test_robust_personal_and_fedbn_runs_see_decoded_replies(tmp_path, tiny, strategy, extra):
+    cfg = tiny(strategy={"name": strategy}, comm={"compressor": "stc", "density": 0.1}, **extra)
+    run = fedsim.run(cfg, out=tmp_path / strategy).run_dir
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["test_accuracy"] > 0.25  # 4 classes
+    store = ClientStateStore(RunStore(run).client_state)
+    party = int(_rows(run / "clients.jsonl")[0]["party"])
+    full, own = store.load(party, extensions=True), store.load(party)
+    assert any(k.startswith(RESIDUAL) for k in full) and not any(k.startswith(RESIDUAL) for k in own or {})
+    if strategy == "fedper":  # shared entries only: no residual of the personal head
+        assert not any(k.startswith(RESIDUAL + "classifier") for k in full)
+
+
+@pytest.mark.parametrize(
+    ("sections", "says"),
+    [
+        ({"strategy": {"name": "scaffold"}}, "its server variate c must stay the mean"),
+        ({"strategy": {"name": "feddyn"}}, "two halves of one dual variable"),
+        ({"strategy": {"name": "feddc", "momentum": 0.0}}, "H stops being the sum"),
+        ({"privacy": {"mode": "client-fixed"}}, "the noise no longer covers it"),
+    ],
+)
+def test_a_lossy_codec_is_refused_with_its_reason(tiny, sections, says):
+    if "feddc" in str(sections):
+        sections = {"strategy": {"name": "feddc"}, "train": {"momentum": 0.0}}
+    with pytest.raises(ConfigError, match=says):
+        load_config(tiny(comm={"compressor": "qsgd"}, **sections))
+    load_config(tiny(**sections))  # without the codec it runs
+
+
+@pytest.mark.parametrize("mode", ["central-fixed", "dpsgd"])
+def test_a_codec_with_server_side_clipping_or_dpsgd_is_accepted(tiny, mode):
+    pytest.importorskip("dp_accounting")
+    cfg = load_config(tiny(comm={"compressor": "sign"}, privacy={"mode": mode}))
+    assert cfg.comm.compressor == "sign"
+
+
+def test_budget_and_codec_keys_are_checked(tiny):
+    with pytest.raises(ConfigError, match="comm.density"):
+        load_config(tiny(comm={"compressor": "topk", "density": 1.5}))
+    with pytest.raises(ConfigError, match="comm.budget_mb"):
+        load_config(tiny(comm={"budget_mb": -1}))
+    assert isinstance(load_config(tiny()).comm, CommConfig)
+
+
+def _kill_after(cmd, metrics, k, env):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= k:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run finished before it could be killed")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.returncode
+
+
+def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny):
+    cfg = tiny(
+        comm={"compressor": "topk", "density": 0.05},
+        federation={"rounds": 5, "fraction_fit": 0.75},
+        data={"n_train": 1200},
+    )
+    ref = fedsim.run(cfg, out=tmp_path / "ref").run_dir
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
+    assert _kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert _same_model(_model(ref), _model(out))
+    assert _rows(ref / "metrics.jsonl") == _rows(out / "metrics.jsonl")
+    assert _rows(ref / "clients.jsonl") == _rows(out / "clients.jsonl")
+    a, b = ClientStateStore(RunStore(ref).client_state), ClientStateStore(RunStore(out).client_state)
+    for party in range(4):
+        sa, sb = a.load(party, extensions=True) or {}, b.load(party, extensions=True) or {}
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_byte_budget_stops_the_run_and_a_larger_one_resumes_it(tmp_path, tiny):
+    cfg = tiny(federation={"rounds": 4})
+    full = fedsim.run(cfg, out=tmp_path / "full").run_dir
+    per_round = [r["bytes_up"] + r["bytes_down"] for r in _rows(full / "metrics.jsonl")]
+    budget = (sum(per_round[:2]) + per_round[2] // 2) / 1e6  # round 3 would pass it
+    out = tmp_path / "budget"
+    first = fedsim.run(tiny(federation={"rounds": 4}, comm={"budget_mb": budget}), out=out)
+    rows = _rows(out / "metrics.jsonl")
+    assert first.summary["status"] == "budget" and [r["round"] for r in rows] == [1, 2]
+    assert rows[-1]["bytes_total"] == sum(per_round[:2]) and "comm.budget_mb" in rows[-1]["comm_stop"]
+    again = fedsim.run(tiny(federation={"rounds": 4}, comm={"budget_mb": budget}), out=out, resume=True)
+    assert again.summary["status"] == "budget" and again.summary["rounds"] == 2  # the same budget: nothing more
+    done = fedsim.run(tiny(federation={"rounds": 4}, comm={"budget_mb": 100.0}), out=out, resume=True)
+    assert done.summary["status"] == "finished" and done.summary["rounds"] == 4
+    assert _same_model(_model(full), _model(out))
