@@ -21,6 +21,7 @@ import yaml
 import fedsim
 from fedsim.cli import main
 from fedsim.config.load import config_hash, identity, load_config
+from fedsim.errors import ConfigError
 from fedsim.system.sources import load_profiles
 
 TIMING = ("round_time_s", "time_s", "train_time_s", "wall_time_s")
@@ -267,3 +268,13 @@ def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny)
     assert _rows(ref.run_dir / "metrics.jsonl") == _rows(out / "metrics.jsonl")
     assert _rows(ref.run_dir / "clients.jsonl") == _rows(out / "clients.jsonl")
     assert json.loads((out / "summary.json").read_text())["sim_time_s"] == ref.summary["sim_time_s"]
+
+
+def test_client_level_dp_takes_the_clock_but_not_what_chooses_or_drops_parties(tiny):
+    pytest.importorskip("dp_accounting", reason="privacy modes need the privacy extra: pip install -e '.[privacy]'")
+    dp = {"mode": "central-fixed", "noise_multiplier": 0.5}
+    assert load_config(_cfg(tiny, SYNTHETIC, privacy=dp)).system.source == "synthetic"
+    assert load_config(_cfg(tiny, {**SYNTHETIC, "round_deadline": float("inf")}, privacy=dp))
+    for system in ({"over_selection": 1.3}, {"round_deadline": 30.0}, {"duty_cycle": 0.5}):
+        with pytest.raises(ConfigError, match="client-level differential privacy: its accounting assumes"):
+            load_config(_cfg(tiny, {**SYNTHETIC, **system}, privacy=dp))
