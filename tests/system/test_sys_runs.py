@@ -21,6 +21,7 @@ import yaml
 import fedsim
 from fedsim.cli import main
 from fedsim.config.load import load_config
+from fedsim.errors import ConfigError
 from fedsim.schema.identity import config_hash, identity
 from fedsim.system.sources import load_profiles
 
@@ -282,3 +283,13 @@ def test_the_clock_times_the_compressed_payload(tmp_path, tiny):
     assert mine and max(c["bytes_up"] for c in mine) < 0.25 * min(c["bytes_up"] for c in full)
     for c in mine:
         assert abs(c["sim_upload_s"] - c["bytes_up"] * 8 / 1024 / prof.upload_kbps[c["party"]]) <= 1e-9
+
+
+def test_client_level_dp_takes_the_clock_but_not_what_chooses_or_drops_parties(tiny):
+    pytest.importorskip("dp_accounting", reason="privacy modes need the privacy extra: pip install -e '.[privacy]'")
+    dp = {"mode": "central-fixed", "noise_multiplier": 0.5}
+    assert load_config(_cfg(tiny, SYNTHETIC, privacy=dp)).system.source == "synthetic"
+    assert load_config(_cfg(tiny, {**SYNTHETIC, "round_deadline": float("inf")}, privacy=dp))
+    for system in ({"over_selection": 1.3}, {"round_deadline": 30.0}, {"duty_cycle": 0.5}):
+        with pytest.raises(ConfigError, match="client-level differential privacy: its accounting assumes"):
+            load_config(_cfg(tiny, {**SYNTHETIC, **system}, privacy=dp))

@@ -11,6 +11,7 @@ from the params, the party count and the run's seed, the same in every process.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,23 +60,19 @@ class DeviceSource(Plugin):
                 f"config key 'system.round_deadline' = {p.round_deadline!r}; allowed: simulated seconds > 0, "
                 ".inf or null (no deadline)"
             )
-        if draws_own_cohort(cfg) and (
-            p.over_selection != 1 or p.round_deadline is not None or self._has_availability(p)
-        ):
+        try:
+            profiles = profiles_of(p, cfg.partition.n_parties, cfg.seed)
+        except ProfileError as exc:
+            return str(exc)
+        deadline = p.round_deadline is not None and math.isfinite(p.round_deadline)
+        offline = profiles is not None and profiles.availability is not None
+        if draws_own_cohort(cfg) and (p.over_selection != 1 or deadline or offline):
             return (
                 f"system.source {self.name} with a deadline, over-selection or availability and client-level "
                 "differential privacy: its accounting assumes its own Poisson cohort; "
                 "use neither, or only the clock (no system.round_deadline, over_selection 1, always online)"
             )
-        try:
-            profiles_of(p, cfg.partition.n_parties, cfg.seed)
-        except ProfileError as exc:
-            return str(exc)
         return None
-
-    def _has_availability(self, params: Any) -> bool:
-        """Whether the params make some party go offline (sampling among the online ones)."""
-        return False
 
 
 #: the sources: the modules of fedsim/system/sources, listed in this order (then any other file's)

@@ -66,6 +66,3 @@ class FedScale(DeviceSource):
             intervals = [behaviour[c][0] for c in traced]
             periods = [behaviour[c][1] for c in traced]
         return make_profiles(n_parties, ms, kbps, kbps, "system.source fedscale", intervals, periods)
-
-    def _has_availability(self, params: Any) -> bool:
-        return params.trace_file is not None

@@ -55,6 +55,3 @@ class File(DeviceSource):
         timed = any(iv is not None for iv in intervals)
         periods = [_period(r, i, what) for i, r in enumerate(rows)] if timed else None
         return make_profiles(n_parties, *(cols[c] for c in COLUMNS), what, intervals if timed else None, periods)
-
-    def _has_availability(self, params: Any) -> bool:
-        return True  # whether the table has any is known once it is read; refuse DP either way

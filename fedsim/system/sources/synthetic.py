@@ -73,6 +73,3 @@ class Synthetic(DeviceSource):
             windows = _windows(phase, params.duty_cycle * params.period_s, params.period_s)
             profiles.availability = check_availability(*windows, np.full(n_parties, params.period_s), what)
         return profiles
-
-    def _has_availability(self, params: Any) -> bool:
-        return params.duty_cycle < 1
