@@ -9,6 +9,10 @@ share of aggregated replies that came from the slowest quarter of the parties (b
 their compute speed; 0.25 when speed does not matter), ``class_share_seen`` each
 class's share of the samples behind the aggregated replies (``class_share_train``: of
 the training set) and ``class_tv_seen`` the total variation distance between the two.
+Which parties: ``speed_quartile_share`` the shares of the aggregated replies from each
+quarter of the parties by compute speed (fastest first; its last entry is
+``slow_quartile_share``), and ``aggregated_per_party`` how often each party's reply was
+aggregated (up to :data:`PER_PARTY_MAX` parties; beyond, ``clients.jsonl`` has them).
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from typing import Any
 import numpy as np
 
 from fedsim.system.profiles import DeviceProfiles
+
+#: parties up to which ``summary.json`` lists each one's aggregated replies (a list of a
+#: million counts would be most of the file)
+PER_PARTY_MAX = 10_000
 
 
 def time_to_accuracy(history: list[dict[str, Any]], targets: list[float]) -> dict[str, Any]:
@@ -42,8 +50,11 @@ def participation(
     out: dict[str, Any] = {
         "replies": counts,
         "slow_quartile_share": float(sum(1 for p in ok if p in slow) / len(ok)) if ok else None,
+        "speed_quartile_share": _quartile_shares(seen, profiles.ms_per_sample) if ok else None,
         "parties_never_aggregated": int((seen == 0).sum()),
     }
+    if n <= PER_PARTY_MAX:
+        out["aggregated_per_party"] = seen.tolist()
     if class_counts is not None and ok:
         cc = np.asarray(class_counts, dtype=np.float64)
         agg = (seen[:, None] * cc).sum(axis=0)
@@ -53,6 +64,18 @@ def participation(
         out["class_share_train"] = (overall / overall.sum()).round(6).tolist()
         out["class_tv_seen"] = float(0.5 * np.abs(agg / agg.sum() - overall / overall.sum()).sum())
     return out
+
+
+def _quartile_shares(seen: np.ndarray, ms_per_sample: np.ndarray) -> list[float]:
+    """The shares of the aggregated replies from each quarter of the parties by compute
+    speed, fastest first; the slowest quarter is the ``max(1, n // 4)`` slowest parties
+    (as ``slow_quartile_share``), the rest split into three near-equal quarters."""
+    order = np.argsort(ms_per_sample, kind="stable")  # fastest first
+    n = len(order)
+    slow = max(1, n // 4)
+    rest = np.array_split(order[: n - slow], 3)
+    total = seen.sum()
+    return [float(seen[q].sum() / total) for q in (*rest, order[n - slow :])]
 
 
 def summary_fields(

@@ -126,6 +126,12 @@ def test_the_records_follow_fedscale_formula_and_rounds_end_at_the_last_aggregat
     slowest = int(np.argmax(prof.ms_per_sample))  # the slowest quarter of 4 parties
     share = sum(c["party"] == slowest for c in ok) / len(ok)
     assert s["participation"]["slow_quartile_share"] == share
+    # which parties: how often each one's reply was aggregated, and by speed quarter
+    per_party = [sum(c["party"] == p for c in ok) for p in range(4)]
+    assert s["participation"]["aggregated_per_party"] == per_party
+    by_speed = [per_party[p] / len(ok) for p in np.argsort(prof.ms_per_sample, kind="stable")]
+    assert s["participation"]["speed_quartile_share"] == pytest.approx(by_speed, abs=1e-12)
+    assert s["participation"]["speed_quartile_share"][-1] == share
     first = next((m for m in metrics if m["test_accuracy"] >= 0.3), None)
     want = None if first is None else {"round": first["round"], "sim_time_s": first["sim_end_s"]}
     assert s["time_to_accuracy"] == {"0.3": want, "0.99": None}
