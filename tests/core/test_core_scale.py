@@ -99,3 +99,9 @@ def test_the_local_grid_keeps_a_context_only_while_it_holds_state():
     assert len(list(grid.pull_messages(grid.push_messages(msgs)))) == 3
     assert sorted(grid._contexts) == [NODE_BASE + 3, NODE_BASE + 999_999]
     assert grid.context(NODE_BASE + 3).state["kept"] is not None and len(grid.get_node_ids()) == 1_000_000
+
+
+def test_the_label_plot_of_many_parties_draws_blocks_of_them(tmp_path):
+    counts = np.random.default_rng(0).integers(0, 5, (20_001, 3))
+    partitioners.plot_label_distribution(counts, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
