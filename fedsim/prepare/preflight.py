@@ -35,8 +35,8 @@ from partitioners.stats import class_count_matrix
 
 log = logging.getLogger(__name__)
 
-#: partition.json lists the class counts (and feature-noise levels) party by party up to
-#: this many parties; above, they are null (the counts follow from dataidxs.npz and the
+#: partition.json lists the class counts (and the feature-noise levels and local test
+#: set sizes) party by party up to this many parties; above, they are null (the counts follow from dataidxs.npz and the
 #: labels: ``partitioners.stats.class_count_matrix``). A million parties' table took 32 s
 #: and 180 MB to write (benchmarks/scale.py)
 PER_PARTY_LIMIT = 10_000
@@ -74,6 +74,7 @@ def write_partition(
         sizes = [int(local_test.indices.get(j, np.empty(0)).size) for j in range(len(dataidxs))]
         het["local_test"] = {"mode": cfg.eval.local_test, "source": local_test.source, "sizes": sizes}
     noise = cfg.data.feature_noise
+    written = het if listed or local_test is None else {**het, "local_test": {**het["local_test"], "sizes": None}}
     atomic_write_json(
         out / "partition.json",
         {
@@ -85,7 +86,7 @@ def write_partition(
             "noise_levels": (
                 partitioners.noise_levels(noise, cfg.partition.n_parties).tolist() if noise > 0 and listed else None
             ),
-            **het,
+            **written,
         },
     )
     if plot is not None:

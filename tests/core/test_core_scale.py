@@ -70,6 +70,18 @@ def test_partition_json_lists_parties_up_to_the_limit_only(tmp_path, tiny, monke
     assert np.array_equal(het["class_counts"], listed["class_counts"]) and (tmp_path / "b" / "plot.png").exists()
 
 
+def test_partition_json_leaves_the_local_test_sizes_out_above_the_limit(tmp_path, tiny, monkeypatch):
+    from fedsim.inputs.localtest import LocalTest
+
+    cfg = fedsim.load_config(tiny(partition={"scheme": "iid", "n_parties": 4}, eval={"local_test": "split"}))
+    labels = np.arange(400) % 4
+    train, test = partitioners.partition(labels, "iid", 4, seed=0), {j: np.arange(j + 1) for j in range(4)}
+    monkeypatch.setattr(preflight, "PER_PARTY_LIMIT", 3)
+    het = preflight.write_partition(tmp_path, train, labels, 4, cfg, "x", None, LocalTest(test, "test"))
+    assert json.loads((tmp_path / "partition.json").read_text())["local_test"]["sizes"] is None
+    assert het["local_test"]["sizes"] == [1, 2, 3, 4]  # for fedsim partition's summary line
+
+
 def test_consecutive_nodes_map_parties_to_nodes_and_back():
     nodes = ConsecutiveNodes(5, to=1000)
     assert dict(nodes) == {p: 1000 + p for p in range(5)} and 5 not in nodes and True not in nodes
