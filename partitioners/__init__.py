@@ -21,7 +21,15 @@ from typing import Any
 
 from ._validate import as_int, check_labels
 from .feature_noise import noise_levels
-from .io import PartitionFileError, load_dataidxs, load_local_test, read_dataidxs_meta, save_dataidxs
+from .io import (
+    FlatPartition,
+    PartitionFileError,
+    load_dataidxs,
+    load_local_test,
+    party_sizes,
+    read_dataidxs_meta,
+    save_dataidxs,
+)
 from .plot import plot_label_distribution
 from .stats import heterogeneity
 from .table import format_class_counts
@@ -39,6 +47,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "FlatPartition",
     "MissingExtraError",
     "PartitionFileError",
     "as_int",
@@ -52,6 +61,7 @@ __all__ = [
     "load_local_test",
     "noise_levels",
     "partition",
+    "party_sizes",
     "plot_label_distribution",
     "read_dataidxs_meta",
     "register",

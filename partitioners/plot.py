@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # matplotlib loads when a plot is drawn
 # above this many parties, stacked bars become unreadable: draw a heatmap instead
 _MAX_BAR_PARTIES = 50
 _MAX_LEGEND_CLASSES = 20
+# above this many parties, each heatmap row is the mean of a block of consecutive
+# parties: a figure has ~1,400 pixel rows, and a million parties' matrix drawn as is
+# took 3.4 s and ~800 MB (benchmarks/scale.py's size)
+_MAX_HEATMAP_ROWS = 10_000
 
 
 def plot_label_distribution(class_counts: Any, path: str | os.PathLike, title: str | None = None) -> None:
@@ -73,6 +77,14 @@ def _heatmap(fig: Figure, ax: Axes, counts: np.ndarray) -> None:
     n, k = counts.shape
     sizes = counts.sum(axis=1, keepdims=True)
     props = np.divide(counts, sizes, out=np.zeros_like(counts), where=sizes > 0)
+    label = "party"
+    if n > _MAX_HEATMAP_ROWS:
+        block = -(-n // _MAX_HEATMAP_ROWS)
+        rows = -(-n // block)
+        padded = np.full((rows * block, k), np.nan)
+        padded[:n] = props
+        props = np.nanmean(padded.reshape(rows, block, k), axis=1)
+        label = f"party (each row the mean of {block} parties)"
     # nearest keeps class columns sharp; a figure tall enough for ~1 pixel a party up
     # to 1,200 parties keeps most rows
     im = ax.imshow(
@@ -86,4 +98,4 @@ def _heatmap(fig: Figure, ax: Axes, counts: np.ndarray) -> None:
     )
     fig.colorbar(im, ax=ax, label="fraction of the party's samples")
     ax.set_xlabel("class")
-    ax.set_ylabel("party")
+    ax.set_ylabel(label)

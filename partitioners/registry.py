@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from fedsim.util.params import hyperparameters
 from fedsim.util.plugins import Plugin, Registry, close_match
 
 from ._validate import as_int, check_labels
+from .io import FlatPartition
 
 SchemeFn = Callable[..., dict[int, np.ndarray]]
 CheckFn = Callable[[Any], "str | None"]
@@ -165,13 +166,14 @@ def promises_sorted(scheme: str) -> bool:
     return _scheme(scheme).sorted_output
 
 
-def partition(labels: Any, scheme: str, n_parties: int, seed: int = 0, **params: Any) -> dict[int, np.ndarray]:
+def partition(labels: Any, scheme: str, n_parties: int, seed: int = 0, **params: Any) -> Mapping[int, np.ndarray]:
     """Split the samples of ``labels`` among ``n_parties`` parties with ``scheme``.
 
     ``labels``: 1-D non-negative integer class ids. ``params``: the scheme's parameters
     (``scheme_params(scheme)``). All randomness comes from
     ``np.random.default_rng(seed)``: the same inputs and seed give the same split.
-    Returns ``{0: idx_0, ..., n-1: idx_{n-1}}``, int64 arrays sorted ascending (a party
+    Returns ``{0: idx_0, ..., n-1: idx_{n-1}}`` (a dict, or a :class:`FlatPartition` of
+    views into one array), int64 arrays sorted ascending (a party
     may be empty only where the scheme allows it, e.g. ``min_size=0``).
     Raises ValueError (one line, naming the parameter) on bad input.
     """
@@ -192,7 +194,8 @@ def partition(labels: Any, scheme: str, n_parties: int, seed: int = 0, **params:
     if plugin.takes_seed:
         params = {**params, "seed": seed}
     out = plugin.fn(labels, n_parties, np.random.default_rng(seed), **params)
-
+    if plugin.sorted_output and isinstance(out, FlatPartition) and len(out) == n_parties:
+        return out  # parties 0..n-1 by construction
     parties = list(range(n_parties))
     in_order = list(out) == parties
     if not in_order and sorted(out) != parties:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import FlatPartition
+
 
 def shuffled_by_class(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, sizes)``: every sample id, grouped by class (distinct labels ascending) and
@@ -26,7 +28,7 @@ def shuffled_by_class(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.
     return ids, sizes
 
 
-def deal_classes(ids: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> dict[int, np.ndarray]:
+def deal_classes(ids: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> FlatPartition:
     """Cut each class's block of ``ids`` (as :func:`shuffled_by_class` returns them) into
     runs of ``counts[k, 0], counts[k, 1], ...`` samples for parties 0, 1, ...; the
     ``sizes[k] - counts[k].sum()`` samples after the last run are left out.
@@ -41,13 +43,13 @@ def deal_classes(ids: np.ndarray, sizes: np.ndarray, counts: np.ndarray) -> dict
     return by_owner(owner, n_parties)
 
 
-def by_owner(owner: np.ndarray, n_parties: int) -> dict[int, np.ndarray]:
+def by_owner(owner: np.ndarray, n_parties: int) -> FlatPartition:
     """``owner[i]``: the party of sample i, or ``n_parties`` for a sample left out ->
-    ``{j: the ids of party j, ascending}`` (int64)."""
+    ``{j: the ids of party j, ascending}`` (int64, as views of one array)."""
     # numpy's stable argsort is a radix sort for integers of <= 16 bits: 1M owners of
     # 1,000 parties sort in ~12 ms as uint16, ~59 ms as int64; the goal case of
     # benchmarks/partition_speed.py takes ~125 ms with this cast, ~170 ms without
     owner = owner.astype(np.min_scalar_type(n_parties), copy=False)
     order = np.argsort(owner, kind="stable")  # stable: ids stay ascending within a party
-    ends = np.cumsum(np.bincount(owner, minlength=n_parties + 1))[:n_parties]
-    return dict(enumerate(np.split(order, ends)[:n_parties]))
+    counts = np.bincount(owner, minlength=n_parties + 1)[:n_parties]
+    return FlatPartition.from_sizes(order[: counts.sum()], counts.astype(np.int64))

@@ -26,12 +26,17 @@ from typing import Any
 import numpy as np
 
 from ._validate import as_int, check_labels
+from .io import FlatPartition
 
 
 def class_count_matrix(
     labels: np.ndarray, dataidxs: Mapping[int, Any], num_classes: int
 ) -> tuple[list[int], np.ndarray]:
     """``(party ids ascending, parties x classes int64 counts)``, one bincount, no loop over samples."""
+    if isinstance(dataidxs, FlatPartition):  # already one array: no loop over parties either
+        return list(range(len(dataidxs))), _bincount_rows(
+            labels, dataidxs.indices, np.diff(dataidxs.offsets), num_classes
+        )
     parties = sorted(dataidxs)
     arrays = []
     for p in parties:
@@ -43,14 +48,21 @@ def class_count_matrix(
         arrays.append(a.astype(np.int64, copy=False))
     sizes = np.array([a.size for a in arrays], dtype=np.int64)
     idx = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    return parties, _bincount_rows(labels, idx, sizes, num_classes)
+
+
+def _bincount_rows(labels: np.ndarray, idx: np.ndarray, sizes: np.ndarray, num_classes: int) -> np.ndarray:
+    """The class counts of consecutive runs of ``sizes[j]`` entries of ``idx``."""
     if idx.size and (idx.min() < 0 or idx.max() >= labels.size):
         raise ValueError(f"dataidxs hold an index outside 0..{labels.size - 1}")
-    rows = np.repeat(np.arange(len(parties), dtype=np.int64), sizes)
-    flat = np.bincount(rows * num_classes + labels[idx], minlength=len(parties) * num_classes)
-    return parties, flat.reshape(len(parties), num_classes)
+    rows = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+    flat = np.bincount(rows * num_classes + labels[idx], minlength=sizes.size * num_classes)
+    return flat.reshape(sizes.size, num_classes)
 
 
-def heterogeneity(labels: Any, dataidxs: Mapping[int, Any], num_classes: int | None = None) -> dict[str, Any]:
+def heterogeneity(
+    labels: Any, dataidxs: Mapping[int, Any], num_classes: int | None = None, class_counts: bool = True
+) -> dict[str, Any]:
     """Heterogeneity statistics of ``dataidxs`` (party -> indices into ``labels``).
 
     Returns a flat JSON-serialisable dict: ``n_parties, n_samples`` (assigned samples),
@@ -59,7 +71,8 @@ def heterogeneity(labels: Any, dataidxs: Mapping[int, Any], num_classes: int | N
     size_max, classes_per_party_mean/min/max, tv_mean, tv_max, js_mean, js_max,
     hellinger_mean, hellinger_max, effective_classes_mean, effective_classes_min,
     global_effective_classes``. The distance/entropy entries are None when every party
-    is empty. See the module docstring for the definitions.
+    is empty. See the module docstring for the definitions. ``class_counts=False``
+    leaves the table out (None; a million parties' is ten million numbers).
     """
     labels = check_labels(labels)
     top = int(labels.max()) + 1
@@ -71,6 +84,7 @@ def heterogeneity(labels: Any, dataidxs: Mapping[int, Any], num_classes: int | N
     q = np.bincount(labels, minlength=k) / labels.size
     p = counts[sizes > 0] / sizes[sizes > 0, None]
     out = _size_stats(counts, k)
+    out["class_counts"] = out["class_counts"].tolist() if class_counts else None
     out.update(_distance_stats(p, q))
     out["global_effective_classes"] = float(np.exp(_entropy(q[None, :])[0]))
     return out
@@ -99,7 +113,7 @@ def _size_stats(counts: np.ndarray, k: int) -> dict[str, Any]:
         "n_parties": int(len(sizes)),
         "n_samples": int(sizes.sum()),
         "n_classes": int(k),
-        "class_counts": counts.tolist(),
+        "class_counts": counts,
         "size_mean": mean,
         "size_std": std,
         "size_cv": std / mean if mean > 0 else 0.0,

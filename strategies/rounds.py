@@ -10,7 +10,7 @@ extensions of its round (``strategies/extension.py``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -99,7 +99,7 @@ class FederationSetup:
     """How the server samples and screens; bound before ``start``."""
 
     seed: int
-    node_of_party: dict[int, int]
+    node_of_party: Mapping[int, int]
     fraction_fit: float = 1.0
     fraction_evaluate: float = 0.0
     min_fit_clients: int = 1

@@ -40,7 +40,7 @@ from flwr.serverapp.strategy import Result
 from fedsim.util.seeding import derive
 
 from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record, weighted_average
-from .cohort import CohortGrid, cohort_size
+from .cohort import CohortGrid, cohort_size, invert
 from .extension import Aggregator, ServerExtension, wrap_aggregate
 from .params import StrategyParams
 from .rounds import Aggregate, ClientOutcome, Failure, FederationSetup, RoundHooks, RoundLog
@@ -130,18 +130,21 @@ class FedsimStrategy:
     # ----------------------------------------------------------------- binding
     def bind(self, setup: FederationSetup) -> None:
         self.setup = setup
-        self.party_of_node = {n: p for p, n in setup.node_of_party.items()}
+        self.party_of_node = invert(setup.node_of_party)
         self.round_log = RoundLog(round=0)
+        # the parties that train, sorted once: sorting a million of them took ~0.5 s a
+        # round (benchmarks/scale.py)
+        self._training = sorted(p for p in setup.node_of_party if p not in setup.holdout)
 
     def sample(
         self, server_round: int, purpose: str, fraction: float, minimum: int, exclude: frozenset[int] = frozenset()
     ) -> list[int]:
         """Sorted party ids of this round's cohort, drawn from (seed, purpose, round)
         among the parties that are not held out (nor in ``exclude``)."""
-        parties = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout and p not in exclude)
+        parties = [p for p in self._training if p not in exclude] if exclude else self._training
         k = cohort_size(len(parties), fraction, minimum)
         if k >= len(parties):
-            return parties
+            return list(parties)
         rng = np.random.default_rng(derive(self.setup.seed, "sample", purpose, server_round))
         chosen = rng.choice(len(parties), size=k, replace=False)
         return sorted(parties[i] for i in chosen)
@@ -199,9 +202,8 @@ class FedsimStrategy:
     def _train_cohort(self, server_round: int) -> list[int]:
         """The parties that train this round: drawn by the first extension that draws
         (client-level DP's Poisson cohort), else by :meth:`sample`."""
-        training = sorted(p for p in self.setup.node_of_party if p not in self.setup.holdout)
         for ext in self.extensions:
-            parties = ext.sample(server_round, training)
+            parties = ext.sample(server_round, list(self._training))
             if parties is not None:
                 return parties
         return self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)

@@ -201,7 +201,7 @@ class ClientRuntime:
             build_model=self.build_model,
             train_labels=self.y[train_idx],
             num_classes=self.exp.bundle.num_classes,
-            party_weight=self.exp.party_weights.get(party, 1.0),
+            party_weight=self.exp.party_weight(party),
         )
 
     def _load_global(self, shared: SharedContent) -> OrderedDict[str, torch.Tensor]:

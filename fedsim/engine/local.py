@@ -25,6 +25,7 @@ from fedsim.engine.workers import WorkerPoolExecutor
 from fedsim.inputs.run_inputs import RunSettings
 from fedsim.server.app import RunHooks, RunOutcome, make_server_app
 from fedsim.util.flower_compat import SUPERLINK_NODE_ID, NodeInfo, Run, empty_run, set_message_id, set_task_identity
+from strategies.cohort import ConsecutiveNodes
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ class LocalGrid(Grid):
         self.run_config = run_config
         self._run = empty_run(run_id)
         self._run.override_config = run_config
-        self.node_of_party = {p: NODE_BASE + p for p in range(num_parties)}
-        self._party_of_node = {n: p for p, n in self.node_of_party.items()}
+        self.node_of_party = ConsecutiveNodes(num_parties, to=NODE_BASE)
+        self._party_of_node = self.node_of_party.inverse()
         self._contexts: dict[int, Context] = {}
         self._replies: dict[str, Message] = {}
 
@@ -66,7 +67,8 @@ class LocalGrid(Grid):
         return [NodeInfo(node_id=n) for n in self._party_of_node]
 
     def context(self, node_id: int) -> Context:
-        """The node's Context (created on first use: 10,000 idle parties cost nothing)."""
+        """The node's Context: kept only while its state holds something (a million
+        parties, a hundred a round, would otherwise keep every Context they were given)."""
         ctx = self._contexts.get(node_id)
         if ctx is None:
             ctx = Context(
@@ -76,7 +78,6 @@ class LocalGrid(Grid):
                 state=RecordDict(),
                 run_config=self.run_config,
             )
-            self._contexts[node_id] = ctx
         return ctx
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
@@ -90,6 +91,11 @@ class LocalGrid(Grid):
             ids.append(msg.metadata.message_id)
         for reply in self.executor.run(jobs):
             self._replies[reply.metadata.reply_to_message_id] = reply
+        for _, ctx in jobs:
+            if len(ctx.state):
+                self._contexts[ctx.node_id] = ctx
+            else:
+                self._contexts.pop(ctx.node_id, None)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:

@@ -224,13 +224,24 @@ class Experiment:
         return holdout_parties(self.cfg.federation.holdout_parties, self.cfg.partition.n_parties, self.cfg.seed)
 
     @cached_property
-    def party_weights(self) -> dict[int, float]:
-        """n_k / mean(n) over the parties that train (held-out ones left out): the per-party
-        weight of Acar et al.'s and Gao et al.'s code (``weight_list``), 1 for equal sizes."""
-        out = set(self.holdout)
-        sizes = {p: len(idx) for p, idx in self.dataidxs.items() if p not in out}
-        mean = sum(sizes.values()) / len(sizes) if sizes else 0.0
-        return {p: (n / mean if mean > 0 else 1.0) for p, n in sizes.items()}
+    def _held_out(self) -> frozenset[int]:
+        return frozenset(self.holdout)
+
+    @cached_property
+    def mean_party_size(self) -> float:
+        """The mean number of samples of the parties that train (held-out ones left out)."""
+        sizes = partitioners.party_sizes(self.dataidxs)
+        training = np.ones(sizes.size, dtype=bool)
+        training[self.holdout] = False
+        return sum(sizes[training].tolist()) / int(training.sum()) if training.any() else 0.0
+
+    def party_weight(self, party: int) -> float:
+        """n_k / mean(n) over the parties that train: the per-party weight of Acar et al.'s
+        and Gao et al.'s code (``weight_list``), 1 for equal sizes and for a held-out party."""
+        mean = self.mean_party_size
+        if party in self._held_out or party not in self.dataidxs or mean <= 0:
+            return 1.0
+        return len(self.dataidxs[party]) / mean
 
     @cached_property
     def noise_levels(self) -> np.ndarray:

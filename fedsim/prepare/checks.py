@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+import partitioners
 import strategies
 from fedsim import trackers
 from fedsim.data import DatasetBundle
@@ -84,7 +86,7 @@ def check_environment(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"output.trackers: {name} needs {t.module}: pip install 'fedsim[{t.extra}]'")
 
 
-def check_party_sizes(cfg: ExperimentConfig, dataidxs: dict[int, np.ndarray]) -> None:
+def check_party_sizes(cfg: ExperimentConfig, dataidxs: Mapping[int, np.ndarray]) -> None:
     """Parties that cannot do what the config asks of them, before anything is written.
 
     A party without training samples has nothing to train on (its update was NaN, and
@@ -93,8 +95,8 @@ def check_party_sizes(cfg: ExperimentConfig, dataidxs: dict[int, np.ndarray]) ->
     sample has no validation sample: it is left out of the evaluation cohorts, said
     once; when no party has one, the config is refused.
     """
-    sizes = {p: int(np.asarray(idx).size) for p, idx in dataidxs.items()}
-    empty = sorted(p for p, n in sizes.items() if n == 0)
+    sizes = partitioners.party_sizes(dataidxs)  # party p's at p: the parties are 0..n-1
+    empty = np.flatnonzero(sizes == 0).tolist()
     if empty:
         shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
         raise ConfigError(
@@ -103,10 +105,11 @@ def check_party_sizes(cfg: ExperimentConfig, dataidxs: dict[int, np.ndarray]) ->
             "(dirichlet, quantity-skew) or beta, or use fewer parties"
         )
     if cfg.data.val_fraction > 0 and cfg.federation.fraction_evaluate > 0:
-        held = set(holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed))
-        evaluating = [p for p in sizes if p not in held]
-        single = sorted(p for p in evaluating if sizes[p] <= 1)
-        if single and len(single) == len(evaluating):
+        evaluating = np.ones(sizes.size, dtype=bool)
+        evaluating[holdout_parties(cfg.federation.holdout_parties, cfg.partition.n_parties, cfg.seed)] = False
+        single = int((evaluating & (sizes <= 1)).sum())
+        evaluating = int(evaluating.sum())
+        if single and single == evaluating:
             raise ConfigError(
                 f"data.val_fraction={cfg.data.val_fraction:g} gives no party a validation sample (each has one "
                 "sample, which it trains on): federation.fraction_evaluate would evaluate nothing; use larger "
@@ -117,6 +120,6 @@ def check_party_sizes(cfg: ExperimentConfig, dataidxs: dict[int, np.ndarray]) ->
                 "data.val_fraction=%g: %d of %d parties have one sample and no validation sample: they are "
                 "left out of the evaluation cohorts",
                 cfg.data.val_fraction,
-                len(single),
-                len(evaluating),
+                single,
+                evaluating,
             )

@@ -13,7 +13,7 @@ anything; then the directory's lock is taken and ``config.yaml``, ``dataidxs.npz
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +31,20 @@ from fedsim.rundir.store import RunStore, atomic_write_json, atomic_write_text
 from fedsim.schema.experiment import ExperimentConfig
 from fedsim.schema.identity import to_yaml
 from partitioners.registry import partition_params
+from partitioners.stats import class_count_matrix
 
 log = logging.getLogger(__name__)
+
+#: partition.json lists the class counts (and the feature-noise levels and local test
+#: set sizes) party by party up to this many parties; above, they are null (the counts follow from dataidxs.npz and the
+#: labels: ``partitioners.stats.class_count_matrix``). A million parties' table took 32 s
+#: and 180 MB to write (benchmarks/scale.py)
+PER_PARTY_LIMIT = 10_000
 
 
 def write_partition(
     out: Path,
-    dataidxs: dict[int, np.ndarray],
+    dataidxs: Mapping[int, np.ndarray],
     labels: np.ndarray,
     num_classes: int | None,
     cfg: ExperimentConfig,
@@ -47,7 +54,9 @@ def write_partition(
 ) -> dict:
     """``dataidxs.npz`` and ``partition.json`` (the class counts and heterogeneity
     measures) in ``out``, and the label-distribution plot at ``plot``: the same files
-    for a run directory and for ``fedsim partition``. Returns the measures."""
+    for a run directory and for ``fedsim partition``. Returns the measures (above
+    :data:`PER_PARTY_LIMIT` parties, the class counts as a matrix where a plot is drawn,
+    else None)."""
     params = partition_params(cfg)
     partitioners.save_dataidxs(
         out / "dataidxs.npz",
@@ -59,11 +68,13 @@ def write_partition(
         local_test.indices if local_test else None,
         local_test.source if local_test else "",
     )
-    het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes)
+    listed = len(dataidxs) <= PER_PARTY_LIMIT
+    het = partitioners.heterogeneity(labels, dataidxs, num_classes=num_classes, class_counts=listed)
     if local_test is not None:
         sizes = [int(local_test.indices.get(j, np.empty(0)).size) for j in range(len(dataidxs))]
         het["local_test"] = {"mode": cfg.eval.local_test, "source": local_test.source, "sizes": sizes}
     noise = cfg.data.feature_noise
+    written = het if listed or local_test is None else {**het, "local_test": {**het["local_test"], "sizes": None}}
     atomic_write_json(
         out / "partition.json",
         {
@@ -72,11 +83,15 @@ def write_partition(
             "seed": cfg.seed,
             "dataset": dataset,
             "feature_noise": noise,
-            "noise_levels": partitioners.noise_levels(noise, cfg.partition.n_parties).tolist() if noise > 0 else None,
-            **het,
+            "noise_levels": (
+                partitioners.noise_levels(noise, cfg.partition.n_parties).tolist() if noise > 0 and listed else None
+            ),
+            **written,
         },
     )
     if plot is not None:
+        if not listed:  # the plot's, and the caller's: fedsim partition prints the first rows
+            het["class_counts"] = class_count_matrix(labels, dataidxs, het["n_classes"])[1]
         plot.parent.mkdir(parents=True, exist_ok=True)
         partitioners.plot_label_distribution(het["class_counts"], plot, title=partition_title(cfg, dataset))
     return het

@@ -12,11 +12,14 @@ and bound to how it samples and screens.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+import partitioners
 import strategies
 from fedsim.comm.server import UpdateDecoder
 from fedsim.comm.update import update_codec
@@ -28,7 +31,7 @@ from fedsim.system.run import clock_for
 from strategies.strategy import FederationSetup, FedsimStrategy
 
 
-def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> dict[int, int]:
+def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> Mapping[int, int]:
     """party id -> node id.
 
     The local engine knows its mapping; on Flower's runtimes node ids are opaque,
@@ -36,7 +39,7 @@ def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> d
     """
     mapping = getattr(grid, "node_of_party", None)
     if mapping is not None:
-        return dict(mapping)
+        return mapping
     deadline = time.time() + timeout
     while len(list(grid.get_node_ids())) < n_parties and time.time() < deadline:
         time.sleep(0.2)
@@ -59,7 +62,7 @@ def discover_partitions(grid: Grid, n_parties: int, timeout: float = 600.0) -> d
 
 
 def federation_setup(
-    exp: Experiment, node_of_party: dict[int, int], model: torch.nn.Module, device: torch.device
+    exp: Experiment, node_of_party: Mapping[int, int], model: torch.nn.Module, device: torch.device
 ) -> FederationSetup:
     """How the strategy samples, screens and aggregates in this run."""
     cfg, f = exp.cfg, exp.cfg.federation
@@ -76,7 +79,11 @@ def federation_setup(
         # a full disk is the run's failure, not the clients'
         check_failures=check_client_writes,
         # one sample and data.val_fraction: nothing to validate on (preflight said so)
-        no_validation=frozenset(p for p, idx in exp.dataidxs.items() if cfg.data.val_fraction > 0 and len(idx) <= 1),
+        no_validation=(
+            frozenset(np.flatnonzero(partitioners.party_sizes(exp.dataidxs) <= 1).tolist())
+            if cfg.data.val_fraction > 0
+            else frozenset()
+        ),
     )
 
 

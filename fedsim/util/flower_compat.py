@@ -34,6 +34,10 @@ through the code.
   runs the apps in other processes, out of reach of a run's in-process hooks); the
   runtime underneath it is ``flwr.simulation.run_simulation._run_simulation``, which
   ``flwr-simulation`` (the process ``flwr run`` starts) calls too.
+* :func:`lost_actors_leave_the_pool`: Flower's Ray backend builds its actor pool from
+  ``raybackend.BasicActorPool`` and puts an actor back into the pool after any failed
+  job, a dead one too; while a run is on, fedsim's subclass takes an actor whose process
+  or node is gone out of the pool instead.
 * :data:`DEPRECATION_MARKER`, :func:`warn_deprecated_feature`: how Flower says a
   feature is deprecated (a WARNING record on the ``flwr`` logger, not a
   ``DeprecationWarning``); the test suite fails on any (``tests/conftest.py``).
@@ -41,6 +45,10 @@ through the code.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from flwr.app import Message
@@ -56,6 +64,8 @@ from flwr.supercore.logger import warn_deprecated_feature
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.telemetry import EventType, event
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "DEPRECATION_MARKER",
@@ -75,6 +85,7 @@ __all__ = [
     "compute_stdv",
     "empty_run",
     "get_server_state",
+    "lost_actors_leave_the_pool",
     "remembered_global",
     "run_simulation_runtime",
     "set_message_id",
@@ -199,14 +210,70 @@ def run_simulation_runtime(
         EventType.PYTHON_API_RUN_SIMULATION_ENTER,
         event_details={"backend": "ray", "num-supernodes": num_supernodes},
     )
-    _run_simulation(
-        num_supernodes=num_supernodes,
-        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-        client_app=client_app,
-        server_app=server_app,
-        backend_name="ray",
-        backend_config=backend_config,
-    )
+    with lost_actors_leave_the_pool():
+        _run_simulation(
+            num_supernodes=num_supernodes,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_name="ray",
+            backend_config=backend_config,
+        )
+
+
+@contextlib.contextmanager
+def lost_actors_leave_the_pool() -> Iterator[type]:
+    """Within the block, Flower's Ray backend builds a pool that drops an actor whose
+    process or node is gone (a ``RayActorError``: the actor died, or its node did) and
+    keeps using the others; the job it had fails, as a client failure of the round.
+
+    Flower's ``BasicActorPool`` puts every actor back after a failed job: with one of
+    two nodes killed, its actor then failed every job it was handed (half of each
+    cohort) until the run stopped on ``federation.max_failure_fraction``.
+    """
+    import flwr.server.superlink.fleet.vce.backend.raybackend as raybackend
+    import ray
+
+    flower_pool = raybackend.BasicActorPool
+
+    class PoolWithoutLostActors(flower_pool):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._free = threading.Condition()
+
+        def submit(self, actor_fn: Any, job: Any) -> Any:
+            # Flower runs one worker thread per actor it started: with one lost, a
+            # thread waits here for an actor instead of popping from an empty pool
+            with self._free:
+                while not self.pool:
+                    if self.num_actors <= 0:
+                        raise RuntimeError("every Ray actor of the run is lost (their nodes are gone)")
+                    self._free.wait(0.05)
+                return super().submit(actor_fn, job)
+
+        def fetch_result_and_return_actor_to_pool(self, future: Any) -> Any:
+            try:
+                return super().fetch_result_and_return_actor_to_pool(future)
+            except ray.exceptions.RayActorError as exc:
+                with self._free:
+                    if self._future_to_actor.pop(future, None) is not None:
+                        self.num_actors -= 1
+                        _log.warning("a Ray actor is lost (%s): %d left", type(exc).__name__, self.num_actors)
+                    self._free.notify_all()
+                raise
+
+        def add_actor_back_to_pool(self, future: Any) -> None:
+            with self._free:
+                actor = self._future_to_actor.pop(future, None)
+                if actor is not None:  # a lost one was taken out above
+                    self.pool.append(actor)
+                    self._free.notify()
+
+    raybackend.BasicActorPool = PoolWithoutLostActors
+    try:
+        yield PoolWithoutLostActors
+    finally:
+        raybackend.BasicActorPool = flower_pool
 
 
 # ----------------------------------------------------------------------- deprecation

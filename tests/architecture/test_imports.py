@@ -16,10 +16,11 @@ PACKAGES = ("fedsim", "strategies", "partitioners", "attacks")
 
 #: what may be imported inside a function: optional extras and heavy libraries whose
 #: import a light code path should not pay (Ray and flwr.simulation ~1 s, matplotlib,
-#: rich, torch for the CLI's --help)
+#: rich, torch for the CLI's --help; Flower's Ray backend module imports Ray)
 DEFERRABLE = (
     "ray",
     "flwr.simulation",
+    "flwr.server.superlink.fleet.vce.backend.raybackend",
     "matplotlib",
     "rich",
     "tensorboard",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import threading
 
 import flwr
 import numpy as np
@@ -214,6 +215,38 @@ def test_the_simulation_runtime_still_takes_what_fedsim_passes():
     assert simulation_process._run_simulation is module._run_simulation, UPGRADE.format(
         flwr.__version__, "the function flwr-simulation runs the Simulation Runtime with"
     )
+
+
+def test_the_ray_backend_builds_its_pool_from_the_class_fedsim_replaces(monkeypatch):
+    import ray
+
+    raybackend = importlib.import_module("flwr.server.superlink.fleet.vce.backend.raybackend")
+    flower_pool = raybackend.BasicActorPool
+    assert "BasicActorPool(" in inspect.getsource(raybackend.RayBackend.build), UPGRADE.format(
+        flwr.__version__, "how RayBackend builds its actor pool"
+    )
+    for name in ("submit", "fetch_result_and_return_actor_to_pool", "add_actor_back_to_pool"):
+        assert name in vars(flower_pool), UPGRADE.format(flwr.__version__, f"BasicActorPool.{name}")
+    with fc.lost_actors_leave_the_pool() as pool_class:
+        assert raybackend.BasicActorPool is pool_class
+        pool = object.__new__(pool_class)  # without Flower's __init__, which asks Ray for its resources
+        pool.pool, pool.num_actors, pool._future_to_actor = ["alive", "lost"], 2, {}
+        pool._free = threading.Condition()
+        futures = [pool.submit(lambda actor, *job: f"future of {actor}", (None, None, "0", None)) for _ in range(2)]
+        assert pool._future_to_actor == {"future of lost": "lost", "future of alive": "alive"}
+
+        def get(future):
+            if future == "future of lost":
+                raise ray.exceptions.ActorDiedError()
+            return (None, "reply", "context")
+
+        monkeypatch.setattr(ray, "get", get)
+        with pytest.raises(ray.exceptions.RayActorError):
+            pool.fetch_result_and_return_actor_to_pool(futures[0])
+        pool.add_actor_back_to_pool(futures[0])  # what Flower's RayBackend does after any failure
+        assert pool.fetch_result_and_return_actor_to_pool(futures[1]) == ("reply", "context")
+        assert pool.pool == ["alive"] and pool.num_actors == 1
+    assert raybackend.BasicActorPool is flower_pool
 
 
 # ----------------------------------------------------------------------- deprecation
