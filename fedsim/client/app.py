@@ -223,9 +223,12 @@ class ClientRuntime:
         gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
         return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, self.algo.Rule(ctx))
 
-    def finish(self, job: PartyRound, stats: TrainStats, weights: Mapping[str, torch.Tensor] | None = None) -> Message:
+    def finish(
+        self, job: PartyRound, stats: TrainStats, weights: Mapping[str, torch.Tensor] | None = None, keep: bool = False
+    ) -> Message:
         """The reply of a party whose trained weights are ``weights`` (a state_dict in
-        the model's key order), by default those in ``self.model``."""
+        the model's key order), by default those in ``self.model``; ``keep``: the reply
+        stays in this process, its arrays keep their tensors (``state_to_record``)."""
         out = job.rule.on_train_end(stats.steps)
         if out.state is not None:
             # kept only if the server aggregates this reply (it commits the round's states)
@@ -252,18 +255,18 @@ class ClientRuntime:
                 **{k: float(v) for k, v in out.metrics.items()},
             }
         )
-        content = RecordDict({"arrays": state_to_record(weights), "metrics": metrics})
+        content = RecordDict({"arrays": state_to_record(weights, keep), "metrics": metrics})
         for key, rec in out.records.items():
-            content[key] = state_to_record(rec)
+            content[key] = state_to_record(rec, keep)
         return Message(content, reply_to=job.msg)
 
-    def train(self, msg: Message, context: Context) -> Message:
+    def train(self, msg: Message, context: Context, keep: bool = False) -> Message:
         job = self.prepare(msg, context)
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
             if trains_with_dpsgd(self.cfg):
-                return self.finish(job, self.train_dpsgd(job))
+                return self.finish(job, self.train_dpsgd(job), keep=keep)
             stats = train_local(*self._trainer_args(job), job.max_steps, self.has_bn)
         except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
             torch.cuda.empty_cache()
@@ -271,7 +274,7 @@ class ClientRuntime:
                 f"CUDA out of memory in party {job.party}: lower train.batch_size, use engine.num_gpus "
                 "so fewer clients share the GPU, or train.amp: true"
             ) from exc
-        return self.finish(job, stats)
+        return self.finish(job, stats, keep=keep)
 
     def _trainer_args(self, job: PartyRound) -> tuple:
         """What both trainers (plain and DP-SGD) take first: the model, the party's rule and
@@ -326,9 +329,11 @@ def runtime_for(settings: RunSettings) -> ClientRuntime:
     return bounded_get(_RUNTIMES, settings.key, 2, lambda: ClientRuntime(experiment_for(settings)))
 
 
-def make_client_app(settings: RunSettings | Callable[[Context], RunSettings]) -> ClientApp:
+def make_client_app(settings: RunSettings | Callable[[Context], RunSettings], in_process: bool = False) -> ClientApp:
     """A ClientApp bound to ``settings``, or to a function of each message's Context that
-    gives them (``flwr run .``'s :data:`fedsim.flwr_apps.client_app`).
+    gives them (``flwr run .``'s :data:`fedsim.flwr_apps.client_app`). ``in_process``: its
+    replies go to a server in the same process (the local engine), their arrays carrying
+    their tensors (``strategies.arrays.state_to_record(keep=True)``).
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
@@ -345,7 +350,7 @@ def make_client_app(settings: RunSettings | Callable[[Context], RunSettings]) ->
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return _rt(context).train(msg, context)
+        return _rt(context).train(msg, context, keep=in_process)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
