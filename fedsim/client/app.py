@@ -69,6 +69,9 @@ class SharedContent:
     server_round: int
     global_state: OrderedDict[str, torch.Tensor]  # decoded, on the CPU
     records: dict[str, OrderedDict[str, torch.Tensor]]  # e.g. SCAFFOLD's c, on the device
+    # the model's own tensors in global_state's order, found after the round's first
+    # load_state_dict (None: every party loads with load_state_dict)
+    targets: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -202,7 +205,13 @@ class ClientRuntime:
         )
 
     def _load_global(self, shared: SharedContent) -> OrderedDict[str, torch.Tensor]:
-        self.model.load_state_dict(shared.global_state)
+        if shared.targets is None:
+            self.model.load_state_dict(shared.global_state)
+            shared.targets = load_targets(self.model, shared.global_state)
+        else:  # what load_state_dict does, without walking the modules (issue 34: prepare 0.30 -> 0.15 ms a client)
+            with torch.no_grad():
+                for t, v in zip(shared.targets, shared.global_state.values()):
+                    t.copy_(v)
         if not self.algo.Rule.needs_global:
             return OrderedDict()
         # a detached copy on the device: rules compare against the weights received
@@ -234,7 +243,11 @@ class ClientRuntime:
             # kept only if the server aggregates this reply (it commits the round's states)
             self.store.save_pending(job.party, job.server_round, out.state)
         if weights is None:
-            weights = self.model.state_dict()
+            shared = self._shared(job.msg)
+            if shared.targets is not None:  # the model's tensors, found without walking its modules
+                weights = OrderedDict(zip(shared.global_state, shared.targets))
+            else:
+                weights = self.model.state_dict()
         if out.shared_keys is not None:  # a personalised algorithm keeps the other layers at home
             weights = OrderedDict((k, weights[k]) for k in out.shared_keys)
         if job.fault == "nan":
@@ -319,6 +332,23 @@ class ClientRuntime:
             {"num-examples": n, "val_loss": float(loss), "val_accuracy": acc, "party-id": int(party)}
         )
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+#: modules whose load_state_dict is a copy_ into each tensor (BatchNorm's adds a missing
+#: num_batches_tracked only)
+_PLAIN_LOADERS = (torch.nn.Module._load_from_state_dict, torch.nn.modules.batchnorm._NormBase._load_from_state_dict)
+
+
+def load_targets(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> list[torch.Tensor] | None:
+    """The tensors ``model.load_state_dict(state)`` copies ``state``'s values into, in its
+    order, where that load is nothing but those copies (same keys in the same order, no
+    load hooks, no module with a load of its own); else None."""
+    for m in model.modules():
+        own = type(m)._load_from_state_dict not in _PLAIN_LOADERS
+        if own or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks:
+            return None
+    current = model.state_dict(keep_vars=True)
+    return list(current.values()) if list(current) == list(state) else None
 
 
 _RUNTIMES: dict[str, ClientRuntime] = {}
