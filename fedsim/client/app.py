@@ -48,6 +48,7 @@ from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
 from fedsim.schema.experiment import epoch_range
+from fedsim.util.flower_compat import metric_record
 from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
@@ -110,6 +111,7 @@ class ClientRuntime:
         self.algo = strategies.get(cfg.strategy.name)
         self.store = ClientStateStore(exp.store.client_state)
         self.criterion = make_criterion(cfg.train)
+        self.dpsgd = trains_with_dpsgd(cfg)  # a registry read: once, not per party
         self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._shared_cache: tuple[RecordDict, SharedContent] | None = None
 
@@ -254,7 +256,7 @@ class ClientRuntime:
             weights = OrderedDict(weights)
             first = next(k for k, v in weights.items() if torch.is_floating_point(v))
             weights[first] = torch.full_like(weights[first], float("nan"))
-        metrics = MetricRecord(
+        metrics = metric_record(
             {
                 "num-examples": int(stats.num_examples),
                 "train_loss": float(stats.loss) if job.fault != "nan" else float("nan"),
@@ -278,7 +280,7 @@ class ClientRuntime:
         # dropout and any other draw from torch's global generator
         seed_torch(derive(self.cfg.seed, "torch", job.server_round, job.party), self.device)
         try:
-            if trains_with_dpsgd(self.cfg):
+            if self.dpsgd:
                 return self.finish(job, self.train_dpsgd(job), keep=keep)
             stats = train_local(*self._trainer_args(job), job.max_steps, self.has_bn)
         except torch.cuda.OutOfMemoryError as exc:  # one client's OOM must not end the run
@@ -328,7 +330,7 @@ class ClientRuntime:
         )
         n = int(idx.numel())
         acc = float(cm.diag().sum()) / n if n else float("nan")
-        metrics = MetricRecord(
+        metrics = metric_record(
             {"num-examples": n, "val_loss": float(loss), "val_accuracy": acc, "party-id": int(party)}
         )
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)

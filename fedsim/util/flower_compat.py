@@ -34,9 +34,10 @@ through the code.
   runs the apps in other processes, out of reach of a run's in-process hooks); the
   runtime underneath it is ``flwr.simulation.run_simulation._run_simulation``, which
   ``flwr-simulation`` (the process ``flwr run`` starts) calls too.
-* :func:`numpy_array`, :func:`array_record`, :func:`keep_tensor`, :func:`take_tensor`:
-  an ``Array`` and an ``ArrayRecord`` built without their argument and type checks
-  (10 us an array, 4 us an item: a cross-device round builds 10 of each a client), and
+* :func:`numpy_array`, :func:`array_record`, :func:`metric_record`, :func:`keep_tensor`,
+  :func:`take_tensor`: an ``Array``, an ``ArrayRecord`` and a ``MetricRecord`` built
+  without their argument and type checks (10 us an array, 4 us an item: a cross-device
+  round builds 10 arrays and a 9-metric record a client), and
   a tensor an in-process reply's Array carries beside its bytes (an entry of its
   ``__dict__``), so the server reads it without parsing them (issue 34).
 * :data:`DEPRECATION_MARKER`, :func:`warn_deprecated_feature`: how Flower says a
@@ -49,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode, SType
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.supercore.differential_privacy import (
@@ -83,6 +84,7 @@ __all__ = [
     "empty_run",
     "get_server_state",
     "keep_tensor",
+    "metric_record",
     "numpy_array",
     "remembered_global",
     "run_simulation_runtime",
@@ -140,6 +142,14 @@ def array_record(items: Iterable[tuple[str, Array]]) -> ArrayRecord:
     check of each item."""
     rec = ArrayRecord()
     rec.__dict__["_data"].update(items)
+    return rec
+
+
+def metric_record(metrics: dict[str, int | float]) -> MetricRecord:
+    """``MetricRecord(metrics)`` for str keys and int or float values, without the type
+    check of each item."""
+    rec = MetricRecord()
+    rec.__dict__["_data"].update(metrics)
     return rec
 
 

@@ -68,6 +68,8 @@ def test_quick_arrays_and_records_equal_flowers_own():
     assert rec == ArrayRecord({"w": ref}) and rec.object_id == ArrayRecord({"w": ref}).object_id, UPGRADE.format(
         flwr.__version__, "ArrayRecord's items"
     )
+    metrics = {"num-examples": 10, "train_loss": 0.5}
+    assert fc.metric_record(metrics) == MetricRecord(metrics), UPGRADE.format(flwr.__version__, "MetricRecord's items")
     fc.keep_tensor(quick, "tensor")
     assert quick == ref and fc.take_tensor(quick) == "tensor" and fc.take_tensor(quick) is None
     fc.keep_tensor(quick, "tensor")
