@@ -25,6 +25,8 @@ Systems, each in a fresh process (so nothing is shared between them):
 ``pfl``         pfl-research (``pfl``): ``FederatedAveraging`` on its ``SimulatedBackend``
                 with a ``PyTorchModel``, one process; central optimizer SGD(lr=1), i.e. the
                 average of the clients' models, as FedAvg.
+``pfl-2proc``   the same in two processes (``torch.distributed.run --nproc_per_node=2``:
+                pfl-research splits each cohort between them and sums over gloo).
 ``flower``      vanilla Flower 1.42: a Message-API ``ClientApp`` running the plain loop
                 and ``flwr.serverapp.strategy.FedAvg`` on Flower's Simulation Runtime
                 with Ray, ``num_cpus=1`` a client: two actors on two cores.
@@ -78,8 +80,10 @@ WORKLOADS = {
     "100x100": {"parties": 100, "per_party": 100, "cohort": 10},
     "1000x10": {"parties": 1000, "per_party": 10, "cohort": 100},
 }
-SYSTEMS = ("plain", "fedsim", "fedsim-batched", "fedsim-w2", "pfl", "flower", "blazefl")
-VENV = {"pfl": "pfl", "blazefl": "blazefl"}  # systems that run in .peers/NAME
+SYSTEMS = ("plain", "fedsim", "fedsim-batched", "fedsim-w2", "pfl", "pfl-2proc", "flower", "blazefl")
+VENV = {"pfl": "pfl", "pfl-2proc": "pfl", "blazefl": "blazefl"}  # systems that run in .peers/NAME
+#: systems that train in several processes: their CPU time (this process's) is not the work's
+SEVERAL_PROCESSES = ("fedsim-w2", "pfl-2proc", "flower")
 
 
 # ------------------------------------------------------------------ the shared work
@@ -387,9 +391,11 @@ def measure(system: str, workload: str, rounds: int) -> dict[str, float] | str:
     exe = python_for(system)
     if exe is None:
         return f"no environment .peers/{VENV[system]} (bash benchmarks/peers_env.sh)"
-    proc = subprocess.run(
-        [exe, __file__, "--one", system, workload, str(rounds)], capture_output=True, text=True, cwd=REPO
-    )
+    cmd = [exe, __file__, "--one", system, workload, str(rounds)]
+    if system == "pfl-2proc":  # torchrun: each process runs the pfl system, rank 0's times are taken
+        cmd = [exe, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, "--one", "pfl"]
+        cmd += [workload, str(rounds)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -421,6 +427,9 @@ def summarise(results: dict, systems: list[str], workloads: list[str], clock: st
         for wl in workloads:
             runs = results[(system, wl)]
             secs = [r[clock] for r in runs if isinstance(r, dict)]
+            if clock == "cpu" and system in SEVERAL_PROCESSES:
+                row.append("- (several processes)")
+                continue
             if not secs:
                 row.append(str(runs[-1]) if runs else "-")
                 continue
@@ -470,7 +479,7 @@ def main() -> None:
                 results[(system, wl)].append(r)
                 got = f"wall {r['wall']:.3f} s, CPU {r['cpu']:.3f} s" if isinstance(r, dict) else r
                 print(f"  repeat {rep + 1} {wl:<8} {system:<15} {got}", flush=True)
-    for clock, what in (("wall", "wall clock"), ("cpu", "CPU time of the run's process (not its workers or actors)")):
+    for clock, what in (("wall", "wall clock"), ("cpu", "CPU time of the run's one process")):
         print(f"\nseconds a round, {what}:")
         print(summarise(results, systems, workloads, clock))
     print(setup_line())
