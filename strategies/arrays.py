@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedsim.util.flower_compat import NUMPY_STYPE
+from fedsim.util.flower_compat import NUMPY_STYPE, array_record, keep_tensor, numpy_array, take_tensor
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
@@ -54,12 +54,18 @@ def array_from_numpy(nd: np.ndarray) -> Array:
     """``flwr.app.Array(nd)`` without np.save (identical bytes)."""
     if not nd.flags.c_contiguous:
         nd = np.ascontiguousarray(nd) if nd.ndim else nd.copy()
-    return Array(
-        dtype=str(nd.dtype),
-        shape=tuple(int(s) for s in nd.shape),
-        stype=NUMPY_STYPE,
-        data=_npy_header(nd) + nd.tobytes(),
-    )
+    return numpy_array(_dtype_name(nd.dtype), tuple(int(s) for s in nd.shape), _npy_header(nd) + nd.tobytes())
+
+
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    """``str(dtype)``, cached (numpy's costs 10 us: 10 arrays a client, issue 34)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
 
 
 def array_to_numpy(arr: Array) -> np.ndarray:
@@ -84,16 +90,34 @@ def array_to_numpy(arr: Array) -> np.ndarray:
 
 
 def record_to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
-    """ArrayRecord -> state_dict of CPU tensors."""
-    return OrderedDict((key, torch.from_numpy(array_to_numpy(arr))) for key, arr in record.items())
+    """ArrayRecord -> state_dict of CPU tensors (the caller's own: it may change them)."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, arr in record.items():
+        kept = take_tensor(arr)
+        out[key] = kept if kept is not None else torch.from_numpy(array_to_numpy(arr))
+    return out
 
 
-def state_to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    """state_dict -> ArrayRecord (what Flower sends)."""
-    rec = ArrayRecord()
+def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> ArrayRecord:
+    """state_dict -> ArrayRecord (what Flower sends).
+
+    ``keep``: each Array also carries a copy of its tensor, which the first
+    :func:`record_to_state` of the record takes instead of parsing and copying the bytes
+    (a reply that stays in the process: the local engine's). Measured in a cross-device
+    round (100 clients of 10 MNIST images, simple-cnn; issue 34), CPU time a client:
+    the server's screening of a reply 0.25 -> 0.11 ms, the client's reply 0.40 -> 0.37 ms
+    (with the quick Arrays of ``fedsim.util.flower_compat``).
+    """
+    items = []
     for key, t in state.items():
-        rec[key] = array_from_numpy(t.detach().cpu().numpy())
-    return rec
+        t = t.detach().cpu()
+        if keep:
+            t = t.contiguous().clone()  # what the bytes hold: the model's own tensors change next
+        arr = array_from_numpy(t.numpy())
+        if keep:
+            keep_tensor(arr, t)
+        items.append((key, arr))
+    return array_record(items)
 
 
 def is_float(t: torch.Tensor) -> bool:

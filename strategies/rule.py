@@ -110,6 +110,10 @@ class ClientRule:
         logits = self.ctx.model(x)
         return self.ctx.criterion(logits, y), logits
 
+    # the objective is the task loss itself: the trainer need not compute it again (an
+    # override of ``loss`` is a function without this mark)
+    loss.is_task_loss = True  # type: ignore[attr-defined]
+
     def on_after_backward(self) -> None:
         """Called between ``backward()`` and ``optimizer.step()``."""
 

@@ -231,16 +231,21 @@ class LocalTrainer:
             optimizer.step()
             return objective, logits
 
-        return self.loop(step, epochs, max_steps)
+        # a plain rule's objective is the criterion on the logits, as the loop would
+        # compute it again (without autocast: the same kernel on the same logits)
+        task_loss = getattr(loss, "is_task_loss", False) and not amp
+        return self.loop(step, epochs, max_steps, objective_is_loss=task_loss)
 
     def loop(
         self,
         step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         epochs: int,
         max_steps: int | None = None,
+        objective_is_loss: bool = False,
     ) -> TrainStats:
         """The party's mini-batches of ``epochs`` epochs, each given to ``step(x, y) ->
-        (objective, logits)``, which does the update itself (pFedMe's inner solver)."""
+        (objective, logits)``, which does the update itself (pFedMe's inner solver).
+        ``objective_is_loss``: the objective is the criterion on the logits."""
         t0 = time.perf_counter()
         # per-step values are kept as tensors and reduced once at the end: no
         # synchronisation per step, and two tensor ops per step instead of six
@@ -254,8 +259,11 @@ class LocalTrainer:
         for xb, yb in batch_stream(self.data, self.generator, positions):
             objective, logits = step(xb, yb)
             objectives.append(objective.detach())
-            with torch.no_grad():
-                losses.append(self.criterion(logits.detach().float(), yb))
+            if objective_is_loss:
+                losses.append(objectives[-1])
+            else:
+                with torch.no_grad():
+                    losses.append(self.criterion(logits.detach().float(), yb))
             hits.append(logits.detach().argmax(dim=1) == yb)
             sizes.append(yb.numel())
         seen = sum(sizes)

@@ -217,7 +217,7 @@ def train_cohort(rt, jobs: list[tuple[Message, Context]]) -> list[Message]:
     keys = list(model.state_dict().keys())  # the reply keeps the model's key order
     for i, r in enumerate(rounds):
         state = OrderedDict((k, params[k][i].detach() if k in params else buffers[k]) for k in keys)
-        replies.append(rt.finish(r, totals.stats(i, len(r.data), r.epochs, elapsed), state))
+        replies.append(rt.finish(r, totals.stats(i, len(r.data), r.epochs, elapsed), state, keep=True))
     return replies
 
 

@@ -35,6 +35,9 @@ import torch
 #: cohorts up to this size get the Gram matrix in one pass (K^2 P by GEMM); larger
 #: ones two O(K P) passes (a K = 100 Gram over 11M weights would cost 110 GFLOP)
 GRAM_MAX_CLIENTS = 32
+#: the second pass reuses the first pass's update blocks while they take at most this
+#: many bytes (100 simple-cnns: 18 MB; their copy was 40% of the measures' 20 ms)
+KEEP_UPDATES_BYTES = 64 * 2**20
 
 
 def heterogeneity_of_states(
@@ -47,7 +50,10 @@ def heterogeneity_of_states(
     K = len(client_states)
     if K == 0 or not keys:
         return {}
-    s = _first_pass(global_state, client_states, agg_state, keys)
+    kept: dict[str, torch.Tensor] | None = None
+    if K > GRAM_MAX_CLIENTS and 4 * K * sum(global_state[k].numel() for k in keys) <= KEEP_UPDATES_BYTES:
+        kept = {}
+    s = _first_pass(global_state, client_states, agg_state, keys, kept)
     norms = s.norm_sq.clamp_min(0).sqrt()
     nonzero = norms > 0
     inv = torch.where(nonzero, 1.0 / norms.clamp_min(1e-300), torch.zeros_like(norms))
@@ -57,7 +63,8 @@ def heterogeneity_of_states(
     elif K >= 2:  # large cohorts: a second pass, O(K P) instead of O(K^2 P)
         inv32 = inv.float()
         for key in keys:
-            e = (inv32 @ _updates(global_state, client_states, key)).double()
+            D = kept.pop(key) if kept is not None else _updates(global_state, client_states, key)
+            e = (inv32 @ D).double()
             unit_sum_sq += float(e.dot(e))
     agg_norm = math.sqrt(s.agg_sq)
     div = (s.norm_sq - 2 * s.d_dot_u + s.u_sq).clamp_min(0).sqrt() / (agg_norm if agg_norm > 0 else float("nan"))
@@ -91,11 +98,10 @@ class _Sums:
 def _updates(
     global_state: Mapping[str, torch.Tensor], client_states: Sequence[Mapping[str, torch.Tensor]], key: str
 ) -> torch.Tensor:
-    """D: the K x P_key updates of one entry, float32 (one copy per client)."""
+    """D: the K x P_key updates of one entry, float32 (one copy per client, in one
+    ``torch.stack``: row by row, 100 clients of simple-cnn took 20 ms a round, issue 34)."""
     g = global_state[key].reshape(-1).float()
-    D = torch.empty((len(client_states), g.numel()), dtype=torch.float32)
-    for i, st in enumerate(client_states):
-        D[i] = st[key].reshape(-1)
+    D = torch.stack([st[key].reshape(-1).float() for st in client_states])
     D -= g
     return D
 
@@ -105,16 +111,20 @@ def _first_pass(
     client_states: Sequence[Mapping[str, torch.Tensor]],
     agg_state: Mapping[str, torch.Tensor],
     keys: Sequence[str],
+    kept: dict[str, torch.Tensor] | None = None,
 ) -> _Sums:
     """The sums of one pass over the weights, key by key: memory stays one key's K x P_key
-    block, which also stays in cache. Small cohorts get the Gram matrix by GEMM (and
-    from it the norms and ||sum_k d_k||^2); large ones the norms and that sum directly."""
+    block, which also stays in cache (unless ``kept`` collects the blocks). Small cohorts
+    get the Gram matrix by GEMM (and from it the norms and ||sum_k d_k||^2); large ones
+    the norms and that sum directly."""
     K = len(client_states)
     f64 = torch.float64
     s = _Sums(torch.zeros(K, dtype=f64), torch.zeros(K, dtype=f64), None)
     gram = torch.zeros((K, K), dtype=f64) if K <= GRAM_MAX_CLIENTS else None
     for key in keys:
         D = _updates(global_state, client_states, key)
+        if kept is not None:
+            kept[key] = D
         a = agg_state[key].reshape(-1).float()
         u = a - global_state[key].reshape(-1).float()
         s.d_dot_u += (D @ u).double()

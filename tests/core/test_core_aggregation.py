@@ -37,6 +37,19 @@ def test_equal_weights_is_the_mean_and_order_is_fixed():
     assert torch.allclose(avg["w"], torch.tensor([2.0, 1.0]))
 
 
+def test_a_kept_record_hands_its_tensors_once_and_reads_like_any_other():
+    model = _state([1.5, -2.0], [0.1, 0.2], 7)
+    rec = state_to_record(model, keep=True)
+    plain = state_to_record(model)
+    assert rec == plain  # the same Flower record, bytes and all
+    model["w"].add_(1.0)  # the client's model trains on: the reply keeps what it sent
+    first, second = record_to_state(rec), record_to_state(rec)
+    for k in first:
+        assert torch.equal(first[k], second[k]) and first[k].dtype == second[k].dtype
+        assert first[k].data_ptr() != second[k].data_ptr()  # each reader owns its tensors
+    assert torch.equal(first["w"], torch.tensor([1.5, -2.0]))
+
+
 def test_record_roundtrip_and_restore_dtypes():
     s = _state([1.5, -2.0], [0.1, 0.2], 7)
     back = record_to_state(state_to_record(s))

@@ -11,8 +11,10 @@ import torch
 import yaml
 from flower_watch import watching_flower
 from flwr.app import Context, RecordDict
+from torch import nn
 
 import fedsim
+from fedsim.client.app import load_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,3 +135,22 @@ def test_flwr_run_dot(tmp_path):
         assert json.loads((out / "summary.json").read_text())["rounds"] == 1
     finally:
         subprocess.run(["pkill", "-f", f"--log-file {tmp_path}"], check=False)
+
+
+def test_load_targets_are_the_tensors_load_state_dict_fills_or_none():
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    state = {k: v.clone() + 1 for k, v in model.state_dict().items()}
+    targets = load_targets(model, state)
+    assert targets is not None and [t.data_ptr() for t in targets] == [
+        t.data_ptr() for t in model.state_dict().values()
+    ]
+    assert load_targets(model, dict(reversed(list(state.items())))) is None  # another key order
+
+    class OwnLoad(nn.Linear):
+        def _load_from_state_dict(self, *args, **kwargs):
+            super()._load_from_state_dict(*args, **kwargs)
+
+    assert load_targets(nn.Sequential(OwnLoad(3, 2)), nn.Sequential(nn.Linear(3, 2)).state_dict()) is None
+    hooked = nn.Linear(3, 2)
+    hooked.register_load_state_dict_post_hook(lambda module, keys: None)
+    assert load_targets(hooked, hooked.state_dict()) is None

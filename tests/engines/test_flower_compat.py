@@ -59,6 +59,25 @@ def test_an_empty_run_and_the_constants():
     assert isinstance(fc.NUMPY_STYPE, str) and fc.NUMPY_STYPE, UPGRADE.format(flwr.__version__, "SType.NUMPY")
 
 
+def test_quick_arrays_and_records_equal_flowers_own():
+    nd = np.arange(6, dtype=np.float32).reshape(2, 3)
+    ref = Array(nd)
+    quick = fc.numpy_array(ref.dtype, ref.shape, ref.data)
+    assert quick.__dict__ == ref.__dict__ and quick == ref, UPGRADE.format(flwr.__version__, "Array's fields")
+    assert np.array_equal(quick.numpy(), nd) and quick.object_id == ref.object_id
+    rec = fc.array_record([("w", quick)])
+    assert rec == ArrayRecord({"w": ref}) and rec.object_id == ArrayRecord({"w": ref}).object_id, UPGRADE.format(
+        flwr.__version__, "ArrayRecord's items"
+    )
+    metrics = {"num-examples": 10, "train_loss": 0.5}
+    assert fc.metric_record(metrics) == MetricRecord(metrics), UPGRADE.format(flwr.__version__, "MetricRecord's items")
+    fc.keep_tensor(quick, "tensor")
+    assert quick == ref and fc.take_tensor(quick) == "tensor" and fc.take_tensor(quick) is None
+    fc.keep_tensor(quick, "tensor")
+    quick.data = ref.data[:1] + ref.data[1:]  # new bytes: the kept tensor no longer describes them
+    assert fc.take_tensor(quick) is None
+
+
 def test_strategy_start_still_takes_what_fedsims_round_loop_mirrors():
     params = tuple(inspect.signature(Strategy.start).parameters)
     assert params == fc.STRATEGY_START_PARAMETERS, UPGRADE.format(
