@@ -146,8 +146,14 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ProfileError(f"{what} must hold a list of objects, one per party")
     elif suffix == ".parquet":
-        import pandas as pd  # an optional, heavy library: only for Parquet tables
-
+        try:  # optional, heavy libraries (the hf extra brings them): only for Parquet tables
+            import pandas as pd
+            import pyarrow  # noqa: F401  (pandas' Parquet engine)
+        except ImportError as exc:
+            raise ProfileError(
+                f"{what} is a Parquet table, which needs pandas and pyarrow: pip install -e '.[hf]', "
+                "or write it as .csv or .json"
+            ) from exc
         rows = pd.read_parquet(path).to_dict("records")
     else:
         raise ProfileError(f"{what} has suffix '{suffix}'; allowed: .csv, .json, .parquet")

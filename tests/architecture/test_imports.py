@@ -40,6 +40,7 @@ DEFERRABLE = (
     "numpy",
     # Parquet tables of device profiles (system.source file): an optional, heavy library
     "pandas",
+    "pyarrow",
 )
 #: fedsim's own modules may be imported in a function only where they are heavy for the
 #: importer: the package's lazy attributes (PEP 562) and the CLI, whose commands import

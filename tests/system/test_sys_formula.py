@@ -4,6 +4,7 @@ checks of the device profiles."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -153,3 +154,21 @@ def test_the_none_source_refuses_the_clock_keys():
     cfg = SimpleNamespace(system=SimpleNamespace(source="none", round_deadline=5.0, over_selection=1.0))
     cfg.system.augmentation_factor = 3.0
     assert "system.round_deadline' needs the simulated clock" in get("none").check(cfg)
+
+
+def test_a_table_reads_the_same_as_csv_json_and_parquet(tmp_path):
+    """The ``file`` source's three formats give the same rows (Parquet with the hf extra)."""
+    from fedsim.system.traces import read_table
+
+    rows = [{"ms_per_sample": 3.0 + i, "upload_kbps": 500.0 * (i + 1), "download_kbps": 900.0} for i in range(3)]
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    (tmp_path / "t.csv").write_text(
+        "ms_per_sample,upload_kbps,download_kbps\n"
+        + "".join(f"{r['ms_per_sample']},{r['upload_kbps']},900.0\n" for r in rows)
+    )
+    as_float = [{k: float(v) for k, v in r.items()} for r in read_table(tmp_path / "t.csv")]
+    assert as_float == rows == read_table(tmp_path / "t.json")
+    pd = pytest.importorskip("pandas", reason="Parquet tables need the hf extra: pip install -e '.[hf]'")
+    pytest.importorskip("pyarrow", reason="Parquet tables need the hf extra: pip install -e '.[hf]'")
+    pd.DataFrame(rows).to_parquet(tmp_path / "t.parquet")
+    assert read_table(tmp_path / "t.parquet") == rows
