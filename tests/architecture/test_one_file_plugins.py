@@ -1,6 +1,6 @@
-"""A plug-in of each of the ten kinds, with one parameter of its own, is one file.
+"""A plug-in of each of the eleven kinds, with one parameter of its own, is one file.
 
-The test writes ten throwaway plug-in files (an algorithm, an attack, a defence, a
+The test writes eleven throwaway plug-in files (an algorithm, an attack, a defence, a
 data set, a model, a partition scheme, an engine, a tracker, a privacy mode, a
 device-profile source, a compressor) into a
 fresh package outside fedsim, names the package in ``FEDSIM_PLUGINS`` (as a user
