@@ -2,8 +2,9 @@
 
 One line per setting (a combination of the sweep's factors): the test accuracy at each
 evaluated round (mean over the seeds that did not diverge) against the MB sent up and
-down by the end of that round (the cumulative sum of ``bytes_up`` + ``bytes_down`` of
-``metrics.jsonl``, mean over the same seeds), on a log axis: a compressor moves a line
+down by the end of that round (``bytes_up_total`` + ``bytes_down_total`` of
+``metrics.jsonl``, or the cumulative sum of ``bytes_up`` + ``bytes_down`` in the rows of
+runs from before those keys, mean over the same seeds), on a log axis: a compressor moves a line
 to the left.
 """
 
@@ -26,6 +27,8 @@ def accuracy_by_mb(run: RunInfo) -> dict[int, tuple[float, float]]:
     out, total = {}, 0
     for row in run.history:
         total += int(row.get("bytes_up") or 0) + int(row.get("bytes_down") or 0)
+        if row.get("bytes_up_total") is not None and row.get("bytes_down_total") is not None:
+            total = int(row["bytes_up_total"]) + int(row["bytes_down_total"])
         if row.get("test_accuracy") is not None:
             out[int(row["round"])] = (total / MB, 100 * float(row["test_accuracy"]))
     return out

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from fedsim.report import load_sweep, report
-from fedsim.report.comm import comm_lines
+from fedsim.report.comm import accuracy_by_mb, comm_lines
+from fedsim.report.load import RunInfo
 from fedsim.sweeps import Factor, Setting, comm_table, per_mb, plan_sweep, read_summary_csv, sweep
 
 #: (compressor, seed) -> (final accuracy, bytes up a round, bytes down a round)
@@ -83,6 +84,16 @@ def test_the_report_shows_the_table_and_accuracy_against_cumulative_mb(comm_swee
     run = report(comm_sweep / "topk-s0").read_text()
     assert "| upload MB | 0.200 |" in run and "| download MB | 8.000 |" in run
     assert "| test accuracy (%) per MB | 10.732 |" in run
+
+
+def test_accuracy_against_mb_reads_the_rows_cumulative_bytes_when_they_hold_them():
+    old = [{"round": r, "bytes_up": 1_000_000, "bytes_down": 3_000_000, "test_accuracy": 0.5} for r in (1, 2)]
+    run = RunInfo("old", Path("old"), {}, 0, "finished", _history=old)
+    assert accuracy_by_mb(run) == {1: (4.0, 50.0), 2: (8.0, 50.0)}  # rows before the totals: their running sum
+    # a row's own totals win (here, by hand, what the rounds before it sent is not in the history)
+    new = [{**old[1], "bytes_up_total": 5_000_000, "bytes_down_total": 7_000_000}]
+    run = RunInfo("new", Path("new"), {}, 0, "finished", _history=new)
+    assert accuracy_by_mb(run) == {2: (12.0, 50.0)}
 
 
 @pytest.mark.slow

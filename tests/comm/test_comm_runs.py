@@ -75,6 +75,34 @@ def test_the_recorded_bytes_are_the_payloads(tmp_path, tiny, reference):
     assert summary["bytes_up_total"] == sum(r["bytes_up"] for r in m)
 
 
+def _running_sums(rows, key):
+    out, total = [], 0
+    for r in rows:
+        total += r[key]
+        out.append(total)
+    return out
+
+
+@pytest.mark.parametrize(
+    "comm", [{}, {"compressor": "topk", "density": 0.05}, {"compressor": "sign", "budget_mb": 100.0}]
+)
+def test_every_row_holds_the_bytes_sent_so_far(tmp_path, tiny, comm):
+    cfg = tiny(comm=comm, federation={"rounds": 3, "fraction_fit": 0.75}, train={"epochs": 1})
+    run = fedsim.run(cfg, out=tmp_path / "run").run_dir
+    m, c = _rows(run / "metrics.jsonl"), _rows(run / "clients.jsonl")
+    up_by_round = [sum(x["bytes_up"] for x in c if x["round"] == r["round"] and "bytes_up" in x) for r in m]
+    assert [r["bytes_up_total"] for r in m] == _running_sums([{"b": b} for b in up_by_round], "b")
+    assert [r["bytes_down_total"] for r in m] == _running_sums(m, "bytes_down")
+    assert m[-1]["bytes_down_total"] == 3 * m[0]["bytes_down"] > 0  # 3 of 4 parties every round, the same model
+    if "budget_mb" in comm:
+        assert all(r["bytes_total"] == r["bytes_up_total"] + r["bytes_down_total"] for r in m)
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["bytes_up_total"], summary["bytes_down_total"]) == (
+        m[-1]["bytes_up_total"],
+        m[-1]["bytes_down_total"],
+    )
+
+
 @pytest.mark.parametrize(
     ("strategy", "extra"),
     [("krum", {}), ("fedper", {"eval": {"local_test": "split"}}), ("fedbn", {"model": {"batch_norm": True}})],
@@ -189,7 +217,9 @@ def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, t
     fedsim.run(tiny(**{**cfg, "federation": {"rounds": 2, "fraction_fit": 0.75}}), out=out)
     fedsim.run(tiny(**cfg), out=out, resume=True)
     assert _same_model(_model(ref), _model(out))
-    assert _rows(ref / "metrics.jsonl") == _rows(out / "metrics.jsonl")
+    assert _rows(ref / "metrics.jsonl") == _rows(out / "metrics.jsonl")  # the cumulative bytes too
+    rows = _rows(out / "metrics.jsonl")
+    assert [r["bytes_up_total"] for r in rows] == _running_sums(rows, "bytes_up") and len(rows) == 3
     a, b = ClientStateStore(RunStore(ref).client_state), ClientStateStore(RunStore(out).client_state)
     residuals = 0
     for party in range(4):

@@ -33,6 +33,8 @@ ROW_KEYS = {
     "failures",
     "bytes_up",
     "bytes_down",
+    "bytes_up_total",
+    "bytes_down_total",
     "test_accuracy",
     "client_drift_mean",
     "update_cosine_mean",

@@ -5,7 +5,7 @@
 decided:
 
 1. :mod:`.privacy`: the round's release into the ledger, epsilon, the budget's stop;
-2. :mod:`.training`: the cohort's training replies and the server's own values;
+2. :mod:`.training`: the cohort's training replies (the bytes so far too) and the server's own values;
    :mod:`.clock` (with a ``system`` source): the round on the simulated clock;
    :mod:`.budget`: the bytes so far against ``comm.budget_mb``, the budget's stop;
 3. :mod:`.heterogeneity`: the cohort's model heterogeneity;
@@ -70,9 +70,9 @@ def round_callbacks(
     malicious = frozenset(malicious_parties(cfg))
     steps: list[RoundCallback | None] = [
         PrivacyAccounting(privacy) if privacy is not None else None,
-        TrainingRow(cfg),
+        TrainingRow(cfg, run),
         ClockRow(clock, store, malicious) if clock is not None else None,
-        ByteBudget(cfg.comm.budget_mb, run) if cfg.comm.budget_mb is not None else None,
+        ByteBudget(cfg.comm.budget_mb) if cfg.comm.budget_mb is not None else None,
         ModelHeterogeneity() if cfg.eval.model_heterogeneity else None,
         DivergenceCheck(cfg, run, store.root.name, after_evaluation=False),
         CentralEvaluation(cfg, evaluator, AttackEvaluator(cfg, exp.bundle, evaluator.device)),

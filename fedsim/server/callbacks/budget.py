@@ -1,7 +1,7 @@
 """``comm.budget_mb``: the run's bytes against its byte budget.
 
-After the training part of the row, the round's bytes (up and down) are added to those
-of the rounds before (``bytes_total`` in the row); when the next round, estimated as
+After the training part of the row (which holds the run's bytes so far,
+``bytes_up_total`` and ``bytes_down_total``), their sum is ``bytes_total`` in the row; when the next round, estimated as
 this round's bytes again, would take the total past ``comm.budget_mb`` (10^6 bytes a
 MB), this round is the run's last (``comm_stop``, status ``budget``), evaluated and
 checkpointed like a final one, as ``privacy.target_epsilon`` stops a run. A resume
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
+from fedsim.server.callbacks.base import RoundCallback, RoundRecord
 
 MB = 1e6
 
@@ -33,14 +33,13 @@ def budget_stop(total: int, last_round: int, budget_mb: float) -> str | None:
 
 
 class ByteBudget(RoundCallback):
-    def __init__(self, budget_mb: float, run: RunProgress) -> None:
-        self.budget_mb, self.run = budget_mb, run
+    def __init__(self, budget_mb: float) -> None:
+        self.budget_mb = budget_mb
 
     def on_round(self, rec: RoundRecord) -> None:
-        before = sum(round_bytes(r) for r in self.run.history if r["round"] < rec.log.round)
-        this = round_bytes(rec.row)
-        rec.row["bytes_total"] = before + this
-        why = budget_stop(before + this, this, self.budget_mb)
+        this, total = round_bytes(rec.row), rec.row["bytes_up_total"] + rec.row["bytes_down_total"]
+        rec.row["bytes_total"] = total
+        why = budget_stop(total, this, self.budget_mb)
         if why is not None and not rec.last:
             rec.row["comm_stop"] = why
             rec.last = True

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedsim.inputs.adversary import malicious_parties
 from fedsim.schema.experiment import ExperimentConfig
-from fedsim.server.callbacks.base import RoundCallback, RoundRecord
+from fedsim.server.callbacks.base import RoundCallback, RoundRecord, RunProgress
 from strategies.strategy import ClientOutcome
 
 
@@ -28,8 +28,18 @@ def failure_rows(rl) -> list[dict]:
     return [{"party": f.party, "reason": f.reason, "stage": f.stage} for f in rl.failures]
 
 
+def bytes_before(history: list[dict], server_round: int, key: str) -> int:
+    """The run's ``key`` bytes (``bytes_up``, ``bytes_down``) over the rows before
+    ``server_round``: the last one's ``<key>_total``, or the sum (rows of older runs)."""
+    rows = [r for r in history if r["round"] < server_round]
+    if rows and rows[-1].get(f"{key}_total") is not None:
+        return int(rows[-1][f"{key}_total"])
+    return sum(int(r.get(key) or 0) for r in rows)
+
+
 class TrainingRow(RoundCallback):
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    def __init__(self, cfg: ExperimentConfig, run: RunProgress) -> None:
+        self.run = run
         # with an attack: its malicious parties, counted among the aggregated replies
         self.malicious = frozenset(malicious_parties(cfg)) if cfg.attack.name != "none" else None
 
@@ -45,6 +55,8 @@ class TrainingRow(RoundCallback):
         row["failures"] = failure_rows(rl)
         row["bytes_down"] = int(rl.bytes_down)
         row["bytes_up"] = int(rl.bytes_up)
+        for key in ("bytes_up", "bytes_down"):
+            row[f"{key}_total"] = bytes_before(self.run.history, rl.round, key) + row[key]
         row["local_steps_mean"] = float(np.mean([o.metrics.get("steps", 0) for o in outcomes])) if outcomes else None
         row.update(rl.server_metrics)
         if self.malicious is not None:
