@@ -17,6 +17,9 @@ of those records. The server rebuilds w_hat_k = w + u_hat in float64, cast to w'
 The residual is the party's client state (keys under :data:`RESIDUAL`, beside the
 algorithm's own; the store's plain ``load`` leaves them out), committed only when the
 reply is aggregated, checkpointed with the store: a kill -9 and resume is byte-equal.
+With ``comm.momentum_correction`` m > 0 (top-k, DGC) the party keeps a velocity V too
+(keys under :data:`VELOCITY`): V <- m V + d_k, u = V + e, and V is cleared where a
+coordinate was sent (DGC's momentum factor masking).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from strategies.arrays import array_from_numpy, is_float, record_to_state, state
 
 #: the client-state keys of the residual: RESIDUAL + the model entry's name
 RESIDUAL = EXTENSION_PREFIX + "comm.residual/"
+#: the client-state keys of DGC's velocity (``comm.momentum_correction``): VELOCITY + the entry's name
+VELOCITY = EXTENSION_PREFIX + "comm.velocity/"
 #: the ConfigRecord of an encoded reply: the encoded entries' names, in order
 KEYS_RECORD = "comm"
 
@@ -57,6 +62,8 @@ class UpdateCodec:
     def __init__(self, codec: Compressor, params: Any, param_keys: Collection[str] | None = None) -> None:
         self.codec, self.params = codec, params
         self.feedback = codec.uses_feedback(params)
+        #: DGC's momentum m (0: off); it works on the residual, so only with error feedback
+        self.momentum = float(getattr(params, "momentum_correction", 0.0)) if self.feedback else 0.0
         #: the model's trainable entries, the ones encoded (None: every float entry)
         self.param_keys = frozenset(param_keys) if param_keys is not None else None
 
@@ -73,12 +80,7 @@ class UpdateCodec:
         """The payload of a reply whose trained entries are ``weights`` (module docstring)."""
         keys = [k for k, v in weights.items() if self.encoded(k, v)]
         bases = [global_state[k].detach().cpu().reshape(-1) for k in keys]
-        updates = []
-        for k, w in zip(keys, bases):
-            u = weights[k].detach().cpu().reshape(-1).double() - w.double()
-            if self.feedback and residual and RESIDUAL + k in residual:
-                u = u + residual[RESIDUAL + k].reshape(-1).double()
-            updates.append(u)
+        updates, velocity = self.accumulate(keys, weights, bases, residual or {})
         payload = self.codec.encode(self.params, updates, bases, gen) if keys else {}
         arrays = ArrayRecord()
         for name, nd in payload.items():
@@ -91,9 +93,32 @@ class UpdateCodec:
             sent = self.codec.decode(self.params, {n: torch.from_numpy(nd) for n, nd in payload.items()}, bases)
             for k, u, s in zip(keys, updates, sent):
                 new_residual[RESIDUAL + k] = (u - s).to(torch.float32).view(weights[k].shape)
+                if k in velocity:  # momentum factor masking: the sent coordinates start again
+                    new_residual[VELOCITY + k] = velocity[k].masked_fill(s != 0, 0.0).float().view(weights[k].shape)
         # a reply with no trainable entry (``local`` shares nothing) is not encoded
         names = ConfigRecord({"keys": keys}) if keys else None
         return Encoded(arrays, names, new_residual, dict(zip(keys, sent)))
+
+    def accumulate(
+        self,
+        keys: list[str],
+        weights: Mapping[str, torch.Tensor],
+        bases: list[torch.Tensor],
+        state: Mapping[str, torch.Tensor],
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """The vectors to encode, u = d_k + e (with momentum correction V <- m V + d_k and
+        u = V + e), and the new velocities V (float64, by entry; none without it)."""
+        updates, velocity = [], {}
+        for k, w in zip(keys, bases):
+            u = weights[k].detach().cpu().reshape(-1).double() - w.double()
+            if self.momentum and VELOCITY + k in state:
+                u = u + self.momentum * state[VELOCITY + k].reshape(-1).double()
+            if self.momentum:
+                velocity[k] = u
+            if self.feedback and RESIDUAL + k in state:
+                u = u + state[RESIDUAL + k].reshape(-1).double()
+            updates.append(u)
+        return updates, velocity
 
     def decode(self, content: RecordDict, global_state: Mapping[str, torch.Tensor]) -> None:
         """Replace an encoded reply's records by the trained entries they stand for

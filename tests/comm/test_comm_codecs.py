@@ -130,3 +130,29 @@ def test_integer_entries_travel_as_they_are():
     # a reply with nothing to encode (``local`` shares nothing) travels as it is
     empty = codec.encode(OrderedDict(), w, None, gen)
     assert empty.keys is None and len(empty.arrays) == 0 and empty.residual == {}
+
+
+def test_dgc_momentum_correction_by_hand():
+    """Top-1 of 4 coordinates with m = 0.5 (Lin et al. 2018): V <- m V + d, u = V + e, the
+    sent coordinate cleared in e and V; by hand, on a global model of zeros."""
+    from fedsim.comm.codecs.topk import TopKParams
+    from fedsim.comm.update import VELOCITY
+
+    codec = UpdateCodec(codecs.get("topk"), TopKParams(compressor="topk", density=0.25, momentum_correction=0.5))
+    w = OrderedDict(w=torch.zeros(4))
+
+    def step(d, state):
+        enc = codec.encode(OrderedDict(w=torch.tensor(d)), w, state, torch.Generator())
+        return enc.sent["w"].tolist(), enc.residual[RESIDUAL + "w"].tolist(), enc.residual[VELOCITY + "w"].tolist(), enc
+
+    sent, e, v, enc = step([1.0, 0.2, 0.0, -0.3], None)  # V = d, u = d: sends the 1
+    assert sent == pytest.approx([1, 0, 0, 0]) and e == pytest.approx([0, 0.2, 0, -0.3]) and v == e
+    # V = 0.5 [0, .2, 0, -.3] + [.1, .2, .45, 0] = [.1, .3, .45, -.15]; u = V + e = [.1, .5, .45, -.45]
+    sent, e, v, _ = step([0.1, 0.2, 0.45, 0.0], enc.residual)
+    assert sent == pytest.approx([0, 0.5, 0, 0], abs=1e-6)
+    assert e == pytest.approx([0.1, 0, 0.45, -0.45], abs=1e-6) and v == pytest.approx([0.1, 0, 0.45, -0.15], abs=1e-6)
+    plain = UpdateCodec(codecs.get("topk"), TopKParams(compressor="topk", density=0.25))  # off: u = d + e
+    first = plain.encode(OrderedDict(w=torch.tensor([1.0, 0.2, 0.0, -0.3])), w, None, torch.Generator())
+    again = plain.encode(OrderedDict(w=torch.tensor([0.1, 0.2, 0.45, 0.0])), w, first.residual, torch.Generator())
+    assert again.sent["w"].tolist() == pytest.approx([0, 0, 0.45, 0], abs=1e-6)  # u = [.1, .4, .45, -.3]
+    assert not any(k.startswith(VELOCITY) for k in again.residual)

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 import fedsim
-from fedsim.comm.update import RESIDUAL, update_codec
+from fedsim.comm.update import RESIDUAL, VELOCITY, update_codec
 from fedsim.config.load import load_config
 from fedsim.errors import ConfigError
 from fedsim.rundir.store import ClientStateStore, RunStore
@@ -149,6 +149,10 @@ def test_budget_and_codec_keys_are_checked(tiny):
         load_config(tiny(comm={"compressor": "topk", "density": 1.5}))
     with pytest.raises(ConfigError, match="comm.budget_mb"):
         load_config(tiny(comm={"budget_mb": -1}))
+    with pytest.raises(ConfigError, match="set comm.error_feedback true"):
+        load_config(tiny(comm={"compressor": "topk", "momentum_correction": 0.9, "error_feedback": False}))
+    with pytest.raises(ConfigError, match="comm.momentum_correction"):
+        load_config(tiny(comm={"compressor": "topk", "momentum_correction": 1.0}))
     assert isinstance(load_config(tiny()).comm, CommConfig)
 
 
@@ -208,10 +212,12 @@ def test_a_byte_budget_stops_the_run_and_a_larger_one_resumes_it(tmp_path, tiny)
     assert _same_model(_model(full), _model(out))
 
 
-def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, tiny):
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, tiny, momentum):
     """The fast version of the kill -9 test: 2 rounds, then resumed to 3, equal to 3 in
-    one go, the parties' residuals (client state) included."""
-    cfg = {"comm": {"compressor": "topk", "density": 0.05}, "federation": {"rounds": 3, "fraction_fit": 0.75}}
+    one go, the parties' residuals (client state, DGC's velocities with momentum correction) included."""
+    comm = {"compressor": "topk", "density": 0.05, "momentum_correction": momentum}
+    cfg = {"comm": comm, "federation": {"rounds": 3, "fraction_fit": 0.75}}
     ref = fedsim.run(tiny(**cfg), out=tmp_path / "ref").run_dir
     out = tmp_path / "resumed"
     fedsim.run(tiny(**{**cfg, "federation": {"rounds": 2, "fraction_fit": 0.75}}), out=out)
@@ -221,9 +227,11 @@ def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, t
     rows = _rows(out / "metrics.jsonl")
     assert [r["bytes_up_total"] for r in rows] == _running_sums(rows, "bytes_up") and len(rows) == 3
     a, b = ClientStateStore(RunStore(ref).client_state), ClientStateStore(RunStore(out).client_state)
-    residuals = 0
+    residuals = velocities = 0
     for party in range(4):
         sa, sb = a.load(party, extensions=True) or {}, b.load(party, extensions=True) or {}
-        residuals += sum(k.startswith("@") for k in sa)
+        residuals += sum(k.startswith(RESIDUAL) for k in sa)
+        velocities += sum(k.startswith(VELOCITY) for k in sa)
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert residuals > 0  # the parties that trained keep their error-feedback residuals
+    assert (velocities > 0) == (momentum > 0)
