@@ -16,7 +16,8 @@ tested on its own test data in up to three modes:
 Per party: accuracy, mean loss and macro F1 (``parties.jsonl``). Per mode, over the
 parties that train and separately over the held-out ones (``holdout_`` prefix):
 mean, sample-weighted mean (the pooled accuracy PFLlib and FL-bench report), std,
-the mean of the worst and of the best 10% of parties (``metrics.jsonl``).
+the mean of the worst and of the best 10% of parties, the worst party's value and
+Jain's fairness index (``metrics.jsonl``).
 
 Models that differ per party run one at a time on a CPU, and as one
 ``torch.func.vmap`` pass over a chunk of stacked parameters on a GPU. Every draw
@@ -72,9 +73,18 @@ class PartyScore:
         }
 
 
+def jain_index(values: np.ndarray) -> float:
+    """Jain's fairness index (sum a_i)^2 / (n sum a_i^2): 1 when every party does
+    equally well, 1/n when one party has it all; 1 when every value is 0 (all equal)."""
+    v = np.asarray(values, dtype=np.float64)
+    squares = float((v * v).sum())
+    return float(v.sum() ** 2 / (v.size * squares)) if squares > 0 else 1.0
+
+
 def spread_stats(values: list[float], weights: list[int]) -> dict[str, float]:
     """mean, weighted mean, std (population), worst 10% and best 10% (means of the
-    ceil(10%) lowest / highest values, at least one)."""
+    ceil(10%) lowest / highest values, at least one), the worst value and Jain's
+    fairness index (:func:`jain_index`)."""
     v = np.asarray(values, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if v.size == 0:
@@ -87,6 +97,8 @@ def spread_stats(values: list[float], weights: list[int]) -> dict[str, float]:
         "std": float(v.std()),
         "worst10": float(order[:k].mean()),
         "best10": float(order[-k:].mean()),
+        "worst": float(order[0]),
+        "jain": jain_index(v),
     }
 
 

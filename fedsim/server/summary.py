@@ -114,14 +114,15 @@ def build_summary(
 def party_summary(history: list[dict], holdout: list[int]) -> dict[str, Any]:
     """The last per-party evaluation (:mod:`fedsim.server.party_eval`): for each mode the pooled
     accuracy over the parties' own test samples (``wmean``: PFLlib's and FL-bench's
-    number), its std and worst 10% over parties; the held-out parties' likewise."""
+    number), its std, worst and best 10%, worst party and Jain's index over parties; the
+    held-out parties' likewise."""
     last = next((r for r in reversed(history) if r.get("local_accuracy_wmean") is not None), {})
     out: dict[str, Any] = {"holdout_parties": list(holdout)}
     for mode in ("local", "personal", "finetune"):
         for prefix in (mode, f"holdout_{mode}"):
             name = prefix.replace(mode, f"{mode}_test")
             out[f"{name}_accuracy"] = last.get(f"{prefix}_accuracy_wmean")
-            out[f"{name}_accuracy_std"] = last.get(f"{prefix}_accuracy_std")
-            out[f"{name}_accuracy_worst10"] = last.get(f"{prefix}_accuracy_worst10")
+            for stat in ("std", "worst10", "best10", "worst", "jain"):
+                out[f"{name}_accuracy_{stat}"] = last.get(f"{prefix}_accuracy_{stat}")
             out[f"{name}_f1_macro"] = last.get(f"{prefix}_f1_macro_mean")
     return out

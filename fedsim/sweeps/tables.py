@@ -55,7 +55,9 @@ METRIC_COLUMNS = (
 #: summary.json keys of the per-party evaluation (``eval.local_test``), copied into
 #: summary.csv when a run has them
 PARTY_COLUMNS = tuple(
-    f"{mode}_test_accuracy{stat}" for mode in ("local", "personal", "finetune") for stat in ("", "_std", "_worst10")
+    f"{mode}_test_accuracy{stat}"
+    for mode in ("local", "personal", "finetune")
+    for stat in ("", "_std", "_worst10", "_best10", "_worst", "_jain")
 )
 #: summary.json["heterogeneity"] keys copied into summary.csv
 HETEROGENEITY_COLUMNS = ("tv_mean", "hellinger_mean", "js_mean", "size_cv")

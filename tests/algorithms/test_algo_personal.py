@@ -262,6 +262,12 @@ def test_personal_evaluation_is_recorded_per_party(tmp_path, tiny):
     assert metrics["local_accuracy_wmean"] == pytest.approx(pooled, abs=1e-12)
     assert metrics["local_accuracy_mean"] == pytest.approx(sum(r["accuracy"] for r in local) / len(local), abs=1e-12)
     assert metrics["local_accuracy_worst10"] == min(r["accuracy"] for r in local)  # 4 parties: the worst one
+    accs = [r["accuracy"] for r in local]
+    assert metrics["local_accuracy_worst"] == min(accs) and metrics["local_accuracy_best10"] == max(accs)
+    jain = sum(accs) ** 2 / (len(accs) * sum(a * a for a in accs))
+    assert metrics["local_accuracy_jain"] == pytest.approx(jain, abs=1e-12)
+    assert res.summary["local_test_accuracy_jain"] == metrics["local_accuracy_jain"]
+    assert res.summary["personal_test_accuracy_worst"] == metrics["personal_accuracy_worst"]
     assert res.summary["local_test_accuracy"] == metrics["local_accuracy_wmean"]
     assert res.summary["finetune_test_accuracy"] == metrics["finetune_accuracy_wmean"]
 

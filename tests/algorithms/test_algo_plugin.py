@@ -188,6 +188,9 @@ CHANGES = [
     ("multi-krum", "num_selected", 2, 1, {}),
     # Bulyan needs n >= 4f + 3: the default f = 1 with 7 clients (f = 0: the mean of the beta = n closest)
     ("bulyan", "num_malicious", 0, 1, {"partition": {"n_parties": 7}}),
+    # q-FFL: q reweighs by the reported losses; L sets the step (L = 1/train.lr = 10 by default)
+    ("qffl", "q", 5.0, 1, {}),
+    ("qffl", "lipschitz", 3.0, 1, {}),
 ]
 
 

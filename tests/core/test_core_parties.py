@@ -17,7 +17,17 @@ from fedsim.inputs.localtest import match_local_test, split_local_test
 from fedsim.inputs.run_inputs import RunSettings, experiment_for, holdout_parties
 from fedsim.measures.metrics import classification_metrics
 from fedsim.rundir.store import ClientStateStore, read_jsonl
-from fedsim.server.party_eval import PartyEvaluator, accuracy_and_macro_f1, eval_cohort, spread_stats
+from fedsim.server.party_eval import (
+    PartyEvaluator,
+    PartyScore,
+    accuracy_and_macro_f1,
+    eval_cohort,
+    spread_stats,
+    summarise,
+)
+from fedsim.server.summary import party_summary
+from fedsim.sweeps.spec import PlannedRun
+from fedsim.sweeps.tables import read_summary_csv, summary_row, to_csv
 
 
 def test_split_takes_the_rounded_share_of_each_class_and_never_overlaps():
@@ -106,6 +116,28 @@ def test_spread_stats_by_hand():
     assert s["worst10"] == pytest.approx(0.1) and s["best10"] == pytest.approx(1.0)
     s = spread_stats([0.5, 0.9] * 10 + [0.0], [1] * 21)  # 21 values: ceil(2.1) = 3 worst
     assert s["worst10"] == pytest.approx((0.0 + 0.5 + 0.5) / 3)
+
+
+def test_fairness_measures_by_hand_in_metrics_summary_and_summary_csv(tmp_path):
+    # four parties: 0.2, 0.4, 0.6, 0.8 -> sum 2.0, sum of squares 0.04+0.16+0.36+0.64 = 1.2
+    s = spread_stats([0.8, 0.2, 0.6, 0.4], [1, 1, 1, 1])
+    assert s["jain"] == pytest.approx(2.0**2 / (4 * 1.2))  # 0.8333...
+    assert s["worst"] == pytest.approx(0.2) and s["best10"] == pytest.approx(0.8)
+    assert s["worst10"] == pytest.approx(0.2)  # ceil(0.4) = 1 party
+    assert spread_stats([0.7] * 5, [1] * 5)["jain"] == pytest.approx(1.0)  # all equal
+    assert spread_stats([1.0, 0.0, 0.0, 0.0], [1] * 4)["jain"] == pytest.approx(0.25)  # 1/n
+    assert spread_stats([0.0, 0.0], [1, 1])["jain"] == 1.0  # all equal at 0: no 0/0
+    scores = [PartyScore(p, "local", False, 10, a, 1.0, a) for p, a in enumerate([0.8, 0.2, 0.6, 0.4])]
+    row = summarise(scores)
+    assert row["local_accuracy_jain"] == pytest.approx(1 / 1.2) and row["local_accuracy_worst"] == 0.2
+    summary = party_summary([{"round": 1}, {"round": 2, **row}], [])
+    assert summary["local_test_accuracy_jain"] == row["local_accuracy_jain"]
+    assert summary["local_test_accuracy_worst"] == 0.2 and summary["local_test_accuracy_best10"] == 0.8
+    run = PlannedRun("r", {}, 0, {}, "h", status="finished", summary={"status": "finished", **summary})
+    (tmp_path / "summary.csv").write_text(to_csv([summary_row(run, [], False)]))
+    back = read_summary_csv(tmp_path / "summary.csv")[0]
+    for stat in ("jain", "worst", "best10", "worst10", "std"):
+        assert back[f"local_test_accuracy_{stat}"] == pytest.approx(summary[f"local_test_accuracy_{stat}"])
 
 
 def test_held_out_parties_never_train_and_are_evaluated(tmp_path, tiny):
