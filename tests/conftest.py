@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +109,25 @@ def needs_of(name: str, **sections) -> dict:
 @pytest.fixture
 def needs():
     return needs_of
+
+
+def kill_after_rows(cmd: list[str], metrics: Path, k: int, env: dict) -> int:
+    """Start ``cmd``, SIGKILL it once ``metrics`` holds ``k`` rows (mid-run), return its
+    exit code; fails the test if the run finishes first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= k:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run finished before it could be killed")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc.returncode
+
+
+@pytest.fixture
+def kill_after():
+    """``kill_after(cmd, metrics_path, k, env)``: :func:`kill_after_rows`."""
+    return kill_after_rows

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -156,22 +155,8 @@ def test_budget_and_codec_keys_are_checked(tiny):
     assert isinstance(load_config(tiny()).comm, CommConfig)
 
 
-def _kill_after(cmd, metrics, k, env):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= k:
-            break
-        if proc.poll() is not None:
-            pytest.fail("the run finished before it could be killed")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return proc.returncode
-
-
 @pytest.mark.slow  # 7 s: a real process killed mid-run; the fast version below stops and resumes in-process
-def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny):
+def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_after):
     cfg = tiny(
         comm={"compressor": "topk", "density": 0.05},
         federation={"rounds": 5, "fraction_fit": 0.75},
@@ -183,7 +168,7 @@ def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny):
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert _kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
+    assert kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert _same_model(_model(ref), _model(out))

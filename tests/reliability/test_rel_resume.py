@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -40,20 +39,6 @@ def _config(tiny, name, needs):
     )
 
 
-def _kill_after(cmd, metrics, k, env):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= k:
-            break
-        if proc.poll() is not None:
-            pytest.fail("the run finished before it could be killed")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return proc.returncode
-
-
 @pytest.mark.parametrize(
     "name",
     # Ditto in the default run (FedAvg's global update plus personal models in the
@@ -65,7 +50,7 @@ def _kill_after(cmd, metrics, k, env):
         pytest.param("moon", marks=pytest.mark.slow),
     ],
 )
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name):
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name, kill_after):
     cfg = _config(tiny, name, needs)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     path = tmp_path / "cfg.yaml"
@@ -73,7 +58,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name):
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert _kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
+    assert kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
     assert not (out / "summary.json").exists()
     assert checkpoint_dirs(RunStore(out))  # something to resume from
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)

@@ -11,7 +11,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -244,22 +243,8 @@ def test_a_resumed_run_continues_the_clock_exactly(tmp_path, tiny):
     assert ref.summary["sim_time_s"] == done.summary["sim_time_s"] > 0
 
 
-def _kill_after(cmd, metrics: Path, k: int, env) -> int:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= k:
-            break
-        if proc.poll() is not None:
-            pytest.fail("the run finished before it could be killed")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return proc.returncode
-
-
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny):
+def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny, kill_after):
     cfg = _cfg(tiny, CLOCKED, federation={"rounds": 5, "fraction_fit": 0.5}, data={"n_train": 1200})
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     path = tmp_path / "cfg.yaml"
@@ -267,7 +252,7 @@ def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny)
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert _kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
+    assert kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
     assert not (out / "summary.json").exists()
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
