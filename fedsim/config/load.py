@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,66 +26,31 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from attacks.params import AttackParams
 from fedsim.config import plugins
 from fedsim.config.validate import validate
 from fedsim.errors import ConfigError
 from fedsim.schema.experiment import ExperimentConfig
 from fedsim.schema.identity import to_dict
-from fedsim.schema.sections import (
-    CommConfig,
-    DataConfig,
-    EngineConfig,
-    EvalConfig,
-    FederationConfig,
-    ModelConfig,
-    OutputConfig,
-    PartitionConfig,
-    PrivacyConfig,
-    SystemConfig,
-    TrainConfig,
-)
 from fedsim.util.trees import flatten
 from fedsim.util.yaml_file import load_yaml_mapping
-from strategies.defences import DefenceParams
-from strategies.params import StrategyParams
 
 # --------------------------------------------------------------------------- keys
 
 
 def _schema_keys(cls: type = ExperimentConfig, prefix: str = "") -> dict[str, Any]:
-    """Every dotted key of the schema -> its dataclass field type (leaf or section)."""
+    """Every dotted key of the schema -> its dataclass field type (a section's class, or a
+    leaf's annotation as written, which the error messages name)."""
     keys: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)  # the sections' classes, from their string annotations
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"
-        ftype = f.type if not isinstance(f.type, str) else _SECTIONS.get(f.type, f.type)
-        if isinstance(ftype, type) and dataclasses.is_dataclass(ftype):
-            keys[dotted] = ftype
-            keys.update(_schema_keys(ftype, dotted + "."))
+        section = hints[f.name]
+        if isinstance(section, type) and dataclasses.is_dataclass(section):
+            keys[dotted] = section
+            keys.update(_schema_keys(section, dotted + "."))
         else:
-            keys[dotted] = ftype
+            keys[dotted] = f.type
     return keys
-
-
-_SECTIONS = {
-    c.__name__: c
-    for c in (
-        DataConfig,
-        PartitionConfig,
-        ModelConfig,
-        TrainConfig,
-        StrategyParams,
-        AttackParams,
-        DefenceParams,
-        FederationConfig,
-        EngineConfig,
-        EvalConfig,
-        OutputConfig,
-        PrivacyConfig,
-        SystemConfig,
-        CommConfig,
-    )
-}
 
 
 def all_keys() -> list[str]:
