@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import strategies
@@ -270,8 +270,10 @@ class ClientRuntime:
                 **{k: float(v) for k, v in out.metrics.items()},
             }
         )
-        content = RecordDict({"arrays": state_to_record(weights, keep), "metrics": metrics})
-        state = self._encode(job, weights, content, out.state)
+        arrays, names, state = self._reply_arrays(job, weights, out.state, keep)
+        content = RecordDict({"arrays": arrays, "metrics": metrics})
+        if names is not None:
+            content["comm"] = names
         if state is not None:
             # kept only if the server aggregates this reply (it commits the round's states)
             self.store.save_pending(job.party, job.server_round, state)
@@ -279,21 +281,20 @@ class ClientRuntime:
             content[key] = state_to_record(rec, keep)
         return Message(content, reply_to=job.msg)
 
-    def _encode(
-        self, job: PartyRound, weights: Mapping[str, torch.Tensor], content: RecordDict, state: dict | None
-    ) -> dict | None:
-        """``comm.compressor``: the reply's update d_k = w_k - w encoded in ``content``
-        (``fedsim/comm/update.py``); returns the party's new client state, with the
-        codec's residual when it keeps one."""
+    def _reply_arrays(
+        self, job: PartyRound, weights: Mapping[str, torch.Tensor], state: dict | None, keep: bool
+    ) -> tuple[ArrayRecord, ConfigRecord | None, dict | None]:
+        """The reply's arrays: the trained entries as they are or, with ``comm.compressor``,
+        their update d_k = w_k - w encoded (``fedsim/comm/update.py``; only then is there a
+        record of the encoded keys); and the party's new client state, with the codec's
+        residual when it keeps one. The plain record is built only when it is sent."""
         if self.codec is None:
-            return state
+            return state_to_record(weights, keep), None, state
         previous = self.store.load(job.party, extensions=True) if self.codec.feedback else None
         gen = torch_generator(self.cfg.seed, "compress", job.server_round, job.party)
         enc = self.codec.encode(weights, self._shared(job.msg).global_state, previous, gen)
-        content["arrays"] = enc.arrays
-        if enc.keys is not None:
-            content["comm"] = enc.keys
-        return state_with_residual(state, previous, enc.residual) if self.codec.feedback else state
+        state = state_with_residual(state, previous, enc.residual) if self.codec.feedback else state
+        return enc.arrays, enc.keys, state
 
     def train(self, msg: Message, context: Context, keep: bool = False) -> Message:
         job = self.prepare(msg, context)
