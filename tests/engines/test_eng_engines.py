@@ -154,3 +154,17 @@ def test_load_targets_are_the_tensors_load_state_dict_fills_or_none():
     hooked = nn.Linear(3, 2)
     hooked.register_load_state_dict_post_hook(lambda module, keys: None)
     assert load_targets(hooked, hooked.state_dict()) is None
+
+
+def test_a_cohort_goes_to_the_workers_in_contiguous_slices_of_near_equal_size():
+    from fedsim.engine.workers import chunks
+
+    # two workers, four slices each: bounds floor(i x 100 / 8)
+    bounds = [0, 12, 25, 37, 50, 62, 75, 87, 100]
+    assert chunks(100, 2) == [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+    assert [s.stop - s.start for s in chunks(10, 2)] == [1, 1, 1, 2, 1, 1, 1, 2]  # floor(i x 10 / 8)
+    assert chunks(3, 2) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # fewer jobs than slices: one each
+    assert chunks(1, 4) == [slice(0, 1)]
+    assert chunks(0, 2) == []
+    for n in (1, 7, 64, 1000):  # every job once, in order
+        assert [i for s in chunks(n, 3) for i in range(s.start, s.stop)] == list(range(n))
