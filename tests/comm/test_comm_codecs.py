@@ -156,3 +156,22 @@ def test_dgc_momentum_correction_by_hand():
     again = plain.encode(OrderedDict(w=torch.tensor([0.1, 0.2, 0.45, 0.0])), w, first.residual, torch.Generator())
     assert again.sent["w"].tolist() == pytest.approx([0, 0, 0.45, 0], abs=1e-6)  # u = [.1, .4, .45, -.3]
     assert not any(k.startswith(VELOCITY) for k in again.residual)
+
+
+def test_a_reply_of_every_entry_names_them_in_four_bytes_and_a_part_by_name():
+    """The names record: {"all": True} (3 + 1 bytes) when the reply encodes the model's
+    float entries in its order, else their names; the server rebuilds both."""
+    gen = torch.Generator().manual_seed(6)
+    codec = UpdateCodec(codecs.get("sign"), _params("sign"))
+    w, wk = _state(gen), _state(gen)
+    for part in (list(SHAPES), ["fc2.weight", "fc2.bias"]):
+        enc = codec.encode(OrderedDict((k, wk[k]) for k in part), w, None, gen)
+        assert enc.keys.count_bytes() == (4 if len(part) == 4 else len("keys") + len("fc2.weight") + len("fc2.bias"))
+        content = RecordDict({"arrays": enc.arrays, "comm": enc.keys})
+        codec.decode(content, w)
+        got = content["arrays"]
+        assert list(got) == part
+        for k in part:  # w + C(u): the scaled sign of the update, sign by sign
+            u = wk[k].double() - w[k].double()
+            want = (w[k].double() + u.abs().mean() * torch.where(u >= 0, 1.0, -1.0)).float()
+            assert torch.equal(torch.from_numpy(got[k].numpy()), want)
