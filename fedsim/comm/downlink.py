@@ -12,8 +12,11 @@ nothing, only delays it (sum_t decode(payload_t) + e_s = sum_t (w_agg - w^t)). T
 residual is server state, checkpointed: a resume is byte-equal.
 
 With partial participation a party that missed rounds must catch up (Sattler et al.
-2019, section "partial client participation": it downloads the updates it missed,
-or the whole model when that is smaller). fedsim simulates that exactly without
+2019's weight update caching for partial client participation: the server keeps the
+recent updates and a returning party downloads the sum of those it missed, or the
+whole model when that is smaller). fedsim charges the missed broadcasts' own bytes, an
+upper bound of their sum's (its support is at most their union), and simulates the
+rest exactly without
 keeping a model per party: the message still hands the party the current model (the
 same weights the catch-up would rebuild), and the bytes it is charged
 (``bytes_down`` per reply and per round, the totals, the clock's download time) are

@@ -156,9 +156,13 @@ def test_budget_and_codec_keys_are_checked(tiny):
 
 
 @pytest.mark.slow  # 7 s: a real process killed mid-run; the fast version below stops and resumes in-process
-def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_after):
+@pytest.mark.parametrize(
+    "comm", [{"compressor": "topk", "density": 0.05}, {"compressor": "stc", "density": 0.05, "downlink": True}]
+)
+def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_after, comm):
+    """With ``comm.downlink`` the server's residual and what each party holds are server state."""
     cfg = tiny(
-        comm={"compressor": "topk", "density": 0.05},
+        comm=comm,
         federation={"rounds": 5, "fraction_fit": 0.75},
         data={"n_train": 1200},
     )
