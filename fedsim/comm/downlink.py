@@ -67,12 +67,12 @@ class Broadcast(ServerExtension):
         agg = inner.aggregate(server_round, global_state, outcomes)
         weights = OrderedDict((k, agg.state[k]) for k in global_state if k in agg.state)
         gen = torch_generator(self.seed, "compress-down", server_round)
-        enc = self.codec.encode(weights, global_state, self.residual, gen)
+        enc = self.codec.encode(weights, global_state, self.residual, gen, server_round)
         content = RecordDict({"arrays": enc.arrays})
         if enc.keys is not None:
             content[KEYS_RECORD] = enc.keys
         nbytes = int(sum(rec.count_bytes() for rec in content.values()))
-        self.codec.decode(content, global_state)  # what every party rebuilds from the payload
+        self.codec.decode(content, global_state, server_round)  # what every party rebuilds from the payload
         new = record_to_state(content.array_records["arrays"])
         if self.codec.feedback:
             self.residual = dict(enc.residual)

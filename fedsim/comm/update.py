@@ -84,12 +84,15 @@ class UpdateCodec:
         global_state: Mapping[str, torch.Tensor],
         residual: Mapping[str, torch.Tensor] | None,
         gen: torch.Generator,
+        server_round: int | None = None,
     ) -> Encoded:
-        """The payload of a reply whose trained entries are ``weights`` (module docstring)."""
+        """The payload of a reply whose trained entries are ``weights`` (module docstring);
+        ``server_round``: the round whose parameters a schedule gives (DGC's warm-up)."""
+        params = self.codec.at_round(self.params, server_round)
         keys = [k for k, v in weights.items() if self.encoded(k, v)]
         bases = [global_state[k].detach().cpu().reshape(-1) for k in keys]
         updates, velocity = self.accumulate(keys, weights, bases, residual or {})
-        payload = self.codec.encode(self.params, updates, bases, gen) if keys else {}
+        payload = self.codec.encode(params, updates, bases, gen) if keys else {}
         arrays = ArrayRecord()
         for name, nd in payload.items():
             arrays[name] = array_from_numpy(nd)
@@ -98,7 +101,7 @@ class UpdateCodec:
                 arrays[k] = array_from_numpy(v.detach().cpu().numpy())
         new_residual, sent = {}, []
         if self.feedback and keys:  # what the server will decode, for the residual: e <- u - u_hat
-            sent = self.codec.decode(self.params, {n: torch.from_numpy(nd) for n, nd in payload.items()}, bases)
+            sent = self.codec.decode(params, {n: torch.from_numpy(nd) for n, nd in payload.items()}, bases)
             for k, u, s in zip(keys, updates, sent):
                 new_residual[RESIDUAL + k] = (u - s).to(torch.float32).view(weights[k].shape)
                 if k in velocity:  # momentum factor masking: the sent coordinates start again
@@ -132,7 +135,9 @@ class UpdateCodec:
             updates.append(u)
         return updates, velocity
 
-    def decode(self, content: RecordDict, global_state: Mapping[str, torch.Tensor]) -> None:
+    def decode(
+        self, content: RecordDict, global_state: Mapping[str, torch.Tensor], server_round: int | None = None
+    ) -> None:
         """Replace an encoded reply's records by the trained entries they stand for
         (``arrays`` as an uncompressed reply holds them); a reply that is not encoded
         (an error's) is left as it is."""
@@ -142,7 +147,7 @@ class UpdateCodec:
         keys = self.default_keys(global_state) if ALL in names else list(names["keys"])  # type: ignore[arg-type]
         payload = record_to_state(content.array_records["arrays"])
         bases = [global_state[k].reshape(-1) for k in keys]
-        sent = self.codec.decode(self.params, payload, bases) if keys else []
+        sent = self.codec.decode(self.codec.at_round(self.params, server_round), payload, bases) if keys else []
         state: OrderedDict[str, torch.Tensor] = OrderedDict()
         for k, w, u in zip(keys, bases, sent):
             ref = global_state[k]
