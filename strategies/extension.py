@@ -8,7 +8,10 @@ when the strategy is built (:func:`strategies.build`), as Flower's
 afterwards and branched on in its code. Each extension takes part in the round at
 fixed points, all of them in the order the extensions were given:
 
-0. **decode**: :meth:`ServerExtension.decode_reply` rebuilds a reply's content as it
+0. **download**: :meth:`ServerExtension.download` may set what each message of the
+   round costs its party to receive (a compressed broadcast: the compressed updates a
+   party missed, not the whole model the simulation hands it);
+   **decode**: :meth:`ServerExtension.decode_reply` rebuilds a reply's content as it
    arrives, once its bytes are counted and before it is screened (a compressor's
    decoder: everything after it sees the decoded update);
 1. **cohort**: :meth:`ServerExtension.sample` may draw the cohort instead of the
@@ -69,6 +72,13 @@ class ServerExtension:
     def client_config(self, server_round: int) -> dict[str, Any]:
         """Scalars added to the round's train config."""
         return {}
+
+    def download(self, version: int, parties: list[int], sizes: list[int], model_bytes: int) -> list[int]:
+        """The bytes each of ``parties`` receives: ``sizes`` are its messages' records as
+        they are, ``model_bytes`` those of the model's record in each, which is the global
+        model after ``version`` aggregations (round t's train messages: t - 1, its
+        evaluation: t)."""
+        return sizes
 
     def decode_reply(self, server_round: int, global_state: Mapping[str, torch.Tensor], content: RecordDict) -> None:
         """Rebuild a train reply's content in place (``global_state``: the weights sent)."""

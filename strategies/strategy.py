@@ -95,11 +95,6 @@ def _bytes_each(messages: list[Message]) -> list[int]:
     return [seen[id(m.content)] for m in messages]
 
 
-def _bytes_of(messages: list[Message]) -> int:
-    """Bytes sent to the cohort; a RecordDict shared by several messages is counted once per message."""
-    return sum(_bytes_each(messages))
-
-
 class FedsimStrategy:
     """Mixin for Flower strategies; see the module docstring."""
 
@@ -194,7 +189,7 @@ class FedsimStrategy:
                 for key, rec in extra.items():
                     msg.content[key] = rec
         messages.sort(key=self._party)
-        each = _bytes_each(messages)
+        each = self._download(server_round - 1, messages, arrays)
         self._bytes_down = {self._party(m): n for m, n in zip(messages, each, strict=True)}
         self.round_log.bytes_down = sum(each)
         return messages
@@ -220,8 +215,18 @@ class FedsimStrategy:
         cohort = CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         messages = list(super().configure_evaluate(server_round, arrays, ConfigRecord(dict(config)), cohort))  # type: ignore[misc]
         messages.sort(key=self._party)
-        self.round_log.bytes_down += _bytes_of(messages)
+        self.round_log.bytes_down += sum(self._download(server_round, messages, arrays))
         return messages
+
+    def _download(self, version: int, messages: list[Message], arrays: ArrayRecord) -> list[int]:
+        """The bytes each message costs its party: its records, or what the extensions
+        say it costs (a compressed broadcast, :meth:`ServerExtension.download`)."""
+        each = _bytes_each(messages)
+        if messages and self.extensions:
+            parties, model_bytes = [self._party(m) for m in messages], arrays.count_bytes()
+            for ext in self.extensions:
+                each = ext.download(version, parties, each, model_bytes)
+        return each
 
     # ----------------------------------------------------------------- screen
     def _screen(self, replies: Iterable[Message], sampled: list[int], stage: str) -> list[ClientOutcome]:

@@ -292,7 +292,7 @@ class ClientRuntime:
             return state_to_record(weights, keep), None, state
         previous = self.store.load(job.party, extensions=True) if self.codec.feedback else None
         gen = torch_generator(self.cfg.seed, "compress", job.server_round, job.party)
-        enc = self.codec.encode(weights, self._shared(job.msg).global_state, previous, gen)
+        enc = self.codec.encode(weights, self._shared(job.msg).global_state, previous, gen, job.server_round)
         state = state_with_residual(state, previous, enc.residual) if self.codec.feedback else state
         return enc.arrays, enc.keys, state
 

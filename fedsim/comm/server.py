@@ -21,4 +21,4 @@ class UpdateDecoder(ServerExtension):
         self.codec = codec
 
     def decode_reply(self, server_round: int, global_state: Mapping[str, torch.Tensor], content: RecordDict) -> None:
-        self.codec.decode(content, global_state)
+        self.codec.decode(content, global_state, server_round)

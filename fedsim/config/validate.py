@@ -255,6 +255,11 @@ def _validate_comm(cfg: ExperimentConfig) -> None:
     if cfg.comm.budget_mb is not None and not cfg.comm.budget_mb > 0:
         raise ConfigError(f"config key 'comm.budget_mb' = {cfg.comm.budget_mb!r} must be > 0 (null: no budget)")
     lossy = plugins.SECTIONS["comm"].registry.get(cfg.comm.compressor).lossy
+    if cfg.comm.downlink and not lossy:
+        raise ConfigError(
+            "comm.downlink compresses the broadcast with comm.compressor, which is 'none': "
+            "choose a compressor or set comm.downlink false"
+        )
     why = compression_refusal(cfg, cfg.comm.compressor) if lossy else None
     if why:
         raise ConfigError(why)

@@ -53,7 +53,7 @@ NOT_IDENTITY = (
 
 
 #: keys at these values are left out of a run's identity: a run without an attack, a
-#: defence, a compressor or top-k's momentum correction keeps the hash it had before those sections existed (its
+#: defence, a compressor, top-k's momentum correction or warm-up or a compressed broadcast keeps the hash it had before those sections existed (its
 #: sweep still resumes)
 NOT_IDENTITY_AT = {
     "attack.name": "none",
@@ -61,6 +61,8 @@ NOT_IDENTITY_AT = {
     "eval.target_accuracy": None,
     "comm.compressor": "none",
     "comm.momentum_correction": 0.0,
+    "comm.downlink": False,
+    "comm.warmup_rounds": 0,
 }
 #: sections left out of a run's identity when their chooser has this value: a run without
 #: a simulated clock (``system.source: none``, whose other keys must then be at their

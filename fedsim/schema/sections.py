@@ -257,8 +257,11 @@ class CommConfig:
 
     ``compressor``: the codec applied to each reply's update w_k - w (``none``: the
     weights as they are); ``budget_mb``: stop the run before the round that would take
-    its bytes sent (up and down, 10^6 bytes a MB) past this.
+    its bytes sent (up and down, 10^6 bytes a MB) past this; ``downlink``: the server's
+    broadcast through the same codec too, with its own error-feedback residual
+    (``fedsim/comm/downlink.py``; Sattler et al. 2019's STC compresses both directions).
     """
 
     compressor: str = "none"
     budget_mb: float | None = None
+    downlink: bool = False

@@ -3,7 +3,8 @@
 :func:`discover_partitions` maps parties to nodes; :func:`build_strategy` builds the
 algorithm's server half from the registry, composed with what the rest of the config
 adds to its round (in this order: the simulated clock, ``fedsim/system/run.py``, the
-compressor's decoder, ``fedsim/comm/server.py``, an attack's model poisoning and a
+compressor's decoder, ``fedsim/comm/server.py``, its compressed broadcast,
+``fedsim/comm/downlink.py``, an attack's model poisoning and a
 defence, ``fedsim/inputs/adversary.py``, then differential privacy,
 ``fedsim/privacy/run.py``)
 and bound to how it samples and screens.
@@ -21,6 +22,7 @@ from flwr.serverapp import Grid
 
 import partitioners
 import strategies
+from fedsim.comm.downlink import broadcast_for
 from fedsim.comm.server import UpdateDecoder
 from fedsim.comm.update import update_codec
 from fedsim.inputs.adversary import server_rules
@@ -102,6 +104,9 @@ def build_strategy(
     extensions = (
         *clock_for(exp.cfg),
         *decoder,
+        # the compressed broadcast wraps the aggregate outermost: it encodes what the
+        # algorithm (after client-level DP's noise: post-processing) made of the round
+        *broadcast_for(exp.cfg, codec),
         *server_rules(exp.cfg),
         *((privacy,) if privacy is not None else ()),
     )

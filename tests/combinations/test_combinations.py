@@ -2,7 +2,7 @@
 
 The families, read from their registries so that a new plug-in joins by being
 registered: every algorithm, every attack, every defence, every privacy mode, every
-device-profile source (with over-selection, a deadline and availability traces), the compressor (``comm.compressor``), the
+device-profile source (with over-selection, a deadline and availability traces), the compressor (``comm.compressor``) and its compressed broadcast (``comm.downlink``), the
 parties' own test data (auto, split, match), held-out parties (none, one) and the local
 engine's two modes (one party at a time, batched cohorts). A pairwise covering array
 (``covering.py``) puts every pair of levels of every two families in some run; each run
@@ -39,6 +39,7 @@ FACTORS = {
     "privacy": list(PRIVACY_MODES),
     "system": SOURCES.available(),
     "compressor": codecs.available(),
+    "downlink": [False, True],
     "local_test": ["auto", "split", "match"],
     "holdout": [0, 1],
     "batch_clients": ["off", "on"],
@@ -79,7 +80,7 @@ def _config(row: dict, tiny, needs, tmp_path: Path) -> dict:
         "defence": {"name": row["defence"]},
         "privacy": {"mode": row["privacy"]},
         "system": _system(row["system"], tmp_path),
-        "comm": {"compressor": row["compressor"]},
+        "comm": {"compressor": row["compressor"], "downlink": row["downlink"]},
         "eval": {"local_test": row["local_test"], "train_sample": 0, "model_heterogeneity": False},
         "federation": {"rounds": 2, "holdout_parties": row["holdout"]},
         "engine": {"batch_clients": row["batch_clients"]},

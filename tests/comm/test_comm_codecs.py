@@ -156,3 +156,43 @@ def test_dgc_momentum_correction_by_hand():
     again = plain.encode(OrderedDict(w=torch.tensor([0.1, 0.2, 0.45, 0.0])), w, first.residual, torch.Generator())
     assert again.sent["w"].tolist() == pytest.approx([0, 0, 0.45, 0], abs=1e-6)  # u = [.1, .4, .45, -.3]
     assert not any(k.startswith(VELOCITY) for k in again.residual)
+
+
+def test_a_reply_of_every_entry_names_them_in_four_bytes_and_a_part_by_name():
+    """The names record: {"all": True} (3 + 1 bytes) when the reply encodes the model's
+    float entries in its order, else their names; the server rebuilds both."""
+    gen = torch.Generator().manual_seed(6)
+    codec = UpdateCodec(codecs.get("sign"), _params("sign"))
+    w, wk = _state(gen), _state(gen)
+    for part in (list(SHAPES), ["fc2.weight", "fc2.bias"]):
+        enc = codec.encode(OrderedDict((k, wk[k]) for k in part), w, None, gen)
+        assert enc.keys.count_bytes() == (4 if len(part) == 4 else len("keys") + len("fc2.weight") + len("fc2.bias"))
+        content = RecordDict({"arrays": enc.arrays, "comm": enc.keys})
+        codec.decode(content, w)
+        got = content["arrays"]
+        assert list(got) == part
+        for k in part:  # w + C(u): the scaled sign of the update, sign by sign
+            u = wk[k].double() - w[k].double()
+            want = (w[k].double() + u.abs().mean() * torch.where(u >= 0, 1.0, -1.0)).float()
+            assert torch.equal(torch.from_numpy(got[k].numpy()), want)
+
+
+def test_dgc_warmup_decays_the_density_exponentially_and_both_sides_use_the_rounds():
+    """DGC's warm-up: max(density, 4^-t) in rounds t <= W (25%, 6.25%, 1.5625%, then the
+    target), the payload holding that many coordinates a tensor; the server decodes with
+    the same round's density, and without warm-up every round is the target's."""
+    topk = codecs.get("topk")
+    params = _params("topk", density=0.01, warmup_rounds=4)
+    assert [topk.at_round(params, t).density for t in range(1, 6)] == [0.25, 0.0625, 0.015625, 0.01, 0.01]
+    assert topk.at_round(_params("topk", density=0.01), 1).density == 0.01
+    gen = torch.Generator().manual_seed(8)
+    codec = UpdateCodec(topk, params)
+    w, wk = _state(gen), _state(gen)
+    for t, share in [(1, 0.25), (2, 0.0625), (5, 0.01)]:
+        enc = codec.encode(wk, w, None, gen, server_round=t)
+        k = sum(math.ceil(share * math.prod(s)) for s in SHAPES.values())
+        assert len(enc.arrays["@idx"].numpy()) == k
+        content = RecordDict({"arrays": enc.arrays, "comm": enc.keys})
+        codec.decode(content, w, server_round=t)
+        moved = sum(int((torch.from_numpy(content["arrays"][n].numpy()) != w[n]).sum()) for n in SHAPES)
+        assert moved == k  # the server's k is the client's: each sent coordinate lands where it was taken

@@ -5,6 +5,7 @@ kill -9, and each composition runs or is refused with its reason."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -156,9 +157,13 @@ def test_budget_and_codec_keys_are_checked(tiny):
 
 
 @pytest.mark.slow  # 7 s: a real process killed mid-run; the fast version below stops and resumes in-process
-def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_after):
+@pytest.mark.parametrize(
+    "comm", [{"compressor": "topk", "density": 0.05}, {"compressor": "stc", "density": 0.05, "downlink": True}]
+)
+def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_after, comm):
+    """With ``comm.downlink`` the server's residual and what each party holds are server state."""
     cfg = tiny(
-        comm={"compressor": "topk", "density": 0.05},
+        comm=comm,
         federation={"rounds": 5, "fraction_fit": 0.75},
         data={"n_train": 1200},
     )
@@ -197,11 +202,14 @@ def test_a_byte_budget_stops_the_run_and_a_larger_one_resumes_it(tmp_path, tiny)
     assert _same_model(_model(full), _model(out))
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, tiny, momentum):
+@pytest.mark.parametrize("dgc", [{}, {"momentum_correction": 0.9}, {"momentum_correction": 0.9, "warmup_rounds": 2}])
+def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, tiny, dgc):
     """The fast version of the kill -9 test: 2 rounds, then resumed to 3, equal to 3 in
-    one go, the parties' residuals (client state, DGC's velocities with momentum correction) included."""
-    comm = {"compressor": "topk", "density": 0.05, "momentum_correction": momentum}
+    one go, the parties' residuals (client state, DGC's velocities with momentum
+    correction) included; with DGC's warm-up the replies of rounds 1, 2 and 3 hold
+    25%, 6.25% and 5% of the coordinates."""
+    momentum = dgc.get("momentum_correction", 0.0)
+    comm = {"compressor": "topk", "density": 0.05, **dgc}
     cfg = {"comm": comm, "federation": {"rounds": 3, "fraction_fit": 0.75}}
     ref = fedsim.run(tiny(**cfg), out=tmp_path / "ref").run_dir
     out = tmp_path / "resumed"
@@ -220,3 +228,9 @@ def test_a_stopped_and_resumed_run_with_error_feedback_is_byte_equal(tmp_path, t
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert residuals > 0  # the parties that trained keep their error-feedback residuals
     assert (velocities > 0) == (momentum > 0)
+    if dgc.get("warmup_rounds"):
+        n = [p.numel() for p in _model(ref).values() if p.is_floating_point()]  # the simple CNN: no buffers
+        per_reply = [r["bytes_up"] / r["clients"] for r in rows]
+        for t, share in [(1, 0.25), (2, 0.0625), (3, 0.05)]:
+            k = sum(math.ceil(share * m) for m in n)
+            assert 8 * k <= per_reply[t - 1] <= 8 * k + 600, (t, per_reply[t - 1], 8 * k)

@@ -274,6 +274,15 @@ def test_the_clock_times_the_compressed_payload(tmp_path, tiny):
     assert mine and max(c["bytes_up"] for c in mine) < 0.25 * min(c["bytes_up"] for c in full)
     for c in mine:
         assert abs(c["sim_upload_s"] - c["bytes_up"] * 8 / 1024 / prof.upload_kbps[c["party"]]) <= 1e-9
+    # with comm.downlink the download is the party's catch-up (the compressed broadcasts
+    # it missed, or the full model): FedScale's formula on those bytes too
+    down = fedsim.run(
+        _cfg(tiny, SYNTHETIC, comm={"compressor": "topk", "density": 0.1, "downlink": True}), out=tmp_path / "d"
+    )
+    rows = [c for c in _rows(down.run_dir / "clients.jsonl") if c.get("status") == "ok" and c["stage"] == "train"]
+    assert min(c["bytes_down"] for c in rows) < 0.25 * min(c["bytes_down"] for c in full)
+    for c in rows:
+        assert abs(c["sim_download_s"] - c["bytes_down"] * 8 / 1024 / prof.download_kbps[c["party"]]) <= 1e-9
 
 
 def test_client_level_dp_takes_the_clock_but_not_what_chooses_or_drops_parties(tiny):

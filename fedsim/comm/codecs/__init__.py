@@ -68,6 +68,11 @@ class Compressor(Plugin):
         """Whether a run with ``params`` keeps a residual per party."""
         return self.feedback and bool(getattr(params, "error_feedback", False))
 
+    def at_round(self, params: Any, server_round: int | None) -> Any:
+        """The parameters round ``server_round`` encodes with (a schedule: DGC's density
+        warm-up); ``params`` themselves by default and when the round is not given."""
+        return params
+
     def encode(
         self, params: Any, updates: list[torch.Tensor], bases: list[torch.Tensor], gen: torch.Generator
     ) -> Payload:

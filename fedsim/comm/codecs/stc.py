@@ -4,6 +4,13 @@ Per tensor: the k = ceil(density n) largest |u_i| of u = (w_k - w) + e, each sen
 mu sign(u_i) with mu = mean of those |u_i| (their Algorithm 1): int32 indices, one bit a
 sign, one float32 mu a tensor; e <- u - u_hat. (The paper codes the index gaps with
 Golomb codes; fedsim sends plain int32 indices, an upper bound on those bytes.)
+
+Sattler et al. compress both directions; here the broadcast is compressed with
+``comm.downlink: true`` (``fedsim/comm/downlink.py``: the server's update through the
+same codec with its own residual). The key is common to every codec and keeps one
+default, false (a key shared by the codecs keeps the common default: the registry
+checks it), so STC as the paper runs it is ``comm.compressor: stc`` with
+``comm.downlink: true``.
 """
 
 from __future__ import annotations

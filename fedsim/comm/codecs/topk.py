@@ -9,11 +9,16 @@ the coordinates' new weights w_i + u_i, so density 1 rebuilds w_k bit for bit.
 keeps a velocity V (client state) beside the residual, V <- m V + d, accumulates
 e <- e + V and sends top-k of e; the sent coordinates are cleared in e and in V (DGC's
 momentum factor masking).
+
+``comm.warmup_rounds`` W > 0 (DGC's warm-up training, off by default): the density
+decays exponentially over the first W rounds, max(density, 4^-t) in round t <= W, as
+DGC's sparsity of 75%, 93.75%, 98.4375%, 99.6% over its first four epochs (one round
+here is the parties' local epochs); the server decodes with the same round's density.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fedsim.comm.codecs import STICH, Compressor, SparseParams, keep, register, sparse_decode, sparse_encode, top_k
 from fedsim.util.params import hp
@@ -32,6 +37,12 @@ class TopKParams(SparseParams):
         help="DGC's momentum m on the update before the residual (V <- m V + d, e <- e + V); 0: off",
         source=DGC + " (0: off, as before the option)",
     )
+    warmup_rounds: int = hp(
+        0,
+        ge=0,
+        help="DGC's warm-up: density max(density, 4^-t) in rounds t <= warmup_rounds (25%, 6.25%, ...); 0: off",
+        source=DGC + " (4 epochs there; 0: off, Stich et al.'s top-k has none)",
+    )
 
 
 @register
@@ -39,11 +50,17 @@ class TopK(Compressor):
     name = "topk"
     summary = (
         "top-k of each tensor's update (int32 index + float32 value), error feedback; "
-        "with momentum_correction m > 0 DGC's velocity V <- m V + d per party, accumulated into the residual"
+        "with momentum_correction m > 0 DGC's velocity V <- m V + d per party, accumulated into the residual; "
+        "with warmup_rounds W > 0 DGC's density warm-up max(density, 4^-t) in rounds t <= W"
     )
     paper = STICH + "; " + DGC
     Params = TopKParams
     feedback = True
+
+    def at_round(self, params, server_round):
+        if not params.warmup_rounds or server_round is None or server_round > params.warmup_rounds:
+            return params
+        return replace(params, density=max(params.density, 4.0**-server_round))
 
     def encode(self, params, updates, bases, gen):
         idx, vals = sparse_encode(updates, bases, top_k, params.density)

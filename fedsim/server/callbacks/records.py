@@ -32,6 +32,9 @@ def train_row(server_round: int, o: ClientOutcome) -> dict[str, Any]:
         "epochs": m.get("epochs"),
         "time_s": m.get("train_time_s"),
         "bytes_up": o.bytes_up,
+        # what the party downloaded to train: the broadcast, or with comm.downlink the
+        # compressed updates it missed (fedsim/comm/downlink.py)
+        "bytes_down": o.bytes_down,
         **{k: v for k, v in m.items() if k not in _NAMED},
     }
 
