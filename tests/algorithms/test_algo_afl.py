@@ -1,5 +1,6 @@
 """AFL (Mohri et al. 2019): a fixed lambda is FedAvg (uniform on equal parties, by size on
-any), the simplex projection and one round's step by hand, lambda resumes exactly."""
+any), the simplex projection and one round's step by hand, lambda resumes exactly; the
+sweep's fairness table (the spread over the parties AFL and q-FFL are judged on) by hand."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import fedsim
+from fedsim.sweeps import Factor, Setting, fairness_table
 from strategies.afl import AFLParams, AFLServer, project_simplex
 from strategies.rounds import ClientOutcome, FederationSetup
 
@@ -83,3 +85,39 @@ def test_lambda_is_checkpointed_and_resumes_exactly(tmp_path, tiny):
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(line) for line in (whole.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["afl_lambda_max"] > 0.25  # lambda moved off uniform towards the worst party
+
+
+def test_the_fairness_table_by_hand():
+    """Two settings x two seeds of summary.csv rows: each cell the mean ± sample std over
+    the seeds of the pooled accuracy, the std over parties, worst/best 10%, worst party, Jain."""
+    factor = Factor("strategy", "strategy", (Setting("fedavg", {}), Setting("afl", {})))
+    rows = []
+    for label, (acc, std, worst10, best10, worst, jain) in (
+        ("fedavg", ((0.90, 0.92), (0.10, 0.08), (0.60, 0.66), (1.0, 1.0), (0.40, 0.50), (0.98, 0.99))),
+        ("afl", ((0.88, 0.88), (0.05, 0.05), (0.75, 0.77), (0.99, 0.99), (0.60, 0.64), (0.995, 0.997))),
+    ):
+        for seed in (0, 1):
+            rows.append(
+                {
+                    "strategy": label,
+                    "seed": seed,
+                    "status": "finished",
+                    "local_test_accuracy": acc[seed],
+                    "local_test_accuracy_std": std[seed],
+                    "local_test_accuracy_worst10": worst10[seed],
+                    "local_test_accuracy_best10": best10[seed],
+                    "local_test_accuracy_worst": worst[seed],
+                    "local_test_accuracy_jain": jain[seed],
+                }
+            )
+    text = fairness_table(rows, [factor], [0, 1])
+    assert "| strategy | acc (%) | std over parties (pts) | worst 10% (%) | best 10% (%) | worst party (%) |" in text
+    assert (
+        "| fedavg | 91.00 ± 1.41 | 9.00 ± 1.41 | 63.00 ± 4.24 | 100.00 ± 0.00 | 45.00 ± 7.07 | 0.9850 ± 0.0071 | 2 |"
+        in text
+    )
+    assert (
+        "| afl | 88.00 ± 0.00 | 5.00 ± 0.00 | 76.00 ± 1.41 | 99.00 ± 0.00 | 62.00 ± 2.83 | 0.9960 ± 0.0014 | 2 |"
+        in text
+    )
+    assert fairness_table([{**r, "local_test_accuracy_std": None} for r in rows], [factor]) == ""
