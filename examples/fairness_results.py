@@ -45,6 +45,13 @@ def final(rows: list[dict]) -> float:
     return statistics.fmean(accs[-LAST:])
 
 
+def last_mean(rows: list[dict], key: str) -> float | None:
+    """The mean of ``key`` over the last :data:`LAST` rounds that have it (``metrics.jsonl``'s
+    per-party measures: the last round alone moves with the one cohort before it)."""
+    xs = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.fmean(xs[-LAST:]) if xs else None
+
+
 def load(sweep_dir: Path) -> dict[str, dict[int, tuple[dict, list[dict]]]]:
     """label -> seed -> (summary.json, metrics.jsonl rows) of the finished runs."""
     index = json.loads((sweep_dir / "sweep.json").read_text())
@@ -71,10 +78,10 @@ def table(runs: dict[str, dict[int, tuple[dict, list[dict]]]]) -> list[str]:
     base = {seed: final(rows) for seed, (_, rows) in runs[BASELINE].items()}
     head = (
         "| setting | test acc (%) | party acc (%) | std over parties (pts) | worst 10% (%) | worst party (%) | "
-        "Jain | rounds to FedAvg's final (reached) | sim. h to FedAvg's final | sim. h (all rounds) | "
+        "Jain | std over parties, last 5 rounds (pts) | worst 10%, last 5 rounds (%) | rounds to FedAvg's final (reached) | sim. h to FedAvg's final | sim. h (all rounds) | "
         "slow quarter's share | slow quarter's acc (%) | never aggregated |"
     )
-    lines = [head, "| --- |" + " ---: |" * 12]
+    lines = [head, "| --- |" + " ---: |" * 14]
     for label, seeds in runs.items():
         summaries = [s for s, _ in seeds.values()]
         hits = [_first_reaching(rows, base[seed]) for seed, (_, rows) in seeds.items() if seed in base]
@@ -90,6 +97,8 @@ def table(runs: dict[str, dict[int, tuple[dict, list[dict]]]]) -> list[str]:
                     _mean_std(_col(summaries, "local_test_accuracy_worst10"), 100),
                     _mean_std(_col(summaries, "local_test_accuracy_worst"), 100),
                     _mean_std(_col(summaries, "local_test_accuracy_jain"), 1, 4),
+                    _mean_std([last_mean(rows, "local_accuracy_std") for _, rows in seeds.values()], 100),
+                    _mean_std([last_mean(rows, "local_accuracy_worst10") for _, rows in seeds.values()], 100),
                     f"{_mean_std([h['round'] for h in reached], 1, 1)} ({len(reached)}/{len(hits)})",
                     _mean_std([h.get("sim_end_s") for h in reached], 1 / 3600),
                     _mean_std(_col(summaries, "sim_time_s"), 1 / 3600),
@@ -104,13 +113,18 @@ def table(runs: dict[str, dict[int, tuple[dict, list[dict]]]]) -> list[str]:
 
 
 def variance_change(runs: dict[str, dict[int, tuple[dict, list[dict]]]]) -> list[str]:
-    """Each setting's variance of the per-party accuracy against FedAvg's, seed by seed."""
-    base = {seed: s["local_test_accuracy_std"] ** 2 for seed, (s, _) in runs[BASELINE].items()}
+    """Each setting's variance of the per-party accuracy against FedAvg's, seed by seed
+    (the variance averaged over the last :data:`LAST` rounds)."""
+
+    def var(rows: list[dict]) -> float:
+        return statistics.fmean(r["local_accuracy_std"] ** 2 for r in rows[-LAST:])
+
+    base = {seed: var(rows) for seed, (_, rows) in runs[BASELINE].items()}
     out = []
     for label, seeds in runs.items():
         if label == BASELINE:
             continue
-        changes = [100 * (s["local_test_accuracy_std"] ** 2 / base[seed] - 1) for seed, (s, _) in seeds.items()]
+        changes = [100 * (var(rows) / base[seed] - 1) for seed, (_, rows) in seeds.items()]
         out.append(
             f"- {label}: variance over parties {_mean_std(changes, 1, 1)}% against FedAvg (per seed: "
             + ", ".join(f"{c:+.1f}%" for c in changes)
