@@ -15,7 +15,10 @@ fixed points, all of them in the order the extensions were given:
    arrives, once its bytes are counted and before it is screened (a compressor's
    decoder: everything after it sees the decoded update);
 1. **cohort**: :meth:`ServerExtension.sample` may draw the cohort instead of the
-   strategy (client-level DP's Poisson sampling); the first that does wins;
+   strategy (client-level DP's Poisson sampling); the first that does wins; otherwise
+   :meth:`ServerExtension.candidates` may narrow the parties the strategy's selector
+   draws from and how many (the simulated clock: the online parties, over-selection),
+   and hand the selector its view of the parties (``strategies/selection``);
 2. **client config**: :meth:`ServerExtension.client_config` adds values to the train
    config, after the algorithm's own (the DP-SGD noise multiplier, a clipping norm);
 3. **replies**: :meth:`ServerExtension.apply` sees the screened replies and may
@@ -67,6 +70,12 @@ class ServerExtension:
     def sample(self, server_round: int, parties: list[int]) -> list[int] | None:
         """This round's cohort among ``parties`` (the sorted parties that train), or None
         to leave the draw to the strategy."""
+        return None
+
+    def candidates(self, server_round: int, parties: list[int], m: int) -> tuple[list[int], int, Any] | None:
+        """The parties the selector may draw this round's ``m`` from (``parties``: those
+        that train), how many it draws and what the selector may know of them (a
+        :class:`~strategies.selection.ClockView`, or None); None: all of them, ``m``."""
         return None
 
     def client_config(self, server_round: int) -> dict[str, Any]:

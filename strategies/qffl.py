@@ -14,9 +14,12 @@ eta the local learning rate (``strategy.lipschitz`` 0, the default, takes
 with equal weights (fedsim's FedAvg weighs by examples; the two agree when the parties
 hold equally many), whatever L.
 
-F_k is the party's ``train_loss`` reply metric (the mean task loss of its local
-training), as Flower's ``QFedAvg`` reads it; the paper takes the loss of the global
-model on the party's data before training. The step runs on the trainable parameters;
+F_k is F_k(w^t) as in the paper: the loss of the received global model on the party's
+training data before local training, which the train config asks each party for
+(``global-loss``; one forward pass over its data) and which it replies as the metric
+``global_loss``, the key Flower's ``QFedAvg`` reads here (``train_loss_key``; Flower's
+default, ``train_loss``, is the mean loss during local training, after the party has
+already moved towards its own optimum). The step runs on the trainable parameters;
 buffers (BatchNorm statistics) are averaged as in FedAvg (``ServerOptimizer``).
 """
 
@@ -49,7 +52,10 @@ class QFFLParams(StrategyParams):
 
 
 class QFFLServer(ServerOptimizer, fs.QFedAvg):
-    """Flower's QFedAvg on the trainable parameters; buffers averaged as in FedAvg."""
+    """Flower's QFedAvg on the trainable parameters; buffers averaged as in FedAvg; F_k
+    the parties' ``global_loss`` (the received model's loss before training)."""
+
+    asks_global_loss = True
 
 
 @register
@@ -73,4 +79,4 @@ class QFFL(Algorithm):
 
     def server(self, p):
         lipschitz = p.lipschitz if p.lipschitz > 0 else 1.0
-        return QFFLServer(p, client_learning_rate=1.0 / lipschitz, q=p.q)
+        return QFFLServer(p, client_learning_rate=1.0 / lipschitz, q=p.q, train_loss_key="global_loss")

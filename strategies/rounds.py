@@ -10,8 +10,9 @@ extensions of its round (``strategies/extension.py``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from flwr.app import Message
@@ -115,6 +116,10 @@ class FederationSetup:
     #: raises when a round's failures are not the clients' but the run's (a full disk
     #: on the machine that writes the client state): the round must not be aggregated
     check_failures: Callable[[int, list[Failure]], None] | None = None
+    #: ``selection.*``: the client selector and its parameters (None: uniform)
+    selection: Any = None
+    #: training samples of every party (index = party id): what selectors weigh by
+    party_sizes: Sequence[int] = ()
 
     def is_param(self, key: str) -> bool:
         return self.param_keys is None or key in self.param_keys

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Result
@@ -44,6 +44,13 @@ from .cohort import CohortGrid, cohort_size, invert
 from .extension import Aggregator, ServerExtension, wrap_aggregate
 from .params import StrategyParams
 from .rounds import Aggregate, ClientOutcome, Failure, FederationSetup, RoundHooks, RoundLog
+from .selection import Pool, SelectionHistory, SelectionParams
+from .selection import get as get_selector
+
+#: the selector's history in the strategy's checkpoint state
+SELECTION_KEY = "__selection__"
+#: the train config key that asks each party for the global model's loss on its data first
+GLOBAL_LOSS_KEY = "global-loss"
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,9 @@ class FedsimStrategy:
 
     #: names of attributes that hold server state (checkpointed and restored)
     state_attributes: tuple[str, ...] = ()
+    #: the algorithm reads F_k(w^t), each party's loss of the received model before training
+    #: (q-FFL): the train config asks the parties for it (reply metrics ``global_loss``)
+    asks_global_loss: bool = False
     #: what the run adds to the round, in the order they act (``strategies/extension.py``);
     #: given when the strategy is built (:func:`strategies.build`, :meth:`compose`)
     extensions: tuple[ServerExtension, ...] = ()
@@ -130,6 +140,9 @@ class FedsimStrategy:
         # the parties that train, sorted once: sorting a million of them took ~0.5 s a
         # round (benchmarks/scale.py)
         self._training = sorted(p for p in setup.node_of_party if p not in setup.holdout)
+        self.selection = setup.selection if setup.selection is not None else SelectionParams()
+        self.selector = get_selector(self.selection.name)
+        self.history = SelectionHistory() if self.selector.keeps_history else None
 
     def sample(
         self, server_round: int, purpose: str, fraction: float, minimum: int, exclude: frozenset[int] = frozenset()
@@ -172,10 +185,12 @@ class FedsimStrategy:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.round_log = RoundLog(round=server_round, global_state=record_to_state(arrays))
-        parties = self._train_cohort(server_round)
+        parties = self._train_cohort(server_round, arrays, grid)
         self.round_log.sampled = parties
         cohort = CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         config = ConfigRecord(dict(config))
+        if self.asks_global_loss or self.selector.asks_global_loss:
+            config[GLOBAL_LOSS_KEY] = 1
         # the algorithm's values, then the extensions' (a DP noise multiplier, a clipping norm)
         for part in (self.client_config(server_round), *(e.client_config(server_round) for e in self.extensions)):
             for key, value in part.items():
@@ -191,17 +206,65 @@ class FedsimStrategy:
         messages.sort(key=self._party)
         each = self._download(server_round - 1, messages, arrays)
         self._bytes_down = {self._party(m): n for m, n in zip(messages, each, strict=True)}
-        self.round_log.bytes_down = sum(each)
+        self.round_log.bytes_down += sum(each)  # after a selector's probe, if any
         return messages
 
-    def _train_cohort(self, server_round: int) -> list[int]:
+    def _train_cohort(
+        self, server_round: int, arrays: ArrayRecord | None = None, grid: Grid | None = None
+    ) -> list[int]:
         """The parties that train this round: drawn by the first extension that draws
-        (client-level DP's Poisson cohort), else by :meth:`sample`."""
+        (client-level DP's Poisson cohort), else by the run's selector
+        (``strategies/selection``) among the parties the first extension that narrows
+        them leaves (the clock's online parties), with the generator of (seed, "sample",
+        "fit", round): ``uniform`` is :meth:`sample`'s draw."""
         for ext in self.extensions:
             parties = ext.sample(server_round, list(self._training))
             if parties is not None:
                 return parties
-        return self.sample(server_round, "fit", self.setup.fraction_fit, self.setup.min_fit_clients)
+        parties = list(self._training)
+        m, view = cohort_size(len(parties), self.setup.fraction_fit, self.setup.min_fit_clients), None
+        for ext in self.extensions:
+            narrowed = ext.candidates(server_round, parties, m)
+            if narrowed is not None:
+                parties, m, view = narrowed
+                break
+        probe = None
+        if self.selector.probes and arrays is not None and grid is not None:
+            probe = lambda found: self._probe(server_round, arrays, grid, found)  # noqa: E731
+        pool = Pool(
+            round=server_round,
+            parties=parties,
+            m=m,
+            rng=np.random.default_rng(derive(self.setup.seed, "sample", "fit", server_round)),
+            sizes=self.setup.party_sizes,
+            history=self.history if self.history is not None else SelectionHistory(),
+            clock=view,
+            probe=probe,
+        )
+        return self.selector.select(self.selection, pool)
+
+    def _probe(self, server_round: int, arrays: ArrayRecord, grid: Grid, parties: list[int]) -> dict[int, float]:
+        """F_k(w^t) of ``parties``: the loss of the global model on each one's training data,
+        asked in a query message carrying the model (Power-of-Choice's candidates); the
+        bytes both ways are the round's. A party that fails has no entry."""
+        content = RecordDict(
+            {"arrays": arrays, "config": ConfigRecord({"ask": "global-loss", "server-round": server_round})}
+        )
+        msgs = [
+            Message(content, dst_node_id=self.setup.node_of_party[p], message_type=MessageType.QUERY) for p in parties
+        ]
+        self.round_log.bytes_down += content_bytes(content) * len(msgs)
+        out: dict[int, float] = {}
+        for reply in grid.send_and_receive(msgs):
+            if reply.has_error() or not reply.has_content():
+                continue
+            self.round_log.bytes_up += content_bytes(reply.content)
+            metrics = reply.content["metrics"]
+            party = self.party_of_node.get(reply.metadata.src_node_id)
+            loss = float(metrics.get("global_loss", math.nan))
+            if party is not None and math.isfinite(loss):
+                out[party] = loss
+        return out
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -309,11 +372,15 @@ class FedsimStrategy:
             rl.agg_state = rl.global_state
             return None, None
         global_state = rl.global_state or OrderedDict()
+        screened = list(outcomes)  # the selector's history: every valid reply, late ones too
         # the extensions act on the replies first (an attack simulated at the server, a
         # defence); the algorithm, wrapped by those that wrap it (client-level DP),
         # aggregates what they leave
         for ext in self.extensions:
             rl.server_metrics.update(ext.apply(server_round, global_state, outcomes, self.setup))
+        if self.history is not None:  # after the clock, which times each reply (sim_total_s)
+            for o in screened:
+                self.history.record(server_round, o.party, o.metrics)
         if not outcomes and not any(e.releases_empty_cohort for e in self.extensions):
             rl.agg_state = rl.global_state  # an extension dropped every reply (all late)
             return None, None
@@ -356,6 +423,8 @@ class FedsimStrategy:
         out = {name: _to_portable(self.get_state(name)) for name in self.state_attributes}
         for ext in self.extensions:
             out.update((key, _to_portable(value)) for key, value in ext.checkpoint_state().items())
+        if getattr(self, "history", None) is not None:
+            out[SELECTION_KEY] = _to_portable(self.history.to_state())
         return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -366,6 +435,8 @@ class FedsimStrategy:
                 self.set_state(name, decoded[name])
         for ext in self.extensions:
             ext.load_checkpoint_state(decoded)
+        if getattr(self, "history", None) is not None and SELECTION_KEY in decoded:
+            self.history = SelectionHistory.from_state(decoded[SELECTION_KEY])
 
     # ------------------------------------------------------------------ start
     def start(  # type: ignore[override]

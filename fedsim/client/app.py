@@ -14,7 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from fedsim.client.training import (
     evaluate,
     make_criterion,
     party_view,
+    sample_losses,
     steps_per_epoch,
     train_local,
 )
@@ -53,6 +54,7 @@ from fedsim.util.flower_compat import metric_record
 from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
 from strategies.arrays import record_to_state, state_to_record
 from strategies.rule import TrainContext
+from strategies.strategy import GLOBAL_LOSS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class PartyRound:
     max_steps: int | None
     gen: torch.Generator
     rule: Any
+    #: F_k(w^t) when the server asks for it: the received model's loss on the party's data
+    probe: dict[str, float] = field(default_factory=dict)
 
 
 class ClientRuntime:
@@ -235,7 +239,16 @@ class ClientRuntime:
         data = self.party_data(party)
         epochs, max_steps = self.local_plan(party, server_round, len(data))
         gen = torch_generator(self.cfg.seed, "train", server_round, party, device=self.device)
-        return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, self.algo.Rule(ctx))
+        # before the rule sees the model: the loss of the weights as received (q-FFL's F_k(w^t), Oort)
+        probe = self.global_loss(data) if shared.config.get(GLOBAL_LOSS_KEY) else {}
+        rule = self.algo.Rule(ctx)
+        return PartyRound(msg, party, server_round, fault, t0, ctx, data, epochs, max_steps, gen, rule, probe)
+
+    def global_loss(self, data: PartyData) -> dict[str, float]:
+        """``global_loss`` and ``global_loss_rms`` of the model as it is now (the received
+        global weights) on the party's training data (``fedsim.client.training.sample_losses``)."""
+        mean, rms = sample_losses(self.model, data, self.cfg.eval.batch_size, self.device, self.criterion)
+        return {"global_loss": mean, "global_loss_rms": rms}
 
     def finish(
         self, job: PartyRound, stats: TrainStats, weights: Mapping[str, torch.Tensor] | None = None, keep: bool = False
@@ -267,6 +280,7 @@ class ClientRuntime:
                 "party-id": int(job.party),
                 "train_time_s": float(time.perf_counter() - job.t0),
                 **({"injected-fault": 1} if job.fault == "nan" else {}),
+                **job.probe,
                 **{k: float(v) for k, v in out.metrics.items()},
             }
         )
@@ -411,8 +425,15 @@ def make_client_app(settings: RunSettings | Callable[[Context], RunSettings], in
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
-        """Tell the server which partition this node holds (engines with opaque node ids)."""
+        """Tell the server which partition this node holds (engines with opaque node ids),
+        or, asked ``global-loss`` with the global model, its loss on this party's training
+        data (Power-of-Choice's candidates, ``strategies/selection/powerofchoice.py``)."""
         pid = int(context.node_config[PARTITION_KEY])
-        return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid})}), reply_to=msg)
+        if "arrays" not in msg.content.array_records:
+            return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid})}), reply_to=msg)
+        rt = _rt(context)
+        rt.model.load_state_dict(record_to_state(msg.content.array_records["arrays"]))
+        found = rt.global_loss(rt.party_data(pid))
+        return Message(RecordDict({"metrics": metric_record({"partition-id": pid, **found})}), reply_to=msg)
 
     return app

@@ -332,6 +332,38 @@ def evaluate(
     return (float(loss_sum) / n if n else float("nan")), cm.view(num_classes, num_classes).cpu()
 
 
+@torch.inference_mode()
+def sample_losses(
+    model: nn.Module,
+    data: PartyData,
+    batch_size: int,
+    device: torch.device,
+    criterion: Criterion = nn.functional.cross_entropy,
+) -> tuple[float, float]:
+    """(mean, sqrt of the mean square) of ``model``'s per-sample losses on ``data``'s
+    samples, unaugmented: F_k(w) of q-FFL and Power-of-Choice, and Oort's statistical
+    utility sqrt(1/|B| sum Loss(k)^2) (one forward pass over the party's training data)."""
+    model.eval()
+    idx = data.indices
+    n = int(idx.numel())
+    if n == 0:
+        return float("nan"), float("nan")
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    squares = torch.zeros((), device=device, dtype=torch.float64)
+    for start in range(0, n, batch_size):
+        part = idx[start : start + batch_size]
+        xb = to_float(data.x[part].to(device, non_blocking=True), data.mean, data.std)
+        yb = data.y[part].to(device, non_blocking=True)
+        logits = model(xb).float()
+        if criterion is nn.functional.cross_entropy:
+            each = nn.functional.cross_entropy(logits, yb, reduction="none").double()
+        else:  # a criterion that only gives the batch mean: one sample at a time
+            each = torch.stack([criterion(logits[i : i + 1], yb[i : i + 1]) for i in range(yb.numel())]).double()
+        total += each.sum()
+        squares += (each * each).sum()
+    return float(total) / n, math.sqrt(float(squares) / n)
+
+
 def party_view(
     exp: Experiment, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, party: int, train: bool
 ) -> PartyData:

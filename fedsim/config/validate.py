@@ -20,7 +20,7 @@ from fedsim import data as data_registry
 from fedsim import models as model_registry
 from fedsim.config import plugins
 from fedsim.errors import ConfigError
-from fedsim.privacy.compat import compression_refusal
+from fedsim.privacy.compat import compression_refusal, draws_own_cohort
 from fedsim.schema.experiment import ExperimentConfig, epoch_range
 from partitioners.registry import SCHEMES
 
@@ -365,6 +365,18 @@ def _check_system(cfg: ExperimentConfig) -> None:
     plugins.check(cfg, "system")
 
 
+def _check_selection(cfg: ExperimentConfig) -> None:
+    """``selection.*``: the chosen selector's keys and checks; a biased selector with
+    client-level DP, whose accounting assumes its own Poisson cohort of every party alike."""
+    plugins.check(cfg, "selection")
+    selector = plugins.SECTIONS["selection"].registry.get(cfg.selection.name)
+    if not selector.unbiased and draws_own_cohort(cfg):
+        raise ConfigError(
+            f"selection.name {cfg.selection.name} with client-level differential privacy: its accounting assumes "
+            "a Poisson cohort where every party is equally likely; use selection.name uniform"
+        )
+
+
 CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
     _check_seed,
     _check_data,
@@ -381,6 +393,7 @@ CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
     _check_target_accuracy,
     _check_system,
     _validate_comm,
+    _check_selection,
 )
 
 

@@ -69,6 +69,7 @@ from fedsim.sweeps import (
     PARTY_COLUMNS,
     attack_table,
     comm_table,
+    fairness_table,
     make_table,
     per_mb,
     personal_table,
@@ -202,6 +203,9 @@ def _attack_and_party_sections(
     if not personal:
         return md
     md += ["## Accuracy on the parties' own test data", "", personal]
+    fair = fairness_table(rows, view.factors, view.seeds)
+    if fair:
+        md += ["## Fairness over the parties", "", fair]
     if _save(party_distribution_figure(view, layout), figs / "party_accuracy.png"):
         md += [
             "Each party's accuracy on its own test data after the last round (its own model; +FT: the global "

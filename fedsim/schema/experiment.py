@@ -32,6 +32,7 @@ from fedsim.schema.sections import (
 )
 from strategies.defences import DefenceParams
 from strategies.params import StrategyParams
+from strategies.selection import SelectionParams
 
 
 @dataclass
@@ -58,6 +59,8 @@ class ExperimentConfig:
     system: SystemConfig = field(default_factory=SystemConfig)
     # the chosen compressor's own dataclass (fedsim/comm/codecs/<name>.py) and the byte budget
     comm: CommConfig = field(default_factory=CommConfig)
+    # the chosen client selector's own dataclass (strategies/selection/<name>.py): uniform by default
+    selection: SelectionParams = field(default_factory=SelectionParams)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:

@@ -66,8 +66,9 @@ NOT_IDENTITY_AT = {
 }
 #: sections left out of a run's identity when their chooser has this value: a run without
 #: a simulated clock (``system.source: none``, whose other keys must then be at their
-#: defaults) keeps the hash it had before the section existed
-NOT_IDENTITY_OFF = {"system": ("source", "none")}
+#: defaults) or with uniform selection (``selection.name: uniform``, fedsim's draw before
+#: selectors were plug-ins) keeps the hash it had before the section existed
+NOT_IDENTITY_OFF = {"system": ("source", "none"), "selection": ("name", "uniform")}
 
 
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:

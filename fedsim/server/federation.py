@@ -81,6 +81,8 @@ def federation_setup(
         # a full disk is the run's failure, not the clients'
         check_failures=check_client_writes,
         # one sample and data.val_fraction: nothing to validate on (preflight said so)
+        selection=cfg.selection,
+        party_sizes=train_sizes(partitioners.party_sizes(exp.dataidxs), cfg.data.val_fraction),
         no_validation=(
             frozenset(np.flatnonzero(partitioners.party_sizes(exp.dataidxs) <= 1).tolist())
             if cfg.data.val_fraction > 0
@@ -101,8 +103,10 @@ def build_strategy(
     decoder = (UpdateDecoder(codec),) if codec is not None else ()
     # the clock first: which replies arrive in time (their bytes the compressed payload's)
     # is decided before anything acts on them; then the decoder rebuilds the updates
+    setup = federation_setup(exp, grid_parties(grid, exp), model, device)
+    model_bytes = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     extensions = (
-        *clock_for(exp.cfg),
+        *clock_for(exp.cfg, setup.party_sizes, model_bytes),
         *decoder,
         # the compressed broadcast wraps the aggregate outermost: it encodes what the
         # algorithm (after client-level DP's noise: post-processing) made of the round
@@ -111,6 +115,20 @@ def build_strategy(
         *((privacy,) if privacy is not None else ()),
     )
     strategy = strategies.build(params, extensions)
-    node_of_party = discover_partitions(grid, exp.cfg.partition.n_parties)
-    strategy.bind(federation_setup(exp, node_of_party, model, device))
+    strategy.bind(setup)
     return strategy
+
+
+def grid_parties(grid: Grid, exp: Experiment) -> Mapping[int, int]:
+    """party id -> node id of the run's federation on ``grid``."""
+    return discover_partitions(grid, exp.cfg.partition.n_parties)
+
+
+def train_sizes(sizes: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Each party's training samples: its samples less ``data.val_fraction`` of them held
+    out for validation (``Experiment.split``: round(f n), at least 1 and at most n - 1)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if val_fraction <= 0:
+        return sizes
+    n_val = np.clip(np.round(val_fraction * sizes).astype(np.int64), 1, np.maximum(sizes - 1, 0))
+    return np.where(sizes > 1, sizes - n_val, sizes)

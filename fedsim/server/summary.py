@@ -107,7 +107,8 @@ def build_summary(
     # sim_time_s, time_to_accuracy, participation (a system source or eval.target_accuracy)
     profiles = load_profiles(cfg)
     clients = read_jsonl(exp.store.clients) if profiles is not None and exp.store.clients.exists() else []
-    out.update(system_summary(history, cfg.eval.target_accuracy, profiles, clients, part.get("class_counts")))
+    parties = read_jsonl(exp.store.parties) if profiles is not None and exp.store.parties.exists() else []
+    out.update(system_summary(history, cfg.eval.target_accuracy, profiles, clients, part.get("class_counts"), parties))
     return out
 
 

@@ -31,6 +31,7 @@ from fedsim.rundir.store import atomic_write_text
 from fedsim.sweeps.attack_tables import attack_table
 from fedsim.sweeps.comm_tables import comm_table, per_mb
 from fedsim.sweeps.execute import DONE, INDEX_FILE, Index, assign_dirs, execute_runs
+from fedsim.sweeps.fairness_tables import fairness_table
 from fedsim.sweeps.selection import Choice, minimize_metric, select_settings, selection_outputs
 from fedsim.sweeps.spec import (
     STRATEGY_FACTORS,
@@ -89,6 +90,7 @@ __all__ = [
     "has_result",
     "is_diverged",
     "comm_table",
+    "fairness_table",
     "make_table",
     "per_mb",
     "mean_std",
@@ -361,6 +363,9 @@ def _tables(spec: SweepSpec, table_runs: list[PlannedRun], table_factors: list[F
     personal = personal_table(table_rows, table_factors, spec.seeds)
     if personal:
         table += "\n## Accuracy on the parties' own test data\n\n" + personal
+    fair = fairness_table(table_rows, table_factors, spec.seeds)
+    if fair:
+        table += "\n## Fairness over the parties\n\n" + fair
     # where the sweep varies how updates travel (comm.*): the bytes and the accuracy per MB
     comm = (
         comm_table(table_rows, table_factors, spec.seeds) if any(f.key.startswith("comm") for f in spec.factors) else ""

@@ -55,6 +55,7 @@ SECTIONS = (
     "privacy",
     "system",
     "comm",
+    "selection",
 )
 #: grid keys whose values are strategies (the tables' columns, the figures' lines)
 STRATEGY_FACTORS = ("strategy.name", "strategy")

@@ -149,7 +149,7 @@ def make_table(
 # ------------------------------------------------------------- simulated time
 
 #: summary.csv's columns of the simulated clock (``system.*``), besides ``tta_<target>_s``
-TIME_COLUMNS = ("sim_time_s", "slow_quartile_share")
+TIME_COLUMNS = ("sim_time_s", "slow_quartile_share", "slow_quartile_accuracy")
 
 
 def time_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,6 +160,8 @@ def time_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
     if "sim_time_s" in summary:
         out["sim_time_s"] = summary["sim_time_s"]
         out["slow_quartile_share"] = (summary.get("participation") or {}).get("slow_quartile_share")
+        if (summary.get("participation") or {}).get("slow_quartile_accuracy") is not None:
+            out["slow_quartile_accuracy"] = summary["participation"]["slow_quartile_accuracy"]
     for target, hit in (summary.get("time_to_accuracy") or {}).items():
         out[f"tta_{target}_round"] = None if hit is None else hit.get("round")
         if "sim_time_s" in summary:
@@ -183,10 +185,11 @@ def _time_table(ok: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seed
         "",
     )
     head = " / ".join(f.short for f in factors) or "setting"
-    lines.append(
-        md_row([head, "test acc (%)", "simulated h"] + [f"h to {float(t):.0%}" for t in targets] + ["slow share"])
-    )
-    lines.append(md_row(["---"] + ["---:"] * (len(targets) + 3)))
+    # the slowest quarter's accuracy on its own test data, when the runs measured it (eval.local_test)
+    slow_acc = any(r.get("slow_quartile_accuracy") not in (None, "") for r in ok)
+    tail = ["slow share"] + (["slow quarter's acc (%)"] if slow_acc else [])
+    lines.append(md_row([head, "test acc (%)", "simulated h"] + [f"h to {float(t):.0%}" for t in targets] + tail))
+    lines.append(md_row(["---"] + ["---:"] * (len(targets) + 2 + len(tail))))
     for combo in _ordered_combos(factors) or [()]:
         members = groups.get(tuple(combo), [])
         if not members:
@@ -198,6 +201,8 @@ def _time_table(ok: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seed
             reached = [h for h in hit if h is not None]
             cells.append(_hours(reached) + f" ({len(reached)}/{len(members)})")
         cells.append(format_mean_std(*mean_std(r.get("slow_quartile_share") for r in members)[:2], percent=False))
+        if slow_acc:
+            cells.append(format_mean_std(*mean_std(r.get("slow_quartile_accuracy") for r in members)[:2]))
         lines.append(md_row([" / ".join(combo) or "all"] + cells))
     return lines
 

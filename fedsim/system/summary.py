@@ -13,6 +13,9 @@ Which parties: ``speed_quartile_share`` the shares of the aggregated replies fro
 quarter of the parties by compute speed (fastest first; its last entry is
 ``slow_quartile_share``), and ``aggregated_per_party`` how often each party's reply was
 aggregated (up to :data:`PER_PARTY_MAX` parties; beyond, ``clients.jsonl`` has them).
+What the bias costs the slow parties (with ``eval.local_test``): ``speed_quartile_accuracy``
+the mean accuracy of the global model on each quarter's own test data in the last
+per-party evaluation (fastest first), ``slow_quartile_accuracy`` its last entry.
 """
 
 from __future__ import annotations
@@ -78,12 +81,32 @@ def _quartile_shares(seen: np.ndarray, ms_per_sample: np.ndarray) -> list[float]
     return [float(seen[q].sum() / total) for q in (*rest, order[n - slow :])]
 
 
+def quartile_accuracy(party_rows: list[dict[str, Any]], profiles: DeviceProfiles) -> dict[str, Any]:
+    """The mean accuracy of the global model on each speed quarter's own test data, in the
+    last per-party evaluation (``parties.jsonl``, mode ``local``), fastest first; the
+    quarters are :func:`_quartile_shares`'."""
+    rows = [r for r in party_rows if r.get("mode") == "local" and not r.get("holdout")]
+    if not rows:
+        return {}
+    last = max(r["round"] for r in rows)
+    acc = {int(r["party"]): float(r["accuracy"]) for r in rows if r["round"] == last}
+    order = np.argsort(profiles.ms_per_sample, kind="stable")  # fastest first
+    n = len(order)
+    slow = max(1, n // 4)
+    means = []
+    for q in (*np.array_split(order[: n - slow], 3), order[n - slow :]):
+        got = [acc[int(p)] for p in q if int(p) in acc]
+        means.append(float(np.mean(got)) if got else None)
+    return {"speed_quartile_accuracy": means, "slow_quartile_accuracy": means[-1]}
+
+
 def summary_fields(
     history: list[dict[str, Any]],
     targets: list[float] | None,
     profiles: DeviceProfiles | None,
     clients: list[dict[str, Any]],
     class_counts: list[list[int]] | None,
+    party_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The summary's time fields: none without a clock and without targets."""
     out: dict[str, Any] = {}
@@ -93,4 +116,5 @@ def summary_fields(
         out["time_to_accuracy"] = time_to_accuracy(history, targets)
     if profiles is not None:
         out["participation"] = participation(clients, profiles, class_counts)
+        out["participation"].update(quartile_accuracy(party_rows or [], profiles))
     return out

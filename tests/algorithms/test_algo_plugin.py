@@ -191,6 +191,9 @@ CHANGES = [
     # q-FFL: q reweighs by the reported losses; L sets the step (L = 1/train.lr = 10 by default)
     ("qffl", "q", 5.0, 1, {}),
     ("qffl", "lipschitz", 3.0, 1, {}),
+    # AFL: lambda's step acts from the second round on; a size-start weighs unequal parties otherwise
+    ("afl", "lr_lambda", 0.5, 2, {}),
+    ("afl", "init", "size", 1, {}),
 ]
 
 

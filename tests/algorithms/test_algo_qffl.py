@@ -1,6 +1,7 @@
 """q-FFL (Li et al. 2020) through Flower's QFedAvg: q = 0 is FedAvg, L = 1/train.lr by default,
 one step by hand."""
 
+import json
 from collections import OrderedDict
 
 import numpy as np
@@ -30,6 +31,11 @@ def test_q_zero_equals_fedavg_on_equal_parties(tmp_path, tiny):
     for k in a:
         assert torch.allclose(a[k].double(), b[k].double(), atol=1e-6, rtol=0), k
     assert qffl.summary["test_accuracy"] == pytest.approx(fedavg.summary["test_accuracy"], abs=1e-6)
+    # q-FFL's parties report F_k(w^t) (the received model's loss, before training); FedAvg's are not asked
+    rows = [json.loads(line) for line in (qffl.run_dir / "clients.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in (fedavg.run_dir / "clients.jsonl").read_text().splitlines()]
+    assert all(r["global_loss"] > 0 and r["global_loss_rms"] >= r["global_loss"] for r in rows if r["stage"] == "train")
+    assert not any("global_loss" in r for r in plain)
 
 
 def test_lipschitz_defaults_to_one_over_the_learning_rate(tiny):
@@ -44,7 +50,8 @@ def test_one_q_fedavg_step_by_hand():
     """q = 1, L = 2, global w = (1, 2); party 0: w_0 = (0, 2), F_0 = 0.5; party 1:
     w_1 = (1, 0), F_1 = 2. dw_0 = (2, 0), delta_0 = (1, 0), h_0 = 1 * 4 + 2 * 0.5 = 5;
     dw_1 = (0, 4), delta_1 = (0, 8), h_1 = 16 + 2 * 2 = 20; w+ = (1, 2) - (1, 8) / 25.
-    The buffer b is FedAvg's example-weighted mean: (10 * 0 + 30 * 4) / 40 = 3."""
+    The buffer b is FedAvg's example-weighted mean: (10 * 0 + 30 * 4) / 40 = 3. F_k is the
+    reply's ``global_loss`` (the received model's loss before training), not ``train_loss``."""
     server = strategies.get("qffl").server(QFFLParams(name="qffl", q=1.0, lipschitz=2.0))
     server.bind(FederationSetup(seed=0, node_of_party={0: 100, 1: 101}, param_keys=frozenset({"w"})))
     global_state = OrderedDict(w=torch.tensor([1.0, 2.0]), b=torch.tensor([0.0]))
@@ -56,7 +63,7 @@ def test_one_q_fedavg_step_by_hand():
         sent = Message(RecordDict(), dst_node_id=100 + party, message_type="train")
         fc.set_message_id(sent, f"m{party}")
         arrays = {"w": Array(np.asarray(w, dtype=np.float32)), "b": Array(np.asarray(b, dtype=np.float32))}
-        metrics = MetricRecord({"train_loss": loss, "num-examples": n})
+        metrics = MetricRecord({"global_loss": loss, "train_loss": 9.0, "num-examples": n})
         replies.append(Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": metrics}), reply_to=sent))
     server.aggregate_train(1, replies)
     state = server.round_log.agg_state

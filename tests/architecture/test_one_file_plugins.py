@@ -1,8 +1,8 @@
-"""A plug-in of each of the eleven kinds, with one parameter of its own, is one file.
+"""A plug-in of each of the twelve kinds, with one parameter of its own, is one file.
 
-The test writes eleven throwaway plug-in files (an algorithm, an attack, a defence, a
+The test writes twelve throwaway plug-in files (an algorithm, an attack, a defence, a
 data set, a model, a partition scheme, an engine, a tracker, a privacy mode, a
-device-profile source, a compressor) into a
+device-profile source, a compressor, a client selector) into a
 fresh package outside fedsim, names the package in ``FEDSIM_PLUGINS`` (as a user
 would: nothing else is edited, no import line anywhere), and shows for each kind that
 the plug-in is listed (``fedsim plugins KIND``), that its parameter is validated from
@@ -378,12 +378,41 @@ KINDS.append(
         """,
     )
 )
+KINDS.append(
+    Kind(
+        "selectors",
+        "lowest",
+        "onefile-lowest",
+        "selection",
+        "keep",
+        0,
+        "[1, 8]",
+        """
+        from strategies.selection import SelectionParams, Selector, register
+
+        @dataclass
+        class LowestParams(SelectionParams):
+            keep: int = hp(1, ge=1, le=8, help="train the m lowest party ids, at most keep", source="this test")
+
+        @register
+        class Lowest(Selector):
+            name = "onefile-lowest"
+            summary = "the lowest party ids"
+            paper = "-"
+            Params = LowestParams
+
+            def select(self, params, pool):
+                USED.append((pool.round, params.keep))
+                return pool.parties[: min(pool.m, params.keep)]
+        """,
+    )
+)
 BY_CLI = {k.cli: k for k in KINDS}
 
 
 @pytest.fixture(scope="module")
 def onefile(tmp_path_factory):
-    """The ten plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
+    """The twelve plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
     root = tmp_path_factory.mktemp("plugins")
     (root / PKG).mkdir()
     (root / PKG / "__init__.py").write_text("")
@@ -493,6 +522,16 @@ def test_a_tiny_run_uses_a_device_profile_source(onefile, tiny, tmp_path):
     assert used(onefile["system-sources"])[-1] == 4.0
     rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
     assert all(row["sim_compute_s"] == 3.0 * 32 * row["steps"] * 4.0 / 1000 for row in rows if row["stage"] == "train")
+
+
+def test_a_tiny_run_uses_a_client_selector(onefile, tiny, tmp_path):
+    cfg = _base(tiny)
+    cfg.update(choose(BY_CLI["selectors"], keep=1), federation={"rounds": 2, "fraction_fit": 0.5})
+    r = fedsim.run(cfg, out=tmp_path / "run")
+    assert r.summary["status"] == "finished"
+    assert used(onefile["selectors"]) == [(1, 1), (2, 1)]
+    rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
+    assert [row["party"] for row in rows if row["stage"] == "train"] == [0, 0]
 
 
 def test_a_tiny_run_uses_a_compressor(onefile, tiny, tmp_path):

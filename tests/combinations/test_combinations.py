@@ -3,6 +3,7 @@
 The families, read from their registries so that a new plug-in joins by being
 registered: every algorithm, every attack, every defence, every privacy mode, every
 device-profile source (with over-selection, a deadline and availability traces), the compressor (``comm.compressor``) and its compressed broadcast (``comm.downlink``), the
+client selector (``selection.name``), the
 parties' own test data (auto, split, match), held-out parties (none, one) and the local
 engine's two modes (one party at a time, batched cohorts). A pairwise covering array
 (``covering.py``) puts every pair of levels of every two families in some run; each run
@@ -28,6 +29,7 @@ from fedsim.comm import codecs
 from fedsim.privacy.compat import MODES as PRIVACY_MODES
 from fedsim.system.sources import SOURCES
 from strategies import defences
+from strategies.selection import SELECTORS
 
 pytest.importorskip("dp_accounting", reason="the privacy modes need the privacy extra: pip install -e '.[privacy]'")
 pytest.importorskip("opacus", reason="privacy.mode dpsgd needs the privacy extra: pip install -e '.[privacy]'")
@@ -43,6 +45,7 @@ FACTORS = {
     "local_test": ["auto", "split", "match"],
     "holdout": [0, 1],
     "batch_clients": ["off", "on"],
+    "selection": SELECTORS.available(),
 }
 ROWS = pairwise(FACTORS)
 
@@ -81,6 +84,7 @@ def _config(row: dict, tiny, needs, tmp_path: Path) -> dict:
         "privacy": {"mode": row["privacy"]},
         "system": _system(row["system"], tmp_path),
         "comm": {"compressor": row["compressor"], "downlink": row["downlink"]},
+        "selection": {"name": row["selection"]},
         "eval": {"local_test": row["local_test"], "train_sample": 0, "model_heterogeneity": False},
         "federation": {"rounds": 2, "holdout_parties": row["holdout"]},
         "engine": {"batch_clients": row["batch_clients"]},

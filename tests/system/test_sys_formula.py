@@ -17,6 +17,7 @@ from fedsim.system.run import SimulatedClock
 from fedsim.system.sources import get
 from fedsim.system.sources.synthetic import SyntheticParams
 from strategies.rounds import ClientOutcome
+from strategies.selection import uniform_draw
 
 
 def test_fedscale_formula_by_hand_for_1000_synthetic_parties():
@@ -119,16 +120,19 @@ def test_the_cohort_is_drawn_among_online_parties_only():
     clock = SimulatedClock(profiles, params, 32, 0.1, 1, seed=3)
     for r, now in enumerate([0.0, 123.0, 777.0, 5000.5], start=1):
         clock.now = now
-        cohort = clock.sample(r, list(range(1000)))
+        candidates, m, view = clock.candidates(r, list(range(1000)), 100)
+        cohort = uniform_draw(candidates, m, np.random.default_rng(r))
         online = profiles.availability.online(now)
-        assert cohort and all(online[p] for p in cohort)
-        assert len(cohort) == min(int(online.sum()), math.ceil(100 * 1.3))
+        assert cohort and all(online[p] for p in cohort) and view.start_s == now
+        assert len(candidates) == int(online.sum()) and sorted(candidates) == candidates
+        assert len(cohort) == m == min(int(online.sum()), math.ceil(100 * 1.3))
 
 
-def test_no_over_selection_and_always_online_leave_the_draw_to_the_strategy():
+def test_no_over_selection_and_always_online_leave_the_strategys_draw():
     params = SyntheticParams(source="synthetic")
     clock = SimulatedClock(get("synthetic").profiles(params, 10, 0), params, 32, 0.5, 1, 0)
-    assert clock.sample(1, list(range(10))) is None
+    candidates, m, view = clock.candidates(1, list(range(10)), 5)
+    assert (candidates, m, view.online_until(3)) == (list(range(10)), 5, math.inf)
 
 
 @pytest.mark.parametrize(

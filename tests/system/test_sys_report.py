@@ -9,6 +9,8 @@ import pytest
 
 from fedsim.report.clock import time_lines
 from fedsim.sweeps import Factor, Setting, make_table, read_summary_csv, time_columns, to_csv
+from fedsim.system.profiles import make_profiles
+from fedsim.system.summary import quartile_accuracy
 
 SUMMARY = {
     "test_accuracy": 0.8,
@@ -89,3 +91,24 @@ def test_a_sweep_over_deadlines_reports_time_to_accuracy(tmp_path, tiny):
     run_dir = result.sweep_dir / "round_deadline=7.5__seed=0"
     text = report(run_dir).read_text()
     assert "## Simulated time" in text and "(plots/accuracy_vs_time.png)" in text
+
+
+def test_the_slow_quarters_accuracy_by_hand(tmp_path):
+    """8 parties, ms per sample 1..8 (party p: p + 1): quarters of 2 fastest first, (0, 1),
+    (2, 3), (4, 5), (6, 7); their last-round local accuracies 0.9/0.7, 0.8/0.6, 0.5/0.5,
+    0.2/0.4 give means 0.8, 0.7, 0.5, 0.3; an earlier round and the personal mode do not count.
+    The time table shows the slowest quarter's accuracy when the runs measured it."""
+    profiles = make_profiles(8, [float(p + 1) for p in range(8)], [1e3] * 8, [1e3] * 8, "t")
+    accs = [0.9, 0.7, 0.8, 0.6, 0.5, 0.5, 0.2, 0.4]
+    rows = [{"round": 2, "party": p, "mode": "local", "accuracy": a} for p, a in enumerate(accs)]
+    rows += [{"round": 1, "party": p, "mode": "local", "accuracy": 0.0} for p in range(8)]
+    rows += [{"round": 2, "party": p, "mode": "personal", "accuracy": 1.0} for p in range(8)]
+    got = quartile_accuracy(rows, profiles)
+    assert got["speed_quartile_accuracy"] == pytest.approx([0.8, 0.7, 0.5, 0.3])
+    assert got["slow_quartile_accuracy"] == pytest.approx(0.3)
+    s = {**SUMMARY, "participation": {"slow_quartile_share": 0.1, "slow_quartile_accuracy": 0.3}}
+    assert time_columns(s)["slow_quartile_accuracy"] == 0.3
+    factor = Factor("system.round_deadline", "deadline", (Setting("none", {"system.round_deadline": None}),))
+    row = {"system.round_deadline": "none", "seed": 0, "status": "finished", **s, **time_columns(s)}
+    text = make_table([{k: v for k, v in row.items() if not isinstance(v, dict)}], [factor], [0])
+    assert "slow quarter's acc (%)" in text and "| 30.00 |" in text
