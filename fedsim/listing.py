@@ -25,6 +25,7 @@ KINDS = {
     "privacy-modes": "privacy",
     "system-sources": "system",
     "compressors": "comm",
+    "async-servers": "asynchronous",
 }
 
 

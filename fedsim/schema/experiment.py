@@ -18,6 +18,7 @@ from omegaconf import ListConfig
 from attacks.params import AttackParams
 from fedsim.errors import ConfigError
 from fedsim.schema.sections import (
+    AsyncConfig,
     CommConfig,
     DataConfig,
     EngineConfig,
@@ -58,6 +59,8 @@ class ExperimentConfig:
     system: SystemConfig = field(default_factory=SystemConfig)
     # the chosen compressor's own dataclass (fedsim/comm/codecs/<name>.py) and the byte budget
     comm: CommConfig = field(default_factory=CommConfig)
+    # asynchronous training on the simulated clock (fedsim/asynchronous/): mode off = synchronous rounds
+    asynchronous: AsyncConfig = field(default_factory=AsyncConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -76,6 +79,7 @@ def epoch_range(epochs: Any) -> tuple[int, int]:
 
 
 __all__ = [
+    "AsyncConfig",
     "CommConfig",
     "DataConfig",
     "EngineConfig",

@@ -5,8 +5,8 @@ algorithm's server half from the registry, composed with what the rest of the co
 adds to its round (in this order: the simulated clock, ``fedsim/system/run.py``, the
 compressor's decoder, ``fedsim/comm/server.py``, an attack's model poisoning and a
 defence, ``fedsim/inputs/adversary.py``, then differential privacy,
-``fedsim/privacy/run.py``)
-and bound to how it samples and screens.
+``fedsim/privacy/run.py``, and last the asynchronous loop's state,
+``fedsim/asynchronous/loop.py``) and bound to how it samples and screens.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 
 import partitioners
 import strategies
+from fedsim.asynchronous.loop import async_for
 from fedsim.comm.server import UpdateDecoder
 from fedsim.comm.update import update_codec
 from fedsim.inputs.adversary import server_rules
@@ -99,11 +100,14 @@ def build_strategy(
     decoder = (UpdateDecoder(codec),) if codec is not None else ()
     # the clock first: which replies arrive in time (their bytes the compressed payload's)
     # is decided before anything acts on them; then the decoder rebuilds the updates
+    clocks = clock_for(exp.cfg)
+    # last: the asynchronous loop, an extension only for its checkpoint entry (the parties in flight)
     extensions = (
-        *clock_for(exp.cfg),
+        *clocks,
         *decoder,
         *server_rules(exp.cfg),
         *((privacy,) if privacy is not None else ()),
+        *async_for(exp.cfg, clocks),
     )
     strategy = strategies.build(params, extensions)
     node_of_party = discover_partitions(grid, exp.cfg.partition.n_parties)

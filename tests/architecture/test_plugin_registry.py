@@ -157,7 +157,17 @@ def test_two_trackers_with_keys_of_their_own_share_the_output_section(two_tracke
 
 @pytest.mark.parametrize(
     "kind",
-    ["datasets", "schemes", "models", "engines", "trackers", "privacy-modes", "system-sources", "compressors"],
+    [
+        "datasets",
+        "schemes",
+        "models",
+        "engines",
+        "trackers",
+        "privacy-modes",
+        "system-sources",
+        "compressors",
+        "async-servers",
+    ],
 )
 def test_the_readme_tables_of_plugins_are_generated_from_their_declarations(kind):
     assert listing.table_markdown(kind) in (ROOT / "README.md").read_text(), (
