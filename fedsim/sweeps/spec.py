@@ -55,6 +55,7 @@ SECTIONS = (
     "privacy",
     "system",
     "comm",
+    "asynchronous",
 )
 #: grid keys whose values are strategies (the tables' columns, the figures' lines)
 STRATEGY_FACTORS = ("strategy.name", "strategy")

@@ -208,3 +208,18 @@ def test_async_keys_are_checked_and_off_keeps_the_identity(tiny):
         load_config(_cfg(tiny, {"mode": "fedasync", "mixing": 1.5}))
     off = load_config(_cfg(tiny))
     assert off.asynchronous.mode == "off" and not any(k.startswith("asynchronous") for k in identity(off))
+
+
+def test_a_sweep_puts_synchronous_and_asynchronous_runs_on_one_time_axis(tmp_path, tiny):
+    from fedsim.report import report
+    from fedsim.sweeps import read_summary_csv
+
+    base = _cfg(tiny, eval={"train_sample": 0, "target_accuracy": 0.3, "model_heterogeneity": False})
+    grid = {"asynchronous": [{"label": "sync", "mode": "off"}, {"label": "buff", **FEDBUFF_AS_FEDAVG}]}
+    result = fedsim.sweep({"name": "async", "base": base, "grid": grid, "seeds": [0]}, out=tmp_path / "sweep")
+    rows = {r["asynchronous"]: r for r in read_summary_csv(result.sweep_dir / "summary.csv")}
+    # FedBuff as FedAvg: the same model, so the same time and client updates to 30%
+    assert rows["sync"]["tta_0.3_s"] == pytest.approx(rows["buff"]["tta_0.3_s"])
+    assert rows["sync"]["tta_0.3_updates"] == rows["buff"]["tta_0.3_updates"] == 4 * rows["sync"]["tta_0.3_round"]
+    assert "updates to 30%" in result.table_markdown
+    assert "(figures/accuracy_vs_time.png)" in report(result.sweep_dir).read_text()
