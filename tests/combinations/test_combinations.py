@@ -24,8 +24,8 @@ from covering import covers_all_pairs, pairwise
 
 import attacks
 import strategies
-from fedsim.cli import main
 from fedsim.asynchronous.servers import ASYNC_SERVERS
+from fedsim.cli import main
 from fedsim.comm import codecs
 from fedsim.privacy.compat import MODES as PRIVACY_MODES
 from fedsim.system.sources import SOURCES
@@ -84,7 +84,10 @@ def _config(row: dict, tiny, needs, tmp_path: Path) -> dict:
         "system": _system(row["system"], tmp_path),
         "comm": {"compressor": row["compressor"]},
         # a buffer the 8 parties can fill (FedBuff's default K = 10 is refused with 8)
-        "asynchronous": {"mode": row["asynchronous"], **({"buffer_size": 2} if row["asynchronous"] == "fedbuff" else {})},
+        "asynchronous": {
+            "mode": row["asynchronous"],
+            **({"buffer_size": 2} if row["asynchronous"] == "fedbuff" else {}),
+        },
         "eval": {"local_test": row["local_test"], "train_sample": 0, "model_heterogeneity": False},
         "federation": {"rounds": 2, "holdout_parties": row["holdout"]},
         "engine": {"batch_clients": row["batch_clients"]},
