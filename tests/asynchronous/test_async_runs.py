@@ -223,3 +223,6 @@ def test_a_sweep_puts_synchronous_and_asynchronous_runs_on_one_time_axis(tmp_pat
     assert rows["sync"]["tta_0.3_updates"] == rows["buff"]["tta_0.3_updates"] == 4 * rows["sync"]["tta_0.3_round"]
     assert "updates to 30%" in result.table_markdown
     assert "(figures/accuracy_vs_time.png)" in report(result.sweep_dir).read_text()
+    run_dir = next(p for p in result.sweep_dir.iterdir() if p.name.startswith("asynchronous=buff"))
+    n = int(rows["buff"]["tta_0.3_updates"])  # summary.csv reads numbers back as floats
+    assert f", {n} client updates |" in report(run_dir).read_text()
