@@ -19,9 +19,12 @@ import statistics
 from pathlib import Path
 
 
+def rows_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def evaluated(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r.get("test_accuracy") is not None and not r.get("aborted")]
+    return [r for r in rows_of(run) if r.get("test_accuracy") is not None and not r.get("aborted")]
 
 
 def runs_of(sweep: Path) -> dict[tuple[str, int], Path]:
@@ -35,11 +38,12 @@ def runs_of(sweep: Path) -> dict[tuple[str, int], Path]:
 
 
 def reach(rows: list[dict], target: float) -> tuple[float, int] | None:
-    """(simulated seconds, client updates) of the first evaluated row at or above ``target``."""
+    """(simulated seconds, client updates aggregated until then: every row's, evaluated or
+    not) of the first evaluated row at or above ``target``."""
     updates = 0
     for r in rows:
         updates += int(r.get("clients") or 0)
-        if r["test_accuracy"] >= target - 1e-12:
+        if r.get("test_accuracy") is not None and r["test_accuracy"] >= target - 1e-12:
             return float(r["sim_end_s"]), updates
     return None
 
@@ -60,7 +64,7 @@ def main() -> None:
                 continue
             ref = evaluated(runs[(args.reference, seed)])
             target, total = ref[-1]["test_accuracy"], float(ref[-1]["sim_end_s"])
-            hit = reach(evaluated(runs[(label, seed)]), target)
+            hit = reach(rows_of(runs[(label, seed)]), target)
             ratio = total / hit[0] if hit else None
             if ratio is not None:
                 ratios.setdefault(label, []).append(ratio)
