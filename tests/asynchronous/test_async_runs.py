@@ -187,7 +187,8 @@ def test_personal_layers_stay_home_and_fedprox_runs(tmp_path, tiny):
         ({"strategy": {"name": "fedadam"}}, "with strategy 'fedadam': its server half (fedadam's own server)"),
         ({"system": {"source": "none"}}, "needs the simulated clock for arrival times"),
         ({"system": {**EQUAL, "round_deadline": 30.0}}, "system.round_deadline and system.over_selection end"),
-        ({"privacy": {"mode": "central-fixed"}}, "its accounting assumes synchronous rounds"),
+        ({"privacy": {"mode": "central-fixed"}}, "its accounting assumes a Poisson-sampled cohort per round"),
+        ({"privacy": {"mode": "dpsgd"}}, "privacy.mode dpsgd: its accounting assumes synchronous rounds"),
         ({"attack": {"name": "sign-flip"}}, "attacks and defences act on a synchronous round's cohort"),
     ],
 )

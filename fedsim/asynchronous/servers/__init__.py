@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 import strategies
+from fedsim.privacy.compat import asynchronous_refusal
 from fedsim.schema.sections import AsyncConfig
 from fedsim.util.plugins import Plugin, Registry
 from strategies.registry import Algorithm
@@ -98,11 +99,9 @@ def refusal(cfg: Any, mode: str) -> str | None:
     deadline = cfg.system.round_deadline
     if (deadline is not None and deadline != float("inf")) or cfg.system.over_selection != 1:
         return f"{head}: system.round_deadline and system.over_selection end synchronous rounds; leave them unset"
-    if cfg.privacy.mode != "none":
-        return (
-            f"{head} with privacy.mode {cfg.privacy.mode}: its accounting assumes synchronous rounds "
-            "(client-level DP: a Poisson-sampled cohort per round); use privacy.mode none"
-        )
+    why = asynchronous_refusal(cfg, mode)  # the privacy package says what its modes assume
+    if why:
+        return why
     if cfg.attack.name != "none" or cfg.defence.name != "none":
         return f"{head}: attacks and defences act on a synchronous round's cohort of replies; use none"
     return None
