@@ -26,6 +26,7 @@ KINDS = {
     "system-sources": "system",
     "compressors": "comm",
     "selectors": "selection",
+    "async-servers": "asynchronous",
 }
 
 

@@ -187,6 +187,17 @@ class FedsimStrategy:
         self.round_log = RoundLog(round=server_round, global_state=record_to_state(arrays))
         parties = self._train_cohort(server_round, arrays, grid)
         self.round_log.sampled = parties
+        messages = self.train_messages(server_round, arrays, config, grid, parties)
+        self.round_log.bytes_down += sum(self._bytes_down.values())  # after a selector's probe, if any
+        return messages
+
+    def train_messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, parties: list[int]
+    ) -> list[Message]:
+        """The train messages of ``parties`` (sorted by party) for ``server_round``: the
+        model, the config with the algorithm's and the extensions' values, the
+        algorithm's extra records; each party's bytes in ``self._bytes_down``. The
+        synchronous round sends its cohort; the asynchronous loop the parties it dispatches."""
         cohort = CohortGrid(grid, [self.setup.node_of_party[p] for p in parties])
         config = ConfigRecord(dict(config))
         if self.asks_global_loss or self.selector.asks_global_loss:
@@ -206,7 +217,6 @@ class FedsimStrategy:
         messages.sort(key=self._party)
         each = self._download(server_round - 1, messages, arrays)
         self._bytes_down = {self._party(m): n for m, n in zip(messages, each, strict=True)}
-        self.round_log.bytes_down += sum(each)  # after a selector's probe, if any
         return messages
 
     def _train_cohort(

@@ -3,7 +3,7 @@ it may write, and the checks its declarations make.
 
 Eleven sections choose plug-ins: ``strategy.name``, ``attack.name``, ``defence.name``,
 ``data.dataset``, ``partition.scheme``, ``model.name``, ``engine.name``,
-``privacy.mode``, ``system.source``, ``comm.compressor``, ``selection.name`` (one each) and ``output.trackers`` (a list). A section's dataclass is
+``privacy.mode``, ``system.source``, ``comm.compressor``, ``selection.name``, ``asynchronous.mode`` (one each) and ``output.trackers`` (a list). A section's dataclass is
 the chosen plug-in's ``Params`` (for trackers, the chosen trackers' together): the
 section's common keys and the plug-in's own, declared with ``hp``. So the keys a user
 may write, their ranges and the did-you-mean errors all come from the declarations.
@@ -27,6 +27,7 @@ from typing import Any
 
 import attacks.registry
 import strategies.registry
+from fedsim.asynchronous.servers import ASYNC_SERVERS
 from fedsim.comm.codecs import COMPRESSORS
 from fedsim.data.registry import DATASETS
 from fedsim.engine.registry import ENGINES
@@ -77,6 +78,7 @@ SECTIONS: dict[str, Section] = {
         Section(SOURCES),
         Section(COMPRESSORS),
         Section(SELECTORS),
+        Section(ASYNC_SERVERS),
     )
 }
 

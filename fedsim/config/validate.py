@@ -375,6 +375,24 @@ def _check_selection(cfg: ExperimentConfig) -> None:
             f"selection.name {cfg.selection.name} with client-level differential privacy: its accounting assumes "
             "a Poisson cohort where every party is equally likely; use selection.name uniform"
         )
+def _check_async(cfg: ExperimentConfig) -> None:
+    """``asynchronous.*``: the server's keys and their ranges, ``concurrency`` (0: the
+    synchronous cohort; at most the parties), and the rest of the config against it."""
+    a, n = cfg.asynchronous, cfg.partition.n_parties
+    plugins.check_keys(cfg, "asynchronous")
+    if a.mode == "off" and a.concurrency != 0:
+        raise ConfigError(
+            "config key 'asynchronous.concurrency' is read only with asynchronous.mode fedbuff or fedasync, "
+            "not 'off': remove it"
+        )
+    if isinstance(a.concurrency, bool) or not isinstance(a.concurrency, int):
+        raise ConfigError(f"config key 'asynchronous.concurrency' = {a.concurrency!r} must be an int")
+    _in_range("asynchronous.concurrency", a.concurrency, 0, n)
+    if getattr(a, "buffer_size", 1) > n:
+        raise ConfigError(
+            f"config key 'asynchronous.buffer_size' = {a.buffer_size!r} is out of range; allowed: [1, {n}]"
+        )
+    plugins.check_plugins(cfg, "asynchronous")
 
 
 CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
@@ -394,6 +412,7 @@ CHECKS: tuple[Callable[[ExperimentConfig], None], ...] = (
     _check_system,
     _validate_comm,
     _check_selection,
+    _check_async,
 )
 
 

@@ -91,6 +91,18 @@ def compression_refusal(cfg: ExperimentConfig, codec: str) -> str | None:
     )
 
 
+def asynchronous_refusal(cfg: ExperimentConfig, server: str) -> str | None:
+    """Why the asynchronous server ``server`` (``asynchronous.mode``) cannot run with the
+    chosen mode, or None: every mode's accounting composes one release per synchronous
+    round (client-level DP: over a Poisson-sampled cohort; DP-SGD: each party's epochs of
+    a round), which an event loop of single arrivals has not."""
+    mode = cfg.privacy.mode
+    if mode not in MODES or mode == "none":
+        return None
+    what = "a Poisson-sampled cohort per round" if mode in CLIENT_LEVEL else "synchronous rounds"
+    return f"asynchronous.mode {server} with privacy.mode {mode}: its accounting assumes {what}; use privacy.mode none"
+
+
 def training_parties(cfg: ExperimentConfig) -> int:
     """N: the parties that train, all but ``federation.holdout_parties`` (the count
     ``fedsim.inputs.run_inputs.holdout_parties`` draws; a test checks they agree)."""

@@ -66,6 +66,8 @@ def time_lines(summary: dict) -> list[str]:
             md.append(f"| test accuracy {target}: never reached | – |")
             continue
         when = f"round {hit['round']}" + (f", {hit['sim_time_s']:.1f} s" if hit.get("sim_time_s") is not None else "")
+        if hit.get("client_updates") is not None:
+            when += f", {hit['client_updates']} client updates"
         md.append(f"| test accuracy {target} first reached | {when} |")
     part = summary.get("participation") or {}
     for status, n in (part.get("replies") or {}).items():

@@ -464,6 +464,18 @@ class ClientStateStore:
         self.discard_pending()
         return n
 
+    def commit_each(self, pending: Iterable[tuple[int, int]]) -> int:
+        """Make the pending state of each (round, party) its party's state, leaving every
+        other pending state as it is: the asynchronous loop applies updates one by one
+        while other parties, dispatched in other rounds, are still training."""
+        n = 0
+        for server_round, party in pending:
+            src = self.pending_dir(server_round) / f"party_{party:06d}.pt"
+            if src.exists():
+                os.replace(src, self.path(party))
+                n += 1
+        return n
+
     def clear(self) -> None:
         """Remove every party's state (a fresh start)."""
         shutil.rmtree(self.root, ignore_errors=True)

@@ -18,6 +18,7 @@ from omegaconf import ListConfig
 from attacks.params import AttackParams
 from fedsim.errors import ConfigError
 from fedsim.schema.sections import (
+    AsyncConfig,
     CommConfig,
     DataConfig,
     EngineConfig,
@@ -61,6 +62,8 @@ class ExperimentConfig:
     comm: CommConfig = field(default_factory=CommConfig)
     # the chosen client selector's own dataclass (strategies/selection/<name>.py): uniform by default
     selection: SelectionParams = field(default_factory=SelectionParams)
+    # asynchronous training on the simulated clock (fedsim/asynchronous/): mode off = synchronous rounds
+    asynchronous: AsyncConfig = field(default_factory=AsyncConfig)
 
 
 def epoch_range(epochs: Any) -> tuple[int, int]:
@@ -79,6 +82,7 @@ def epoch_range(epochs: Any) -> tuple[int, int]:
 
 
 __all__ = [
+    "AsyncConfig",
     "CommConfig",
     "DataConfig",
     "EngineConfig",

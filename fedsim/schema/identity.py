@@ -67,8 +67,9 @@ NOT_IDENTITY_AT = {
 #: sections left out of a run's identity when their chooser has this value: a run without
 #: a simulated clock (``system.source: none``, whose other keys must then be at their
 #: defaults) or with uniform selection (``selection.name: uniform``, fedsim's draw before
-#: selectors were plug-ins) keeps the hash it had before the section existed
-NOT_IDENTITY_OFF = {"system": ("source", "none"), "selection": ("name", "uniform")}
+#: selectors were plug-ins) keeps the hash it had before the section existed; so does a
+#: synchronous run (``asynchronous.mode: off``)
+NOT_IDENTITY_OFF = {"system": ("source", "none"), "selection": ("name", "uniform"), "asynchronous": ("mode", "off")}
 
 
 def identity(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -6,8 +6,8 @@ adds to its round (in this order: the simulated clock, ``fedsim/system/run.py``,
 compressor's decoder, ``fedsim/comm/server.py``, its compressed broadcast,
 ``fedsim/comm/downlink.py``, an attack's model poisoning and a
 defence, ``fedsim/inputs/adversary.py``, then differential privacy,
-``fedsim/privacy/run.py``)
-and bound to how it samples and screens.
+``fedsim/privacy/run.py``, and last the asynchronous loop's state,
+``fedsim/asynchronous/loop.py``) and bound to how it samples and screens.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 import partitioners
 import strategies
 from fedsim.comm.downlink import broadcast_for
+from fedsim.asynchronous.loop import async_for
 from fedsim.comm.server import UpdateDecoder
 from fedsim.comm.update import update_codec
 from fedsim.inputs.adversary import server_rules
@@ -105,14 +106,17 @@ def build_strategy(
     # is decided before anything acts on them; then the decoder rebuilds the updates
     setup = federation_setup(exp, grid_parties(grid, exp), model, device)
     model_bytes = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    clocks = clock_for(exp.cfg, setup.party_sizes, model_bytes)
+    # last: the asynchronous loop, an extension only for its checkpoint entry (the parties in flight)
     extensions = (
-        *clock_for(exp.cfg, setup.party_sizes, model_bytes),
+        *clocks,
         *decoder,
         # the compressed broadcast wraps the aggregate outermost: it encodes what the
         # algorithm (after client-level DP's noise: post-processing) made of the round
         *broadcast_for(exp.cfg, codec),
         *server_rules(exp.cfg),
         *((privacy,) if privacy is not None else ()),
+        *async_for(exp.cfg, clocks),
     )
     strategy = strategies.build(params, extensions)
     strategy.bind(setup)

@@ -1,4 +1,6 @@
-"""The round loop: the strategy's rounds from the start's round to ``federation.rounds``.
+"""The round loop: the strategy's rounds from the start's round to ``federation.rounds``
+(with ``asynchronous.mode`` other than off: the asynchronous loop's server steps,
+``fedsim/asynchronous/loop.py``).
 
 After each aggregation the parties whose replies were aggregated keep the client state
 they computed; after each round the :class:`~fedsim.server.recorder.Recorder` records
@@ -13,6 +15,7 @@ import gc
 
 from flwr.serverapp import Grid
 
+from fedsim.asynchronous.loop import async_run_of
 from fedsim.errors import RunAborted
 from fedsim.rundir.store import ClientStateStore
 from fedsim.schema.experiment import ExperimentConfig
@@ -45,11 +48,16 @@ def run_rounds(
     """Run the rounds left (module docstring)."""
     if has_ended(cfg, start, recorder):
         return
+    looped = async_run_of(strategy)
     hooks = RoundHooks(
         # only the parties whose replies were aggregated keep the state they computed
         after_aggregate=lambda rl: client_state.commit(rl.round, [o.party for o in rl.outcomes]),
         after_round=recorder,
     )
+    if looped is not None:  # each applied update's party, from the round it was sent (its version + 1)
+        hooks.after_aggregate = lambda rl: client_state.commit_each(
+            (int(o.metrics["version"]) + 1, o.party) for o in rl.outcomes
+        )
     # the dataset, models and Flower's modules live for the whole run: keep the cyclic
     # garbage collector from re-scanning them (full collections paused rounds 0.1-0.3 s).
     # Only the young generations are collected first: a full collection of a long-lived
@@ -57,15 +65,19 @@ def run_rounds(
     # old garbage is frozen with the rest is collected after the run's unfreeze
     gc.collect(1)
     gc.freeze()
+    timeout = cfg.engine.client_timeout or 3600.0
     try:
-        strategy.start(
-            grid=grid,
-            initial_arrays=state_to_record(start.state),
-            num_rounds=cfg.federation.rounds,
-            timeout=cfg.engine.client_timeout or 3600.0,
-            start_round=start.start_round,
-            hooks=hooks,
-        )
+        if looped is not None:
+            looped.run(grid, strategy, start.state, start.start_round, cfg.federation.rounds, hooks, timeout)
+        else:
+            strategy.start(
+                grid=grid,
+                initial_arrays=state_to_record(start.state),
+                num_rounds=cfg.federation.rounds,
+                timeout=timeout,
+                start_round=start.start_round,
+                hooks=hooks,
+            )
     except NonFiniteModel as exc:
         recorder(strategy.round_log, forced_reason=str(exc).split(": ", 1)[-1])
     except CohortFailure as exc:

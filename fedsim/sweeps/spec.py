@@ -56,6 +56,7 @@ SECTIONS = (
     "system",
     "comm",
     "selection",
+    "asynchronous",
 )
 #: grid keys whose values are strategies (the tables' columns, the figures' lines)
 STRATEGY_FACTORS = ("strategy.name", "strategy")

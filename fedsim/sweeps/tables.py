@@ -166,30 +166,36 @@ def time_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
         out[f"tta_{target}_round"] = None if hit is None else hit.get("round")
         if "sim_time_s" in summary:
             out[f"tta_{target}_s"] = None if hit is None else hit.get("sim_time_s")
+        if hit is not None and "client_updates" in hit:  # summaries before client updates were counted lack it
+            out[f"tta_{target}_updates"] = hit["client_updates"]
     return out
 
 
 def is_time_column(key: str) -> bool:
-    return key in TIME_COLUMNS or (key.startswith("tta_") and key.endswith(("_s", "_round")))
+    return key in TIME_COLUMNS or (key.startswith("tta_") and key.endswith(("_s", "_round", "_updates")))
 
 
 def _time_table(ok: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seeds: Sequence[int] | None) -> list[str]:
     """A row per setting: test accuracy, simulated time, time to each target accuracy
-    (over the seeds that reached it, with how many did) and the slowest quarter's share."""
+    (over the seeds that reached it, with how many did), the client updates aggregated
+    until then (when the summaries count them) and the slowest quarter's share."""
     targets = sorted({k[4:-2] for r in ok for k in r if k.startswith("tta_") and k.endswith("_s")}, key=float)
+    counted = [t for t in targets if any(r.get(f"tta_{t}_updates") is not None for r in ok)]
     groups = _group(ok, [f.key for f in factors])
     lines = _caption(
         f"Simulated time (system.*), {std_note(seeds)}: total simulated hours, hours to each target test accuracy "
-        "over the seeds that reached it (reached/seeds), and the share of aggregated replies from the slowest "
-        "quarter of the parties (0.25 when speed does not matter).",
+        "over the seeds that reached it (reached/seeds), "
+        + ("the client updates aggregated until then, " if counted else "")
+        + "and the share of aggregated replies from the slowest quarter of the parties (0.25 when speed does not matter).",
         "",
     )
     head = " / ".join(f.short for f in factors) or "setting"
+    names = [f"h to {_percent(t)}" for t in targets] + [f"updates to {_percent(t)}" for t in counted]
     # the slowest quarter's accuracy on its own test data, when the runs measured it (eval.local_test)
     slow_acc = any(r.get("slow_quartile_accuracy") not in (None, "") for r in ok)
     tail = ["slow share"] + (["slow quarter's acc (%)"] if slow_acc else [])
-    lines.append(md_row([head, "test acc (%)", "simulated h"] + [f"h to {float(t):.0%}" for t in targets] + tail))
-    lines.append(md_row(["---"] + ["---:"] * (len(targets) + 2 + len(tail))))
+    lines.append(md_row([head, "test acc (%)", "simulated h"] + names + tail))
+    lines.append(md_row(["---"] + ["---:"] * (len(names) + 2 + len(tail))))
     for combo in _ordered_combos(factors) or [()]:
         members = groups.get(tuple(combo), [])
         if not members:
@@ -200,11 +206,19 @@ def _time_table(ok: Sequence[Mapping[str, Any]], factors: Sequence[Factor], seed
             hit = [r.get(f"tta_{t}_s") for r in members]
             reached = [h for h in hit if h is not None]
             cells.append(_hours(reached) + f" ({len(reached)}/{len(members)})")
+        for t in counted:
+            m, sd, _ = mean_std(r.get(f"tta_{t}_updates") for r in members)
+            cells.append(format_mean_std(m, sd, percent=False, digits=0))
         cells.append(format_mean_std(*mean_std(r.get("slow_quartile_share") for r in members)[:2], percent=False))
         if slow_acc:
             cells.append(format_mean_std(*mean_std(r.get("slow_quartile_accuracy") for r in members)[:2]))
         lines.append(md_row([" / ".join(combo) or "all"] + cells))
     return lines
+
+
+def _percent(target: str) -> str:
+    """A target accuracy as the tables name it: 0.9 -> 90%, 0.9268 -> 92.68%."""
+    return f"{round(float(target) * 100, 4):g}%"
 
 
 def _hours(seconds: Sequence[float | None]) -> str:

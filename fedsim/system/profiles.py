@@ -57,10 +57,11 @@ class Availability:
         inside = (self.starts <= local) & (local < self.ends)
         return np.bincount(self.owner[inside], minlength=len(self.period)) > 0
 
-    def next_online(self, t: float) -> float:
-        """The earliest time >= ``t`` at which some party is online (inf: never)."""
+    def next_online(self, t: float, parties: Sequence[int] | None = None) -> float:
+        """The earliest time >= ``t`` at which some party (of ``parties``; None: any) is
+        online (inf: never)."""
         best = math.inf
-        for p in range(len(self.period)):
+        for p in range(len(self.period)) if parties is None else parties:
             best = min(best, self._next_start(p, t))
             if best == t:
                 break

@@ -3,7 +3,7 @@ accuracies (``eval.target_accuracy``), and which parties and classes the aggrega
 
 Time to accuracy is the simulated end of the first round whose test accuracy reaches
 the target (FedScale's and the field's time-to-accuracy; the round too, which is all a
-run without a clock has). Deadlines and over-selection favour fast parties, a bias
+run without a clock has, and the client updates aggregated until then). Deadlines and over-selection favour fast parties, a bias
 in participation (Lai et al. 2022; Bonawitz et al. 2019): ``slow_quartile_share`` is the
 share of aggregated replies that came from the slowest quarter of the parties (by
 their compute speed; 0.25 when speed does not matter), ``class_share_seen`` each
@@ -32,11 +32,18 @@ PER_PARTY_MAX = 10_000
 
 
 def time_to_accuracy(history: list[dict[str, Any]], targets: list[float]) -> dict[str, Any]:
-    """``{target: {"round", "sim_time_s"}}`` of the first round reaching each target (None: never)."""
+    """``{target: {"round", "sim_time_s", "client_updates"}}`` of the first round reaching
+    each target (None: never); ``client_updates``: the replies aggregated until then (the
+    FedBuff paper's client updates to accuracy)."""
     out: dict[str, Any] = {}
+    updates = np.cumsum([int(r.get("clients") or 0) for r in history]).tolist()
     for target in targets:
-        row = next((r for r in history if (r.get("test_accuracy") or 0.0) >= target), None)
-        out[f"{target:g}"] = None if row is None else {"round": row["round"], "sim_time_s": row.get("sim_end_s")}
+        at = next((i for i, r in enumerate(history) if (r.get("test_accuracy") or 0.0) >= target), None)
+        if at is None:
+            out[f"{target:g}"] = None
+            continue
+        row = history[at]
+        out[f"{target:g}"] = {"round": row["round"], "sim_time_s": row.get("sim_end_s"), "client_updates": updates[at]}
     return out
 
 

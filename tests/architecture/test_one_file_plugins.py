@@ -1,8 +1,8 @@
-"""A plug-in of each of the twelve kinds, with one parameter of its own, is one file.
+"""A plug-in of each of the thirteen kinds, with one parameter of its own, is one file.
 
-The test writes twelve throwaway plug-in files (an algorithm, an attack, a defence, a
+The test writes thirteen throwaway plug-in files (an algorithm, an attack, a defence, a
 data set, a model, a partition scheme, an engine, a tracker, a privacy mode, a
-device-profile source, a compressor, a client selector) into a
+device-profile source, a compressor, a client selector, an asynchronous server) into a
 fresh package outside fedsim, names the package in ``FEDSIM_PLUGINS`` (as a user
 would: nothing else is edited, no import line anywhere), and shows for each kind that
 the plug-in is listed (``fedsim plugins KIND``), that its parameter is validated from
@@ -407,12 +407,48 @@ KINDS.append(
         """,
     )
 )
+KINDS.append(
+    Kind(
+        "async-servers",
+        "half",
+        "onefile-half",
+        "asynchronous",
+        "weight",
+        2.0,
+        "(0, 1]",
+        """
+        from collections import OrderedDict
+        from fedsim.asynchronous.servers import AsyncServer, register
+        from fedsim.schema.sections import AsyncConfig
+
+        @dataclass
+        class HalfParams(AsyncConfig):
+            weight: float = hp(0.5, gt=0, le=1, help="each arrival's share of the new model", source="this test")
+
+        @register
+        class Half(AsyncServer):
+            name = "onefile-half"
+            summary = "mix each arrival in with a fixed weight"
+            paper = "-"
+            Params = HalfParams
+
+            def step(self, params, global_state, arrivals, state):
+                USED.append((params.weight, len(arrivals)))
+                out = OrderedDict(global_state)
+                for a in arrivals:
+                    for k, v in a.outcome.state.items():
+                        if v.is_floating_point():
+                            out[k] = (1 - params.weight) * out[k] + params.weight * v
+                return out
+        """,
+    )
+)
 BY_CLI = {k.cli: k for k in KINDS}
 
 
 @pytest.fixture(scope="module")
 def onefile(tmp_path_factory):
-    """The twelve plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
+    """The thirteen plug-in files in a package of their own, named in FEDSIM_PLUGINS; all gone after."""
     root = tmp_path_factory.mktemp("plugins")
     (root / PKG).mkdir()
     (root / PKG / "__init__.py").write_text("")
@@ -543,3 +579,13 @@ def test_a_tiny_run_uses_a_compressor(onefile, tiny, tmp_path):
     rows = [json.loads(line) for line in (r.run_dir / "clients.jsonl").read_text().splitlines()]
     n = sum(v.numel() for v in torch.load(r.run_dir / "model.pt", weights_only=True).values())
     assert all(2 * n < row["bytes_up"] < 2 * n + 1000 for row in rows)  # 2 bytes a coordinate, headers
+
+
+def test_a_tiny_run_uses_an_asynchronous_server(onefile, tiny, tmp_path):
+    cfg = _base(tiny)
+    cfg.update(choose(BY_CLI["async-servers"], weight=0.25, concurrency=2), system={"source": "synthetic"})
+    r = fedsim.run(cfg, out=tmp_path / "run")
+    assert r.summary["status"] == "finished" and r.summary["rounds"] == 2
+    assert used(onefile["async-servers"]) == [(0.25, 1), (0.25, 1)]  # one arrival a step, two steps
+    rows = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["updates_applied"] for row in rows] == [1, 1]

@@ -167,6 +167,7 @@ def test_two_trackers_with_keys_of_their_own_share_the_output_section(two_tracke
         "system-sources",
         "compressors",
         "selectors",
+        "async-servers",
     ],
 )
 def test_the_readme_tables_of_plugins_are_generated_from_their_declarations(kind):

@@ -3,7 +3,7 @@
 The families, read from their registries so that a new plug-in joins by being
 registered: every algorithm, every attack, every defence, every privacy mode, every
 device-profile source (with over-selection, a deadline and availability traces), the compressor (``comm.compressor``) and its compressed broadcast (``comm.downlink``), the
-client selector (``selection.name``), the
+client selector (``selection.name``), the asynchronous server (``asynchronous.mode``), the
 parties' own test data (auto, split, match), held-out parties (none, one) and the local
 engine's two modes (one party at a time, batched cohorts). A pairwise covering array
 (``covering.py``) puts every pair of levels of every two families in some run; each run
@@ -24,6 +24,7 @@ from covering import covers_all_pairs, pairwise
 
 import attacks
 import strategies
+from fedsim.asynchronous.servers import ASYNC_SERVERS
 from fedsim.cli import main
 from fedsim.comm import codecs
 from fedsim.privacy.compat import MODES as PRIVACY_MODES
@@ -42,6 +43,7 @@ FACTORS = {
     "system": SOURCES.available(),
     "compressor": codecs.available(),
     "downlink": [False, True],
+    "asynchronous": ASYNC_SERVERS.available(),
     "local_test": ["auto", "split", "match"],
     "holdout": [0, 1],
     "batch_clients": ["off", "on"],
@@ -85,6 +87,11 @@ def _config(row: dict, tiny, needs, tmp_path: Path) -> dict:
         "system": _system(row["system"], tmp_path),
         "comm": {"compressor": row["compressor"], "downlink": row["downlink"]},
         "selection": {"name": row["selection"]},
+        # a buffer the 8 parties can fill (FedBuff's default K = 10 is refused with 8)
+        "asynchronous": {
+            "mode": row["asynchronous"],
+            **({"buffer_size": 2} if row["asynchronous"] == "fedbuff" else {}),
+        },
         "eval": {"local_test": row["local_test"], "train_sample": 0, "model_heterogeneity": False},
         "federation": {"rounds": 2, "holdout_parties": row["holdout"]},
         "engine": {"batch_clients": row["batch_clients"]},

@@ -132,7 +132,12 @@ def test_the_records_follow_fedscale_formula_and_rounds_end_at_the_last_aggregat
     assert s["participation"]["speed_quartile_share"] == pytest.approx(by_speed, abs=1e-12)
     assert s["participation"]["speed_quartile_share"][-1] == share
     first = next((m for m in metrics if m["test_accuracy"] >= 0.3), None)
-    want = None if first is None else {"round": first["round"], "sim_time_s": first["sim_end_s"]}
+    updates = None if first is None else sum(m["clients"] for m in metrics if m["round"] <= first["round"])
+    want = (
+        None
+        if first is None
+        else {"round": first["round"], "sim_time_s": first["sim_end_s"], "client_updates": updates}
+    )
     assert s["time_to_accuracy"] == {"0.3": want, "0.99": None}
 
 

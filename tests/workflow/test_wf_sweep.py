@@ -294,12 +294,21 @@ def test_report_on_the_sweep_and_one_of_its_runs(grid_sweep):
 
 
 @pytest.mark.parametrize(
-    "name, n_runs", [("quick", 18), pytest.param("niid-bench-cifar10", 60, marks=pytest.mark.slow), ("moon-cifar10", 9)]
+    "name, n_runs",
+    [
+        ("quick", 18),
+        pytest.param("niid-bench-cifar10", 60, marks=pytest.mark.slow),
+        ("moon-cifar10", 9),
+        ("mnist-async", 18),
+    ],
 )
 def test_shipped_sweep_files_plan_and_validate(name, n_runs):
     root = Path(__file__).resolve().parents[2]
     spec, runs = plan_sweep(root / "configs" / "sweeps" / f"{name}.yaml")
     assert len(runs) == n_runs and len({r.name for r in runs}) == n_runs
+    if name == "mnist-async":  # each setting's own steps: synchronous rounds or server steps
+        steps = {r.factors["asynchronous"]: r.config["federation"]["rounds"] for r in runs}
+        assert steps["FedAvg sync"] == 30 and steps["FedBuff"] == 120 and steps["FedAsync"] == 1200
     if name == "moon-cifar10":
         assert all(r.config["model"]["projection_head"] for r in runs)
         # the base (MOON, mu 5) is MOON's: FedAvg has no mu, FedProx its own
