@@ -375,6 +375,8 @@ def _check_selection(cfg: ExperimentConfig) -> None:
             f"selection.name {cfg.selection.name} with client-level differential privacy: its accounting assumes "
             "a Poisson cohort where every party is equally likely; use selection.name uniform"
         )
+
+
 def _check_async(cfg: ExperimentConfig) -> None:
     """``asynchronous.*``: the server's keys and their ranges, ``concurrency`` (0: the
     synchronous cohort; at most the parties), and the rest of the config against it."""

@@ -22,8 +22,8 @@ from flwr.serverapp import Grid
 
 import partitioners
 import strategies
-from fedsim.comm.downlink import broadcast_for
 from fedsim.asynchronous.loop import async_for
+from fedsim.comm.downlink import broadcast_for
 from fedsim.comm.server import UpdateDecoder
 from fedsim.comm.update import update_codec
 from fedsim.inputs.adversary import server_rules
