@@ -31,7 +31,7 @@ from fedsim.report.figures import (
     panel_title,
     styles_of,
 )
-from fedsim.report.load import Layout, RunInfo, SweepView, finished_runs
+from fedsim.report.load import Layout, RunInfo, SweepView, finished_runs, read_config
 from fedsim.rundir.plots import log_y_axis
 from fedsim.sweeps import mean_std
 
@@ -238,6 +238,14 @@ def keep_axis_on(ax: Axes, shown: Sequence[float], diverged: Sequence[DivergedCu
     return cut
 
 
+def round_axis(runs: Sequence[RunInfo]) -> str:
+    """The x label of a per-round panel. An asynchronous run's rounds are its server steps
+    (K arrivals each, not a cohort's round: README "Asynchronous training"), so a panel
+    holding one says so; its simulated-time figure is the like-for-like comparison."""
+    asynchronous = any((read_config(r.path).get("asynchronous") or {}).get("mode", "off") != "off" for r in runs)
+    return "round (asynchronous runs: server step)" if asynchronous else "round"
+
+
 def _cut_note(title: str, cut: int) -> str:
     """A panel title with the count of diverged runs that leave its y axis."""
     if not cut:
@@ -281,7 +289,7 @@ def curves_figure(
         # accuracies are bounded (0-100%): a diverged run's fall to chance is worth seeing whole
         off = [] if all("accuracy" in k for k, _, _ in keys) else _keep_axis(ax, shown, diverged, cut)
         ax.set_title(_cut_note(title, len(off)))
-        ax.set_xlabel("round")
+        ax.set_xlabel(round_axis(in_panel))
         integer_rounds(ax)
         ax.set_ylabel(ylabel)
     for j in range(len(combos), nrows * ncols):
@@ -388,7 +396,7 @@ def model_heterogeneity_figure(view: SweepView, layout: Layout, cut: list[str] |
             if j == 0:
                 ax.set_ylabel(name)
             if i == len(HETEROGENEITY_SERIES) - 1:
-                ax.set_xlabel("round")
+                ax.set_xlabel(round_axis(in_panel))
             integer_rounds(ax)
     if not drawn:
         return None

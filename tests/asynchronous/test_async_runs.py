@@ -228,3 +228,10 @@ def test_a_sweep_puts_synchronous_and_asynchronous_runs_on_one_time_axis(tmp_pat
     run_dir = next(p for p in result.sweep_dir.iterdir() if p.name.startswith("asynchronous=buff"))
     n = int(rows["buff"]["tta_0.3_updates"])  # summary.csv reads numbers back as floats
     assert f", {n} client updates |" in report(run_dir).read_text()
+    # a panel with an asynchronous run says that its rounds are server steps
+    from fedsim.report.curves import round_axis
+    from fedsim.report.load import load_sweep
+
+    runs = {r.factors["asynchronous"]: r for r in load_sweep(result.sweep_dir).runs}
+    assert round_axis([runs["sync"]]) == "round"
+    assert round_axis([runs["sync"], runs["buff"]]) == "round (asynchronous runs: server step)"
