@@ -44,7 +44,7 @@ from .cohort import CohortGrid, cohort_size, invert
 from .extension import Aggregator, ServerExtension, wrap_aggregate
 from .params import StrategyParams
 from .rounds import Aggregate, ClientOutcome, Failure, FederationSetup, RoundHooks, RoundLog
-from .selection import Pool, SelectionHistory, SelectionParams
+from .selection import Pool, SelectionHistory, SelectionParams, uniform_draw
 from .selection import get as get_selector
 
 #: the selector's history in the strategy's checkpoint state
@@ -151,11 +151,7 @@ class FedsimStrategy:
         among the parties that are not held out (nor in ``exclude``)."""
         parties = [p for p in self._training if p not in exclude] if exclude else self._training
         k = cohort_size(len(parties), fraction, minimum)
-        if k >= len(parties):
-            return list(parties)
-        rng = np.random.default_rng(derive(self.setup.seed, "sample", purpose, server_round))
-        chosen = rng.choice(len(parties), size=k, replace=False)
-        return sorted(parties[i] for i in chosen)
+        return uniform_draw(parties, k, np.random.default_rng(derive(self.setup.seed, "sample", purpose, server_round)))
 
     # ------------------------------------------------------------------- hooks
     def client_config(self, server_round: int) -> dict[str, Any]:

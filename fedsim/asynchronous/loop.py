@@ -42,6 +42,7 @@ from strategies.arrays import all_finite, state_to_record
 from strategies.cohort import cohort_size
 from strategies.extension import ServerExtension
 from strategies.rounds import ClientOutcome, Failure, RoundHooks, RoundLog
+from strategies.selection import uniform_draw
 from strategies.strategy import FedsimStrategy, NonFiniteModel
 
 #: the loop's entry in the strategy's checkpoint state
@@ -218,15 +219,13 @@ class AsyncRun(ServerExtension):
         busy = self.schedule.parties() | self.held
         eligible = [p for p in self.strategy._training if p not in busy]
         avail = self.clock.profiles.availability
-        if avail is not None and eligible:
-            ids = np.asarray(eligible, dtype=np.int64)
-            eligible = ids[avail.online(self.now)[ids]].tolist()
+        if avail is not None:
+            eligible = avail.online_among(self.now, eligible)
         m = min(free, len(eligible))
         if m == 0:
             return
-        if m < len(eligible):
-            rng = np.random.default_rng(derive(self.seed, "async", "dispatch", self.dispatched + 1))
-            eligible = sorted(eligible[i] for i in rng.choice(len(eligible), size=m, replace=False))
+        rng = np.random.default_rng(derive(self.seed, "async", "dispatch", self.dispatched + 1))
+        eligible = uniform_draw(eligible, m, rng)
         flights = [Flight(p, self.dispatched + i + 1, self.now, self.version) for i, p in enumerate(eligible)]
         self.dispatched += m
         self._launch(flights)

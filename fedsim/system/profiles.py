@@ -57,6 +57,13 @@ class Availability:
         inside = (self.starts <= local) & (local < self.ends)
         return np.bincount(self.owner[inside], minlength=len(self.period)) > 0
 
+    def online_among(self, t: float, parties: Sequence[int]) -> list[int]:
+        """The parties of ``parties`` online at simulated time ``t``, in their order."""
+        if not len(parties):
+            return []
+        ids = np.asarray(parties, dtype=np.int64)
+        return ids[self.online(t)[ids]].tolist()
+
     def next_online(self, t: float, parties: Sequence[int] | None = None) -> float:
         """The earliest time >= ``t`` at which some party (of ``parties``; None: any) is
         online (inf: never)."""

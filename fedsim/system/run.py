@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
 from fedsim.schema.experiment import epoch_range
@@ -71,13 +70,11 @@ class SimulatedClock(ServerExtension):
         avail, factor = self.profiles.availability, self.params.over_selection
         start, online = self.now, parties
         if avail is not None:
-            ids = np.asarray(parties, dtype=np.int64)
-            here = avail.online(start)[ids]
-            if not here.any():  # nobody online: the round starts when the first party comes online
+            online = avail.online_among(start, parties)
+            if not online:  # nobody online: the round starts when the first party comes online
                 later = avail.next_online(start)
                 if math.isfinite(later):
-                    start, here = later, avail.online(later)[ids]
-            online = ids[here].tolist()
+                    start, online = later, avail.online_among(later, parties)
         k = min(m, len(online))
         self._start = (server_round, start, k if factor != 1 else None)
         view = ClockView(start, self.expected_s, partial(self.online_until, start))
