@@ -4,11 +4,13 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fedsim.util.flower_compat import DEPRECATION_MARKER
 
@@ -127,7 +129,25 @@ def kill_after_rows(cmd: list[str], metrics: Path, k: int, env: dict) -> int:
     return proc.returncode
 
 
+def sigkill_then_resume(cfg: dict, tmp_path: Path, k: int, before_resume=None) -> Path:
+    """Run ``cfg`` with the CLI in a real process, SIGKILL it once its metrics.jsonl holds
+    ``k`` rows (unfinished: no summary.json), call ``before_resume(out)`` if given, resume
+    it with ``--resume`` (exit 0) and return its run directory, ``tmp_path / "killed"``."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
+    assert kill_after_rows(cmd, out / "metrics.jsonl", k, env) == -signal.SIGKILL
+    assert not (out / "summary.json").exists()
+    if before_resume is not None:
+        before_resume(out)
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 @pytest.fixture
-def kill_after():
-    """``kill_after(cmd, metrics_path, k, env)``: :func:`kill_after_rows`."""
-    return kill_after_rows
+def kill_and_resume():
+    """``kill_and_resume(cfg, tmp_path, k, before_resume=None)``: :func:`sigkill_then_resume`."""
+    return sigkill_then_resume

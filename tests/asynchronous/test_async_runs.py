@@ -5,15 +5,10 @@ and what is refused."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import fedsim
 from fedsim.config.load import load_config
@@ -137,19 +132,11 @@ def test_a_stopped_and_resumed_run_is_byte_equal_parties_in_flight_included(tmp_
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_byte_equal(tmp_path, tiny, kill_after):
+def test_sigkill_then_resume_is_byte_equal(tmp_path, tiny, kill_and_resume):
     six = dict(partition={"scheme": "dirichlet", "n_parties": 6, "min_size": 10}, federation={"rounds": 8})
     cfg = _cfg(tiny, BUFF, HETERO, data={"n_train": 1200}, **six)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert kill_after(cmd, out / "metrics.jsonl", 3, env) == -signal.SIGKILL
-    assert not (out / "summary.json").exists()
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    out = kill_and_resume(cfg, tmp_path, 3)
     assert (ref.run_dir / "model.pt").read_bytes() == (out / "model.pt").read_bytes()
     assert _rows(ref.run_dir / "metrics.jsonl") == _rows(out / "metrics.jsonl")
     assert _rows(ref.run_dir / "clients.jsonl") == _rows(out / "clients.jsonl")

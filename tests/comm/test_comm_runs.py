@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 
 import fedsim
 from fedsim.comm.update import RESIDUAL, VELOCITY, update_codec
@@ -160,7 +155,7 @@ def test_budget_and_codec_keys_are_checked(tiny):
 @pytest.mark.parametrize(
     "comm", [{"compressor": "topk", "density": 0.05}, {"compressor": "stc", "density": 0.05, "downlink": True}]
 )
-def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_after, comm):
+def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, kill_and_resume, comm):
     """With ``comm.downlink`` the server's residual and what each party holds are server state."""
     cfg = tiny(
         comm=comm,
@@ -168,14 +163,7 @@ def test_sigkill_then_resume_with_error_feedback_is_byte_equal(tmp_path, tiny, k
         data={"n_train": 1200},
     )
     ref = fedsim.run(cfg, out=tmp_path / "ref").run_dir
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    out = kill_and_resume(cfg, tmp_path, 2)
     assert _same_model(_model(ref), _model(out))
     assert _rows(ref / "metrics.jsonl") == _rows(out / "metrics.jsonl")
     assert _rows(ref / "clients.jsonl") == _rows(out / "clients.jsonl")

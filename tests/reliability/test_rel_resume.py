@@ -1,14 +1,9 @@
 """A run killed with SIGKILL mid-run and resumed ends exactly like an uninterrupted one."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 
 import fedsim
 from fedsim.rundir.checkpoint import checkpoint_dirs
@@ -50,19 +45,14 @@ def _config(tiny, name, needs):
         pytest.param("moon", marks=pytest.mark.slow),
     ],
 )
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name, kill_after):
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny, needs, name, kill_and_resume):
     cfg = _config(tiny, name, needs)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
-    assert not (out / "summary.json").exists()
-    assert checkpoint_dirs(RunStore(out))  # something to resume from
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+
+    def something_to_resume_from(out):
+        assert checkpoint_dirs(RunStore(out))
+
+    out = kill_and_resume(cfg, tmp_path, 2, something_to_resume_from)
     a = torch.load(ref.run_dir / "model.pt", weights_only=True)
     b = torch.load(out / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

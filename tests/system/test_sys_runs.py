@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,18 +246,10 @@ def test_a_resumed_run_continues_the_clock_exactly(tmp_path, tiny):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny, kill_after):
+def test_sigkill_then_resume_equals_uninterrupted_clock_included(tmp_path, tiny, kill_and_resume):
     cfg = _cfg(tiny, CLOCKED, federation={"rounds": 5, "fraction_fit": 0.5}, data={"n_train": 1200})
     ref = fedsim.run(cfg, out=tmp_path / "ref")
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "fedsim.cli", "run", str(path), "--out", str(out), "--quiet"]
-    assert kill_after(cmd, out / "metrics.jsonl", 2, env) == -signal.SIGKILL
-    assert not (out / "summary.json").exists()
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    out = kill_and_resume(cfg, tmp_path, 2)
     assert (ref.run_dir / "model.pt").read_bytes() == (out / "model.pt").read_bytes()
     assert _rows(ref.run_dir / "metrics.jsonl") == _rows(out / "metrics.jsonl")
     assert _rows(ref.run_dir / "clients.jsonl") == _rows(out / "clients.jsonl")
