@@ -39,6 +39,7 @@ from fedsim.util.seeding import torch_generator
 from strategies.arrays import record_to_state
 from strategies.extension import Aggregator, ServerExtension
 from strategies.rounds import Aggregate, ClientOutcome
+from strategies.strategy import content_bytes
 
 #: the checkpoint entries of the broadcast's state
 STATE_KEY = "comm.downlink."
@@ -71,7 +72,7 @@ class Broadcast(ServerExtension):
         content = RecordDict({"arrays": enc.arrays})
         if enc.keys is not None:
             content[KEYS_RECORD] = enc.keys
-        nbytes = int(sum(rec.count_bytes() for rec in content.values()))
+        nbytes = content_bytes(content)
         self.codec.decode(content, global_state, server_round)  # what every party rebuilds from the payload
         new = record_to_state(content.array_records["arrays"])
         if self.codec.feedback:
