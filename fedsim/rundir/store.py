@@ -411,6 +411,10 @@ class ClientStateStore:
     def pending_dir(self, server_round: int) -> Path:
         return self.root / "pending" / f"round_{server_round:06d}"
 
+    def pending_path(self, server_round: int, party: int) -> Path:
+        """Where the state ``party`` computed in ``server_round`` waits for its commit."""
+        return self.pending_dir(server_round) / f"party_{party:06d}.pt"
+
     def load(self, party: int, extensions: bool = False) -> dict[str, torch.Tensor] | None:
         """The party's state: the algorithm's entries, with ``extensions`` also those
         the run's extensions keep (keys starting with :data:`EXTENSION_PREFIX`)."""
@@ -437,7 +441,7 @@ class ClientStateStore:
 
     def save_pending(self, party: int, server_round: int, state: Mapping[str, torch.Tensor]) -> None:
         """The state a party computed in ``server_round``, until the server commits it."""
-        self._write(self.pending_dir(server_round) / f"party_{party:06d}.pt", state)
+        self._write(self.pending_path(server_round, party), state)
 
     @staticmethod
     def _write(path: Path, state: Mapping[str, torch.Tensor]) -> None:
@@ -453,14 +457,7 @@ class ClientStateStore:
 
     def commit(self, server_round: int, parties: Iterable[int]) -> int:
         """Make the pending states of ``parties`` their states; drop the round's others."""
-        pending = self.pending_dir(server_round)
-        n = 0
-        if pending.is_dir():
-            for party in parties:
-                src = pending / f"party_{party:06d}.pt"
-                if src.exists():
-                    os.replace(src, self.path(party))
-                    n += 1
+        n = self.commit_each((server_round, party) for party in parties)
         self.discard_pending()
         return n
 
@@ -470,7 +467,7 @@ class ClientStateStore:
         while other parties, dispatched in other rounds, are still training."""
         n = 0
         for server_round, party in pending:
-            src = self.pending_dir(server_round) / f"party_{party:06d}.pt"
+            src = self.pending_path(server_round, party)
             if src.exists():
                 os.replace(src, self.path(party))
                 n += 1
