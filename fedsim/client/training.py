@@ -351,9 +351,7 @@ def sample_losses(
     total = torch.zeros((), device=device, dtype=torch.float64)
     squares = torch.zeros((), device=device, dtype=torch.float64)
     for start in range(0, n, batch_size):
-        part = idx[start : start + batch_size]
-        xb = to_float(data.x[part].to(device, non_blocking=True), data.mean, data.std)
-        yb = data.y[part].to(device, non_blocking=True)
+        xb, yb = data.batch(idx[start : start + batch_size], None, train=False)  # the party's data, unaugmented
         logits = model(xb).float()
         if criterion is nn.functional.cross_entropy:
             each = nn.functional.cross_entropy(logits, yb, reduction="none").double()
