@@ -21,7 +21,7 @@ import resource
 import statistics
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         if line:
             rows.append(json.loads(line))
     return rows
+
+
+def alternating_pairs(
+    a: Callable[[], float], b: Callable[[], float], repeats: int
+) -> tuple[list[float], list[float], list[float]]:
+    """``repeats`` pairs of runs, ``a()`` then ``b()`` (each returns its seconds), so that
+    a shared machine's load falls on both alike: the seconds of each and each pair's
+    ratio b / a."""
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        times_a.append(a())
+        times_b.append(b())
+    return times_a, times_b, [y / x for x, y in zip(times_a, times_b)]
 
 
 def steady(values: Sequence[float], skip: int = 1) -> float:

@@ -72,14 +72,12 @@ def timed(cfg: dict, out: Path) -> float:
 
 
 def measure(scenario: str, model: str, rounds: int, repeats: int, root: Path) -> tuple[float, float, list[float]]:
-    sync, loop, ratios = [], [], []
     timed(config(scenario, model, 2, True), root / "warm")  # the data set's cache and the first imports
-    for _ in range(repeats):
-        a = timed(config(scenario, model, rounds, False), root / "a")
-        b = timed(config(scenario, model, rounds, True), root / "b")
-        sync.append(a)
-        loop.append(b)
-        ratios.append(b / a)
+    sync, loop, ratios = _bench.alternating_pairs(
+        lambda: timed(config(scenario, model, rounds, False), root / "a"),
+        lambda: timed(config(scenario, model, rounds, True), root / "b"),
+        repeats,
+    )
     return statistics.median(sync), statistics.median(loop), ratios
 
 

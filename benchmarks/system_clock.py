@@ -57,14 +57,10 @@ def timed(cfg: dict, out: Path) -> float:
 
 
 def measure(n: int, rounds: int, repeats: int, root: Path) -> tuple[float, float, float]:
-    plain, clocked, ratios = [], [], []
     timed(config(n, 2, False), root / "warm")  # the data set's cache and the first imports
-    for _ in range(repeats):
-        a = timed(config(n, rounds, False), root / "a")
-        b = timed(config(n, rounds, True), root / "b")
-        plain.append(a)
-        clocked.append(b)
-        ratios.append(b / a)
+    plain, clocked, ratios = _bench.alternating_pairs(
+        lambda: timed(config(n, rounds, False), root / "a"), lambda: timed(config(n, rounds, True), root / "b"), repeats
+    )
     return statistics.median(plain), statistics.median(clocked), statistics.median(ratios)
 
 
