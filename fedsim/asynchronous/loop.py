@@ -35,7 +35,7 @@ from flwr.serverapp import Grid
 from fedsim.asynchronous.events import Flight, Schedule, staleness
 from fedsim.asynchronous.servers import Arrival, AsyncServer, State
 from fedsim.asynchronous.servers import get as get_server
-from fedsim.system.clock import ReplyTime, RoundTiming
+from fedsim.system.clock import ReplyTime, RoundTiming, transfer_seconds
 from fedsim.system.run import SimulatedClock
 from fedsim.util.seeding import derive
 from strategies.arrays import all_finite, state_to_record
@@ -280,7 +280,7 @@ class AsyncRun(ServerExtension):
             f.arrival_s = f.dispatch_s + times.total_s
         else:
             times = None
-            f.arrival_s = f.dispatch_s + bytes_down * 8.0 / 1024.0 / float(profiles.download_kbps[f.party])
+            f.arrival_s = f.dispatch_s + transfer_seconds(bytes_down, float(profiles.download_kbps[f.party]))
         avail = profiles.availability
         until = avail.online_until(f.party, f.dispatch_s) if avail is not None else math.inf
         if times is not None and f.arrival_s > until:
