@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedsim.util.flower_compat import NUMPY_STYPE, array_record, keep_tensor, numpy_array, take_tensor
+from fedsim.util.flower_compat import NUMPY_STYPE, array_nbytes, array_record, kept_array, numpy_array, take_tensor
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
@@ -89,35 +89,106 @@ def array_to_numpy(arr: Array) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=off).reshape(shape).copy()
 
 
+class PackedState(OrderedDict):
+    """A state_dict whose float entries ``packed[0]`` are, in that order, the consecutive
+    pieces of the one 1-D tensor ``packed[1]`` (an in-process reply's weights: one copy of
+    the model, read by the server's screening, average and measures without another
+    :func:`torch.cat`). Setting or deleting an entry forgets ``packed``."""
+
+    packed: tuple[tuple[str, ...], torch.Tensor] | None = None
+
+    def __setitem__(self, key, value) -> None:
+        self.packed = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        self.packed = None
+        super().__delitem__(key)
+
+
+def float_vector(state: Mapping[str, torch.Tensor], keys: Sequence[str]) -> torch.Tensor:
+    """The entries ``keys`` of ``state`` as one 1-D tensor, in order: the packed tensor
+    itself (no copy: do not change it) for a :class:`PackedState` of those keys, else
+    their concatenation."""
+    packed = getattr(state, "packed", None)
+    if packed is not None and packed[0] == tuple(keys):
+        return packed[1]
+    return torch.cat([state[k].reshape(-1) for k in keys])
+
+
 def record_to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
-    """ArrayRecord -> state_dict of CPU tensors (the caller's own: it may change them)."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    """ArrayRecord -> state_dict of CPU tensors: the caller's own (it may change them),
+    except an in-process reply's (the local engine's), whose tensors its first reader
+    shares with the record (no copy; do not change them in place: Flower's own
+    aggregations may read the record's bytes later)."""
+    out: OrderedDict[str, torch.Tensor] = PackedState()
+    all_kept = True
     for key, arr in record.items():
         kept = take_tensor(arr)
-        out[key] = kept if kept is not None else torch.from_numpy(array_to_numpy(arr))
+        all_kept = all_kept and kept is not None
+        OrderedDict.__setitem__(out, key, kept if kept is not None else torch.from_numpy(array_to_numpy(arr)))
+    packed = record.__dict__.get(_PACKED)
+    if all_kept and packed is not None:
+        out.packed = packed
     return out
+
+
+_PACKED = "_fedsim_packed"
 
 
 def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> ArrayRecord:
     """state_dict -> ArrayRecord (what Flower sends).
 
-    ``keep``: each Array also carries a copy of its tensor, which the first
-    :func:`record_to_state` of the record takes instead of parsing and copying the bytes
-    (a reply that stays in the process: the local engine's). Measured in a cross-device
-    round (100 clients of 10 MNIST images, simple-cnn; issue 34), CPU time a client:
-    the server's screening of a reply 0.25 -> 0.11 ms, the client's reply 0.40 -> 0.37 ms
-    (with the quick Arrays of ``fedsim.util.flower_compat``).
+    ``keep`` (a reply that stays in the process: the local engine's): the float entries
+    are copied once, into one new 1-D tensor (:class:`PackedState`), and each Array
+    carries its piece, which the first :func:`record_to_state` takes; the bytes are made
+    only if read (:class:`fedsim.util.flower_compat.KeptArray`). Measured in the
+    cross-device round (``benchmarks/peers.py`` 1000x10: 100 clients of 10 MNIST images,
+    simple-cnn; issue 34), a reply's arrays were copied twice (a clone, then its bytes)
+    and its tensors concatenated twice more at the server (screening, average).
     """
+    if keep:
+        return _kept_record(state)
+    return array_record((key, array_from_numpy(t.detach().cpu().numpy())) for key, t in state.items())
+
+
+def _kept_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    floats = [k for k, t in state.items() if is_float(t)]
+    dtype = state[floats[0]].dtype if floats else None
+    packed_keys = tuple(k for k in floats if state[k].dtype == dtype)
+    pieces: dict[str, torch.Tensor] = {}
+    flat = None
+    if packed_keys:  # one copy (on the model's device, then one transfer), cut into views
+        flat = torch.cat([state[k].detach().reshape(-1) for k in packed_keys]).cpu()
+        sizes = [state[k].numel() for k in packed_keys]
+        for k, piece in zip(packed_keys, torch.split(flat, sizes)):
+            pieces[k] = piece.view(state[k].shape)
     items = []
     for key, t in state.items():
-        t = t.detach().cpu()
-        if keep:
-            t = t.contiguous().clone()  # what the bytes hold: the model's own tensors change next
-        arr = array_from_numpy(t.numpy())
-        if keep:
-            keep_tensor(arr, t)
-        items.append((key, arr))
-    return array_record(items)
+        t = pieces[key] if key in pieces else t.detach().cpu().contiguous().clone()
+        items.append((key, _kept_array(t)))
+    rec = array_record(items)
+    if flat is not None:
+        rec.__dict__[_PACKED] = (packed_keys, flat)
+    return rec
+
+
+def _kept_array(t: torch.Tensor) -> Array:
+    nd = t.numpy()
+    header = _npy_header(nd)
+    return kept_array(
+        _dtype_name(nd.dtype),
+        tuple(int(s) for s in nd.shape),
+        t,
+        len(header) + nd.nbytes,
+        lambda: header + nd.tobytes(),
+    )
+
+
+def record_nbytes(record: ArrayRecord) -> int:
+    """``record.count_bytes()`` (bytes of its arrays and keys), without making the bytes of
+    an in-process reply's arrays."""
+    return sum(array_nbytes(arr) + len(key) for key, arr in record.items())
 
 
 def is_float(t: torch.Tensor) -> bool:
@@ -148,7 +219,7 @@ def weighted_average(
         sizes = [first[k].numel() for k in float_keys]
         acc = torch.zeros(sum(sizes), dtype=torch.float64, device=dev)
         for p, st in zip(probs, states):
-            flat = torch.cat([st[k].reshape(-1) for k in float_keys]).to(dev, torch.float64, non_blocking=True)
+            flat = float_vector(st, float_keys).to(dev, torch.float64, non_blocking=True)
             acc.add_(flat, alpha=p)
         acc = acc.cpu()
         for k, piece in zip(float_keys, torch.split(acc, sizes)):
@@ -183,4 +254,7 @@ def restore_dtypes(
 def all_finite(state: Mapping[str, torch.Tensor]) -> bool:
     """No NaN or inf in any float entry (a float64 sum is non-finite iff an entry is,
     short of finite weights near 1e308; no boolean mask per tensor)."""
+    packed = getattr(state, "packed", None)
+    if packed is not None and len(packed[0]) == sum(1 for t in state.values() if is_float(t)):
+        return math.isfinite(float(packed[1].sum(dtype=torch.float64)))  # one sum, not one an entry
     return all(math.isfinite(float(t.sum(dtype=torch.float64))) for t in state.values() if is_float(t))

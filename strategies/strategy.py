@@ -39,7 +39,7 @@ from flwr.serverapp.strategy import Result
 
 from fedsim.util.seeding import derive
 
-from .arrays import all_finite, record_to_state, restore_dtypes, state_to_record, weighted_average
+from .arrays import all_finite, record_nbytes, record_to_state, restore_dtypes, state_to_record, weighted_average
 from .cohort import CohortGrid, cohort_size, invert
 from .extension import Aggregator, ServerExtension, wrap_aggregate
 from .params import StrategyParams
@@ -89,7 +89,9 @@ def weighted_metrics(outcomes: list[ClientOutcome]) -> MetricRecord:
 
 def content_bytes(content: RecordDict) -> int:
     """Bytes of the records of a message (what crosses the wire, without metadata)."""
-    return int(sum(rec.count_bytes() for rec in content.values()))
+    return int(
+        sum(record_nbytes(rec) if isinstance(rec, ArrayRecord) else rec.count_bytes() for rec in content.values())
+    )
 
 
 def _bytes_each(messages: list[Message]) -> list[int]:

@@ -93,7 +93,10 @@ __all__ = [
     "empty_run",
     "get_server_state",
     "lost_actors_leave_the_pool",
+    "KeptArray",
+    "array_nbytes",
     "keep_tensor",
+    "kept_array",
     "metric_record",
     "numpy_array",
     "remembered_global",
@@ -172,10 +175,68 @@ def keep_tensor(arr: Array, tensor: Any) -> None:
 
 
 def take_tensor(arr: Array) -> Any | None:
-    """The tensor :func:`keep_tensor` gave ``arr``, once (the first caller owns it), while
-    ``arr`` still holds the bytes it was kept with; else None."""
+    """The tensor :func:`keep_tensor` (or :func:`kept_array`) gave ``arr``, once, while
+    ``arr`` still holds the bytes it was kept with; else None. A plain Array's tensor is
+    the first caller's own; a :class:`KeptArray`'s is shared with the Array, whose bytes
+    (made when first read) describe it: its reader must not change it in place."""
+    if isinstance(arr, KeptArray):
+        return arr.__dict__.pop(_TAKE, None)
     kept = arr.__dict__.pop(_KEPT, None)
     return kept[1] if kept is not None and kept[0] is arr.data else None
+
+
+_TAKE = "_fedsim_take"
+
+
+class KeptArray(Array):
+    """An in-process reply's ``Array``: it carries the tensor it describes and makes its
+    bytes (``numpy_array``'s, bit for bit) only when something reads ``data`` (Flower's
+    own aggregations, a wire, a checkpoint). The local engine's server reads the tensor
+    (:func:`take_tensor`) and never the bytes: a cross-device reply's ten arrays are not
+    copied a second time (issue 34; ``benchmarks/peers.py``)."""
+
+    @property  # type: ignore[override]
+    def data(self) -> bytes:
+        made = self.__dict__.get("_bytes")
+        if made is None:
+            made = self.__dict__["_bytes"] = self.__dict__["_make_bytes"]()
+        return made
+
+    @data.setter
+    def data(self, value: bytes) -> None:  # new bytes: the tensor no longer describes them
+        self.__dict__["_bytes"] = value
+        self.__dict__.pop(_TAKE, None)
+
+    def nbytes(self) -> int:
+        """``len(self.data)``, without making the bytes."""
+        made = self.__dict__.get("_bytes")
+        return len(made) if made is not None else self.__dict__["_nbytes"]
+
+    def __eq__(self, other: object) -> bool:  # equal to the plain Array of the same bytes
+        if not isinstance(other, Array):
+            return NotImplemented
+        return (self.dtype, self.shape, self.stype, self.data) == (other.dtype, other.shape, other.stype, other.data)
+
+    __hash__ = None  # type: ignore[assignment]  # as Array's (a mutable dataclass)
+
+    def __reduce__(self) -> tuple:  # crosses a process boundary as the plain Array
+        return numpy_array, (self.dtype, self.shape, self.data)
+
+
+def kept_array(dtype: str, shape: tuple[int, ...], tensor: Any, nbytes: int, make_bytes: Any) -> KeptArray:
+    """A :class:`KeptArray` of ``tensor``: ``make_bytes()`` gives its ``nbytes`` bytes."""
+    arr = KeptArray.__new__(KeptArray)
+    arr.__dict__.update(
+        _is_dirty=True, dtype=dtype, shape=shape, stype=NUMPY_STYPE, _make_bytes=make_bytes, _nbytes=nbytes
+    )
+    arr.__dict__[_TAKE] = tensor
+    return arr
+
+
+def array_nbytes(arr: Array) -> int:
+    """``len(arr.data)``: what Flower's ``count_bytes`` adds up, without making a
+    :class:`KeptArray`'s bytes."""
+    return arr.nbytes() if isinstance(arr, KeptArray) else len(arr.data)
 
 
 # ------------------------------------------------------------- server optimisers' state
