@@ -35,6 +35,7 @@ from fedsim.client.training import (
     train_local,
 )
 from fedsim.comm.update import state_with_residual, update_codec
+from fedsim.data.transforms import to_float
 from fedsim.inputs.adversary import poison_training_set
 from fedsim.inputs.run_inputs import (
     Experiment,
@@ -59,6 +60,11 @@ from strategies.strategy import GLOBAL_LOSS_KEY
 log = logging.getLogger(__name__)
 
 PARTITION_KEY = "partition-id"
+
+
+#: the training images are kept normalised (float32) up to this size (MNIST's 60,000:
+#: 188 MB), saving each step's conversion; larger sets stay uint8 and convert per batch
+NORMALISED_MAX_BYTES = 256 * 2**20
 
 
 class InjectedFault(RuntimeError):
@@ -110,6 +116,10 @@ class ClientRuntime:
         # a data-poisoning attack's labels and triggers on the malicious parties' samples
         # (fedsim/inputs/adversary.py); every party of every engine indexes these tensors
         self.x, self.y = poison_training_set(cfg, exp.dataidxs, self.x, self.y, bundle.num_classes)
+        if not bundle.augment and self.x.dtype == torch.uint8 and 4 * self.x.numel() <= NORMALISED_MAX_BYTES:
+            # normalised once, not per batch (augmentation needs the raw images): the same
+            # floats, elementwise (fedsim.data.transforms.to_float passes floats through)
+            self.x = to_float(self.x, bundle.mean, bundle.std)
         seed_torch(derive(cfg.seed, "client-model"))
         self.model = build_model(cfg.model, bundle.input_shape, bundle.num_classes).to(self.device)
         self.has_bn = has_batchnorm(self.model)
@@ -151,13 +161,11 @@ class ClientRuntime:
         cfg = self.cfg
         lo, hi = epoch_range(cfg.train.epochs)
         epochs = lo + int(uniform(cfg.seed, "epochs", server_round, party) * (hi - lo + 1)) if hi > lo else lo
-        u_straggle = uniform(cfg.seed, "straggler", server_round, party)
-        u_part = uniform(cfg.seed, "straggler-part", server_round, party)
-        max_steps = None
-        if cfg.federation.straggler_fraction > 0 and u_straggle < cfg.federation.straggler_fraction:
-            total = epochs * steps_per_epoch(n_train, cfg.train.batch_size, self.has_bn)
-            max_steps = max(1, int(np.floor(u_part * total)))
-        return epochs, max_steps
+        fraction = cfg.federation.straggler_fraction
+        if fraction <= 0 or uniform(cfg.seed, "straggler", server_round, party) >= fraction:
+            return epochs, None
+        total = epochs * steps_per_epoch(n_train, cfg.train.batch_size, self.has_bn)
+        return epochs, max(1, int(np.floor(uniform(cfg.seed, "straggler-part", server_round, party) * total)))
 
     def _fault(self, party: int, server_round: int) -> str | None:
         rate = self.cfg.engine.fault_rate
