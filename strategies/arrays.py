@@ -173,16 +173,24 @@ def _kept_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return rec
 
 
+_KEPT_META: dict[tuple[torch.dtype, tuple[int, ...]], tuple[str, tuple[int, ...], bytes, int]] = {}
+
+
 def _kept_array(t: torch.Tensor) -> Array:
-    nd = t.numpy()
-    header = _npy_header(nd)
-    return kept_array(
-        _dtype_name(nd.dtype),
-        tuple(int(s) for s in nd.shape),
-        t,
-        len(header) + nd.nbytes,
-        lambda: header + nd.tobytes(),
-    )
+    key = (t.dtype, tuple(t.shape))
+    meta = _KEPT_META.get(key)
+    if meta is None:  # dtype name, shape, .npy header, byte count: once per (dtype, shape)
+        nd = t.numpy()
+        header = _npy_header(nd)
+        meta = _KEPT_META[key] = (
+            _dtype_name(nd.dtype),
+            tuple(int(s) for s in nd.shape),
+            header,
+            len(header) + nd.nbytes,
+        )
+        if len(_KEPT_META) > 4096:
+            _KEPT_META.clear()
+    return kept_array(meta[0], meta[1], t, meta[3], lambda: meta[2] + t.numpy().tobytes())
 
 
 def record_nbytes(record: ArrayRecord) -> int:

@@ -227,8 +227,7 @@ class ClientRuntime:
             shared.targets = load_targets(self.model, shared.global_state)
         else:  # what load_state_dict does, without walking the modules (issue 34: prepare 0.30 -> 0.15 ms a client)
             with torch.no_grad():
-                for t, v in zip(shared.targets, shared.global_state.values()):
-                    t.copy_(v)
+                torch._foreach_copy_(shared.targets, list(shared.global_state.values()))
         if not self.algo.Rule.needs_global:
             return OrderedDict()
         # a detached copy on the device: rules compare against the weights received

@@ -82,38 +82,53 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer '{cfg.optimizer}'")
 
 
+_MODULES: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
+
+
 def train_mode(model: nn.Module) -> None:
     """``model.train()`` unless every module is in training mode already: train() sets an
-    attribute on each module through nn.Module's slow __setattr__ (38 us for simple-cnn,
-    every client of every round; the check costs 11 us)."""
-    if not all(m.training for m in model.modules()):
+    attribute on each module through nn.Module's slow __setattr__, and walking the
+    modules costs as much again (simple-cnn: 2.5% of the cross-device round,
+    ``benchmarks/peers.py`` 1000x10); the model's module list is kept."""
+    modules = _MODULES.get(model)
+    if modules is None:
+        modules = _MODULES[model] = list(model.modules())
+    if not all(m.training for m in modules):
         model.train()
 
 
-_OPTIMIZERS: weakref.WeakKeyDictionary[nn.Module, tuple[TrainConfig, torch.optim.Optimizer]] = (
-    weakref.WeakKeyDictionary()
-)
+class PlainSGD:
+    """``torch.optim.SGD(params, lr)`` without momentum or weight decay: each step is its
+    ``param.add_(grad, alpha=-lr)`` (the same kernel, bit for bit), without torch.optim's
+    per-step wrappers (a profiler record, a dynamo guard, a grad-mode switch, the
+    functional dispatch): they were 6% of the cross-device round, four times the update
+    itself (``benchmarks/peers.py`` 1000x10, simple-cnn, one step of 10 images a client).
+    A parameter without a gradient is left as it is, as SGD leaves it."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float) -> None:
+        self.params = list(params)
+        self.lr = float(lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-self.lr)
 
 
-def reused_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """``make_optimizer(model.parameters(), cfg)``, the same object again for the same model
-    and ``train.*``, its state emptied: what a new one would be (SGD's momentum buffers
-    and Adam's moments and step count start empty; the group's settings are reset). A
-    client of the cross-device regime built one every round (27 us, and more in a run:
-    ``benchmarks/peers.py`` 1000x10, 2.6% of the round)."""
-    hit = _OPTIMIZERS.get(model)
-    params = list(model.parameters())
-    if hit is not None and hit[0] == cfg:
-        opt = hit[1]
-        group = opt.param_groups[0]
-        same = len(opt.param_groups) == 1 and len(group["params"]) == len(params)
-        if same and all(a is b for a, b in zip(group["params"], params)):
-            opt.state.clear()
-            group.update({k: v for k, v in opt.defaults.items() if k != "params"})
-            return opt
-    opt = make_optimizer(params, cfg)
-    _OPTIMIZERS[model] = (cfg, opt)
-    return opt
+def local_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer | PlainSGD:
+    """The trainer's optimizer: :class:`PlainSGD` for ``train.optimizer: sgd`` with no
+    momentum and no weight decay (the default), else :func:`make_optimizer`'s."""
+    if cfg.optimizer == "sgd" and cfg.momentum == 0 and cfg.weight_decay == 0:
+        return PlainSGD(params, cfg.lr)
+    return make_optimizer(params, cfg)
 
 
 # -------------------------------------------------------------------------- data
@@ -253,7 +268,7 @@ class LocalTrainer:
         """
         train_mode(model)
         if optimizer is None:
-            optimizer = reused_optimizer(model, self.cfg) if params is None else make_optimizer(list(params), self.cfg)
+            optimizer = local_optimizer(model.parameters() if params is None else list(params), self.cfg)
         amp = self.cfg.amp and self.device.type == "cuda"
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
