@@ -153,24 +153,45 @@ def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> Ar
 
 
 def _kept_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    floats = [k for k, t in state.items() if is_float(t)]
-    dtype = state[floats[0]].dtype if floats else None
-    packed_keys = tuple(k for k in floats if state[k].dtype == dtype)
-    pieces: dict[str, torch.Tensor] = {}
-    flat = None
-    if packed_keys:  # one copy (on the model's device, then one transfer), cut into views
-        flat = torch.cat([state[k].detach().reshape(-1) for k in packed_keys]).cpu()
-        sizes = [state[k].numel() for k in packed_keys]
-        for k, piece in zip(packed_keys, torch.split(flat, sizes)):
-            pieces[k] = piece.view(state[k].shape)
-    items = []
-    for key, t in state.items():
-        t = pieces[key] if key in pieces else t.detach().cpu().contiguous().clone()
-        items.append((key, _kept_array(t)))
-    rec = array_record(items)
-    if flat is not None:
-        rec.__dict__[_PACKED] = (packed_keys, flat)
-    return rec
+    return Packer(state).record()
+
+
+class Packer:
+    """``state_to_record(state, keep=True)`` again and again for a state whose tensors stay
+    the same objects and change in place (a client's model, round after round of
+    parties): which entries pack into the one vector, their sizes, shapes and Array
+    metadata, and flat views of the tensors, found once. The float entries of the first
+    float dtype are packed; the others are copied one by one."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.keys = list(state)
+        floats = [k for k, t in state.items() if is_float(t)]
+        dtype = state[floats[0]].dtype if floats else None
+        self.packed = tuple(k for k in floats if state[k].dtype == dtype)
+        # views of the tensors themselves (detached, on their device), read at each record();
+        # ``live``: they are views (a non-contiguous tensor's reshape is a copy, which
+        # later records would not see change)
+        self.sources = [state[k].detach().reshape(-1) for k in self.packed]
+        self.live = all(state[k].is_contiguous() for k in self.packed)
+        self.shapes = [state[k].shape for k in self.packed]
+        self.sizes = [state[k].numel() for k in self.packed]
+        self.others = {k: state[k] for k in self.keys if k not in set(self.packed)}
+
+    def record(self) -> ArrayRecord:
+        """The record of the tensors as they are now: one copy of the packed entries (on
+        their device, then one transfer) cut into views, each carried by a KeptArray."""
+        arrays: dict[str, Array] = {}
+        flat = None
+        if self.packed:
+            flat = torch.cat(self.sources).cpu()
+            for k, piece, shape in zip(self.packed, flat.split_with_sizes(self.sizes), self.shapes):
+                arrays[k] = _kept_array(piece.view(shape))
+        for k, t in self.others.items():
+            arrays[k] = _kept_array(t.detach().cpu().contiguous().clone())
+        rec = array_record((k, arrays[k]) for k in self.keys)
+        if flat is not None:
+            rec.__dict__[_PACKED] = (self.packed, flat)
+        return rec
 
 
 _KEPT_META: dict[tuple[torch.dtype, tuple[int, ...]], tuple[str, tuple[int, ...], bytes, int]] = {}

@@ -53,7 +53,7 @@ from fedsim.rundir.store import ClientStateStore
 from fedsim.schema.experiment import epoch_range
 from fedsim.util.flower_compat import metric_record
 from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
-from strategies.arrays import record_to_state, state_to_record
+from strategies.arrays import Packer, record_to_state, state_to_record
 from strategies.rule import TrainContext
 from strategies.strategy import GLOBAL_LOSS_KEY
 
@@ -82,6 +82,8 @@ class SharedContent:
     # the model's own tensors in global_state's order, found after the round's first
     # load_state_dict (None: every party loads with load_state_dict)
     targets: list[torch.Tensor] | None = None
+    # the in-process reply of the model's own tensors (strategies.arrays.Packer), made once a round
+    packer: Packer | None = None
 
 
 @dataclass
@@ -130,6 +132,7 @@ class ClientRuntime:
         self.criterion = make_criterion(cfg.train)
         self.dpsgd = trains_with_dpsgd(cfg)  # a registry read: once, not per party
         self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._labels_cache: dict[int, torch.Tensor] = {}
         self._shared_cache: tuple[RecordDict, SharedContent] | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -144,6 +147,15 @@ class ClientRuntime:
             hit = (torch.from_numpy(tr).to(self.device), torch.from_numpy(va).to(self.device))
             if len(self._split_cache) < 4096:  # index tensors are small; bound them anyway
                 self._split_cache[party] = hit
+        return hit
+
+    def train_labels(self, party: int) -> torch.Tensor:
+        """The labels of the party's training samples (FedLC's counts), kept with its indices."""
+        hit = self._labels_cache.get(party)
+        if hit is None:
+            hit = self.y[self.party_indices(party)[0]]
+            if len(self._labels_cache) < 4096:
+                self._labels_cache[party] = hit
         return hit
 
     def party_data(self, party: int, val: bool = False) -> PartyData:
@@ -201,7 +213,6 @@ class ClientRuntime:
 
     def _context(self, shared: SharedContent, party: int, global_state: dict) -> TrainContext:
         rule_cls = self.algo.Rule
-        train_idx, _ = self.party_indices(party)
         return TrainContext(
             model=self.model,
             global_state=global_state,
@@ -216,7 +227,7 @@ class ClientRuntime:
             lr=self.cfg.train.lr,
             momentum=self.cfg.train.momentum,
             build_model=self.build_model,
-            train_labels=self.y[train_idx],
+            train_labels=self.train_labels(party),
             num_classes=self.exp.bundle.num_classes,
             party_weight=self.exp.party_weight(party),
         )
@@ -264,10 +275,13 @@ class ClientRuntime:
         the model's key order), by default those in ``self.model``; ``keep``: the reply
         stays in this process, its arrays keep their tensors (``state_to_record``)."""
         out = job.rule.on_train_end(stats.steps)
+        packer = None
         if weights is None:
             shared = self._shared(job.msg)
             if shared.targets is not None:  # the model's tensors, found without walking its modules
                 weights = OrderedDict(zip(shared.global_state, shared.targets))
+                if keep and out.shared_keys is None and job.fault is None:
+                    packer = self._packer(shared, weights)
             else:
                 weights = self.model.state_dict()
         if out.shared_keys is not None:  # a personalised algorithm keeps the other layers at home
@@ -291,7 +305,7 @@ class ClientRuntime:
                 **{k: float(v) for k, v in out.metrics.items()},
             }
         )
-        arrays, names, state = self._reply_arrays(job, weights, out.state, keep)
+        arrays, names, state = self._reply_arrays(job, weights, out.state, keep, packer)
         content = RecordDict({"arrays": arrays, "metrics": metrics})
         if names is not None:
             content["comm"] = names
@@ -302,15 +316,29 @@ class ClientRuntime:
             content[key] = state_to_record(rec, keep)
         return Message(content, reply_to=job.msg)
 
+    @staticmethod
+    def _packer(shared: SharedContent, weights: Mapping[str, torch.Tensor]) -> Packer | None:
+        """The round's Packer of the model's own tensors (``weights``), made at its first reply:
+        the parties after it pack the model without finding the plan again (a cross-device
+        reply cost 0.16 ms, most of it per entry: ``benchmarks/peers.py`` 1000x10)."""
+        if shared.packer is None:
+            shared.packer = Packer(weights)
+        return shared.packer if shared.packer.live else None
+
     def _reply_arrays(
-        self, job: PartyRound, weights: Mapping[str, torch.Tensor], state: dict | None, keep: bool
+        self,
+        job: PartyRound,
+        weights: Mapping[str, torch.Tensor],
+        state: dict | None,
+        keep: bool,
+        packer: Packer | None = None,
     ) -> tuple[ArrayRecord, ConfigRecord | None, dict | None]:
         """The reply's arrays: the trained entries as they are or, with ``comm.compressor``,
         their update d_k = w_k - w encoded (``fedsim/comm/update.py``; only then is there a
         record of the encoded keys); and the party's new client state, with the codec's
         residual when it keeps one. The plain record is built only when it is sent."""
         if self.codec is None:
-            return state_to_record(weights, keep), None, state
+            return (packer.record() if packer is not None else state_to_record(weights, keep)), None, state
         previous = self.store.load(job.party, extensions=True) if self.codec.feedback else None
         gen = torch_generator(self.cfg.seed, "compress", job.server_round, job.party)
         enc = self.codec.encode(weights, self._shared(job.msg).global_state, previous, gen, job.server_round)

@@ -97,6 +97,20 @@ def train_mode(model: nn.Module) -> None:
         model.train()
 
 
+_PARAMETERS: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = weakref.WeakKeyDictionary()
+
+
+def parameters(model: nn.Module) -> list[nn.Parameter]:
+    """``list(model.parameters())``, kept per model: a walk of its modules each client was
+    1.5% of the cross-device round (``benchmarks/peers.py`` 1000x10). Like
+    :func:`train_mode`'s module list, it assumes what fedsim never does: a model whose
+    modules or parameters are replaced after it is built (no rule does)."""
+    hit = _PARAMETERS.get(model)
+    if hit is None:
+        hit = _PARAMETERS[model] = list(model.parameters())
+    return hit
+
+
 class PlainSGD:
     """``torch.optim.SGD(params, lr)`` without momentum or weight decay: each step is its
     ``param.add_(grad, alpha=-lr)`` (the same kernel, bit for bit), without torch.optim's
@@ -105,8 +119,8 @@ class PlainSGD:
     itself (``benchmarks/peers.py`` 1000x10, simple-cnn, one step of 10 images a client).
     A parameter without a gradient is left as it is, as SGD leaves it."""
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float) -> None:
-        self.params = list(params)
+    def __init__(self, params: Iterable[nn.Parameter] | list[nn.Parameter], lr: float) -> None:
+        self.params = params if isinstance(params, list) else list(params)
         self.lr = float(lr)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -268,7 +282,7 @@ class LocalTrainer:
         """
         train_mode(model)
         if optimizer is None:
-            optimizer = local_optimizer(model.parameters() if params is None else list(params), self.cfg)
+            optimizer = local_optimizer(parameters(model) if params is None else list(params), self.cfg)
         amp = self.cfg.amp and self.device.type == "cuda"
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
