@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedsim.util.flower_compat import NUMPY_STYPE, array_nbytes, array_record, kept_array, numpy_array, take_tensor
+from fedsim.util.flower_compat import (
+    KEPT_REDUCE,
+    NUMPY_STYPE,
+    array_nbytes,
+    array_record,
+    kept_array,
+    numpy_array,
+    take_tensor,
+)
 
 StateDict = "OrderedDict[str, torch.Tensor]"
 
@@ -122,18 +130,42 @@ def record_to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
     shares with the record (no copy; do not change them in place: Flower's own
     aggregations may read the record's bytes later)."""
     out: OrderedDict[str, torch.Tensor] = PackedState()
-    all_kept = True
+    taken = set()
     for key, arr in record.items():
         kept = take_tensor(arr)
-        all_kept = all_kept and kept is not None
+        if kept is not None:
+            taken.add(key)
         OrderedDict.__setitem__(out, key, kept if kept is not None else torch.from_numpy(array_to_numpy(arr)))
     packed = record.__dict__.get(_PACKED)
-    if all_kept and packed is not None:
+    if packed is not None and taken.issuperset(packed[0]):  # the entries are the vector's views
         out.packed = packed
     return out
 
 
 _PACKED = "_fedsim_packed"
+
+
+class PackedVector(tuple):
+    """``(keys, flat)``: the packed entries of a kept record and their one 1-D tensor. It
+    crosses a process boundary (``engine.workers``) as one numpy array, and the record's
+    KeptArrays as views of it (:func:`_kept_piece`): a reply's weights are pickled once,
+    and arrive packed."""
+
+    def __new__(cls, keys: tuple[str, ...], flat: torch.Tensor) -> PackedVector:
+        return super().__new__(cls, (keys, flat))
+
+    def __reduce__(self) -> tuple:
+        return _packed_vector, (self[0], self[1].numpy())
+
+
+def _packed_vector(keys: tuple[str, ...], flat: np.ndarray) -> PackedVector:
+    return PackedVector(keys, torch.from_numpy(flat))
+
+
+def _kept_piece(packed: PackedVector, offset: int, shape: tuple[int, ...]) -> Array:
+    """The KeptArray of ``packed``'s entry at ``offset``, as unpickled."""
+    numel = math.prod(shape)
+    return _kept_array(packed[1][offset : offset + numel].view(shape))
 
 
 def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> ArrayRecord:
@@ -175,22 +207,25 @@ class Packer:
         self.live = all(state[k].is_contiguous() for k in self.packed)
         self.shapes = [state[k].shape for k in self.packed]
         self.sizes = [state[k].numel() for k in self.packed]
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         self.others = {k: state[k] for k in self.keys if k not in set(self.packed)}
 
     def record(self) -> ArrayRecord:
         """The record of the tensors as they are now: one copy of the packed entries (on
         their device, then one transfer) cut into views, each carried by a KeptArray."""
         arrays: dict[str, Array] = {}
-        flat = None
+        vector = None
         if self.packed:
-            flat = torch.cat(self.sources).cpu()
-            for k, piece, shape in zip(self.packed, flat.split_with_sizes(self.sizes), self.shapes):
-                arrays[k] = _kept_array(piece.view(shape))
+            vector = PackedVector(self.packed, torch.cat(self.sources).cpu())
+            pieces = vector[1].split_with_sizes(self.sizes)
+            for k, piece, shape, offset in zip(self.packed, pieces, self.shapes, self.offsets):
+                arrays[k] = arr = _kept_array(piece.view(shape))
+                arr.__dict__[KEPT_REDUCE] = (_kept_piece, (vector, offset, tuple(shape)))
         for k, t in self.others.items():
             arrays[k] = _kept_array(t.detach().cpu().contiguous().clone())
         rec = array_record((k, arrays[k]) for k in self.keys)
-        if flat is not None:
-            rec.__dict__[_PACKED] = (self.packed, flat)
+        if vector is not None:
+            rec.__dict__[_PACKED] = vector
         return rec
 
 

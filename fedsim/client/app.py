@@ -431,11 +431,12 @@ def runtime_for(settings: RunSettings) -> ClientRuntime:
     return bounded_get(_RUNTIMES, settings.key, 2, lambda: ClientRuntime(experiment_for(settings)))
 
 
-def make_client_app(settings: RunSettings | Callable[[Context], RunSettings], in_process: bool = False) -> ClientApp:
+def make_client_app(settings: RunSettings | Callable[[Context], RunSettings], kept: bool = False) -> ClientApp:
     """A ClientApp bound to ``settings``, or to a function of each message's Context that
-    gives them (``flwr run .``'s :data:`fedsim.flwr_apps.client_app`). ``in_process``: its
-    replies go to a server in the same process (the local engine), their arrays carrying
-    their tensors (``strategies.arrays.state_to_record(keep=True)``).
+    gives them (``flwr run .``'s :data:`fedsim.flwr_apps.client_app`). ``kept``: its replies
+    go to the local engine's server, in this process or from a worker process, their
+    arrays carrying their tensors packed in one vector (``strategies.arrays.
+    state_to_record(keep=True)``; pickled, that vector crosses once, as one array).
 
     Binding travels with the app: the Ray backend pickles the app into its actors.
     """
@@ -452,7 +453,7 @@ def make_client_app(settings: RunSettings | Callable[[Context], RunSettings], in
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return _rt(context).train(msg, context, keep=in_process)
+        return _rt(context).train(msg, context, keep=kept)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:

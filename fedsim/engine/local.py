@@ -116,7 +116,7 @@ def run_local(
 ) -> RunOutcome:
     """Run ``settings``' experiment on the local engine (server and clients in-process)."""
     cfg = settings.config
-    client_app = make_client_app(settings, in_process=True)
+    client_app = make_client_app(settings, kept=True)
     if make_executor is not None:
         executor = make_executor(client_app)
     elif cfg.engine.workers > 1:

@@ -34,7 +34,9 @@ def _init_worker(settings, threads: int) -> None:
     die_with_parent()
     torch.set_num_threads(max(1, threads))
     set_task_identity(1)
-    _APP = make_client_app(settings)
+    # replies packed (one vector of the weights, pickled once): benchmarks/peers.py
+    # fedsim-w2 1000x10, the main process's screening and average read them without a copy
+    _APP = make_client_app(settings, kept=True)
 
 
 def _run_job(msg: Message, ctx: Context) -> Message:

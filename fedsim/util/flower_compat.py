@@ -93,6 +93,7 @@ __all__ = [
     "empty_run",
     "get_server_state",
     "lost_actors_leave_the_pool",
+    "KEPT_REDUCE",
     "KeptArray",
     "array_nbytes",
     "keep_tensor",
@@ -186,6 +187,8 @@ def take_tensor(arr: Array) -> Any | None:
 
 
 _TAKE = "_fedsim_take"
+#: a KeptArray's own ``__reduce__`` value (set by whoever made it, strategies.arrays)
+KEPT_REDUCE = "_fedsim_reduce"
 
 
 class KeptArray(Array):
@@ -219,7 +222,13 @@ class KeptArray(Array):
 
     __hash__ = None  # type: ignore[assignment]  # as Array's (a mutable dataclass)
 
-    def __reduce__(self) -> tuple:  # crosses a process boundary as the plain Array
+    def __reduce__(self) -> tuple:
+        """Across a process boundary: by its own reducer (``KEPT_REDUCE``: a packed
+        reply's entry, a view of the one vector pickled once) while it still carries its
+        tensor, else as the plain Array of its bytes."""
+        own = self.__dict__.get(KEPT_REDUCE)
+        if own is not None and _TAKE in self.__dict__ and "_bytes" not in self.__dict__:
+            return own
         return numpy_array, (self.dtype, self.shape, self.data)
 
 
