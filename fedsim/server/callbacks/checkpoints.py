@@ -8,12 +8,14 @@ strategy's state, the history, the generators, links to the client state:
 :func:`~fedsim.rundir.checkpoint.stage_checkpoint`); the fsyncs of the records,
 ``torch.save``, the manifest, the rename and the pruning run on a writer thread while
 the next round trains (benchmarks/peers.py, the round loop's share of a checkpoint,
-median of runs: 1000x10 5.3 -> 0.65 ms wall, 3.4 -> 0.65 ms CPU; 100x100 4.7 -> 0.8 ms
-wall, 3.3 -> 0.8 ms CPU; 100x100 rounds 2.4% shorter, 8 interleaved pairs; the run's last
-write, 4-10 ms, is waited for once at its end). The writer is waited for before the
-next checkpoint and when the round loop ends, however it ends (:meth:`on_close`), and
-its error stops the run there as a synchronous write's would have. A kill while it
-writes leaves the previous checkpoint, which a resume uses, cutting the records back to it.
+median of interleaved runs: 1000x10 6.1 -> 0.65 ms wall, 3.4 -> 0.65 ms CPU; 100x100
+4.7 -> 0.8 ms wall, 3.3 -> 0.8 ms CPU; the run's last write, 4-10 ms, is waited for once
+at its end. Rounds got 0.5-2.4% shorter, medians of 6-8 interleaved pairs, inside the
++-5% run-to-run noise of 2 shared cores: the writer's Python work still takes the GIL).
+The writer is waited for before the next checkpoint and when the round loop ends,
+however it ends (:meth:`on_close`), and its error stops the run there as a synchronous
+write's would have. A kill while it writes leaves the previous checkpoint, which a
+resume uses, cutting the records back to it.
 """
 
 from __future__ import annotations
