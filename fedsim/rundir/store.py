@@ -119,18 +119,24 @@ def check_client_writes(server_round: int, failures: Iterable[Any]) -> None:
 class _RememberedWrites:
     """A file object that keeps the OSError of its failed ``write``: ``torch.save``
     turns one into ``RuntimeError: [enforce fail at inline_container.cc:672] .
-    unexpected pos ...``, without the cause (a full disk read as a 50-line traceback)."""
+    unexpected pos ...``, without the cause (a full disk read as a 50-line traceback).
+    With ``hasher``, every byte written also goes into it: torch.save writes the file
+    front to back, once, so the digest is the file's without reading it back."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: BinaryIO, hasher: Any = None) -> None:
         self.fh = fh
+        self.hasher = hasher
         self.error: OSError | None = None
 
     def write(self, data) -> int:
         try:
-            return self.fh.write(data)
+            n = self.fh.write(data)
         except OSError as exc:
             self.error = exc
             raise
+        if self.hasher is not None:
+            self.hasher.update(data)
+        return n
 
     def flush(self) -> None:
         self.fh.flush()
@@ -148,11 +154,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
+def atomic_torch_save(path: Path, obj: Any, hasher: Any = None) -> None:
+    """``torch.save`` of ``obj`` to ``path``, atomically; ``hasher`` (a hashlib object)
+    gets the file's bytes as they are written."""
+
     # a file object, not the path: torch.save then names the archive "archive", not
     # after the random temporary name, so equal runs are equal in bytes
     def write(fh: BinaryIO) -> None:
-        out = _RememberedWrites(fh)
+        out = _RememberedWrites(fh, hasher)
         try:
             torch.save(obj, out)
         except RuntimeError as exc:

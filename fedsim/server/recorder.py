@@ -63,10 +63,19 @@ class Recorder:
 
     def close(self) -> None:
         """Called in the server's ``finally``: the callbacks learn whether an exception
-        (aborted, interrupted, a pruned trial) stopped the round loop."""
+        (aborted, interrupted, a pruned trial) stopped the round loop. A callback's own
+        error there (the checkpoint writer's: a full disk) is what stopped the run for
+        the callbacks after it, and is raised once they all closed."""
         exc = sys.exc_info()[1]
+        failed: BaseException | None = None
         for callback in self.callbacks:
-            callback.on_close(exc)
+            try:
+                callback.on_close(exc)
+            except BaseException as error:  # the checkpoint writer's (a full disk): it stops the run
+                failed = failed or error
+                exc = error  # the callbacks after it learn the run failed (trackers: "failed")
+        if failed is not None:
+            raise failed
 
     def finish(self, summary: dict[str, Any]) -> None:
         """The run's summary (after summary.json and the plots), to the callbacks."""
