@@ -460,7 +460,8 @@ def main() -> None:
     if args.one:
         system, workload, rounds = args.one
         times = run_one(system, workload, int(rounds))
-        print(json.dumps({"round_times": [t[0] for t in times], "cpu_times": [t[1] for t in times]}))
+        if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks would print on the same line
+            print(json.dumps({"round_times": [t[0] for t in times], "cpu_times": [t[1] for t in times]}), flush=True)
         return
     rounds, repeats = (3, 1) if args.quick else (args.rounds, args.repeats)
     systems = [s for s in args.systems.split(",") if s]
