@@ -19,11 +19,11 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from fedsim.util.flower_compat import (
-    KEPT_REDUCE,
     NUMPY_STYPE,
     array_nbytes,
     array_record,
     kept_array,
+    kept_template,
     numpy_array,
     take_tensor,
 )
@@ -165,7 +165,8 @@ def _packed_vector(keys: tuple[str, ...], flat: np.ndarray) -> PackedVector:
 def _kept_piece(packed: PackedVector, offset: int, shape: tuple[int, ...]) -> Array:
     """The KeptArray of ``packed``'s entry at ``offset``, as unpickled."""
     numel = math.prod(shape)
-    return _kept_array(packed[1][offset : offset + numel].view(shape))
+    piece = packed[1][offset : offset + numel].view(shape)
+    return _kept_array(piece, (_kept_piece, (packed, offset, shape)))
 
 
 def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> ArrayRecord:
@@ -182,6 +183,16 @@ def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> Ar
     if keep:
         return _kept_record(state)
     return array_record((key, array_from_numpy(t.detach().cpu().numpy())) for key, t in state.items())
+
+
+def _views(flat: torch.Tensor, like: list[torch.Tensor], sizes: list[int]) -> list[torch.Tensor]:
+    """``flat`` cut into views shaped as ``like``'s tensors, in order: in one call of torch's
+    own unflatten (the one DDP uses; 10 us for simple-cnn's ten entries against 26 us for a
+    split and ten views, more inside a run), else by a split and views."""
+    unflatten = getattr(torch._utils, "_unflatten_dense_tensors", None)
+    if unflatten is not None:
+        return list(unflatten(flat, like))
+    return [p.view(t.shape) for p, t in zip(flat.split_with_sizes(sizes), like)]
 
 
 def _kept_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
@@ -208,6 +219,9 @@ class Packer:
         self.shapes = [state[k].shape for k in self.packed]
         self.sizes = [state[k].numel() for k in self.packed]
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        # each entry's KeptArray template (dtype name, shape, .npy header, byte count)
+        self.templates = [_template(state[k].detach().cpu()) for k in self.packed]
+        self.sources_shaped = [state[k] for k in self.packed]  # the shapes _views cuts into
         self.others = {k: state[k] for k in self.keys if k not in set(self.packed)}
 
     def record(self) -> ArrayRecord:
@@ -217,10 +231,9 @@ class Packer:
         vector = None
         if self.packed:
             vector = PackedVector(self.packed, torch.cat(self.sources).cpu())
-            pieces = vector[1].split_with_sizes(self.sizes)
-            for k, piece, shape, offset in zip(self.packed, pieces, self.shapes, self.offsets):
-                arrays[k] = arr = _kept_array(piece.view(shape))
-                arr.__dict__[KEPT_REDUCE] = (_kept_piece, (vector, offset, tuple(shape)))
+            views = _views(vector[1], self.sources_shaped, self.sizes)
+            for k, view, tmpl, offset in zip(self.packed, views, self.templates, self.offsets):
+                arrays[k] = kept_array(tmpl, view, (_kept_piece, (vector, offset, tmpl["shape"])))
         for k, t in self.others.items():
             arrays[k] = _kept_array(t.detach().cpu().contiguous().clone())
         rec = array_record((k, arrays[k]) for k in self.keys)
@@ -229,24 +242,25 @@ class Packer:
         return rec
 
 
-_KEPT_META: dict[tuple[torch.dtype, tuple[int, ...]], tuple[str, tuple[int, ...], bytes, int]] = {}
+_KEPT_META: dict[tuple[torch.dtype, tuple[int, ...]], dict] = {}
 
 
-def _kept_array(t: torch.Tensor) -> Array:
+def _template(t: torch.Tensor) -> dict:
+    """The KeptArray template of ``t``'s (dtype, shape): once per (dtype, shape)."""
     key = (t.dtype, tuple(t.shape))
-    meta = _KEPT_META.get(key)
-    if meta is None:  # dtype name, shape, .npy header, byte count: once per (dtype, shape)
+    tmpl = _KEPT_META.get(key)
+    if tmpl is None:
         nd = t.numpy()
         header = _npy_header(nd)
-        meta = _KEPT_META[key] = (
-            _dtype_name(nd.dtype),
-            tuple(int(s) for s in nd.shape),
-            header,
-            len(header) + nd.nbytes,
-        )
+        shape = tuple(int(s) for s in nd.shape)
+        tmpl = _KEPT_META[key] = kept_template(_dtype_name(nd.dtype), shape, header, len(header) + nd.nbytes)
         if len(_KEPT_META) > 4096:
             _KEPT_META.clear()
-    return kept_array(meta[0], meta[1], t, meta[3], lambda: meta[2] + t.numpy().tobytes())
+    return tmpl
+
+
+def _kept_array(t: torch.Tensor, reduce: tuple | None = None) -> Array:
+    return kept_array(_template(t), t, reduce)
 
 
 def record_nbytes(record: ArrayRecord) -> int:

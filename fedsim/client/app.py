@@ -51,7 +51,7 @@ from fedsim.privacy.mods import privacy_mod
 from fedsim.privacy.run import SIGMA_KEY
 from fedsim.rundir.store import ClientStateStore
 from fedsim.schema.experiment import epoch_range
-from fedsim.util.flower_compat import metric_record
+from fedsim.util.flower_compat import metric_record, record_dict
 from fedsim.util.seeding import derive, seed_torch, torch_generator, uniform
 from strategies.arrays import Packer, record_to_state, state_to_record
 from strategies.rule import TrainContext
@@ -131,8 +131,7 @@ class ClientRuntime:
         self.codec = update_codec(cfg.comm, [n for n, _ in self.model.named_parameters()])
         self.criterion = make_criterion(cfg.train)
         self.dpsgd = trains_with_dpsgd(cfg)  # a registry read: once, not per party
-        self._split_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._labels_cache: dict[int, torch.Tensor] = {}
+        self._parties: dict[int, tuple[PartyData, PartyData, torch.Tensor]] = {}
         self._shared_cache: tuple[RecordDict, SharedContent] | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -140,27 +139,29 @@ class ClientRuntime:
         return build_model(self.cfg.model, b.input_shape, b.num_classes).to(self.device)
 
     # ------------------------------------------------------------------ data
-    def party_indices(self, party: int) -> tuple[torch.Tensor, torch.Tensor]:
-        hit = self._split_cache.get(party)
+    def _party(self, party: int) -> tuple[PartyData, PartyData, torch.Tensor]:
+        """The party's training and validation views and its training labels, made once
+        and kept for up to 4,096 parties (index tensors are small; bound them anyway)."""
+        hit = self._parties.get(party)
         if hit is None:
-            tr, va = self.exp.split(party)
-            hit = (torch.from_numpy(tr).to(self.device), torch.from_numpy(va).to(self.device))
-            if len(self._split_cache) < 4096:  # index tensors are small; bound them anyway
-                self._split_cache[party] = hit
+            tr, va = (torch.from_numpy(i).to(self.device) for i in self.exp.split(party))
+            train = party_view(self.exp, self.x, self.y, tr, party, train=True)
+            val = party_view(self.exp, self.x, self.y, va, party, train=False)
+            hit = (train, val, self.y[tr])
+            if len(self._parties) < 4096:
+                self._parties[party] = hit
         return hit
+
+    def party_indices(self, party: int) -> tuple[torch.Tensor, torch.Tensor]:
+        train, val, _ = self._party(party)
+        return train.indices, val.indices
 
     def train_labels(self, party: int) -> torch.Tensor:
-        """The labels of the party's training samples (FedLC's counts), kept with its indices."""
-        hit = self._labels_cache.get(party)
-        if hit is None:
-            hit = self.y[self.party_indices(party)[0]]
-            if len(self._labels_cache) < 4096:
-                self._labels_cache[party] = hit
-        return hit
+        """The labels of the party's training samples (FedLC's counts)."""
+        return self._party(party)[2]
 
     def party_data(self, party: int, val: bool = False) -> PartyData:
-        tr, va = self.party_indices(party)
-        return party_view(self.exp, self.x, self.y, va if val else tr, party, train=not val)
+        return self._party(party)[1 if val else 0]
 
     # ------------------------------------------------------------ local work
     def local_plan(self, party: int, server_round: int, n_train: int) -> tuple[int, int | None]:
@@ -306,7 +307,7 @@ class ClientRuntime:
             }
         )
         arrays, names, state = self._reply_arrays(job, weights, out.state, keep, packer)
-        content = RecordDict({"arrays": arrays, "metrics": metrics})
+        content = record_dict({"arrays": arrays, "metrics": metrics})
         if names is not None:
             content["comm"] = names
         if state is not None:

@@ -315,7 +315,8 @@ class LocalTrainer:
         # synchronisation per step, and two tensor ops per step instead of six
         objectives: list[torch.Tensor] = []
         losses: list[torch.Tensor] = []
-        hits: list[torch.Tensor] = []
+        logits_seen: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
         sizes: list[int] = []
         positions = batch_positions(
             len(self.data), self.cfg, epochs, self.generator, self.device, max_steps, self.has_bn
@@ -323,23 +324,30 @@ class LocalTrainer:
         for xb, yb in batch_stream(self.data, self.generator, positions):
             objective, logits = step(xb, yb)
             objectives.append(objective.detach())
+            logits_seen.append(logits.detach())
+            labels.append(yb)
             if not objective_is_loss:
                 with torch.no_grad():
-                    losses.append(self.criterion(logits.detach().float(), yb))
-            hits.append((logits.detach().argmax(dim=1) == yb).sum())
+                    losses.append(self.criterion(logits_seen[-1].float(), yb))
             sizes.append(yb.numel())
         seen = sum(sizes)
         if not seen:
             nan = float("nan")
             return TrainStats(len(self.data), 0, epochs, nan, nan, time.perf_counter() - t0, nan)
-        # the per-step values in one transfer each, summed in float64 in Python (a client
-        # of one step paid ~14 tensor ops here: benchmarks/peers.py 1000x10)
-        obj = torch.stack(objectives).double().tolist()
-        loss = torch.stack(losses).double().tolist() if losses else obj
+        # the per-step values reduced once, each read back in one transfer and summed in
+        # float64 in Python (a client of one step paid ~14 tensor ops here, and 4 a step
+        # for its accuracy: benchmarks/peers.py 1000x10)
+        obj = torch.stack(objectives).tolist()
+        loss = torch.stack(losses).tolist() if losses else obj
         mean_objective = math.fsum(v * n for v, n in zip(obj, sizes)) / seen
         mean_loss = math.fsum(v * n for v, n in zip(loss, sizes)) / seen
-        acc = sum(torch.stack(hits).tolist()) / seen
+        hits = (_cat(logits_seen).argmax(dim=1) == _cat(labels)).sum()
+        acc = int(hits) / seen
         return TrainStats(len(self.data), len(sizes), epochs, mean_loss, acc, time.perf_counter() - t0, mean_objective)
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 def train_local(

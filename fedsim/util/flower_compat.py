@@ -57,7 +57,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode, SType
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.supercore.differential_privacy import (
@@ -98,8 +98,10 @@ __all__ = [
     "array_nbytes",
     "keep_tensor",
     "kept_array",
+    "kept_template",
     "metric_record",
     "numpy_array",
+    "record_dict",
     "remembered_global",
     "run_simulation_runtime",
     "set_message_id",
@@ -167,6 +169,14 @@ def metric_record(metrics: dict[str, int | float]) -> MetricRecord:
     return rec
 
 
+def record_dict(records: dict[str, Any]) -> RecordDict:
+    """``RecordDict(records)`` for str keys and record values, without the type check of
+    each item (a reply a client, issue 34)."""
+    rd = RecordDict()
+    rd.__dict__["_data"].update(records)
+    return rd
+
+
 _KEPT = "_fedsim_tensor"
 
 
@@ -180,9 +190,10 @@ def take_tensor(arr: Array) -> Any | None:
     ``arr`` still holds the bytes it was kept with; else None. A plain Array's tensor is
     the first caller's own; a :class:`KeptArray`'s is shared with the Array, whose bytes
     (made when first read) describe it: its reader must not change it in place."""
-    if isinstance(arr, KeptArray):
-        return arr.__dict__.pop(_TAKE, None)
-    kept = arr.__dict__.pop(_KEPT, None)
+    d = arr.__dict__
+    if d.pop(_TAKE, False):  # a KeptArray not read yet
+        return d["_tensor"]
+    kept = d.pop(_KEPT, None)
     return kept[1] if kept is not None and kept[0] is arr.data else None
 
 
@@ -192,17 +203,19 @@ KEPT_REDUCE = "_fedsim_reduce"
 
 
 class KeptArray(Array):
-    """An in-process reply's ``Array``: it carries the tensor it describes and makes its
-    bytes (``numpy_array``'s, bit for bit) only when something reads ``data`` (Flower's
-    own aggregations, a wire, a checkpoint). The local engine's server reads the tensor
-    (:func:`take_tensor`) and never the bytes: a cross-device reply's ten arrays are not
-    copied a second time (issue 34; ``benchmarks/peers.py``)."""
+    """An in-process reply's ``Array``: it carries the tensor it describes (``_tensor``) and
+    makes its bytes (``numpy_array``'s, bit for bit: ``_header`` then the tensor's) only
+    when something reads ``data`` (Flower's own aggregations, a wire, a checkpoint). The
+    local engine's server reads the tensor (:func:`take_tensor`) and never the bytes: a
+    cross-device reply's ten arrays are not copied a second time (issue 34;
+    ``benchmarks/peers.py``)."""
 
     @property  # type: ignore[override]
     def data(self) -> bytes:
-        made = self.__dict__.get("_bytes")
+        d = self.__dict__
+        made = d.get("_bytes")
         if made is None:
-            made = self.__dict__["_bytes"] = self.__dict__["_make_bytes"]()
+            made = d["_bytes"] = d["_header"] + d["_tensor"].numpy().tobytes()
         return made
 
     @data.setter
@@ -225,21 +238,40 @@ class KeptArray(Array):
     def __reduce__(self) -> tuple:
         """Across a process boundary: by its own reducer (``KEPT_REDUCE``: a packed
         reply's entry, a view of the one vector pickled once) while it still carries its
-        tensor, else as the plain Array of its bytes."""
+        tensor unread, else as the plain Array of its bytes."""
         own = self.__dict__.get(KEPT_REDUCE)
         if own is not None and _TAKE in self.__dict__ and "_bytes" not in self.__dict__:
             return own
         return numpy_array, (self.dtype, self.shape, self.data)
 
 
-def kept_array(dtype: str, shape: tuple[int, ...], tensor: Any, nbytes: int, make_bytes: Any) -> KeptArray:
-    """A :class:`KeptArray` of ``tensor``: ``make_bytes()`` gives its ``nbytes`` bytes."""
-    arr = KeptArray.__new__(KeptArray)
-    arr.__dict__.update(
-        _is_dirty=True, dtype=dtype, shape=shape, stype=NUMPY_STYPE, _make_bytes=make_bytes, _nbytes=nbytes
-    )
-    arr.__dict__[_TAKE] = tensor
+def kept_template(dtype: str, shape: tuple[int, ...], header: bytes, nbytes: int) -> dict[str, Any]:
+    """What every :class:`KeptArray` of one (dtype, shape) holds but its tensor: its
+    fields, its .npy ``header`` and its byte count (``len(header)`` + the data's)."""
+    return {
+        "_is_dirty": True,
+        "dtype": dtype,
+        "shape": shape,
+        "stype": NUMPY_STYPE,
+        "_header": header,
+        "_nbytes": nbytes,
+    }
+
+
+def kept_array(template: dict[str, Any], tensor: Any, reduce: tuple | None = None) -> KeptArray:
+    """A :class:`KeptArray` of ``tensor`` (C-contiguous, on the CPU) from its
+    :func:`kept_template`; ``reduce``: its own pickling (``KEPT_REDUCE``)."""
+    d = template.copy()
+    d["_tensor"] = tensor
+    d[_TAKE] = True
+    if reduce is not None:
+        d[KEPT_REDUCE] = reduce
+    arr = _new_kept(KeptArray)
+    object.__setattr__(arr, "__dict__", d)
     return arr
+
+
+_new_kept = KeptArray.__new__
 
 
 def array_nbytes(arr: Array) -> int:

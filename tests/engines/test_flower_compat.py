@@ -71,6 +71,12 @@ def test_quick_arrays_and_records_equal_flowers_own():
     )
     metrics = {"num-examples": 10, "train_loss": 0.5}
     assert fc.metric_record(metrics) == MetricRecord(metrics), UPGRADE.format(flwr.__version__, "MetricRecord's items")
+    records = {"arrays": rec, "metrics": fc.metric_record(metrics)}
+    quick_rd, ref_rd = fc.record_dict(records), RecordDict(records)
+    assert quick_rd == ref_rd and quick_rd.__dict__.keys() == ref_rd.__dict__.keys(), UPGRADE.format(
+        flwr.__version__, "RecordDict's items"
+    )
+    assert quick_rd.array_records["arrays"] is rec and quick_rd.metric_records["metrics"] == MetricRecord(metrics)
     fc.keep_tensor(quick, "tensor")
     assert quick == ref and fc.take_tensor(quick) == "tensor" and fc.take_tensor(quick) is None
     fc.keep_tensor(quick, "tensor")
