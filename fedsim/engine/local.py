@@ -120,7 +120,10 @@ def run_local(
     if make_executor is not None:
         executor = make_executor(client_app)
     elif cfg.engine.workers > 1:
-        executor = WorkerPoolExecutor(settings, cfg.engine.workers, timeout=cfg.engine.client_timeout)
+        # this process trains a share too when every process has the same thread count
+        # (engine.threads > 0), which keeps a party's result the same wherever it trains
+        local = client_app if cfg.engine.threads > 0 else None
+        executor = WorkerPoolExecutor(settings, cfg.engine.workers, timeout=cfg.engine.client_timeout, local=local)
     elif cfg.engine.batch_clients != "off":
         executor = BatchedExecutor(client_app, settings, cfg.engine.batch_clients, timeout=cfg.engine.client_timeout)
     else:

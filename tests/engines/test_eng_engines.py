@@ -168,3 +168,16 @@ def test_a_cohort_goes_to_the_workers_in_contiguous_slices_of_near_equal_size():
     assert chunks(0, 2) == []
     for n in (1, 7, 64, 1000):  # every job once, in order
         assert [i for s in chunks(n, 3) for i in range(s.start, s.stop)] == list(range(n))
+
+
+def test_the_main_process_takes_the_share_that_keeps_it_as_busy_as_a_worker():
+    from fedsim.engine.workers import ShareClock
+
+    clock = ShareClock(trainers=2)
+    assert clock.local_count(10) == 5  # before any timing: K / N
+    # the main process 2 ms a client, a worker 3 ms: m 2 = (10 - m) 3 -> m = 6
+    clock.trained(main=(5, 0.010), pool=(5, 0.015), pool_size=1)
+    assert clock.local_count(10) == 6
+    three = ShareClock(trainers=3)  # two workers sharing 8 clients in 12 ms: 3 ms a client each
+    three.trained(main=(4, 0.008), pool=(8, 0.012), pool_size=2)
+    assert three.local_count(16) == round(16 * 1.5 / (2 + 1.5))  # m 2 = (16 - m) 3 / 2
