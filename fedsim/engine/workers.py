@@ -82,15 +82,24 @@ class ShareClock:
     trainers: int
     main_client: float | None = None  # c_m, seconds
     pool_client: float | None = None  # c_p, seconds
+    cohorts: int = 0
 
     def local_count(self, k: int) -> int:
+        """m, at least one client for each trainer while the cohort has that many (so
+        every trainer's timing stays current)."""
         n, cm, cp = self.trainers, self.main_client, self.pool_client
         if not cm or not cp:
             return k // n
-        return max(0, min(k, round(k * (cp / (n - 1)) / (cm + cp / (n - 1)))))
+        m = round(k * (cp / (n - 1)) / (cm + cp / (n - 1)))
+        return max(1, min(k - (n - 1), m)) if k >= n else max(0, min(k, m))
 
     def trained(self, main: tuple[int, float], pool: tuple[int, float], pool_size: int) -> None:
-        """This cohort's (clients, seconds) in this process and in the pool."""
+        """This cohort's (clients, seconds) in this process and in the pool; the first
+        cohort's are not timings (the worker processes start, each process builds its data
+        and model)."""
+        self.cohorts += 1
+        if self.cohorts == 1:
+            return
         if main[0]:
             self.main_client = main[1] / main[0]
         if pool[0]:

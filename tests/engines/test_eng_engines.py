@@ -175,9 +175,13 @@ def test_the_main_process_takes_the_share_that_keeps_it_as_busy_as_a_worker():
 
     clock = ShareClock(trainers=2)
     assert clock.local_count(10) == 5  # before any timing: K / N
+    clock.trained(main=(5, 0.001), pool=(5, 2.0), pool_size=1)  # the first cohort: workers start
+    assert clock.local_count(10) == 5
     # the main process 2 ms a client, a worker 3 ms: m 2 = (10 - m) 3 -> m = 6
     clock.trained(main=(5, 0.010), pool=(5, 0.015), pool_size=1)
     assert clock.local_count(10) == 6
-    three = ShareClock(trainers=3)  # two workers sharing 8 clients in 12 ms: 3 ms a client each
+    clock.trained(main=(6, 0.006), pool=(4, 4.0), pool_size=1)  # a slow pool keeps one client
+    assert clock.local_count(10) == 9 and clock.local_count(1) == 1
+    three = ShareClock(trainers=3, cohorts=1)  # two workers sharing 8 clients in 12 ms: 3 ms a client each
     three.trained(main=(4, 0.008), pool=(8, 0.012), pool_size=2)
     assert three.local_count(16) == round(16 * 1.5 / (2 + 1.5))  # m 2 = (16 - m) 3 / 2
