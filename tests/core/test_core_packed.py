@@ -5,6 +5,7 @@ import pickle
 from collections import OrderedDict
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import Array
 
@@ -89,10 +90,11 @@ def test_packed_and_plain_states_give_the_same_screen_and_average_bit_for_bit():
     assert not all_finite(record_to_state(state_to_record(bad, keep=True)))
 
 
-def test_model_heterogeneity_of_packed_replies_equals_the_key_by_key_measures():
+@pytest.mark.parametrize("k", [5, 40])  # by the Gram matrix (K <= 32) and by two passes
+def test_model_heterogeneity_of_packed_replies_equals_the_key_by_key_measures(k):
     g = _state(7)
-    states = [_state(s) for s in range(40)]  # more than GRAM_MAX_CLIENTS: the packed path
-    agg = weighted_average(states, [1.0] * 40)
+    states = [_state(s) for s in range(k)]
+    agg = weighted_average(states, [1.0] * k)
     outcomes = [
         ClientOutcome(
             party=i, node_id=i, num_examples=1, metrics={}, state=record_to_state(state_to_record(s, keep=True))
