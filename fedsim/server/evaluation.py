@@ -11,7 +11,7 @@ import torch
 
 from fedsim.client.training import evaluate, make_criterion
 from fedsim.inputs.run_inputs import Experiment
-from fedsim.measures.heterogeneity import KEEP_UPDATES_BYTES, heterogeneity_of_states
+from fedsim.measures.heterogeneity import GRAM_MAX_CLIENTS, KEEP_UPDATES_BYTES, heterogeneity_of_states
 from fedsim.measures.metrics import classification_metrics
 from fedsim.models import build_model
 from fedsim.util.seeding import derive, seed_torch
@@ -80,7 +80,7 @@ def round_heterogeneity(global_state, outcomes, agg_state) -> dict[str, Any]:
         if is_float(v) and k in agg_state and all(o.state is not None and k in o.state for o in outcomes)
     ]
     states = [o.state for o in outcomes]
-    if _all_packed(states, keys, KEEP_UPDATES_BYTES // 4):
+    if len(states) > GRAM_MAX_CLIENTS and _all_packed(states, keys, KEEP_UPDATES_BYTES // 4):
         # in-process replies hold their weights as one vector each (strategies.arrays.
         # PackedState): the measures over that one block, not key by key (benchmarks/
         # peers.py 1000x10, 100 replies of simple-cnn's ten entries: 11.9 ms a round key by key)

@@ -69,7 +69,10 @@ def test_a_node_lost_in_a_round_is_a_client_failure_the_run_survives(cluster, tm
     cfg = tiny(
         data={"n_train": 2000},
         federation={"rounds": 4, "fraction_fit": 1.0},
-        train={"epochs": 12},  # ~0.5 s a client: the kill lands in round 3
+        # ~1.5 s a client (two a round on each node): the kill, 0.5 s after round 2 ends,
+        # lands inside round 3's first job on the second node (with ~0.5 s jobs it could
+        # land between two jobs, or after the run, and nothing failed: a flaky test)
+        train={"epochs": 36},
         engine={"name": "ray", "ray_address": cluster.address},
     )
 

@@ -117,6 +117,7 @@ _STALLED = """
 """
 
 
+@pytest.mark.slow  # 8 s: the writer's error and close semantics have fast tests above
 def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_one_before(tmp_path, tiny):
     """SIGKILL once round 2's checkpoint is half written and round 3 is recorded (the
     round loop went on): round 2's checkpoint is not there, the resume starts after
