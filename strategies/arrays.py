@@ -135,7 +135,7 @@ def record_to_state(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
         kept = take_tensor(arr)
         if kept is not None:
             taken.add(key)
-        OrderedDict.__setitem__(out, key, kept if kept is not None else torch.from_numpy(array_to_numpy(arr)))
+        out[key] = kept if kept is not None else torch.from_numpy(array_to_numpy(arr))
     packed = record.__dict__.get(_PACKED)
     if packed is not None and taken.issuperset(packed[0]):  # the entries are the vector's views
         out.packed = packed
@@ -181,7 +181,7 @@ def state_to_record(state: Mapping[str, torch.Tensor], keep: bool = False) -> Ar
     and its tensors concatenated twice more at the server (screening, average).
     """
     if keep:
-        return _kept_record(state)
+        return Packer(state).record()
     return array_record((key, array_from_numpy(t.detach().cpu().numpy())) for key, t in state.items())
 
 
@@ -193,10 +193,6 @@ def _views(flat: torch.Tensor, like: list[torch.Tensor], sizes: list[int]) -> li
     if unflatten is not None:
         return list(unflatten(flat, like))
     return [p.view(t.shape) for p, t in zip(flat.split_with_sizes(sizes), like)]
-
-
-def _kept_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    return Packer(state).record()
 
 
 class Packer:
@@ -216,7 +212,6 @@ class Packer:
         # later records would not see change)
         self.sources = [state[k].detach().reshape(-1) for k in self.packed]
         self.live = all(state[k].is_contiguous() for k in self.packed)
-        self.shapes = [state[k].shape for k in self.packed]
         self.sizes = [state[k].numel() for k in self.packed]
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         # each entry's KeptArray template (dtype name, shape, .npy header, byte count)

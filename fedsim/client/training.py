@@ -82,33 +82,30 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer '{cfg.optimizer}'")
 
 
-_MODULES: weakref.WeakKeyDictionary[nn.Module, list[nn.Module]] = weakref.WeakKeyDictionary()
+_WALKED: weakref.WeakKeyDictionary[nn.Module, tuple[list[nn.Module], list[nn.Parameter]]] = weakref.WeakKeyDictionary()
+
+
+def _walked(model: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
+    """The model's modules and parameters, listed once per model: walking them each client
+    was 4% of the cross-device round (``benchmarks/peers.py`` 1000x10: ``model.train()``
+    2.5%, ``model.parameters()`` 1.5%). It assumes what fedsim never does: a model whose
+    modules or parameters are replaced after it is built (no rule does)."""
+    hit = _WALKED.get(model)
+    if hit is None:
+        hit = _WALKED[model] = (list(model.modules()), list(model.parameters()))
+    return hit
 
 
 def train_mode(model: nn.Module) -> None:
-    """``model.train()`` unless every module is in training mode already: train() sets an
-    attribute on each module through nn.Module's slow __setattr__, and walking the
-    modules costs as much again (simple-cnn: 2.5% of the cross-device round,
-    ``benchmarks/peers.py`` 1000x10); the model's module list is kept."""
-    modules = _MODULES.get(model)
-    if modules is None:
-        modules = _MODULES[model] = list(model.modules())
-    if not all(m.training for m in modules):
+    """``model.train()`` unless every module is in training mode already (train() sets an
+    attribute on each module through nn.Module's slow __setattr__)."""
+    if not all(m.training for m in _walked(model)[0]):
         model.train()
 
 
-_PARAMETERS: weakref.WeakKeyDictionary[nn.Module, list[nn.Parameter]] = weakref.WeakKeyDictionary()
-
-
 def parameters(model: nn.Module) -> list[nn.Parameter]:
-    """``list(model.parameters())``, kept per model: a walk of its modules each client was
-    1.5% of the cross-device round (``benchmarks/peers.py`` 1000x10). Like
-    :func:`train_mode`'s module list, it assumes what fedsim never does: a model whose
-    modules or parameters are replaced after it is built (no rule does)."""
-    hit = _PARAMETERS.get(model)
-    if hit is None:
-        hit = _PARAMETERS[model] = list(model.parameters())
-    return hit
+    """``list(model.parameters())``, listed once per model."""
+    return _walked(model)[1]
 
 
 class PlainSGD:

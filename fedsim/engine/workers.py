@@ -114,14 +114,13 @@ class WorkerPoolExecutor:
     With ``local`` the pool has ``workers - 1`` processes: N trainers on N cores and no
     process waiting while the others train (``benchmarks/peers.py`` fedsim-w2 on 2
     cores, a pool of 2 and a waiting main process against a pool of 1 and the main
-    process: 100 x 100 0.87-0.90x -> 0.67-0.68x the plain loop, 1,000 x 10 1.01-1.10x ->
-    0.93x). The server's work between rounds stays serial: the pool waits through it.
+    process: 100 x 100 0.87-0.90x -> 0.67-0.75x the plain loop, 1,000 x 10 1.01-1.10x ->
+    0.82-0.83x). The server's work between rounds stays serial: the pool waits through it.
     """
 
     def __init__(self, settings, workers: int, timeout: float | None = None, threads: int = 0, local=None) -> None:
         threads = threads or settings.config.engine.threads
-        self.timeout, self.workers = timeout, workers
-        self.local = local
+        self.timeout, self.local = timeout, local
         self.share = ShareClock(workers)
         pool_size = workers - 1 if local is not None else workers
         # spawn, not fork: a forked process inherits torch's thread pools in a broken state

@@ -38,12 +38,13 @@ through the code.
   ``raybackend.BasicActorPool`` and puts an actor back into the pool after any failed
   job, a dead one too; while a run is on, fedsim's subclass takes an actor whose process
   or node is gone out of the pool instead.
-* :func:`numpy_array`, :func:`array_record`, :func:`metric_record`, :func:`keep_tensor`,
-  :func:`take_tensor`: an ``Array``, an ``ArrayRecord`` and a ``MetricRecord`` built
+* :func:`numpy_array`, :func:`array_record`, :func:`metric_record`, :func:`record_dict`:
+  an ``Array``, an ``ArrayRecord``, a ``MetricRecord`` and a ``RecordDict`` built
   without their argument and type checks (10 us an array, 4 us an item: a cross-device
-  round builds 10 arrays and a 9-metric record a client), and
-  a tensor an in-process reply's Array carries beside its bytes (an entry of its
-  ``__dict__``), so the server reads it without parsing them (issue 34).
+  round builds 10 arrays and a 9-metric record a client), and :class:`KeptArray`
+  (:func:`kept_array`, :func:`take_tensor`): an in-process reply's Array, which carries
+  its tensor and makes its bytes only when read, so the server reads the tensor
+  without parsing them (issue 34).
 * :data:`DEPRECATION_MARKER`, :func:`warn_deprecated_feature`: how Flower says a
   feature is deprecated (a WARNING record on the ``flwr`` logger, not a
   ``DeprecationWarning``); the test suite fails on any (``tests/conftest.py``).
@@ -96,7 +97,6 @@ __all__ = [
     "KEPT_REDUCE",
     "KeptArray",
     "array_nbytes",
-    "keep_tensor",
     "kept_array",
     "kept_template",
     "metric_record",
@@ -177,24 +177,13 @@ def record_dict(records: dict[str, Any]) -> RecordDict:
     return rd
 
 
-_KEPT = "_fedsim_tensor"
-
-
-def keep_tensor(arr: Array, tensor: Any) -> None:
-    """Let ``arr`` carry ``tensor`` (the array its bytes hold) for :func:`take_tensor`."""
-    arr.__dict__[_KEPT] = (arr.data, tensor)
-
-
 def take_tensor(arr: Array) -> Any | None:
-    """The tensor :func:`keep_tensor` (or :func:`kept_array`) gave ``arr``, once, while
-    ``arr`` still holds the bytes it was kept with; else None. A plain Array's tensor is
-    the first caller's own; a :class:`KeptArray`'s is shared with the Array, whose bytes
-    (made when first read) describe it: its reader must not change it in place."""
+    """The tensor a :class:`KeptArray` carries, once, while no new bytes replaced the
+    ones it describes; else None (a plain Array: its bytes are to be parsed). The tensor
+    is shared with the Array, whose bytes (made when first read) describe it: its reader
+    must not change it in place."""
     d = arr.__dict__
-    if d.pop(_TAKE, False):  # a KeptArray not read yet
-        return d["_tensor"]
-    kept = d.pop(_KEPT, None)
-    return kept[1] if kept is not None and kept[0] is arr.data else None
+    return d["_tensor"] if d.pop(_TAKE, False) else None
 
 
 _TAKE = "_fedsim_take"

@@ -14,6 +14,7 @@ import threading
 import flwr
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as fs
 from flwr.serverapp.strategy import Strategy
@@ -77,11 +78,13 @@ def test_quick_arrays_and_records_equal_flowers_own():
         flwr.__version__, "RecordDict's items"
     )
     assert quick_rd.array_records["arrays"] is rec and quick_rd.metric_records["metrics"] == MetricRecord(metrics)
-    fc.keep_tensor(quick, "tensor")
-    assert quick == ref and fc.take_tensor(quick) == "tensor" and fc.take_tensor(quick) is None
-    fc.keep_tensor(quick, "tensor")
-    quick.data = ref.data[:1] + ref.data[1:]  # new bytes: the kept tensor no longer describes them
-    assert fc.take_tensor(quick) is None
+    template = fc.kept_template(ref.dtype, ref.shape, ref.data[: len(ref.data) - nd.nbytes], len(ref.data))
+    kept = fc.kept_array(template, torch.from_numpy(nd))
+    assert kept == ref and fc.take_tensor(kept) is not None and fc.take_tensor(kept) is None
+    assert fc.take_tensor(quick) is None  # a plain Array carries no tensor
+    kept = fc.kept_array(template, torch.from_numpy(nd))
+    kept.data = ref.data[:1] + ref.data[1:]  # new bytes: the kept tensor no longer describes them
+    assert fc.take_tensor(kept) is None
 
 
 def test_strategy_start_still_takes_what_fedsims_round_loop_mirrors():
