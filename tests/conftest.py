@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -145,6 +146,28 @@ def sigkill_then_resume(cfg: dict, tmp_path: Path, k: int, before_resume=None) -
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     return out
+
+
+def fill_the_disk_at(monkeypatch, round_: int):
+    """The checkpoint of round ``round_`` fails to write its state.pt with ENOSPC (as a
+    full disk's ``write()`` does, naming the file); returns the call that frees the disk."""
+    import fedsim.rundir.store as store
+
+    real = store._atomic_write
+
+    def full(p, write):
+        if Path(p).name == "state.pt" and f".round_{round_:06d}." in str(p):
+            raise OSError(errno.ENOSPC, "No space left on device", str(p))
+        return real(p, write)
+
+    monkeypatch.setattr(store, "_atomic_write", full)
+    return lambda: monkeypatch.setattr(store, "_atomic_write", real)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(round_)``: :func:`fill_the_disk_at` with the test's monkeypatch."""
+    return lambda round_: fill_the_disk_at(monkeypatch, round_)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 import fedsim
-import fedsim.rundir.store as store
 from fedsim.cli import main
 from fedsim.rundir.checkpoint import BackgroundWriter
 from fedsim.server.callbacks import RoundCallback, RunProgress
@@ -71,21 +70,14 @@ def test_a_close_that_fails_stops_the_run_and_the_callbacks_after_it_learn_why()
 
 
 def test_a_full_disk_in_the_last_checkpoint_is_one_line_at_the_end_and_the_run_resumes(
-    tmp_path, tiny, capsys, monkeypatch
+    tmp_path, tiny, capsys, full_disk
 ):
     """The last round's checkpoint fails on the writer thread: the error comes when the
     round loop ends (not later, not lost), with the file it could not write."""
     cfg = tiny(federation={"rounds": 2})
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    real = store._atomic_write
-
-    def full(p, write):
-        if Path(p).name == "state.pt" and ".round_000002." in str(p):
-            raise OSError(errno.ENOSPC, "No space left on device", str(p))
-        return real(p, write)
-
-    monkeypatch.setattr(store, "_atomic_write", full)
+    free = full_disk(2)
     out = tmp_path / "r"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -93,7 +85,7 @@ def test_a_full_disk_in_the_last_checkpoint_is_one_line_at_the_end_and_the_run_r
     assert "state.pt'" in err[0] and str(out / "checkpoints") in err[0]
     assert not (out / "summary.json").exists() and not (out / "checkpoints" / "round_000002").exists()
     assert not list((out / "checkpoints").glob(".round_*"))
-    monkeypatch.setattr(store, "_atomic_write", real)
+    free()
     fedsim.run(cfg, out=out, resume=True)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     assert (out / "model.pt").read_bytes() == (ref.run_dir / "model.pt").read_bytes()

@@ -430,23 +430,14 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path, tiny):
     assert done.summary["rounds"] == 5 and _same_weights(out, ref.run_dir)
 
 
-def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, tiny, capsys, monkeypatch):
-    import fedsim.rundir.store as store
-
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, tiny, capsys, full_disk):
     cfg = tiny(federation={"rounds": 3})
     path = _cfg_file(tmp_path, cfg)
-    real = store._atomic_write
-
-    def full(p, write):
-        if Path(p).name == "state.pt" and "round_000002" in str(p):
-            raise OSError(errno.ENOSPC, "No space left on device", str(p))
-        return real(p, write)
-
-    monkeypatch.setattr(store, "_atomic_write", full)
+    free = full_disk(2)
     assert main(["run", path, "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the disk is full" in err[0] and "--resume" in err[0]
-    monkeypatch.setattr(store, "_atomic_write", real)
+    free()
     done = fedsim.run(cfg, out=tmp_path / "r", resume=True)
     ref = fedsim.run(cfg, out=tmp_path / "ref")
     assert done.summary["rounds"] == 3 and _same_weights(tmp_path / "r", ref.run_dir)
